@@ -1,0 +1,187 @@
+"""Reading and validating the configuration: a YAML file, a mapping, or nothing.
+
+Every fault raises :class:`ConfigError` naming the source, the key and what was wrong,
+so that a typo is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
+
+START_METHODS = ("forkserver", "spawn", "fork")
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """One plugin instance: its ident, the plugin name it uses and its whole mapping."""
+
+    ident: str
+    plugin: str
+    enabled: bool
+    background: bool
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RiggerConfig:
+    """The validated configuration; ``raw`` keeps the mapping as it was given."""
+
+    source: str
+    raw: dict[str, Any]
+    squash_exceptions: bool = False
+    threaded: bool = False
+    server_enabled: bool = False
+    server_address: str = "127.0.0.1"
+    server_port: int = 21212
+    server_token: str | None = None
+    max_message_bytes: int = 1024 * 1024
+    idle_timeout: float = 300.0
+    workers: int | None = None
+    start_method: str | None = None
+    max_tasks_per_worker: int | None = None
+    worker_memory_limit_mb: float | None = None
+    plugins: dict[str, InstanceConfig] = field(default_factory=dict)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+# key -> (check, what a valid value is, for the error message)
+_TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "squash_exceptions": (_is_bool, "a boolean"),
+    "threaded": (_is_bool, "a boolean"),
+    "server_enabled": (_is_bool, "a boolean"),
+    "server_address": (_is_str, "a string (host name or IP address)"),
+    "server_port": (lambda v: _is_int(v) and 0 <= v <= 65535, "an integer from 0 to 65535"),
+    "server_token": (_optional(lambda v: _is_str(v) and v != ""), "a non-empty string or null"),
+    "max_message_bytes": (lambda v: _is_int(v) and v >= 64, "an integer of at least 64"),
+    "idle_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "workers": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
+    "start_method": (
+        _optional(lambda v: v in START_METHODS),
+        "one of " + ", ".join(START_METHODS) + " or null",
+    ),
+    "max_tasks_per_worker": (
+        _optional(lambda v: _is_int(v) and v >= 1),
+        "a positive integer or null",
+    ),
+    "worker_memory_limit_mb": (
+        _optional(lambda v: _is_number(v) and v > 0),
+        "a positive number or null",
+    ),
+    "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
+}
+
+_INSTANCE_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "plugin": (lambda v: _is_str(v) and v != "", "a non-empty string"),
+    "enabled": (_is_bool, "a boolean"),
+    "background": (_is_bool, "a boolean"),
+}
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _read_yaml(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return yaml.safe_load(stream)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
+        raise ConfigError(f"{path}: YAML syntax error at {where}: {exc.problem}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from exc
+
+
+def load_config(source: ConfigSource) -> RiggerConfig:
+    """Validate ``source`` (a YAML path, a mapping, or ``None`` for the defaults)."""
+    data: Any
+    if source is None:
+        name, data = "<defaults>", {}
+    elif isinstance(source, Mapping):
+        name, data = "<mapping>", source
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fspath(source)
+        data = _read_yaml(name)
+        if data is None:
+            data = {}
+    else:
+        raise ConfigError(
+            f"config must be a YAML path, a mapping or None, not {type(source).__name__}"
+        )
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{name}: the top level must be a mapping, got {_describe(data)}")
+
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _TOP_LEVEL:
+            known = ", ".join(sorted(_TOP_LEVEL))
+            raise ConfigError(f"{name}: unknown key {key!r} (known keys: {known})")
+        check, expected = _TOP_LEVEL[key]
+        if not check(value):
+            raise ConfigError(f"{name}: {key}: expected {expected}, got {_describe(value)}")
+        values[key] = value
+
+    plugins = {
+        ident: _instance(name, ident, spec)
+        for ident, spec in (values.pop("plugins", None) or {}).items()
+    }
+    if values.get("idle_timeout") is not None:
+        values["idle_timeout"] = float(values["idle_timeout"])
+    return RiggerConfig(source=name, raw=dict(data), plugins=plugins, **values)
+
+
+def _instance(source: str, ident: Any, spec: Any) -> InstanceConfig:
+    if not isinstance(ident, str) or not ident:
+        raise ConfigError(
+            f"{source}: plugins: instance names must be non-empty strings, got {_describe(ident)}"
+        )
+    where = f"{source}: plugins.{ident}"
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with a 'plugin' key, got {_describe(spec)}")
+    if "plugin" not in spec:
+        raise ConfigError(f"{where}: missing required key 'plugin' (the plugin name to use)")
+    for key, (check, expected) in _INSTANCE_KEYS.items():
+        if key in spec and not check(spec[key]):
+            raise ConfigError(f"{where}.{key}: expected {expected}, got {_describe(spec[key])}")
+    data = dict(spec)
+    return InstanceConfig(
+        ident=ident,
+        plugin=data["plugin"],
+        enabled=data.get("enabled", True),
+        background=data.get("background", False),
+        data=data,
+    )

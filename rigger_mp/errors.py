@@ -1,0 +1,31 @@
+"""The exceptions rigger_mp raises; every one derives from :class:`RiggerError`."""
+
+from __future__ import annotations
+
+
+class RiggerError(Exception):
+    """Base class of every error rigger_mp raises itself."""
+
+
+class ConfigError(RiggerError):
+    """The configuration is malformed: the message names the file, the key and the fault."""
+
+
+class PluginError(RiggerError):
+    """A plugin could not be found, imported or built."""
+
+
+class HookArgumentError(RiggerError, TypeError):
+    """A callable needs parameters that neither the event locals nor the globals hold."""
+
+
+class HookReturnError(RiggerError, TypeError):
+    """A callable returned something other than ``None`` or ``(locals, globals)``."""
+
+
+class ShuttingDown(RiggerError):
+    """The dispatcher is not accepting events (not started, stopping or stopped)."""
+
+
+class WouldDeadlock(RiggerError, RuntimeError):
+    """A hook waited on an event that can only run after the hook itself returns."""

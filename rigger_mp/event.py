@@ -1,0 +1,112 @@
+"""Running one event: pre callbacks, then the plugins' hooks, then post callbacks.
+
+Each stage's callables all see the namespace as it was when the stage began; their
+updates are merged when the whole stage has finished (the order of callables within a
+stage is not promised, so no callable may depend on another's updates in that stage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any
+
+from .calling import Callee, Updates
+from .merge import recursive_update
+
+ExcInfo = tuple[type[BaseException], BaseException, Any]
+FailureHandler = Callable[[ExcInfo], None]
+
+
+def annotate(exc: BaseException, text: str) -> None:
+    """Attach where a failure happened to the exception (shown in its traceback)."""
+    add_note = getattr(exc, "add_note", None)
+    if add_note is not None:
+        add_note(text)
+
+
+class EventRunner:
+    """Runs the stages of events against one global namespace.
+
+    Only the thread that runs events calls :meth:`stage`; it is therefore the only
+    writer of the global namespace.
+    """
+
+    def __init__(
+        self,
+        global_data: dict[str, Any],
+        squash_exceptions: bool,
+        on_failure: FailureHandler,
+        executor: Executor | None,
+    ) -> None:
+        self.global_data = global_data
+        self.squash_exceptions = squash_exceptions
+        self.on_failure = on_failure
+        self.executor = executor
+
+    def stage(self, callees: Sequence[Callee], local: dict[str, Any], event: str) -> None:
+        """Run one stage and merge its updates into ``local`` and the globals."""
+        if not callees:
+            return
+        if len(callees) == 1:
+            updates = self._call(callees[0], local, event)
+            if updates is not None:
+                recursive_update(local, updates[0])
+                recursive_update(self.global_data, updates[1])
+            return
+        if self.executor is not None:
+            results = self._call_concurrently(callees, local, event)
+        else:
+            results = [self._call(callee, local, event) for callee in callees]
+        local_acc: dict[str, Any] = {}
+        global_acc: dict[str, Any] = {}
+        for updates in results:
+            if updates is not None:
+                recursive_update(local_acc, updates[0])
+                recursive_update(global_acc, updates[1])
+        recursive_update(local, local_acc)
+        recursive_update(self.global_data, global_acc)
+
+    def _call(self, callee: Callee, local: dict[str, Any], event: str) -> Updates | None:
+        try:
+            return callee.call(local, self.global_data)
+        except Exception as exc:
+            self._failed(exc, callee, event)
+            return None
+
+    def _failed(self, exc: Exception, callee: Callee, event: str) -> None:
+        """Raise ``exc`` to the waiter, or hand it to the failure handler when squashing."""
+        annotate(exc, f"rigger_mp: raised by {callee.label} during event {event!r}")
+        if not self.squash_exceptions:
+            raise exc
+        self.on_failure((type(exc), exc, exc.__traceback__))
+
+    def _call_concurrently(
+        self, callees: Sequence[Callee], local: dict[str, Any], event: str
+    ) -> list[Updates | None]:
+        assert self.executor is not None
+        futures: list[Future[Updates]] = [
+            self.executor.submit(callee.call, local, self.global_data) for callee in callees
+        ]
+        results: list[Updates | None] = []
+        first_error: Exception | None = None
+        for callee, future in zip(callees, futures, strict=True):
+            exc = future.exception()
+            if exc is None:
+                results.append(future.result())
+            elif not isinstance(exc, Exception):
+                raise exc
+            elif first_error is None:
+                # Every hook has finished before an error leaves the stage.
+                try:
+                    self._failed(exc, callee, event)
+                except Exception as raised:
+                    first_error = raised
+            else:  # a second failure in a stage already failing: log it, lose nothing
+                annotate(exc, f"rigger_mp: raised by {callee.label} during event {event!r}")
+                self.on_failure((type(exc), exc, exc.__traceback__))
+            del exc
+        if first_error is not None:
+            raise first_error
+        return results
+

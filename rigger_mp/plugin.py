@@ -1,0 +1,99 @@
+"""The plugin base class: what a plugin author subclasses."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .calling import Callee, describe
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Dispatcher:
+    """What a plugin may ask of the dispatcher that loaded it."""
+
+    def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Future[dict[str, Any]]:
+        raise NotImplementedError
+
+    def plugin_hooks_changed(self) -> None:
+        """A plugin bound a hook: forget what was worked out from the old bindings."""
+
+
+@dataclass(frozen=True)
+class PluginHook:
+    """One plugin's binding of an event: the callee and whether it is backgrounded."""
+
+    event: str
+    callee: Callee
+    bg: bool
+
+
+class RiggerBasePlugin:
+    """Base class of plugins.
+
+    Subclasses bind their hooks in :meth:`plugin_initialize`, which runs once per
+    instance. ``ident`` is the instance's name in the config and ``data`` its mapping.
+    """
+
+    def __init__(
+        self, ident: str, data: Mapping[str, Any], rigger: Dispatcher | None = None
+    ) -> None:
+        self.ident = ident
+        self.data = data
+        self.callbacks: dict[str, PluginHook] = {}
+        self.configured = False
+        self._rigger = rigger
+        self.plugin_initialize()
+
+    def plugin_initialize(self) -> None:
+        """Bind hooks here with :meth:`register_plugin_hook`."""
+
+    def register_plugin_hook(
+        self, event: str, callback: Callable[..., Any] | None = None, bg: bool = False
+    ) -> None:
+        """Bind ``callback`` (default: the method named like ``event``) to ``event``.
+
+        One callable per event per plugin; a second binding replaces the first.
+        ``bg=True`` runs the hook in the worker pool instead of the event's thread.
+        """
+        if not isinstance(event, str) or not event:
+            raise TypeError(f"plugin {self.ident!r}: event name must be a non-empty string")
+        if callback is None:
+            callback = getattr(self, event, None)
+            if callback is None:
+                raise TypeError(
+                    f"plugin {self.ident!r} ({type(self).__name__}) has no method named "
+                    f"{event!r} to bind; pass callback="
+                )
+        label = f"hook {event!r} of instance {self.ident!r} ({describe(callback)})"
+        self.callbacks[event] = PluginHook(event, Callee(callback, label), bg)
+        if self._rigger is not None:
+            self._rigger.plugin_hooks_changed()
+
+    def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Future[dict[str, Any]]:
+        """Fire an event from inside a hook; it runs after the current event."""
+        if self._rigger is None:
+            raise RuntimeError(f"plugin {self.ident!r} is not attached to a dispatcher")
+        return self._rigger.fire_hook(hook_name, **kwargs)
+
+    def configure(self, *args: Any, **kwargs: Any) -> None:
+        """Mark the plugin configured; override to take settings (riggerlib's API)."""
+        self.configured = True
+
+    @staticmethod
+    def check_configured(func: F) -> F:
+        """Decorate a hook so that it does nothing until the plugin is configured."""
+
+        @functools.wraps(func)
+        def inner(self: RiggerBasePlugin, *args: Any, **kwargs: Any) -> Any:
+            if self.configured:
+                return func(self, *args, **kwargs)
+            return None
+
+        return inner  # type: ignore[return-value]

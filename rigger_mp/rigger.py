@@ -1,0 +1,437 @@
+"""The dispatcher: configuration, plugin instances, the global queue and its thread."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, NamedTuple
+
+from .calling import Callee, describe
+from .config import ConfigSource, InstanceConfig, RiggerConfig, load_config
+from .errors import PluginError, RiggerError, ShuttingDown, WouldDeadlock
+from .event import EventRunner, ExcInfo, annotate
+from .loading import PluginClass, resolve_plugin
+from .plugin import Dispatcher, PluginHook, RiggerBasePlugin
+from .task import Task
+
+logger = logging.getLogger("rigger_mp")
+
+CALLBACK_TYPES = ("pre", "post")
+
+
+@dataclass(frozen=True)
+class PluginInstance:
+    """A loaded plugin instance: riggerlib's ``RiggerPluginInstance``."""
+
+    ident: str
+    obj: RiggerBasePlugin
+    data: Mapping[str, Any]
+    config: InstanceConfig
+
+
+class _Call:
+    """An internal job for the event thread, queued in order with the events."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[[], None]) -> None:
+        self.func = func
+
+
+Backgrounded = tuple[PluginInstance, PluginHook]
+
+
+class _Plan(NamedTuple):
+    """The callables one event name runs, stage by stage."""
+
+    pre: tuple[Callee, ...]
+    foreground: tuple[Callee, ...]
+    background: tuple[Backgrounded, ...]
+    post: tuple[Callee, ...]
+
+_STOP: Final = object()
+_NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+
+
+class Rigger(Dispatcher):
+    """An event-hook dispatcher.
+
+    ``config`` is a YAML path, a mapping, or ``None`` for the defaults; it is read by
+    :meth:`start`. Events fired with :meth:`fire_hook` run one at a time, in the order
+    they were accepted, on one thread.
+    """
+
+    def __init__(self, config: ConfigSource = None) -> None:
+        self.config_source = config
+        self.config: dict[str, Any] = {}
+        self.settings: RiggerConfig | None = None
+        self.plugins: dict[str, PluginClass] = {}
+        self.instances: dict[str, PluginInstance] = {}
+        self.pre_callbacks: dict[str, dict[str, Callee]] = {}
+        self.post_callbacks: dict[str, dict[str, Callee]] = {}
+        self.global_data: dict[str, Any] = {}
+        self.initialized = False
+        self._state = _NEW
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._runners: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._events: EventRunner | None = None
+        self._abandon = False
+        self._accepted = 0
+        self._done = 0
+        self._failed = 0
+        self._abandoned = 0
+        self._callback_seq = 0
+        self._plans: dict[str, _Plan] = {}
+
+    # -- registration -------------------------------------------------------------
+
+    def register_plugin(self, cls: PluginClass, plugin_name: str | None = None) -> None:
+        """Make ``cls`` available to the config as ``plugin: plugin_name``."""
+        if not (isinstance(cls, type) and issubclass(cls, RiggerBasePlugin)):
+            raise PluginError(f"{cls!r} is not a subclass of RiggerBasePlugin")
+        name = plugin_name or cls.__name__
+        known = self.plugins.get(name)
+        if known is not None and known is not cls:
+            raise PluginError(f"plugin name {name!r} is already taken by {known!r}")
+        self.plugins[name] = cls
+
+    def register_hook_callback(
+        self,
+        hook_name: str,
+        ctype: str = "pre",
+        callback: Callable[..., Any] | None = None,
+        name: str | None = None,
+    ) -> str:
+        """Run ``callback`` before (``pre``) or after (``post``) the hooks of ``hook_name``.
+
+        Returns the binding's name, which :meth:`unregister_hook_callback` takes.
+        """
+        table = self._callback_table(ctype)
+        if not isinstance(hook_name, str) or not hook_name:
+            raise TypeError("hook_name must be a non-empty string")
+        if callback is None:
+            raise TypeError("register_hook_callback needs a callback")
+        if name is None:
+            self._callback_seq += 1
+            name = f"{describe(callback)}#{self._callback_seq}"
+        callee = Callee(callback, f"{ctype} callback {name!r} of {hook_name!r}")
+        # Copy on write: the event thread reads these tables without a lock.
+        table[hook_name] = {**table.get(hook_name, {}), name: callee}
+        self._plans = {}
+        return name
+
+    def unregister_hook_callback(self, hook_name: str, ctype: str, name: str) -> None:
+        """Remove the callback bound under ``name``; a name not bound is a ``KeyError``."""
+        table = self._callback_table(ctype)
+        bound = dict(table.get(hook_name, {}))
+        if name not in bound:
+            raise KeyError(f"no {ctype} callback named {name!r} for {hook_name!r}")
+        del bound[name]
+        table[hook_name] = bound
+        self._plans = {}
+
+    def _callback_table(self, ctype: str) -> dict[str, dict[str, Callee]]:
+        if ctype == "pre":
+            return self.pre_callbacks
+        if ctype == "post":
+            return self.post_callbacks
+        raise ValueError(f"ctype must be 'pre' or 'post', not {ctype!r}")
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> Rigger:
+        """Load the config, build the plugin instances and start the event thread."""
+        with self._lock:
+            if self._state != _NEW:
+                raise RiggerError(f"start(): this Rigger is already {self._state}")
+            self._state = _STOPPING  # nobody fires until we are running
+        try:
+            settings = load_config(self.config_source)
+            self.settings = settings
+            self.config = settings.raw
+            self.instances = self._build_instances(settings)
+            if settings.threaded:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(2, min(32, len(self.instances))),
+                    thread_name_prefix="rigger_mp-hook",
+                    initializer=self._enter_runner,
+                )
+            self._events = EventRunner(
+                self.global_data, settings.squash_exceptions, self._on_failure, self._executor
+            )
+            self._thread = threading.Thread(
+                target=self._run_events, name="rigger_mp-events", daemon=True
+            )
+            self._thread.start()
+        except BaseException:
+            self._state = _NEW
+            if self._executor is not None:
+                self._executor.shutdown()
+                self._executor = None
+            raise
+        with self._lock:
+            self._state = _RUNNING
+        self.initialized = True
+        _live.add(self)
+        return self
+
+    def parse_config(self) -> None:
+        """riggerlib's name for :meth:`start`."""
+        self.start()
+
+    def _build_instances(self, settings: RiggerConfig) -> dict[str, PluginInstance]:
+        instances: dict[str, PluginInstance] = {}
+        for ident, spec in settings.plugins.items():
+            cls = resolve_plugin(spec.plugin, ident, self.plugins)
+            if not spec.enabled:
+                continue
+            try:
+                obj = cls(ident, spec.data, self)
+            except Exception as exc:
+                raise PluginError(
+                    f"instance {ident!r}: building plugin {spec.plugin!r} "
+                    f"({describe(cls)}) failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            instances[ident] = PluginInstance(ident, obj, spec.data, spec)
+        return instances
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting events, finish those accepted, then stop every thread.
+
+        What is still queued when ``timeout`` runs out is failed with
+        :class:`ShuttingDown`, logged and counted as abandoned.
+        """
+        with self._lock:
+            if self._state != _RUNNING:
+                return
+            if threading.get_ident() in self._runners:
+                raise WouldDeadlock("stop() called from a hook would wait on its own event")
+            self._state = _STOPPING
+        thread = self._thread
+        assert thread is not None
+        self._queue.put(_STOP)
+        thread.join(timeout)
+        if thread.is_alive():
+            self._abandon = True
+            self._fail_queued()
+            logger.error(
+                "stop(): timed out after %ss with an event still running; "
+                "%d queued event(s) abandoned",
+                timeout,
+                self._abandoned,
+            )
+        if self._executor is not None:
+            self._executor.shutdown(wait=not thread.is_alive())
+        with self._lock:
+            self._state = _STOPPED
+        _live.discard(self)
+
+    def _fail_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if type(item) is tuple:
+                self._abandon_task(item[0])
+
+    def _abandon_task(self, task: Task) -> None:
+        self._abandoned += 1
+        if task.set_running_or_notify_cancel():
+            task.set_exception(
+                ShuttingDown(f"event {task.hook_name!r} (tid {task.tid}) abandoned at stop()")
+            )
+
+    def __enter__(self) -> Rigger:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._state == _RUNNING
+
+    # -- events -------------------------------------------------------------------
+
+    def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Task:
+        """Queue an event and return its task handle at once.
+
+        The task's result is the event's final namespace: the globals overlaid by
+        the event's locals.
+        """
+        if not isinstance(hook_name, str):
+            raise TypeError(f"hook_name must be a string, not {type(hook_name).__name__}")
+        with self._lock:
+            if self._state != _RUNNING and not (
+                self._state == _STOPPING and threading.get_ident() in self._runners
+            ):
+                raise ShuttingDown(f"fire_hook({hook_name!r}): the dispatcher is {self._state}")
+            self._accepted += 1
+            task = Task(str(self._accepted), hook_name, self._runners)
+            self._queue.put((task, hook_name, kwargs))
+        return task
+
+    def call_soon(self, func: Callable[[], None]) -> None:
+        """Run ``func`` on the event thread, after the events already queued.
+
+        This is how other threads change the global namespace: its only writer is
+        the event thread.
+        """
+        self._queue.put(_Call(func))
+
+    def _enter_runner(self) -> None:
+        self._runners.add(threading.get_ident())
+
+    def _run_events(self) -> None:
+        self._enter_runner()
+        get, put = self._queue.get, self._queue.put
+        events = self._events
+        assert events is not None
+        while True:
+            item = get()
+            if type(item) is tuple:
+                task, hook_name, local = item
+                if self._abandon:
+                    self._abandon_task(task)
+                elif task.set_running_or_notify_cancel():
+                    self._run_event(events, task, hook_name, local)
+            elif item is _STOP:
+                if self._queue.empty():
+                    return
+                put(_STOP)  # events fired by hooks while draining run first
+            else:
+                self._run_call(item)
+
+    def _run_event(
+        self, events: EventRunner, task: Task, hook_name: str, local: dict[str, Any]
+    ) -> None:
+        try:
+            plan = self._plans.get(hook_name) or self._plan(hook_name)
+            events.stage(plan.pre, local, hook_name)
+            if plan.background:
+                self._submit_background(plan.background, local, hook_name)
+            events.stage(plan.foreground, local, hook_name)
+            events.stage(plan.post, local, hook_name)
+            result = dict(self.global_data)
+            result.update(local)
+        except BaseException as exc:
+            self._failed += 1
+            task.set_exception(exc)
+        else:
+            self._done += 1
+            task.set_result(result)
+
+    def _run_call(self, call: _Call) -> None:
+        try:
+            call.func()
+        except Exception as exc:
+            annotate(exc, f"rigger_mp: raised by internal job {describe(call.func)}")
+            self._on_failure((type(exc), exc, exc.__traceback__))
+
+    def _plan(self, hook_name: str) -> _Plan:
+        """Who runs for ``hook_name``, worked out once and kept until a binding changes."""
+        foreground: list[Callee] = []
+        background: list[Backgrounded] = []
+        for instance in self.instances.values():
+            hook = instance.obj.callbacks.get(hook_name)
+            if hook is None:
+                continue
+            if hook.bg or instance.config.background:
+                background.append((instance, hook))
+            else:
+                foreground.append(hook.callee)
+        plan = _Plan(
+            tuple(self.pre_callbacks.get(hook_name, {}).values()),
+            tuple(foreground),
+            tuple(background),
+            tuple(self.post_callbacks.get(hook_name, {}).values()),
+        )
+        self._plans[hook_name] = plan
+        return plan
+
+    def plugin_hooks_changed(self) -> None:
+        """Forget the cached plans: a plugin bound a hook after start."""
+        self._plans = {}
+
+    def _submit_background(
+        self,
+        hooks: tuple[Backgrounded, ...],
+        local: dict[str, Any],
+        hook_name: str,
+    ) -> None:
+        raise NotImplementedError("backgrounded hooks need the worker pool")
+
+    # -- failures and counters ----------------------------------------------------
+
+    def _on_failure(self, exc_info: ExcInfo) -> None:
+        try:
+            self.handle_failure(exc_info)
+        except Exception:
+            logger.exception("rigger_mp: handle_failure() itself failed")
+
+    def handle_failure(self, exc_info: ExcInfo) -> None:
+        """Called with a squashed exception; the default logs it with its traceback."""
+        logger.error("rigger_mp: a callable failed: %s", exc_info[1], exc_info=exc_info)
+
+    def log_message(self, msg: str) -> None:
+        """riggerlib's logging hook; the default logs through ``logging``."""
+        logger.info("%s", msg)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: events accepted, done, failed, abandoned, and queued now."""
+        return {
+            "events": {
+                "accepted": self._accepted,
+                "done": self._done,
+                "failed": self._failed,
+                "abandoned": self._abandoned,
+                "queued": self._queue.qsize(),
+            }
+        }
+
+    # -- riggerlib compatibility ----------------------------------------------------
+
+    def get_instance_obj(self, name: str) -> RiggerBasePlugin | None:
+        """The plugin object of instance ``name``, or ``None``."""
+        instance = self.instances.get(name)
+        return instance.obj if instance else None
+
+    def get_instance_data(self, name: str) -> Mapping[str, Any] | None:
+        """The config mapping of instance ``name``, or ``None``."""
+        instance = self.instances.get(name)
+        return instance.data if instance else None
+
+    def configure_plugin(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``configure(*args, **kwargs)`` on instance ``name``."""
+        obj = self.get_instance_obj(name)
+        if obj is None:
+            raise PluginError(f"configure_plugin: no enabled instance named {name!r}")
+        obj.configure(*args, **kwargs)
+
+
+# Riggers that were started and not stopped: stopped (drained) at interpreter exit, so
+# that a forgotten stop() does not lose accepted events.
+_live: weakref.WeakSet[Rigger] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live() -> None:
+    for rigger in list(_live):
+        rigger.stop()
