@@ -1,0 +1,458 @@
+"""Timing helpers, the result record, the table, the JSON file and the chart.
+
+A scenario (see :mod:`benchmarks.scenarios`) returns :class:`Measurement` records: one
+figure of one subject (``rigger_mp`` or a peer such as ``pluggy``), with one sample per
+repeat. Figures of the same scenario and metric are compared with each other: every peer
+row shows how fast rigger_mp is relative to that peer *in the same run*, so that a noisy
+machine moves both sides together. Absolute numbers are always printed next to the ratios.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+SUBJECT = "rigger_mp"
+"""The subject under test; every other subject of a metric is a peer."""
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Target:
+    """A promised figure: the median ``op`` ``value``, or rigger_mp's speed ratio to ``peer``.
+
+    A ratio target compares rigger_mp's row with the named peer's row of the same metric
+    (speed ratio: above 1 means rigger_mp is faster; see :func:`speed_ratio`).
+    """
+
+    op: Literal[">=", "<="]
+    value: float
+    peer: str | None = None
+
+    def describe(self, unit: str) -> str:
+        sign = "\u2265" if self.op == ">=" else "\u2264"
+        if self.peer is not None:
+            return f"{sign} {self.value:g}\u00d7 {self.peer}"
+        return f"{sign} {fmt(self.value)} {unit}"
+
+    def met(self, figure: float | None, ratios: dict[str, float]) -> bool | None:
+        """Whether the target holds; None when the figure it needs was not measured."""
+        value = ratios.get(self.peer) if self.peer is not None else figure
+        if value is None or math.isnan(value):
+            return None
+        return value >= self.value if self.op == ">=" else value <= self.value
+
+
+@dataclass
+class Measurement:
+    """One figure of one subject, with one sample per repeat.
+
+    ``skipped`` holds the reason when the subject could not be measured (``samples`` is then
+    empty). ``series``/``x`` place the figure on a curve (e.g. cost per event against the
+    number of instances) for the chart; the table lists such points one per row.
+    """
+
+    scenario: str
+    metric: str
+    subject: str
+    unit: str
+    samples: list[float]
+    higher_is_better: bool
+    note: str = ""
+    targets: tuple[Target, ...] = ()
+    skipped: str | None = None
+    series: str | None = None
+    x: float | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    @property
+    def low(self) -> float | None:
+        return min(self.samples) if self.samples else None
+
+    @property
+    def high(self) -> float | None:
+        return max(self.samples) if self.samples else None
+
+    def quartiles(self) -> tuple[float, float] | None:
+        """First and third quartile of the samples (None for fewer than two)."""
+        if len(self.samples) < 2:
+            return None
+        return percentile(self.samples, 25), percentile(self.samples, 75)
+
+
+def skipped(
+    scenario: str, metric: str, subject: str, unit: str, reason: str, higher_is_better: bool
+) -> Measurement:
+    """A record saying ``subject`` was not measured, and why."""
+    return Measurement(scenario, metric, subject, unit, [], higher_is_better, skipped=reason)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a scenario is told about the run: quick or full, how many repeats, where to log."""
+
+    quick: bool
+    repeats: int
+    log: Callable[[str], None] = field(default=print)
+
+    def pick(self, full: int, quick: int) -> int:
+        """A size for this run: ``quick`` under ``--quick``, else ``full``."""
+        return quick if self.quick else full
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named measurement. ``run`` returns every figure it took, peers included.
+
+    ``name`` is ``"<module>.<what>"`` (e.g. ``inprocess.latency``); ``--only`` accepts the
+    full name or the module part.
+    """
+
+    name: str
+    description: str
+    run: Callable[[RunContext], list[Measurement]]
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) with linear interpolation between ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def settle() -> None:
+    """Collect garbage before a timed section so one repeat does not pay for the last."""
+    gc.collect()
+
+
+def time_loop(call: Callable[[int], object], n: int) -> float:
+    """Seconds taken by ``call(i)`` for ``i`` in ``range(n)``, timed as one block."""
+    settle()
+    start = time.perf_counter()
+    for i in range(n):
+        call(i)
+    return time.perf_counter() - start
+
+
+def time_each(call: Callable[[int], object], n: int) -> list[float]:
+    """Seconds taken by each ``call(i)``, timed one by one (for latency percentiles)."""
+    settle()
+    clock = time.perf_counter
+    out = [0.0] * n
+    for i in range(n):
+        start = clock()
+        call(i)
+        out[i] = clock() - start
+    return out
+
+
+def speed_ratio(ours: float, theirs: float, higher_is_better: bool) -> float:
+    """How many times faster rigger_mp is than a peer: above 1 faster, below 1 slower."""
+    if ours <= 0 or theirs <= 0:
+        return math.nan
+    return ours / theirs if higher_is_better else theirs / ours
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def fmt(value: float | None) -> str:
+    """A figure with as many digits as it deserves."""
+    if value is None or math.isnan(value):
+        return "-"
+    mag = abs(value)
+    if mag >= 1000:
+        return f"{value:,.0f}"
+    if mag >= 100:
+        return f"{value:.0f}"
+    if mag >= 10:
+        return f"{value:.1f}"
+    if mag >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def ratios_of(group: Sequence[Measurement]) -> dict[str, float]:
+    """rigger_mp's speed ratio to every measured peer in ``group`` (one scenario+metric)."""
+    ours = next((m for m in group if m.subject == SUBJECT and m.samples), None)
+    if ours is None or ours.median is None:
+        return {}
+    out: dict[str, float] = {}
+    for m in group:
+        if m.subject != SUBJECT and m.median is not None:
+            out[m.subject] = speed_ratio(ours.median, m.median, ours.higher_is_better)
+    return out
+
+
+def grouped(results: Iterable[Measurement]) -> dict[tuple[str, str], list[Measurement]]:
+    """Results by (scenario, metric), in first-seen order, rigger_mp first in each group."""
+    groups: dict[tuple[str, str], list[Measurement]] = {}
+    for m in results:
+        groups.setdefault((m.scenario, m.metric), []).append(m)
+    for group in groups.values():
+        group.sort(key=lambda m: m.subject != SUBJECT)
+    return groups
+
+
+def _spread(m: Measurement) -> str:
+    if m.low is None or m.high is None:
+        return ""
+    if len(m.samples) == 1:
+        return "n=1"
+    return f"{fmt(m.low)}..{fmt(m.high)}"
+
+
+def render_table(results: Sequence[Measurement], descriptions: dict[str, str]) -> str:
+    """The text table: one row per subject and metric, peers under rigger_mp.
+
+    ``vs peer`` on a peer's row is rigger_mp's speed ratio to that peer (above 1: rigger_mp
+    is faster). ``target`` on rigger_mp's row says whether the promised figure was met.
+    """
+    header = ("metric", "subject", "median", "min..max", "unit", "rigger_mp vs peer", "target")
+    lines: list[str] = []
+    current = ""
+    rows: list[tuple[str, ...]] = []
+
+    def flush() -> None:
+        if not rows:
+            return
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for r in [header, *rows]:
+            lines.append(
+                "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            )
+        rows.clear()
+
+    for (scenario, _metric), group in grouped(results).items():
+        if scenario != current:
+            flush()
+            current = scenario
+            lines.append("")
+            lines.append(f"== {scenario}: {descriptions.get(scenario, '')}".rstrip(": "))
+        ratios = ratios_of(group)
+        for m in group:
+            if m.skipped is not None:
+                rows.append((m.metric, m.subject, "skipped", "", "", "", m.skipped))
+                continue
+            vs = ""
+            if m.subject != SUBJECT and m.subject in ratios:
+                vs = f"{ratios[m.subject]:.3g}\u00d7"
+            target = ""
+            if m.targets:
+                verdicts = []
+                for t in m.targets:
+                    ok = t.met(m.median, ratios)
+                    verdict = {True: "met", False: "NOT met", None: "n/a"}[ok]
+                    verdicts.append(f"{t.describe(m.unit)}: {verdict}")
+                target = "; ".join(verdicts)
+            if m.note:
+                target = f"{target}  ({m.note})" if target else f"({m.note})"
+            rows.append((m.metric, m.subject, fmt(m.median), _spread(m), m.unit, vs, target))
+    flush()
+    return "\n".join(lines)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(extra_versions: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Where the figures came from: CPU, OS, Python, versions of rigger_mp and its peers."""
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+    }
+    with contextlib.suppress(OSError, AttributeError):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    try:
+        import psutil
+
+        info["memory_total_mb"] = round(psutil.virtual_memory().total / 2**20)
+        with contextlib.suppress(Exception):
+            freq = psutil.cpu_freq()
+            if freq is not None:
+                info["cpu_mhz"] = round(freq.current)
+    except ImportError:
+        pass
+    versions: dict[str, str | None] = {
+        name: _version(name)
+        for name in ("rigger_mp", "pluggy", "blinker", "PyYAML", "psutil", "matplotlib")
+    }
+    versions["riggerlib"] = None
+    versions.update(extra_versions or {})
+    info["versions"] = versions
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+        info["git_commit"] = commit or None
+    return info
+
+
+def to_json(
+    results: Sequence[Measurement], machine: dict[str, Any], run: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON document: machine, run settings, and every figure with its spread."""
+    records: list[dict[str, Any]] = []
+    for group in grouped(results).values():
+        ratios = ratios_of(group)
+        for m in group:
+            quart = m.quartiles()
+            records.append(
+                {
+                    "scenario": m.scenario,
+                    "metric": m.metric,
+                    "subject": m.subject,
+                    "unit": m.unit,
+                    "higher_is_better": m.higher_is_better,
+                    "median": m.median,
+                    "min": m.low,
+                    "max": m.high,
+                    "iqr": list(quart) if quart else None,
+                    "samples": m.samples,
+                    "repeats": len(m.samples),
+                    "speed_ratio_vs_peer": (
+                        ratios.get(m.subject) if m.subject != SUBJECT else None
+                    ),
+                    "targets": [
+                        {"target": t.describe(m.unit), "met": t.met(m.median, ratios)}
+                        for t in m.targets
+                    ],
+                    "note": m.note or None,
+                    "skipped": m.skipped,
+                    "series": m.series,
+                    "x": m.x,
+                }
+            )
+    return {"machine": machine, "run": run, "results": records}
+
+
+def write_json(doc: dict[str, Any], path: Path) -> None:
+    """Write ``doc`` atomically (a ``.tmp`` file renamed over the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_chart(results: Sequence[Measurement], path: Path, title: str) -> str:
+    """Draw one panel per metric (a curve per subject for series); return what was done.
+
+    Bars use a log scale when the subjects differ by more than 50 times, which they do
+    whenever riggerlib's 100 ms polling sits next to a sub-microsecond function call.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "chart skipped: matplotlib is not installed (pip install '.[bench]')"
+
+    panels: list[tuple[str, list[Measurement]]] = []
+    series_seen: dict[tuple[str, str], list[Measurement]] = {}
+    for (scenario, metric), group in grouped(results).items():
+        measured = [m for m in group if m.median is not None]
+        if not measured:
+            continue
+        if measured[0].series is not None:
+            key = (scenario, measured[0].series)
+            if key not in series_seen:
+                series_seen[key] = []
+                panels.append((f"{scenario}\n{key[1]}", series_seen[key]))
+            series_seen[key].extend(measured)
+        else:
+            panels.append((f"{scenario}\n{metric}", measured))
+    if not panels:
+        return "chart skipped: nothing was measured"
+
+    cols = 2
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 2.9 * rows), squeeze=False)
+    for ax, (label, ms) in zip(axes.flat, panels, strict=False):
+        unit = ms[0].unit
+        if ms[0].series is not None:
+            by_subject: dict[str, list[Measurement]] = {}
+            for m in ms:
+                by_subject.setdefault(m.subject, []).append(m)
+            for subject, pts in by_subject.items():
+                pts.sort(key=lambda m: m.x or 0.0)
+                xs = [m.x or 0.0 for m in pts]
+                ys = [m.median or 0.0 for m in pts]
+                ax.plot(xs, ys, marker="o", label=subject)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("enabled instances")
+            ax.set_ylabel(unit)
+            ax.legend(fontsize=8)
+        else:
+            names = [m.subject for m in ms]
+            meds = [m.median or 0.0 for m in ms]
+            lows = [max(0.0, (m.median or 0.0) - (m.low or 0.0)) for m in ms]
+            highs = [max(0.0, (m.high or 0.0) - (m.median or 0.0)) for m in ms]
+            colors = ["tab:blue" if n == SUBJECT else "tab:gray" for n in names]
+            ax.barh(names, meds, xerr=[lows, highs], color=colors, capsize=3)
+            ax.invert_yaxis()
+            positive = [v for v in meds if v > 0]
+            if positive and max(positive) / min(positive) > 50:
+                ax.set_xscale("log")
+            ax.set_xlabel(unit + (" (higher is better)" if ms[0].higher_is_better else ""))
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"chart written: {path}"
+
+
+def python_info() -> str:
+    """One line naming the interpreter, for logs."""
+    return f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
