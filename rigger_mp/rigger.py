@@ -224,6 +224,7 @@ class Rigger(Dispatcher):
         if thread.is_alive():
             self._abandon = True
             self._fail_queued()
+            self._queue.put(_STOP)  # the event thread ends once its hook returns
             logger.error(
                 "stop(): timed out after %ss with an event still running; "
                 "%d queued event(s) abandoned",

@@ -1,0 +1,143 @@
+"""Lifecycle: start, stop draining what was accepted, stop timeouts, exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rigger_mp import Rigger, RiggerBasePlugin, RiggerError, ShuttingDown, WouldDeadlock
+from tests.conftest import rigger_threads
+
+
+class Counter(RiggerBasePlugin):
+    def plugin_initialize(self) -> None:
+        self.count = 0
+        self.register_plugin_hook("tick")
+
+    def tick(self) -> None:
+        self.count += 1
+
+
+def holding(gate: threading.Event) -> Callable[[], None]:
+    """A callback that holds the event queue until ``gate`` is set."""
+
+    def hold() -> None:
+        gate.wait()
+
+    return hold
+
+
+def counter_rigger() -> Rigger:
+    rigger = Rigger({"plugins": {"c": {"plugin": "c"}}})
+    rigger.register_plugin(Counter, "c")
+    return rigger
+
+
+def test_stop_drains_10000_queued_events_and_leaves_no_thread() -> None:
+    gate = threading.Event()
+    rigger = counter_rigger()
+    rigger.register_hook_callback("hold", "pre", holding(gate))
+    rigger.start()
+    rigger.fire_hook("hold")
+    tasks = [rigger.fire_hook("tick") for _ in range(10_000)]
+    assert rigger.stats()["events"]["queued"] >= 9_999
+    threading.Timer(0, gate.set).start()  # released only once stop() is waiting
+    rigger.stop()
+    obj = rigger.get_instance_obj("c")
+    assert isinstance(obj, Counter)
+    assert obj.count == 10_000
+    assert all(t.done() and not t.exception() for t in tasks)
+    assert rigger.stats()["events"]["done"] == 10_001
+    assert rigger_threads() == []
+
+
+def test_fire_before_start_or_after_stop_is_refused() -> None:
+    rigger = counter_rigger()
+    with pytest.raises(ShuttingDown, match="new"):
+        rigger.fire_hook("tick")
+    with rigger:
+        rigger.fire_hook("tick").result()
+    with pytest.raises(ShuttingDown, match="stopped"):
+        rigger.fire_hook("tick")
+
+
+def test_start_twice_is_an_error_and_stop_twice_is_harmless() -> None:
+    rigger = counter_rigger()
+    rigger.start()
+    with pytest.raises(RiggerError, match="already running"):
+        rigger.start()
+    rigger.stop()
+    rigger.stop()
+    assert not rigger.running
+
+
+def test_stop_timeout_fails_what_is_queued_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+    rigger = counter_rigger()
+    rigger.register_hook_callback("hold", "pre", holding(gate))
+    rigger.start()
+    held = rigger.fire_hook("hold")
+    queued = [rigger.fire_hook("tick") for _ in range(5)]
+    rigger.stop(timeout=0.05)
+    for task in queued:
+        with pytest.raises(ShuttingDown, match="abandoned"):
+            task.result()
+    assert rigger.stats()["events"]["abandoned"] == 5
+    assert "5 queued event(s) abandoned" in caplog.text
+    gate.set()
+    assert held.result(timeout=10) == {}
+    for thread in rigger_threads():
+        thread.join(timeout=10)
+
+
+def test_stop_from_inside_a_hook_is_refused() -> None:
+    errors: list[BaseException] = []
+
+    class Stopper(RiggerBasePlugin):
+        def plugin_initialize(self) -> None:
+            self.register_plugin_hook("halt")
+
+        def halt(self, rigger: Rigger) -> None:
+            try:
+                rigger.stop()
+            except WouldDeadlock as exc:
+                errors.append(exc)
+
+    rigger = Rigger({"plugins": {"s": {"plugin": "s"}}})
+    rigger.register_plugin(Stopper, "s")
+    with rigger:
+        rigger.fire_hook("halt", rigger=rigger).result()
+    assert len(errors) == 1
+
+
+def test_a_rigger_never_stopped_is_drained_at_interpreter_exit(tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    script = textwrap.dedent(
+        f"""
+        import threading
+        from rigger_mp import Rigger
+        gate = threading.Event()
+        rigger = Rigger()
+        lines = []
+        rigger.register_hook_callback("hold", "pre", lambda: gate.wait() and None)
+        rigger.register_hook_callback("line", "pre", lambda n: lines.append(n))
+        rigger.register_hook_callback(
+            "flush", "pre", lambda: open({str(out)!r}, "w").write(str(len(lines))))
+        rigger.start()
+        rigger.fire_hook("hold")
+        for n in range(1000):
+            rigger.fire_hook("line", n=n)
+        rigger.fire_hook("flush")
+        gate.set()
+        # no stop(): the interpreter exits with events still queued
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert out.read_text() == "1000"
