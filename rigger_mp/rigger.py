@@ -57,7 +57,7 @@ class _Plan(NamedTuple):
     post: tuple[Callee, ...]
 
 _STOP: Final = object()
-_NEW, _RUNNING, _STOPPING, _STOPPED = "new", "running", "stopping", "stopped"
+_NEW, _STARTING, _RUNNING, _STOPPING, _STOPPED = "new", "starting", "running", "stopping", "stopped"
 
 
 class Rigger(Dispatcher):
@@ -154,7 +154,7 @@ class Rigger(Dispatcher):
         with self._lock:
             if self._state != _NEW:
                 raise RiggerError(f"start(): this Rigger is already {self._state}")
-            self._state = _STOPPING  # nobody fires until we are running
+            self._state = _STARTING  # nobody fires until we are running
         try:
             settings = load_config(self.config_source)
             self.settings = settings
@@ -238,13 +238,19 @@ class Rigger(Dispatcher):
         _live.discard(self)
 
     def _fail_queued(self) -> None:
+        """Fail the queued events; internal jobs go back on the queue and still run."""
+        jobs: list[_Call] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
+                break
             if type(item) is tuple:
                 self._abandon_task(item[0])
+            elif isinstance(item, _Call):
+                jobs.append(item)
+        for job in jobs:
+            self._queue.put(job)
 
     def _abandon_task(self, task: Task) -> None:
         self._abandoned += 1

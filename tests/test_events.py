@@ -302,3 +302,23 @@ def test_a_queued_task_can_be_cancelled() -> None:
         first.result()
     assert ran == [1]
     assert second.cancelled()
+
+
+def test_call_soon_runs_on_the_event_thread_in_order_with_events() -> None:
+    order: list[str] = []
+    threads: set[int] = set()
+    rigger = Rigger()
+    rigger.register_hook_callback("ev", "pre", lambda n: order.append(f"event{n}"))
+
+    def job() -> None:
+        threads.add(threading.get_ident())
+        order.append("job")
+        rigger.global_data["from_job"] = True
+
+    with rigger:
+        rigger.fire_hook("ev", n=1)
+        rigger.call_soon(job)
+        result = rigger.fire_hook("ev", n=2).result()
+    assert order == ["event1", "job", "event2"]
+    assert result["from_job"] is True
+    assert threads != {threading.get_ident()}

@@ -84,6 +84,7 @@ def test_stop_timeout_fails_what_is_queued_and_says_so(caplog: pytest.LogCapture
     rigger.start()
     held = rigger.fire_hook("hold")
     queued = [rigger.fire_hook("tick") for _ in range(5)]
+    rigger.call_soon(lambda: rigger.global_data.update(merged=True))
     rigger.stop(timeout=0.05)
     for task in queued:
         with pytest.raises(ShuttingDown, match="abandoned"):
@@ -94,6 +95,7 @@ def test_stop_timeout_fails_what_is_queued_and_says_so(caplog: pytest.LogCapture
     assert held.result(timeout=10) == {}
     for thread in rigger_threads():
         thread.join(timeout=10)
+    assert rigger.global_data == {"merged": True}  # the queued internal job still ran
 
 
 def test_stop_from_inside_a_hook_is_refused() -> None:
