@@ -19,12 +19,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 SUBJECT = "rigger_mp"
 """The subject under test; every other subject of a metric is a peer."""
@@ -67,8 +67,9 @@ class Measurement:
     """One figure of one subject, with one sample per repeat.
 
     ``skipped`` holds the reason when the subject could not be measured (``samples`` is then
-    empty). ``series``/``x`` place the figure on a curve (e.g. cost per event against the
-    number of instances) for the chart; the table lists such points one per row.
+    empty). ``series``/``x`` place the figure on a curve for the chart; name the series
+    ``"<y> vs <x>"`` (e.g. ``"cost per event vs enabled instances"``): the part after
+    ``" vs "`` labels the x axis. The table lists such points one per row.
     """
 
     scenario: str
@@ -172,6 +173,26 @@ def time_each(call: Callable[[int], object], n: int) -> list[float]:
         start = clock()
         call(i)
         out[i] = clock() - start
+    return out
+
+
+T = TypeVar("T")
+
+
+def interleaved(measures: Mapping[str, Callable[[], T]], repeats: int) -> dict[str, list[T]]:
+    """Run each named measurement once per repeat, subjects taking turns.
+
+    On a shared, noisy machine a burst of load hits whichever subject is running; taking
+    turns (and rotating who goes first) spreads it over all subjects, so the ratios
+    between them stay fair even when the absolute figures move.
+    """
+    names = list(measures)
+    out: dict[str, list[T]] = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            settle()
+            out[name].append(measures[name]())
     return out
 
 
@@ -421,8 +442,10 @@ def write_chart(results: Sequence[Measurement], path: Path, title: str) -> str:
                 xs = [m.x or 0.0 for m in pts]
                 ys = [m.median or 0.0 for m in pts]
                 ax.plot(xs, ys, marker="o", label=subject)
-            ax.set_xscale("log", base=2)
-            ax.set_xlabel("enabled instances")
+            ticks = sorted({m.x or 0.0 for m in ms})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel((ms[0].series or "").rpartition(" vs ")[2])
             ax.set_ylabel(unit)
             ax.legend(fontsize=8)
         else:

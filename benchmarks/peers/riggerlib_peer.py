@@ -90,7 +90,9 @@ def _run(cmd: list[str], timeout: float) -> str:
     """Run ``cmd``; return its stdout, or raise RuntimeError with the tail of its stderr."""
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        lines = proc.stderr.strip().splitlines()
+        errors = [line for line in lines if line.startswith("ERROR")]
+        tail = (errors or lines or ["no output"])[-1][:200]
         raise RuntimeError(
             f"{Path(cmd[0]).name} {' '.join(cmd[1:3])} exited {proc.returncode}: {tail}"
         )

@@ -7,9 +7,10 @@ Every subject runs the same trivial hook, ``ev(x) -> None``:
 - ``pluggy`` and ``blinker``: the same function called synchronously in this thread. They
   have no queue and no thread, so their per-call time is the floor a dispatcher can reach.
 - ``thread+queue``: a bare ``queue.SimpleQueue`` drained by one thread that calls the hook
-  and completes a ``concurrent.futures.Future`` per event. This is the floor of any queued
-  design in CPython (two thread hand-offs per fire-and-wait), so the distance between it and
-  rigger_mp is rigger_mp's own overhead.
+  and completes a plain ``concurrent.futures.Future`` per event: the simplest queued
+  design the stdlib offers (two thread hand-offs per fire-and-wait). rigger_mp does the
+  same hand-offs plus namespaces and stages, so the distance between the two is rigger_mp's
+  own cost (or saving: its task handle is cheaper than a plain Future when nobody waits).
 - ``riggerlib`` 3.1.6 (in its own venv, see :mod:`benchmarks.peers.riggerlib_peer`): the
   predecessor. Its queue thread sleeps 0.1 s whenever its queue is empty, so each
   fire-and-wait costs about 100 ms; it gets few events to keep the run short.
@@ -17,13 +18,13 @@ Every subject runs the same trivial hook, ``ev(x) -> None``:
 
 from __future__ import annotations
 
+import math
 import queue
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from functools import partial
 from typing import Any, Protocol
 
 import blinker
@@ -35,6 +36,7 @@ from benchmarks.harness import (
     RunContext,
     Scenario,
     Target,
+    interleaved,
     percentile,
     settle,
     time_each,
@@ -84,7 +86,7 @@ def _trivial(x: int) -> None:
 
 
 class BareThreadQueue:
-    """One thread draining a ``SimpleQueue``, a ``Future`` per event: the queued floor."""
+    """One thread draining a ``SimpleQueue``, a plain ``Future`` per event."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[tuple[Future[dict[str, Any]], dict[str, Any]] | None]
@@ -160,35 +162,36 @@ def blinker_caller() -> Callable[[int], object]:
 
 
 # --------------------------------------------------------------------------- timing
+# Each helper warms its subject up when made and then returns one sample per call, so
+# that the scenarios can hand them to ``interleaved`` and let the subjects take turns.
 
 
-def _floor_per_call_us(call: Callable[[int], object], n: int, repeats: int) -> list[float]:
-    """Per-call time in µs of a synchronous ``call``, one sample per repeat."""
+def per_call_us(call: Callable[[int], object], n: int) -> Callable[[], float]:
+    """Sampler: per-call time in µs of a synchronous ``call`` over ``n`` calls."""
     time_loop(call, min(n, 10_000))  # warm up
-    return [time_loop(call, n) / n * 1e6 for _ in range(repeats)]
+    return lambda: time_loop(call, n) / n * 1e6
 
 
-def _floor_rate(call: Callable[[int], object], n: int, repeats: int) -> list[float]:
-    """Calls per second of a synchronous ``call``, one sample per repeat."""
+def calls_per_s(call: Callable[[int], object], n: int) -> Callable[[], float]:
+    """Sampler: calls per second of a synchronous ``call`` over ``n`` calls."""
     time_loop(call, min(n, 10_000))  # warm up
-    return [n / time_loop(call, n) for _ in range(repeats)]
+    return lambda: n / time_loop(call, n)
 
 
-def _fire_and_wait(subject: Fires, events: int, repeats: int) -> tuple[list[float], list[float]]:
-    """Median and p99 latency in µs of fire-then-wait, one (median, p99) per repeat."""
+def fire_and_wait(subject: Fires, events: int) -> Callable[[], tuple[float, float]]:
+    """Sampler: (median, p99) µs of ``events`` fire-then-wait round trips, one after another."""
     fire = subject.fire_hook
 
     def one(i: int) -> object:
         return fire(HOOK, x=i).result()
 
     time_each(one, min(events, 500))  # warm up
-    medians: list[float] = []
-    p99s: list[float] = []
-    for _ in range(repeats):
+
+    def sample() -> tuple[float, float]:
         us = [s * 1e6 for s in time_each(one, events)]
-        medians.append(statistics.median(us))
-        p99s.append(percentile(us, 99))
-    return medians, p99s
+        return statistics.median(us), percentile(us, 99)
+
+    return sample
 
 
 def _pipelined(subject: Fires, n: int) -> tuple[float, float]:
@@ -208,25 +211,21 @@ def _pipelined(subject: Fires, n: int) -> tuple[float, float]:
     return time.perf_counter() - start, fired - start
 
 
-def _rates(subject: Fires, events: int, repeats: int) -> tuple[list[float], list[float]]:
-    """Pipelined events/s per repeat, and the share of each run spent in the firing loop."""
+def pipelined(subject: Fires, events: int) -> Callable[[], tuple[float, float]]:
+    """Sampler: (events/s, share of the time spent in the firing loop) for ``events``."""
     _pipelined(subject, min(events, 5_000))  # warm up
-    rates: list[float] = []
-    shares: list[float] = []
-    for _ in range(repeats):
+
+    def sample() -> tuple[float, float]:
         total, fired = _pipelined(subject, events)
-        rates.append(events / total)
-        shares.append(fired / total)
-    return rates, shares
+        return events / total, fired / total
+
+    return sample
 
 
-def _using(make: Callable[[], Fires], measure: Callable[[Fires], Any]) -> Any:
-    """Run ``measure`` against a fresh subject and stop it afterwards."""
-    subject = make()
-    try:
-        return measure(subject)
-    finally:
-        subject.stop()
+def cost_per_event_us(subject: Fires, events: int) -> Callable[[], float]:
+    """Sampler: µs per event, pipelined (the inverse of :func:`pipelined`'s rate)."""
+    rate = pipelined(subject, events)
+    return lambda: 1e6 / rate()[0]
 
 
 def _riggerlib(
@@ -237,7 +236,7 @@ def _riggerlib(
     higher = kind == "throughput"
     if isinstance(result, str):
         return Measurement(scenario, metric, "riggerlib", unit, [], higher, skipped=result)
-    note = f"{events} events per repeat"
+    note = f"{events} events per repeat, run after the others"
     if kind == "latency":
         note += "; its queue thread sleeps 0.1 s when idle"
     return Measurement(scenario, metric, "riggerlib", unit, result, higher, note=note)
@@ -245,67 +244,87 @@ def _riggerlib(
 
 # --------------------------------------------------------------------------- scenarios
 
+SYNC_NOTE = "synchronous call in this thread: no queue, no thread"
+BARE_NOTE = "stdlib SimpleQueue + 1 thread + plain Future per event"
+
 
 def latency(ctx: RunContext) -> list[Measurement]:
     """Fire one event, wait for its result, then the next: median and p99 per repeat."""
     name = "inprocess.latency"
     events = ctx.pick(5_000, 1_000)
-    ours = _using(start_rigger, lambda r: _fire_and_wait(r, events, ctx.repeats))
-    bare = _using(BareThreadQueue, lambda r: _fire_and_wait(r, events, ctx.repeats))
     floor_n = ctx.pick(200_000, 20_000)
-    sync_note = "synchronous call, no queue, no thread"
-    bare_note = "SimpleQueue + 1 thread + Future: the floor of a queued design"
+    rigger, bare = start_rigger(), BareThreadQueue()
+    try:
+        pluggy_us = per_call_us(pluggy_caller(), floor_n)
+        blinker_us = per_call_us(blinker_caller(), floor_n)
+        samples = interleaved(
+            {
+                SUBJECT: fire_and_wait(rigger, events),
+                BARE: fire_and_wait(bare, events),
+                "pluggy": lambda: (pluggy_us(), math.nan),
+                "blinker": lambda: (blinker_us(), math.nan),
+            },
+            ctx.repeats,
+        )
+    finally:
+        rigger.stop()
+        bare.stop()
     med, p99 = "median latency", "p99 latency"
+
+    def fig(subject: str, metric: str, col: int, **kw: Any) -> Measurement:
+        values = [s[col] for s in samples[subject]]
+        return Measurement(name, metric, subject, US, values, False, **kw)
+
     return [
-        Measurement(
-            name, med, SUBJECT, US, ours[0], False,
-            note=f"{events} events per repeat", targets=(Target("<=", 50.0),),
-        ),
-        Measurement(name, med, BARE, US, bare[0], False, note=bare_note),
-        Measurement(
-            name, med, "pluggy", US,
-            _floor_per_call_us(pluggy_caller(), floor_n, ctx.repeats), False, note=sync_note,
-        ),
-        Measurement(
-            name, med, "blinker", US,
-            _floor_per_call_us(blinker_caller(), floor_n, ctx.repeats), False, note=sync_note,
-        ),
+        fig(SUBJECT, med, 0, note=f"{events} events per repeat", targets=(Target("<=", 50.0),)),
+        fig(BARE, med, 0, note=BARE_NOTE),
+        fig("pluggy", med, 0, note=SYNC_NOTE),
+        fig("blinker", med, 0, note=SYNC_NOTE),
         _riggerlib(name, med, US, "latency", ctx.pick(10, 5), ctx),
-        Measurement(name, p99, SUBJECT, US, ours[1], False),
-        Measurement(name, p99, BARE, US, bare[1], False),
-    ]  # fmt: skip
+        fig(SUBJECT, p99, 1),
+        fig(BARE, p99, 1),
+    ]
 
 
 def throughput(ctx: RunContext) -> list[Measurement]:
     """Fire many events without waiting, then wait for the last: events per second."""
     name = "inprocess.throughput"
     events = ctx.pick(100_000, 10_000)
-    rates, shares = _using(start_rigger, lambda r: _rates(r, events, ctx.repeats))
-    bare_rates, _ = _using(BareThreadQueue, lambda r: _rates(r, events, ctx.repeats))
+    rigger, bare = start_rigger(), BareThreadQueue()
+    try:
+        pluggy_rate = calls_per_s(pluggy_caller(), events)
+        blinker_rate = calls_per_s(blinker_caller(), events)
+        samples = interleaved(
+            {
+                SUBJECT: pipelined(rigger, events),
+                BARE: pipelined(bare, events),
+                "pluggy": lambda: (pluggy_rate(), math.nan),
+                "blinker": lambda: (blinker_rate(), math.nan),
+            },
+            ctx.repeats,
+        )
+    finally:
+        rigger.stop()
+        bare.stop()
     metric = "events/s, pipelined"
-    share = statistics.median(shares) * 100
+    share = statistics.median(s[1] for s in samples[SUBJECT]) * 100
+
+    def fig(subject: str, unit: str, **kw: Any) -> Measurement:
+        values = [s[0] for s in samples[subject]]
+        return Measurement(name, metric, subject, unit, values, True, **kw)
+
     return [
-        Measurement(
-            name, metric, SUBJECT, "events/s", rates, True,
+        fig(
+            SUBJECT,
+            "events/s",
             note=f"{events} events per repeat; firing loop ended at {share:.0f}% of the time",
             targets=(Target(">=", 150_000.0), Target(">=", 0.40, peer="pluggy")),
         ),
-        Measurement(
-            name, metric, BARE, "events/s", bare_rates, True,
-            note="SimpleQueue + 1 thread + Future: the floor of a queued design",
-        ),
-        Measurement(
-            name, metric, "pluggy", "calls/s",
-            _floor_rate(pluggy_caller(), events, ctx.repeats), True,
-            note="synchronous call",
-        ),
-        Measurement(
-            name, metric, "blinker", "sends/s",
-            _floor_rate(blinker_caller(), events, ctx.repeats), True,
-            note="synchronous send",
-        ),
+        fig(BARE, "events/s", note=BARE_NOTE),
+        fig("pluggy", "calls/s", note=SYNC_NOTE),
+        fig("blinker", "sends/s", note=SYNC_NOTE),
         _riggerlib(name, metric, "events/s", "throughput", ctx.pick(20_000, 2_000), ctx),
-    ]  # fmt: skip
+    ]
 
 
 def scaling(ctx: RunContext) -> list[Measurement]:
@@ -313,22 +332,33 @@ def scaling(ctx: RunContext) -> list[Measurement]:
     name = "inprocess.scaling"
     events = ctx.pick(20_000, 2_000)
     series = "cost per event vs enabled instances"
-    ours: dict[int, list[float]] = {}
-    theirs: dict[int, list[float]] = {}
-    for k in INSTANCE_COUNTS:
-        rates, _ = _using(partial(start_rigger, k), lambda r: _rates(r, events, ctx.repeats))
-        ours[k] = [1e6 / rate for rate in rates]
-        theirs[k] = _floor_per_call_us(pluggy_caller(k), events, ctx.repeats)
+    riggers = {k: start_rigger(k) for k in INSTANCE_COUNTS}
+    try:
+        samplers: dict[str, Callable[[], float]] = {}
+        for k, rigger in riggers.items():
+            samplers[f"{SUBJECT}:{k}"] = cost_per_event_us(rigger, events)
+            samplers[f"pluggy:{k}"] = per_call_us(pluggy_caller(k), events)
+        samples = interleaved(samplers, ctx.repeats)
+    finally:
+        for rigger in riggers.values():
+            rigger.stop()
+    data = {
+        subject: {k: samples[f"{subject}:{k}"] for k in INSTANCE_COUNTS}
+        for subject in (SUBJECT, "pluggy")
+    }
 
     out: list[Measurement] = []
     for k in INSTANCE_COUNTS:
         metric = f"cost per event, {k} instance{'s' if k > 1 else ''}"
-        for subject, data in ((SUBJECT, ours), ("pluggy", theirs)):
-            out.append(Measurement(name, metric, subject, US, data[k], False, series=series, x=k))
+        for subject in (SUBJECT, "pluggy"):
+            out.append(
+                Measurement(name, metric, subject, US, data[subject][k], False, series=series, x=k)
+            )
     lo, hi = INSTANCE_COUNTS[0], INSTANCE_COUNTS[-1]
     metric = f"cost per event per instance, {hi} vs {lo}"
-    for subject, data in ((SUBJECT, ours), ("pluggy", theirs)):
-        ratios = [(b / hi) / (a / lo) for a, b in zip(data[lo], data[hi], strict=True)]
+    for subject in (SUBJECT, "pluggy"):
+        costs = data[subject]
+        ratios = [(b / hi) / (a / lo) for a, b in zip(costs[lo], costs[hi], strict=True)]
         is_ours = subject == SUBJECT
         out.append(
             Measurement(
@@ -339,9 +369,10 @@ def scaling(ctx: RunContext) -> list[Measurement]:
             )
         )  # fmt: skip
     metric = "marginal cost per instance (least-squares slope)"
-    for subject, data in ((SUBJECT, ours), ("pluggy", theirs)):
+    for subject in (SUBJECT, "pluggy"):
+        costs = data[subject]
         slopes = [
-            _slope(INSTANCE_COUNTS, [data[k][r] for k in INSTANCE_COUNTS])
+            _slope(INSTANCE_COUNTS, [costs[k][r] for k in INSTANCE_COUNTS])
             for r in range(ctx.repeats)
         ]
         out.append(Measurement(name, metric, subject, US, slopes, False))
