@@ -25,6 +25,7 @@ PEER_DIR = Path(__file__).resolve().parent.parent / ".peers" / "riggerlib"
 RUNNER = Path(__file__).resolve().parent / "_riggerlib_runner.py"
 MARKER = PEER_DIR / "installed.txt"
 INSTALL_TIMEOUT = 240.0
+QUICK_INSTALL_TIMEOUT = 40.0  # keeps a --quick run without network inside its budget
 RUN_TIMEOUT = 60.0
 
 _state: dict[str, str] = {}
@@ -43,7 +44,7 @@ def installed_version() -> str | None:
     return None
 
 
-def ensure(log: Callable[[str], None]) -> Path | str:
+def ensure(log: Callable[[str], None], timeout: float = INSTALL_TIMEOUT) -> Path | str:
     """The peer venv's Python, installing riggerlib on first use; or the reason it failed."""
     if "python" in _state:
         return Path(_state["python"])
@@ -59,7 +60,8 @@ def ensure(log: Callable[[str], None]) -> Path | str:
         if PEER_DIR.exists():
             shutil.rmtree(PEER_DIR)
         PEER_DIR.parent.mkdir(parents=True, exist_ok=True)
-        _run([sys.executable, "-m", "venv", str(PEER_DIR)], INSTALL_TIMEOUT)
+        deadline = time.monotonic() + timeout
+        _run([sys.executable, "-m", "venv", str(PEER_DIR)], timeout)
         _run(
             [
                 str(python),
@@ -74,8 +76,12 @@ def ensure(log: Callable[[str], None]) -> Path | str:
                 "2",
                 f"riggerlib=={VERSION}",
             ],
-            INSTALL_TIMEOUT,
+            max(1.0, deadline - time.monotonic()),
         )
+    except subprocess.TimeoutExpired:
+        _state["error"] = f"riggerlib=={VERSION} was not installed within {timeout:.0f} s"
+        log(f"riggerlib: skipped ({_state['error']})")
+        return _state["error"]
     except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
         _state["error"] = f"riggerlib=={VERSION} could not be installed: {exc}"
         log(f"riggerlib: skipped ({_state['error']})")
@@ -100,13 +106,17 @@ def _run(cmd: list[str], timeout: float) -> str:
 
 
 def measure(
-    kind: str, events: int, repeats: int, log: Callable[[str], None] = print
+    kind: str,
+    events: int,
+    repeats: int,
+    log: Callable[[str], None] = print,
+    quick: bool = False,
 ) -> list[float] | str:
     """riggerlib's samples for ``kind`` (``latency``: median µs; ``throughput``: events/s).
 
     Returns the reason as a string when riggerlib is unavailable or its run failed.
     """
-    python = ensure(log)
+    python = ensure(log, QUICK_INSTALL_TIMEOUT if quick else INSTALL_TIMEOUT)
     if isinstance(python, str):
         return python
     cmd = [str(python), "-I", str(RUNNER), kind, str(events), str(repeats)]

@@ -232,7 +232,9 @@ def _riggerlib(
     scenario: str, metric: str, unit: str, kind: str, events: int, ctx: RunContext
 ) -> Measurement:
     """riggerlib's figure for ``kind``, or a skipped record saying why."""
-    result = riggerlib_peer.measure(kind, events=events, repeats=ctx.repeats, log=ctx.log)
+    result = riggerlib_peer.measure(
+        kind, events=events, repeats=ctx.repeats, log=ctx.log, quick=ctx.quick
+    )
     higher = kind == "throughput"
     if isinstance(result, str):
         return Measurement(scenario, metric, "riggerlib", unit, [], higher, skipped=result)
