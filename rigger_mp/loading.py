@@ -1,14 +1,29 @@
-"""Finding plugin classes by name: registered names first, then ``package.module:Class``."""
+"""Finding plugin classes by name, along one lookup path.
+
+1. names given to ``Rigger.register_plugin``;
+2. the built-in plugins (:data:`rigger_mp.plugins.BUILTIN`) and the plugins other
+   installed packages declare in the entry point group ``rigger_mp.plugins``
+   (name -> ``package.module:Class``; rigger_mp declares its built-ins there too);
+3. an importable ``package.module:Class`` written in the config.
+
+Entry points are read when a name is looked up, not cached: a package installed while
+the interpreter runs is found by the next ``start()``.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 
 from .errors import PluginError
 from .plugin import RiggerBasePlugin
+from .plugins import BUILTIN
 
 PluginClass = type[RiggerBasePlugin]
+
+ENTRY_POINT_GROUP = "rigger_mp.plugins"
+"""The entry point group other packages use to provide plugins: ``name = "pkg.mod:Class"``."""
 
 
 def import_class(path: str) -> PluginClass:
@@ -30,17 +45,44 @@ def import_class(path: str) -> PluginClass:
     return obj
 
 
+def discover_plugins() -> dict[str, dict[str, str]]:
+    """Plugin name -> {``package.module:Class`` -> who provides it}.
+
+    A name normally has one target; more than one means two installed packages claim
+    the same name, which :func:`resolve_plugin` reports instead of picking one.
+    """
+    table: dict[str, dict[str, str]] = {
+        name: {target: "rigger_mp (built-in)"} for name, target in BUILTIN.items()
+    }
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        provider = f"package {dist.name}" if dist is not None else "an entry point"
+        table.setdefault(ep.name, {}).setdefault(ep.value.strip(), provider)
+    return table
+
+
 def resolve_plugin(name: str, ident: str, registered: Mapping[str, PluginClass]) -> PluginClass:
     """The class behind plugin ``name`` for instance ``ident``."""
     if name in registered:
         return registered[name]
-    if ":" in name:
+    discovered = discover_plugins()
+    targets = discovered.get(name)
+    if targets is not None and len(targets) > 1:
+        claims = "; ".join(f"{who}: {target}" for target, who in sorted(targets.items()))
+        raise PluginError(
+            f"instance {ident!r}: plugin name {name!r} is provided by more than one "
+            f"package ({claims}); write the 'package.module:Class' you mean instead"
+        )
+    path = next(iter(targets)) if targets else name
+    if ":" in path:
         try:
-            return import_class(name)
+            return import_class(path)
         except PluginError as exc:
-            raise PluginError(f"instance {ident!r}: plugin {name!r}: {exc}") from exc
-    known = ", ".join(sorted(registered)) or "none"
+            where = f" (from {targets[path]})" if targets else ""
+            raise PluginError(f"instance {ident!r}: plugin {name!r}{where}: {exc}") from exc
+    known = ", ".join(sorted({*registered, *discovered})) or "none"
     raise PluginError(
-        f"instance {ident!r}: unknown plugin {name!r} (registered plugins: {known}; "
-        "or give an importable 'package.module:Class')"
+        f"instance {ident!r}: unknown plugin {name!r} (known plugins: {known}; "
+        f"or give an importable 'package.module:Class'; packages provide plugins "
+        f"through the entry point group {ENTRY_POINT_GROUP!r})"
     )

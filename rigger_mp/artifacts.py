@@ -1,0 +1,71 @@
+"""Where a test's artifacts go, and the event that says they are complete.
+
+The main job: each test writes logs and screenshots into its own directory, and once the
+test has finished, the directory is packed into an archive. Two callbacks make that work
+with any plugins:
+
+- a pre callback of ``start_test`` and ``finish_test`` puts ``artifact_path`` =
+  ``<root>/<test_location>/<test_name>`` into the event's locals, unless the event was
+  fired with one (so a client that knows better wins);
+- a post callback of ``finish_test`` fires ``artifacts_ready`` with the same names. By
+  then every foreground hook of ``finish_test`` (the per-test log, say) has finished
+  writing, so a backgrounded archiver bound to ``artifacts_ready`` packs a complete
+  directory. Bound to ``finish_test`` itself it would race those hooks: backgrounded
+  hooks start right after the pre callbacks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .rigger import Rigger
+
+READY_EVENT = "artifacts_ready"
+"""Fired after each ``finish_test`` once its foreground hooks are done."""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+,@\[\]-]+")
+
+
+def safe_part(text: str) -> str:
+    """A path component made from a test name or location: no separators, no ``..``."""
+    part = _UNSAFE.sub("_", text).strip(".") or "_"
+    return part[:120]
+
+
+def artifact_dir(root: str | os.PathLike[str], test_location: str, test_name: str) -> Path:
+    """``<root>/<test_location>/<test_name>``, each part made safe for the file system."""
+    location = [safe_part(p) for p in re.split(r"[/\\:]+", test_location) if p]
+    return Path(root).joinpath(*location, safe_part(test_name))
+
+
+def install(rigger: Rigger, root: str | os.PathLike[str]) -> None:
+    """Bind the artifact-path pre callbacks and the ``artifacts_ready`` post callback."""
+    root = Path(root).absolute()
+
+    def artifact_path(
+        test_name: str, test_location: str = "", artifact_path: str | None = None
+    ) -> tuple[dict[str, Any], None] | None:
+        if artifact_path is not None:
+            return None
+        return {"artifact_path": str(artifact_dir(root, test_location, test_name))}, None
+
+    def artifacts_ready(
+        test_name: str,
+        artifact_path: str,
+        test_location: str = "",
+        test_result: str | None = None,
+    ) -> None:
+        rigger.fire_hook(
+            READY_EVENT,
+            test_name=test_name,
+            test_location=test_location,
+            test_result=test_result,
+            artifact_path=artifact_path,
+        )
+
+    for event in ("start_test", "finish_test"):
+        rigger.register_hook_callback(event, "pre", artifact_path, name="artifact_path")
+    rigger.register_hook_callback("finish_test", "post", artifacts_ready, name=READY_EVENT)
