@@ -245,8 +245,8 @@ class Rigger(Dispatcher):
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if type(item) is tuple:
-                self._abandon_task(item[0])
+            if type(item) is Task:
+                self._abandon_task(item)
             elif isinstance(item, _Call):
                 jobs.append(item)
         for job in jobs:
@@ -291,8 +291,8 @@ class Rigger(Dispatcher):
             ):
                 raise ShuttingDown(f"fire_hook({hook_name!r}): the dispatcher is {self._state}")
             self._accepted += 1
-            task = Task(str(self._accepted), hook_name, self._runners)
-            self._queue.put((task, hook_name, kwargs))
+            task = Task(str(self._accepted), hook_name, kwargs, self._runners)
+            self._queue.put(task)
         return task
 
     def call_soon(self, func: Callable[[], None]) -> None:
@@ -313,12 +313,11 @@ class Rigger(Dispatcher):
         assert events is not None
         while True:
             item = get()
-            if type(item) is tuple:
-                task, hook_name, local = item
+            if type(item) is Task:
                 if self._abandon:
-                    self._abandon_task(task)
-                elif task.set_running_or_notify_cancel():
-                    self._run_event(events, task, hook_name, local)
+                    self._abandon_task(item)
+                elif item.set_running_or_notify_cancel():
+                    self._run_event(events, item)
             elif item is _STOP:
                 if self._queue.empty():
                     return
@@ -326,18 +325,25 @@ class Rigger(Dispatcher):
             else:
                 self._run_call(item)
 
-    def _run_event(
-        self, events: EventRunner, task: Task, hook_name: str, local: dict[str, Any]
-    ) -> None:
+    def _run_event(self, events: EventRunner, task: Task) -> None:
+        hook_name, local = task.hook_name, task.local
+        task.local = None
+        assert local is not None
         try:
             plan = self._plans.get(hook_name) or self._plan(hook_name)
-            events.stage(plan.pre, local, hook_name)
+            if plan.pre:
+                events.stage(plan.pre, local, hook_name)
             if plan.background:
                 self._submit_background(plan.background, local, hook_name)
-            events.stage(plan.foreground, local, hook_name)
-            events.stage(plan.post, local, hook_name)
-            result = dict(self.global_data)
-            result.update(local)
+            if plan.foreground:
+                events.stage(plan.foreground, local, hook_name)
+            if plan.post:
+                events.stage(plan.post, local, hook_name)
+            if self.global_data:
+                result = dict(self.global_data)
+                result.update(local)
+            else:
+                result = local
         except BaseException as exc:
             self._failed += 1
             task.set_exception(exc)
