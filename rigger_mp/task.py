@@ -47,6 +47,14 @@ class Task(Future[dict[str, Any]]):
     forever, so it raises :class:`WouldDeadlock`.
     """
 
+    # Defaults shared by every task until a task sets its own: fewer stores per event.
+    _result: Any = None
+    _exception: BaseException | None = None
+    _lazy_condition: threading.Condition | None = None
+    _lazy_waiters: list[Any] | None = None
+    _lazy_callbacks: list[Any] | None = None
+    _gate: threading.Lock | None = None
+
     def __init__(
         self,
         tid: str,
@@ -56,12 +64,6 @@ class Task(Future[dict[str, Any]]):
     ) -> None:
         # Future.__init__'s state, less what is made on demand (see the module docstring).
         self._state = PENDING
-        self._result: Any = None
-        self._exception: BaseException | None = None
-        self._lazy_condition: threading.Condition | None = None
-        self._lazy_waiters: list[Any] | None = None
-        self._lazy_callbacks: list[Any] | None = None
-        self._gate: threading.Lock | None = None
         self.tid = tid
         self.hook_name = hook_name
         self.local = local
@@ -118,10 +120,13 @@ class Task(Future[dict[str, Any]]):
             if self._lazy_condition is None:  # no callback, no Condition waiter
                 if self._state in _DONE:
                     raise InvalidStateError(f"{self._state}: {self!r}")
-                self._result = result
-                self._exception = exception
+                if exception is None:
+                    self._result = result
+                else:
+                    self._exception = exception
                 self._state = FINISHED
-                self._open_gate()
+                if self._gate is not None:
+                    self._open_gate()
                 return
         if exception is None:
             super().set_result(result)
