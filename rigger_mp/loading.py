@@ -1,4 +1,4 @@
-"""Finding plugin classes by name: registered names first, then ``package.module:Class``."""
+"""Finding plugin classes: registered names, built-in names, then ``package.module:Class``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from .errors import PluginError
 from .plugin import RiggerBasePlugin
+from .plugins import BUILTIN
 
 PluginClass = type[RiggerBasePlugin]
 
@@ -34,12 +35,13 @@ def resolve_plugin(name: str, ident: str, registered: Mapping[str, PluginClass])
     """The class behind plugin ``name`` for instance ``ident``."""
     if name in registered:
         return registered[name]
-    if ":" in name:
+    path = BUILTIN.get(name, name)
+    if ":" in path:
         try:
-            return import_class(name)
+            return import_class(path)
         except PluginError as exc:
             raise PluginError(f"instance {ident!r}: plugin {name!r}: {exc}") from exc
-    known = ", ".join(sorted(registered)) or "none"
+    known = ", ".join(sorted({*registered, *BUILTIN})) or "none"
     raise PluginError(
         f"instance {ident!r}: unknown plugin {name!r} (registered plugins: {known}; "
         "or give an importable 'package.module:Class')"

@@ -1,0 +1,13 @@
+"""Plugins that ship with rigger_mp, known to the config by a short name.
+
+:data:`BUILTIN` is the one place that maps those names to classes; the loader consults
+it after the names given to ``Rigger.register_plugin``. Classes are named as
+``package.module:Class`` so that nothing is imported until an instance asks for it.
+"""
+
+from __future__ import annotations
+
+BUILTIN: dict[str, str] = {
+    "archive": "rigger_mp.plugins.archive:ArchivePlugin",
+}
+"""Built-in plugin name -> importable ``package.module:Class``."""
