@@ -128,6 +128,8 @@ class Background:
         self._failed = 0
         self._abandoned = 0
         self._closed = False
+        self.events_settled = False
+        """Set by :meth:`wait`: every event accepted before it returned had run."""
 
     @classmethod
     def start(
@@ -270,16 +272,19 @@ class Background:
         if threading.get_ident() in rigger._runners:
             raise WouldDeadlock("wait_background() called from a hook would wait on itself")
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.events_settled = False
         while True:
             accepted = rigger._accepted
             target = self._mark(deadline)
             if target is None:
                 return False
+            self.events_settled = rigger._accepted == accepted
             with self._cond:
                 while self._finished < target:
                     left = _remaining(deadline)
                     if left == 0.0 or not self._cond.wait(left):
-                        return self._finished >= target and rigger._accepted == accepted
+                        self.events_settled = rigger._accepted == accepted
+                        return self._finished >= target and self.events_settled
             if rigger._accepted == accepted:
                 return True
 
@@ -317,39 +322,31 @@ class Background:
         self._flush()
 
     def close(self, drained: bool, timeout: float | None = None) -> None:
-        """End the pool: let it finish if ``drained``, else end it now; count what is left."""
+        """End the pool: let it finish if ``drained``, else end it now and count what it held.
+
+        Items the pool hands back unrun are counted as abandoned and logged by name.
+        Results that came in meanwhile are settled by the flush job already queued on
+        the event thread, or here once that thread has ended.
+        """
+        if self._closed:
+            return
         self._closed = True
         pool = self._pool
         if pool is None:
             return
         left = pool.stop(abandon=not drained, timeout=timeout)
-        if not self._direct:  # the event thread is stuck in a hook: settle without merging
-            with self._lock:
-                stuck = sum(count for count, _, _ in self._inbox)
-                self._inbox = []
-            if stuck:
-                logger.error(
-                    "rigger_mp: stop(): the global updates of %d finished "
-                    "backgrounded hook(s) were not merged: the event thread is "
-                    "still running an event",
-                    stuck,
-                )
-                with self._cond:
-                    self._done += stuck
-                    self._finished += stuck
-        else:
-            self._flush()
-        with self._cond:
-            unsettled = self._submitted - self._finished
-            self._abandoned += unsettled
-            self._finished += unsettled
-            self._cond.notify_all()
-        if unsettled:
+        if left:
+            with self._cond:
+                self._abandoned += len(left)
+                self._finished += len(left)
+                self._cond.notify_all()
             logger.error(
                 "rigger_mp: stop() abandoned %d backgrounded hook(s) not finished in time: %s",
-                unsettled,
-                describe_items(left) if left else "(held by ended workers)",
+                len(left),
+                describe_items(left),
             )
+        if self._direct:
+            self._flush()
 
     # -- stats --------------------------------------------------------------------------------
 

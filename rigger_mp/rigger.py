@@ -230,9 +230,16 @@ class Rigger(Dispatcher):
         assert thread is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         background = self._background
-        drained = background is None or background.wait(timeout)
+        idle = False
+        if background is not None:
+            drained = background.wait(timeout)
+            if not drained:
+                background.close(drained=False, timeout=0)  # end what still runs
+            # With every event run and the pool done or ended, only merge jobs and the
+            # stop signal are left for the event thread: its join needs no deadline.
+            idle = background.events_settled
         self._queue.put(_STOP)
-        thread.join(_remaining(deadline))
+        thread.join(None if idle else _remaining(deadline))
         if thread.is_alive():
             self._abandon = True
             self._fail_queued()
@@ -246,7 +253,7 @@ class Rigger(Dispatcher):
         if background is not None:
             if not thread.is_alive():
                 background.events_ended()
-            background.close(drained and not thread.is_alive(), _remaining(deadline))
+            background.close(drained=not thread.is_alive(), timeout=_remaining(deadline))
         if self._executor is not None:
             self._executor.shutdown(wait=not thread.is_alive())
         with self._lock:
