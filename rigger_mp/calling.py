@@ -77,7 +77,8 @@ class Callee:
 
     def call(self, local: Mapping[str, Any], glob: Mapping[str, Any]) -> Updates:
         """Call with arguments from the namespace; return its checked ``(locals, globals)``."""
-        return self.check(self.func(**self.arguments(local, glob)))
+        result = self.func(**self.arguments(local, glob))
+        return (None, None) if result is None else self.check(result)
 
     def check(self, result: Any) -> Updates:
         """Accept ``None`` or a pair of mappings (either may be ``None``)."""

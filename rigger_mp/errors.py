@@ -29,3 +29,11 @@ class ShuttingDown(RiggerError):
 
 class WouldDeadlock(RiggerError, RuntimeError):
     """A hook waited on an event that can only run after the hook itself returns."""
+
+
+class BackgroundError(RiggerError):
+    """A backgrounded hook failed in a worker process, or its worker died running it.
+
+    The message names the instance, the event, the worker's pid and carries the
+    traceback text from the worker (the exception itself stays in the worker).
+    """

@@ -51,8 +51,11 @@ class EventRunner:
         if len(callees) == 1:
             updates = self._call(callees[0], local, event)
             if updates is not None:
-                recursive_update(local, updates[0])
-                recursive_update(self.global_data, updates[1])
+                local_updates, global_updates = updates
+                if local_updates:
+                    recursive_update(local, local_updates)
+                if global_updates:
+                    recursive_update(self.global_data, global_updates)
             return
         if self.executor is not None:
             results = self._call_concurrently(callees, local, event)

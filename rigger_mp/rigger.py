@@ -6,6 +6,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
+from .background import Background
 from .calling import Callee, describe
 from .config import ConfigSource, InstanceConfig, RiggerConfig, load_config
 from .errors import PluginError, RiggerError, ShuttingDown, WouldDeadlock
@@ -92,6 +94,7 @@ class Rigger(Dispatcher):
         self._abandoned = 0
         self._callback_seq = 0
         self._plans: dict[str, _Plan] = {}
+        self._background: Background | None = None
 
     # -- registration -------------------------------------------------------------
 
@@ -160,6 +163,7 @@ class Rigger(Dispatcher):
             self.settings = settings
             self.config = settings.raw
             self.instances = self._build_instances(settings)
+            self._background = Background.start(self, self.instances, settings)
             if settings.threaded:
                 self._executor = ThreadPoolExecutor(
                     max_workers=max(2, min(32, len(self.instances))),
@@ -175,6 +179,9 @@ class Rigger(Dispatcher):
             self._thread.start()
         except BaseException:
             self._state = _NEW
+            if self._background is not None:
+                self._background.close(drained=False)
+                self._background = None
             if self._executor is not None:
                 self._executor.shutdown()
                 self._executor = None
@@ -208,8 +215,10 @@ class Rigger(Dispatcher):
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting events, finish those accepted, then stop every thread.
 
-        What is still queued when ``timeout`` runs out is failed with
-        :class:`ShuttingDown`, logged and counted as abandoned.
+        Backgrounded hooks are waited for first (:meth:`wait_background`), then the
+        worker pool is ended. What is still queued when ``timeout`` runs out is failed
+        with :class:`ShuttingDown`, logged and counted as abandoned; so are backgrounded
+        hooks not finished by then.
         """
         with self._lock:
             if self._state != _RUNNING:
@@ -219,8 +228,18 @@ class Rigger(Dispatcher):
             self._state = _STOPPING
         thread = self._thread
         assert thread is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        background = self._background
+        idle = False
+        if background is not None:
+            drained = background.wait(timeout)
+            if not drained:
+                background.close(drained=False, timeout=0)  # end what still runs
+            # With every event run and the pool done or ended, only merge jobs and the
+            # stop signal are left for the event thread: its join needs no deadline.
+            idle = background.events_settled
         self._queue.put(_STOP)
-        thread.join(timeout)
+        thread.join(None if idle else _remaining(deadline))
         if thread.is_alive():
             self._abandon = True
             self._fail_queued()
@@ -231,6 +250,10 @@ class Rigger(Dispatcher):
                 timeout,
                 self._abandoned,
             )
+        if background is not None:
+            if not thread.is_alive():
+                background.events_ended()
+            background.close(drained=not thread.is_alive(), timeout=_remaining(deadline))
         if self._executor is not None:
             self._executor.shutdown(wait=not thread.is_alive())
         with self._lock:
@@ -245,8 +268,8 @@ class Rigger(Dispatcher):
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if type(item) is tuple:
-                self._abandon_task(item[0])
+            if type(item) is Task:
+                self._abandon_task(item)
             elif isinstance(item, _Call):
                 jobs.append(item)
         for job in jobs:
@@ -291,9 +314,19 @@ class Rigger(Dispatcher):
             ):
                 raise ShuttingDown(f"fire_hook({hook_name!r}): the dispatcher is {self._state}")
             self._accepted += 1
-            task = Task(str(self._accepted), hook_name, self._runners)
-            self._queue.put((task, hook_name, kwargs))
+            task = Task(str(self._accepted), hook_name, kwargs, self._runners)
+            self._queue.put(task)
         return task
+
+    def wait_background(self, timeout: float | None = None) -> bool:
+        """Wait until every event accepted so far has run and its backgrounded hooks ended.
+
+        Events fired meanwhile by hooks are waited for too. Returns False if ``timeout``
+        (seconds) ran out first, True otherwise (also when the dispatcher is not running).
+        """
+        if self._background is None:
+            return True
+        return self._background.wait(timeout)
 
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run ``func`` on the event thread, after the events already queued.
@@ -313,12 +346,11 @@ class Rigger(Dispatcher):
         assert events is not None
         while True:
             item = get()
-            if type(item) is tuple:
-                task, hook_name, local = item
+            if type(item) is Task:
                 if self._abandon:
-                    self._abandon_task(task)
-                elif task.set_running_or_notify_cancel():
-                    self._run_event(events, task, hook_name, local)
+                    self._abandon_task(item)
+                elif item.set_running_or_notify_cancel():
+                    self._run_event(events, item)
             elif item is _STOP:
                 if self._queue.empty():
                     return
@@ -326,18 +358,25 @@ class Rigger(Dispatcher):
             else:
                 self._run_call(item)
 
-    def _run_event(
-        self, events: EventRunner, task: Task, hook_name: str, local: dict[str, Any]
-    ) -> None:
+    def _run_event(self, events: EventRunner, task: Task) -> None:
+        hook_name, local = task.hook_name, task.local
+        task.local = None
+        assert local is not None
         try:
             plan = self._plans.get(hook_name) or self._plan(hook_name)
-            events.stage(plan.pre, local, hook_name)
+            if plan.pre:
+                events.stage(plan.pre, local, hook_name)
             if plan.background:
                 self._submit_background(plan.background, local, hook_name)
-            events.stage(plan.foreground, local, hook_name)
-            events.stage(plan.post, local, hook_name)
-            result = dict(self.global_data)
-            result.update(local)
+            if plan.foreground:
+                events.stage(plan.foreground, local, hook_name)
+            if plan.post:
+                events.stage(plan.post, local, hook_name)
+            if self.global_data:
+                result = dict(self.global_data)
+                result.update(local)
+            else:
+                result = local
         except BaseException as exc:
             self._failed += 1
             task.set_exception(exc)
@@ -383,7 +422,8 @@ class Rigger(Dispatcher):
         local: dict[str, Any],
         hook_name: str,
     ) -> None:
-        raise NotImplementedError("backgrounded hooks need the worker pool")
+        assert self._background is not None
+        self._background.submit(hooks, local, hook_name)
 
     # -- failures and counters ----------------------------------------------------
 
@@ -402,8 +442,11 @@ class Rigger(Dispatcher):
         logger.info("%s", msg)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: events accepted, done, failed, abandoned, and queued now."""
+        """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
+        hooks queued, running, done, failed and abandoned; the live workers."""
+        background = Background(self, None) if self._background is None else self._background
         return {
+            **background.stats(),
             "events": {
                 "accepted": self._accepted,
                 "done": self._done,
@@ -431,6 +474,10 @@ class Rigger(Dispatcher):
         if obj is None:
             raise PluginError(f"configure_plugin: no enabled instance named {name!r}")
         obj.configure(*args, **kwargs)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 # Riggers that were started and not stopped: stopped (drained) at interpreter exit, so

@@ -1,19 +1,29 @@
 """The task handle ``fire_hook`` returns.
 
-A :class:`Task` is a ``concurrent.futures.Future``. A plain Future builds a
-``threading.Condition`` when it is made, and takes it twice more to start and finish;
-that was a third of the cost of a whole event. Most events are fired and never
-waited on, so a Task makes its Condition only when somebody first needs it (to wait,
-to add a callback, to cancel). Until then, starting and finishing it take one shared
-lock, which is also the lock that guards making the Condition: a waiter either sees the
-task finished, or made the Condition before the task finished, and is woken by it.
+A :class:`Task` is a ``concurrent.futures.Future``, made cheaper for the two ways events
+are used:
+
+- Fired and never waited on (most events). A plain Future builds a
+  ``threading.Condition`` and two lists when it is made and takes the Condition twice
+  more to start and finish: a third of the cost of a whole event, and garbage-collector
+  work that grew with every event still queued. A Task makes them only when somebody
+  needs them (``add_done_callback``, ``cancel``, ``exception``, ``concurrent.futures.wait``).
+- Fired and waited on. ``result()`` waits on a bare lock used as a gate, which the
+  thread that finishes the task opens; ``Condition.wait`` runs several microseconds of
+  Python first, long enough that the event thread, already woken, had to go back to
+  sleep until the waiter let go of the interpreter.
+
+One shared lock guards a task's state changes on the fast paths and the making of its
+Condition and gate: a waiter either sees the task finished or made its gate before the
+task finished, and the finisher opens what exists.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Container
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures._base import (
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
@@ -25,40 +35,72 @@ from typing import Any
 
 from .errors import WouldDeadlock
 
-_make_condition_lock = threading.Lock()
+_lock = threading.Lock()
+_DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
 class Task(Future[dict[str, Any]]):
     """A future for one event; its result is the event's final namespace.
 
-    ``tid`` identifies the event. Waiting on an unfinished event from a thread that
-    runs events (``runners``) would wait forever, so it raises :class:`WouldDeadlock`.
+    ``tid`` identifies the event; ``local`` holds its namespace until it runs. Waiting
+    on an unfinished event from a thread that runs events (``runners``) would wait
+    forever, so it raises :class:`WouldDeadlock`.
     """
 
-    def __init__(self, tid: str, hook_name: str, runners: Container[int] = ()) -> None:
-        # Future.__init__'s state, less the Condition (see the module docstring).
+    # Defaults shared by every task until a task sets its own: fewer stores per event.
+    _result: Any = None
+    _exception: BaseException | None = None
+    _lazy_condition: threading.Condition | None = None
+    _lazy_waiters: list[Any] | None = None
+    _lazy_callbacks: list[Any] | None = None
+    _gate: threading.Lock | None = None
+
+    def __init__(
+        self,
+        tid: str,
+        hook_name: str,
+        local: dict[str, Any] | None = None,
+        runners: Container[int] = (),
+    ) -> None:
+        # Future.__init__'s state, less what is made on demand (see the module docstring).
         self._state = PENDING
-        self._result: Any = None
-        self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
-        self._lazy_condition: threading.Condition | None = None
         self.tid = tid
         self.hook_name = hook_name
+        self.local = local
         self._runners = runners
+
+    # -- what Future's own code uses, made on first use --------------------------------
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
         condition = self._lazy_condition
         if condition is None:
-            with _make_condition_lock:
+            with _lock:
                 condition = self._lazy_condition
                 if condition is None:
+                    self._lazy_waiters = []
+                    self._lazy_callbacks = []
                     condition = self._lazy_condition = threading.Condition()
         return condition
 
+    @property
+    def _waiters(self) -> list[Any]:  # type: ignore[override]
+        if self._lazy_waiters is None:
+            self._condition  # noqa: B018  (makes the lists)
+        assert self._lazy_waiters is not None
+        return self._lazy_waiters
+
+    @property
+    def _done_callbacks(self) -> list[Any]:
+        if self._lazy_callbacks is None:
+            self._condition  # noqa: B018  (makes the lists)
+        assert self._lazy_callbacks is not None
+        return self._lazy_callbacks
+
+    # -- state changes: the fast path while nobody made the Condition -------------------
+
     def set_running_or_notify_cancel(self) -> bool:
-        with _make_condition_lock:
+        with _lock:
             if self._lazy_condition is None:
                 # Nobody can have cancelled it: cancel() makes the Condition.
                 if self._state != PENDING:
@@ -68,34 +110,80 @@ class Task(Future[dict[str, Any]]):
         return super().set_running_or_notify_cancel()
 
     def set_result(self, result: dict[str, Any]) -> None:
-        with _make_condition_lock:
-            if self._lazy_condition is None:  # no waiter, no callback
-                self._check_settable()
-                self._result = result
-                self._state = FINISHED
-                return
-        super().set_result(result)
+        self._finish(result, None)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        with _make_condition_lock:
-            if self._lazy_condition is None:  # no waiter, no callback
-                self._check_settable()
-                self._exception = exception
-                self._state = FINISHED
-                return
-        super().set_exception(exception)
+        self._finish(None, exception)
 
-    def _check_settable(self) -> None:
-        if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED):
-            raise InvalidStateError(f"{self._state}: {self!r}")
+    def _finish(self, result: Any, exception: BaseException | None) -> None:
+        with _lock:
+            if self._lazy_condition is None:  # no callback, no Condition waiter
+                if self._state in _DONE:
+                    raise InvalidStateError(f"{self._state}: {self!r}")
+                if exception is None:
+                    self._result = result
+                else:
+                    self._exception = exception
+                self._state = FINISHED
+                if self._gate is not None:
+                    self._open_gate()
+                return
+        if exception is None:
+            super().set_result(result)
+        else:
+            super().set_exception(exception)
+        with _lock:
+            self._open_gate()
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled:
+            with _lock:
+                self._open_gate()
+        return cancelled
+
+    def _open_gate(self) -> None:
+        """Let every ``result()`` waiter through; called with ``_lock`` held."""
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.release()
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def done(self) -> bool:
+        return self._state in _DONE
 
     def result(self, timeout: float | None = None) -> dict[str, Any]:
-        if threading.get_ident() in self._runners and not self.done():
-            raise WouldDeadlock(
-                f"a hook waited on event {self.hook_name!r} (tid {self.tid}), which runs "
-                "only after the current event; fire it and do not wait"
-            )
-        return super().result(timeout)
+        if self._state not in _DONE:
+            if threading.get_ident() in self._runners:
+                raise WouldDeadlock(
+                    f"a hook waited on event {self.hook_name!r} (tid {self.tid}), which "
+                    "runs only after the current event; fire it and do not wait"
+                )
+            self._wait(timeout)
+        state = self._state
+        if state == FINISHED:
+            if self._exception is not None:
+                try:
+                    raise self._exception
+                finally:
+                    self = None  # type: ignore[assignment]  # break the traceback cycle
+            result: dict[str, Any] = self._result
+            return result
+        if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+            raise CancelledError()
+        raise FutureTimeoutError()
+
+    def _wait(self, timeout: float | None) -> None:
+        with _lock:
+            if self._state in _DONE:
+                return
+            gate = self._gate
+            if gate is None:
+                gate = self._gate = threading.Lock()
+                gate.acquire()
+        if gate.acquire(timeout=-1 if timeout is None else timeout):
+            gate.release()  # open for the next waiter too
 
     def __repr__(self) -> str:
         return f"<Task {self.tid} {self.hook_name!r} {self._state.lower()}>"

@@ -68,3 +68,58 @@ def test_cancel_before_running_and_as_completed() -> None:
     threading.Thread(target=finished.set_result, args=({"x": 1},)).start()
     waited: list[Future[dict[str, Any]]] = [finished]
     assert [f.result() for f in as_completed(waited, timeout=10)] == [{"x": 1}]
+
+
+def test_result_timeout_then_result() -> None:
+    from concurrent.futures import TimeoutError as FutureTimeoutError
+
+    task = Task("1", "ev")
+    task.set_running_or_notify_cancel()
+    with pytest.raises(FutureTimeoutError):
+        task.result(timeout=0.01)
+    task.set_result({"late": True})
+    assert task.result(timeout=0) == {"late": True}
+
+
+def test_cancel_wakes_a_waiter() -> None:
+    task = Task("1", "ev")
+    outcome: list[str] = []
+    entered = threading.Event()
+
+    def wait() -> None:
+        entered.set()
+        try:
+            task.result(timeout=10)
+        except CancelledError:
+            outcome.append("cancelled")
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    entered.wait()
+    assert task.cancel()
+    waiter.join()
+    assert outcome == ["cancelled"]
+
+
+def test_many_waiters_on_one_task_all_wake_with_the_exception() -> None:
+    task = Task("1", "ev")
+    task.set_running_or_notify_cancel()
+    caught: list[BaseException] = []
+    ready = threading.Barrier(9, timeout=10)
+
+    def wait() -> None:
+        ready.wait()
+        try:
+            task.result(timeout=10)
+        except ValueError as exc:
+            caught.append(exc)
+
+    waiters = [threading.Thread(target=wait) for _ in range(8)]
+    for waiter in waiters:
+        waiter.start()
+    ready.wait()
+    task.set_exception(ValueError("shared"))
+    for waiter in waiters:
+        waiter.join()
+    assert len(caught) == 8
+    assert task.done() and task._lazy_condition is None

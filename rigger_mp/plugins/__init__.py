@@ -10,6 +10,7 @@ The same names are declared in the ``rigger_mp.plugins`` entry point group of
 from __future__ import annotations
 
 BUILTIN: dict[str, str] = {
+    "archive": "rigger_mp.plugins.archive:ArchivePlugin",
     "testlog": "rigger_mp.plugins.testlog:TestLog",
 }
 """Built-in plugin name -> importable ``package.module:Class``."""

@@ -1,0 +1,385 @@
+"""The dispatcher's side of backgrounded hooks: submission, results, counters, waiting.
+
+:class:`Background` is the only code that talks to the worker pool
+(:class:`~rigger_mp.pool.WorkerPool`). On the event thread it turns each backgrounded
+hook of an event into a work item (its arguments chosen by the hook's signature, as for
+any hook, and pickled at once: a snapshot). Results come back on the pool's thread and
+are queued here; one job on the event thread (``call_soon``) merges their global updates,
+so that the event thread stays the only writer of the global namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .calling import describe
+from .config import RiggerConfig
+from .errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
+from .loading import import_class
+from .merge import recursive_update
+from .pool import Failure, InstanceSpec, LocalPool, WorkerInfo, WorkerPool, describe_items
+
+if TYPE_CHECKING:
+    from .plugin import PluginHook
+    from .rigger import PluginInstance, Rigger
+
+logger = logging.getLogger("rigger_mp")
+
+_Result = tuple[int, list[Mapping[str, Any]], list[Failure]]
+
+
+def is_backgrounded(instance: PluginInstance) -> bool:
+    """Whether any hook of ``instance`` runs in the worker pool."""
+    return instance.config.background or any(h.bg for h in instance.obj.callbacks.values())
+
+
+def instance_spec(instance: PluginInstance) -> InstanceSpec:
+    """How a worker builds ``instance``; a :class:`PluginError` if a worker cannot.
+
+    A worker imports the plugin class by ``module:qualname`` and binds hooks by running
+    ``plugin_initialize()``, so the class must be importable and the backgrounded hooks
+    must be methods or module-level functions, not lambdas or nested functions.
+    """
+    ident = instance.ident
+    cls = type(instance.obj)
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    why = (
+        f"instance {ident!r} has backgrounded hooks, which run in worker processes that "
+        f"import its plugin class by name, but class {path}"
+    )
+    if "<locals>" in cls.__qualname__:
+        raise PluginError(
+            f"{why} is defined inside a function; define it at the top level "
+            "of a module (or of the main script)"
+        )
+    if (
+        cls.__module__ == "__main__"
+        and getattr(sys.modules.get("__main__"), "__file__", None) is None
+    ):
+        raise PluginError(
+            f"{why} is defined in an interactive session, which a worker "
+            "cannot import; define it in a module"
+        )
+    try:
+        found = import_class(path)
+    except PluginError as exc:
+        raise PluginError(f"{why} cannot be imported: {exc}") from exc
+    if found is not cls:
+        raise PluginError(f"{why} is not the object that name imports ({found!r})")
+    for event, hook in instance.obj.callbacks.items():
+        if not (hook.bg or instance.config.background):
+            continue
+        func = hook.callee.func
+        if getattr(func, "__self__", None) is instance.obj:
+            continue
+        name = describe(func)
+        if "<lambda>" in name or "<locals>" in name:
+            raise PluginError(
+                f"instance {ident!r}: the backgrounded hook for event {event!r} is {name}, a "
+                "lambda or a function defined inside another; a worker process binds its "
+                "hooks by running plugin_initialize() and cannot import such a callable: "
+                "bind a method or a module-level function"
+            )
+    data = instance.config.data
+    try:
+        pickle.dumps(data, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise PluginError(
+            f"instance {ident!r}: its config cannot be sent to worker processes: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return path, data
+
+
+def make_pool(settings: RiggerConfig, specs: Mapping[str, InstanceSpec]) -> WorkerPool:
+    """The pool the config asks for (the local ``multiprocessing`` pool, for now)."""
+    return LocalPool(
+        specs,
+        workers=settings.workers,
+        start_method=settings.start_method,
+        max_tasks_per_worker=settings.max_tasks_per_worker,
+        worker_memory_limit_mb=settings.worker_memory_limit_mb,
+    )
+
+
+class Background:
+    """Backgrounded hooks of one :class:`~rigger_mp.rigger.Rigger`: submit, settle, wait."""
+
+    def __init__(self, rigger: Rigger, pool: WorkerPool | None) -> None:
+        self._rigger = rigger
+        self._pool = pool
+        self._lock = threading.Lock()  # guards the inbox and the flags below
+        self._inbox: list[_Result] = []
+        self._flush_queued = False
+        self._direct = False  # the event thread has ended: settle results here
+        self._markers: list[threading.Event] = []
+        self._apply_lock = threading.Lock()  # one writer of the globals, even when direct
+        self._cond = threading.Condition()
+        self._next_id = 0
+        self._submitted = 0  # written by the event thread only
+        self._finished = 0  # done + failed + abandoned, under _cond
+        self._done = 0
+        self._failed = 0
+        self._abandoned = 0
+        self._closed = False
+        self.events_settled = False
+        """Set by :meth:`wait`: every event accepted before it returned had run."""
+
+    @classmethod
+    def start(
+        cls, rigger: Rigger, instances: Mapping[str, PluginInstance], settings: RiggerConfig
+    ) -> Background:
+        """Check the backgrounded instances and start a pool if there are any."""
+        specs = {
+            ident: instance_spec(instance)
+            for ident, instance in instances.items()
+            if is_backgrounded(instance)
+        }
+        pool = make_pool(settings, specs) if specs else None
+        background = cls(rigger, pool)
+        if pool is not None:
+            pool.start(background)
+        return background
+
+    @property
+    def has_pool(self) -> bool:
+        """Whether a worker pool runs (some instance or hook is backgrounded)."""
+        return self._pool is not None
+
+    # -- the event thread ---------------------------------------------------------------
+
+    def submit(
+        self,
+        hooks: tuple[tuple[PluginInstance, PluginHook], ...],
+        local: dict[str, Any],
+        hook_name: str,
+    ) -> None:
+        """Hand the event's backgrounded hooks to the pool with a snapshot of their arguments."""
+        glob = self._rigger.global_data
+        items = []
+        for instance, hook in hooks:
+            try:
+                payload = pickle.dumps(hook.callee.arguments(local, glob), pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                self._submit_failed(instance.ident, hook_name, exc)
+                continue
+            self._next_id += 1
+            items.append((self._next_id, instance.ident, hook_name, payload))
+        if not items:
+            return
+        self._submitted += len(items)
+        if self._pool is None or self._closed:
+            reason = (
+                "no worker pool runs: no instance or hook was backgrounded at start()"
+                if self._pool is None
+                else "the worker pool is stopped"
+            )
+            self.completed(len(items), [], [Failure(*i[:3], None, reason) for i in items])
+        else:
+            self._pool.submit(items)
+
+    def _submit_failed(self, ident: str, event: str, exc: Exception) -> None:
+        self._submitted += 1
+        text = f"{type(exc).__name__}: {exc}"
+        self.completed(1, [], [Failure(0, ident, event, None, f"not submitted: {text}")])
+
+    # -- the pool's thread (ResultSink) ---------------------------------------------------
+
+    def completed(
+        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+    ) -> None:
+        """Queue finished items for the event thread, which merges their global updates."""
+        with self._lock:
+            self._inbox.append((count, updates, failures))
+            if self._direct:
+                queue_flush = False
+            elif self._flush_queued:
+                return
+            else:
+                self._flush_queued = queue_flush = True
+        if queue_flush:
+            self._rigger.call_soon(self._flush)
+        else:
+            self._flush()
+
+    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
+        """Fire an event a hook fired in a worker (from the pool's thread)."""
+        if self._direct:
+            logger.error(
+                "rigger_mp: event %r fired by a backgrounded hook after the event "
+                "thread stopped was dropped",
+                hook_name,
+            )
+            return
+        # Like a hook's, this thread's events are accepted while the dispatcher drains.
+        self._rigger._runners.add(threading.get_ident())
+        try:
+            self._rigger.fire_hook(hook_name, **kwargs)
+        except ShuttingDown as exc:
+            logger.error(
+                "rigger_mp: event %r fired by a backgrounded hook was dropped: %s", hook_name, exc
+            )
+
+    # -- settling results -----------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Merge queued results into the globals and count them (on the event thread)."""
+        with self._lock:
+            inbox, self._inbox = self._inbox, []
+            self._flush_queued = False
+        if not inbox:
+            return
+        glob = self._rigger.global_data
+        settled = done = failed = 0
+        with self._apply_lock:
+            for count, updates, failures in inbox:
+                for update in updates:
+                    recursive_update(glob, update)
+                settled += count
+                done += count - len(failures)
+                failed += len(failures)
+                for failure in failures:
+                    self._report(failure)
+        with self._cond:
+            self._done += done
+            self._failed += failed
+            self._finished += settled
+            self._cond.notify_all()
+
+    def _report(self, failure: Failure) -> None:
+        where = f"worker {failure.pid}" if failure.pid is not None else "the main process"
+        exc = BackgroundError(
+            f"backgrounded hook {failure.event!r} of instance {failure.ident!r} failed "
+            f"({where}):\n{failure.text.rstrip()}"
+        )
+        self._rigger._on_failure((BackgroundError, exc, None))
+
+    # -- waiting ----------------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every event accepted so far has run and its background work settled.
+
+        Events fired meanwhile (by hooks, say) are waited for too: it returns when a pass
+        sees no new event. False when ``timeout`` ran out first.
+        """
+        rigger = self._rigger
+        if threading.get_ident() in rigger._runners:
+            raise WouldDeadlock("wait_background() called from a hook would wait on itself")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.events_settled = False
+        while True:
+            accepted = rigger._accepted
+            target = self._mark(deadline)
+            if target is None:
+                return False
+            self.events_settled = rigger._accepted == accepted
+            with self._cond:
+                while self._finished < target:
+                    left = _remaining(deadline)
+                    if left == 0.0 or not self._cond.wait(left):
+                        self.events_settled = rigger._accepted == accepted
+                        return self._finished >= target and self.events_settled
+            if rigger._accepted == accepted:
+                return True
+
+    def _mark(self, deadline: float | None) -> int | None:
+        """Items submitted once every event accepted before now has run; None on timeout."""
+        marker = threading.Event()
+        box: list[int] = []
+
+        def mark() -> None:
+            box.append(self._submitted)
+            marker.set()
+
+        with self._lock:
+            thread = self._rigger._thread
+            if self._direct or thread is None or not thread.is_alive():
+                return self._submitted
+            self._markers.append(marker)
+        try:
+            self._rigger.call_soon(mark)
+            if not marker.wait(_remaining(deadline)):
+                return None
+        finally:
+            with self._lock:
+                self._markers.remove(marker)
+        return box[0] if box else self._submitted
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    def events_ended(self) -> None:
+        """The event thread has ended: results are settled on the thread that brings them."""
+        with self._lock:
+            self._direct = True
+            for marker in self._markers:
+                marker.set()
+        self._flush()
+
+    def close(self, drained: bool, timeout: float | None = None) -> None:
+        """End the pool: let it finish if ``drained``, else end it now and count what it held.
+
+        Items the pool hands back unrun are counted as abandoned and logged by name.
+        Results that came in meanwhile are settled by the flush job already queued on
+        the event thread, or here once that thread has ended.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        pool = self._pool
+        if pool is None:
+            return
+        left = pool.stop(abandon=not drained, timeout=timeout)
+        if left:
+            with self._cond:
+                self._abandoned += len(left)
+                self._finished += len(left)
+                self._cond.notify_all()
+            logger.error(
+                "rigger_mp: stop() abandoned %d backgrounded hook(s) not finished in time: %s",
+                len(left),
+                describe_items(left),
+            )
+        if self._direct:
+            self._flush()
+
+    # -- stats --------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """``background`` counters and the ``workers`` list for ``Rigger.stats()``."""
+        running = self._pool.running() if self._pool is not None and not self._closed else 0
+        with self._cond:
+            unsettled = self._submitted - self._finished
+            counters = {
+                "queued": max(0, unsettled - running),
+                "running": running,
+                "done": self._done,
+                "failed": self._failed,
+                "abandoned": self._abandoned,
+            }
+        workers: list[WorkerInfo] = (
+            self._pool.workers() if self._pool is not None and not self._closed else []
+        )
+        return {
+            "background": counters,
+            "workers": [
+                {
+                    "pid": w.pid,
+                    "rss_bytes": w.rss_bytes,
+                    "cpu_percent": w.cpu_percent,
+                    "tasks_done": w.tasks_done,
+                }
+                for w in workers
+            ],
+        }
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())

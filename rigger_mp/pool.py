@@ -1,0 +1,617 @@
+"""The worker pool: where backgrounded hooks run, behind a small interface.
+
+The dispatcher (:mod:`rigger_mp.background`) talks to a pool only through
+:class:`WorkerPool`: ``start(sink)``, ``submit(items)``, ``stats()``, ``stop()``. Results
+come back through the :class:`ResultSink` it gave to ``start``. :class:`LocalPool` is the
+``multiprocessing`` implementation; a distributed engine (Dask) can stand in for it.
+
+Data flow of :class:`LocalPool` (drawn after CPython's ``concurrent/futures/process.py``)::
+
+    event thread          feeder thread               one Manager().Queue()     worker
+    (submit)                                          per worker                processes
+    +----------+          +----------------+          +------------------+      +-----------+
+    | WorkItem |          | pending deque  |  batch   | (bid 7, [items]) | get  | worker 1  |
+    | WorkItem | -------> | of WorkItems   | -------> | (bid 9, [items]) | ---> | own plugin|
+    | ...      |  append  | cut to batches |   put    +------------------+      | instances |
+    +----------+          +----------------+          +------------------+      +-----------+
+                                  ^                   | (bid 8, [items]) | ---> | worker 2  |
+                                  | capacity freed    +------------------+      +-----------+
+                                  |                                                 |  |
+    call_soon(merge) <---  collector thread  <---- result pipe per worker ----------+  |
+    on the event thread    waits on the pipes  <--- process sentinel (death, exit) ----+
+                           and the sentinels
+
+- A *WorkItem* is ``(work_id, instance ident, event name, pickled keyword arguments)``;
+  the arguments are pickled on the event thread, so they are a snapshot.
+- The feeder cuts the pending items into *batches* sized so that one batch is about
+  :data:`TARGET_BATCH_SECONDS` of work (measured from the results) and sends each to the
+  least loaded worker that holds fewer than :data:`PREFETCH` unfinished batches. Batching
+  is what makes the manager queue, one round trip per ``put``, fast enough for no-op hooks.
+- Each worker records in a shared slot (``RawArray``) the batch it took and the index of
+  the item it is running, and sends results on its own pipe in the order it ran them,
+  flushed every :data:`FLUSH_SECONDS` of work and at the end of a batch.
+- The collector blocks in :func:`multiprocessing.connection.wait` on every worker's pipe
+  and process sentinel; nothing polls. When a worker ends, its pipe is read to the end,
+  then its unfinished batches are settled from the slot: the item it was running fails
+  with the cause (signal or exit code), items that ran but whose result was lost fail,
+  items it never started go back to the front of the pending deque; a replacement is
+  started. A worker recycled by ``max_tasks_per_worker`` or ``worker_memory_limit_mb``
+  says so first and hands back what it did not run.
+- Children notice the main process's death without polling: workers and the manager
+  block a thread on ``multiprocessing.parent_process().sentinel`` and exit when it fires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import multiprocessing
+import multiprocessing.connection as mpc
+import os
+import signal
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
+from multiprocessing.managers import SyncManager
+from multiprocessing.process import BaseProcess
+from typing import Any, NamedTuple, Protocol
+
+import psutil
+
+logger = logging.getLogger("rigger_mp")
+
+WorkItem = tuple[int, str, str, bytes]
+"""``(work_id, instance ident, event name, pickled keyword arguments)``."""
+
+InstanceSpec = tuple[str, Mapping[str, Any]]
+"""How a worker builds an instance: ``("package.module:Class", instance config)``."""
+
+# Messages from a worker to the collector, on the worker's result pipe.
+MSG_DONE = 0  # (MSG_DONE, batch_id, count, seconds, [(index, global_updates, error_text)])
+MSG_FIRE = 1  # (MSG_FIRE, hook_name, kwargs): a plugin called fire_hook in the worker
+MSG_RETIRE = 2  # (MSG_RETIRE, batch_id, next_index, reason): recycled, exits after this
+
+# Slot values: slot[0] is the claimed batch id, slot[1] the index of the item running.
+NO_BATCH = -1
+
+PREFETCH = 2
+"""Unfinished batches a worker may hold: one running, one waiting in its queue."""
+MAX_BATCH = 1000
+"""Most items in one batch."""
+TARGET_BATCH_SECONDS = 0.02
+"""Work per batch the feeder aims at: big batches for cheap hooks, one item for heavy ones."""
+FLUSH_SECONDS = 0.005
+"""A worker sends the results it holds after this much work, and at the end of a batch."""
+STARTUP_FAILURES = 3
+"""Workers in a row that die before taking any work: the pool is then broken."""
+
+
+class Failure(NamedTuple):
+    """A backgrounded hook that did not finish: what it was, where, and why."""
+
+    work_id: int
+    ident: str
+    event: str
+    pid: int | None
+    text: str
+
+
+class ResultSink(Protocol):
+    """What a pool reports to, from its own thread."""
+
+    def completed(
+        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+    ) -> None:
+        """``count`` items finished (``failures`` among them); ``updates`` are their globals."""
+
+    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
+        """A hook in a worker fired an event."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One live worker, for ``stats()``."""
+
+    pid: int
+    rss_bytes: int
+    cpu_percent: float
+    tasks_done: int
+
+
+class WorkerPool(Protocol):
+    """The interface between the dispatcher and whatever runs backgrounded hooks."""
+
+    def start(self, sink: ResultSink) -> None:
+        """Start the workers; results go to ``sink``."""
+
+    def submit(self, items: Sequence[WorkItem]) -> None:
+        """Queue work items; never blocks on the workers. Thread-safe."""
+
+    def running(self) -> int:
+        """How many items a worker is running now."""
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers and what they cost."""
+
+    def stop(self, abandon: bool, timeout: float | None = None) -> list[WorkItem]:
+        """End every worker and helper process; return the items not run.
+
+        ``abandon=False`` lets workers finish what they hold; ``abandon=True`` ends them
+        at once. Items still pending, or held by a worker that was ended, are returned.
+        """
+
+
+def default_start_method() -> str:
+    """``forkserver`` where it exists (safe beside threads), else ``spawn``."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def exit_cause(exitcode: int | None) -> str:
+    """A readable reason for a process's end, from its exit code."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"was killed by signal {name} ({-exitcode})"
+    return f"exited with code {exitcode}"
+
+
+def exit_with_parent() -> None:
+    """In a child process: exit at once when the parent process dies (no polling).
+
+    A daemon thread blocks on the parent's sentinel, which becomes ready when the
+    parent's end of a pipe is closed, by its exit or by a kill.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        mpc.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rigger_mp-parent-watch", daemon=True).start()
+
+
+def _manager_initializer() -> None:
+    """Runs first in the manager process: leave with the parent."""
+    exit_with_parent()
+
+
+@dataclass(eq=False)
+class _Batch:
+    items: list[WorkItem]
+    reported: int = 0  # results received, in order, for items[:reported]
+
+
+@dataclass(eq=False)
+class _Worker:
+    """The main process's handle on one worker."""
+
+    process: BaseProcess
+    queue: Any  # a Manager().Queue() proxy
+    conn: mpc.Connection  # read end of the worker's result pipe
+    slot: Any  # RawArray("q", 2): claimed batch id, index of the item running
+    batches: dict[int, _Batch] = field(default_factory=dict)
+    unfinished: int = 0  # items sent and not reported
+    tasks_done: int = 0
+    retire: tuple[int, int, str] | None = None
+    eof: bool = False
+    proc: psutil.Process | None = None
+
+
+class LocalPool:
+    """A pool of ``multiprocessing`` worker processes fed through manager queues."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, InstanceSpec],
+        workers: int | None = None,
+        start_method: str | None = None,
+        max_tasks_per_worker: int | None = None,
+        worker_memory_limit_mb: float | None = None,
+    ) -> None:
+        self.specs = dict(specs)
+        self.size = workers or os.cpu_count() or 1
+        self.start_method = start_method or default_start_method()
+        self.max_tasks = max_tasks_per_worker
+        self.memory_limit = (
+            int(worker_memory_limit_mb * 2**20) if worker_memory_limit_mb is not None else None
+        )
+        self._ctx: BaseContext = multiprocessing.get_context(self.start_method)
+        self._manager: SyncManager | None = None
+        self._sink: ResultSink | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._pending: deque[WorkItem] = deque()
+        self._workers: list[_Worker] = []
+        self._feeder_waiting = False
+        self._stopping = False
+        self._abandon = False
+        self._broken: str | None = None
+        self._left: list[WorkItem] = []
+        self._next_batch = 0
+        self._item_seconds = TARGET_BATCH_SECONDS  # until measured: assume heavy
+        self._startup_failures = 0
+        self._started = 0
+        self._wake_r, self._wake_w = mpc.Pipe(duplex=False)
+        self._feeder: threading.Thread | None = None
+        self._collector: threading.Thread | None = None
+
+    # -- the interface ----------------------------------------------------------------
+
+    def start(self, sink: ResultSink) -> None:
+        """Start the manager, the workers, the feeder and the collector."""
+        self._sink = sink
+        manager = SyncManager(ctx=self._ctx)
+        manager.start(_manager_initializer)
+        self._manager = manager
+        try:
+            for _ in range(self.size):
+                self._workers.append(self._spawn())
+        except BaseException:
+            for worker in self._workers:
+                worker.process.kill()
+                worker.process.join()
+            manager.shutdown()
+            raise
+        self._feeder = threading.Thread(target=self._feed, name="rigger_mp-pool-feeder")
+        self._collector = threading.Thread(target=self._collect, name="rigger_mp-pool-collector")
+        self._feeder.start()
+        self._collector.start()
+
+    def submit(self, items: Sequence[WorkItem]) -> None:
+        """Queue items for the feeder; fails them at once if the pool is broken or stopped."""
+        with self._cond:
+            if self._broken is None and not self._stopping:
+                self._pending.extend(items)
+                if self._feeder_waiting:
+                    self._cond.notify()
+                return
+            reason = self._broken or "the worker pool is stopping"
+        self._report([], [Failure(i[0], i[1], i[2], None, reason) for i in items])
+
+    def running(self) -> int:
+        """Items being run now, read from the workers' slots."""
+        count = 0
+        with self._cond:
+            for worker in self._workers:
+                batch = worker.batches.get(worker.slot[0])
+                if batch is not None and batch.reported <= worker.slot[1] < len(batch.items):
+                    count += 1
+        return count
+
+    def workers(self) -> list[WorkerInfo]:
+        """pid, resident memory, CPU use since the last call and tasks done, per worker."""
+        with self._cond:
+            live = list(self._workers)
+        out: list[WorkerInfo] = []
+        for worker in live:
+            pid = worker.process.pid
+            if pid is None:
+                continue
+            try:
+                if worker.proc is None:
+                    worker.proc = psutil.Process(pid)
+                with worker.proc.oneshot():
+                    rss = worker.proc.memory_info().rss
+                    cpu = worker.proc.cpu_percent(None)
+            except psutil.Error:
+                continue
+            out.append(WorkerInfo(pid, rss, cpu, worker.tasks_done))
+        return out
+
+    def stop(self, abandon: bool, timeout: float | None = None) -> list[WorkItem]:
+        """End the workers (letting them finish, or not), the threads and the manager."""
+        with self._cond:
+            if self._stopping:
+                return []
+            self._stopping = True
+            self._abandon = abandon
+            self._left.extend(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        if self._feeder is not None:
+            self._feeder.join()
+        with self._cond:
+            live = list(self._workers)
+        for worker in live:
+            if abandon:
+                worker.process.terminate()
+            else:
+                try:
+                    worker.queue.put(None)
+                except Exception:  # the manager is gone: end the worker instead
+                    worker.process.terminate()
+        self._wake()
+        if self._collector is not None:
+            self._collector.join(timeout)
+            if self._collector.is_alive():  # a hook did not finish in time: end it
+                with self._cond:
+                    self._abandon = True
+                    live = list(self._workers)
+                for worker in live:
+                    worker.process.kill()
+                self._collector.join()
+        if self._manager is not None:
+            self._manager.shutdown()
+            self._manager = None
+        self._wake_r.close()
+        self._wake_w.close()
+        with self._cond:
+            left, self._left = self._left, []
+        return left
+
+    # -- workers ----------------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        """Start one worker process with its own queue, result pipe and slot."""
+        from .worker import worker_main
+
+        assert self._manager is not None
+        queue = self._manager.Queue()
+        reader, writer = self._ctx.Pipe(duplex=False)
+        slot = self._ctx.RawArray("q", 2)
+        slot[0] = slot[1] = NO_BATCH
+        self._started += 1
+        process: BaseProcess = self._ctx.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            name=f"rigger_mp-worker-{self._started}",
+            args=(queue, writer, slot, self.specs, self.max_tasks, self.memory_limit),
+            daemon=True,
+        )
+        try:
+            process.start()
+        finally:
+            writer.close()  # the worker holds the only write end: its death is EOF here
+        return _Worker(process, queue, reader, slot)
+
+    def _pick(self) -> _Worker | None:
+        """The least loaded worker that can take another batch, if any."""
+        best: _Worker | None = None
+        for worker in self._workers:
+            if (
+                worker.retire is None
+                and not worker.eof
+                and len(worker.batches) < PREFETCH
+                and (best is None or worker.unfinished < best.unfinished)
+            ):
+                best = worker
+        return best
+
+    # -- feeder thread ------------------------------------------------------------------
+
+    def _feed(self) -> None:
+        """Cut pending items into batches and put each on a worker's queue."""
+        cond = self._cond
+        pending = self._pending
+        while True:
+            with cond:
+                while True:
+                    if self._stopping:
+                        return
+                    worker = self._pick() if pending else None
+                    if worker is not None:
+                        break
+                    self._feeder_waiting = True
+                    cond.wait()
+                    self._feeder_waiting = False
+                live = sum(1 for w in self._workers if w.retire is None and not w.eof) or 1
+                size = min(
+                    MAX_BATCH,
+                    math.ceil(len(pending) / live),
+                    max(1, int(TARGET_BATCH_SECONDS / self._item_seconds)),
+                )
+                items = [pending.popleft() for _ in range(size)]
+                bid = self._next_batch
+                self._next_batch += 1
+                worker.batches[bid] = _Batch(items)
+                worker.unfinished += size
+            try:
+                worker.queue.put((bid, items))
+            except Exception as exc:
+                # The manager is gone; the collector hears of it through the workers,
+                # whose gets fail, and settles this batch with theirs.
+                logger.error(
+                    "rigger_mp: could not queue work for worker %s: %s", worker.process.pid, exc
+                )
+
+    # -- collector thread -------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send_bytes(b"")
+
+    def _collect(self) -> None:
+        """Read results and notice ended workers, blocking on pipes and sentinels."""
+        while True:
+            with self._cond:
+                if self._stopping and not self._workers:
+                    return
+                by_handle: dict[Any, tuple[_Worker, bool]] = {}
+                for worker in self._workers:
+                    by_handle[worker.process.sentinel] = (worker, True)
+                    if not worker.eof:
+                        by_handle[worker.conn] = (worker, False)
+            ready = mpc.wait([self._wake_r, *by_handle])
+            for handle in ready:
+                if handle is self._wake_r:
+                    with contextlib.suppress(EOFError, OSError):
+                        self._wake_r.recv_bytes()
+                    continue
+                worker, is_sentinel = by_handle[handle]
+                if is_sentinel:
+                    self._ended(worker)
+                else:
+                    self._read(worker, drain=False)
+
+    def _read(self, worker: _Worker, drain: bool) -> None:
+        """Handle the messages waiting on a worker's pipe (all of them up to EOF if ``drain``)."""
+        conn = worker.conn
+        try:
+            while True:
+                msg = conn.recv()
+                self._handle(worker, msg)
+                if not drain and not conn.poll():
+                    return
+        except (EOFError, OSError):
+            worker.eof = True
+        except Exception:  # a message the worker died half-way through writing
+            logger.exception("rigger_mp: unreadable result from worker %s", worker.process.pid)
+            worker.eof = True
+
+    def _handle(self, worker: _Worker, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == MSG_DONE:
+            _, bid, count, seconds, sparse = msg
+            self._done(worker, bid, count, seconds, sparse)
+        elif kind == MSG_FIRE:
+            assert self._sink is not None
+            try:
+                self._sink.fire(msg[1], msg[2])
+            except Exception:
+                logger.exception("rigger_mp: event %r fired in a worker was lost", msg[1])
+        elif kind == MSG_RETIRE:
+            worker.retire = (msg[1], msg[2], msg[3])
+            logger.info("rigger_mp: recycling worker %s: %s", worker.process.pid, msg[3])
+
+    def _done(
+        self,
+        worker: _Worker,
+        bid: int,
+        count: int,
+        seconds: float,
+        sparse: list[tuple[int, Mapping[str, Any] | None, str | None]],
+    ) -> None:
+        pid = worker.process.pid
+        updates: list[Mapping[str, Any]] = []
+        failures: list[Failure] = []
+        with self._cond:
+            batch = worker.batches[bid]
+            for index, glob, error in sparse:
+                if error is not None:
+                    item = batch.items[index]
+                    failures.append(Failure(item[0], item[1], item[2], pid, error))
+                elif glob is not None:
+                    updates.append(glob)
+            batch.reported += count
+            worker.unfinished -= count
+            worker.tasks_done += count
+            freed = batch.reported >= len(batch.items)
+            if freed:
+                del worker.batches[bid]
+            # the feeder sizes batches from this: an average over recent work
+            self._item_seconds = 0.7 * self._item_seconds + 0.3 * max(seconds / count, 1e-7)
+            self._startup_failures = 0
+            if freed and self._feeder_waiting:
+                self._cond.notify()
+        self._report(updates, failures, count)
+
+    def _report(
+        self, updates: list[Mapping[str, Any]], failures: list[Failure], count: int | None = None
+    ) -> None:
+        assert self._sink is not None
+        try:
+            self._sink.completed(len(failures) if count is None else count, updates, failures)
+        except Exception:
+            logger.exception("rigger_mp: reporting background results failed")
+
+    def _ended(self, worker: _Worker) -> None:
+        """A worker process ended: settle what it held and start a replacement."""
+        if not worker.eof:
+            self._read(worker, drain=True)
+        worker.process.join()
+        exitcode = worker.process.exitcode
+        pid = worker.process.pid
+        cause = exit_cause(exitcode)
+        failures: list[Failure] = []
+        with self._cond:
+            self._workers.remove(worker)
+            claimed, running = worker.slot[0], worker.slot[1]
+            reissue: list[WorkItem] = []
+            for bid, batch in sorted(worker.batches.items()):
+                for index in range(batch.reported, len(batch.items)):
+                    item = batch.items[index]
+                    if worker.retire is not None or bid != claimed or index > running:
+                        reissue.append(item)  # never started
+                    elif index == running:
+                        failures.append(
+                            Failure(*item[:3], pid, f"the worker {cause} while running this hook")
+                        )
+                    else:
+                        failures.append(
+                            Failure(
+                                *item[:3],
+                                pid,
+                                f"the hook ran, but the worker {cause} before sending its result",
+                            )
+                        )
+            unexpected = worker.retire is None and not (self._stopping and exitcode == 0)
+            if unexpected and claimed == NO_BATCH:
+                self._startup_failures += 1
+            if self._stopping and self._abandon:  # ended on purpose: abandoned, not failed
+                self._left.extend(item for f in failures for item in [_item_of(worker, f)])
+                failures.clear()
+                self._left.extend(reissue)
+            elif self._stopping:
+                self._left.extend(reissue)
+            else:
+                self._pending.extendleft(reversed(reissue))
+            replace = not self._stopping and self._broken is None
+            if replace and self._startup_failures >= STARTUP_FAILURES:
+                self._broken = (
+                    f"the worker pool is broken: {self._startup_failures} workers in a row "
+                    f"ended before taking any work (last one {cause})"
+                )
+                logger.error("rigger_mp: %s", self._broken)
+                replace = False
+                failures.extend(Failure(*i[:3], None, self._broken) for i in self._pending)
+                self._pending.clear()
+        if unexpected and not self._stopping:
+            logger.error(
+                "rigger_mp: worker %s %s; %d hook(s) failed, %d handed to other workers",
+                pid,
+                cause,
+                len(failures),
+                len(reissue),
+            )
+        worker.conn.close()
+        worker.process.close()
+        if replace:
+            try:
+                fresh = self._spawn()
+            except Exception as exc:
+                logger.exception("rigger_mp: could not start a replacement worker")
+                with self._cond:
+                    self._broken = f"the worker pool is broken: no replacement worker: {exc}"
+                    failures.extend(Failure(*i[:3], None, self._broken) for i in self._pending)
+                    self._pending.clear()
+            else:
+                with self._cond:
+                    self._workers.append(fresh)
+                    if self._feeder_waiting:
+                        self._cond.notify()
+        if failures:
+            self._report([], failures)
+
+
+def describe_items(items: Iterable[WorkItem]) -> str:
+    """A short list of ``instance.event`` names for a log line."""
+    names = [f"{i[1]}.{i[2]}" for i in items]
+    text = ", ".join(names[:10])
+    return text + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
+def _item_of(worker: _Worker, failure: Failure) -> WorkItem:
+    """The work item a failure was made from (rare path: a search is fine)."""
+    for batch in worker.batches.values():
+        for item in batch.items:
+            if item[0] == failure.work_id:
+                return item
+    raise LookupError(failure.work_id)
