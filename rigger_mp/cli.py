@@ -1,0 +1,310 @@
+"""The ``rigger-mp`` command (also ``python -m rigger_mp``): argument parsing and dispatch.
+
+Each subcommand's work lives in its own module (:mod:`rigger_mp.serving`,
+:mod:`rigger_mp.demo`, :mod:`rigger_mp.status`); this one turns arguments into calls and
+outcomes into exit statuses:
+
+- 0: success;
+- 2: usage or config errors (argparse's own status for bad arguments);
+- 1: anything else: a dispatcher that cannot be reached, a hook that failed, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import __version__
+from .errors import ConfigError, PluginError, RiggerError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 21212
+TOKEN_ENV = "RIGGER_MP_TOKEN"
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class UsageError(Exception):
+    """Arguments that parse but make no sense together; exits with status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors that say which subcommand's ``--help`` to read."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("dispatcher to talk to")
+    group.add_argument("--host", default=DEFAULT_HOST, help="its address (default: %(default)s)")
+    group.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help="its TCP port (default: %(default)s)"
+    )
+    group.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"its server_token, if it has one (default: ${TOKEN_ENV})",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for a reply (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one sub-parser per subcommand, each with ``--help``."""
+    parser = _Parser(
+        prog="rigger-mp",
+        description="Run, drive and watch a rigger_mp event-hook dispatcher.",
+        epilog="Exit status: 0 success, 2 usage or config error, 1 any other failure.",
+    )
+    parser.add_argument("--version", action="version", version=f"rigger_mp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a dispatcher with its TCP server until SIGINT, SIGTERM or terminate",
+        description="Run a dispatcher with its TCP server until SIGINT, SIGTERM or a "
+        "`terminate` message, then drain what was accepted and exit. Without -c it runs "
+        "on the embedded default config (see --show-default-config).",
+    )
+    serve.add_argument("-c", "--config", metavar="CONFIG", help="YAML config file")
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config (keys, types, plugin names) and exit",
+    )
+    serve.add_argument(
+        "--show-default-config",
+        action="store_true",
+        help="print the embedded default config as YAML and exit",
+    )
+    serve.add_argument("--host", help="bind this address instead of the config's server_address")
+    serve.add_argument(
+        "--port", type=_port, help="bind this port instead of server_port (0: any free port)"
+    )
+    serve.add_argument(
+        "--artifacts",
+        metavar="DIR",
+        default="rigger-artifacts",
+        help="root of the per-test artifact directories (default: ./%(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="what to log on stderr (default: %(default)s)",
+    )
+
+    fire = sub.add_parser(
+        "fire",
+        help="fire one event",
+        description="Fire one event. Each KEY=VALUE goes into the event's data; a VALUE "
+        'is parsed as JSON when it can be (3, true, null, "x", [1]), else taken as a string.',
+    )
+    fire.add_argument("hook", metavar="HOOK", help="the event name, e.g. start_test")
+    fire.add_argument("items", metavar="KEY=VALUE", nargs="*", help="event data")
+    fire.add_argument(
+        "--data", metavar="JSON", help="a JSON object of event data (KEY=VALUE items win)"
+    )
+    mode = fire.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--result", action="store_true", help="wait for the event and print its output as JSON"
+    )
+    mode.add_argument("--wait", action="store_true", help="wait for the event to finish")
+    _add_client_options(fire)
+
+    ping = sub.add_parser("ping", help="check that a dispatcher answers", description="Ping.")
+    _add_client_options(ping)
+
+    status = sub.add_parser(
+        "status",
+        help="show a dispatcher's counters, queues and workers",
+        description="Events accepted/done/failed, queue depths, background jobs, each "
+        "worker's pid, RSS and CPU, uptime and events/s.",
+    )
+    status.add_argument("--json", action="store_true", help="print the raw stats as JSON")
+    _add_client_options(status)
+
+    terminate = sub.add_parser(
+        "terminate",
+        help="stop a dispatcher cleanly (it drains first)",
+        description="Ask a dispatcher to stop; it drains what it accepted, then exits. "
+        "Returns once the drain is done.",
+    )
+    _add_client_options(terminate)
+    terminate.set_defaults(timeout=600.0)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the main job end to end: a test session archived in the background",
+        description="Start a dispatcher (per-test log plugin, archive plugin in the worker "
+        "pool, TCP server on a free port) and a separate client process that fires a test "
+        "session whose tests write a few MB of artifacts each; show progress and a summary.",
+    )
+    demo.add_argument(
+        "--tests", type=_positive_int, default=None, help="tests in the session (default: 60)"
+    )
+    demo.add_argument(
+        "--dir", metavar="DIR", help="where artifacts go (default: a new temporary directory)"
+    )
+    demo.add_argument(
+        "--workers", type=_positive_int, default=None, help="pool size (default: CPU count)"
+    )
+    demo.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (it is off when not a tty)"
+    )
+    return parser
+
+
+def parse_items(items: Sequence[str], data: str | None) -> dict[str, Any]:
+    """The event data of ``fire``: ``--data`` first, then each ``KEY=VALUE``."""
+    result: dict[str, Any] = {}
+    if data is not None:
+        try:
+            parsed = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--data is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise UsageError(f"--data must be a JSON object, not {type(parsed).__name__}")
+        result.update(parsed)
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            result[key] = json.loads(text)
+        except json.JSONDecodeError:
+            result[key] = text
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _dispatch(args)
+    except UsageError as exc:
+        print(f"rigger-mp {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, PluginError) as exc:
+        print(f"rigger-mp {args.command}: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RiggerError, OSError) as exc:
+        print(f"rigger-mp {args.command}: {_describe(exc, args)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"rigger-mp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _describe(exc: BaseException, args: argparse.Namespace) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and args.command != "serve" and hasattr(args, "host"):
+        return f"cannot reach the dispatcher at {args.host}:{args.port}: {text}"
+    return text
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "serve":
+        from . import serving
+
+        logging.basicConfig(
+            level=args.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        if args.show_default_config:
+            print(serving.default_config_yaml(), end="")
+            return EXIT_OK
+        if args.check:
+            print(serving.check(args.config))
+            return EXIT_OK
+        return serving.serve(
+            args.config, host=args.host, port=args.port, artifacts_root=args.artifacts
+        )
+    if command == "demo":
+        from . import demo
+
+        return demo.run(
+            tests=args.tests,
+            directory=args.dir,
+            workers=args.workers,
+            progress=not args.no_progress,
+        )
+    return _client_command(args)
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from .client import RiggerClient
+    from .status import format_status
+
+    data = parse_items(args.items, args.data) if args.command == "fire" else {}
+    with RiggerClient(args.host, args.port, token=args.token, timeout=args.timeout) as client:
+        if args.command == "ping":
+            client.ping()
+            print(f"pong from {args.host}:{args.port}")
+        elif args.command == "fire":
+            output = client.fire_hook(
+                args.hook, grab_result=args.result, wait_for_task=args.wait, **data
+            )
+            if args.result:
+                print(json.dumps(output, indent=2, sort_keys=True, default=repr))
+            elif args.wait:
+                print("done")
+            else:
+                print(output)
+        elif args.command == "status":
+            stats = client.stats()
+            if args.json:
+                print(json.dumps(stats, indent=2, sort_keys=True))
+            else:
+                print(format_status(stats, f"{args.host}:{args.port}"), end="")
+        elif args.command == "terminate":
+            client.terminate()
+            print(f"terminated the dispatcher at {args.host}:{args.port}")
+        else:  # pragma: no cover - argparse only lets the commands above through
+            raise UsageError(f"unknown command {args.command!r}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
