@@ -1,74 +1,201 @@
-"""A short run of the main job in one process: the seed's per-test log plugin.
+"""``rigger-mp demo``: the main job end to end, on embedded defaults.
 
-``python -m rigger_mp.demo [--tests N]`` fires ``start_test``/``finish_test`` for N
-tests through a Rigger whose pre callback works out each test's artifact path, and
-prints what it did.
+::
+
+    this process                                          client process (demo_client)
+    ------------                                          ----------------------------
+    Rigger: testlog plugin (foreground)      ◀── TCP ──   start_session
+            archive plugin (backgrounded,                 per test: start_test, write a few MB
+              on artifacts_ready, in the pool)              of artifacts, finish_test
+            TCP server on a free port                     finish_session
+    progress bar on stderr  ◀── "test <n> <result>" lines on the client's stdout
+
+The client is a separate process, as a test runner on another host would be. Each
+``finish_test`` makes the dispatcher fire ``artifacts_ready`` (see
+:mod:`rigger_mp.artifacts`), whose backgrounded ``archive`` hook packs the test's
+directory into a ``.tar.xz`` in a worker process and removes the originals. The summary
+says how many events ran and how fast, how many archives were made, the bytes in and
+out, and where the artifacts are.
 """
 
 from __future__ import annotations
 
-import argparse
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from .plugin import RiggerBasePlugin
+from . import artifacts
 from .rigger import Rigger
+from .status import human_bytes, human_duration
+
+DEFAULT_TESTS = 60
+"""About 20 seconds on a 2-core machine."""
+
+ARCHIVE_LEVEL = 1
+"""xz preset of the demo: fast, and still about 4x on the logs."""
 
 
-class TestLog(RiggerBasePlugin):
-    """Writes a log per test: its name and start time, then its result."""
+def demo_config(workers: int | None) -> dict[str, Any]:
+    """The demo's dispatcher: per-test log, backgrounded archiver, server on a free port."""
+    return {
+        "server_enabled": True,
+        "server_address": "127.0.0.1",
+        "server_port": 0,
+        "workers": workers,
+        "plugins": {
+            "testlog": {"plugin": "testlog"},
+            "archive": {
+                "plugin": "archive",
+                "background": True,
+                "event": artifacts.READY_EVENT,
+                "format": "xz",
+                "level": ARCHIVE_LEVEL,
+                "remove_originals": True,
+            },
+        },
+    }
 
-    def plugin_initialize(self) -> None:
-        self.register_plugin_hook("start_test", self.start_test)
-        self.register_plugin_hook("finish_test", self.finish_test)
 
-    def start_test(self, test_name: str, artifact_path: str) -> None:
-        Path(artifact_path).mkdir(parents=True, exist_ok=True)
-        with open(Path(artifact_path) / f"{self.ident}.log", "w") as log:
-            log.write(f"{test_name}\nstarted {time.time():.3f}\n")
+class ProgressBar:
+    """``[#####-----] 12/60 tests fired, 9 archived`` on stderr.
 
-    def finish_test(
-        self, artifact_path: str, test_result: str
-    ) -> tuple[None, dict[str, Any]]:
-        with open(Path(artifact_path) / f"{self.ident}.log", "a") as log:
-            log.write(f"{test_result}\n")
-        return None, {"results": {test_result: 1}}
+    Redrawn in place on a terminal; elsewhere (a log, a test) one line per tenth.
+    """
+
+    WIDTH = 30
+
+    def __init__(self, total: int, stream: IO[str], enabled: bool) -> None:
+        self.total = total
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and stream.isatty()
+        self._last_tenth = -1
+
+    def draw(self, fired: int, archived: int) -> None:
+        """Show ``fired`` tests done by the client, ``archived`` archives made."""
+        if not self.enabled:
+            return
+        filled = self.WIDTH * archived // max(1, self.total)
+        text = (
+            f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] "
+            f"{fired}/{self.total} tests run, {archived} archived"
+        )
+        if self.tty:
+            self.stream.write(f"\r{text}")
+            self.stream.flush()
+            return
+        tenth = 10 * archived // max(1, self.total)
+        if tenth != self._last_tenth:
+            self._last_tenth = tenth
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _archived(rigger: Rigger) -> int:
+    background = rigger.stats().get("background", {})
+    return int(background.get("done", 0)) + int(background.get("failed", 0))
+
+
+def run(
+    tests: int | None = None,
+    directory: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Run the demo; print the summary; 0 when every event and archive succeeded."""
+    total = tests or DEFAULT_TESTS
+    root = Path(directory or tempfile.mkdtemp(prefix="rigger_mp-demo-")).absolute()
+    artifact_root = root / "artifacts"
+    rigger = Rigger(demo_config(workers))
+    artifacts.install(rigger, artifact_root)
+    bar = ProgressBar(total, sys.stderr, progress)
+    started = time.perf_counter()
+    rigger.start()
+    client: subprocess.Popen[str] | None = None
+    try:
+        pool_size = len(rigger.stats().get("workers", []))
+        print(
+            f"rigger-mp demo: dispatcher on {rigger.server_address}:{rigger.server_port}, "
+            f"{pool_size} pool workers; a client process runs {total} tests",
+            file=sys.stderr,
+            flush=True,
+        )
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rigger_mp.demo_client",
+                str(rigger.server_address),
+                str(rigger.server_port),
+                str(total),
+                str(artifact_root),
+            ],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        assert client.stdout is not None
+        fired = 0
+        bar.draw(0, 0)
+        for line in client.stdout:  # one line per test the client finished
+            if line.startswith("test "):
+                fired += 1
+                bar.draw(fired, _archived(rigger))
+        client_status = client.wait()
+        # The wait is the signal; its timeout only paces the progress bar.
+        while not rigger.wait_background(0.25):
+            bar.draw(fired, _archived(rigger))
+        bar.draw(fired, _archived(rigger))
+    finally:
+        if client is not None and client.poll() is None:
+            client.kill()
+            client.wait()
+        if client is not None and client.stdout is not None:
+            client.stdout.close()
+        rigger.stop()
+        bar.close()
+    elapsed = time.perf_counter() - started
+    stats = rigger.stats()
+    print(summary(stats, rigger.global_data.get("archives", {}), elapsed, artifact_root))
+    problems = stats["events"]["failed"] + stats.get("background", {}).get("failed", 0)
+    if client_status != 0:
+        print(f"rigger-mp demo: the client process exited with {client_status}", file=sys.stderr)
+    return 0 if client_status == 0 and problems == 0 else 1
+
+
+def summary(
+    stats: Mapping[str, Any], archives: Mapping[str, Mapping[str, Any]], seconds: float, root: Path
+) -> str:
+    """The demo's last lines: events, events/s, archives, bytes in and out, where."""
+    events = stats["events"]
+    made = [record for record in archives.values() if record.get("archive")]
+    bytes_in = sum(int(record["bytes_in"]) for record in made)
+    bytes_out = sum(int(record["bytes_out"]) for record in made)
+    ratio = f" ({100 * bytes_out / bytes_in:.1f}%)" if bytes_in else ""
+    lines = [
+        f"events: {events['done']:,} done, {events['failed']:,} failed in "
+        f"{human_duration(seconds)} ({events['done'] / seconds:,.1f} events/s)",
+        f"archives: {len(made):,} made; {bytes_in:,} bytes in ({human_bytes(bytes_in)}), "
+        f"{bytes_out:,} bytes out ({human_bytes(bytes_out)}){ratio}",
+        f"artifacts: {root}",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rigger_mp.demo", description=__doc__)
-    parser.add_argument("--tests", type=int, default=2000, help="tests to simulate")
-    parser.add_argument("--dir", help="where artifacts go (default: a new temporary folder)")
-    args = parser.parse_args(argv)
-    root = Path(args.dir or tempfile.mkdtemp(prefix="rigger_mp-demo-"))
-    counts: dict[str, int] = {}
+    """``python -m rigger_mp.demo``: the same as ``rigger-mp demo``."""
+    from .cli import main as cli_main
 
-    def artifact_path(test_name: str, test_location: str) -> tuple[dict[str, Any], None]:
-        return {"artifact_path": str(root / test_location / test_name)}, None
-
-    def tally(test_result: str) -> None:
-        counts[test_result] = counts.get(test_result, 0) + 1
-
-    rigger = Rigger({"plugins": {"testlog": {"plugin": "testlog"}}})
-    rigger.register_plugin(TestLog, "testlog")
-    rigger.register_hook_callback("start_test", "pre", artifact_path)
-    rigger.register_hook_callback("finish_test", "pre", artifact_path)
-    rigger.register_hook_callback("finish_test", "post", tally)
-    started = time.perf_counter()
-    with rigger:
-        for n in range(args.tests):
-            where = {"test_name": f"test_{n}", "test_location": f"tests/mod_{n % 10}"}
-            rigger.fire_hook("start_test", **where)
-            rigger.fire_hook("finish_test", test_result="passed" if n % 7 else "failed", **where)
-    elapsed = time.perf_counter() - started
-    events = rigger.stats()["events"]
-    print(
-        f"{events['done']} events in {elapsed:.2f}s ({events['done'] / elapsed:,.0f} events/s), "
-        f"{events['failed']} failed; results {counts}; artifacts under {root}"
-    )
-    return 0 if events["failed"] == 0 else 1
+    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])
 
 
 if __name__ == "__main__":
