@@ -16,12 +16,30 @@ Data flow in the main process::
     call_soon(func) ──▶ the same queue: how other threads update the globals, which
                         only the event thread writes.
 
+Backgrounded hooks (after the pre callbacks; see rigger_mp.pool for the details)::
+
+    event thread                feeder thread        Manager().Queue()      worker processes
+    +-------------------+       +-------------+      one per worker         (own plugin
+    | work item:        |       | pending     |      +-------------+        instances)
+    | id, instance,     |-----> | items, cut  |----> | batch 7     | -get-> +----------+
+    | event, pickled    | submit| into batches| put  | batch 9     |        | worker 1 |
+    | arguments         |       +-------------+      +-------------+        +----------+
+    +-------------------+              ^             +-------------+        +----------+
+              ^                        | room        | batch 8     | -get-> | worker 2 |
+              | call_soon(merge        |             +-------------+        +----------+
+              | global updates)   +------------------+                        |    |
+              +------------------ | collector thread | <-- result pipes ------+    |
+                                  | waits on pipes   | <-- process sentinels ------+
+                                  | and sentinels    |     (death: fail the running
+                                  +------------------+      hook, re-queue the rest)
+
 Callables receive only the parameters their signature names, looked up in the event
 locals first, then in the globals, and return ``None`` or ``(local, global)`` updates.
 """
 
 from .config import RiggerConfig, load_config
 from .errors import (
+    BackgroundError,
     ConfigError,
     HookArgumentError,
     HookReturnError,
@@ -36,6 +54,7 @@ from .rigger import PluginInstance, Rigger
 from .task import Task
 
 __all__ = [
+    "BackgroundError",
     "ConfigError",
     "HookArgumentError",
     "HookReturnError",

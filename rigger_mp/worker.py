@@ -8,6 +8,7 @@ and the item it is running, so that the main process knows what was lost if it d
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -31,6 +32,10 @@ from .pool import (
     WorkItem,
     exit_with_parent,
 )
+
+WORKER_NICE = 10
+"""Workers run at this lower CPU priority: with every core busy packing archives, the
+main process's event thread still gets the CPU it needs (idle cores are used in full)."""
 
 Sparse = list[tuple[int, Mapping[str, Any] | None, str | None]]
 
@@ -211,6 +216,8 @@ def worker_main(
 ) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(WORKER_NICE)  # the event flow in the main process keeps its share of CPU
     exit_with_parent()
     runner = WorkerRunner(conn, slot, specs, max_tasks, memory_limit)
     try:

@@ -320,13 +320,4 @@ def test_sigterm_of_main_process_leaves_nothing(method: str, tmp_path: Path, fif
             main.wait()
         if main.stdout is not None:
             main.stdout.close()
-    procs = []
-    for pid in descendants:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    for proc in alive:
-        proc.kill()
-    assert not alive, f"left behind after SIGTERM: {[p.cmdline() for p in alive]}"
+    assert_processes_gone(descendants, timeout=15)  # workers, manager, forkserver, tracker
