@@ -94,6 +94,8 @@ class Rigger(Dispatcher):
         self._abandoned = 0
         self._callback_seq = 0
         self._plans: dict[str, _Plan] = {}
+        self._started_at: float | None = None
+        self._stopped_at: float | None = None
         self._background: Background | None = None
 
     # -- registration -------------------------------------------------------------
@@ -189,6 +191,7 @@ class Rigger(Dispatcher):
         with self._lock:
             self._state = _RUNNING
         self.initialized = True
+        self._started_at = time.monotonic()
         _live.add(self)
         return self
 
@@ -258,6 +261,7 @@ class Rigger(Dispatcher):
             self._executor.shutdown(wait=not thread.is_alive())
         with self._lock:
             self._state = _STOPPED
+        self._stopped_at = time.monotonic()
         _live.discard(self)
 
     def _fail_queued(self) -> None:
@@ -445,16 +449,26 @@ class Rigger(Dispatcher):
         """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
         hooks queued, running, done, failed and abandoned; the live workers."""
         background = Background(self, None) if self._background is None else self._background
+        uptime = self.uptime()
         return {
             **background.stats(),
+            "uptime": uptime,
             "events": {
                 "accepted": self._accepted,
                 "done": self._done,
                 "failed": self._failed,
                 "abandoned": self._abandoned,
                 "queued": self._queue.qsize(),
-            }
+                "per_second": self._done / uptime if uptime > 0 else 0.0,
+            },
         }
+
+    def uptime(self) -> float:
+        """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""
+        if self._started_at is None:
+            return 0.0
+        end = time.monotonic() if self._stopped_at is None else self._stopped_at
+        return end - self._started_at
 
     # -- riggerlib compatibility ----------------------------------------------------
 

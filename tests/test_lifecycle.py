@@ -143,3 +143,16 @@ def test_a_rigger_never_stopped_is_drained_at_interpreter_exit(tmp_path: Path) -
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr.decode()
     assert out.read_text() == "1000"
+
+
+def test_stats_give_uptime_and_events_per_second() -> None:
+    rigger = Rigger()
+    assert rigger.stats()["uptime"] == 0.0
+    with rigger:
+        rigger.fire_hook("noop").result(timeout=10)
+        running = rigger.stats()
+        assert running["uptime"] > 0
+        assert running["events"]["per_second"] == pytest.approx(1 / running["uptime"], rel=0.5)
+    stopped = rigger.stats()["uptime"]
+    assert stopped >= running["uptime"]
+    assert rigger.stats()["uptime"] == stopped  # frozen once stopped
