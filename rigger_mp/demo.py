@@ -32,7 +32,7 @@ from . import artifacts
 from .rigger import Rigger
 from .status import human_bytes, human_duration
 
-DEFAULT_TESTS = 60
+DEFAULT_TESTS = 75
 """About 20 seconds on a 2-core machine."""
 
 ARCHIVE_LEVEL = 1

@@ -16,6 +16,7 @@ import random
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from .artifacts import artifact_dir
 from .client import RiggerClient
@@ -69,7 +70,7 @@ def run(host: str, port: int, tests: int, root: Path, seed: int = 1) -> int:
         for n in range(tests):
             location = f"tests/test_{MODULES[n % len(MODULES)]}.py"
             name = f"test_case_{n:04d}[{rnd.choice(('chrome', 'firefox'))}]"
-            where = {"test_name": name, "test_location": location, "run_id": run_id}
+            where: dict[str, Any] = {"test_name": name, "test_location": location, "run_id": run_id}
             client.fire_hook("start_test", **where)
             write_artifacts(
                 artifact_dir(root, location, name), rnd, messages, 1_700_000_000.0 + n * 300
