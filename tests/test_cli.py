@@ -1,0 +1,295 @@
+"""The ``rigger-mp`` command, each subcommand run as a subprocess.
+
+``serve`` runs in the background on port 0; the tests wait for its ``serving on`` line
+(never a sleep), drive it with the other subcommands and check that it exits 0 after
+draining and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from rigger_mp.client import RiggerClient
+
+from rigger_mp import cli
+from tests.conftest import assert_processes_gone
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVING = re.compile(r"rigger-mp: serving on (?P<host>[\d.]+):(?P<port>\d+) \(pid (?P<pid>\d+)\)")
+
+
+def env() -> dict[str, str]:
+    """The subprocess environment: this checkout importable (for tests.cli_plugins)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def rigger_mp(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m rigger_mp ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "rigger_mp", *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+class Served:
+    """A ``rigger-mp serve`` subprocess and the address it printed."""
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rigger_mp", "serve", "--port", "0", *args],
+            env=env(),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()  # blocks until serve is listening (or died)
+        match = SERVING.match(first)
+        if match is None:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"serve did not start: {first!r}\n{err}")
+        self.port = match["port"]
+        self.children = {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+
+    def cmd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a client subcommand against this server."""
+        command, *rest = args
+        return rigger_mp(command, "--port", self.port, *rest)
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """Wait for serve to exit; check that its processes are gone; (status, out, err)."""
+        out, err = self.proc.communicate(timeout=timeout)
+        assert_processes_gone(self.children)
+        return self.proc.returncode, out, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+        assert_processes_gone(self.children)
+
+
+@pytest.fixture
+def served_default(tmp_path: Path) -> Iterator[Served]:
+    """``serve`` on the embedded default config (testlog + archive in a pool of 1)."""
+    served = Served("--artifacts", str(tmp_path / "art"), cwd=tmp_path)
+    yield served
+    served.kill()
+
+
+def free_port() -> int:
+    """A port that nobody listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- help and usage -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["serve", "fire", "ping", "status", "terminate", "demo"])
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"rigger-mp {command}" in capsys.readouterr().out
+
+
+def test_console_script_and_module_both_run() -> None:
+    script = shutil.which("rigger-mp", path=os.path.dirname(sys.executable))
+    assert script is not None, "the rigger-mp console script is not installed"
+    for argv in ([script, "--help"], [sys.executable, "-m", "rigger_mp", "--help"]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env())
+        assert done.returncode == 0, done.stderr
+        for command in ("serve", "fire", "ping", "status", "terminate", "demo"):
+            assert command in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "usage: rigger-mp"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["fire"], "the following arguments are required: HOOK"),
+        (["fire", "start_test", "no-equals-sign"], "expected KEY=VALUE, got 'no-equals-sign'"),
+        (["fire", "start_test", "--data", "{oops"], "--data is not valid JSON"),
+        (["fire", "start_test", "--data", "[1]"], "--data must be a JSON object"),
+        (["ping", "--port", "70000"], "port out of range 0-65535: 70000"),
+        (["demo", "--tests", "0"], "must be at least 1"),
+        (["fire", "x", "--result", "--wait"], "not allowed with argument"),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_problem(args: list[str], message: str) -> None:
+    done = rigger_mp(*args)
+    assert done.returncode == 2, done
+    assert message in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workerz: 2\n", "unknown key 'workerz'"),
+        ("server_port: many\n", "server_port: expected an integer from 0 to 65535"),
+        ("plugins:\n  cam:\n    plugin: vidoe\n", "unknown plugin 'vidoe'"),
+        ("plugins:\n  a:\n    plugin: archive\n    level: 42\n", "level must be an integer"),
+        ("plugins: [1\n", "YAML syntax error at line"),
+    ],
+)
+def test_config_errors_exit_2_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    for args in (["serve", "--check", "-c", str(config)], ["serve", "-c", str(config)]):
+        done = rigger_mp(*args)
+        assert done.returncode == 2, done
+        assert message in done.stderr
+        assert "config error" in done.stderr
+
+
+def test_check_accepts_a_good_config_and_the_default(tmp_path: Path) -> None:
+    config = tmp_path / "good.yaml"
+    config.write_text(
+        "server_port: 0\nworkers: 2\nplugins:\n  log:\n    plugin: testlog\n"
+        "  rec:\n    plugin: tests.cli_plugins:Recorder\n    path: /dev/null\n"
+    )
+    done = rigger_mp("serve", "--check", "-c", str(config))
+    assert done.returncode == 0, done.stderr
+    assert f"{config}: ok; 2 plugin instance(s): log (testlog), rec" in done.stdout
+    done = rigger_mp("serve", "--check")
+    assert done.returncode == 0, done.stderr
+    assert "embedded default config: ok" in done.stdout and "archive (archive)" in done.stdout
+
+
+def test_client_commands_exit_1_when_nobody_listens() -> None:
+    port = str(free_port())
+    for command in ("ping", "status", "terminate"):
+        done = rigger_mp(command, "--port", port, "--timeout", "5")
+        assert done.returncode == 1, done
+        assert f"cannot reach the dispatcher at 127.0.0.1:{port}" in done.stderr or (
+            f"127.0.0.1:{port}" in done.stderr
+        )
+
+
+# -- a served dispatcher ------------------------------------------------------------------
+
+
+def test_serve_ping_fire_status_terminate(tmp_path: Path, served_default: Served) -> None:
+    served = served_default
+    done = served.cmd("ping")
+    assert done.returncode == 0 and "pong" in done.stdout, done
+
+    where = ["test_name=test_a", "test_location=tests/test_x.py"]
+    done = served.cmd("fire", "start_test", *where)
+    assert done.returncode == 0, done
+    assert re.fullmatch(r"\S+\n", done.stdout)  # the tid
+
+    done = served.cmd("fire", "finish_test", *where, "test_result=passed", "--result")
+    assert done.returncode == 0, done
+    output = json.loads(done.stdout)
+    artifact = tmp_path / "art" / "tests" / "test_x.py" / "test_a"
+    assert output["artifact_path"] == str(artifact)
+    assert output["test_result"] == "passed"
+
+    items = ["n=3", "flag=true", 'obj={"k": [1]}', "s=x y"]
+    done = served.cmd("fire", "anything", *items, "--data", '{"n": 1, "m": 2}', "--result")
+    assert done.returncode == 0, done
+    output = json.loads(done.stdout)
+    got = (output["n"], output["m"], output["flag"], output["obj"], output["s"])
+    assert got == (3, 2, True, {"k": [1]}, "x y")
+
+    done = served.cmd("status", "--json")
+    assert done.returncode == 0, done
+    stats = json.loads(done.stdout)
+    assert stats["events"]["accepted"] >= 4
+    assert {"queued", "running", "done", "failed"} <= set(stats["background"])
+    assert stats["uptime"] > 0 and "per_second" in stats["events"]
+    worker = stats["workers"][0]
+    assert {"pid", "rss_bytes", "cpu_percent", "tasks_done"} <= set(worker)
+    assert worker["pid"] in served.children
+
+    done = served.cmd("status")
+    assert done.returncode == 0, done
+    assert "events" in done.stdout and "workers" in done.stdout and "up " in done.stdout
+
+    done = served.cmd("terminate")
+    assert done.returncode == 0, done
+    status, out, err = served.finish()
+    assert status == 0, err
+    assert re.search(r"stopped after .*: 4 events \(4 done, 0 failed, 0 abandoned\)", out), out
+    # The drain ran the archiver that finish_test asked for (artifacts_ready).
+    archive = artifact.parent / "test_a.tar.xz"
+    with tarfile.open(archive) as tar:
+        assert "test_a/testlog.log" in tar.getnames()
+
+
+def test_fire_result_of_a_failing_hook_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "rigger.yaml"
+    config.write_text("plugins:\n  log:\n    plugin: testlog\n")
+    served = Served("-c", str(config), cwd=tmp_path)
+    try:
+        # finish_test without test_result: testlog's hook cannot be called.
+        done = served.cmd("fire", "finish_test", "test_name=t", "--result")
+        assert done.returncode == 1, done
+        assert "test_result" in done.stderr
+        assert served.cmd("terminate").returncode == 0
+        status, out, _ = served.finish()
+        assert status == 0 and "1 failed" in out
+    finally:
+        served.kill()
+
+
+def test_sigterm_drains_with_progress(tmp_path: Path) -> None:
+    config = tmp_path / "rigger.yaml"
+    config.write_text("plugins:\n  slow:\n    plugin: tests.cli_plugins:Slow\n    seconds: 0.1\n")
+    served = Served("-c", str(config), cwd=tmp_path)
+    try:
+        with RiggerClient("127.0.0.1", int(served.port)) as client:
+            client.fire_many([("work", {})] * 20)  # accepted: 2 s of work queued
+        served.proc.send_signal(signal.SIGTERM)
+        status, out, err = served.finish()
+    finally:
+        served.kill()
+    assert status == 0, err
+    assert re.search(r"draining: \d+ events left", err), err
+    assert "20 events (20 done, 0 failed, 0 abandoned)" in out
+
+
+def test_demo_summary_matches_the_archives_on_disk(tmp_path: Path) -> None:
+    done = rigger_mp("demo", "--tests", "5", "--workers", "2", "--dir", str(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    made = re.search(r"archives: (\d+) made; ([\d,]+) bytes in .*, ([\d,]+) bytes out", done.stdout)
+    assert made is not None, done.stdout
+    archives = sorted((tmp_path / "artifacts").rglob("*.tar.xz"))
+    assert int(made[1]) == len(archives) == 5
+    assert int(made[3].replace(",", "")) == sum(a.stat().st_size for a in archives)
+    bytes_in = 0
+    for archive in archives:
+        with tarfile.open(archive) as tar:
+            names = tar.getnames()
+            bytes_in += sum(m.size for m in tar.getmembers() if m.isfile())
+        assert any(n.endswith("console.log") for n in names)
+        assert any(n.endswith("testlog.log") for n in names)
+        assert not archive.with_name(archive.name[: -len(".tar.xz")]).exists()  # removed
+    assert int(made[2].replace(",", "")) == bytes_in
+    # 5 tests x (start_test, finish_test, artifacts_ready) + start/finish_session
+    assert re.search(r"events: 17 done, 0 failed", done.stdout), done.stdout
+    assert f"artifacts: {tmp_path / 'artifacts'}" in done.stdout
+    assert "5/5 tests run, 5 archived" in done.stderr
