@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .calling import Callee, describe
 from .config import ConfigSource, InstanceConfig, RiggerConfig, load_config
@@ -20,6 +20,9 @@ from .event import EventRunner, ExcInfo, annotate
 from .loading import PluginClass, resolve_plugin
 from .plugin import Dispatcher, PluginHook, RiggerBasePlugin
 from .task import Task
+
+if TYPE_CHECKING:
+    from .intake import ServerSupervisor
 
 logger = logging.getLogger("rigger_mp")
 
@@ -92,6 +95,11 @@ class Rigger(Dispatcher):
         self._abandoned = 0
         self._callback_seq = 0
         self._plans: dict[str, _Plan] = {}
+        self._stopped = threading.Event()
+        # The TCP server (rigger_mp.intake), when server_enabled: its real address.
+        self._server: ServerSupervisor | None = None
+        self.server_address: str | None = None
+        self.server_port: int | None = None
 
     # -- registration -------------------------------------------------------------
 
@@ -183,7 +191,21 @@ class Rigger(Dispatcher):
             self._state = _RUNNING
         self.initialized = True
         _live.add(self)
+        if settings.server_enabled:
+            self._start_server(settings)
         return self
+
+    def _start_server(self, settings: RiggerConfig) -> None:
+        """Start the TCP server process (see rigger_mp.intake); on failure, stop and raise."""
+        from .intake import ServerSupervisor
+
+        server = ServerSupervisor(self, settings)
+        try:
+            self.server_address, self.server_port = server.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._server = server
 
     def parse_config(self) -> None:
         """riggerlib's name for :meth:`start`."""
@@ -232,9 +254,19 @@ class Rigger(Dispatcher):
             )
         if self._executor is not None:
             self._executor.shutdown(wait=not thread.is_alive())
+        if self._server is not None:  # after the drain: its replies still reach clients
+            self._server.stop(timeout)
         with self._lock:
             self._state = _STOPPED
         _live.discard(self)
+        self._stopped.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` has finished (say, after a TCP ``terminate``)."""
+        stopped = self._stopped.wait(timeout)
+        if stopped and self._server is not None:
+            self._server.wait_terminated(timeout)
+        return stopped
 
     def _fail_queued(self) -> None:
         while True:
@@ -396,7 +428,7 @@ class Rigger(Dispatcher):
 
     def stats(self) -> dict[str, Any]:
         """Counters: events accepted, done, failed, abandoned, and queued now."""
-        return {
+        stats: dict[str, Any] = {
             "events": {
                 "accepted": self._accepted,
                 "done": self._done,
@@ -405,6 +437,9 @@ class Rigger(Dispatcher):
                 "queued": self._queue.qsize(),
             }
         }
+        if self._server is not None:
+            stats["server"] = self._server.stats()
+        return stats
 
     # -- riggerlib compatibility ----------------------------------------------------
 
