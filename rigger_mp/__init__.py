@@ -1,5 +1,28 @@
 """rigger_mp: an event-hook dispatcher.
 
+Data flow over TCP (rigger_mp.server in its own process, rigger_mp.intake in the main)::
+
+    RiggerClient, nc, ...                server process              main process
+    ---------------------                --------------              ------------
+    JSON line ──TCP──▶ Conn ─ parse, validate ─┐
+      (\\n or \\0 ends it)  answers ping/auth/  │ one batch per loop turn,
+                          bad input itself      │ from every connection
+                                                ▼
+                                         requests pipe ──────▶ intake thread
+                                                                 fire_hook() ──▶ tid
+                                                                 (or task_status,
+                                                                  stats, terminate)
+                                                                      │ acks: one batch
+    reply line ◀──TCP── Conn ◀─ in order, ◀─ reply pipe ◀─────────────┤
+                        per connection                                │ grab_result /
+                        (seq numbers)                 done-callback ◀─┘ wait_for_task:
+                                                      of the Task       when it finishes
+
+    The intake thread also supervises: end-of-file on the requests pipe means the server
+    process exited; unless stopping, it logs that and starts another one on the same
+    listening socket (bound once, here). End-of-file on the reply pipe tells the server
+    process that the main process is gone, and it exits.
+
 Data flow in the main process::
 
     fire_hook(name, **kw) ──▶ Task (a Future, with tid) returned at once
@@ -37,6 +60,7 @@ Callables receive only the parameters their signature names, looked up in the ev
 locals first, then in the globals, and return ``None`` or ``(local, global)`` updates.
 """
 
+from .client import FireManyError, RemoteError, RiggerClient, RiggerConnectionError, RiggerTimeout
 from .config import RiggerConfig, load_config
 from .errors import (
     BackgroundError,
@@ -56,14 +80,19 @@ from .task import Task
 __all__ = [
     "BackgroundError",
     "ConfigError",
+    "FireManyError",
     "HookArgumentError",
     "HookReturnError",
     "PluginError",
     "PluginInstance",
+    "RemoteError",
     "Rigger",
     "RiggerBasePlugin",
+    "RiggerClient",
     "RiggerConfig",
+    "RiggerConnectionError",
     "RiggerError",
+    "RiggerTimeout",
     "ShuttingDown",
     "Task",
     "WouldDeadlock",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .background import Background
 from .calling import Callee, describe
@@ -22,6 +22,9 @@ from .event import EventRunner, ExcInfo, annotate
 from .loading import PluginClass, resolve_plugin
 from .plugin import Dispatcher, PluginHook, RiggerBasePlugin
 from .task import Task
+
+if TYPE_CHECKING:
+    from .intake import ServerSupervisor
 
 logger = logging.getLogger("rigger_mp")
 
@@ -97,6 +100,11 @@ class Rigger(Dispatcher):
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._background: Background | None = None
+        self._stopped = threading.Event()
+        # The TCP server (rigger_mp.intake), when server_enabled: its real address.
+        self._server: ServerSupervisor | None = None
+        self.server_address: str | None = None
+        self.server_port: int | None = None
 
     # -- registration -------------------------------------------------------------
 
@@ -193,7 +201,21 @@ class Rigger(Dispatcher):
         self.initialized = True
         self._started_at = time.monotonic()
         _live.add(self)
+        if settings.server_enabled:
+            self._start_server(settings)
         return self
+
+    def _start_server(self, settings: RiggerConfig) -> None:
+        """Start the TCP server process (see rigger_mp.intake); on failure, stop and raise."""
+        from .intake import ServerSupervisor
+
+        server = ServerSupervisor(self, settings)
+        try:
+            self.server_address, self.server_port = server.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._server = server
 
     def parse_config(self) -> None:
         """riggerlib's name for :meth:`start`."""
@@ -259,10 +281,20 @@ class Rigger(Dispatcher):
             background.close(drained=not thread.is_alive(), timeout=_remaining(deadline))
         if self._executor is not None:
             self._executor.shutdown(wait=not thread.is_alive())
+        if self._server is not None:  # after the drain: its replies still reach clients
+            self._server.stop(timeout)
         with self._lock:
             self._state = _STOPPED
         self._stopped_at = time.monotonic()
         _live.discard(self)
+        self._stopped.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` has finished (say, after a TCP ``terminate``)."""
+        stopped = self._stopped.wait(timeout)
+        if stopped and self._server is not None:
+            self._server.wait_terminated(timeout)
+        return stopped
 
     def _fail_queued(self) -> None:
         """Fail the queued events; internal jobs go back on the queue and still run."""
@@ -447,10 +479,11 @@ class Rigger(Dispatcher):
 
     def stats(self) -> dict[str, Any]:
         """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
-        hooks queued, running, done, failed and abandoned; the live workers."""
+        hooks queued, running, done, failed and abandoned; the live workers; the uptime;
+        the TCP server's counters when it runs."""
         background = Background(self, None) if self._background is None else self._background
         uptime = self.uptime()
-        return {
+        stats: dict[str, Any] = {
             **background.stats(),
             "uptime": uptime,
             "events": {
@@ -462,6 +495,9 @@ class Rigger(Dispatcher):
                 "per_second": self._done / uptime if uptime > 0 else 0.0,
             },
         }
+        if self._server is not None:
+            stats["server"] = self._server.stats()
+        return stats
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""

@@ -1,0 +1,116 @@
+"""Pickled batches over a one-way OS pipe between the server process and the main process.
+
+Why not a ``multiprocessing.Queue``: a queue is shared by its writers and readers through
+locks (a semaphore for the readers, another for the writers) and a byte stream. When the
+server process is killed with SIGKILL it is almost always blocked in ``get()`` holding the
+reader lock, or mid-``put()`` with half a message written: a queue reused by the next
+server process would hang or read garbage. A fresh pair of pipes per server process has
+neither problem, and the reader sees end-of-file the moment the writer dies, which is
+how each side learns that the other is gone, without polling.
+
+Frames are a 4-byte big-endian length and a pickle. Only rigger_mp's own processes write
+to these pipes; data from the network is parsed as JSON in the server before it gets here.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+import threading
+from typing import Any, Final
+
+_HEADER: Final = struct.Struct("!I")
+HEADER_SIZE: Final = _HEADER.size
+READ_SIZE: Final = 64 * 1024
+"""Pipe reads go into one preallocated buffer of this size: a fresh ``os.read`` buffer of
+256 KiB or more is an mmap/munmap pair per read, which cost more than the whole hop."""
+
+
+def pack(obj: Any) -> bytes:
+    """One frame holding ``obj``."""
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Turns the bytes read from a pipe back into the objects that were packed."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[Any]:
+        """The objects whose frames ``data`` completes, in order."""
+        buf = self._buf + data if self._buf else data
+        out: list[Any] = []
+        pos = 0
+        end = len(buf)
+        unpack = _HEADER.unpack_from
+        while end - pos >= HEADER_SIZE:
+            (size,) = unpack(buf, pos)
+            stop = pos + HEADER_SIZE + size
+            if stop > end:
+                break
+            out.append(pickle.loads(buf[pos + HEADER_SIZE : stop]))
+            pos = stop
+        self._buf = buf[pos:] if pos else buf
+        return out
+
+
+class BlockingReader:
+    """The main process's end of the server's request pipe: :meth:`recv` blocks."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._frames = FrameReader()
+        self._buf = bytearray(READ_SIZE)
+        self._view = memoryview(self._buf)
+
+    def recv(self) -> list[Any]:
+        """Block until at least one object arrived; raise ``EOFError`` when the writer is gone."""
+        while True:
+            n = os.readv(self.fd, [self._buf])
+            if not n:
+                raise EOFError("the pipe's writer has gone")
+            objs = self._frames.feed(self._view[:n].tobytes())
+            if objs:
+                return objs
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class BlockingWriter:
+    """The main process's end of the reply pipe: thread-safe, blocking, never raises.
+
+    Once the reader has gone (the server process died) every send is dropped: the
+    connections those replies were for died with it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+        self.broken = False
+
+    def send(self, obj: Any) -> bool:
+        """Send ``obj``; False if the reader has gone (the object is dropped)."""
+        frame = pack(obj)
+        with self._lock:
+            if self.broken:
+                return False
+            view = memoryview(frame)
+            try:
+                while view:
+                    written = os.write(self.fd, view)
+                    view = view[written:]
+            except OSError:  # EPIPE: the server process died; EBADF: closed at stop
+                self.broken = True
+                return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self.broken = True
+            os.close(self.fd)

@@ -1,0 +1,404 @@
+"""``RiggerClient``: fire events into a Rigger's TCP server from another process or host.
+
+One persistent connection, shared safely between threads (one request at a time holds
+it). ``fire_many`` pipelines: it writes while it reads, so a batch of any size never
+deadlocks on full socket buffers. Failures raise: :class:`RemoteError` carries the
+server's error code; :class:`RiggerConnectionError` says the server could not be reached
+or the connection broke.
+
+When the connection has broken, the client reconnects once. It resends a request only
+when that is safe: the request was never completely sent (so the server cannot have read
+it), or it is a read-only one (``ping``, ``task_status``, ``stats``). A fire whose reply
+was lost is not resent, since it may have been accepted; the error says so.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import selectors
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+from . import protocol as proto
+from .errors import RiggerError
+
+DEFAULT_TIMEOUT: Final = 60.0
+RECV_SIZE: Final = 64 * 1024  # larger reads cost an mmap each (see rigger_mp.channel)
+SEND_CHUNK: Final = 256 * 1024
+
+
+class RemoteError(RiggerError):
+    """The server refused a message or the event failed; ``code`` is the wire error code."""
+
+    def __init__(self, code: str, message: str, tid: str | None = None) -> None:
+        super().__init__(f"[{code}] {message}" + (f" (tid {tid})" if tid else ""))
+        self.code = code
+        self.message = message
+        self.tid = tid
+
+
+class RiggerConnectionError(RiggerError, ConnectionError):
+    """The server could not be reached, or the connection broke during a request."""
+
+
+class RiggerTimeout(RiggerError, TimeoutError):
+    """No reply within the client's timeout; the connection is closed (replies may be late)."""
+
+
+class FireManyError(RemoteError):
+    """Some events of ``fire_many`` were refused; ``results`` has a tid or error per event."""
+
+    def __init__(self, results: list[str | RemoteError]) -> None:
+        errors = [r for r in results if isinstance(r, RemoteError)]
+        first = errors[0]
+        super().__init__(
+            first.code, f"{len(errors)} of {len(results)} events refused; first: {first.message}"
+        )
+        self.results = results
+
+
+def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any]) -> bytes:
+    """A fire message as one line; ``TypeError`` naming the key if ``data`` is not JSON."""
+    if not isinstance(hook_name, str) or not hook_name:
+        raise TypeError(f"hook_name must be a non-empty string, not {hook_name!r}")
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{hook_name!r}: data must be a mapping, not {type(data).__name__}")
+    try:
+        return proto.encode_message({"hook_name": hook_name, "data": data, **extra})
+    except (TypeError, ValueError) as exc:
+        for key in data:
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"fire_hook({hook_name!r}): argument names must be strings, not {key!r}"
+                ) from None
+        raise TypeError(
+            f"fire_hook({hook_name!r}): argument {proto.unserializable(data, exc)}"
+        ) from None
+
+
+class RiggerClient:
+    """A client of a Rigger's TCP server (see the README's wire protocol section).
+
+    ``timeout`` bounds connecting and each wait for a reply (``None``: wait forever).
+    ``token`` is sent with ``auth`` on every (re)connection when given.
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1",
+        port: int = 21212,
+        token: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.address = address
+        self.port = port
+        self.token = token
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._rbuf = b""
+
+    # -- the public calls -----------------------------------------------------------------
+
+    def fire_hook(
+        self,
+        hook_name: str,
+        grab_result: bool = False,
+        wait_for_task: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Fire an event: the tid; with ``grab_result`` its output; with ``wait_for_task`` True.
+
+        A failed event raises :class:`RemoteError` (code ``hook_failed``) when waited on.
+        """
+        extra: dict[str, Any] = {}
+        if grab_result:
+            extra["grab_result"] = True
+        elif wait_for_task:
+            extra["wait_for_task"] = True
+        reply = self._request(encode_fire(hook_name, kwargs, extra), idempotent=False)
+        if grab_result:
+            output: dict[str, Any] = reply["output"]
+            return output
+        if wait_for_task:
+            return True
+        return str(reply["tid"])
+
+    def fire_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+        """Fire ``(hook_name, data)`` pairs pipelined over one connection; their tids, in order.
+
+        Every event is encoded before anything is sent, so a bad argument raises
+        ``TypeError`` with nothing fired. If some are refused, :class:`FireManyError` is
+        raised once all replies are in; its ``results`` holds each tid or error.
+        """
+        lines = [encode_fire(name, data, {}) for name, data in events]
+        if not lines:
+            return []
+        with self._lock:
+            sock = self._connected()
+            try:
+                replies = self._pipeline(sock, lines)
+            except BaseException:
+                self._drop()
+                raise
+        results: list[str | RemoteError] = []
+        failed = False
+        for reply in replies:
+            if reply["ok"]:
+                results.append(str(reply["tid"]))
+            else:
+                failed = True
+                results.append(_remote_error(reply))
+        if failed:
+            raise FireManyError(results)
+        return [r for r in results if isinstance(r, str)]
+
+    def task_status(self, tid: str) -> dict[str, Any]:
+        """``{"tid", "status": queued|running|done|failed[, "error"]}`` of a TCP-fired event."""
+        reply = self._request(proto.encode_message({"op": "task_status", "tid": str(tid)}), True)
+        reply.pop("ok", None)
+        return reply
+
+    def ping(self) -> bool:
+        """True if the server answers (raises otherwise)."""
+        self._request(proto.encode_message({"op": "ping"}), idempotent=True)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """The dispatcher's ``stats()``, with the server process's counters under ``server``."""
+        stats: dict[str, Any] = self._request(
+            proto.encode_message({"op": "stats"}), idempotent=True
+        )["stats"]
+        return stats
+
+    def terminate(self) -> bool:
+        """Stop the whole dispatcher cleanly; returns once the events accepted have run."""
+        self._request(proto.encode_message({"op": "terminate"}), idempotent=False)
+        with self._lock:
+            self._drop()
+        return True
+
+    def close(self) -> None:
+        """Close the connection (the next call opens a new one)."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> RiggerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def _request(self, line: bytes, idempotent: bool) -> dict[str, Any]:
+        """Send one message and return its reply; raise RemoteError for an error reply."""
+        with self._lock:
+            reply = self._exchange(line, idempotent)
+        if not reply["ok"]:
+            raise _remote_error(reply)
+        return reply
+
+    def _exchange(self, line: bytes, idempotent: bool) -> dict[str, Any]:
+        for attempt in (1, 2):
+            sock = self._connected()
+            try:
+                sock.sendall(line)
+            except OSError as exc:
+                # Never completely sent: the server cannot have read it. Safe to resend.
+                self._drop()
+                if attempt == 2:
+                    raise RiggerConnectionError(
+                        f"sending to {self._where()} failed: {exc}"
+                    ) from exc
+                continue
+            try:
+                return self._read_reply(sock)
+            except RiggerConnectionError:
+                self._drop()
+                if attempt == 2 or not idempotent:
+                    raise
+            except BaseException:
+                self._drop()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connected(self) -> socket.socket:
+        """The open connection; a new one if there is none or the server closed it."""
+        sock = self._sock
+        if sock is not None and _closed_by_peer(sock):
+            self._drop()
+            sock = None
+        if sock is None:
+            sock = self._connect()
+        return sock
+
+    def _connect(self) -> socket.socket:
+        try:
+            sock = socket.create_connection((self.address, self.port), timeout=self.timeout)
+        except OSError as exc:
+            raise RiggerConnectionError(f"cannot connect to {self._where()}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(self.timeout)
+        self._sock = sock
+        self._rbuf = b""
+        if self.token is not None:
+            try:
+                sock.sendall(proto.encode_message({"op": "auth", "token": self.token}))
+                reply = self._read_reply(sock)
+            except BaseException:
+                self._drop()
+                raise
+            if not reply["ok"]:
+                self._drop()
+                raise _remote_error(reply)
+        return sock
+
+    def _drop(self) -> None:
+        sock, self._sock = self._sock, None
+        self._rbuf = b""
+        if sock is not None:
+            sock.close()
+
+    def _read_reply(self, sock: socket.socket) -> dict[str, Any]:
+        """Read one reply line (more may arrive; the rest is kept for the next one)."""
+        buf = self._rbuf
+        while True:
+            end = buf.find(b"\n")
+            if end >= 0:
+                self._rbuf = buf[end + 1 :]
+                return _decode(buf[:end])
+            try:
+                data = sock.recv(RECV_SIZE)
+            except TimeoutError:
+                raise RiggerTimeout(
+                    f"no reply from {self._where()} within {self.timeout} s"
+                ) from None
+            except OSError as exc:
+                raise RiggerConnectionError(
+                    f"the connection to {self._where()} broke: {exc}"
+                ) from exc
+            if not data:
+                raise RiggerConnectionError(
+                    f"{self._where()} closed the connection before replying"
+                )
+            buf += data
+
+    def _pipeline(self, sock: socket.socket, lines: list[bytes]) -> list[dict[str, Any]]:
+        """Write ``lines`` while reading their replies; return the replies in order."""
+        want = len(lines)
+        replies: list[dict[str, Any]] = []
+        out = memoryview(b"")
+        next_line = 0
+        buf = self._rbuf
+        sock.setblocking(False)
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while len(replies) < want:
+                ready = sel.select(self.timeout)
+                if not ready:
+                    raise RiggerTimeout(
+                        f"fire_many: no progress with {self._where()} for {self.timeout} s "
+                        f"({len(replies)} of {want} replies read)"
+                    )
+                events = ready[0][1]
+                if events & selectors.EVENT_WRITE:
+                    if not out:
+                        chunk: list[bytes] = []
+                        size = 0
+                        while next_line < want and size < SEND_CHUNK:
+                            chunk.append(lines[next_line])
+                            size += len(lines[next_line])
+                            next_line += 1
+                        out = memoryview(b"".join(chunk))
+                    try:
+                        out = out[sock.send(out) :]
+                    except BlockingIOError:
+                        pass
+                    except OSError as exc:
+                        raise self._broke_during_many(len(replies), want) from exc
+                    if not out and next_line == want:
+                        sel.modify(sock, selectors.EVENT_READ)
+                if events & selectors.EVENT_READ:
+                    try:
+                        data = sock.recv(RECV_SIZE)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        raise self._broke_during_many(len(replies), want) from exc
+                    if not data:
+                        raise self._broke_during_many(len(replies), want)
+                    buf += data
+                    if b"\n" in buf:
+                        *got, buf = buf.split(b"\n")
+                        replies.extend(map(_decode, got))
+        finally:
+            sel.close()
+            self._rbuf = buf
+            if self._sock is sock:
+                sock.settimeout(self.timeout)
+        if len(replies) > want:
+            raise RiggerConnectionError("the server sent more replies than messages")
+        return replies
+
+    def _broke_during_many(self, got: int, want: int) -> RiggerConnectionError:
+        return RiggerConnectionError(
+            f"fire_many: the connection to {self._where()} broke after {got} of {want} "
+            "replies; the events replied to were accepted, the others may or may not have been"
+        )
+
+    def _where(self) -> str:
+        return f"{self.address}:{self.port}"
+
+    def __repr__(self) -> str:
+        state = "connected" if self._sock is not None else "not connected"
+        return f"<RiggerClient {self._where()} {state}>"
+
+
+_OK_PREFIX: Final = b'{"ok":true,"tid":"'
+
+
+def _decode(line: bytes) -> dict[str, Any]:
+    """A reply line as a dict; the common ack is parsed without the JSON decoder."""
+    if line.startswith(_OK_PREFIX) and line.endswith(b'"}') and line.count(b'"') == 6:
+        return {"ok": True, "tid": line[len(_OK_PREFIX) : -2].decode("ascii")}
+    try:
+        return proto.decode_reply(line)
+    except proto.ProtocolError as exc:
+        raise RiggerConnectionError(f"{exc.message}: {line[:200]!r}") from None
+
+
+def _remote_error(reply: Mapping[str, Any]) -> RemoteError:
+    error = reply.get("error")
+    if not isinstance(error, Mapping):
+        return RemoteError(proto.INTERNAL, f"malformed error reply: {json.dumps(reply)[:200]}")
+    tid = reply.get("tid")
+    return RemoteError(
+        str(error.get("code", proto.INTERNAL)),
+        str(error.get("message", "")),
+        str(tid) if tid is not None else None,
+    )
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """True if the server has closed (or reset) this idle connection.
+
+    An idle connection has nothing to read, so readable means end-of-file or a reset.
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return not sock.recv(1, socket.MSG_PEEK)
+    except OSError:
+        return True

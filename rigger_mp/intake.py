@@ -1,0 +1,486 @@
+"""The main process's side of the TCP intake: the intake thread and server supervision.
+
+The listening socket is bound here, in the main process, and handed to each server
+process. So a bind failure raises at ``start()``, the port never changes, and while a
+dead server process is being replaced, new connections wait in the socket's backlog
+instead of being refused.
+
+The intake thread blocks on the pipe from the server process. For each batch it fires
+the events (each gets its tid from :meth:`Rigger.fire_hook`) and sends all the acks
+back as one batch: a client hears ``ok`` only once its event is accepted. Replies that
+wait for an event (``grab_result``, ``wait_for_task``) are sent by a done-callback of the
+event's task. When the pipe reaches end-of-file the server process has exited: at a stop
+the thread ends; otherwise the death is logged and a new server process is started.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from multiprocessing.connection import wait
+from typing import TYPE_CHECKING, Any, Final
+
+from . import protocol as proto
+from .channel import BlockingReader, BlockingWriter
+from .config import RiggerConfig
+from .errors import RiggerError, ShuttingDown
+from .server import (
+    FIRE,
+    R_ACK,
+    R_LINE,
+    R_STATS,
+    READY,
+    STATS,
+    STATUS,
+    STOP,
+    TERMINATE,
+    ServerSettings,
+)
+from .task import Task
+
+if TYPE_CHECKING:
+    from .rigger import Rigger
+
+logger = logging.getLogger("rigger_mp")
+
+STATUS_WINDOW: Final = 10_000
+"""``task_status`` knows the last this many events fired over TCP (and no older)."""
+START_TIMEOUT: Final = 60.0
+"""How long a new server process may take to start listening."""
+STOP_GRACE: Final = 10.0
+"""After a stop, how long connections may take to receive their last replies."""
+
+
+class ServerStartError(RiggerError):
+    """The TCP server could not be started (address in use, bad address...)."""
+
+
+def bind(address: str, port: int) -> socket.socket:
+    """A listening socket on ``address:port`` (0: any free port), or ServerStartError."""
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ServerStartError(
+            f"server_address {address!r}: cannot resolve it: {exc.strerror or exc}"
+        ) from exc
+    family, _, _, _, sockaddr = infos[0]
+    try:
+        return socket.create_server(sockaddr, family=family, backlog=1024)
+    except OSError as exc:
+        raise ServerStartError(
+            f"cannot listen on {address}:{port}: {exc.strerror or exc}"
+            + (" (is another server using this port?)" if port else "")
+        ) from exc
+
+
+def exposed_without_token(host: str, token: str | None) -> bool:
+    """True if ``host`` (a bound IP address) is reachable from other hosts and no token is set."""
+    if token is not None:
+        return False
+    try:
+        return not ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return True
+
+
+_SERVER_MAIN: Final = "import sys; from rigger_mp.server import main; main(sys.argv[1:])"
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of the server process: ours, with this rigger_mp importable first."""
+    env = dict(os.environ)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = here + (os.pathsep + path if path else "")
+    return env
+
+
+class _Incarnation:
+    """One server process and the two pipes to it."""
+
+    def __init__(
+        self, process: subprocess.Popen[bytes], reader: BlockingReader, writer: BlockingWriter
+    ) -> None:
+        self.process = process
+        self.reader = reader
+        self.writer = writer
+        self.leftover: list[Any] = []
+        self.started = time.monotonic()
+
+    def close(self) -> None:
+        for end in (self.reader, self.writer):
+            with contextlib.suppress(OSError):
+                end.close()
+
+
+class ServerSupervisor:
+    """Starts, feeds, restarts and stops the TCP server process of one Rigger."""
+
+    def __init__(self, rigger: Rigger, settings: RiggerConfig) -> None:
+        self.rigger = rigger
+        self.settings = settings
+        self.server_settings = ServerSettings(
+            token=settings.server_token,
+            max_message_bytes=settings.max_message_bytes,
+            idle_timeout=settings.idle_timeout,
+            stop_grace=STOP_GRACE,
+        )
+        self.address = settings.server_address
+        self.port = settings.server_port
+        self._sock: socket.socket | None = None
+        self._current: _Incarnation | None = None
+        self._thread: threading.Thread | None = None
+        self._terminator: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._stopping = False
+        self._terminate_rids: list[int] = []
+        self._tasks: dict[str, Task] = {}
+        self._order: deque[str] = deque()
+        self.restarts = 0
+        self.accepted = 0
+        self.refused = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> tuple[str, int]:
+        """Bind, start the server process, wait until it listens; return the real address."""
+        sock = bind(self.address, self.port)
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
+        self.address, self.port = host, port
+        if exposed_without_token(host, self.settings.server_token):
+            logger.warning(
+                "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
+                "and no server_token is set: anyone who can connect may fire events and "
+                "terminate the dispatcher",
+                host,
+                port,
+            )
+        try:
+            self._current = self._spawn()
+        except BaseException:
+            sock.close()
+            self._sock = None
+            raise
+        self._thread = threading.Thread(target=self._run, name="rigger_mp-intake", daemon=True)
+        self._thread.start()
+        # Registered after multiprocessing's own exit handler, so it runs first: stop
+        # (drain, then stop the server) before multiprocessing terminates its children.
+        atexit.register(self._at_exit)
+        logger.info("rigger_mp: TCP server listening on %s:%d", host, port)
+        return host, port
+
+    def _spawn(self) -> _Incarnation:
+        """Start a server process on the bound socket and wait until it is listening.
+
+        A plain ``subprocess`` rather than ``multiprocessing``: spawn and forkserver would
+        re-import the user's ``__main__`` (a script without a main guard would run again),
+        and fork copies a process full of threads. The child gets exactly three file
+        descriptors: the listening socket and its ends of the two pipes.
+        """
+        assert self._sock is not None
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        fds = (self._sock.fileno(), requests_w, replies_r)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _SERVER_MAIN, *map(str, fds)],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                env=_child_env(),
+            )
+        except BaseException:
+            for fd in (requests_r, requests_w, replies_r, replies_w):
+                os.close(fd)
+            raise
+        # Our copies of the server's ends, closed: its death is our end-of-file.
+        os.close(requests_w)
+        os.close(replies_r)
+        incarnation = _Incarnation(process, BlockingReader(requests_r), BlockingWriter(replies_w))
+        try:
+            incarnation.writer.send(self.server_settings)
+            if not wait([requests_r], START_TIMEOUT):
+                raise ServerStartError(
+                    f"the TCP server process did not start within {START_TIMEOUT:.0f} s"
+                )
+            objs = incarnation.reader.recv()
+            if not (type(objs[0]) is tuple and objs[0][0] == READY):
+                raise ServerStartError(f"the TCP server process sent {objs[0]!r} first")
+        except (EOFError, OSError, ServerStartError) as exc:
+            process.kill()
+            process.wait()
+            incarnation.close()
+            if isinstance(exc, ServerStartError):
+                raise
+            raise ServerStartError(
+                f"the TCP server process exited while starting (exit code {process.returncode})"
+            ) from exc
+        incarnation.leftover = objs[1:]
+        return incarnation
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the server after the dispatcher drained: last replies out, no process left.
+
+        Called by :meth:`Rigger.stop` once the events accepted have run.
+        """
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            current = self._current
+            terminators, self._terminate_rids = self._terminate_rids, []
+        self._stop_event.set()
+        with contextlib.suppress(ValueError):
+            atexit.unregister(self._at_exit)
+        if current is not None:
+            if terminators:  # `terminate` is answered once the stop has drained
+                current.writer.send([(rid, R_LINE, proto.OK_LINE) for rid in terminators])
+            current.writer.send(STOP)
+        limit = STOP_GRACE + 5.0 if timeout is None else max(timeout, 1.0)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(limit)
+            if thread.is_alive():
+                logger.error("rigger_mp: the TCP server did not stop in %.0f s; killing it", limit)
+                with self._lock:
+                    current = self._current
+                if current is not None:
+                    current.process.kill()
+                thread.join(limit)
+        with self._lock:
+            current = self._current
+        if current is not None:
+            try:
+                current.process.wait(limit)
+            except subprocess.TimeoutExpired:
+                current.process.kill()
+                current.process.wait()
+            current.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._tasks.clear()
+        self._order.clear()
+
+    def _at_exit(self) -> None:
+        self.rigger.stop()
+
+    def wait_terminated(self, timeout: float | None = None) -> None:
+        """Join the thread that carried out a TCP ``terminate`` (if any)."""
+        terminator = self._terminator
+        if terminator is not None and terminator is not threading.current_thread():
+            terminator.join(timeout)
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the current server process."""
+        current = self._current
+        return current.process.pid if current is not None else None
+
+    def stats(self) -> dict[str, Any]:
+        """What the main process knows of the server."""
+        return {
+            "address": self.address,
+            "port": self.port,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "status_window": len(self._tasks),
+        }
+
+    # -- the intake thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Serve one server process after another until the stop."""
+        while True:
+            with self._lock:
+                current = self._current
+            assert current is not None
+            try:
+                self._serve(current)
+            except Exception:  # a bug here must not stop the intake for good
+                logger.exception("rigger_mp: the TCP intake failed; restarting the server")
+                current.process.kill()
+            current.process.wait()
+            current.close()
+            with self._lock:
+                if self._stopping:
+                    return
+            lived = time.monotonic() - current.started
+            logger.error(
+                "rigger_mp: the TCP server process (pid %s) died with exit code %s after %.1f s; "
+                "starting a new one on %s:%d",
+                current.process.pid,
+                current.process.returncode,
+                lived,
+                self.address,
+                self.port,
+            )
+            if not self._restart(quick_death=lived < 1.0):
+                return
+
+    def _restart(self, quick_death: bool) -> bool:
+        """Start the next server process; False if a stop came first."""
+        delay = 0.0
+        while True:
+            if delay and self._stop_event.wait(delay):
+                return False
+            try:
+                incarnation = self._spawn()
+            except Exception:
+                logger.exception("rigger_mp: starting a new TCP server process failed")
+                delay = min(5.0, max(0.5, delay * 2))
+                continue
+            with self._lock:
+                self._current = incarnation
+                stopping = self._stopping
+            self.restarts += 1
+            if stopping:  # stop() sent STOP to the old one; this one must go too
+                incarnation.writer.send(STOP)
+            elif quick_death:
+                delay = 0.5
+            logger.warning(
+                "rigger_mp: TCP server restarted (pid %s) on %s:%d",
+                incarnation.process.pid,
+                self.address,
+                self.port,
+            )
+            return True
+
+    def _serve(self, current: _Incarnation) -> None:
+        """Handle the batches of one server process until its pipe reaches end-of-file."""
+        handle = self._handle
+        writer = current.writer
+        for batch in current.leftover:
+            handle(batch, writer)
+        recv = current.reader.recv
+        while True:
+            try:
+                batches = recv()
+            except (EOFError, OSError):
+                return
+            for batch in batches:
+                handle(batch, writer)
+
+    def _handle(self, batch: list[tuple[Any, ...]], writer: BlockingWriter) -> None:
+        """Fire a batch of events and answer the requests; the acks go back as one batch."""
+        fire = self.rigger.fire_hook
+        remember = self._remember
+        replies: list[tuple[int, int, Any]] = []
+        add = replies.append
+        accepted = 0
+        for item in batch:
+            rid, kind = item[0], item[1]
+            if kind == FIRE:
+                try:
+                    task = fire(item[2], **item[3])
+                except ShuttingDown as exc:
+                    self.refused += 1
+                    add((rid, R_LINE, proto.error_line(proto.SHUTTING_DOWN, str(exc))))
+                    continue
+                except Exception as exc:
+                    self.refused += 1
+                    logger.exception("rigger_mp: firing %r from TCP failed", item[2])
+                    add((rid, R_LINE, proto.error_line(proto.INTERNAL, _describe(exc))))
+                    continue
+                remember(task)
+                accepted += 1
+                mode = item[4]
+                if mode == proto.ACK:
+                    add((rid, R_ACK, task.tid))
+                else:
+                    task.add_done_callback(partial(self._finished, writer.send, rid, mode))
+            elif kind == STATUS:
+                add((rid, R_LINE, self._status_line(item[2])))
+            elif kind == STATS:
+                add((rid, R_STATS, self.rigger.stats()))
+            elif kind == TERMINATE:
+                self._terminate(rid, add)
+            else:
+                add((rid, R_LINE, proto.error_line(proto.INTERNAL, f"unknown request {kind!r}")))
+        self.accepted += accepted
+        if replies:
+            writer.send(replies)
+
+    def _remember(self, task: Task) -> None:
+        """Keep ``task`` for ``task_status``, forgetting the oldest beyond the window."""
+        self._tasks[task.tid] = task
+        order = self._order
+        order.append(task.tid)
+        if len(order) > STATUS_WINDOW:
+            self._tasks.pop(order.popleft(), None)
+
+    def _finished(self, send: Callable[[Any], bool], rid: int, mode: int, task: Task) -> None:
+        """Done-callback of a ``grab_result``/``wait_for_task`` event: send its reply."""
+        try:
+            exc = task.exception()
+            if exc is not None:
+                code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
+                line = proto.error_line(code, _describe(exc), task.tid)
+            elif mode == proto.GRAB:
+                line = proto.output_line(task.tid, task.result())
+            else:
+                line = proto.reply_line({"ok": True, "tid": task.tid})
+        except Exception as exc:  # never let a reply go missing
+            logger.exception("rigger_mp: building the reply of tid %s failed", task.tid)
+            line = proto.error_line(proto.INTERNAL, _describe(exc), task.tid)
+        send([(rid, R_LINE, line)])
+
+    def _status_line(self, tid: str) -> bytes:
+        task = self._tasks.get(tid)
+        if task is None:
+            return proto.error_line(
+                proto.UNKNOWN_TASK,
+                f"no task {tid!r} among the last {STATUS_WINDOW} events fired over TCP",
+                tid,
+            )
+        reply: dict[str, Any] = {"ok": True, "tid": tid}
+        if not task.done():
+            reply["status"] = "running" if task.running() else "queued"
+        else:
+            exc = task.exception()
+            if exc is None:
+                reply["status"] = "done"
+            else:
+                reply["status"] = "failed"
+                code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
+                reply["error"] = proto.error_reply(code, _describe(exc))["error"]
+        return proto.reply_line(reply)
+
+    def _terminate(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
+        """Start a clean stop on a thread of its own; the reply waits for the drain."""
+        with self._lock:
+            if self._stopping:
+                add((rid, R_LINE, proto.OK_LINE))
+                return
+            self._terminate_rids.append(rid)
+            if self._terminator is not None:
+                return
+            self._terminator = threading.Thread(
+                target=self._run_terminate, name="rigger_mp-terminate", daemon=True
+            )
+        logger.warning("rigger_mp: terminate received over TCP; stopping after the drain")
+        self._terminator.start()
+
+    def _run_terminate(self) -> None:
+        try:
+            self.rigger.stop()
+        except Exception:
+            logger.exception("rigger_mp: stop() after a TCP terminate failed")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

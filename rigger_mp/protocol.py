@@ -1,0 +1,308 @@
+"""The wire protocol of the TCP intake: framing, parsing, error codes, replies.
+
+Shared by the server process and :class:`~rigger_mp.client.RiggerClient`, so that each
+rule lives in one place. Network data is only ever parsed here, and only as JSON.
+
+A message is one UTF-8 JSON object ended by ``\\n``; a ``\\0`` also ends one (riggerlib
+1.x framing). Blank frames are ignored (so ``\\r\\n``, ``\\n\\0`` or an empty line from
+``nc`` cost nothing). Every message gets exactly one reply line::
+
+    {"ok": true, "tid": "17"}                                 fire
+    {"ok": true, "tid": "17", "output": {...}}                fire with grab_result
+    {"ok": false, "error": {"code": "bad_json", "message": "..."}}
+
+The README's "TCP server and wire protocol" section is the reference for users.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn
+
+# -- error codes (stable: clients may switch on them) -----------------------------
+
+BAD_JSON: Final = "bad_json"
+"""The message is not valid UTF-8 JSON."""
+BAD_REQUEST: Final = "bad_request"
+"""Valid JSON, but not a valid message (not an object, a missing or mistyped key...)."""
+TOO_LARGE: Final = "too_large"
+"""The message is longer than ``max_message_bytes``; the server closes the connection."""
+UNAUTHORIZED: Final = "unauthorized"
+"""A token is required and this connection has not sent a valid ``auth``."""
+UNKNOWN_OP: Final = "unknown_op"
+"""``op`` names no operation."""
+HOOK_FAILED: Final = "hook_failed"
+"""The event failed (``grab_result``/``wait_for_task``); the message says why."""
+NOT_SERIALIZABLE: Final = "not_serializable"
+"""The event's output cannot be written as JSON; the message names the key."""
+UNKNOWN_TASK: Final = "unknown_task"
+"""``task_status`` of a tid the server does not know (never fired over TCP, or too old)."""
+SHUTTING_DOWN: Final = "shutting_down"
+"""The dispatcher is stopping and accepts no more events."""
+INTERNAL: Final = "internal"
+"""A fault in rigger_mp itself; the message says what, the log has the traceback."""
+
+ERROR_CODES: Final = (
+    BAD_JSON,
+    BAD_REQUEST,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    UNKNOWN_OP,
+    HOOK_FAILED,
+    NOT_SERIALIZABLE,
+    UNKNOWN_TASK,
+    SHUTTING_DOWN,
+    INTERNAL,
+)
+
+# -- messages ----------------------------------------------------------------------
+
+FIRE_KEYS: Final = frozenset({"hook_name", "data", "grab_result", "wait_for_task"})
+OP_KEYS: Final[Mapping[str, frozenset[str]]] = {
+    "ping": frozenset({"op"}),
+    "auth": frozenset({"op", "token"}),
+    "task_status": frozenset({"op", "tid"}),
+    "stats": frozenset({"op"}),
+    "terminate": frozenset({"op"}),
+}
+"""Every operation and the keys its message may carry."""
+
+# How a fire wants its reply: at once with the tid, with the output, or when done.
+ACK: Final = 0
+GRAB: Final = 1
+WAIT: Final = 2
+
+ERROR_MESSAGE_LIMIT: Final = 300
+"""Error messages are cut to this many characters, so replies stay small."""
+
+
+class ProtocolError(Exception):
+    """A message that cannot be served; ``code`` is one of :data:`ERROR_CODES`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """A parsed fire message."""
+
+    hook_name: str
+    data: dict[str, Any]
+    mode: int  # ACK, GRAB or WAIT
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """A parsed ``op`` message; ``arg`` is the token (auth) or the tid (task_status)."""
+
+    op: str
+    arg: str | None = None
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decode: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+_encode: Final = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+
+
+def parse(frame: bytes) -> Fire | Op:
+    """Parse and validate one frame (without its delimiter); raise :class:`ProtocolError`."""
+    try:
+        msg = _decode(frame.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(BAD_JSON, f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except RecursionError:
+        raise ProtocolError(BAD_JSON, "nested too deeply") from None
+    except ValueError as exc:  # json.JSONDecodeError, NaN, too many digits
+        raise ProtocolError(BAD_JSON, f"invalid JSON: {exc}") from None
+    if type(msg) is not dict:
+        raise ProtocolError(BAD_REQUEST, f"a message must be a JSON object, not {_json_type(msg)}")
+    if "op" in msg:
+        return _parse_op(msg)
+    hook_name = msg.get("hook_name")
+    if type(hook_name) is not str or not hook_name:
+        if hook_name is None:
+            raise ProtocolError(BAD_REQUEST, "missing 'hook_name' (or 'op')")
+        raise ProtocolError(
+            BAD_REQUEST, f"'hook_name' must be a non-empty string, not {_json_type(hook_name)}"
+        )
+    if not msg.keys() <= FIRE_KEYS:
+        raise ProtocolError(BAD_REQUEST, f"unknown key(s) {_unknown(msg, FIRE_KEYS)}")
+    data = msg.get("data", {})
+    if type(data) is not dict:
+        raise ProtocolError(BAD_REQUEST, f"'data' must be an object, not {_json_type(data)}")
+    mode = ACK
+    if len(msg) > 2:
+        grab = _flag(msg, "grab_result")
+        wait = _flag(msg, "wait_for_task")
+        mode = GRAB if grab else WAIT if wait else ACK
+    return Fire(hook_name, data, mode)
+
+
+def _parse_op(msg: dict[str, Any]) -> Op:
+    op = msg["op"]
+    if type(op) is not str:
+        raise ProtocolError(BAD_REQUEST, f"'op' must be a string, not {_json_type(op)}")
+    allowed = OP_KEYS.get(op)
+    if allowed is None:
+        known = ", ".join(OP_KEYS)
+        raise ProtocolError(UNKNOWN_OP, f"unknown op {_clip(op, 40)!r} (known: {known})")
+    if not msg.keys() <= allowed:
+        raise ProtocolError(BAD_REQUEST, f"op {op!r}: unknown key(s) {_unknown(msg, allowed)}")
+    if op == "auth":
+        token = msg.get("token")
+        if type(token) is not str:
+            raise ProtocolError(BAD_REQUEST, "auth: 'token' must be a string")
+        return Op(op, token)
+    if op == "task_status":
+        tid = msg.get("tid")
+        if type(tid) is int:
+            tid = str(tid)
+        if type(tid) is not str or not tid:
+            raise ProtocolError(BAD_REQUEST, "task_status: 'tid' must be a non-empty string")
+        return Op(op, tid)
+    return Op(op)
+
+
+def _flag(msg: dict[str, Any], key: str) -> bool:
+    value = msg.get(key, False)
+    if type(value) is not bool:
+        raise ProtocolError(BAD_REQUEST, f"'{key}' must be true or false, not {_json_type(value)}")
+    return value
+
+
+def _unknown(msg: dict[str, Any], allowed: frozenset[str]) -> str:
+    return ", ".join(repr(_clip(k, 40)) for k in sorted(msg.keys() - allowed))
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def _clip(text: str, limit: int = ERROR_MESSAGE_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- framing -------------------------------------------------------------------------
+
+
+class Framer:
+    """Splits a byte stream into frames ended by ``\\n`` or ``\\0``.
+
+    ``feed`` returns the complete frames received so far; the unfinished rest is kept.
+    :attr:`pending` is the size of that rest, which the server bounds.
+    """
+
+    __slots__ = ("_rest",)
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the message not yet ended."""
+        return len(self._rest)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The frames that ``data`` completes, in order (blank ones included)."""
+        if b"\0" in data:
+            data = data.replace(b"\0", b"\n")
+        if b"\n" not in data:
+            self._rest += data
+            return []
+        if self._rest:
+            data = self._rest + data
+        frames = data.split(b"\n")
+        self._rest = frames.pop()
+        return frames
+
+    def finish(self) -> bytes:
+        """The unended rest (at end of stream), emptied."""
+        rest, self._rest = self._rest, b""
+        return rest
+
+
+def is_blank(frame: bytes) -> bool:
+    """True for a frame holding only whitespace: not a message, no reply."""
+    return not frame or frame.isspace()
+
+
+# -- replies --------------------------------------------------------------------------
+
+OK_LINE: Final = b'{"ok":true}\n'
+
+
+def ack_line(tid: str) -> bytes:
+    """``{"ok":true,"tid":...}`` for an accepted fire."""
+    if tid.isdigit() and tid.isascii():
+        return b'{"ok":true,"tid":"' + tid.encode() + b'"}\n'
+    return reply_line({"ok": True, "tid": tid})
+
+
+def reply_line(reply: Mapping[str, Any]) -> bytes:
+    """Encode a reply as one JSON line; raise ``TypeError``/``ValueError`` if it cannot be."""
+    return _encode(reply).encode("ascii") + b"\n"
+
+
+def error_reply(code: str, message: str, tid: str | None = None) -> dict[str, Any]:
+    """The reply object for a failure."""
+    reply: dict[str, Any] = {"ok": False}
+    if tid is not None:
+        reply["tid"] = tid
+    reply["error"] = {"code": code, "message": _clip(message)}
+    return reply
+
+
+def error_line(code: str, message: str, tid: str | None = None) -> bytes:
+    """:func:`error_reply` encoded as a line."""
+    return reply_line(error_reply(code, message, tid))
+
+
+def output_line(tid: str, output: Mapping[str, Any]) -> bytes:
+    """The ``grab_result`` reply, or a ``not_serializable`` error naming the bad key."""
+    try:
+        return reply_line({"ok": True, "tid": tid, "output": output})
+    except (TypeError, ValueError) as exc:
+        return error_line(NOT_SERIALIZABLE, f"output {unserializable(output, exc)}", tid)
+
+
+def unserializable(mapping: Mapping[str, Any], exc: BaseException) -> str:
+    """Say which top-level key of ``mapping`` cannot be written as JSON, and why."""
+    for key, value in mapping.items():
+        try:
+            _encode({key: value})
+        except (TypeError, ValueError) as err:
+            return f"key {key!r} is not JSON-serialisable: {err}"
+    return f"is not JSON-serialisable: {exc}"
+
+
+def encode_message(message: Mapping[str, Any]) -> bytes:
+    """A client message as one line, for :class:`~rigger_mp.client.RiggerClient`."""
+    return _encode(message).encode("ascii") + b"\n"
+
+
+def decode_reply(line: bytes) -> dict[str, Any]:
+    """Parse a reply line (client side); raise :class:`ProtocolError` if it is not one."""
+    try:
+        reply = _decode(line.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(BAD_JSON, f"the server sent a line that is not JSON: {exc}") from None
+    if type(reply) is not dict or type(reply.get("ok")) is not bool:
+        raise ProtocolError(BAD_REQUEST, "the server sent a reply without a boolean 'ok'")
+    return reply

@@ -1,0 +1,611 @@
+"""The TCP server process: one asyncio loop serving every connection, no thread per client.
+
+It parses and validates each message (see :mod:`rigger_mp.protocol`), answers what it can
+by itself (``ping``, ``auth``, malformed input) and forwards the rest to the main process
+as batches over a pipe (see :mod:`rigger_mp.channel`): everything that one turn of the
+loop read, from all connections, travels as one pickled list. The main process answers
+with batches of ``(rid, kind, payload)``; each connection numbers its messages and writes
+the replies strictly in that order, whatever order they come back in.
+
+The process holds no state that matters: events are accepted (given a tid) by the main
+process, so when this process dies the main process starts another one on the same
+listening socket. When the main process dies, the reply pipe reaches end-of-file and
+this process exits at once: it never outlives its parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from hmac import compare_digest
+from typing import Any, Final
+
+from . import protocol as proto
+from .channel import READ_SIZE, FrameReader, pack
+
+logger = logging.getLogger("rigger_mp.server")
+
+# Server -> main: (rid, kind, ...) items.
+FIRE: Final = 0  # (rid, FIRE, hook_name, data, mode)
+STATUS: Final = 1  # (rid, STATUS, tid)
+STATS: Final = 2  # (rid, STATS)
+TERMINATE: Final = 3  # (rid, TERMINATE)
+READY: Final = "ready"  # the first object sent: ("ready", pid)
+
+# Main -> server: (rid, kind, payload) items, in lists; or the STOP object alone.
+R_ACK: Final = 0  # payload: the tid of an accepted fire
+R_LINE: Final = 1  # payload: an encoded reply line
+R_STATS: Final = 2  # payload: rigger.stats(); the server adds its own counters
+STOP: Final = "stop"
+
+BACKLOG: Final = 1024
+PIPE_HIGH_WATER: Final = 4 * 1024 * 1024
+"""Bytes waiting for the main process above which no client is read."""
+WRITE_HIGH_WATER: Final = 256 * 1024
+"""A client's unread replies above this: stop reading its messages until it catches up."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the server process needs from the config."""
+
+    token: str | None
+    max_message_bytes: int
+    idle_timeout: float
+    stop_grace: float = 10.0
+    """After a stop, how long connections may take to receive their last replies."""
+
+
+def main(argv: list[str]) -> None:
+    """Run the server process: ``argv`` holds the socket, request and reply pipe fds.
+
+    The first object on the reply pipe is the :class:`ServerSettings` (the token is
+    never on the command line, where ``ps`` would show it).
+    """
+    # Ctrl-C reaches the whole process group; the main process decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock_fd, requests_fd, replies_fd = (int(a) for a in argv)
+    sock = socket.socket(fileno=sock_fd)
+    settings = _read_settings(replies_fd)
+    loop = asyncio.new_event_loop()
+    try:
+        server = Server(loop, settings)
+        loop.run_until_complete(server.run(sock, requests_fd, replies_fd))
+    finally:
+        loop.close()
+
+
+def _read_settings(fd: int) -> ServerSettings:
+    """Block for the first frame of the reply pipe: the settings (read byte-exact)."""
+
+    def read_exactly(n: int) -> bytes:
+        chunks = []
+        while n:
+            chunk = os.read(fd, n)
+            if not chunk:
+                raise SystemExit("rigger_mp server: the main process went away before starting us")
+            chunks.append(chunk)
+            n -= len(chunk)
+        return b"".join(chunks)
+
+    (size,) = struct.unpack("!I", read_exactly(4))
+    settings = pickle.loads(read_exactly(size))
+    if not isinstance(settings, ServerSettings):
+        raise SystemExit(f"rigger_mp server: expected settings, got {type(settings).__name__}")
+    return settings
+
+
+class Server:
+    """The state shared by all connections of the server process."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: ServerSettings) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.max_bytes = settings.max_message_bytes
+        self.conns: set[Conn] = set()
+        self.pending: dict[int, tuple[Conn, int]] = {}
+        self.next_rid = 0
+        self.outbox: list[tuple[Any, ...]] = []
+        self.stopping = False
+        self.main_paused = False
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self.to_main: _ToMain | None = None
+        self.from_main: _FromMain | None = None
+        # Every connection reads into this one buffer (the loop runs one callback at a
+        # time); see READ_SIZE in rigger_mp.channel for why it is preallocated.
+        self.read_buffer = bytearray(READ_SIZE)
+        self.read_view = memoryview(self.read_buffer)
+        self.listener: asyncio.Server | None = None
+        self.connections_total = 0
+        self.messages = 0
+        self.errors: Counter[str] = Counter()
+
+    async def run(self, sock: socket.socket, requests_fd: int, replies_fd: int) -> None:
+        """Connect the pipes, start listening, tell the main process, serve until told."""
+        self.to_main = _ToMain(self, requests_fd)
+        self.from_main = _FromMain(self, replies_fd)
+        self.listener = await self.loop.create_server(
+            lambda: Conn(self), sock=sock, backlog=BACKLOG, start_serving=True
+        )
+        self.to_main.write(pack((READY, os.getpid())))
+        await self.finished
+
+    # -- to the main process -------------------------------------------------------
+
+    def forward(self, conn: Conn, seq: int, item: tuple[Any, ...]) -> None:
+        """Send ``item`` to the main process with the next rid; its reply goes to ``conn``."""
+        rid = self.next_rid
+        self.next_rid = rid + 1
+        self.pending[rid] = (conn, seq)
+        if not self.outbox:
+            self.loop.call_soon(self._flush_outbox)
+        self.outbox.append((rid, *item))
+
+    def _flush_outbox(self) -> None:
+        """One write per loop turn: everything read from every connection, as one batch."""
+        batch, self.outbox = self.outbox, []
+        if batch and self.to_main is not None:
+            self.to_main.write(pack(batch))
+
+    def main_backlogged(self, paused: bool) -> None:
+        """The pipe to the main process is full (or drained): stop (resume) reading clients."""
+        self.main_paused = paused
+        for conn in self.conns:
+            conn.update_reading()
+
+    # -- from the main process -----------------------------------------------------
+
+    def deliver(self, batch: list[tuple[int, int, Any]]) -> None:
+        """Route the main process's replies to their connections, in order."""
+        pending = self.pending
+        touched: list[Conn] = []
+        for rid, kind, payload in batch:
+            entry = pending.pop(rid, None)
+            if entry is None:
+                continue
+            conn, seq = entry
+            if conn.lost:
+                continue
+            if kind == R_ACK:
+                line = proto.ack_line(payload)
+            elif kind == R_LINE:
+                line = payload
+            else:
+                line = self._stats_line(payload)
+            if conn.put(seq, line):
+                touched.append(conn)
+        for conn in touched:
+            conn.flush()
+        if self.stopping:
+            self._check_finished()
+
+    def _stats_line(self, stats: dict[str, Any]) -> bytes:
+        server = stats.setdefault("server", {})
+        if isinstance(server, dict):
+            server["process"] = {
+                "pid": os.getpid(),
+                "connections_open": len(self.conns),
+                "connections_total": self.connections_total,
+                "messages": self.messages,
+                "errors": dict(self.errors),
+                "waiting_on_main": len(self.pending),
+            }
+        try:
+            return proto.reply_line({"ok": True, "stats": stats})
+        except (TypeError, ValueError) as exc:
+            return proto.error_line(
+                proto.NOT_SERIALIZABLE, f"stats {proto.unserializable(stats, exc)}"
+            )
+
+    def control(self, obj: Any) -> None:
+        """A control object from the main process (only :data:`STOP` exists)."""
+        if obj == STOP:
+            self.stop()
+        else:
+            logger.error("rigger_mp server: unknown control object %r ignored", obj)
+
+    # -- stopping --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop accepting, answer what is in flight, close each connection once answered."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.listener is not None:
+            self.listener.close()
+        for conn in list(self.conns):
+            conn.finish()
+        self.loop.call_later(self.settings.stop_grace, self._abort_all)
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        if not self.pending and not self.conns:
+            self._close_main()
+
+    def _abort_all(self) -> None:
+        """The grace period is over: drop connections still waiting for their replies."""
+        if self.conns:
+            logger.warning(
+                "rigger_mp server: %d connection(s) still waiting after %.0f s; closing them",
+                len(self.conns),
+                self.settings.stop_grace,
+            )
+        for conn in list(self.conns):
+            conn.abort()
+        self.pending.clear()
+        self._close_main()
+
+    def _close_main(self) -> None:
+        """Flush and close the pipe to the main process; the loop ends when it has closed."""
+        self._flush_outbox()
+        if self.to_main is not None:
+            self.to_main.close()
+        else:
+            self.main_gone()
+
+    def main_gone(self) -> None:
+        """The main process died or closed our pipes: exit now, it has no use for us."""
+        for conn in list(self.conns):
+            conn.abort()
+        if self.listener is not None:
+            self.listener.close()
+        for end in (self.to_main, self.from_main):
+            if end is not None:
+                end.close_now()
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+class _ToMain:
+    """The pipe to the main process, written without blocking the loop.
+
+    What the pipe cannot take at once is buffered; above :data:`PIPE_HIGH_WATER` the
+    clients stop being read until it drains, so memory stays bounded when the main
+    process falls behind.
+    """
+
+    def __init__(self, server: Server, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.server = server
+        self.fd = fd
+        self.buf = bytearray()
+        self.paused = False
+        self.closing = False
+        self.closed = False
+
+    def write(self, frame: bytes) -> None:
+        if self.closed or self.closing:
+            return
+        if self.buf:
+            self.buf += frame
+        else:
+            try:
+                written = os.write(self.fd, frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # EPIPE: the main process is gone
+                self.server.main_gone()
+                return
+            if written == len(frame):
+                return
+            self.buf += memoryview(frame)[written:]
+            self.server.loop.add_writer(self.fd, self._drain)
+        if not self.paused and len(self.buf) > PIPE_HIGH_WATER:
+            self.paused = True
+            self.server.main_backlogged(True)
+
+    def _drain(self) -> None:
+        try:
+            written = os.write(self.fd, self.buf)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.server.main_gone()
+            return
+        del self.buf[:written]
+        if self.paused and len(self.buf) <= PIPE_HIGH_WATER // 4:
+            self.paused = False
+            self.server.main_backlogged(False)
+        if not self.buf:
+            self.server.loop.remove_writer(self.fd)
+            if self.closing:
+                self.server.main_gone()
+
+    def close(self) -> None:
+        """Close once everything buffered is written; then the process may end."""
+        self.closing = True
+        if not self.buf:
+            self.server.main_gone()
+
+    def close_now(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.server.loop.remove_writer(self.fd)
+            os.close(self.fd)
+
+
+class _FromMain:
+    """The pipe from the main process: reply batches and control objects."""
+
+    def __init__(self, server: Server, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.server = server
+        self.fd = fd
+        self.frames = FrameReader()
+        self.buf = bytearray(READ_SIZE)
+        self.view = memoryview(self.buf)
+        self.closed = False
+        server.loop.add_reader(fd, self._ready)
+
+    def _ready(self) -> None:
+        try:
+            n = os.readv(self.fd, [self.buf])
+        except BlockingIOError:
+            return
+        except OSError:
+            n = 0
+        if not n:  # end-of-file: the main process has gone
+            self.server.main_gone()
+            return
+        server = self.server
+        for obj in self.frames.feed(self.view[:n].tobytes()):
+            if type(obj) is list:
+                server.deliver(obj)
+            else:
+                server.control(obj)
+
+    def close_now(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.server.loop.remove_reader(self.fd)
+            os.close(self.fd)
+
+
+class Conn(asyncio.BufferedProtocol):
+    """One client connection.
+
+    Messages are numbered as they arrive (``seq_in``); replies are written in that order
+    (``seq_out`` is the next one due; replies that come early wait in ``early``).
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.framer = proto.Framer()
+        self.authed = server.settings.token is None
+        self.seq_in = 0
+        self.seq_out = 0
+        self.early: dict[int, bytes] = {}
+        self.out: list[bytes] = []
+        self.closing = False
+        self.lost = False
+        self.write_paused = False
+        self.reading = True
+        self.last_active = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        server = self.server
+        server.conns.add(self)
+        server.connections_total += 1
+        self.last_active = self.loop.time()
+        self.timer = self.loop.call_at(
+            self.last_active + server.settings.idle_timeout, self._check_idle
+        )
+        if server.stopping:
+            self.finish()
+        else:
+            self.update_reading()
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.server.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.server.read_view[:nbytes].tobytes())
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        frames = self.framer.feed(data)
+        if frames:
+            self.last_active = self.loop.time()
+            handle = self._handle
+            for frame in frames:
+                if frame:
+                    handle(frame)
+                    if self.closing:
+                        break
+        if not self.closing and self.framer.pending > self.server.max_bytes:
+            self._too_large(self.seq_in, self.framer.pending)
+        self.flush()
+
+    def eof_received(self) -> bool:
+        # The client is done sending (``nc -N``, shutdown(SHUT_WR)); a message left
+        # unended counts as its last one. Keep the socket open to write the replies.
+        rest = self.framer.finish()
+        if not self.closing and rest and not proto.is_blank(rest):
+            self._handle(rest)
+        self.finish()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.closing = True
+        self.early.clear()
+        self.out.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+        server = self.server
+        server.conns.discard(self)
+        if server.stopping:
+            server._check_finished()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.update_reading()
+
+    # -- messages --------------------------------------------------------------------
+
+    def _handle(self, frame: bytes) -> None:
+        server = self.server
+        seq = self.seq_in
+        if len(frame) > server.max_bytes:
+            self._too_large(seq, len(frame))
+            return
+        try:
+            msg = proto.parse(frame)
+        except proto.ProtocolError as exc:
+            if proto.is_blank(frame):
+                return
+            self.seq_in = seq + 1
+            server.messages += 1
+            self._error(seq, exc.code, exc.message)
+            return
+        self.seq_in = seq + 1
+        server.messages += 1
+        if type(msg) is proto.Fire:
+            if not self.authed:
+                self._error(seq, proto.UNAUTHORIZED, 'send {"op": "auth", ...} first')
+            elif server.stopping:
+                self._error(seq, proto.SHUTTING_DOWN, "the server is stopping")
+            else:
+                server.forward(self, seq, (FIRE, msg.hook_name, msg.data, msg.mode))
+            return
+        assert type(msg) is proto.Op
+        self._op(seq, msg)
+
+    def _op(self, seq: int, msg: proto.Op) -> None:
+        server = self.server
+        op = msg.op
+        if op == "auth":
+            token = server.settings.token
+            if token is None or compare_digest(msg.arg.encode(), token.encode()):  # type: ignore[union-attr]
+                self.authed = True
+                self.put(seq, proto.OK_LINE)
+            else:
+                self._error(seq, proto.UNAUTHORIZED, "wrong token")
+        elif not self.authed:
+            self._error(seq, proto.UNAUTHORIZED, 'send {"op": "auth", ...} first')
+        elif op == "ping":
+            self.put(seq, proto.OK_LINE)
+        elif server.stopping:
+            if op == "terminate":
+                self.put(seq, proto.OK_LINE)
+            else:
+                self._error(seq, proto.SHUTTING_DOWN, "the server is stopping")
+        elif op == "task_status":
+            server.forward(self, seq, (STATUS, msg.arg))
+        elif op == "stats":
+            server.forward(self, seq, (STATS,))
+        elif op == "terminate":
+            server.forward(self, seq, (TERMINATE,))
+        else:  # pragma: no cover - parse() admits only the ops above
+            self._error(seq, proto.UNKNOWN_OP, f"op {op!r} is not served")
+
+    def _error(self, seq: int, code: str, message: str) -> None:
+        self.server.errors[code] += 1
+        self.put(seq, proto.error_line(code, message))
+
+    def _too_large(self, seq: int, size: int) -> None:
+        """Reply ``too_large`` after the replies already due, then close."""
+        self.seq_in = seq + 1
+        self._error(
+            seq,
+            proto.TOO_LARGE,
+            f"message of {size} bytes or more exceeds max_message_bytes "
+            f"({self.server.max_bytes}); closing the connection",
+        )
+        self.finish()
+
+    # -- replies ---------------------------------------------------------------------
+
+    def put(self, seq: int, line: bytes) -> bool:
+        """Queue the reply to message ``seq``; True if it (and maybe more) can be written."""
+        if seq != self.seq_out:
+            self.early[seq] = line
+            return False
+        self.out.append(line)
+        seq += 1
+        early = self.early
+        while early and seq in early:
+            self.out.append(early.pop(seq))
+            seq += 1
+        self.seq_out = seq
+        return True
+
+    def flush(self) -> None:
+        """Write the replies that are due; close if finishing and nothing is owed."""
+        transport = self.transport
+        if transport is None or self.lost:
+            return
+        if self.out:
+            transport.write(b"".join(self.out))
+            self.out.clear()
+            self.last_active = self.loop.time()
+        if self.closing and self.seq_out == self.seq_in:
+            transport.close()
+
+    def finish(self) -> None:
+        """Read no more; close once every message read so far has its reply."""
+        self.closing = True
+        self.update_reading()
+        self.flush()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
+
+    def update_reading(self) -> None:
+        """Read from the client unless it is finishing, or a buffer toward it or main is full."""
+        transport = self.transport
+        if transport is None or self.lost:
+            return
+        want = not (self.closing or self.write_paused or self.server.main_paused)
+        if want != self.reading:
+            self.reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    def _check_idle(self) -> None:
+        """Close a connection that completed no message for ``idle_timeout`` and is owed nothing.
+
+        A message trickling in byte by byte does not count as activity (slowloris).
+        """
+        if self.lost:
+            return
+        idle = self.server.settings.idle_timeout
+        now = self.loop.time()
+        if self.seq_out != self.seq_in:  # a reply is still coming: not idle
+            self.timer = self.loop.call_at(now + idle, self._check_idle)
+            return
+        deadline = self.last_active + idle
+        if now >= deadline:
+            self.server.errors["idle_timeout"] += 1
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.timer = self.loop.call_at(deadline, self._check_idle)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
