@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+
 from ..plugin import RiggerBasePlugin
 
 
