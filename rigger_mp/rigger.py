@@ -479,20 +479,20 @@ class Rigger(Dispatcher):
 
     def stats(self) -> dict[str, Any]:
         """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
-        hooks queued, running, done, failed and abandoned; the live workers; the uptime;
-        the TCP server's counters when it runs."""
+        hooks queued, running, done, failed and abandoned; the live workers; the uptime and
+        the mean events done per second; the TCP server's counters when it runs."""
         background = Background(self, None) if self._background is None else self._background
         uptime = self.uptime()
         stats: dict[str, Any] = {
             **background.stats(),
             "uptime": uptime,
+            "events_per_second": self._done / uptime if uptime > 0 else 0.0,
             "events": {
                 "accepted": self._accepted,
                 "done": self._done,
                 "failed": self._failed,
                 "abandoned": self._abandoned,
                 "queued": self._queue.qsize(),
-                "per_second": self._done / uptime if uptime > 0 else 0.0,
             },
         }
         if self._server is not None:

@@ -42,7 +42,7 @@ def format_status(stats: Mapping[str, Any], where: str) -> str:
     events = stats.get("events")
     if isinstance(events, Mapping):
         text = _counts(events, ("accepted", "done", "failed", "abandoned", "queued"))
-        rate = events.get("per_second")
+        rate = stats.get("events_per_second")
         if isinstance(rate, (int, float)):
             text += f"  ({rate:,.1f} events/s)"
         lines.append(f"{'events':<12}{text}")

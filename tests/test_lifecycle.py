@@ -152,7 +152,7 @@ def test_stats_give_uptime_and_events_per_second() -> None:
         rigger.fire_hook("noop").result(timeout=10)
         running = rigger.stats()
         assert running["uptime"] > 0
-        assert running["events"]["per_second"] == pytest.approx(1 / running["uptime"], rel=0.5)
+        assert running["events_per_second"] == pytest.approx(1 / running["uptime"], rel=0.5)
     stopped = rigger.stats()["uptime"]
     assert stopped >= running["uptime"]
     assert rigger.stats()["uptime"] == stopped  # frozen once stopped
