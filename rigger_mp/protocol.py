@@ -139,7 +139,7 @@ def parse(frame: bytes) -> Fire | Op:
     if type(data) is not dict:
         raise ProtocolError(BAD_REQUEST, f"'data' must be an object, not {_json_type(data)}")
     mode = ACK
-    if len(msg) > 2:
+    if len(msg) > 2 or "data" not in msg:
         grab = _flag(msg, "grab_result")
         wait = _flag(msg, "wait_for_task")
         mode = GRAB if grab else WAIT if wait else ACK

@@ -1,0 +1,137 @@
+"""The wire protocol without sockets: framing, validation, error codes, reply encoding."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rigger_mp import protocol as proto
+from rigger_mp.channel import FrameReader, pack
+
+
+def test_newline_and_nul_both_end_a_message() -> None:
+    framer = proto.Framer()
+    assert framer.feed(b'{"a":1}\n{"b"') == [b'{"a":1}']
+    assert framer.pending == 4
+    assert framer.feed(b':2}\0{"c":3}\n\0') == [b'{"b":2}', b'{"c":3}', b""]
+    assert framer.pending == 0
+
+
+def test_a_message_split_byte_by_byte_is_reassembled() -> None:
+    framer = proto.Framer()
+    frames: list[bytes] = []
+    for byte in b'{"op":"ping"}\n':
+        frames += framer.feed(bytes([byte]))
+    assert frames == [b'{"op":"ping"}']
+
+
+def test_unended_rest_is_returned_by_finish() -> None:
+    framer = proto.Framer()
+    assert framer.feed(b'{"op":"ping"}') == []
+    assert framer.finish() == b'{"op":"ping"}'
+    assert framer.pending == 0
+
+
+@pytest.mark.parametrize("frame", [b"", b" ", b"\r", b"\t \r"])
+def test_blank_frames_are_not_messages(frame: bytes) -> None:
+    assert proto.is_blank(frame)
+
+
+def test_fire_parses_with_defaults_and_modes() -> None:
+    fire = proto.parse(b'{"hook_name": "start_test", "data": {"test_name": "t"}}\r')
+    assert fire == proto.Fire("start_test", {"test_name": "t"}, proto.ACK)
+    assert proto.parse(b'{"hook_name": "x"}') == proto.Fire("x", {}, proto.ACK)
+    grab = proto.parse(b'{"hook_name": "x", "grab_result": true, "wait_for_task": true}')
+    assert isinstance(grab, proto.Fire) and grab.mode == proto.GRAB
+    wait = proto.parse(b'{"hook_name": "x", "wait_for_task": true, "grab_result": false}')
+    assert isinstance(wait, proto.Fire) and wait.mode == proto.WAIT
+
+
+def test_ops_parse() -> None:
+    assert proto.parse(b'{"op": "ping"}') == proto.Op("ping")
+    assert proto.parse(b'{"op": "auth", "token": "s"}') == proto.Op("auth", "s")
+    assert proto.parse(b'{"op": "task_status", "tid": "7"}') == proto.Op("task_status", "7")
+    assert proto.parse(b'{"op": "task_status", "tid": 7}') == proto.Op("task_status", "7")
+    assert proto.parse(b'{"op": "stats"}') == proto.Op("stats")
+    assert proto.parse(b'{"op": "terminate"}') == proto.Op("terminate")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "words"),
+    [
+        (b"{not json", proto.BAD_JSON, "invalid JSON"),
+        (b'{"hook_name": "x"} trailing', proto.BAD_JSON, "Extra data"),
+        (b"\xff\xfe\x00garbage", proto.BAD_JSON, "not UTF-8"),
+        (b'{"hook_name": "x", "data": {"v": NaN}}', proto.BAD_JSON, "NaN"),
+        (b"[" * 100_000, proto.BAD_JSON, ""),
+        (b"[1, 2]", proto.BAD_REQUEST, "an array"),
+        (b"42", proto.BAD_REQUEST, "a number"),
+        (b'"text"', proto.BAD_REQUEST, "a string"),
+        (b"null", proto.BAD_REQUEST, "null"),
+        (b'{"data": {}}', proto.BAD_REQUEST, "missing 'hook_name'"),
+        (b'{"hook_name": 3}', proto.BAD_REQUEST, "non-empty string"),
+        (b'{"hook_name": ""}', proto.BAD_REQUEST, "non-empty string"),
+        (b'{"hook_name": "x", "data": [1]}', proto.BAD_REQUEST, "'data' must be an object"),
+        (b'{"hook_name": "x", "grab_results": true}', proto.BAD_REQUEST, "grab_results"),
+        (b'{"hook_name": "x", "grab_result": 1}', proto.BAD_REQUEST, "true or false"),
+        (b'{"op": "fly"}', proto.UNKNOWN_OP, "unknown op"),
+        (b'{"op": 1}', proto.BAD_REQUEST, "'op' must be a string"),
+        (b'{"op": "ping", "x": 1}', proto.BAD_REQUEST, "'x'"),
+        (b'{"op": "auth"}', proto.BAD_REQUEST, "token"),
+        (b'{"op": "task_status"}', proto.BAD_REQUEST, "tid"),
+    ],
+)
+def test_bad_messages_get_stable_codes(frame: bytes, code: str, words: str) -> None:
+    with pytest.raises(proto.ProtocolError) as info:
+        proto.parse(frame)
+    assert info.value.code == code
+    assert words in info.value.message
+    assert code in proto.ERROR_CODES
+
+
+def test_ack_line_matches_the_json_encoder() -> None:
+    for tid in ("1", "123456", 'a"b', "é"):
+        assert json.loads(proto.ack_line(tid)) == {"ok": True, "tid": tid}
+        assert proto.ack_line(tid).endswith(b"\n")
+
+
+def test_error_line_shape_and_message_limit() -> None:
+    reply = json.loads(proto.error_line(proto.HOOK_FAILED, "x" * 5000, "9"))
+    assert reply["ok"] is False and reply["tid"] == "9"
+    assert reply["error"]["code"] == "hook_failed"
+    assert len(reply["error"]["message"]) <= proto.ERROR_MESSAGE_LIMIT
+
+
+def test_output_that_is_not_json_is_an_error_naming_the_key() -> None:
+    line = proto.output_line("4", {"fine": 1, "handle": object()})
+    reply = json.loads(line)
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == proto.NOT_SERIALIZABLE
+    assert "'handle'" in reply["error"]["message"]
+    nan = json.loads(proto.output_line("5", {"x": math.nan}))
+    assert nan["error"]["code"] == proto.NOT_SERIALIZABLE and "'x'" in nan["error"]["message"]
+
+
+def test_output_line_round_trips() -> None:
+    reply = json.loads(proto.output_line("4", {"a": [1, {"b": None}], "ü": "ß"}))
+    assert reply == {"ok": True, "tid": "4", "output": {"a": [1, {"b": None}], "ü": "ß"}}
+
+
+def test_decode_reply_rejects_non_replies() -> None:
+    assert proto.decode_reply(b'{"ok": true}') == {"ok": True}
+    for line in (b"nonsense", b"[1]", b'{"ok": 1}'):
+        with pytest.raises(proto.ProtocolError):
+            proto.decode_reply(line)
+
+
+def test_channel_frames_survive_any_split() -> None:
+    objs = [[(1, 0, "ev", {"i": i}, 0)] for i in range(50)] + ["stop"]
+    stream = b"".join(pack(o) for o in objs)
+    for step in (1, 7, 4096, len(stream)):
+        reader = FrameReader()
+        got = []
+        for pos in range(0, len(stream), step):
+            got += reader.feed(stream[pos : pos + step])
+        assert got == objs
