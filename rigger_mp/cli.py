@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "session whose tests write a few MB of artifacts each; show progress and a summary.",
     )
     demo.add_argument(
-        "--tests", type=_positive_int, default=None, help="tests in the session (default: 75)"
+        "--tests", type=_positive_int, default=None, help="tests in the session (default: 120)"
     )
     demo.add_argument(
         "--dir", metavar="DIR", help="where artifacts go (default: a new temporary directory)"

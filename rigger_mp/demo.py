@@ -32,7 +32,7 @@ from . import artifacts
 from .rigger import Rigger
 from .status import human_bytes, human_duration
 
-DEFAULT_TESTS = 75
+DEFAULT_TESTS = 120
 """About 20 seconds on a 2-core machine."""
 
 ARCHIVE_LEVEL = 1
@@ -183,10 +183,11 @@ def summary(
     ratio = f" ({100 * bytes_out / bytes_in:.1f}%)" if bytes_in else ""
     lines = [
         f"events: {events['done']:,} done, {events['failed']:,} failed in "
-        f"{human_duration(seconds)} ({events['done'] / seconds:,.1f} events/s)",
+        f"{human_duration(seconds)} ({events['done'] / seconds:,.1f} events/s, "
+        "paced by the client's tests)",
         f"archives: {len(made):,} made; {bytes_in:,} bytes in ({human_bytes(bytes_in)}), "
         f"{bytes_out:,} bytes out ({human_bytes(bytes_out)}){ratio}",
-        f"artifacts: {root}",
+        f"artifacts: {root} (the archives; originals are removed once packed)",
     ]
     return "\n".join(lines)
 

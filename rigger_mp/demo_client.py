@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RiggerError) as exc:
         print(f"demo client: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the demo reports it
+        return 130
 
 
 if __name__ == "__main__":
