@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from _tcp import HOST, WAIT, counter, make_rigger, server_pid
 
 from rigger_mp import (
     FireManyError,
@@ -24,6 +23,7 @@ from rigger_mp import (
     RiggerError,
     RiggerTimeout,
 )
+from tests._tcp import HOST, WAIT, counter, make_rigger, server_pid
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _tcp import HOST, WAIT, Raw, counter, make_rigger, server_pid
 
 from rigger_mp import Rigger, RiggerClient
 from rigger_mp.intake import ServerStartError, exposed_without_token
+from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, server_pid
 
 TESTS = Path(__file__).resolve().parent
 
