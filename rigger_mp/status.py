@@ -31,7 +31,12 @@ def human_duration(seconds: float) -> str:
 
 
 def _counts(section: Mapping[str, Any], keys: tuple[str, ...]) -> str:
-    return "  ".join(f"{key} {section[key]:,}" for key in keys if isinstance(section.get(key), int))
+    """``key 1,234`` for each integer among ``keys`` (a pid without the thousands comma)."""
+    return "  ".join(
+        f"{key} {section[key]}" if key == "pid" else f"{key} {section[key]:,}"
+        for key in keys
+        if isinstance(section.get(key), int)
+    )
 
 
 def format_status(stats: Mapping[str, Any], where: str) -> str:

@@ -293,3 +293,23 @@ def test_demo_summary_matches_the_archives_on_disk(tmp_path: Path) -> None:
     assert re.search(r"events: 17 done, 0 failed", done.stdout), done.stdout
     assert f"artifacts: {tmp_path / 'artifacts'} (the archives" in done.stdout
     assert "5/5 tests run, 5 archived" in done.stderr
+
+
+def test_status_table_reads_like_a_table() -> None:
+    from rigger_mp.status import format_status
+
+    stats = {
+        "uptime": 3725.0,
+        "events_per_second": 12.5,
+        "events": {"accepted": 12345, "done": 12300, "failed": 5, "abandoned": 0, "queued": 40},
+        "background": {"queued": 3, "running": 2, "done": 100, "failed": 1, "abandoned": 0},
+        "server": {"pid": 43210, "accepted": 12345, "refused": 0, "restarts": 0},
+        "workers": [{"pid": 43211, "rss_bytes": 30 * 2**20, "cpu_percent": 97.5, "tasks_done": 51}],
+    }
+    text = format_status(stats, "127.0.0.1:21212")
+    assert text.splitlines()[0] == "rigger_mp at 127.0.0.1:21212, up 1h 02m 05s"
+    assert "accepted 12,345  done 12,300  failed 5  abandoned 0  queued 40  (12.5 events/s)" in text
+    assert "queued 3  running 2  done 100  failed 1" in text
+    assert "pid 43210  accepted 12,345" in text
+    assert re.search(r"43211\s+30\.0 MiB\s+97\.5%\s+51", text)
+    assert format_status({}, "h:1") == "rigger_mp at h:1\n"  # sections it lacks are left out
