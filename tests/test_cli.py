@@ -313,3 +313,27 @@ def test_status_table_reads_like_a_table() -> None:
     assert "pid 43210  accepted 12,345" in text
     assert re.search(r"43211\s+30\.0 MiB\s+97\.5%\s+51", text)
     assert format_status({}, "h:1") == "rigger_mp at h:1\n"  # sections it lacks are left out
+
+
+def test_token_from_option_or_environment(tmp_path: Path) -> None:
+    config = tmp_path / "rigger.yaml"
+    config.write_text("server_token: s3cret\nplugins: {}\n")
+    served = Served("-c", str(config), cwd=tmp_path)
+    try:
+        done = served.cmd("ping")
+        assert done.returncode == 1 and "unauthorized" in done.stderr, done
+        assert served.cmd("ping", "--token", "s3cret").returncode == 0
+        done = served.cmd("terminate")  # terminate needs the token too
+        assert done.returncode == 1 and "unauthorized" in done.stderr, done
+        done = subprocess.run(
+            [sys.executable, "-m", "rigger_mp", "terminate", "--port", served.port],
+            env={**env(), "RIGGER_MP_TOKEN": "s3cret"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done
+        status, _, err = served.finish()
+        assert status == 0, err
+    finally:
+        served.kill()
