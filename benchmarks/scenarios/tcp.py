@@ -251,7 +251,7 @@ def throughput(
 
     def sample() -> float:
         got = run_clients(servers.ports[subject], processes, per_process, events, mode)
-        seconds = got["seconds"]
+        seconds = float(got["seconds"])
         if subject == SUBJECT:  # until the last one has run: wait on an event queued after
             start = time.perf_counter()
             servers.rigger.fire_hook("ev", x=-1).result(TIMEOUT)
