@@ -363,22 +363,33 @@ class ServerSupervisor:
         """Handle the batches of one server process until its pipe reaches end-of-file."""
         handle = self._handle
         writer = current.writer
-        for batch in current.leftover:
-            handle(batch, writer)
+        batches = current.leftover
         recv = current.reader.recv
         while True:
+            # Everything one read brought, from any number of batches, is answered by
+            # one write: the busier the server, the bigger the batches.
+            replies: list[tuple[int, int, Any]] = []
+            for batch in batches:
+                handle(batch, writer.send, replies)
+            if replies:
+                writer.send(replies)
             try:
                 batches = recv()
             except (EOFError, OSError):
                 return
-            for batch in batches:
-                handle(batch, writer)
 
-    def _handle(self, batch: list[tuple[Any, ...]], writer: BlockingWriter) -> None:
-        """Fire a batch of events and answer the requests; the acks go back as one batch."""
+    def _handle(
+        self,
+        batch: list[tuple[Any, ...]],
+        send: Callable[[Any], bool],
+        replies: list[tuple[int, int, Any]],
+    ) -> None:
+        """Fire a batch of events and answer its requests into ``replies``.
+
+        Replies that wait for an event are sent later with ``send``.
+        """
         fire = self.rigger.fire_hook
         remember = self._remember
-        replies: list[tuple[int, int, Any]] = []
         add = replies.append
         accepted = 0
         for item in batch:
@@ -401,7 +412,7 @@ class ServerSupervisor:
                 if mode == proto.ACK:
                     add((rid, R_ACK, task.tid))
                 else:
-                    task.add_done_callback(partial(self._finished, writer.send, rid, mode))
+                    task.add_done_callback(partial(self._finished, send, rid, mode))
             elif kind == STATUS:
                 add((rid, R_LINE, self._status_line(item[2])))
             elif kind == STATS:
@@ -411,8 +422,6 @@ class ServerSupervisor:
             else:
                 add((rid, R_LINE, proto.error_line(proto.INTERNAL, f"unknown request {kind!r}")))
         self.accepted += accepted
-        if replies:
-            writer.send(replies)
 
     def _remember(self, task: Task) -> None:
         """Keep ``task`` for ``task_status``, forgetting the oldest beyond the window."""

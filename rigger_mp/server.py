@@ -145,12 +145,17 @@ class Server:
         rid = self.next_rid
         self.next_rid = rid + 1
         self.pending[rid] = (conn, seq)
-        if not self.outbox:
-            self.loop.call_soon(self._flush_outbox)
         self.outbox.append((rid, *item))
 
-    def _flush_outbox(self) -> None:
-        """One write per loop turn: everything read from every connection, as one batch."""
+    def flush_outbox(self) -> None:
+        """Send what one read of a connection produced, as one batch, at once.
+
+        Not deferred to the end of the loop turn: that costs another turn on every round
+        trip. Under load the main process reads many batches at a time and answers them
+        with one write, so batching happens there.
+        """
+        if not self.outbox:
+            return
         batch, self.outbox = self.outbox, []
         if batch and self.to_main is not None:
             self.to_main.write(pack(batch))
@@ -245,7 +250,7 @@ class Server:
 
     def _close_main(self) -> None:
         """Flush and close the pipe to the main process; the loop ends when it has closed."""
-        self._flush_outbox()
+        self.flush_outbox()
         if self.to_main is not None:
             self.to_main.close()
         else:
@@ -431,6 +436,7 @@ class Conn(asyncio.BufferedProtocol):
                         break
         if not self.closing and self.framer.pending > self.server.max_bytes:
             self._too_large(self.seq_in, self.framer.pending)
+        self.server.flush_outbox()
         self.flush()
 
     def eof_received(self) -> bool:
@@ -439,6 +445,7 @@ class Conn(asyncio.BufferedProtocol):
         rest = self.framer.finish()
         if not self.closing and rest and not proto.is_blank(rest):
             self._handle(rest)
+            self.server.flush_outbox()
         self.finish()
         return True
 
