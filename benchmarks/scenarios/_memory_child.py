@@ -22,14 +22,24 @@ from typing import Any
 
 import psutil
 
+from rigger_mp import Rigger, RiggerBasePlugin
+
 MB = 2**20
 BATCH = 10_000
 
 
 def config() -> dict[str, Any]:
-    """The dispatcher under test. The TCP and worker-pool areas add their keys here
-    (e.g. ``server_enabled: True`` and two workers) so that their processes are measured."""
-    return {"plugins": {"p1": {"plugin": "benchmarks_memory_trivial", "enabled": True}}}
+    """The dispatcher under test: TCP server on a free port and a pool of two workers
+    (started because instance ``bg`` is backgrounded), so all their processes count."""
+    return {
+        "server_enabled": True,
+        "server_port": 0,
+        "workers": 2,
+        "plugins": {
+            "p1": {"plugin": "benchmarks_memory_trivial", "enabled": True},
+            "bg": {"plugin": "benchmarks_memory_trivial", "background": True},
+        },
+    }
 
 
 def rss() -> tuple[float, float, int]:
@@ -61,16 +71,20 @@ def run_bare() -> dict[str, Any]:
     return {"idle_mb": own, "idle_tree_mb": tree, "processes": procs}
 
 
-def run_rigger(events: int) -> dict[str, Any]:
-    from rigger_mp import Rigger, RiggerBasePlugin
+class Trivial(RiggerBasePlugin):
+    """One trivial hook; at module level so that pool workers can import it."""
 
-    class Trivial(RiggerBasePlugin):
-        def plugin_initialize(self) -> None:
+    def plugin_initialize(self) -> None:
+        if self.data.get("background"):
+            self.register_plugin_hook("bg_ev", self.ev)
+        else:
             self.register_plugin_hook("ev", self.ev)
 
-        def ev(self, x: int) -> None:
-            return None
+    def ev(self, x: int) -> None:
+        return None
 
+
+def run_rigger(events: int) -> dict[str, Any]:
     rigger = Rigger(config())
     rigger.register_plugin(Trivial, "benchmarks_memory_trivial")
     rigger.start()
@@ -89,6 +103,8 @@ def run_rigger(events: int) -> dict[str, Any]:
         warm = min(events, 2 * BATCH)
         for s in range(0, warm, BATCH):
             batch(s, min(BATCH, warm - s))
+        fire("bg_ev", x=0)
+        rigger.wait_background()
         settle()
         before, _, _ = rss()
         trace = [before]
