@@ -281,7 +281,7 @@ class Background:
             self.events_settled = rigger._accepted == accepted
             with self._cond:
                 while self._finished < target:
-                    left = _remaining(deadline)
+                    left = time_left(deadline)
                     if left == 0.0 or not self._cond.wait(left):
                         self.events_settled = rigger._accepted == accepted
                         return self._finished >= target and self.events_settled
@@ -304,7 +304,7 @@ class Background:
             self._markers.append(marker)
         try:
             self._rigger.call_soon(mark)
-            if not marker.wait(_remaining(deadline)):
+            if not marker.wait(time_left(deadline)):
                 return None
         finally:
             with self._lock:
@@ -379,7 +379,8 @@ class Background:
         }
 
 
-def _remaining(deadline: float | None) -> float | None:
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (a ``time.monotonic()`` value), never negative; None: no limit."""
     if deadline is None:
         return None
     return max(0.0, deadline - time.monotonic())

@@ -51,6 +51,7 @@ import multiprocessing.connection as mpc
 import os
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +88,9 @@ FLUSH_SECONDS = 0.005
 """A worker sends the results it holds after this much work, and at the end of a batch."""
 STARTUP_FAILURES = 3
 """Workers in a row that die before taking any work: the pool is then broken."""
+STARTUP_SECONDS = 30.0
+"""A worker that dies idle later than this after its start is not failing to start (an
+idle worker killed hours later, say), so it does not count towards STARTUP_FAILURES."""
 
 
 class Failure(NamedTuple):
@@ -205,6 +209,7 @@ class _Worker:
     retire: tuple[int, int, str] | None = None
     eof: bool = False
     proc: psutil.Process | None = None
+    started: float = field(default_factory=time.monotonic)
 
 
 class LocalPool:
@@ -261,8 +266,14 @@ class LocalPool:
                 worker.process.join()
             manager.shutdown()
             raise
-        self._feeder = threading.Thread(target=self._feed, name="rigger_mp-pool-feeder")
-        self._collector = threading.Thread(target=self._collect, name="rigger_mp-pool-collector")
+        # Daemon threads: the interpreter waits for the others before atexit handlers run,
+        # and it is an atexit handler that stops a Rigger its user never stopped.
+        self._feeder = threading.Thread(
+            target=self._feed, name="rigger_mp-pool-feeder", daemon=True
+        )
+        self._collector = threading.Thread(
+            target=self._collect, name="rigger_mp-pool-collector", daemon=True
+        )
         self._feeder.start()
         self._collector.start()
 
@@ -553,7 +564,8 @@ class LocalPool:
                             )
                         )
             unexpected = worker.retire is None and not (self._stopping and exitcode == 0)
-            if unexpected and claimed == NO_BATCH:
+            young = time.monotonic() - worker.started < STARTUP_SECONDS
+            if unexpected and claimed == NO_BATCH and young:
                 self._startup_failures += 1
             if self._stopping and self._abandon:  # ended on purpose: abandoned, not failed
                 self._left.extend(item for f in failures for item in [_item_of(worker, f)])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from .background import Background
+from .background import Background, time_left
 from .calling import Callee, describe
 from .config import ConfigSource, InstanceConfig, RiggerConfig, load_config
 from .errors import PluginError, RiggerError, ShuttingDown, WouldDeadlock
@@ -134,24 +134,26 @@ class Rigger(Dispatcher):
             raise TypeError("hook_name must be a non-empty string")
         if callback is None:
             raise TypeError("register_hook_callback needs a callback")
-        if name is None:
-            self._callback_seq += 1
-            name = f"{describe(callback)}#{self._callback_seq}"
-        callee = Callee(callback, f"{ctype} callback {name!r} of {hook_name!r}")
-        # Copy on write: the event thread reads these tables without a lock.
-        table[hook_name] = {**table.get(hook_name, {}), name: callee}
-        self._plans = {}
+        with self._lock:
+            if name is None:
+                self._callback_seq += 1
+                name = f"{describe(callback)}#{self._callback_seq}"
+            callee = Callee(callback, f"{ctype} callback {name!r} of {hook_name!r}")
+            # Copy on write: the event thread reads these tables without a lock.
+            table[hook_name] = {**table.get(hook_name, {}), name: callee}
+            self._plans = {}
         return name
 
     def unregister_hook_callback(self, hook_name: str, ctype: str, name: str) -> None:
         """Remove the callback bound under ``name``; a name not bound is a ``KeyError``."""
         table = self._callback_table(ctype)
-        bound = dict(table.get(hook_name, {}))
-        if name not in bound:
-            raise KeyError(f"no {ctype} callback named {name!r} for {hook_name!r}")
-        del bound[name]
-        table[hook_name] = bound
-        self._plans = {}
+        with self._lock:
+            bound = dict(table.get(hook_name, {}))
+            if name not in bound:
+                raise KeyError(f"no {ctype} callback named {name!r} for {hook_name!r}")
+            del bound[name]
+            table[hook_name] = bound
+            self._plans = {}
 
     def _callback_table(self, ctype: str) -> dict[str, dict[str, Callee]]:
         if ctype == "pre":
@@ -203,6 +205,10 @@ class Rigger(Dispatcher):
         _live.add(self)
         if settings.server_enabled:
             self._start_server(settings)
+        self.log_message(
+            f"rigger_mp: started with {len(self.instances)} enabled instance(s)"
+            + (f", TCP on {self.server_address}:{self.server_port}" if self._server else "")
+        )
         return self
 
     def _start_server(self, settings: RiggerConfig) -> None:
@@ -246,11 +252,18 @@ class Rigger(Dispatcher):
         hooks not finished by then.
         """
         with self._lock:
-            if self._state != _RUNNING:
-                return
-            if threading.get_ident() in self._runners:
+            if threading.get_ident() in self._runners and self._state in (_RUNNING, _STOPPING):
                 raise WouldDeadlock("stop() called from a hook would wait on its own event")
-            self._state = _STOPPING
+            if self._state == _STOPPING:  # another caller is stopping: wait for it to end
+                in_progress = True
+            elif self._state != _RUNNING:
+                return
+            else:
+                in_progress = False
+                self._state = _STOPPING
+        if in_progress:
+            self._stopped.wait(timeout)
+            return
         thread = self._thread
         assert thread is not None
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -264,7 +277,7 @@ class Rigger(Dispatcher):
             # stop signal are left for the event thread: its join needs no deadline.
             idle = background.events_settled
         self._queue.put(_STOP)
-        thread.join(None if idle else _remaining(deadline))
+        thread.join(None if idle else time_left(deadline))
         if thread.is_alive():
             self._abandon = True
             self._fail_queued()
@@ -278,7 +291,7 @@ class Rigger(Dispatcher):
         if background is not None:
             if not thread.is_alive():
                 background.events_ended()
-            background.close(drained=not thread.is_alive(), timeout=_remaining(deadline))
+            background.close(drained=not thread.is_alive(), timeout=time_left(deadline))
         if self._executor is not None:
             self._executor.shutdown(wait=not thread.is_alive())
         if self._server is not None:  # after the drain: its replies still reach clients
@@ -288,6 +301,11 @@ class Rigger(Dispatcher):
         self._stopped_at = time.monotonic()
         _live.discard(self)
         self._stopped.set()
+        events = self.stats()["events"]
+        self.log_message(
+            f"rigger_mp: stopped: {events['done']} event(s) done, {events['failed']} failed, "
+            f"{events['abandoned']} abandoned"
+        )
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` has finished (say, after a TCP ``terminate``)."""
@@ -439,13 +457,14 @@ class Rigger(Dispatcher):
                 background.append((instance, hook))
             else:
                 foreground.append(hook.callee)
+        plans = self._plans  # a binding changed meanwhile: this plan goes with the old cache
         plan = _Plan(
             tuple(self.pre_callbacks.get(hook_name, {}).values()),
             tuple(foreground),
             tuple(background),
             tuple(self.post_callbacks.get(hook_name, {}).values()),
         )
-        self._plans[hook_name] = plan
+        plans[hook_name] = plan
         return plan
 
     def plugin_hooks_changed(self) -> None:
@@ -474,7 +493,10 @@ class Rigger(Dispatcher):
         logger.error("rigger_mp: a callable failed: %s", exc_info[1], exc_info=exc_info)
 
     def log_message(self, msg: str) -> None:
-        """riggerlib's logging hook; the default logs through ``logging``."""
+        """Where the dispatcher's own news (started, stopped) goes: riggerlib's hook.
+
+        The default logs at INFO through ``logging``; a subclass may override it.
+        """
         logger.info("%s", msg)
 
     def stats(self) -> dict[str, Any]:
@@ -524,10 +546,6 @@ class Rigger(Dispatcher):
         if obj is None:
             raise PluginError(f"configure_plugin: no enabled instance named {name!r}")
         obj.configure(*args, **kwargs)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 # Riggers that were started and not stopped: stopped (drained) at interpreter exit, so

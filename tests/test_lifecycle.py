@@ -156,3 +156,44 @@ def test_stats_give_uptime_and_events_per_second() -> None:
     stopped = rigger.stats()["uptime"]
     assert stopped >= running["uptime"]
     assert rigger.stats()["uptime"] == stopped  # frozen once stopped
+
+
+def test_a_second_stop_waits_for_the_first_to_finish_draining() -> None:
+    gate = threading.Event()
+    rigger = counter_rigger()
+    rigger.register_hook_callback("hold", "pre", holding(gate))
+    rigger.start()
+    rigger.fire_hook("hold")
+    tasks = [rigger.fire_hook("tick") for _ in range(3)]
+    # Learn when the first stop() has begun: it queues the stop signal once it is stopping.
+    queue, stopping = rigger._queue, threading.Event()
+
+    class Watched:
+        def put(self, item: object) -> None:
+            queue.put(item)
+            stopping.set()
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(queue, name)
+
+    rigger._queue = Watched()  # type: ignore[assignment]
+    first = threading.Thread(target=rigger.stop)
+    first.start()
+    stopping.wait()
+    threading.Timer(0, gate.set).start()
+    rigger.stop()  # must not return before the drain has finished
+    assert all(task.done() for task in tasks)
+    first.join()
+
+
+def test_log_message_carries_start_and_stop_news() -> None:
+    news: list[str] = []
+
+    class Logged(Rigger):
+        def log_message(self, msg: str) -> None:
+            news.append(msg)
+
+    with Logged():
+        pass
+    assert news[0].startswith("rigger_mp: started")
+    assert news[-1].startswith("rigger_mp: stopped: 0 event(s) done")

@@ -321,3 +321,35 @@ def test_sigterm_of_main_process_leaves_nothing(method: str, tmp_path: Path, fif
         if main.stdout is not None:
             main.stdout.close()
     assert_processes_gone(descendants, timeout=15)  # workers, manager, forkserver, tracker
+
+
+NEVER_STOPPED = """
+import json, sys
+from rigger_mp import Rigger
+rigger = Rigger({
+    "start_method": sys.argv[1], "workers": 2,
+    "plugins": {"p": {"plugin": "tests.pool_plugins:PidPlugin"}},
+})
+rigger.register_hook_callback(
+    "done", "pre", lambda seen: open(sys.argv[2], "w").write(json.dumps(len(seen))))
+rigger.start()
+for n in range(50):
+    rigger.fire_hook("work", n=n)
+rigger.wait_background()
+rigger.fire_hook("done")
+# no stop(): the interpreter must still exit, after draining
+"""
+
+
+def test_a_pool_rigger_never_stopped_exits_and_drains(method: str, tmp_path: Path) -> None:
+    out = tmp_path / "seen.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-c", NEVER_STOPPED, method, str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == 50
