@@ -6,7 +6,9 @@ with any plugins:
 
 - a pre callback of ``start_test`` and ``finish_test`` puts ``artifact_path`` =
   ``<root>/<test_location>/<test_name>`` into the event's locals, unless the event was
-  fired with one (so a client that knows better wins);
+  fired with one (so a client that knows better wins) inside ``<root>``: a path outside
+  it fails the event, since events may come from the network and the archiver may delete
+  what it packs;
 - a post callback of ``finish_test`` fires ``artifacts_ready`` with the same names. By
   then every foreground hook of ``finish_test`` (the per-test log, say) has finished
   writing, so a backgrounded archiver bound to ``artifacts_ready`` packs a complete
@@ -49,6 +51,10 @@ def install(rigger: Rigger, root: str | os.PathLike[str]) -> None:
         test_name: str, test_location: str = "", artifact_path: str | None = None
     ) -> tuple[dict[str, Any], None] | None:
         if artifact_path is not None:
+            if not Path(root, artifact_path).resolve().is_relative_to(root.resolve()):
+                raise ValueError(
+                    f"artifact_path {artifact_path!r} is outside the artifacts root {root}"
+                )
             return None
         return {"artifact_path": str(artifact_dir(root, test_location, test_name))}, None
 

@@ -190,13 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FLAG_KEYS = ("grab_result", "wait_for_task")
+"""Keys the client sends as flags of the fire message; they cannot be event data here."""
+
+
+def _strict_json(text: str) -> Any:
+    """JSON as the wire takes it: ``NaN`` and ``Infinity`` are not JSON."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def parse_items(items: Sequence[str], data: str | None) -> dict[str, Any]:
     """The event data of ``fire``: ``--data`` first, then each ``KEY=VALUE``."""
     result: dict[str, Any] = {}
     if data is not None:
         try:
-            parsed = json.loads(data)
-        except json.JSONDecodeError as exc:
+            parsed = _strict_json(data)
+        except ValueError as exc:
             raise UsageError(f"--data is not valid JSON: {exc}") from None
         if not isinstance(parsed, dict):
             raise UsageError(f"--data must be a JSON object, not {type(parsed).__name__}")
@@ -206,9 +219,14 @@ def parse_items(items: Sequence[str], data: str | None) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"expected KEY=VALUE, got {item!r}")
         try:
-            result[key] = json.loads(text)
-        except json.JSONDecodeError:
+            result[key] = _strict_json(text)
+        except ValueError:
             result[key] = text
+    taken = sorted(set(FLAG_KEYS) & set(result))
+    if taken:
+        raise UsageError(
+            f"{', '.join(taken)}: reserved for the fire message's flags (use --result/--wait)"
+        )
     return result
 
 

@@ -107,6 +107,7 @@ class RiggerClient:
     def fire_hook(
         self,
         hook_name: str,
+        /,
         grab_result: bool = False,
         wait_for_task: bool = False,
         **kwargs: Any,

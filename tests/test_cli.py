@@ -136,6 +136,8 @@ def test_console_script_and_module_both_run() -> None:
         (["ping", "--port", "70000"], "port out of range 0-65535: 70000"),
         (["demo", "--tests", "0"], "must be at least 1"),
         (["fire", "x", "--result", "--wait"], "not allowed with argument"),
+        (["fire", "x", "--data", '{"a": NaN}'], "--data is not valid JSON: NaN is not JSON"),
+        (["fire", "x", "grab_result=1"], "grab_result: reserved for the fire message's flags"),
     ],
 )
 def test_usage_errors_exit_2_naming_the_problem(args: list[str], message: str) -> None:
@@ -337,3 +339,13 @@ def test_token_from_option_or_environment(tmp_path: Path) -> None:
         assert status == 0, err
     finally:
         served.kill()
+
+
+def test_nan_value_is_sent_as_a_string() -> None:
+    from rigger_mp.cli import parse_items
+
+    assert parse_items(["x=NaN", "y=1", "z=Infinity"], None) == {
+        "x": "NaN",
+        "y": 1,
+        "z": "Infinity",
+    }
