@@ -145,9 +145,10 @@ def test_terminate_stops_the_dispatcher_after_draining() -> None:
     with RiggerClient(HOST, rigger.server_port) as client:
         client.fire_many(("count", {"i": i}) for i in range(1000))
         assert client.terminate() is True
+        # The reply comes once the drain is done; the server process ends just after.
+        assert rigger.wait_stopped(WAIT)
         with pytest.raises(RiggerConnectionError):
             client.ping()  # the listening socket is closed
-    assert rigger.wait_stopped(WAIT)
     assert sum(counter(rigger).seen.values()) == 1000
 
 
