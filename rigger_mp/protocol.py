@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NamedTuple, NoReturn
 
 # -- error codes (stable: clients may switch on them) -----------------------------
 
@@ -87,9 +87,13 @@ class ProtocolError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Fire:
-    """A parsed fire message."""
+class Fire(NamedTuple):
+    """A parsed fire message.
+
+    A named tuple, not a frozen dataclass: one is built per event, and a frozen
+    dataclass's ``__init__`` (an ``object.__setattr__`` per field) cost the server
+    process about a tenth of its time under pipelined load.
+    """
 
     hook_name: str
     data: dict[str, Any]
