@@ -301,6 +301,20 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
     return _encode(message).encode("ascii") + b"\n"
 
 
+def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any]) -> bytes:
+    """A fire message as one line; ``TypeError``/``ValueError`` if it cannot be JSON.
+
+    Assembled from the encoded name, data and extra keys: encoding a dict wrapping them
+    cost about twice as much (the encoder's per-call setup), once per event of
+    ``fire_many``.
+    """
+    line = b'{"hook_name":' + _encode(hook_name).encode("ascii") + b',"data":'
+    line += _encode(data).encode("ascii")
+    if extra:
+        line += b"," + _encode(extra).encode("ascii")[1:-1]
+    return line + b"}\n"
+
+
 def decode_reply(line: bytes) -> dict[str, Any]:
     """Parse a reply line (client side); raise :class:`ProtocolError` if it is not one."""
     try:
