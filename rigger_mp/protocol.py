@@ -17,8 +17,9 @@ The README's "TCP server and wire protocol" section is the reference for users.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.scanner import make_scanner
 from typing import Any, Final, NamedTuple, NoReturn
 
 # -- error codes (stable: clients may switch on them) -----------------------------
@@ -112,7 +113,29 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decode: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+_decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
+# The C scanner behind JSONDecoder.raw_decode (typeshed types make_scanner oddly).
+_scan: Final[Callable[[str, int], tuple[Any, int]]] = make_scanner(_decoder)  # type: ignore[arg-type]
+
+
+def _decode(text: str) -> Any:
+    """``json.JSONDecoder.decode``, minus its two regex passes when they have nothing to do.
+
+    ``decode`` skips whitespace around the document with a regex on each side, then calls
+    the C scanner; under pipelined load that wrapper was a sixth of the server process's
+    time. A text that neither starts nor ends with whitespace and that the scanner reads
+    to its end is exactly what ``decode`` would return; anything else (outer whitespace,
+    extra data, errors) goes through ``decode`` itself, so results and error messages
+    stay the same.
+    """
+    if text and not text[0].isspace() and not text[-1].isspace():
+        try:
+            obj, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end == len(text):
+            return obj
+    return _decoder.decode(text)
 _encode: Final = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
 
