@@ -68,7 +68,7 @@ def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any
     if not isinstance(data, Mapping):
         raise TypeError(f"{hook_name!r}: data must be a mapping, not {type(data).__name__}")
     try:
-        return proto.encode_message({"hook_name": hook_name, "data": data, **extra})
+        return proto.encode_fire(hook_name, data, extra)
     except (TypeError, ValueError) as exc:
         for key in data:
             if not isinstance(key, str):

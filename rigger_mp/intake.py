@@ -6,11 +6,12 @@ dead server process is being replaced, new connections wait in the socket's back
 instead of being refused.
 
 The intake thread blocks on the pipe from the server process. For each batch it fires
-the events (each gets its tid from :meth:`Rigger.fire_hook`) and sends all the acks
-back as one batch: a client hears ``ok`` only once its event is accepted. Replies that
-wait for an event (``grab_result``, ``wait_for_task``) are sent by a done-callback of the
-event's task. When the pipe reaches end-of-file the server process has exited: at a stop
-the thread ends; otherwise the death is logged and a new server process is started.
+the events (each run of fires is accepted, tids given, by one :meth:`Rigger._fire_batch`)
+and sends all the acks back as one batch: a client hears ``ok`` only once its event is
+accepted. Replies that wait for an event (``grab_result``, ``wait_for_task``) are sent
+by a done-callback of the event's task. When the pipe reaches end-of-file the server
+process has exited: at a stop the thread ends; otherwise the death is logged and a new
+server process is started.
 """
 
 from __future__ import annotations
@@ -384,36 +385,23 @@ class ServerSupervisor:
         send: Callable[[Any], bool],
         replies: list[tuple[int, int, Any]],
     ) -> None:
-        """Fire a batch of events and answer its requests into ``replies``.
+        """Fire a batch of events and answer its requests into ``replies``, in order.
 
+        Each run of consecutive fires is accepted as one :meth:`Rigger._fire_batch`.
         Replies that wait for an event are sent later with ``send``.
         """
-        fire = self.rigger.fire_hook
-        remember = self._remember
         add = replies.append
-        accepted = 0
+        fires: list[tuple[Any, ...]] = []
         for item in batch:
-            rid, kind = item[0], item[1]
+            kind = item[1]
             if kind == FIRE:
-                try:
-                    task = fire(item[2], **item[3])
-                except ShuttingDown as exc:
-                    self.refused += 1
-                    add((rid, R_LINE, proto.error_line(proto.SHUTTING_DOWN, str(exc))))
-                    continue
-                except Exception as exc:
-                    self.refused += 1
-                    logger.exception("rigger_mp: firing %r from TCP failed", item[2])
-                    add((rid, R_LINE, proto.error_line(proto.INTERNAL, _describe(exc))))
-                    continue
-                remember(task)
-                accepted += 1
-                mode = item[4]
-                if mode == proto.ACK:
-                    add((rid, R_ACK, task.tid))
-                else:
-                    task.add_done_callback(partial(self._finished, send, rid, mode))
-            elif kind == STATUS:
+                fires.append(item)
+                continue
+            if fires:
+                self._fire(fires, send, add)
+                fires = []
+            rid = item[0]
+            if kind == STATUS:
                 add((rid, R_LINE, self._status_line(item[2])))
             elif kind == STATS:
                 add((rid, R_STATS, self.rigger.stats()))
@@ -421,15 +409,49 @@ class ServerSupervisor:
                 self._terminate(rid, add)
             else:
                 add((rid, R_LINE, proto.error_line(proto.INTERNAL, f"unknown request {kind!r}")))
-        self.accepted += accepted
+        if fires:
+            self._fire(fires, send, add)
 
-    def _remember(self, task: Task) -> None:
-        """Keep ``task`` for ``task_status``, forgetting the oldest beyond the window."""
-        self._tasks[task.tid] = task
+    def _fire(
+        self,
+        fires: list[tuple[Any, ...]],
+        send: Callable[[Any], bool],
+        add: Callable[[tuple[int, int, Any]], None],
+    ) -> None:
+        """Accept ``(rid, FIRE, hook_name, data, mode)`` items; ack or refuse each."""
+        try:
+            tasks = self.rigger._fire_batch([(item[2], item[3]) for item in fires])
+        except Exception as exc:
+            self.refused += len(fires)
+            if isinstance(exc, ShuttingDown):
+                line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
+            else:
+                logger.exception("rigger_mp: firing %d event(s) from TCP failed", len(fires))
+                line = proto.error_line(proto.INTERNAL, _describe(exc))
+            for item in fires:
+                add((item[0], R_LINE, line))
+            return
+        self._remember(tasks)
+        self.accepted += len(tasks)
+        for item, task in zip(fires, tasks, strict=True):
+            mode = item[4]
+            if mode == proto.ACK:
+                add((item[0], R_ACK, task.tid))
+            else:
+                task.add_done_callback(partial(self._finished, send, item[0], mode))
+
+    def _remember(self, tasks: list[Task]) -> None:
+        """Keep ``tasks`` for ``task_status``, forgetting the oldest beyond the window."""
+        known = self._tasks
         order = self._order
-        order.append(task.tid)
-        if len(order) > STATUS_WINDOW:
-            self._tasks.pop(order.popleft(), None)
+        for task in tasks:
+            known[task.tid] = task
+            order.append(task.tid)
+        excess = len(order) - STATUS_WINDOW
+        if excess > 0:
+            pop, popleft = known.pop, order.popleft
+            for _ in range(excess):
+                pop(popleft(), None)
 
     def _finished(self, send: Callable[[Any], bool], rid: int, mode: int, task: Task) -> None:
         """Done-callback of a ``grab_result``/``wait_for_task`` event: send its reply."""

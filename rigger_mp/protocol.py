@@ -17,9 +17,10 @@ The README's "TCP server and wire protocol" section is the reference for users.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn
+from json.scanner import make_scanner
+from typing import Any, Final, NamedTuple, NoReturn
 
 # -- error codes (stable: clients may switch on them) -----------------------------
 
@@ -87,9 +88,13 @@ class ProtocolError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Fire:
-    """A parsed fire message."""
+class Fire(NamedTuple):
+    """A parsed fire message.
+
+    A named tuple, not a frozen dataclass: one is built per event, and a frozen
+    dataclass's ``__init__`` (an ``object.__setattr__`` per field) cost the server
+    process about a tenth of its time under pipelined load.
+    """
 
     hook_name: str
     data: dict[str, Any]
@@ -108,7 +113,29 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decode: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+_decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
+# The C scanner behind JSONDecoder.raw_decode (typeshed types make_scanner oddly).
+_scan: Final[Callable[[str, int], tuple[Any, int]]] = make_scanner(_decoder)  # type: ignore[arg-type]
+
+
+def _decode(text: str) -> Any:
+    """``json.JSONDecoder.decode``, minus its two regex passes when they have nothing to do.
+
+    ``decode`` skips whitespace around the document with a regex on each side, then calls
+    the C scanner; under pipelined load that wrapper was a sixth of the server process's
+    time. A text that neither starts nor ends with whitespace and that the scanner reads
+    to its end is exactly what ``decode`` would return; anything else (outer whitespace,
+    extra data, errors) goes through ``decode`` itself, so results and error messages
+    stay the same.
+    """
+    if text and not text[0].isspace() and not text[-1].isspace():
+        try:
+            obj, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
+        if end == len(text):
+            return obj
+    return _decoder.decode(text)
 _encode: Final = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
 
@@ -295,6 +322,20 @@ def unserializable(mapping: Mapping[str, Any], exc: BaseException) -> str:
 def encode_message(message: Mapping[str, Any]) -> bytes:
     """A client message as one line, for :class:`~rigger_mp.client.RiggerClient`."""
     return _encode(message).encode("ascii") + b"\n"
+
+
+def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any]) -> bytes:
+    """A fire message as one line; ``TypeError``/``ValueError`` if it cannot be JSON.
+
+    Assembled from the encoded name, data and extra keys: encoding a dict wrapping them
+    cost about twice as much (the encoder's per-call setup), once per event of
+    ``fire_many``.
+    """
+    line = b'{"hook_name":' + _encode(hook_name).encode("ascii") + b',"data":'
+    line += _encode(data).encode("ascii")
+    if extra:
+        line += b"," + _encode(extra).encode("ascii")[1:-1]
+    return line + b"}\n"
 
 
 def decode_reply(line: bytes) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -371,6 +371,26 @@ class Rigger(Dispatcher):
             task = Task(str(self._accepted), hook_name, kwargs, self._runners)
             self._queue.put(task)
         return task
+
+    def _fire_batch(self, events: Sequence[tuple[str, dict[str, Any]]]) -> list[Task]:
+        """Accept ``(hook_name, kwargs)`` pairs as one batch: their tasks, tids in order.
+
+        The TCP intake's entry point: one lock acquisition per batch instead of one per
+        event. ``kwargs`` dicts become the events' locals as they are (not copied). All
+        or nothing: while not running, :class:`ShuttingDown` and none is accepted.
+        """
+        with self._lock:
+            if self._state != _RUNNING:
+                raise ShuttingDown(f"{len(events)} event(s): the dispatcher is {self._state}")
+            runners, put, tid = self._runners, self._queue.put, self._accepted
+            tasks = []
+            for hook_name, kwargs in events:
+                tid += 1
+                task = Task(str(tid), hook_name, kwargs, runners)
+                put(task)
+                tasks.append(task)
+            self._accepted = tid
+        return tasks
 
     def wait_background(self, timeout: float | None = None) -> bool:
         """Wait until every event accepted so far has run and its backgrounded hooks ended.

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rigger_mp import Rigger, RiggerBasePlugin, WouldDeadlock
+from rigger_mp import Rigger, RiggerBasePlugin, ShuttingDown, WouldDeadlock
 
 
 def plugin_rigger(hooks: dict[str, Callable[..., Any]], **config: Any) -> Rigger:
@@ -322,3 +322,37 @@ def test_call_soon_runs_on_the_event_thread_in_order_with_events() -> None:
     assert order == ["event1", "job", "event2"]
     assert result["from_job"] is True
     assert threads != {threading.get_ident()}
+
+
+def test_fire_batch_accepts_in_order_with_consecutive_tids_between_single_fires() -> None:
+    gate = threading.Event()
+    order: list[int] = []
+
+    def hook(n: int) -> None:
+        gate.wait()
+        order.append(n)
+
+    rigger = plugin_rigger({"ev": hook})
+    with rigger:
+        first = rigger.fire_hook("ev", n=0)
+        batch = rigger._fire_batch([("ev", {"n": n}) for n in range(1, 100)])
+        last = rigger.fire_hook("ev", n=100)
+        assert not batch[-1].done()  # returned before any ran: the first is held
+        gate.set()
+        results = [t.result() for t in (first, *batch, last)]
+        assert rigger._fire_batch([]) == []
+    assert order == list(range(101))
+    assert [r["n"] for r in results] == list(range(101))
+    assert [int(t.tid) for t in (first, *batch, last)] == list(range(1, 102))
+    assert rigger.stats()["events"]["accepted"] == 101
+
+
+def test_fire_batch_before_start_or_after_stop_accepts_nothing() -> None:
+    rigger = plugin_rigger({"ev": lambda: None})
+    with pytest.raises(ShuttingDown, match="new"):
+        rigger._fire_batch([("ev", {})])
+    with rigger:
+        rigger._fire_batch([("ev", {})])[0].result()
+    with pytest.raises(ShuttingDown, match="stopped"):
+        rigger._fire_batch([("ev", {}), ("ev", {})])
+    assert rigger.stats()["events"]["accepted"] == 1

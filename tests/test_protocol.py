@@ -49,6 +49,23 @@ def test_fire_parses_with_defaults_and_modes() -> None:
     assert isinstance(wait, proto.Fire) and wait.mode == proto.WAIT
 
 
+@pytest.mark.parametrize(
+    ("hook_name", "data", "extra", "mode"),
+    [
+        ("ev", {"x": 1}, {}, proto.ACK),
+        ('a\u00e9"b', {"k": [1, {"z": None}], "u": "\u2603"}, {"grab_result": True}, proto.GRAB),
+        ("ev", {}, {"wait_for_task": True}, proto.WAIT),
+    ],
+)
+def test_encode_fire_is_one_json_line_that_parses_back(
+    hook_name: str, data: dict[str, object], extra: dict[str, bool], mode: int
+) -> None:
+    line = proto.encode_fire(hook_name, data, extra)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and line.isascii()
+    assert json.loads(line) == {"hook_name": hook_name, "data": data, **extra}
+    assert proto.parse(line[:-1]) == proto.Fire(hook_name, data, mode)
+
+
 def test_ops_parse() -> None:
     assert proto.parse(b'{"op": "ping"}') == proto.Op("ping")
     assert proto.parse(b'{"op": "auth", "token": "s"}') == proto.Op("auth", "s")

@@ -9,6 +9,10 @@ Subjects, all on 127.0.0.1:
   in a subprocess that parses each JSON line with ``json.loads`` and answers
   ``{"ok":true,"tid":"0"}`` at once: no dispatcher, no second process, no event. The same
   :class:`~rigger_mp.RiggerClient` drives both, so the difference is the server side.
+- ``two-process relay``: the floor of rigger_mp's shape (request-reply only). The bare
+  server, except that each read's lines, once parsed, go over a pipe to a forked child
+  that echoes them back over another pipe before the acks are written: the two extra
+  process hops an accepted event needs, with no other work.
 - ``riggerlib`` 3.1.6's zmq client and server (in the riggerlib peer venv, shimmed):
   request-reply and ``grab_result``, which polls ``task_status`` every 0.1 s.
 
@@ -40,6 +44,7 @@ from benchmarks.peers import riggerlib_peer
 from rigger_mp import Rigger, RiggerBasePlugin
 
 BARE: Final = "bare socket server"
+RELAY: Final = "two-process relay"
 RIGGERLIB: Final = "riggerlib"
 US: Final = "\u00b5s"
 CLIENT_COUNTS: Final = (1, 4, 16, 64)
@@ -80,6 +85,63 @@ while True:
             json.loads(line)
             out.append(b'{"ok":true,"tid":"0"}\n')
         sock.sendall(b"".join(out))
+"""
+
+RELAY_SERVER: Final = r"""
+import json, os, selectors, socket
+to_child_r, to_child_w = os.pipe()
+to_us_r, to_us_w = os.pipe()
+if os.fork() == 0:  # the child: echo each request back; exit when the parent is gone
+    os.close(to_child_w)
+    os.close(to_us_r)
+    while True:
+        chunk = os.read(to_child_r, 65536)
+        if not chunk:
+            os._exit(0)
+        os.write(to_us_w, chunk)
+os.close(to_child_r)
+os.close(to_us_w)
+sel = selectors.DefaultSelector()
+listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+listener.setblocking(False)
+sel.register(listener, selectors.EVENT_READ)
+sel.register(to_us_r, selectors.EVENT_READ)
+print(listener.getsockname()[1], flush=True)
+buf = bytearray(65536)
+rest = {}
+conns = {}
+while True:
+    for key, _ in sel.select():
+        sock = key.fileobj
+        if sock is listener:
+            conn, _ = listener.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sel.register(conn, selectors.EVENT_READ)
+            rest[conn] = b""
+            conns[conn.fileno()] = conn
+            continue
+        if sock == to_us_r:  # "fd:count|" records: answer count lines on connection fd
+            for record in os.read(to_us_r, 65536).split(b"|")[:-1]:
+                fd, count = record.split(b":")
+                conn = conns.get(int(fd))
+                if conn is not None:
+                    conn.sendall(b'{"ok":true,"tid":"0"}\n' * int(count))
+            continue
+        try:
+            n = sock.recv_into(buf)
+        except OSError:
+            n = 0
+        if not n:
+            sel.unregister(sock)
+            rest.pop(sock, None)
+            conns.pop(sock.fileno(), None)
+            sock.close()
+            continue
+        data = rest[sock] + bytes(buf[:n])
+        *lines, rest[sock] = data.split(b"\n")
+        for line in lines:
+            json.loads(line)
+        os.write(to_child_w, b"%d:%d|" % (sock.fileno(), len(lines)))
 """
 
 CLIENTS: Final = r"""
@@ -171,7 +233,7 @@ class TrivialPlugin(RiggerBasePlugin):
 
 
 class Servers:
-    """rigger_mp and the bare floor, both listening for the whole scenario."""
+    """rigger_mp, the bare floor and the relay floor, listening for the whole scenario."""
 
     def __init__(self) -> None:
         self.rigger = Rigger(
@@ -189,14 +251,23 @@ class Servers:
         assert self.bare.stdout is not None
         self.bare_port = int(self.bare.stdout.readline())
         assert self.rigger.server_port is not None
-        self.ports = {SUBJECT: self.rigger.server_port, BARE: self.bare_port}
+        self.relay = subprocess.Popen(
+            [sys.executable, "-c", RELAY_SERVER], stdout=subprocess.PIPE, text=True
+        )
+        assert self.relay.stdout is not None
+        self.ports = {
+            SUBJECT: self.rigger.server_port,
+            BARE: self.bare_port,
+            RELAY: int(self.relay.stdout.readline()),
+        }
 
     def close(self) -> None:
         self.rigger.stop()
-        self.bare.kill()
-        self.bare.wait()
-        if self.bare.stdout is not None:
-            self.bare.stdout.close()
+        for proc in (self.bare, self.relay):  # the relay's child exits on end-of-file
+            proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def run_clients(
@@ -302,7 +373,7 @@ def request_reply(ctx: RunContext) -> list[Measurement]:
     servers = Servers()
     try:
         got = interleaved(
-            {s: throughput(servers, s, 1, events, "request") for s in (SUBJECT, BARE)},
+            {s: throughput(servers, s, 1, events, "request") for s in (SUBJECT, BARE, RELAY)},
             ctx.repeats,
         )
     finally:
@@ -319,6 +390,15 @@ def request_reply(ctx: RunContext) -> list[Measurement]:
             targets=(Target(">=", 10_000.0), Target(">=", 0.5, peer=BARE)),
         ),
         Measurement(name, metric, BARE, unit, got[BARE], True),
+        Measurement(
+            name,
+            metric,
+            RELAY,
+            unit,
+            got[RELAY],
+            True,
+            note="bare + a pipe hop each way to a 2nd process, no other work",
+        ),
     ]
     rl = _riggerlib("request", ctx.pick(2_000, 200), ctx.repeats, ctx)
     if isinstance(rl, str):
