@@ -59,6 +59,10 @@ STATUS_WINDOW: Final = 10_000
 """``task_status`` knows the last this many events fired over TCP (and no older)."""
 START_TIMEOUT: Final = 60.0
 """How long a new server process may take to start listening."""
+MAX_BACKLOG: Final = 50_000
+"""Events queued and not yet run above which the intake stops reading requests until the
+event thread has caught up; the server then stops reading its sockets (TCP flow control
+reaches the clients), so memory stays bounded however fast clients fire."""
 STOP_GRACE: Final = 10.0
 """After a stop, how long connections may take to receive their last replies."""
 
@@ -145,6 +149,8 @@ class ServerSupervisor:
         self._terminator: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
+        self._room = threading.Event()
+        self.pauses = 0
         self._stopping = False
         self._terminate_rids: list[int] = []
         self._tasks: dict[str, Task] = {}
@@ -243,6 +249,7 @@ class ServerSupervisor:
             current = self._current
             terminators, self._terminate_rids = self._terminate_rids, []
         self._stop_event.set()
+        self._room.set()
         with contextlib.suppress(ValueError):
             atexit.unregister(self._at_exit)
         if current is not None:
@@ -298,6 +305,7 @@ class ServerSupervisor:
             "restarts": self.restarts,
             "accepted": self.accepted,
             "refused": self.refused,
+            "intake_pauses": self.pauses,
             "status_window": len(self._tasks),
         }
 
@@ -374,10 +382,21 @@ class ServerSupervisor:
                 handle(batch, writer.send, replies)
             if replies:
                 writer.send(replies)
+            if self.rigger._queue.qsize() > MAX_BACKLOG:
+                self._wait_for_room()
             try:
                 batches = recv()
             except (EOFError, OSError):
                 return
+
+    def _wait_for_room(self) -> None:
+        """Read no more requests until the event thread has run what is queued now."""
+        self.pauses += 1
+        room = self._room = threading.Event()
+        if self._stop_event.is_set():
+            return
+        self.rigger.call_soon(room.set)  # runs once every event queued before it has
+        room.wait()
 
     def _handle(
         self,

@@ -48,6 +48,9 @@ STOP: Final = "stop"
 
 BACKLOG: Final = 1024
 PIPE_HIGH_WATER: Final = 4 * 1024 * 1024
+MAX_OWED: Final = 10_000
+"""Replies one connection may be owed before the server stops reading from it: a reply
+held back (a slow ``grab_result``) keeps every later one waiting in memory."""
 """Bytes waiting for the main process above which no client is read."""
 WRITE_HIGH_WATER: Final = 256 * 1024
 """A client's unread replies above this: stop reading its messages until it catches up."""
@@ -438,6 +441,8 @@ class Conn(asyncio.BufferedProtocol):
             self._too_large(self.seq_in, self.framer.pending)
         self.server.flush_outbox()
         self.flush()
+        if self.reading and self.seq_in - self.seq_out > MAX_OWED:
+            self.update_reading()
 
     def eof_received(self) -> bool:
         # The client is done sending (``nc -N``, shutdown(SHUT_WR)); a message left
@@ -556,6 +561,8 @@ class Conn(asyncio.BufferedProtocol):
             self.out.append(early.pop(seq))
             seq += 1
         self.seq_out = seq
+        if not self.reading:
+            self.update_reading()
         return True
 
     def flush(self) -> None:
@@ -581,11 +588,17 @@ class Conn(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def update_reading(self) -> None:
-        """Read from the client unless it is finishing, or a buffer toward it or main is full."""
+        """Read from the client unless it is finishing, is owed too many replies, or a
+        buffer toward it or main is full."""
         transport = self.transport
         if transport is None or self.lost:
             return
-        want = not (self.closing or self.write_paused or self.server.main_paused)
+        want = not (
+            self.closing
+            or self.write_paused
+            or self.server.main_paused
+            or self.seq_in - self.seq_out > MAX_OWED
+        )
         if want != self.reading:
             self.reading = want
             if want:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -488,3 +489,74 @@ def test_concurrent_clients_from_threads_do_not_mix_replies(rigger: Rigger) -> N
     for thread in threads:
         thread.join()
     assert not errors, errors[0]
+
+
+def test_intake_stops_reading_while_too_many_events_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rigger_mp import intake
+
+    monkeypatch.setattr(intake, "MAX_BACKLOG", 200)
+    rigger = make_rigger()
+    plugin = counter(rigger)
+    try:
+        rigger.fire_hook("block")
+        assert plugin.entered.wait(WAIT)
+        total = 20_000
+        done = threading.Event()
+
+        def flood() -> None:
+            with RiggerClient(HOST, port_of(rigger)) as client:
+                client.fire_many(("count", {"i": i}) for i in range(total))
+            done.set()
+
+        thread = threading.Thread(target=flood)
+        thread.start()
+        # With the event thread held, acks stop once the backlog is full: without the
+        # bound, all 20,000 would be accepted (and queued in memory) within this wait.
+        assert not done.wait(3.0)
+        stats = rigger.stats()
+        assert stats["server"]["intake_pauses"] >= 1
+        assert stats["events"]["accepted"] < total
+        plugin.release.set()
+        thread.join(WAIT)
+        assert done.is_set()
+        assert rigger.wait_background(WAIT)
+        assert sum(plugin.seen.values()) == total
+    finally:
+        plugin.release.set()
+        rigger.stop()
+
+
+def test_a_held_reply_stops_reading_from_its_connection(rigger: Rigger) -> None:
+    from rigger_mp.server import MAX_OWED
+
+    plugin = counter(rigger)
+    pings = max(MAX_OWED * 10, 1_000_000)  # more than the socket buffers both ways hold
+    payload = b'{"op":"ping"}\n' * pings
+    with Raw(port_of(rigger)) as raw:
+        raw.send({"hook_name": "block", "grab_result": True})
+        assert plugin.entered.wait(WAIT)
+        # Every ping's reply waits behind the held grab_result: the server must stop
+        # reading this connection rather than hold them all in memory, so the sends block.
+        raw.sock.setblocking(False)
+        sent = 0
+        with contextlib.suppress(BlockingIOError):
+            while sent < len(payload):
+                sent += raw.sock.send(payload[sent:])
+        assert sent < len(payload)
+        plugin.release.set()
+        raw.sock.setblocking(True)
+        raw.sock.settimeout(WAIT)
+        reader = threading.Thread(target=raw.sock.sendall, args=(payload[sent:],))
+        reader.start()
+        data, lines_read = bytearray(), 0
+        while lines_read < pings + 1:
+            chunk = raw.sock.recv(1 << 20)
+            assert chunk
+            data += chunk
+            lines_read += chunk.count(b"\n")
+        reader.join()
+    lines = bytes(data).split(b"\n")
+    assert json.loads(lines[0])["ok"] is True and "output" in json.loads(lines[0])
+    assert set(lines[1 : pings + 1]) == {lines[1]} and json.loads(lines[1]) == {"ok": True}
