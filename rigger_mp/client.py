@@ -395,10 +395,12 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     """True if the server has closed (or reset) this idle connection.
 
     An idle connection has nothing to read, so readable means end-of-file or a reset.
+    (``poll()``, not ``select()``, which fails for descriptors of 1024 and up.)
     """
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        if not poller.poll(0):
             return False
         return not sock.recv(1, socket.MSG_PEEK)
     except OSError:

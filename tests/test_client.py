@@ -244,3 +244,24 @@ def test_client_in_another_process(rigger: Rigger) -> None:
     )
     assert json.loads(out.stdout) == list(range(100))
     assert all(counter(rigger).seen[("proc", i)] == 1 for i in range(100))
+
+
+def test_client_works_with_descriptors_above_1024(rigger: Rigger) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        port = rigger.server_port
+        assert port is not None
+        with RiggerClient(HOST, port) as client:
+            assert client.ping()
+            assert client._sock is not None and client._sock.fileno() >= 1024
+            assert client.ping()  # the idle check before reuse must not fail
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
