@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from . import artifacts
 from .rigger import Rigger
+from .serving import main_job_config
 from .status import human_bytes, human_duration
 
 DEFAULT_TESTS = 120
@@ -40,24 +41,8 @@ ARCHIVE_LEVEL = 1
 
 
 def demo_config(workers: int | None) -> dict[str, Any]:
-    """The demo's dispatcher: per-test log, backgrounded archiver, server on a free port."""
-    return {
-        "server_enabled": True,
-        "server_address": "127.0.0.1",
-        "server_port": 0,
-        "workers": workers,
-        "plugins": {
-            "testlog": {"plugin": "testlog"},
-            "archive": {
-                "plugin": "archive",
-                "background": True,
-                "event": artifacts.READY_EVENT,
-                "format": "xz",
-                "level": ARCHIVE_LEVEL,
-                "remove_originals": True,
-            },
-        },
-    }
+    """The demo's dispatcher: the main job's, on a free port, archives replacing originals."""
+    return main_job_config(0, workers, ARCHIVE_LEVEL, remove_originals=True)
 
 
 class ProgressBar:

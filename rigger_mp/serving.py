@@ -32,23 +32,30 @@ from .status import human_duration
 
 logger = logging.getLogger("rigger_mp.serve")
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "server_enabled": True,
-    "server_address": "127.0.0.1",
-    "server_port": 21212,
-    "workers": None,
-    "plugins": {
-        "testlog": {"plugin": "testlog"},
-        "archive": {
-            "plugin": "archive",
-            "background": True,
-            "event": artifacts.READY_EVENT,
-            "format": "xz",
-            "level": 6,
-            "remove_originals": False,
+def main_job_config(
+    port: int, workers: int | None, level: int, remove_originals: bool
+) -> dict[str, Any]:
+    """The main job's dispatcher: per-test log, archiver backgrounded on artifacts_ready."""
+    return {
+        "server_enabled": True,
+        "server_address": "127.0.0.1",
+        "server_port": port,
+        "workers": workers,
+        "plugins": {
+            "testlog": {"plugin": "testlog"},
+            "archive": {
+                "plugin": "archive",
+                "background": True,
+                "event": artifacts.READY_EVENT,
+                "format": "xz",
+                "level": level,
+                "remove_originals": remove_originals,
+            },
         },
-    },
-}
+    }
+
+
+DEFAULT_CONFIG: dict[str, Any] = main_job_config(21212, None, 6, False)
 """The embedded config of ``serve`` without ``-c``: what the demo runs, on a fixed port."""
 
 PROGRESS_EVERY = 0.5
