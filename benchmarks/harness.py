@@ -110,6 +110,21 @@ def skipped(
     return Measurement(scenario, metric, subject, unit, [], higher_is_better, skipped=reason)
 
 
+def measured_or_skipped(
+    scenario: str,
+    metric: str,
+    subject: str,
+    unit: str,
+    result: list[float] | str,
+    higher_is_better: bool,
+    note: str = "",
+) -> Measurement:
+    """A peer's figure from its samples, or a skipped record when ``result`` is the reason."""
+    if isinstance(result, str):
+        return skipped(scenario, metric, subject, unit, result, higher_is_better)
+    return Measurement(scenario, metric, subject, unit, result, higher_is_better, note=note)
+
+
 @dataclass(frozen=True)
 class RunContext:
     """What a scenario is told about the run: quick or full, how many repeats, where to log."""

@@ -37,6 +37,7 @@ from benchmarks.harness import (
     Scenario,
     Target,
     interleaved,
+    measured_or_skipped,
     percentile,
     settle,
     time_each,
@@ -235,13 +236,11 @@ def _riggerlib(
     result = riggerlib_peer.measure(
         kind, events=events, repeats=ctx.repeats, log=ctx.log, quick=ctx.quick
     )
-    higher = kind == "throughput"
-    if isinstance(result, str):
-        return Measurement(scenario, metric, "riggerlib", unit, [], higher, skipped=result)
     note = f"{events} events per repeat, run after the others"
     if kind == "latency":
         note += "; its queue thread sleeps 0.1 s when idle"
-    return Measurement(scenario, metric, "riggerlib", unit, result, higher, note=note)
+    higher = kind == "throughput"
+    return measured_or_skipped(scenario, metric, "riggerlib", unit, result, higher, note)
 
 
 # --------------------------------------------------------------------------- scenarios

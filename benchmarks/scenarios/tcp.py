@@ -38,7 +38,7 @@ from benchmarks.harness import (
     Scenario,
     Target,
     interleaved,
-    skipped,
+    measured_or_skipped,
 )
 from benchmarks.peers import riggerlib_peer
 from rigger_mp import Rigger, RiggerBasePlugin
@@ -401,10 +401,7 @@ def request_reply(ctx: RunContext) -> list[Measurement]:
         ),
     ]
     rl = _riggerlib("request", ctx.pick(2_000, 200), ctx.repeats, ctx)
-    if isinstance(rl, str):
-        out.append(skipped(name, metric, RIGGERLIB, unit, rl, True))
-    else:
-        out.append(Measurement(name, metric, RIGGERLIB, unit, rl, True, note="zmq REQ/REP"))
+    out.append(measured_or_skipped(name, metric, RIGGERLIB, unit, rl, True, "zmq REQ/REP"))
     return out
 
 
@@ -490,10 +487,7 @@ def grab_result(ctx: RunContext) -> list[Measurement]:
         Measurement(name, metric, BARE, unit, got[BARE], False, note="no event: an ack"),
     ]
     rl = _riggerlib("grab", ctx.pick(20, 5), ctx.repeats, ctx)
-    if isinstance(rl, str):
-        out.append(skipped(name, metric, RIGGERLIB, unit, rl, False))
-    else:
-        out.append(Measurement(name, metric, RIGGERLIB, unit, rl, False, note="polls 0.1 s"))
+    out.append(measured_or_skipped(name, metric, RIGGERLIB, unit, rl, False, "polls 0.1 s"))
     return out
 
 
