@@ -5,23 +5,26 @@ Data flow over TCP (rigger_mp.server in its own process, rigger_mp.intake in the
     RiggerClient, nc, ...                server process              main process
     ---------------------                --------------              ------------
     JSON line ──TCP──▶ Conn ─ parse, validate ─┐
-      (\\n or \\0 ends it)  answers ping/auth/  │ one batch per loop turn,
-                          bad input itself      │ from every connection
+      (\\n or \\0 ends it)  answers ping/auth/  │ a fire gets its tid here;
+                          bad input itself      │ one batch per read
                                                 ▼
-                                         requests pipe ──────▶ intake thread
-                                                                 fire_hook() ──▶ tid
-                                                                 (or task_status,
-                                                                  stats, terminate)
-                                                                      │ acks: one batch
+      ok + tid ◀──────── once its batch is in ─ requests pipe ──▶ intake thread
+      (plain fire)        the pipe                                 queues the fires
+                                                                   (_fire_batch), answers
+                                                                   task_status, stats,
+                                                                   terminate: one batch
     reply line ◀──TCP── Conn ◀─ in order, ◀─ reply pipe ◀─────────────┤
                         per connection                                │ grab_result /
                         (seq numbers)                 done-callback ◀─┘ wait_for_task:
                                                       of the Task       when it finishes
 
-    The intake thread also supervises: end-of-file on the requests pipe means the server
-    process exited; unless stopping, it logs that and starts another one on the same
-    listening socket (bound once, here). End-of-file on the reply pipe tells the server
-    process that the main process is gone, and it exits.
+    What is written into the requests pipe outlives the server process, so an acked
+    fire is never lost with it. A fence request (stop, wait_background) comes back down
+    the pipe behind every fire acked before it. The intake thread also supervises:
+    end-of-file on the requests pipe means the server process exited; unless stopping,
+    it logs that and starts another one on the same listening socket (bound once,
+    here). End-of-file on the reply pipe tells the server process that the main process
+    is gone, and it exits.
 
 Data flow in the main process::
 

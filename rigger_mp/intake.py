@@ -5,13 +5,20 @@ process. So a bind failure raises at ``start()``, the port never changes, and wh
 dead server process is being replaced, new connections wait in the socket's backlog
 instead of being refused.
 
-The intake thread blocks on the pipe from the server process. For each batch it fires
-the events (each run of fires is accepted, tids given, by one :meth:`Rigger._fire_batch`)
-and sends all the acks back as one batch: a client hears ``ok`` only once its event is
-accepted. Replies that wait for an event (``grab_result``, ``wait_for_task``) are sent
-by a done-callback of the event's task. When the pipe reaches end-of-file the server
-process has exited: at a stop the thread ends; otherwise the death is logged and a new
-server process is started.
+The intake thread blocks on the pipe from the server process. The server process has
+already accepted the fires in it (given tids, acked the plain ones): the intake queues
+each run of them with one :meth:`Rigger._fire_batch`, in pipe order, and answers the
+other requests (``task_status``, ``stats``, ``terminate``) with one batch per read.
+Replies that wait for an event (``grab_result``, ``wait_for_task``) are sent by a
+done-callback of the event's task. When the pipe reaches end-of-file the server process
+has exited, and everything it wrote has been read: at a stop the thread ends; otherwise
+the death is logged and a new server process is started.
+
+What "accepted" means to the rest of the dispatcher is kept by fences: :meth:`sync`
+asks the server for one and returns once the intake has queued every fire acked before
+it (``wait_background`` does that first), and :meth:`quiesce` does the same while making
+the server refuse fires from then on (``stop`` does that before it drains). So an acked
+event is never dropped by a clean stop nor missed by ``wait_background``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Final
@@ -37,8 +45,9 @@ from .channel import BlockingReader, BlockingWriter
 from .config import RiggerConfig
 from .errors import RiggerError, ShuttingDown
 from .server import (
+    FENCE,
     FIRE,
-    R_ACK,
+    NO_REPLY,
     R_LINE,
     R_STATS,
     READY,
@@ -149,6 +158,11 @@ class ServerSupervisor:
         self._terminator: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
+        self._quiescing = False
+        self._fences = threading.Condition(threading.Lock())
+        self._fence_asked = 0
+        self._fence_seen = 0
+        self._generation = 0
         self._room = threading.Event()
         self.pauses = 0
         self._stopping = False
@@ -158,6 +172,7 @@ class ServerSupervisor:
         self.restarts = 0
         self.accepted = 0
         self.refused = 0
+        self.lost = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -198,6 +213,12 @@ class ServerSupervisor:
         descriptors: the listening socket and its ends of the two pipes.
         """
         assert self._sock is not None
+        self._generation += 1
+        settings = replace(
+            self.server_settings,
+            tid_prefix=f"tcp{self._generation}-",
+            accepting=not self._quiescing,
+        )
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
         fds = (self._sock.fileno(), requests_w, replies_r)
@@ -217,7 +238,7 @@ class ServerSupervisor:
         os.close(replies_r)
         incarnation = _Incarnation(process, BlockingReader(requests_r), BlockingWriter(replies_w))
         try:
-            incarnation.writer.send(self.server_settings)
+            incarnation.writer.send(settings)
             if not wait([requests_r], START_TIMEOUT):
                 raise ServerStartError(
                     f"the TCP server process did not start within {START_TIMEOUT:.0f} s"
@@ -236,6 +257,50 @@ class ServerSupervisor:
             ) from exc
         incarnation.leftover = objs[1:]
         return incarnation
+
+    def sync(self, timeout: float | None = None) -> bool:
+        """Wait until every fire the server acked before now is queued; False on timeout."""
+        return self._fence(False, timeout)
+
+    def quiesce(self, timeout: float | None = None) -> None:
+        """Have the server refuse fires, and wait until every one it acked is queued.
+
+        Called by :meth:`Rigger.stop` before it drains. If the server does not answer in
+        ``timeout`` (or :data:`STOP_GRACE`), events it acked that reach the intake after
+        the stop are failed, logged and counted as ``lost``.
+        """
+        with self._lock:
+            self._quiescing = True
+        limit = STOP_GRACE if timeout is None else timeout
+        if not self._fence(True, limit):
+            logger.error(
+                "rigger_mp: the TCP server did not confirm within %.0f s that it stopped "
+                "accepting events; events it acknowledged after that are lost",
+                limit,
+            )
+
+    def _fence(self, quiesce: bool, timeout: float | None) -> bool:
+        """Send fence request n and wait for its answer (or the server's end-of-file).
+
+        A server that died before answering has had everything it wrote read at its
+        end-of-file (see :meth:`_run`); a request sent to it is sent again to the process
+        that replaces it (see :meth:`_restart`).
+        """
+        with self._lock:
+            if self._stopping:  # the intake has read its last: nothing more to queue
+                return True
+            current = self._current
+        with self._fences:
+            self._fence_asked = n = self._fence_asked + 1
+        if current is not None:
+            current.writer.send((FENCE, n, quiesce))
+        with self._fences:
+            return self._fences.wait_for(lambda: self._fence_seen >= n, timeout)
+
+    def _fence_passed(self, n: int) -> None:
+        with self._fences:
+            self._fence_seen = max(self._fence_seen, n)
+            self._fences.notify_all()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the server after the dispatcher drained: last replies out, no process left.
@@ -305,6 +370,7 @@ class ServerSupervisor:
             "restarts": self.restarts,
             "accepted": self.accepted,
             "refused": self.refused,
+            "lost": self.lost,
             "intake_pauses": self.pauses,
             "status_window": len(self._tasks),
         }
@@ -324,6 +390,7 @@ class ServerSupervisor:
                 current.process.kill()
             current.process.wait()
             current.close()
+            self._fence_passed(self._fence_asked)  # all it wrote has been read
             with self._lock:
                 if self._stopping:
                     return
@@ -355,7 +422,12 @@ class ServerSupervisor:
             with self._lock:
                 self._current = incarnation
                 stopping = self._stopping
+                quiescing = self._quiescing
             self.restarts += 1
+            with self._fences:
+                asked = self._fence_asked if self._fence_asked > self._fence_seen else 0
+            if asked:  # asked of the old process after its end-of-file: ask this one
+                incarnation.writer.send((FENCE, asked, quiescing))
             if stopping:  # stop() sent STOP to the old one; this one must go too
                 incarnation.writer.send(STOP)
             elif quick_death:
@@ -379,7 +451,10 @@ class ServerSupervisor:
             # one write: the busier the server, the bigger the batches.
             replies: list[tuple[int, int, Any]] = []
             for batch in batches:
-                handle(batch, writer.send, replies)
+                if type(batch) is list:
+                    handle(batch, writer.send, replies)
+                elif batch[0] == FENCE:
+                    self._fence_passed(batch[1])
             if replies:
                 writer.send(replies)
             if self.rigger._queue.qsize() > MAX_BACKLOG:
@@ -437,27 +512,52 @@ class ServerSupervisor:
         send: Callable[[Any], bool],
         add: Callable[[tuple[int, int, Any]], None],
     ) -> None:
-        """Accept ``(rid, FIRE, hook_name, data, mode)`` items; ack or refuse each."""
+        """Queue ``(rid, FIRE, hook_name, data, mode, tid)`` items the server accepted.
+
+        Plain fires were acked by the server already; the others are answered when
+        their event has run.
+        """
         try:
-            tasks = self.rigger._fire_batch([(item[2], item[3]) for item in fires])
+            tasks = self.rigger._fire_batch([(item[5], item[2], item[3]) for item in fires])
         except Exception as exc:
-            self.refused += len(fires)
-            if isinstance(exc, ShuttingDown):
-                line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
-            else:
-                logger.exception("rigger_mp: firing %d event(s) from TCP failed", len(fires))
-                line = proto.error_line(proto.INTERNAL, _describe(exc))
-            for item in fires:
-                add((item[0], R_LINE, line))
+            self._refuse(fires, exc, add)
             return
         self._remember(tasks)
         self.accepted += len(tasks)
         for item, task in zip(fires, tasks, strict=True):
-            mode = item[4]
-            if mode == proto.ACK:
-                add((item[0], R_ACK, task.tid))
-            else:
-                task.add_done_callback(partial(self._finished, send, item[0], mode))
+            if item[0] != NO_REPLY:
+                task.add_done_callback(partial(self._finished, send, item[0], item[4]))
+
+    def _refuse(
+        self,
+        fires: list[tuple[Any, ...]],
+        exc: Exception,
+        add: Callable[[tuple[int, int, Any]], None],
+    ) -> None:
+        """The dispatcher would not queue ``fires``: tell whoever waits, log the acked ones.
+
+        Only after a stop that gave up on the server's fence (or a bug): acked events
+        that cannot run are counted as ``lost`` and named in the log.
+        """
+        if isinstance(exc, ShuttingDown):
+            line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
+        else:
+            logger.exception("rigger_mp: queueing %d event(s) from TCP failed", len(fires))
+            line = proto.error_line(proto.INTERNAL, _describe(exc))
+        acked = [item[5] for item in fires if item[0] == NO_REPLY]
+        for item in fires:
+            if item[0] != NO_REPLY:
+                add((item[0], R_LINE, line))
+        self.refused += len(fires) - len(acked)
+        if acked:
+            self.lost += len(acked)
+            logger.error(
+                "rigger_mp: %d event(s) acknowledged over TCP could not be queued (%s): "
+                "tids %s",
+                len(acked),
+                _describe(exc),
+                ", ".join(acked[:10]) + (" ..." if len(acked) > 10 else ""),
+            )
 
     def _remember(self, tasks: list[Task]) -> None:
         """Keep ``tasks`` for ``task_status``, forgetting the oldest beyond the window."""

@@ -91,6 +91,7 @@ class Rigger(Dispatcher):
         self._executor: ThreadPoolExecutor | None = None
         self._events: EventRunner | None = None
         self._abandon = False
+        self._intake_closed = False
         self._accepted = 0
         self._done = 0
         self._failed = 0
@@ -267,6 +268,10 @@ class Rigger(Dispatcher):
         thread = self._thread
         assert thread is not None
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._server is not None:  # queue what the server acked before draining
+            self._server.quiesce(time_left(deadline))
+        with self._lock:
+            self._intake_closed = True
         background = self._background
         idle = False
         if background is not None:
@@ -372,24 +377,26 @@ class Rigger(Dispatcher):
             self._queue.put(task)
         return task
 
-    def _fire_batch(self, events: Sequence[tuple[str, dict[str, Any]]]) -> list[Task]:
-        """Accept ``(hook_name, kwargs)`` pairs as one batch: their tasks, tids in order.
+    def _fire_batch(self, events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Task]:
+        """Queue ``(tid, hook_name, kwargs)`` events, accepted (tids given) elsewhere, in order.
 
         The TCP intake's entry point: one lock acquisition per batch instead of one per
-        event. ``kwargs`` dicts become the events' locals as they are (not copied). All
-        or nothing: while not running, :class:`ShuttingDown` and none is accepted.
+        event. ``kwargs`` dicts become the events' locals as they are (not copied). Also
+        taken during a stop, until the intake has passed the server's fence (see
+        :meth:`stop`). All or nothing: else :class:`ShuttingDown` and none is queued.
         """
         with self._lock:
-            if self._state != _RUNNING:
+            if self._state != _RUNNING and not (
+                self._state == _STOPPING and not self._intake_closed
+            ):
                 raise ShuttingDown(f"{len(events)} event(s): the dispatcher is {self._state}")
-            runners, put, tid = self._runners, self._queue.put, self._accepted
+            runners, put = self._runners, self._queue.put
             tasks = []
-            for hook_name, kwargs in events:
-                tid += 1
-                task = Task(str(tid), hook_name, kwargs, runners)
+            for tid, hook_name, kwargs in events:
+                task = Task(tid, hook_name, kwargs, runners)
                 put(task)
                 tasks.append(task)
-            self._accepted = tid
+            self._accepted += len(tasks)
         return tasks
 
     def wait_background(self, timeout: float | None = None) -> bool:
@@ -400,6 +407,12 @@ class Rigger(Dispatcher):
         """
         if self._background is None:
             return True
+        if self._server is not None and threading.get_ident() not in self._runners:
+            # Events the TCP server acked may still be in its pipe: queue them first.
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self._server.sync(timeout):
+                return False
+            timeout = time_left(deadline)
         return self._background.wait(timeout)
 
     def call_soon(self, func: Callable[[], None]) -> None:

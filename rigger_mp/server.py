@@ -2,15 +2,21 @@
 
 It parses and validates each message (see :mod:`rigger_mp.protocol`), answers what it can
 by itself (``ping``, ``auth``, malformed input) and forwards the rest to the main process
-as batches over a pipe (see :mod:`rigger_mp.channel`): everything that one turn of the
-loop read, from all connections, travels as one pickled list. The main process answers
-with batches of ``(rid, kind, payload)``; each connection numbers its messages and writes
-the replies strictly in that order, whatever order they come back in.
+as batches over a pipe (see :mod:`rigger_mp.channel`): everything that one read of a
+connection produced travels as one pickled list. The main process answers with batches
+of ``(rid, kind, payload)``; each connection numbers its messages and writes the replies
+strictly in that order, whatever order they come back in.
 
-The process holds no state that matters: events are accepted (given a tid) by the main
-process, so when this process dies the main process starts another one on the same
-listening socket. When the main process dies, the reply pipe reaches end-of-file and
-this process exits at once: it never outlives its parent.
+A fire is accepted here: it gets its tid from this process's counter, and its ``ok`` is
+written once its frame is wholly in the requests pipe. From then on it belongs to the
+main process: the read end of that pipe is the main process's, and what was written into
+it stays readable after this process dies, so the main process starts another one on the
+same listening socket and loses nothing acknowledged. Only ``grab_result`` and
+``wait_for_task`` fires wait for the main process's reply. To learn that it has queued
+every fire this process acked, the main process sends a :data:`FENCE` request, which
+comes back down the requests pipe behind them; at a stop the request also makes this
+process refuse fires from then on. When the main process dies, the reply pipe reaches
+end-of-file and this process exits at once: it never outlives its parent.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import signal
 import socket
 import struct
 import sys
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from hmac import compare_digest
 from typing import Any, Final
@@ -33,17 +39,19 @@ from .channel import READ_SIZE, FrameReader, pack
 
 logger = logging.getLogger("rigger_mp.server")
 
-# Server -> main: (rid, kind, ...) items.
-FIRE: Final = 0  # (rid, FIRE, hook_name, data, mode)
+# Server -> main: lists of (rid, kind, ...) items; or the READY or FENCE object alone.
+FIRE: Final = 0  # (rid, FIRE, hook_name, data, mode, tid); rid is NO_REPLY once acked here
 STATUS: Final = 1  # (rid, STATUS, tid)
 STATS: Final = 2  # (rid, STATS)
 TERMINATE: Final = 3  # (rid, TERMINATE)
 READY: Final = "ready"  # the first object sent: ("ready", pid)
+FENCE: Final = "fence"  # ("fence", n): every fire acked before request n came is ahead
+NO_REPLY: Final = -1
 
-# Main -> server: (rid, kind, payload) items, in lists; or the STOP object alone.
-R_ACK: Final = 0  # payload: the tid of an accepted fire
+# Main -> server: lists of (rid, kind, payload) items; or a control object alone.
 R_LINE: Final = 1  # payload: an encoded reply line
 R_STATS: Final = 2  # payload: rigger.stats(); the server adds its own counters
+# ("fence", n, quiesce): send ("fence", n) back; if quiesce, refuse every fire from now on.
 STOP: Final = "stop"
 
 BACKLOG: Final = 1024
@@ -65,6 +73,10 @@ class ServerSettings:
     idle_timeout: float
     stop_grace: float = 10.0
     """After a stop, how long connections may take to receive their last replies."""
+    tid_prefix: str = ""
+    """Put before this process's fire counter to make a tid: unique per server process."""
+    accepting: bool = True
+    """False for a process started while the dispatcher stops: every fire is refused."""
 
 
 def main(argv: list[str]) -> None:
@@ -116,7 +128,10 @@ class Server:
         self.conns: set[Conn] = set()
         self.pending: dict[int, tuple[Conn, int]] = {}
         self.next_rid = 0
+        self.fires = 0
         self.outbox: list[tuple[Any, ...]] = []
+        self.acks: list[tuple[Conn, int, str]] = []
+        self.accepting = settings.accepting
         self.stopping = False
         self.main_paused = False
         self.finished: asyncio.Future[None] = loop.create_future()
@@ -138,7 +153,7 @@ class Server:
         self.listener = await self.loop.create_server(
             lambda: Conn(self), sock=sock, backlog=BACKLOG, start_serving=True
         )
-        self.to_main.write(pack((READY, os.getpid())))
+        self.to_main.write(pack((READY, os.getpid())), [])
         await self.finished
 
     # -- to the main process -------------------------------------------------------
@@ -150,6 +165,16 @@ class Server:
         self.pending[rid] = (conn, seq)
         self.outbox.append((rid, *item))
 
+    def fire(self, conn: Conn, seq: int, msg: proto.Fire) -> None:
+        """Accept a fire: give it a tid; a plain fire is acked once its batch is in the pipe."""
+        self.fires = n = self.fires + 1
+        tid = self.settings.tid_prefix + str(n)
+        if msg.mode == proto.ACK:
+            self.outbox.append((NO_REPLY, FIRE, msg.hook_name, msg.data, msg.mode, tid))
+            self.acks.append((conn, seq, tid))
+        else:
+            self.forward(conn, seq, (FIRE, msg.hook_name, msg.data, msg.mode, tid))
+
     def flush_outbox(self) -> None:
         """Send what one read of a connection produced, as one batch, at once.
 
@@ -160,8 +185,27 @@ class Server:
         if not self.outbox:
             return
         batch, self.outbox = self.outbox, []
-        if batch and self.to_main is not None:
-            self.to_main.write(pack(batch))
+        acks, self.acks = self.acks, []
+        if self.to_main is not None:
+            self.to_main.write(pack(batch), acks)
+
+    def release(self, acks: list[tuple[Conn, int, str]]) -> None:
+        """Write the ``ok`` of fires whose batch is now wholly in the requests pipe."""
+        touched: set[Conn] = set()
+        ack_line = proto.ack_line
+        for conn, seq, tid in acks:
+            if not conn.lost and conn.put(seq, ack_line(tid)):
+                touched.add(conn)
+        for conn in touched:
+            conn.flush()
+
+    def fence(self, n: int, quiesce: bool) -> None:
+        """Answer fence request ``n`` behind every fire acked so far; maybe stop accepting."""
+        if quiesce:
+            self.accepting = False
+        self.flush_outbox()
+        if self.to_main is not None:
+            self.to_main.write(pack((FENCE, n)), [])
 
     def main_backlogged(self, paused: bool) -> None:
         """The pipe to the main process is full (or drained): stop (resume) reading clients."""
@@ -182,12 +226,7 @@ class Server:
             conn, seq = entry
             if conn.lost:
                 continue
-            if kind == R_ACK:
-                line = proto.ack_line(payload)
-            elif kind == R_LINE:
-                line = payload
-            else:
-                line = self._stats_line(payload)
+            line = payload if kind == R_LINE else self._stats_line(payload)
             if conn.put(seq, line):
                 touched.append(conn)
         for conn in touched:
@@ -214,8 +253,10 @@ class Server:
             )
 
     def control(self, obj: Any) -> None:
-        """A control object from the main process (only :data:`STOP` exists)."""
-        if obj == STOP:
+        """A control object from the main process: a :data:`FENCE` request or :data:`STOP`."""
+        if type(obj) is tuple and obj[0] == FENCE:
+            self.fence(obj[1], obj[2])
+        elif obj == STOP:
             self.stop()
         else:
             logger.error("rigger_mp server: unknown control object %r ignored", obj)
@@ -277,7 +318,8 @@ class _ToMain:
 
     What the pipe cannot take at once is buffered; above :data:`PIPE_HIGH_WATER` the
     clients stop being read until it drains, so memory stays bounded when the main
-    process falls behind.
+    process falls behind. The acks that come with a frame are released once its last
+    byte is in the pipe (``sent`` counts the bytes written so far).
     """
 
     def __init__(self, server: Server, fd: int) -> None:
@@ -285,11 +327,13 @@ class _ToMain:
         self.server = server
         self.fd = fd
         self.buf = bytearray()
+        self.sent = 0
+        self.held: deque[tuple[int, list[tuple[Conn, int, str]]]] = deque()
         self.paused = False
         self.closing = False
         self.closed = False
 
-    def write(self, frame: bytes) -> None:
+    def write(self, frame: bytes, acks: list[tuple[Conn, int, str]]) -> None:
         if self.closed or self.closing:
             return
         if self.buf:
@@ -302,10 +346,15 @@ class _ToMain:
             except OSError:  # EPIPE: the main process is gone
                 self.server.main_gone()
                 return
+            self.sent += written
             if written == len(frame):
+                if acks:
+                    self.server.release(acks)
                 return
             self.buf += memoryview(frame)[written:]
             self.server.loop.add_writer(self.fd, self._drain)
+        if acks:
+            self.held.append((self.sent + len(self.buf), acks))
         if not self.paused and len(self.buf) > PIPE_HIGH_WATER:
             self.paused = True
             self.server.main_backlogged(True)
@@ -319,6 +368,10 @@ class _ToMain:
             self.server.main_gone()
             return
         del self.buf[:written]
+        self.sent += written
+        held = self.held
+        while held and held[0][0] <= self.sent:
+            self.server.release(held.popleft()[1])
         if self.paused and len(self.buf) <= PIPE_HIGH_WATER // 4:
             self.paused = False
             self.server.main_backlogged(False)
@@ -496,10 +549,10 @@ class Conn(asyncio.BufferedProtocol):
         if type(msg) is proto.Fire:
             if not self.authed:
                 self._error(seq, proto.UNAUTHORIZED, 'send {"op": "auth", ...} first')
-            elif server.stopping:
-                self._error(seq, proto.SHUTTING_DOWN, "the server is stopping")
+            elif not server.accepting or server.stopping:
+                self._error(seq, proto.SHUTTING_DOWN, "the dispatcher is stopping")
             else:
-                server.forward(self, seq, (FIRE, msg.hook_name, msg.data, msg.mode))
+                server.fire(self, seq, msg)
             return
         assert type(msg) is proto.Op
         self._op(seq, msg)

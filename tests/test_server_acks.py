@@ -1,0 +1,181 @@
+"""Fires are acked by the server process; fences keep what an ack promises.
+
+Each test holds the intake thread inside its first batch of fires (the ``held`` fixture),
+so that every later fire the server acks is still in the requests pipe, not yet queued
+in the main process; then it checks that stop, wait_background and a server death each
+lose none of them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import pytest
+
+from rigger_mp import Rigger, RiggerClient
+from rigger_mp.intake import ServerSupervisor
+from rigger_mp.server import FIRE
+from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, server_pid
+
+EVENTS = 300
+
+
+@dataclass
+class Held:
+    """The intake thread waits in its first batch of fires until ``release`` is set."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
+    gate = Held()
+    handle = ServerSupervisor._handle
+
+    def held_handle(self: ServerSupervisor, batch: list[tuple[Any, ...]], *args: Any) -> None:
+        if not gate.release.is_set() and any(item[1] == FIRE for item in batch):
+            gate.entered.set()
+            gate.release.wait(WAIT)
+        handle(self, batch, *args)
+
+    monkeypatch.setattr(ServerSupervisor, "_handle", held_handle)
+    yield gate
+    gate.release.set()
+
+
+def port_of(rigger: Rigger) -> int:
+    assert rigger.server_port is not None
+    return rigger.server_port
+
+
+def fire_and_read_acks(raw: Raw, held: Held, tag: str) -> list[str]:
+    """Fire EVENTS plain events, one message at a time; their tids, all acked."""
+    first = raw.request({"hook_name": "count", "data": {"c": tag, "i": 0}})
+    assert held.entered.wait(WAIT)  # from here on the intake reads nothing
+    tids = [first["tid"]]
+    for i in range(1, EVENTS):
+        reply = raw.request({"hook_name": "count", "data": {"c": tag, "i": i}})
+        assert reply["ok"] is True, reply
+        tids.append(reply["tid"])
+    return tids
+
+
+def spy(obj: object, name: str) -> threading.Event:
+    """An event set when ``obj.name`` is called (the call then goes on as usual)."""
+    called = threading.Event()
+    method: Callable[..., Any] = getattr(obj, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        called.set()
+        return method(*args, **kwargs)
+
+    setattr(obj, name, wrapper)
+    return called
+
+
+def test_acks_come_from_the_server_process_with_its_own_tids(held: Held) -> None:
+    rigger = make_rigger()
+    try:
+        with Raw(port_of(rigger)) as raw:
+            # Without early acks these requests would wait for the held intake.
+            tids = fire_and_read_acks(raw, held, "early")
+        assert tids == [f"tcp1-{n}" for n in range(1, EVENTS + 1)]
+        assert rigger.stats()["events"]["accepted"] == 0  # none queued yet
+        held.release.set()
+        assert rigger.wait_background(WAIT)
+        assert sorted(counter(rigger).seen) == [("early", i) for i in range(EVENTS)]
+    finally:
+        held.release.set()
+        rigger.stop()
+
+
+def test_acked_events_survive_the_server_being_killed_before_they_were_queued(
+    held: Held,
+) -> None:
+    rigger = make_rigger()
+    try:
+        old = server_pid(rigger)
+        with Raw(port_of(rigger)) as raw:
+            fire_and_read_acks(raw, held, "acked")
+        os.kill(old, signal.SIGKILL)
+        psutil.Process(old).wait(WAIT)
+        held.release.set()  # the intake reads what the dead process left in the pipe
+        with RiggerClient(HOST, port_of(rigger)) as client:
+            tid = client.fire_hook("count", c="after")
+            assert client.fire_hook("count", wait_for_task=True, c="last")
+        assert tid.startswith("tcp2-")  # the new process's tids cannot collide
+        seen = counter(rigger).seen
+        assert all(seen[("acked", i)] == 1 for i in range(EVENTS)), seen
+        assert sum(seen.values()) == EVENTS + 2
+        assert rigger.stats()["server"]["restarts"] == 1
+    finally:
+        held.release.set()
+        rigger.stop()
+
+
+def test_stop_queues_every_acked_event_before_it_drains(held: Held) -> None:
+    rigger = make_rigger()
+    pid = server_pid(rigger)
+    assert rigger._server is not None
+    quiescing = spy(rigger._server, "quiesce")
+    with Raw(port_of(rigger)) as raw:
+        fire_and_read_acks(raw, held, "acked")
+    stopper = threading.Thread(target=rigger.stop)
+    stopper.start()
+    assert quiescing.wait(WAIT)  # the dispatcher is stopping: local fires are refused
+    held.release.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive() and not rigger.running
+    stats = rigger.stats()
+    assert stats["events"]["done"] == EVENTS and stats["server"]["lost"] == 0
+    assert sum(counter(rigger).seen.values()) == EVENTS
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_wait_background_waits_for_acked_events_not_yet_queued(held: Held) -> None:
+    rigger = make_rigger()
+    try:
+        assert rigger._server is not None
+        syncing = spy(rigger._server, "sync")
+        with Raw(port_of(rigger)) as raw:
+            fire_and_read_acks(raw, held, "acked")
+        done: list[bool] = []
+        waiter = threading.Thread(target=lambda: done.append(rigger.wait_background(WAIT)))
+        waiter.start()
+        assert syncing.wait(WAIT)
+        held.release.set()
+        waiter.join(WAIT)
+        assert done == [True]
+        assert sum(counter(rigger).seen.values()) == EVENTS  # all ran before it returned
+    finally:
+        held.release.set()
+        rigger.stop()
+
+
+def test_after_quiesce_fires_are_refused_and_other_requests_served() -> None:
+    rigger = make_rigger()
+    try:
+        with Raw(port_of(rigger)) as raw:
+            tid = raw.request({"hook_name": "count", "data": {"i": 1}, "wait_for_task": True})
+            assert rigger._server is not None
+            rigger._server.quiesce(WAIT)
+            for message in (
+                {"hook_name": "count", "data": {"i": 2}},
+                {"hook_name": "count", "data": {"i": 3}, "grab_result": True},
+            ):
+                reply = raw.request(message)
+                assert reply["ok"] is False
+                assert reply["error"]["code"] == "shutting_down", reply
+            assert raw.request({"op": "ping"}) == {"ok": True}
+            status = raw.request({"op": "task_status", "tid": tid["tid"]})
+            assert status["status"] == "done"
+        assert sum(counter(rigger).seen.values()) == 1
+    finally:
+        rigger.stop()
