@@ -9,10 +9,11 @@ Subjects, all on 127.0.0.1:
   in a subprocess that parses each JSON line with ``json.loads`` and answers
   ``{"ok":true,"tid":"0"}`` at once: no dispatcher, no second process, no event. The same
   :class:`~rigger_mp.RiggerClient` drives both, so the difference is the server side.
-- ``two-process relay``: the floor of rigger_mp's shape (request-reply only). The bare
-  server, except that each read's lines, once parsed, go over a pipe to a forked child
-  that echoes them back over another pipe before the acks are written: the two extra
-  process hops an accepted event needs, with no other work.
+- ``two-process relay``: the floor of acking only once a second process has taken the
+  event (request-reply only; rigger_mp acks in its server process since the requests pipe
+  outlives it). The bare server, except that each read's lines, once parsed, go over a
+  pipe to a forked child that echoes them back over another pipe before the acks are
+  written: the two extra process hops, with no other work.
 - ``riggerlib`` 3.1.6's zmq client and server (in the riggerlib peer venv, shimmed):
   request-reply and ``grab_result``, which polls ``task_status`` every 0.1 s.
 
