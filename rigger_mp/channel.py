@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import struct
 import threading
 from typing import Any, Final
@@ -82,35 +83,69 @@ class BlockingReader:
         os.close(self.fd)
 
 
-class BlockingWriter:
-    """The main process's end of the reply pipe: thread-safe, blocking, never raises.
+class QueuedWriter:
+    """The main process's end of the reply pipe: :meth:`send` never blocks, a thread writes.
 
-    Once the reader has gone (the server process died) every send is dropped: the
-    connections those replies were for died with it.
+    Replies to ``grab_result``/``wait_for_task`` are sent by done-callbacks, on the event
+    thread: a blocking write there would stall every event while the server process is
+    not reading (stopped, wedged). The writer thread sends what queued up meanwhile as
+    one frame, and closes the pipe itself after :meth:`close`, so the descriptor is never
+    closed (and its number reused) under a write. Once the reader has gone (the server
+    process died) everything is dropped: the connections it was for died with it.
     """
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._lock = threading.Lock()
-        self.broken = False
+        self._fd = fd
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="rigger_mp-replies", daemon=True)
+        self._thread.start()
 
-    def send(self, obj: Any) -> bool:
-        """Send ``obj``; False if the reader has gone (the object is dropped)."""
-        frame = pack(obj)
-        with self._lock:
-            if self.broken:
-                return False
-            view = memoryview(frame)
-            try:
-                while view:
-                    written = os.write(self.fd, view)
-                    view = view[written:]
-            except OSError:  # EPIPE: the server process died; EBADF: closed at stop
-                self.broken = True
-                return False
-        return True
+    def send(self, obj: Any) -> None:
+        """Queue ``obj``: a list of replies (merged with lists queued next to it) or any
+        other object, sent alone."""
+        self._queue.put(obj)
 
     def close(self) -> None:
-        with self._lock:
-            self.broken = True
-            os.close(self.fd)
+        """Write what is queued, then close the pipe (at once if the reader has gone)."""
+        self._queue.put(_CLOSE)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        broken = False
+        obj = get()
+        while True:
+            after = None
+            if type(obj) is list:
+                lists = [obj]
+                while True:  # every list queued meanwhile goes into the same frame
+                    try:
+                        after = get_nowait()
+                    except queue.Empty:
+                        break
+                    if type(after) is not list:
+                        break
+                    lists.append(after)
+                    after = None
+                if len(lists) > 1:
+                    obj = [reply for replies in lists for reply in replies]
+            if obj is _CLOSE:
+                break
+            if not broken:
+                broken = not self._write(pack(obj))
+            obj = get() if after is None else after
+        os.close(self._fd)
+
+    def _write(self, frame: bytes) -> bool:
+        view = memoryview(frame)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:  # EPIPE: the server process died
+            return False
+        return True
+
+
+_CLOSE: Final = object()

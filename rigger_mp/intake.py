@@ -41,7 +41,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Final
 
 from . import protocol as proto
-from .channel import BlockingReader, BlockingWriter
+from .channel import BlockingReader, QueuedWriter
 from .config import RiggerConfig
 from .errors import RiggerError, ShuttingDown
 from .server import (
@@ -124,7 +124,7 @@ class _Incarnation:
     """One server process and the two pipes to it."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], reader: BlockingReader, writer: BlockingWriter
+        self, process: subprocess.Popen[bytes], reader: BlockingReader, writer: QueuedWriter
     ) -> None:
         self.process = process
         self.reader = reader
@@ -236,7 +236,7 @@ class ServerSupervisor:
         # Our copies of the server's ends, closed: its death is our end-of-file.
         os.close(requests_w)
         os.close(replies_r)
-        incarnation = _Incarnation(process, BlockingReader(requests_r), BlockingWriter(replies_w))
+        incarnation = _Incarnation(process, BlockingReader(requests_r), QueuedWriter(replies_w))
         try:
             incarnation.writer.send(settings)
             if not wait([requests_r], START_TIMEOUT):
@@ -476,7 +476,7 @@ class ServerSupervisor:
     def _handle(
         self,
         batch: list[tuple[Any, ...]],
-        send: Callable[[Any], bool],
+        send: Callable[[Any], None],
         replies: list[tuple[int, int, Any]],
     ) -> None:
         """Fire a batch of events and answer its requests into ``replies``, in order.
@@ -509,7 +509,7 @@ class ServerSupervisor:
     def _fire(
         self,
         fires: list[tuple[Any, ...]],
-        send: Callable[[Any], bool],
+        send: Callable[[Any], None],
         add: Callable[[tuple[int, int, Any]], None],
     ) -> None:
         """Queue ``(rid, FIRE, hook_name, data, mode, tid)`` items the server accepted.
@@ -572,7 +572,7 @@ class ServerSupervisor:
             for _ in range(excess):
                 pop(popleft(), None)
 
-    def _finished(self, send: Callable[[Any], bool], rid: int, mode: int, task: Task) -> None:
+    def _finished(self, send: Callable[[Any], None], rid: int, mode: int, task: Task) -> None:
         """Done-callback of a ``grab_result``/``wait_for_task`` event: send its reply."""
         try:
             exc = task.exception()

@@ -384,6 +384,22 @@ def test_sigkilled_server_comes_back_and_accepted_events_are_kept(
     client.close()
 
 
+def test_a_stopped_server_process_does_not_stall_the_events(rigger: Rigger) -> None:
+    plugin = counter(rigger)
+    pid = server_pid(rigger)
+    pad = "x" * 300_000  # its output is a reply far larger than the reply pipe holds
+    with Raw(port_of(rigger)) as raw:
+        raw.send({"hook_name": "block", "data": {"pad": pad}, "grab_result": True})
+        assert plugin.entered.wait(WAIT)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            plugin.release.set()  # the event ends; its reply cannot be written for now
+            assert rigger.fire_hook("count", c="local").result(WAIT)["counted"]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert raw.reply()["output"]["pad"] == pad
+
+
 def test_server_exits_when_the_main_process_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "main.py"
     script.write_text(
