@@ -62,6 +62,8 @@ from typing import Any, NamedTuple, Protocol
 
 import psutil
 
+from .errors import PluginError
+
 logger = logging.getLogger("rigger_mp")
 
 WorkItem = tuple[int, str, str, bytes]
@@ -255,7 +257,15 @@ class LocalPool:
         """Start the manager, the workers, the feeder and the collector."""
         self._sink = sink
         manager = SyncManager(ctx=self._ctx)
-        manager.start(_manager_initializer)
+        try:
+            manager.start(_manager_initializer)
+        except EOFError as exc:  # what the stdlib says when the new process died at once
+            raise PluginError(
+                f"the worker pool's manager process exited while starting (start method "
+                f"{self.start_method!r}). With 'spawn' and 'forkserver' each new process "
+                "imports the main module again: the code that starts the Rigger must run "
+                "under `if __name__ == '__main__':` (the new process printed why it died above)"
+            ) from exc
         self._manager = manager
         try:
             for _ in range(self.size):

@@ -353,3 +353,35 @@ def test_a_pool_rigger_never_stopped_exits_and_drains(method: str, tmp_path: Pat
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text()) == 50
+
+
+UNGUARDED = """
+from rigger_mp import Rigger
+import sys
+rigger = Rigger({
+    "start_method": sys.argv[1], "workers": 1,
+    "plugins": {"p": {"plugin": "tests.pool_plugins:PidPlugin"}},
+})
+rigger.start()  # no main guard: each new process runs this again
+rigger.stop()
+"""
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_script_without_main_guard_gets_an_error_that_says_so(
+    start_method: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(
+        [sys.executable, str(script), start_method],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("rigger_mp.errors.PluginError:"), proc.stderr
+    assert "if __name__ == '__main__':" in last and repr(start_method) in last
