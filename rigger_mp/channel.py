@@ -80,7 +80,10 @@ class BlockingReader:
                 return objs
 
     def close(self) -> None:
-        os.close(self.fd)
+        """Close the pipe (once: a second close could hit a descriptor reused since)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 class QueuedWriter:
@@ -96,6 +99,7 @@ class QueuedWriter:
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._closed = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="rigger_mp-replies", daemon=True)
         self._thread.start()
@@ -107,7 +111,9 @@ class QueuedWriter:
 
     def close(self) -> None:
         """Write what is queued, then close the pipe (at once if the reader has gone)."""
-        self._queue.put(_CLOSE)
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_CLOSE)
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)

@@ -41,6 +41,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Final
 
 from . import protocol as proto
+from .background import time_left
 from .channel import BlockingReader, QueuedWriter
 from .config import RiggerConfig
 from .errors import RiggerError, ShuttingDown
@@ -74,6 +75,9 @@ event thread has caught up; the server then stops reading its sockets (TCP flow 
 reaches the clients), so memory stays bounded however fast clients fire."""
 STOP_GRACE: Final = 10.0
 """After a stop, how long connections may take to receive their last replies."""
+FENCE_TIMEOUT: Final = 10.0
+"""A server process that owes a fence and has sent nothing for this long, while the intake
+waits on its pipe, is unresponsive (stopped, wedged): it is killed and replaced."""
 
 
 class ServerStartError(RiggerError):
@@ -133,9 +137,12 @@ class _Incarnation:
         self.started = time.monotonic()
 
     def close(self) -> None:
-        for end in (self.reader, self.writer):
-            with contextlib.suppress(OSError):
-                end.close()
+        """Close both pipes; called once the process has exited, so writes fail at once
+        (bounded all the same: a process forked meanwhile could hold the pipe open)."""
+        with contextlib.suppress(OSError):
+            self.reader.close()
+        self.writer.close()
+        self.writer.join(STOP_GRACE)
 
 
 class ServerSupervisor:
@@ -162,6 +169,8 @@ class ServerSupervisor:
         self._fences = threading.Condition(threading.Lock())
         self._fence_asked = 0
         self._fence_seen = 0
+        self._live = True  # False from the current process's end-of-file to its replacement
+        self._silent_since: float | None = None  # while the intake waits on the pipe
         self._generation = 0
         self._room = threading.Event()
         self.pauses = 0
@@ -260,47 +269,87 @@ class ServerSupervisor:
 
     def sync(self, timeout: float | None = None) -> bool:
         """Wait until every fire the server acked before now is queued; False on timeout."""
-        return self._fence(False, timeout)
+        return self._await_fence(self._ask_fence(False), timeout)
 
     def quiesce(self, timeout: float | None = None) -> None:
         """Have the server refuse fires, and wait until every one it acked is queued.
 
-        Called by :meth:`Rigger.stop` before it drains. If the server does not answer in
-        ``timeout`` (or :data:`STOP_GRACE`), events it acked that reach the intake after
-        the stop are failed, logged and counted as ``lost``.
+        Called by :meth:`Rigger.stop` before it drains. The intake reads on even with
+        more than :data:`MAX_BACKLOG` events queued: the drain runs them anyway. If
+        ``timeout`` runs out first, the server process is killed: what it acked is in
+        its pipe, which the intake reads to the end. Only if even that does not happen
+        within :data:`STOP_GRACE` are late events failed, logged and counted as ``lost``.
         """
         with self._lock:
             self._quiescing = True
-        limit = STOP_GRACE if timeout is None else timeout
-        if not self._fence(True, limit):
+        self._room.set()  # after _quiescing: see _wait_for_room
+        n = self._ask_fence(True)
+        if self._await_fence(n, timeout):
+            return
+        self._kill_current(f"did not stop taking events within the {timeout:g} s of stop()")
+        if not self._await_fence(n, STOP_GRACE):
             logger.error(
-                "rigger_mp: the TCP server did not confirm within %.0f s that it stopped "
-                "accepting events; events it acknowledged after that are lost",
-                limit,
+                "rigger_mp: the TCP intake did not read the rest of the server's pipe within "
+                "%.0f s; events acknowledged there are failed and counted as lost",
+                STOP_GRACE,
             )
 
-    def _fence(self, quiesce: bool, timeout: float | None) -> bool:
-        """Send fence request n and wait for its answer (or the server's end-of-file).
+    def _ask_fence(self, quiesce: bool) -> int:
+        """Ask the server for fence number n; answered when the intake reads it.
 
-        A server that died before answering has had everything it wrote read at its
-        end-of-file (see :meth:`_run`); a request sent to it is sent again to the process
-        that replaces it (see :meth:`_restart`).
+        The number is taken first: a server that dies after that has everything it
+        wrote read at its end-of-file, which answers every fence asked so far (see
+        :meth:`_run`). While a replacement starts, the request waits for it (see
+        :meth:`_restart`).
         """
-        with self._lock:
-            if self._stopping:  # the intake has read its last: nothing more to queue
-                return True
-            current = self._current
         with self._fences:
             self._fence_asked = n = self._fence_asked + 1
-        if current is not None:
+        with self._lock:
+            stopping, live, current = self._stopping, self._live, self._current
+        if stopping:  # the dispatcher has drained and is stopping: nothing more to queue
+            self._fences_passed(n)
+        elif live and current is not None:
             current.writer.send((FENCE, n, quiesce))
-        with self._fences:
-            return self._fences.wait_for(lambda: self._fence_seen >= n, timeout)
+        return n
 
-    def _fence_passed(self, n: int) -> None:
+    def _await_fence(self, n: int, timeout: float | None) -> bool:
+        """Wait until fence ``n`` is answered; False if ``timeout`` ran out first.
+
+        Every :data:`FENCE_TIMEOUT` without an answer, the server is checked: if it has
+        sent nothing all that time while the intake waited on its pipe, it is killed.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = time_left(deadline)
+            window = FENCE_TIMEOUT if left is None else min(left, FENCE_TIMEOUT)
+            with self._fences:
+                if self._fences.wait_for(lambda: self._fence_seen >= n, window):
+                    return True
+            if time_left(deadline) == 0.0:
+                return False
+            silent = self._silent_since
+            if silent is not None and time.monotonic() - silent >= FENCE_TIMEOUT:
+                self._kill_current(f"sent nothing for {FENCE_TIMEOUT:g} s while owing a fence")
+
+    def _fences_passed(self, n: int | None = None) -> None:
+        """Fence ``n`` (None: every one asked so far) is answered."""
         with self._fences:
-            self._fence_seen = max(self._fence_seen, n)
+            upto = self._fence_asked if n is None else n
+            self._fence_seen = max(self._fence_seen, upto)
             self._fences.notify_all()
+
+    def _kill_current(self, why: str) -> None:
+        """Kill the current server process; the intake then reads its pipe to the end."""
+        with self._lock:
+            current = self._current if self._live else None
+        if current is not None and current.process.poll() is None:
+            logger.error(
+                "rigger_mp: the TCP server process (pid %s) %s; killing it "
+                "(the events it acknowledged are kept)",
+                current.process.pid,
+                why,
+            )
+            current.process.kill()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the server after the dispatcher drained: last replies out, no process left.
@@ -345,6 +394,7 @@ class ServerSupervisor:
             self._sock.close()
         self._tasks.clear()
         self._order.clear()
+        self._fences_passed()  # nothing more will be queued: wake whoever still waits
 
     def _at_exit(self) -> None:
         self.rigger.stop()
@@ -383,14 +433,22 @@ class ServerSupervisor:
             with self._lock:
                 current = self._current
             assert current is not None
-            try:
-                self._serve(current)
-            except Exception:  # a bug here must not stop the intake for good
-                logger.exception("rigger_mp: the TCP intake failed; restarting the server")
-                current.process.kill()
+            while True:
+                try:
+                    self._serve(current)
+                    break
+                except Exception:  # a bug here must not stop the intake for good
+                    logger.exception(
+                        "rigger_mp: the TCP intake failed on a batch (events in it may be "
+                        "lost); restarting the server, after queueing what it already sent"
+                    )
+                    current.process.kill()
+                    current.leftover = []  # then read on to its end-of-file
             current.process.wait()
             current.close()
-            self._fence_passed(self._fence_asked)  # all it wrote has been read
+            with self._lock:
+                self._live = False
+            self._fences_passed()  # all it wrote has been read
             with self._lock:
                 if self._stopping:
                     return
@@ -417,16 +475,18 @@ class ServerSupervisor:
                 incarnation = self._spawn()
             except Exception:
                 logger.exception("rigger_mp: starting a new TCP server process failed")
+                self._fences_passed()  # no server ran: none acked anything
                 delay = min(5.0, max(0.5, delay * 2))
                 continue
             with self._lock:
                 self._current = incarnation
+                self._live = True
                 stopping = self._stopping
                 quiescing = self._quiescing
             self.restarts += 1
             with self._fences:
                 asked = self._fence_asked if self._fence_asked > self._fence_seen else 0
-            if asked:  # asked of the old process after its end-of-file: ask this one
+            if asked:  # asked while this one started (it may have acked since): ask it
                 incarnation.writer.send((FENCE, asked, quiescing))
             if stopping:  # stop() sent STOP to the old one; this one must go too
                 incarnation.writer.send(STOP)
@@ -454,21 +514,24 @@ class ServerSupervisor:
                 if type(batch) is list:
                     handle(batch, writer.send, replies)
                 elif batch[0] == FENCE:
-                    self._fence_passed(batch[1])
+                    self._fences_passed(batch[1])
             if replies:
                 writer.send(replies)
             if self.rigger._queue.qsize() > MAX_BACKLOG:
                 self._wait_for_room()
+            self._silent_since = time.monotonic()
             try:
                 batches = recv()
             except (EOFError, OSError):
                 return
+            finally:
+                self._silent_since = None
 
     def _wait_for_room(self) -> None:
         """Read no more requests until the event thread has run what is queued now."""
         self.pauses += 1
         room = self._room = threading.Event()
-        if self._stop_event.is_set():
+        if self._stop_event.is_set() or self._quiescing:  # quiesce() sets _room after
             return
         self.rigger.call_soon(room.set)  # runs once every event queued before it has
         room.wait()

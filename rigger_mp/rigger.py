@@ -247,7 +247,9 @@ class Rigger(Dispatcher):
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting events, finish those accepted, then stop every thread.
 
-        Backgrounded hooks are waited for first (:meth:`wait_background`), then the
+        With a TCP server, the server stops taking events first and every event it
+        acked is queued (see :meth:`rigger_mp.intake.ServerSupervisor.quiesce`).
+        Backgrounded hooks are waited for next (:meth:`wait_background`), then the
         worker pool is ended. What is still queued when ``timeout`` runs out is failed
         with :class:`ShuttingDown`, logged and counted as abandoned; so are backgrounded
         hooks not finished by then.
@@ -275,7 +277,7 @@ class Rigger(Dispatcher):
         background = self._background
         idle = False
         if background is not None:
-            drained = background.wait(timeout)
+            drained = background.wait(time_left(deadline))
             if not drained:
                 background.close(drained=False, timeout=0)  # end what still runs
             # With every event run and the pool done or ended, only merge jobs and the
@@ -402,8 +404,11 @@ class Rigger(Dispatcher):
     def wait_background(self, timeout: float | None = None) -> bool:
         """Wait until every event accepted so far has run and its backgrounded hooks ended.
 
-        Events fired meanwhile by hooks are waited for too. Returns False if ``timeout``
-        (seconds) ran out first, True otherwise (also when the dispatcher is not running).
+        Events fired meanwhile by hooks are waited for too, and so are events a TCP client
+        heard ``ok`` for (the server sends a fence behind them first; a server that does
+        not answer is replaced after :data:`~rigger_mp.intake.FENCE_TIMEOUT`). Returns
+        False if ``timeout`` (seconds) ran out first, True otherwise (also when the
+        dispatcher is not running).
         """
         if self._background is None:
             return True

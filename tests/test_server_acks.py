@@ -8,6 +8,8 @@ lose none of them.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
@@ -18,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from rigger_mp import Rigger, RiggerClient
+from rigger_mp import Rigger, RiggerClient, intake
 from rigger_mp.intake import ServerSupervisor
 from rigger_mp.server import FIRE
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, server_pid
@@ -28,10 +30,12 @@ EVENTS = 300
 
 @dataclass
 class Held:
-    """The intake thread waits in its first batch of fires until ``release`` is set."""
+    """The intake thread waits in its first batch of fires until ``release`` is set;
+    then it handles the batch, or raises if ``fail`` is set (an intake bug)."""
 
     entered: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    fail: bool = False
 
 
 @pytest.fixture
@@ -40,9 +44,11 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
     handle = ServerSupervisor._handle
 
     def held_handle(self: ServerSupervisor, batch: list[tuple[Any, ...]], *args: Any) -> None:
-        if not gate.release.is_set() and any(item[1] == FIRE for item in batch):
+        if not gate.entered.is_set() and any(item[1] == FIRE for item in batch):
             gate.entered.set()
             gate.release.wait(WAIT)
+            if gate.fail:
+                raise RuntimeError("a bug in the intake")
         handle(self, batch, *args)
 
     monkeypatch.setattr(ServerSupervisor, "_handle", held_handle)
@@ -65,6 +71,13 @@ def fire_and_read_acks(raw: Raw, held: Held, tag: str) -> list[str]:
         assert reply["ok"] is True, reply
         tids.append(reply["tid"])
     return tids
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited (reaped, or a zombie about to be)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(WAIT)
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def spy(obj: object, name: str) -> threading.Event:
@@ -178,4 +191,84 @@ def test_after_quiesce_fires_are_refused_and_other_requests_served() -> None:
             assert status["status"] == "done"
         assert sum(counter(rigger).seen.values()) == 1
     finally:
+        rigger.stop()
+
+
+def test_stop_reads_past_a_full_backlog_instead_of_waiting_on_the_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(intake, "MAX_BACKLOG", 3)
+    rigger = make_rigger()
+    plugin = counter(rigger)
+    assert rigger._server is not None
+    quiesce = rigger._server.quiesce
+    quiesced = threading.Event()
+
+    def spied_quiesce(timeout: float | None = None) -> None:
+        quiesce(timeout)
+        quiesced.set()
+
+    rigger._server.quiesce = spied_quiesce  # type: ignore[method-assign]
+    stopper = threading.Thread(target=rigger.stop)
+    try:
+        rigger.fire_hook("block")
+        assert plugin.entered.wait(WAIT)
+        with Raw(port_of(rigger)) as raw:  # the intake pauses after the first few
+            replies = [raw.request({"hook_name": "count", "data": {"i": i}}) for i in range(50)]
+        assert all(r["ok"] for r in replies)
+        stopper.start()
+        # Every acked event is queued although the event thread is still held (the
+        # block hook gives up after WAIT: this must come well before).
+        assert quiesced.wait(WAIT / 2)
+        assert rigger.stats()["events"]["accepted"] == 51
+    finally:
+        plugin.release.set()
+        stopper.join(WAIT)
+    stats = rigger.stats()
+    assert stats["events"]["done"] == 51 and stats["server"]["lost"] == 0
+    assert stats["server"]["restarts"] == 0
+
+
+def test_an_unresponsive_server_is_replaced_when_a_fence_is_owed(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(intake, "FENCE_TIMEOUT", 0.2)
+    rigger = make_rigger()
+    try:
+        old = server_pid(rigger)
+        os.kill(old, signal.SIGSTOP)  # it answers nothing, fences included
+        with caplog.at_level(logging.ERROR, logger="rigger_mp"):
+            assert rigger.wait_background(WAIT)
+        assert gone(old)  # killed, not left stopped
+        assert any("killing it" in r.getMessage() for r in caplog.records)
+        with RiggerClient(HOST, port_of(rigger)) as client:  # its replacement serves
+            assert client.fire_hook("count", wait_for_task=True, c="after")
+        assert server_pid(rigger) != old
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
+        rigger.stop()
+
+
+def test_after_an_intake_bug_what_the_server_sent_is_still_queued(
+    held: Held, caplog: pytest.LogCaptureFixture
+) -> None:
+    held.fail = True
+    rigger = make_rigger()
+    try:
+        old = server_pid(rigger)
+        with Raw(port_of(rigger)) as raw:
+            fire_and_read_acks(raw, held, "acked")
+        with caplog.at_level(logging.ERROR, logger="rigger_mp"):
+            held.release.set()  # the first batch raises; the server is killed
+            assert gone(old)
+            with RiggerClient(HOST, port_of(rigger)) as client:
+                assert client.fire_hook("count", wait_for_task=True, c="after")
+        assert any("intake failed" in r.getMessage() for r in caplog.records)
+        seen = counter(rigger).seen
+        # Only the batch the bug hit is lost; those behind it in the pipe ran.
+        assert seen[("acked", 0)] == 0
+        assert all(seen[("acked", i)] == 1 for i in range(1, EVENTS)), seen
+    finally:
+        held.release.set()
         rigger.stop()
