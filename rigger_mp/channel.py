@@ -14,12 +14,15 @@ to these pipes; data from the network is parsed as JSON in the server before it 
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import queue
 import struct
 import threading
 from typing import Any, Final
+
+logger = logging.getLogger("rigger_mp")
 
 _HEADER: Final = struct.Struct("!I")
 HEADER_SIZE: Final = _HEADER.size
@@ -65,6 +68,7 @@ class BlockingReader:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self._closing = threading.Lock()
         self._frames = FrameReader()
         self._buf = bytearray(READ_SIZE)
         self._view = memoryview(self._buf)
@@ -81,8 +85,9 @@ class BlockingReader:
 
     def close(self) -> None:
         """Close the pipe (once: a second close could hit a descriptor reused since)."""
-        if self.fd >= 0:
+        with self._closing:
             fd, self.fd = self.fd, -1
+        if fd >= 0:
             os.close(fd)
 
 
@@ -140,7 +145,12 @@ class QueuedWriter:
             if obj is _CLOSE:
                 break
             if not broken:
-                broken = not self._write(pack(obj))
+                try:
+                    frame = pack(obj)
+                except Exception:  # a bug: lose this object, not the thread and the pipe
+                    logger.exception("rigger_mp: a reply to the TCP server cannot be pickled")
+                else:
+                    broken = not self._write(frame)
             obj = get() if after is None else after
         os.close(self._fd)
 

@@ -170,12 +170,14 @@ class ServerSupervisor:
         self._fence_asked = 0
         self._fence_seen = 0
         self._live = True  # False from the current process's end-of-file to its replacement
-        self._silent_since: float | None = None  # while the intake waits on the pipe
+        # While the intake waits on a server's pipe: that server, and since when.
+        self._silent: tuple[_Incarnation, float] | None = None
+        self._serving: _Incarnation | None = None  # the one the intake reads (its thread only)
         self._generation = 0
         self._room = threading.Event()
         self.pauses = 0
         self._stopping = False
-        self._terminate_rids: list[int] = []
+        self._terminate_rids: list[tuple[_Incarnation | None, int]] = []
         self._tasks: dict[str, Task] = {}
         self._order: deque[str] = deque()
         self.restarts = 0
@@ -245,7 +247,15 @@ class ServerSupervisor:
         # Our copies of the server's ends, closed: its death is our end-of-file.
         os.close(requests_w)
         os.close(replies_r)
-        incarnation = _Incarnation(process, BlockingReader(requests_r), QueuedWriter(replies_w))
+        try:
+            writer = QueuedWriter(replies_w)
+        except BaseException:
+            process.kill()
+            process.wait()
+            os.close(requests_r)
+            os.close(replies_w)
+            raise
+        incarnation = _Incarnation(process, BlockingReader(requests_r), writer)
         try:
             incarnation.writer.send(settings)
             if not wait([requests_r], START_TIMEOUT):
@@ -255,11 +265,11 @@ class ServerSupervisor:
             objs = incarnation.reader.recv()
             if not (type(objs[0]) is tuple and objs[0][0] == READY):
                 raise ServerStartError(f"the TCP server process sent {objs[0]!r} first")
-        except (EOFError, OSError, ServerStartError) as exc:
+        except BaseException as exc:
             process.kill()
             process.wait()
             incarnation.close()
-            if isinstance(exc, ServerStartError):
+            if not isinstance(exc, (EOFError, OSError)):
                 raise
             raise ServerStartError(
                 f"the TCP server process exited while starting (exit code {process.returncode})"
@@ -282,11 +292,13 @@ class ServerSupervisor:
         """
         with self._lock:
             self._quiescing = True
+            current = self._current if self._live else None
         self._room.set()  # after _quiescing: see _wait_for_room
         n = self._ask_fence(True)
         if self._await_fence(n, timeout):
             return
-        self._kill_current(f"did not stop taking events within the {timeout:g} s of stop()")
+        if current is not None:
+            self._kill(current, f"did not stop taking events within stop()'s {timeout:.3g} s")
         if not self._await_fence(n, STOP_GRACE):
             logger.error(
                 "rigger_mp: the TCP intake did not read the rest of the server's pipe within "
@@ -306,6 +318,9 @@ class ServerSupervisor:
             self._fence_asked = n = self._fence_asked + 1
         with self._lock:
             stopping, live, current = self._stopping, self._live, self._current
+            # Once quiescing, every fence quiesces: one numbered after quiesce()'s but
+            # sent before it must not answer it while the server still takes fires.
+            quiesce = quiesce or self._quiescing
         if stopping:  # the dispatcher has drained and is stopping: nothing more to queue
             self._fences_passed(n)
         elif live and current is not None:
@@ -315,8 +330,9 @@ class ServerSupervisor:
     def _await_fence(self, n: int, timeout: float | None) -> bool:
         """Wait until fence ``n`` is answered; False if ``timeout`` ran out first.
 
-        Every :data:`FENCE_TIMEOUT` without an answer, the server is checked: if it has
-        sent nothing all that time while the intake waited on its pipe, it is killed.
+        Each time it wakes without an answer (every :data:`FENCE_TIMEOUT`, or when
+        ``timeout`` runs out), the server is checked: if it has sent nothing for
+        :data:`FENCE_TIMEOUT` while the intake waited on its pipe, it is killed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -325,11 +341,11 @@ class ServerSupervisor:
             with self._fences:
                 if self._fences.wait_for(lambda: self._fence_seen >= n, window):
                     return True
+            silent = self._silent
+            if silent is not None and time.monotonic() - silent[1] >= FENCE_TIMEOUT:
+                self._kill(silent[0], f"sent nothing for {FENCE_TIMEOUT:g} s while owing a fence")
             if time_left(deadline) == 0.0:
                 return False
-            silent = self._silent_since
-            if silent is not None and time.monotonic() - silent >= FENCE_TIMEOUT:
-                self._kill_current(f"sent nothing for {FENCE_TIMEOUT:g} s while owing a fence")
 
     def _fences_passed(self, n: int | None = None) -> None:
         """Fence ``n`` (None: every one asked so far) is answered."""
@@ -338,18 +354,16 @@ class ServerSupervisor:
             self._fence_seen = max(self._fence_seen, upto)
             self._fences.notify_all()
 
-    def _kill_current(self, why: str) -> None:
-        """Kill the current server process; the intake then reads its pipe to the end."""
-        with self._lock:
-            current = self._current if self._live else None
-        if current is not None and current.process.poll() is None:
+    def _kill(self, incarnation: _Incarnation, why: str) -> None:
+        """Kill a server process; the intake then reads its pipe to the end."""
+        if incarnation.process.poll() is None:
             logger.error(
                 "rigger_mp: the TCP server process (pid %s) %s; killing it "
                 "(the events it acknowledged are kept)",
-                current.process.pid,
+                incarnation.process.pid,
                 why,
             )
-            current.process.kill()
+            incarnation.process.kill()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the server after the dispatcher drained: last replies out, no process left.
@@ -361,7 +375,8 @@ class ServerSupervisor:
                 return
             self._stopping = True
             current = self._current
-            terminators, self._terminate_rids = self._terminate_rids, []
+            terminators = [rid for inc, rid in self._terminate_rids if inc is current]
+            self._terminate_rids = []
         self._stop_event.set()
         self._room.set()
         with contextlib.suppress(ValueError):
@@ -433,24 +448,14 @@ class ServerSupervisor:
             with self._lock:
                 current = self._current
             assert current is not None
-            while True:
-                try:
-                    self._serve(current)
-                    break
-                except Exception:  # a bug here must not stop the intake for good
-                    logger.exception(
-                        "rigger_mp: the TCP intake failed on a batch (events in it may be "
-                        "lost); restarting the server, after queueing what it already sent"
-                    )
-                    current.process.kill()
-                    current.leftover = []  # then read on to its end-of-file
+            self._serve(current)
             current.process.wait()
             current.close()
             with self._lock:
                 self._live = False
             self._fences_passed()  # all it wrote has been read
             with self._lock:
-                if self._stopping:
+                if self._stopping or self._quiescing:  # stop() needs no new one
                     return
             lived = time.monotonic() - current.started
             logger.error(
@@ -466,8 +471,12 @@ class ServerSupervisor:
                 return
 
     def _restart(self, quick_death: bool) -> bool:
-        """Start the next server process; False if a stop came first."""
-        delay = 0.0
+        """Start the next server process; False if a stop came first.
+
+        A process that died within a second of starting waits half a second for its
+        successor, and failed starts back off up to 5 s: a crash loop does not spin.
+        """
+        delay = 0.5 if quick_death else 0.0
         while True:
             if delay and self._stop_event.wait(delay):
                 return False
@@ -490,8 +499,6 @@ class ServerSupervisor:
                 incarnation.writer.send((FENCE, asked, quiescing))
             if stopping:  # stop() sent STOP to the old one; this one must go too
                 incarnation.writer.send(STOP)
-            elif quick_death:
-                delay = 0.5
             logger.warning(
                 "rigger_mp: TCP server restarted (pid %s) on %s:%d",
                 incarnation.process.pid,
@@ -502,6 +509,7 @@ class ServerSupervisor:
 
     def _serve(self, current: _Incarnation) -> None:
         """Handle the batches of one server process until its pipe reaches end-of-file."""
+        self._serving = current
         handle = self._handle
         writer = current.writer
         batches = current.leftover
@@ -511,21 +519,43 @@ class ServerSupervisor:
             # one write: the busier the server, the bigger the batches.
             replies: list[tuple[int, int, Any]] = []
             for batch in batches:
-                if type(batch) is list:
+                if type(batch) is not list:
+                    if batch[0] == FENCE:
+                        self._fences_passed(batch[1])
+                    continue
+                try:
                     handle(batch, writer.send, replies)
-                elif batch[0] == FENCE:
-                    self._fences_passed(batch[1])
+                except Exception:  # a bug here must not stop the intake for good
+                    self._bug(current, batch)
             if replies:
                 writer.send(replies)
             if self.rigger._queue.qsize() > MAX_BACKLOG:
                 self._wait_for_room()
-            self._silent_since = time.monotonic()
+            self._silent = (current, time.monotonic())
             try:
                 batches = recv()
             except (EOFError, OSError):
                 return
             finally:
-                self._silent_since = None
+                self._silent = None
+
+    def _bug(self, current: _Incarnation, batch: list[tuple[Any, ...]]) -> None:
+        """Handling ``batch`` raised: log it, count its acked fires as lost, replace the server.
+
+        The batches behind it are still handled, up to the server's end-of-file. Its
+        clients lose their connections (and the replies the batch owed them).
+        """
+        acked = [item[5] for item in batch if item[1] == FIRE and item[0] == NO_REPLY]
+        self.lost += len(acked)
+        logger.exception(
+            "rigger_mp: the TCP intake failed on a batch of %d request(s); %d acknowledged "
+            "event(s) in it may not have been queued (counted as lost): tids %s; "
+            "replacing the server",
+            len(batch),
+            len(acked),
+            ", ".join(acked[:10]) + (" ..." if len(acked) > 10 else ""),
+        )
+        current.process.kill()
 
     def _wait_for_room(self) -> None:
         """Read no more requests until the event thread has run what is queued now."""
@@ -678,7 +708,7 @@ class ServerSupervisor:
             if self._stopping:
                 add((rid, R_LINE, proto.OK_LINE))
                 return
-            self._terminate_rids.append(rid)
+            self._terminate_rids.append((self._serving, rid))  # rids are per process
             if self._terminator is not None:
                 return
             self._terminator = threading.Thread(

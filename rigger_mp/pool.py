@@ -260,11 +260,16 @@ class LocalPool:
         try:
             manager.start(_manager_initializer)
         except EOFError as exc:  # what the stdlib says when the new process died at once
+            hint = (
+                " With 'spawn' and 'forkserver' each new process imports the main module "
+                "again: the code that starts the Rigger must run under "
+                "`if __name__ == '__main__':`."
+                if self.start_method != "fork"
+                else ""
+            )
             raise PluginError(
                 f"the worker pool's manager process exited while starting (start method "
-                f"{self.start_method!r}). With 'spawn' and 'forkserver' each new process "
-                "imports the main module again: the code that starts the Rigger must run "
-                "under `if __name__ == '__main__':` (the new process printed why it died above)"
+                f"{self.start_method!r}); it printed why above.{hint}"
             ) from exc
         self._manager = manager
         try:

@@ -56,10 +56,10 @@ STOP: Final = "stop"
 
 BACKLOG: Final = 1024
 PIPE_HIGH_WATER: Final = 4 * 1024 * 1024
+"""Bytes waiting for the main process above which no client is read."""
 MAX_OWED: Final = 10_000
 """Replies one connection may be owed before the server stops reading from it: a reply
 held back (a slow ``grab_result``) keeps every later one waiting in memory."""
-"""Bytes waiting for the main process above which no client is read."""
 WRITE_HIGH_WATER: Final = 256 * 1024
 """A client's unread replies above this: stop reading its messages until it catches up."""
 

@@ -1,0 +1,60 @@
+"""The pipes between the main process and the server process, without a server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from rigger_mp.channel import BlockingReader, QueuedWriter
+
+WAIT = 30.0
+
+
+def read_all(reader: BlockingReader) -> list[Any]:
+    """Every object until end-of-file, lists flattened (the writer may merge them)."""
+    got: list[Any] = []
+    while True:
+        try:
+            objs = reader.recv()
+        except EOFError:
+            return got
+        for obj in objs:
+            got += obj if type(obj) is list else [obj]
+
+
+def test_queued_writer_keeps_order_survives_a_bad_object_and_closes_its_pipe(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    r, w = os.pipe()
+    reader, writer = BlockingReader(r), QueuedWriter(w)
+    with caplog.at_level(logging.ERROR, logger="rigger_mp"):
+        writer.send([1])
+        writer.send([2, 3])
+        writer.send(("fence", 1, False))
+        writer.send(("bad", lambda: None))  # cannot be pickled: dropped, and said so
+        writer.send([4])
+        writer.close()
+        got = read_all(reader)  # end-of-file: the writer closed its end itself
+        writer.join(WAIT)
+    assert got == [1, 2, 3, ("fence", 1, False), 4]
+    assert any("cannot be pickled" in r.getMessage() for r in caplog.records)
+    reader.close()
+    reader.close()  # a second close does nothing (the number may be reused by then)
+    assert not any(t.name == "rigger_mp-replies" for t in threading.enumerate())
+
+
+def test_queued_writer_never_blocks_its_callers_on_a_full_pipe() -> None:
+    r, w = os.pipe()
+    reader, writer = BlockingReader(r), QueuedWriter(w)
+    big = ["x" * 100_000] * 20  # 2 MB: far more than a pipe holds, nobody reading yet
+    for _ in range(5):
+        writer.send([big])  # returns at once: the writer thread waits, not us
+    writer.close()
+    got = read_all(reader)
+    writer.join(WAIT)
+    reader.close()
+    assert got == [big] * 5
