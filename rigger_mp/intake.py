@@ -169,7 +169,9 @@ class ServerSupervisor:
         self._fences = threading.Condition(threading.Lock())
         self._fence_asked = 0
         self._fence_seen = 0
+        self._owed: deque[tuple[int, float]] = deque()  # fences sent, unanswered: (n, when)
         self._live = True  # False from the current process's end-of-file to its replacement
+        self._ended = False  # no server process will run again (stopping or quiescing)
         # While the intake waits on a server's pipe: that server, and since when.
         self._silent: tuple[_Incarnation, float] | None = None
         self._serving: _Incarnation | None = None  # the one the intake reads (its thread only)
@@ -312,27 +314,33 @@ class ServerSupervisor:
         The number is taken first: a server that dies after that has everything it
         wrote read at its end-of-file, which answers every fence asked so far (see
         :meth:`_run`). While a replacement starts, the request waits for it (see
-        :meth:`_restart`).
+        :meth:`_restart`); when no server will run again, it is answered at once.
         """
         with self._fences:
             self._fence_asked = n = self._fence_asked + 1
         with self._lock:
-            stopping, live, current = self._stopping, self._live, self._current
+            done = self._stopping or self._ended
+            current = self._current if self._live else None
             # Once quiescing, every fence quiesces: one numbered after quiesce()'s but
             # sent before it must not answer it while the server still takes fires.
             quiesce = quiesce or self._quiescing
-        if stopping:  # the dispatcher has drained and is stopping: nothing more to queue
+        if done:
             self._fences_passed(n)
-        elif live and current is not None:
-            current.writer.send((FENCE, n, quiesce))
+        elif current is not None:
+            self._send_fence(current, n, quiesce)
         return n
+
+    def _send_fence(self, incarnation: _Incarnation, n: int, quiesce: bool) -> None:
+        with self._fences:
+            self._owed.append((n, time.monotonic()))
+        incarnation.writer.send((FENCE, n, quiesce))
 
     def _await_fence(self, n: int, timeout: float | None) -> bool:
         """Wait until fence ``n`` is answered; False if ``timeout`` ran out first.
 
         Each time it wakes without an answer (every :data:`FENCE_TIMEOUT`, or when
-        ``timeout`` runs out), the server is checked: if it has sent nothing for
-        :data:`FENCE_TIMEOUT` while the intake waited on its pipe, it is killed.
+        ``timeout`` runs out), the server is checked: if for :data:`FENCE_TIMEOUT` it has
+        owed a fence and sent nothing while the intake waited on its pipe, it is killed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -341,9 +349,14 @@ class ServerSupervisor:
             with self._fences:
                 if self._fences.wait_for(lambda: self._fence_seen >= n, window):
                     return True
+                owed_since = self._owed[0][1] if self._owed else None
             silent = self._silent
-            if silent is not None and time.monotonic() - silent[1] >= FENCE_TIMEOUT:
-                self._kill(silent[0], f"sent nothing for {FENCE_TIMEOUT:g} s while owing a fence")
+            if (
+                silent is not None
+                and owed_since is not None
+                and time.monotonic() - max(silent[1], owed_since) >= FENCE_TIMEOUT
+            ):
+                self._kill(silent[0], f"owed a fence and sent nothing for {FENCE_TIMEOUT:g} s")
             if time_left(deadline) == 0.0:
                 return False
 
@@ -351,7 +364,10 @@ class ServerSupervisor:
         """Fence ``n`` (None: every one asked so far) is answered."""
         with self._fences:
             upto = self._fence_asked if n is None else n
-            self._fence_seen = max(self._fence_seen, upto)
+            self._fence_seen = seen = max(self._fence_seen, upto)
+            owed = self._owed
+            while owed and owed[0][0] <= seen:
+                owed.popleft()
             self._fences.notify_all()
 
     def _kill(self, incarnation: _Incarnation, why: str) -> None:
@@ -443,20 +459,27 @@ class ServerSupervisor:
     # -- the intake thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        """Serve one server process after another until the stop."""
+        """Serve one server process after another until the stop (or the quiesce)."""
         while True:
             with self._lock:
                 current = self._current
             assert current is not None
-            self._serve(current)
+            try:
+                self._serve(current)
+            except Exception:  # a bug, or a frame that does not unpickle: never hang on it
+                logger.exception(
+                    "rigger_mp: the TCP intake cannot go on reading the server's pipe; "
+                    "killing the server (events it acknowledged and not yet read are lost)"
+                )
+                current.process.kill()
             current.process.wait()
             current.close()
             with self._lock:
                 self._live = False
+                self._ended = self._stopping or self._quiescing  # stop() needs no new one
             self._fences_passed()  # all it wrote has been read
-            with self._lock:
-                if self._stopping or self._quiescing:  # stop() needs no new one
-                    return
+            if self._ended:
+                break
             lived = time.monotonic() - current.started
             logger.error(
                 "rigger_mp: the TCP server process (pid %s) died with exit code %s after %.1f s; "
@@ -468,7 +491,11 @@ class ServerSupervisor:
                 self.port,
             )
             if not self._restart(quick_death=lived < 1.0):
-                return
+                break
+        # No server process will run again: refuse connections at once rather than leave
+        # them in the backlog until stop() closes the socket.
+        if self._sock is not None:
+            self._sock.close()
 
     def _restart(self, quick_death: bool) -> bool:
         """Start the next server process; False if a stop came first.
@@ -478,7 +505,12 @@ class ServerSupervisor:
         """
         delay = 0.5 if quick_death else 0.0
         while True:
-            if delay and self._stop_event.wait(delay):
+            if delay:
+                self._stop_event.wait(delay)
+            with self._lock:
+                self._ended = ended = self._stopping or self._quiescing
+            if ended:
+                self._fences_passed()
                 return False
             try:
                 incarnation = self._spawn()
@@ -491,12 +523,13 @@ class ServerSupervisor:
                 self._current = incarnation
                 self._live = True
                 stopping = self._stopping
-                quiescing = self._quiescing
             self.restarts += 1
             with self._fences:
                 asked = self._fence_asked if self._fence_asked > self._fence_seen else 0
             if asked:  # asked while this one started (it may have acked since): ask it
-                incarnation.writer.send((FENCE, asked, quiescing))
+                with self._lock:  # read after `asked`: see _ask_fence
+                    quiescing = self._quiescing
+                self._send_fence(incarnation, asked, quiescing)
             if stopping:  # stop() sent STOP to the old one; this one must go too
                 incarnation.writer.send(STOP)
             logger.warning(
@@ -545,7 +578,11 @@ class ServerSupervisor:
         The batches behind it are still handled, up to the server's end-of-file. Its
         clients lose their connections (and the replies the batch owed them).
         """
-        acked = [item[5] for item in batch if item[1] == FIRE and item[0] == NO_REPLY]
+        current.process.kill()
+        try:
+            acked = [str(i[5]) for i in batch if i[1] == FIRE and i[0] == NO_REPLY]
+        except Exception:  # the batch itself is malformed: say so, count nothing
+            acked = ["(unreadable batch)"]
         self.lost += len(acked)
         logger.exception(
             "rigger_mp: the TCP intake failed on a batch of %d request(s); %d acknowledged "
@@ -555,7 +592,6 @@ class ServerSupervisor:
             len(acked),
             ", ".join(acked[:10]) + (" ..." if len(acked) > 10 else ""),
         )
-        current.process.kill()
 
     def _wait_for_room(self) -> None:
         """Read no more requests until the event thread has run what is queued now."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +23,7 @@ import psutil
 import pytest
 
 from rigger_mp import Rigger, RiggerClient, intake
+from rigger_mp.channel import BlockingReader
 from rigger_mp.intake import ServerSupervisor
 from rigger_mp.server import FIRE
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, server_pid
@@ -328,3 +331,81 @@ def test_stop_timeout_kills_an_unanswering_server_and_starts_no_other(
     assert not any("starting a new one" in m for m in messages), messages
     stats = rigger.stats()["server"]
     assert stats["restarts"] == 0 and stats["lost"] == 0
+
+
+def test_a_short_wait_does_not_kill_an_idle_healthy_server(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rigger = make_rigger()
+    try:
+        old = server_pid(rigger)
+        supervisor = rigger._server
+        assert supervisor is not None and supervisor._current is not None
+        # The intake has waited on the idle server's pipe far longer than FENCE_TIMEOUT.
+        supervisor._silent = (supervisor._current, time.monotonic() - 100 * intake.FENCE_TIMEOUT)
+        with caplog.at_level(logging.ERROR, logger="rigger_mp"):
+            rigger.wait_background(timeout=0)  # a poll: its fence was only just sent
+            assert rigger.wait_background(WAIT)
+        assert not any("killing it" in r.getMessage() for r in caplog.records)
+        assert server_pid(rigger) == old and psutil.pid_exists(old)
+    finally:
+        rigger.stop()
+
+
+def test_stop_does_not_hang_when_the_server_dies_as_it_begins() -> None:
+    rigger = make_rigger()
+    supervisor = rigger._server
+    assert supervisor is not None
+    room = supervisor._room
+
+    class DyingRoom:
+        """quiesce() sets the room just before it asks for its fence: die right then."""
+
+        def set(self) -> None:
+            room.set()
+            assert supervisor is not None and supervisor._current is not None
+            supervisor._current.process.kill()
+            assert supervisor._thread is not None
+            supervisor._thread.join(WAIT)  # the intake read it to its end-of-file
+
+    supervisor._room = DyingRoom()  # type: ignore[assignment]
+    stopper = threading.Thread(target=rigger.stop)
+    stopper.start()
+    stopper.join(WAIT)
+    hung = stopper.is_alive()
+    if hung:
+        supervisor._fences_passed()  # let it finish before failing
+        stopper.join(WAIT)
+    assert not hung, "stop() waited for a fence that no server will answer"
+    assert not rigger.running
+
+
+def test_an_unreadable_pipe_replaces_the_server_instead_of_stopping_the_intake(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    recv = BlockingReader.recv
+    corrupt = threading.Event()
+
+    def corrupting_recv(self: BlockingReader) -> list[Any]:
+        objs = recv(self)
+        if corrupt.is_set():
+            corrupt.clear()
+            raise pickle.UnpicklingError("a frame that does not unpickle")
+        return objs
+
+    monkeypatch.setattr(BlockingReader, "recv", corrupting_recv)
+    rigger = make_rigger()
+    try:
+        old = server_pid(rigger)
+        with caplog.at_level(logging.ERROR, logger="rigger_mp"):
+            corrupt.set()
+            with Raw(port_of(rigger)) as raw:
+                raw.send({"hook_name": "count", "data": {"c": "unread"}})
+                raw.wait_closed()  # the server is killed under it
+            assert gone(old)
+            with RiggerClient(HOST, port_of(rigger)) as client:  # its replacement serves
+                assert client.fire_hook("count", wait_for_task=True, c="after")
+        assert any("cannot go on reading" in r.getMessage() for r in caplog.records)
+    finally:
+        rigger.stop()
+    assert not rigger.running
