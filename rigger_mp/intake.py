@@ -294,11 +294,12 @@ class ServerSupervisor:
         """
         with self._lock:
             self._quiescing = True
-            current = self._current if self._live else None
         self._room.set()  # after _quiescing: see _wait_for_room
         n = self._ask_fence(True)
         if self._await_fence(n, timeout):
             return
+        with self._lock:
+            current = self._current if self._live else None
         if current is not None:
             self._kill(current, f"did not stop taking events within stop()'s {timeout:.3g} s")
         if not self._await_fence(n, STOP_GRACE):
