@@ -57,7 +57,10 @@ class FrameReader:
             stop = pos + HEADER_SIZE + size
             if stop > end:
                 break
-            out.append(pickle.loads(buf[pos + HEADER_SIZE : stop]))
+            try:
+                out.append(pickle.loads(buf[pos + HEADER_SIZE : stop]))
+            except Exception:  # a bug on the other side: lose this frame, not the stream
+                logger.exception("rigger_mp: a %d-byte frame does not unpickle; dropped", size)
             pos = stop
         self._buf = buf[pos:] if pos else buf
         return out

@@ -11,8 +11,9 @@ each run of them with one :meth:`Rigger._fire_batch`, in pipe order, and answers
 other requests (``task_status``, ``stats``, ``terminate``) with one batch per read.
 Replies that wait for an event (``grab_result``, ``wait_for_task``) are sent by a
 done-callback of the event's task. When the pipe reaches end-of-file the server process
-has exited, and everything it wrote has been read: at a stop the thread ends; otherwise
-the death is logged and a new server process is started.
+has exited, and everything it wrote has been read: once a stop has begun (quiesce), the
+thread ends and closes the listening socket; otherwise the death is logged and a new
+server process is started.
 
 What "accepted" means to the rest of the dispatcher is kept by fences: :meth:`sync`
 asks the server for one and returns once the intake has queued every fire acked before
@@ -164,7 +165,7 @@ class ServerSupervisor:
         self._thread: threading.Thread | None = None
         self._terminator: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._stop_event = threading.Event()
+        self._stop_event = threading.Event()  # set once a stop begins (quiesce or stop)
         self._quiescing = False
         self._fences = threading.Condition(threading.Lock())
         self._fence_asked = 0
@@ -295,6 +296,7 @@ class ServerSupervisor:
         with self._lock:
             self._quiescing = True
         self._room.set()  # after _quiescing: see _wait_for_room
+        self._stop_event.set()  # and cut short a restart's back-off: none will start now
         n = self._ask_fence(True)
         if self._await_fence(n, timeout):
             return
@@ -333,6 +335,8 @@ class ServerSupervisor:
 
     def _send_fence(self, incarnation: _Incarnation, n: int, quiesce: bool) -> None:
         with self._fences:
+            if n <= self._fence_seen:  # answered meanwhile (its server's end-of-file)
+                return
             self._owed.append((n, time.monotonic()))
         incarnation.writer.send((FENCE, n, quiesce))
 
@@ -499,7 +503,7 @@ class ServerSupervisor:
             self._sock.close()
 
     def _restart(self, quick_death: bool) -> bool:
-        """Start the next server process; False if a stop came first.
+        """Start the next server process; False if a stop (or its quiesce) came first.
 
         A process that died within a second of starting waits half a second for its
         successor, and failed starts back off up to 5 s: a crash loop does not spin.
@@ -582,8 +586,9 @@ class ServerSupervisor:
         current.process.kill()
         try:
             acked = [str(i[5]) for i in batch if i[1] == FIRE and i[0] == NO_REPLY]
+            tids = ", ".join(acked[:10]) + (" ..." if len(acked) > 10 else "")
         except Exception:  # the batch itself is malformed: say so, count nothing
-            acked = ["(unreadable batch)"]
+            acked, tids = [], "(unreadable batch)"
         self.lost += len(acked)
         logger.exception(
             "rigger_mp: the TCP intake failed on a batch of %d request(s); %d acknowledged "
@@ -591,7 +596,7 @@ class ServerSupervisor:
             "replacing the server",
             len(batch),
             len(acked),
-            ", ".join(acked[:10]) + (" ..." if len(acked) > 10 else ""),
+            tids,
         )
 
     def _wait_for_room(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rigger_mp.channel import BlockingReader, QueuedWriter
+from rigger_mp.channel import HEADER_SIZE, BlockingReader, FrameReader, QueuedWriter, pack
 
 WAIT = 30.0
 
@@ -58,3 +58,12 @@ def test_queued_writer_never_blocks_its_callers_on_a_full_pipe() -> None:
     writer.join(WAIT)
     reader.close()
     assert got == [big] * 5
+
+
+def test_a_frame_that_does_not_unpickle_is_dropped_alone(caplog: pytest.LogCaptureFixture) -> None:
+    bad = bytearray(pack(["lost"]))
+    bad[HEADER_SIZE:] = b"\xff" * (len(bad) - HEADER_SIZE)  # same length, not a pickle
+    stream = pack(["before"]) + bytes(bad) + pack(["after"])
+    with caplog.at_level(logging.ERROR, logger="rigger_mp"):
+        assert FrameReader().feed(stream) == [["before"], ["after"]]
+    assert any("does not unpickle" in r.getMessage() for r in caplog.records)

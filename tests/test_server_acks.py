@@ -409,3 +409,26 @@ def test_an_unreadable_pipe_replaces_the_server_instead_of_stopping_the_intake(
     finally:
         rigger.stop()
     assert not rigger.running
+
+
+def test_a_fence_answered_by_its_servers_death_is_not_left_owed() -> None:
+    rigger = make_rigger()
+    try:
+        supervisor = rigger._server
+        assert supervisor is not None
+        send_fence = supervisor._send_fence
+
+        def dying_send(incarnation: Any, n: int, quiesce: bool) -> None:
+            # The server dies between _ask_fence choosing it and the send; its
+            # end-of-file answers fence n before the send records it as owed.
+            incarnation.process.kill()
+            with supervisor._fences:
+                assert supervisor._fences.wait_for(lambda: supervisor._fence_seen >= n, WAIT)
+            send_fence(incarnation, n, quiesce)
+
+        supervisor._send_fence = dying_send  # type: ignore[method-assign]
+        assert supervisor.sync(WAIT)
+        # A stale entry would make the silence rule kill the next, healthy server.
+        assert not supervisor._owed
+    finally:
+        rigger.stop()
