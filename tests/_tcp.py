@@ -62,6 +62,12 @@ def counter(rigger: Rigger) -> Counting:
     return obj
 
 
+def port_of(rigger: Rigger) -> int:
+    """The port the Rigger's TCP server listens on."""
+    assert rigger.server_port is not None
+    return rigger.server_port
+
+
 def server_pid(rigger: Rigger) -> int:
     pid = rigger.stats()["server"]["pid"]
     assert isinstance(pid, int)

@@ -21,7 +21,7 @@ import pytest
 
 from rigger_mp import Rigger, RiggerClient
 from rigger_mp.intake import ServerStartError, exposed_without_token
-from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, server_pid
+from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 
 TESTS = Path(__file__).resolve().parent
 
@@ -33,11 +33,6 @@ def rigger() -> Iterator[Rigger]:
     pid = server_pid(r)
     r.stop()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-
-
-def port_of(rigger: Rigger) -> int:
-    assert rigger.server_port is not None
-    return rigger.server_port
 
 
 def ping_on_fresh_connection(rigger: Rigger) -> None:

@@ -22,11 +22,11 @@ from typing import Any
 import psutil
 import pytest
 
-from rigger_mp import Rigger, RiggerClient, intake
+from rigger_mp import RiggerClient, intake
 from rigger_mp.channel import BlockingReader
 from rigger_mp.intake import ServerSupervisor
 from rigger_mp.server import FIRE
-from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, server_pid
+from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 
 EVENTS = 300
 
@@ -61,11 +61,6 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
     monkeypatch.setattr(ServerSupervisor, "_handle", held_handle)
     yield gate
     gate.release.set()
-
-
-def port_of(rigger: Rigger) -> int:
-    assert rigger.server_port is not None
-    return rigger.server_port
 
 
 def fire_and_read_acks(raw: Raw, held: Held, tag: str) -> list[str]:
