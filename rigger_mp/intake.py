@@ -586,7 +586,7 @@ class ServerSupervisor:
         current.process.kill()
         try:
             acked = [str(i[5]) for i in batch if i[1] == FIRE and i[0] == NO_REPLY]
-            tids = ", ".join(acked[:10]) + (" ..." if len(acked) > 10 else "")
+            tids = _first_tids(acked)
         except Exception:  # the batch itself is malformed: say so, count nothing
             acked, tids = [], "(unreadable batch)"
         self.lost += len(acked)
@@ -691,7 +691,7 @@ class ServerSupervisor:
                 "tids %s",
                 len(acked),
                 _describe(exc),
-                ", ".join(acked[:10]) + (" ..." if len(acked) > 10 else ""),
+                _first_tids(acked),
             )
 
     def _remember(self, tasks: list[Task]) -> None:
@@ -764,6 +764,11 @@ class ServerSupervisor:
             self.rigger.stop()
         except Exception:
             logger.exception("rigger_mp: stop() after a TCP terminate failed")
+
+
+def _first_tids(tids: list[str]) -> str:
+    """The first ten of ``tids`` for a log line."""
+    return ", ".join(tids[:10]) + (" ..." if len(tids) > 10 else "")
 
 
 def _describe(exc: BaseException) -> str:
