@@ -295,8 +295,10 @@ class ServerSupervisor:
         """
         with self._lock:
             self._quiescing = True
-        self._room.set()  # after _quiescing: see _wait_for_room
-        self._stop_event.set()  # and cut short a restart's back-off: none will start now
+        # Before waking the room (see _wait_for_room); also cuts short a restart's
+        # back-off: no server starts once quiescing.
+        self._stop_event.set()
+        self._room.set()
         n = self._ask_fence(True)
         if self._await_fence(n, timeout):
             return
@@ -603,7 +605,7 @@ class ServerSupervisor:
         """Read no more requests until the event thread has run what is queued now."""
         self.pauses += 1
         room = self._room = threading.Event()
-        if self._stop_event.is_set() or self._quiescing:  # quiesce() sets _room after
+        if self._stop_event.is_set():  # a stop has begun: quiesce() and stop() set the room after
             return
         self.rigger.call_soon(room.set)  # runs once every event queued before it has
         room.wait()
