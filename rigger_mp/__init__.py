@@ -63,8 +63,11 @@ Callables receive only the parameters their signature names, looked up in the ev
 locals first, then in the globals, and return ``None`` or ``(local, global)`` updates.
 """
 
-from .client import FireManyError, RemoteError, RiggerClient, RiggerConnectionError, RiggerTimeout
-from .config import RiggerConfig, load_config
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BackgroundError,
     ConfigError,
@@ -75,10 +78,50 @@ from .errors import (
     ShuttingDown,
     WouldDeadlock,
 )
-from .merge import recursive_update
-from .plugin import RiggerBasePlugin
-from .rigger import PluginInstance, Rigger
-from .task import Task
+
+if TYPE_CHECKING:
+    from .client import (
+        FireManyError,
+        RemoteError,
+        RiggerClient,
+        RiggerConnectionError,
+        RiggerTimeout,
+    )
+    from .core.config import RiggerConfig, load_config
+    from .core.merge import recursive_update
+    from .core.plugin import RiggerBasePlugin
+    from .core.rigger import PluginInstance, Rigger
+    from .core.task import Task
+
+# PEP 562: the names below are imported on first use, so that ``import rigger_mp`` (and
+# the pytest plugin when it is not enabled, and the server process) stays cheap.
+_LAZY = {
+    "FireManyError": ".client",
+    "RemoteError": ".client",
+    "RiggerClient": ".client",
+    "RiggerConnectionError": ".client",
+    "RiggerTimeout": ".client",
+    "RiggerConfig": ".core.config",
+    "load_config": ".core.config",
+    "recursive_update": ".core.merge",
+    "RiggerBasePlugin": ".core.plugin",
+    "PluginInstance": ".core.rigger",
+    "Rigger": ".core.rigger",
+    "Task": ".core.task",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 __all__ = [
     "BackgroundError",

@@ -1,5 +1,5 @@
 """``python -m rigger_mp``: the same as the ``rigger-mp`` command."""
 
-from .cli import main
+from .cli.commands import main
 
 raise SystemExit(main())

@@ -44,7 +44,7 @@ from .errors import RiggerError
 
 if TYPE_CHECKING:
     from .client import RiggerClient
-    from .rigger import Rigger
+    from .core.rigger import Rigger
 
 TOKEN_ENV = "RIGGER_MP_TOKEN"
 _PLUGIN_NAME = "rigger_mp_session"
@@ -151,10 +151,10 @@ class RiggerSession:
         self.client = client
 
     def _start_embedded(self, config_file: str) -> tuple[str, int]:
-        from . import artifacts
-        from .config import load_config
+        from .core.config import load_config
+        from .core.rigger import Rigger
         from .errors import ConfigError, PluginError
-        from .rigger import Rigger
+        from .plugins import artifacts
 
         try:
             settings = load_config(config_file)

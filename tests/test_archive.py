@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rigger_mp import PluginError, Rigger
-from rigger_mp.loading import resolve_plugin
+from rigger_mp.core.loading import resolve_plugin
 from rigger_mp.plugins.archive import ArchivePlugin
 from tests.conftest import child_processes
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rigger_mp import Rigger
-from rigger_mp.artifacts import artifact_dir, install
+from rigger_mp.plugins.artifacts import artifact_dir, install
 
 
 def test_names_become_safe_path_parts(tmp_path: Path) -> None:

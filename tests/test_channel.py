@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rigger_mp.channel import HEADER_SIZE, BlockingReader, FrameReader, QueuedWriter, pack
+from rigger_mp.server.channel import HEADER_SIZE, BlockingReader, FrameReader, QueuedWriter, pack
 
 WAIT = 30.0
 

@@ -298,7 +298,7 @@ def test_demo_summary_matches_the_archives_on_disk(tmp_path: Path) -> None:
 
 
 def test_status_table_reads_like_a_table() -> None:
-    from rigger_mp.status import format_status
+    from rigger_mp.cli.status import format_status
 
     stats = {
         "uptime": 3725.0,
@@ -342,7 +342,7 @@ def test_token_from_option_or_environment(tmp_path: Path) -> None:
 
 
 def test_nan_value_is_sent_as_a_string() -> None:
-    from rigger_mp.cli import parse_items
+    from rigger_mp.cli.commands import parse_items
 
     assert parse_items(["x=NaN", "y=1", "z=Infinity"], None) == {
         "x": "NaN",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rigger_mp import PluginError, Rigger, RiggerBasePlugin
-from rigger_mp.loading import ENTRY_POINT_GROUP, discover_plugins, resolve_plugin
+from rigger_mp.core.loading import ENTRY_POINT_GROUP, discover_plugins, resolve_plugin
 from rigger_mp.plugins.archive import ArchivePlugin
 from rigger_mp.plugins.testlog import TestLog
 

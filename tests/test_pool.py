@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from rigger_mp import PluginError, Rigger, RiggerBasePlugin
-from rigger_mp.pool import default_start_method, exit_cause
+from rigger_mp.pool.local import default_start_method, exit_cause
 from tests.conftest import assert_processes_gone, child_processes
 
 PLUGINS = "tests.pool_plugins"

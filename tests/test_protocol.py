@@ -8,7 +8,7 @@ import math
 import pytest
 
 from rigger_mp import protocol as proto
-from rigger_mp.channel import FrameReader, pack
+from rigger_mp.server.channel import FrameReader, pack
 
 
 def test_newline_and_nul_both_end_a_message() -> None:

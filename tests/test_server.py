@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from rigger_mp import Rigger, RiggerClient
-from rigger_mp.intake import ServerStartError, exposed_without_token
+from rigger_mp.server.supervisor import ServerStartError, exposed_without_token
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 
 TESTS = Path(__file__).resolve().parent
@@ -505,7 +505,7 @@ def test_concurrent_clients_from_threads_do_not_mix_replies(rigger: Rigger) -> N
 def test_intake_stops_reading_while_too_many_events_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rigger_mp import intake
+    from rigger_mp.server import supervisor as intake
 
     monkeypatch.setattr(intake, "MAX_BACKLOG", 200)
     rigger = make_rigger()
@@ -540,7 +540,7 @@ def test_intake_stops_reading_while_too_many_events_wait(
 
 
 def test_a_held_reply_stops_reading_from_its_connection(rigger: Rigger) -> None:
-    from rigger_mp.server import MAX_OWED
+    from rigger_mp.server.process import MAX_OWED
 
     plugin = counter(rigger)
     pings = max(MAX_OWED * 10, 1_000_000)  # more than the socket buffers both ways hold

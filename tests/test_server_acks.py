@@ -22,10 +22,11 @@ from typing import Any
 import psutil
 import pytest
 
-from rigger_mp import RiggerClient, intake
-from rigger_mp.channel import BlockingReader
-from rigger_mp.intake import ServerSupervisor
-from rigger_mp.server import FIRE
+from rigger_mp import RiggerClient
+from rigger_mp.server import supervisor as intake
+from rigger_mp.server.channel import BlockingReader
+from rigger_mp.server.messages import FIRE
+from rigger_mp.server.supervisor import ServerSupervisor
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 
 EVENTS = 300

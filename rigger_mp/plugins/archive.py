@@ -26,8 +26,8 @@ import tarfile
 import time
 from typing import Any
 
+from ..core.plugin import RiggerBasePlugin
 from ..errors import PluginError
-from ..plugin import RiggerBasePlugin
 
 logger = logging.getLogger("rigger_mp")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..plugin import RiggerBasePlugin
+from ..core.plugin import RiggerBasePlugin
 
 
 class TestLog(RiggerBasePlugin):

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .rigger import Rigger
+from ..core.rigger import Rigger
 
 READY_EVENT = "artifacts_ready"
 """Fired after each ``finish_test`` once its foreground hooks are done."""

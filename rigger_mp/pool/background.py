@@ -18,16 +18,17 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .calling import describe
-from .config import RiggerConfig
-from .errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
-from .loading import import_class
-from .merge import recursive_update
-from .pool import Failure, InstanceSpec, LocalPool, WorkerInfo, WorkerPool, describe_items
+from ..core.calling import describe
+from ..core.config import RiggerConfig
+from ..core.loading import import_class
+from ..core.merge import recursive_update
+from ..errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
+from .interface import Failure, InstanceSpec, WorkerInfo, WorkerPool, describe_items
+from .local import LocalPool
 
 if TYPE_CHECKING:
-    from .plugin import PluginHook
-    from .rigger import PluginInstance, Rigger
+    from ..core.plugin import PluginHook
+    from ..core.rigger import PluginInstance, Rigger
 
 logger = logging.getLogger("rigger_mp")
 

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from .background import Background, time_left
+from ..errors import PluginError, RiggerError, ShuttingDown, WouldDeadlock
+from ..pool.background import Background, time_left
 from .calling import Callee, describe
 from .config import ConfigSource, InstanceConfig, RiggerConfig, load_config
-from .errors import PluginError, RiggerError, ShuttingDown, WouldDeadlock
-from .event import EventRunner, ExcInfo, annotate
 from .loading import PluginClass, resolve_plugin
 from .plugin import Dispatcher, PluginHook, RiggerBasePlugin
+from .stage import EventRunner, ExcInfo, annotate
 from .task import Task
 
 if TYPE_CHECKING:
-    from .intake import ServerSupervisor
+    from ..server.supervisor import ServerSupervisor
 
 logger = logging.getLogger("rigger_mp")
 
@@ -214,7 +214,7 @@ class Rigger(Dispatcher):
 
     def _start_server(self, settings: RiggerConfig) -> None:
         """Start the TCP server process (see rigger_mp.intake); on failure, stop and raise."""
-        from .intake import ServerSupervisor
+        from ..server.supervisor import ServerSupervisor
 
         server = ServerSupervisor(self, settings)
         try:

@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import HookArgumentError, HookReturnError
+from ..errors import HookArgumentError, HookReturnError
 
 Updates = tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]
 

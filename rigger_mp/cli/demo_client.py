@@ -6,7 +6,7 @@ two screenshot-like files that do not compress) into the test's artifact directo
 ``finish_test`` with a result, and finally ``finish_session``. After each test it prints
 ``test <n> <result>`` on stdout, which the demo's progress bar follows.
 
-``python -m rigger_mp.demo_client HOST PORT TESTS ROOT [--seed N]``
+``python -m rigger_mp.cli.demo_client HOST PORT TESTS ROOT [--seed N]``
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .artifacts import artifact_dir
-from .client import RiggerClient
-from .errors import RiggerError
+from ..client import RiggerClient
+from ..errors import RiggerError
+from ..plugins.artifacts import artifact_dir
 
 MODULES = ("login", "cart", "checkout", "search", "profile", "admin", "reports", "api")
 LOG_LINES = 22_000
@@ -83,7 +83,9 @@ def run(host: str, port: int, tests: int, root: Path, seed: int = 1) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rigger_mp.demo_client", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m rigger_mp.cli.demo_client", description=__doc__
+    )
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("tests", type=int)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
 

@@ -30,29 +30,25 @@ import socket
 import struct
 import sys
 from collections import Counter, deque
-from dataclasses import dataclass
 from hmac import compare_digest
 from typing import Any, Final
 
-from . import protocol as proto
+from .. import protocol as proto
 from .channel import READ_SIZE, FrameReader, pack
+from .messages import (
+    FENCE,
+    FIRE,
+    NO_REPLY,
+    R_LINE,
+    READY,
+    STATS,
+    STATUS,
+    STOP,
+    TERMINATE,
+    ServerSettings,
+)
 
 logger = logging.getLogger("rigger_mp.server")
-
-# Server -> main: lists of (rid, kind, ...) items; or the READY or FENCE object alone.
-FIRE: Final = 0  # (rid, FIRE, hook_name, data, mode, tid); rid is NO_REPLY once acked here
-STATUS: Final = 1  # (rid, STATUS, tid)
-STATS: Final = 2  # (rid, STATS)
-TERMINATE: Final = 3  # (rid, TERMINATE)
-READY: Final = "ready"  # the first object sent: ("ready", pid)
-FENCE: Final = "fence"  # ("fence", n): every fire acked before request n came is ahead
-NO_REPLY: Final = -1
-
-# Main -> server: lists of (rid, kind, payload) items; or a control object alone.
-R_LINE: Final = 1  # payload: an encoded reply line
-R_STATS: Final = 2  # payload: rigger.stats(); the server adds its own counters
-# ("fence", n, quiesce): send ("fence", n) back; if quiesce, refuse every fire from now on.
-STOP: Final = "stop"
 
 BACKLOG: Final = 1024
 PIPE_HIGH_WATER: Final = 4 * 1024 * 1024
@@ -62,21 +58,6 @@ MAX_OWED: Final = 10_000
 held back (a slow ``grab_result``) keeps every later one waiting in memory."""
 WRITE_HIGH_WATER: Final = 256 * 1024
 """A client's unread replies above this: stop reading its messages until it catches up."""
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What the server process needs from the config."""
-
-    token: str | None
-    max_message_bytes: int
-    idle_timeout: float
-    stop_grace: float = 10.0
-    """After a stop, how long connections may take to receive their last replies."""
-    tid_prefix: str = ""
-    """Put before this process's fire counter to make a tid: unique per server process."""
-    accepting: bool = True
-    """False for a process started while the dispatcher stops: every fire is refused."""
 
 
 def main(argv: list[str]) -> None:

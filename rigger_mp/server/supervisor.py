@@ -41,12 +41,13 @@ from functools import partial
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Final
 
-from . import protocol as proto
-from .background import time_left
+from .. import protocol as proto
+from ..core.config import RiggerConfig
+from ..core.task import Task
+from ..errors import RiggerError, ShuttingDown
+from ..pool.background import time_left
 from .channel import BlockingReader, QueuedWriter
-from .config import RiggerConfig
-from .errors import RiggerError, ShuttingDown
-from .server import (
+from .messages import (
     FENCE,
     FIRE,
     NO_REPLY,
@@ -59,10 +60,9 @@ from .server import (
     TERMINATE,
     ServerSettings,
 )
-from .task import Task
 
 if TYPE_CHECKING:
-    from .rigger import Rigger
+    from ..core.rigger import Rigger
 
 logger = logging.getLogger("rigger_mp")
 
@@ -113,7 +113,7 @@ def exposed_without_token(host: str, token: str | None) -> bool:
         return True
 
 
-_SERVER_MAIN: Final = "import sys; from rigger_mp.server import main; main(sys.argv[1:])"
+_SERVER_MAIN: Final = "import sys; from rigger_mp.server.process import main; main(sys.argv[1:])"
 
 
 def _child_env() -> dict[str, str]:

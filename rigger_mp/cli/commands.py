@@ -1,7 +1,7 @@
 """The ``rigger-mp`` command (also ``python -m rigger_mp``): argument parsing and dispatch.
 
-Each subcommand's work lives in its own module (:mod:`rigger_mp.serving`,
-:mod:`rigger_mp.demo`, :mod:`rigger_mp.status`); this one turns arguments into calls and
+Each subcommand's work lives in its own module (:mod:`rigger_mp.cli.serve`,
+:mod:`rigger_mp.cli.demo`, :mod:`rigger_mp.cli.status`); this one turns arguments into calls and
 outcomes into exit statuses:
 
 - 0: success;
@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import __version__
-from .errors import ConfigError, PluginError, RiggerError
+from .. import __version__
+from ..errors import ConfigError, PluginError, RiggerError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -263,7 +263,7 @@ def _describe(exc: BaseException, args: argparse.Namespace) -> str:
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "serve":
-        from . import serving
+        from . import serve
 
         logging.basicConfig(
             level=args.log_level.upper(),
@@ -271,12 +271,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             stream=sys.stderr,
         )
         if args.show_default_config:
-            print(serving.default_config_yaml(), end="")
+            print(serve.default_config_yaml(), end="")
             return EXIT_OK
         if args.check:
-            print(serving.check(args.config))
+            print(serve.check(args.config))
             return EXIT_OK
-        return serving.serve(
+        return serve.serve(
             args.config, host=args.host, port=args.port, artifacts_root=args.artifacts
         )
     if command == "demo":
@@ -292,7 +292,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _client_command(args: argparse.Namespace) -> int:
-    from .client import RiggerClient
+    from ..client import RiggerClient
     from .status import format_status
 
     data = parse_items(args.items, args.data) if args.command == "fire" else {}

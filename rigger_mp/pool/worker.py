@@ -19,19 +19,11 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .errors import PluginError, RiggerError
-from .loading import import_class
-from .plugin import Dispatcher, RiggerBasePlugin
-from .pool import (
-    FLUSH_SECONDS,
-    MSG_DONE,
-    MSG_FIRE,
-    MSG_RETIRE,
-    NO_BATCH,
-    InstanceSpec,
-    WorkItem,
-    exit_with_parent,
-)
+from ..core.loading import import_class
+from ..core.plugin import Dispatcher, RiggerBasePlugin
+from ..errors import PluginError, RiggerError
+from .interface import InstanceSpec, WorkItem
+from .messages import FLUSH_SECONDS, MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent
 
 WORKER_NICE = 10
 """Workers run at this lower CPU priority: with every core busy packing archives, the

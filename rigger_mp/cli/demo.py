@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from . import artifacts
-from .rigger import Rigger
-from .serving import main_job_config
+from ..core.rigger import Rigger
+from ..plugins import artifacts
+from .serve import main_job_config
 from .status import human_bytes, human_duration
 
 DEFAULT_TESTS = 120
@@ -118,7 +118,7 @@ def run(
             [
                 sys.executable,
                 "-m",
-                "rigger_mp.demo_client",
+                "rigger_mp.cli.demo_client",
                 str(rigger.server_address),
                 str(rigger.server_port),
                 str(total),
@@ -175,14 +175,3 @@ def summary(
         f"artifacts: {root} (the archives; originals are removed once packed)",
     ]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m rigger_mp.demo``: the same as ``rigger-mp demo``."""
-    from .cli import main as cli_main
-
-    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -53,32 +53,20 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import SyncManager
 from multiprocessing.process import BaseProcess
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import psutil
 
-from .errors import PluginError
+from ..errors import PluginError
+from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem
+from .messages import MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent
 
 logger = logging.getLogger("rigger_mp")
-
-WorkItem = tuple[int, str, str, bytes]
-"""``(work_id, instance ident, event name, pickled keyword arguments)``."""
-
-InstanceSpec = tuple[str, Mapping[str, Any]]
-"""How a worker builds an instance: ``("package.module:Class", instance config)``."""
-
-# Messages from a worker to the collector, on the worker's result pipe.
-MSG_DONE = 0  # (MSG_DONE, batch_id, count, seconds, [(index, global_updates, error_text)])
-MSG_FIRE = 1  # (MSG_FIRE, hook_name, kwargs): a plugin called fire_hook in the worker
-MSG_RETIRE = 2  # (MSG_RETIRE, batch_id, next_index, reason): recycled, exits after this
-
-# Slot values: slot[0] is the claimed batch id, slot[1] the index of the item running.
-NO_BATCH = -1
 
 PREFETCH = 2
 """Unfinished batches a worker may hold: one running, one waiting in its queue."""
@@ -86,68 +74,11 @@ MAX_BATCH = 1000
 """Most items in one batch."""
 TARGET_BATCH_SECONDS = 0.02
 """Work per batch the feeder aims at: big batches for cheap hooks, one item for heavy ones."""
-FLUSH_SECONDS = 0.005
-"""A worker sends the results it holds after this much work, and at the end of a batch."""
 STARTUP_FAILURES = 3
 """Workers in a row that die before taking any work: the pool is then broken."""
 STARTUP_SECONDS = 30.0
 """A worker that dies idle later than this after its start is not failing to start (an
 idle worker killed hours later, say), so it does not count towards STARTUP_FAILURES."""
-
-
-class Failure(NamedTuple):
-    """A backgrounded hook that did not finish: what it was, where, and why."""
-
-    work_id: int
-    ident: str
-    event: str
-    pid: int | None
-    text: str
-
-
-class ResultSink(Protocol):
-    """What a pool reports to, from its own thread."""
-
-    def completed(
-        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
-    ) -> None:
-        """``count`` items finished (``failures`` among them); ``updates`` are their globals."""
-
-    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
-        """A hook in a worker fired an event."""
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """One live worker, for ``stats()``."""
-
-    pid: int
-    rss_bytes: int
-    cpu_percent: float
-    tasks_done: int
-
-
-class WorkerPool(Protocol):
-    """The interface between the dispatcher and whatever runs backgrounded hooks."""
-
-    def start(self, sink: ResultSink) -> None:
-        """Start the workers; results go to ``sink``."""
-
-    def submit(self, items: Sequence[WorkItem]) -> None:
-        """Queue work items; never blocks on the workers. Thread-safe."""
-
-    def running(self) -> int:
-        """How many items a worker is running now."""
-
-    def workers(self) -> list[WorkerInfo]:
-        """The live workers and what they cost."""
-
-    def stop(self, abandon: bool, timeout: float | None = None) -> list[WorkItem]:
-        """End every worker and helper process; return the items not run.
-
-        ``abandon=False`` lets workers finish what they hold; ``abandon=True`` ends them
-        at once. Items still pending, or held by a worker that was ended, are returned.
-        """
 
 
 def default_start_method() -> str:
@@ -166,24 +97,6 @@ def exit_cause(exitcode: int | None) -> str:
             name = "an unknown signal"
         return f"was killed by signal {name} ({-exitcode})"
     return f"exited with code {exitcode}"
-
-
-def exit_with_parent() -> None:
-    """In a child process: exit at once when the parent process dies (no polling).
-
-    A daemon thread blocks on the parent's sentinel, which becomes ready when the
-    parent's end of a pipe is closed, by its exit or by a kill.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-    sentinel = parent.sentinel
-
-    def watch() -> None:
-        mpc.wait([sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="rigger_mp-parent-watch", daemon=True).start()
 
 
 def _manager_initializer() -> None:
@@ -626,13 +539,6 @@ class LocalPool:
                         self._cond.notify()
         if failures:
             self._report([], failures)
-
-
-def describe_items(items: Iterable[WorkItem]) -> str:
-    """A short list of ``instance.event`` names for a log line."""
-    names = [f"{i[1]}.{i[2]}" for i in items]
-    text = ", ".join(names[:10])
-    return text + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
 
 def _item_of(worker: _Worker, failure: Failure) -> WorkItem:

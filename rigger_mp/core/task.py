@@ -33,7 +33,7 @@ from concurrent.futures._base import (
 )
 from typing import Any
 
-from .errors import WouldDeadlock
+from ..errors import WouldDeadlock
 
 _lock = threading.Lock()
 _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)

@@ -23,11 +23,11 @@ from typing import Any
 
 import yaml
 
-from . import artifacts
-from .config import ConfigSource, load_config
-from .errors import PluginError
-from .loading import resolve_plugin
-from .rigger import Rigger
+from ..core.config import ConfigSource, load_config
+from ..core.loading import resolve_plugin
+from ..core.rigger import Rigger
+from ..errors import PluginError
+from ..plugins import artifacts
 from .status import human_duration
 
 logger = logging.getLogger("rigger_mp.serve")

@@ -16,9 +16,9 @@ import importlib
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 
-from .errors import PluginError
+from ..errors import PluginError
+from ..plugins import BUILTIN
 from .plugin import RiggerBasePlugin
-from .plugins import BUILTIN
 
 PluginClass = type[RiggerBasePlugin]
 

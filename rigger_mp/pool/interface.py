@@ -1,0 +1,83 @@
+"""The interface between the dispatcher and whatever runs backgrounded hooks.
+
+The dispatcher's side (:mod:`rigger_mp.pool.background`) talks to a pool only through
+:class:`WorkerPool`: ``start(sink)``, ``submit(items)``, ``running()``, ``workers()``,
+``stop()``. Results come back through the :class:`ResultSink` given to ``start``.
+:class:`~rigger_mp.pool.local.LocalPool` is the ``multiprocessing`` implementation; a
+distributed engine can stand in for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+WorkItem = tuple[int, str, str, bytes]
+"""``(work_id, instance ident, event name, pickled keyword arguments)``."""
+
+InstanceSpec = tuple[str, Mapping[str, Any]]
+"""How a worker builds an instance: ``("package.module:Class", instance config)``."""
+
+class Failure(NamedTuple):
+    """A backgrounded hook that did not finish: what it was, where, and why."""
+
+    work_id: int
+    ident: str
+    event: str
+    pid: int | None
+    text: str
+
+
+class ResultSink(Protocol):
+    """What a pool reports to, from its own thread."""
+
+    def completed(
+        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+    ) -> None:
+        """``count`` items finished (``failures`` among them); ``updates`` are their globals."""
+
+    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
+        """A hook in a worker fired an event."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One live worker, for ``stats()``."""
+
+    pid: int
+    rss_bytes: int
+    cpu_percent: float
+    tasks_done: int
+
+
+class WorkerPool(Protocol):
+    """The interface between the dispatcher and whatever runs backgrounded hooks."""
+
+    def start(self, sink: ResultSink) -> None:
+        """Start the workers; results go to ``sink``."""
+
+    def submit(self, items: Sequence[WorkItem]) -> None:
+        """Queue work items; never blocks on the workers. Thread-safe."""
+
+    def running(self) -> int:
+        """How many items a worker is running now."""
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers and what they cost."""
+
+    def stop(self, abandon: bool, timeout: float | None = None) -> list[WorkItem]:
+        """End every worker and helper process; return the items not run.
+
+        ``abandon=False`` lets workers finish what they hold; ``abandon=True`` ends them
+        at once. Items still pending, or held by a worker that was ended, are returned.
+        """
+
+
+def describe_items(items: Iterable[WorkItem]) -> str:
+    """A short list of ``instance.event`` names for a log line."""
+    names = [f"{i[1]}.{i[2]}" for i in items]
+    text = ", ".join(names[:10])
+    return text + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+
+
