@@ -10,7 +10,7 @@ Data flow over TCP (rigger_mp.server in its own process, rigger_mp.intake in the
                                                 ▼
       ok + tid ◀──────── once its batch is in ─ requests pipe ──▶ intake thread
       (plain fire)        the pipe                                 queues the fires
-                                                                   (_fire_batch), answers
+                                                                   (accept_batch), answers
                                                                    task_status, stats,
                                                                    terminate: one batch
     reply line ◀──TCP── Conn ◀─ in order, ◀─ reply pipe ◀─────────────┤
@@ -88,9 +88,10 @@ if TYPE_CHECKING:
         RiggerTimeout,
     )
     from .core.config import RiggerConfig, load_config
+    from .core.loading import PluginInstance
     from .core.merge import recursive_update
     from .core.plugin import RiggerBasePlugin
-    from .core.rigger import PluginInstance, Rigger
+    from .core.rigger import Rigger
     from .core.task import Task
 
 # PEP 562: the names below are imported on first use, so that ``import rigger_mp`` (and
@@ -105,7 +106,7 @@ _LAZY = {
     "load_config": ".core.config",
     "recursive_update": ".core.merge",
     "RiggerBasePlugin": ".core.plugin",
-    "PluginInstance": ".core.rigger",
+    "PluginInstance": ".core.loading",
     "Rigger": ".core.rigger",
     "Task": ".core.task",
 }

@@ -335,12 +335,12 @@ def test_fire_batch_queues_in_order_with_the_tids_given_between_single_fires() -
     rigger = plugin_rigger({"ev": hook})
     with rigger:
         first = rigger.fire_hook("ev", n=0)
-        batch = rigger._fire_batch([(f"b{n}", "ev", {"n": n}) for n in range(1, 100)])
+        batch = rigger.accept_batch([(f"b{n}", "ev", {"n": n}) for n in range(1, 100)])
         last = rigger.fire_hook("ev", n=100)
         assert not batch[-1].done()  # returned before any ran: the first is held
         gate.set()
         results = [t.result() for t in (first, *batch, last)]
-        assert rigger._fire_batch([]) == []
+        assert rigger.accept_batch([]) == []
     assert order == list(range(101))
     assert [r["n"] for r in results] == list(range(101))
     assert [t.tid for t in batch] == [f"b{n}" for n in range(1, 100)]
@@ -350,9 +350,9 @@ def test_fire_batch_queues_in_order_with_the_tids_given_between_single_fires() -
 def test_fire_batch_before_start_or_after_stop_accepts_nothing() -> None:
     rigger = plugin_rigger({"ev": lambda: None})
     with pytest.raises(ShuttingDown, match="new"):
-        rigger._fire_batch([("t1", "ev", {})])
+        rigger.accept_batch([("t1", "ev", {})])
     with rigger:
-        rigger._fire_batch([("t2", "ev", {})])[0].result()
+        rigger.accept_batch([("t2", "ev", {})])[0].result()
     with pytest.raises(ShuttingDown, match="stopped"):
-        rigger._fire_batch([("t3", "ev", {}), ("t4", "ev", {})])
+        rigger.accept_batch([("t3", "ev", {}), ("t4", "ev", {})])
     assert rigger.stats()["events"]["accepted"] == 1

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any
 
 from ..errors import PluginError
 from ..plugins import BUILTIN
+from .config import InstanceConfig
 from .plugin import RiggerBasePlugin
 
 PluginClass = type[RiggerBasePlugin]
@@ -86,3 +89,13 @@ def resolve_plugin(name: str, ident: str, registered: Mapping[str, PluginClass])
         f"or give an importable 'package.module:Class'; packages provide plugins "
         f"through the entry point group {ENTRY_POINT_GROUP!r})"
     )
+
+
+@dataclass(frozen=True)
+class PluginInstance:
+    """A loaded plugin instance: riggerlib's ``RiggerPluginInstance``."""
+
+    ident: str
+    obj: RiggerBasePlugin
+    data: Mapping[str, Any]
+    config: InstanceConfig

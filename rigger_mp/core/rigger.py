@@ -10,16 +10,17 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import PluginError, RiggerError, ShuttingDown, WouldDeadlock
-from ..pool.background import Background, time_left
+from ..pool.background import Background
 from .calling import Callee, describe
-from .config import ConfigSource, InstanceConfig, RiggerConfig, load_config
-from .loading import PluginClass, resolve_plugin
+from .config import ConfigSource, RiggerConfig, load_config
+from .deadline import Deadline
+from .loading import PluginClass, PluginInstance, resolve_plugin
 from .plugin import Dispatcher, PluginHook, RiggerBasePlugin
+from .port import EventSpec
 from .stage import EventRunner, ExcInfo, annotate
 from .task import Task
 
@@ -29,16 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("rigger_mp")
 
 CALLBACK_TYPES = ("pre", "post")
-
-
-@dataclass(frozen=True)
-class PluginInstance:
-    """A loaded plugin instance: riggerlib's ``RiggerPluginInstance``."""
-
-    ident: str
-    obj: RiggerBasePlugin
-    data: Mapping[str, Any]
-    config: InstanceConfig
 
 
 class _Call:
@@ -184,7 +175,7 @@ class Rigger(Dispatcher):
                     initializer=self._enter_runner,
                 )
             self._events = EventRunner(
-                self.global_data, settings.squash_exceptions, self._on_failure, self._executor
+                self.global_data, settings.squash_exceptions, self.report_failure, self._executor
             )
             self._thread = threading.Thread(
                 target=self._run_events, name="rigger_mp-events", daemon=True
@@ -269,22 +260,22 @@ class Rigger(Dispatcher):
             return
         thread = self._thread
         assert thread is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         if self._server is not None:  # queue what the server acked before draining
-            self._server.quiesce(time_left(deadline))
+            self._server.quiesce(deadline.left())
         with self._lock:
             self._intake_closed = True
         background = self._background
         idle = False
         if background is not None:
-            drained = background.wait(time_left(deadline))
+            drained = background.wait(deadline.left())
             if not drained:
                 background.close(drained=False, timeout=0)  # end what still runs
             # With every event run and the pool done or ended, only merge jobs and the
             # stop signal are left for the event thread: its join needs no deadline.
             idle = background.events_settled
         self._queue.put(_STOP)
-        thread.join(None if idle else time_left(deadline))
+        thread.join(None if idle else deadline.left())
         if thread.is_alive():
             self._abandon = True
             self._fail_queued()
@@ -298,7 +289,7 @@ class Rigger(Dispatcher):
         if background is not None:
             if not thread.is_alive():
                 background.events_ended()
-            background.close(drained=not thread.is_alive(), timeout=time_left(deadline))
+            background.close(drained=not thread.is_alive(), timeout=deadline.left())
         if self._executor is not None:
             self._executor.shutdown(wait=not thread.is_alive())
         if self._server is not None:  # after the drain: its replies still reach clients
@@ -379,7 +370,7 @@ class Rigger(Dispatcher):
             self._queue.put(task)
         return task
 
-    def _fire_batch(self, events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Task]:
+    def accept_batch(self, events: Sequence[EventSpec]) -> list[Task]:
         """Queue ``(tid, hook_name, kwargs)`` events, accepted (tids given) elsewhere, in order.
 
         The TCP intake's entry point: one lock acquisition per batch instead of one per
@@ -414,10 +405,10 @@ class Rigger(Dispatcher):
             return True
         if self._server is not None and threading.get_ident() not in self._runners:
             # Events the TCP server acked may still be in its pipe: queue them first.
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = Deadline(timeout)
             if not self._server.sync(timeout):
                 return False
-            timeout = time_left(deadline)
+            timeout = deadline.left()
         return self._background.wait(timeout)
 
     def call_soon(self, func: Callable[[], None]) -> None:
@@ -430,6 +421,29 @@ class Rigger(Dispatcher):
 
     def _enter_runner(self) -> None:
         self._runners.add(threading.get_ident())
+
+    # -- the port (rigger_mp.core.port.EventPort) ----------------------------------
+
+    def backlog(self) -> int:
+        """Events and jobs queued for the event thread and not yet taken."""
+        return self._queue.qsize()
+
+    def accepted_count(self) -> int:
+        """Events accepted since start, from every source."""
+        return self._accepted
+
+    def on_event_thread(self) -> bool:
+        """Whether the calling thread runs events (a wait on an event would deadlock)."""
+        return threading.get_ident() in self._runners
+
+    def adopt_thread(self) -> None:
+        """Treat the calling thread as one that runs events (see EventPort)."""
+        self._enter_runner()
+
+    def events_running(self) -> bool:
+        """Whether the event thread is alive to run queued jobs."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     def _run_events(self) -> None:
         self._enter_runner()
@@ -481,7 +495,7 @@ class Rigger(Dispatcher):
             call.func()
         except Exception as exc:
             annotate(exc, f"rigger_mp: raised by internal job {describe(call.func)}")
-            self._on_failure((type(exc), exc, exc.__traceback__))
+            self.report_failure((type(exc), exc, exc.__traceback__))
 
     def _plan(self, hook_name: str) -> _Plan:
         """Who runs for ``hook_name``, worked out once and kept until a binding changes."""
@@ -520,7 +534,8 @@ class Rigger(Dispatcher):
 
     # -- failures and counters ----------------------------------------------------
 
-    def _on_failure(self, exc_info: ExcInfo) -> None:
+    def report_failure(self, exc_info: ExcInfo) -> None:
+        """A failure no waiter sees: :meth:`handle_failure`, which must not raise."""
         try:
             self.handle_failure(exc_info)
         except Exception:

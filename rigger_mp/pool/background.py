@@ -14,12 +14,12 @@ import logging
 import pickle
 import sys
 import threading
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.calling import describe
 from ..core.config import RiggerConfig
+from ..core.deadline import Deadline
 from ..core.loading import import_class
 from ..core.merge import recursive_update
 from ..errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
@@ -27,8 +27,9 @@ from .interface import Failure, InstanceSpec, WorkerInfo, WorkerPool, describe_i
 from .local import LocalPool
 
 if TYPE_CHECKING:
+    from ..core.loading import PluginInstance
     from ..core.plugin import PluginHook
-    from ..core.rigger import PluginInstance, Rigger
+    from ..core.port import EventPort
 
 logger = logging.getLogger("rigger_mp")
 
@@ -110,9 +111,9 @@ def make_pool(settings: RiggerConfig, specs: Mapping[str, InstanceSpec]) -> Work
 
 
 class Background:
-    """Backgrounded hooks of one :class:`~rigger_mp.rigger.Rigger`: submit, settle, wait."""
+    """Backgrounded hooks of one :class:`~rigger_mp.core.rigger.Rigger`: submit, settle, wait."""
 
-    def __init__(self, rigger: Rigger, pool: WorkerPool | None) -> None:
+    def __init__(self, rigger: EventPort, pool: WorkerPool | None) -> None:
         self._rigger = rigger
         self._pool = pool
         self._lock = threading.Lock()  # guards the inbox and the flags below
@@ -134,7 +135,7 @@ class Background:
 
     @classmethod
     def start(
-        cls, rigger: Rigger, instances: Mapping[str, PluginInstance], settings: RiggerConfig
+        cls, rigger: EventPort, instances: Mapping[str, PluginInstance], settings: RiggerConfig
     ) -> Background:
         """Check the backgrounded instances and start a pool if there are any."""
         specs = {
@@ -219,7 +220,7 @@ class Background:
             )
             return
         # Like a hook's, this thread's events are accepted while the dispatcher drains.
-        self._rigger._runners.add(threading.get_ident())
+        self._rigger.adopt_thread()
         try:
             self._rigger.fire_hook(hook_name, **kwargs)
         except ShuttingDown as exc:
@@ -259,7 +260,7 @@ class Background:
             f"backgrounded hook {failure.event!r} of instance {failure.ident!r} failed "
             f"({where}):\n{failure.text.rstrip()}"
         )
-        self._rigger._on_failure((BackgroundError, exc, None))
+        self._rigger.report_failure((BackgroundError, exc, None))
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -270,26 +271,26 @@ class Background:
         sees no new event. False when ``timeout`` ran out first.
         """
         rigger = self._rigger
-        if threading.get_ident() in rigger._runners:
+        if rigger.on_event_thread():
             raise WouldDeadlock("wait_background() called from a hook would wait on itself")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         self.events_settled = False
         while True:
-            accepted = rigger._accepted
+            accepted = rigger.accepted_count()
             target = self._mark(deadline)
             if target is None:
                 return False
-            self.events_settled = rigger._accepted == accepted
+            self.events_settled = rigger.accepted_count() == accepted
             with self._cond:
                 while self._finished < target:
-                    left = time_left(deadline)
+                    left = deadline.left()
                     if left == 0.0 or not self._cond.wait(left):
-                        self.events_settled = rigger._accepted == accepted
+                        self.events_settled = rigger.accepted_count() == accepted
                         return self._finished >= target and self.events_settled
-            if rigger._accepted == accepted:
+            if rigger.accepted_count() == accepted:
                 return True
 
-    def _mark(self, deadline: float | None) -> int | None:
+    def _mark(self, deadline: Deadline) -> int | None:
         """Items submitted once every event accepted before now has run; None on timeout."""
         marker = threading.Event()
         box: list[int] = []
@@ -299,13 +300,12 @@ class Background:
             marker.set()
 
         with self._lock:
-            thread = self._rigger._thread
-            if self._direct or thread is None or not thread.is_alive():
+            if self._direct or not self._rigger.events_running():
                 return self._submitted
             self._markers.append(marker)
         try:
             self._rigger.call_soon(mark)
-            if not marker.wait(time_left(deadline)):
+            if not marker.wait(deadline.left()):
                 return None
         finally:
             with self._lock:
@@ -379,9 +379,3 @@ class Background:
             ],
         }
 
-
-def time_left(deadline: float | None) -> float | None:
-    """Seconds until ``deadline`` (a ``time.monotonic()`` value), never negative; None: no limit."""
-    if deadline is None:
-        return None
-    return max(0.0, deadline - time.monotonic())

@@ -7,7 +7,7 @@ instead of being refused.
 
 The intake thread blocks on the pipe from the server process. The server process has
 already accepted the fires in it (given tids, acked the plain ones): the intake queues
-each run of them with one :meth:`Rigger._fire_batch`, in pipe order, and answers the
+each run of them with one :meth:`EventPort.accept_batch`, in pipe order, and answers the
 other requests (``task_status``, ``stats``, ``terminate``) with one batch per read.
 Replies that wait for an event (``grab_result``, ``wait_for_task``) are sent by a
 done-callback of the event's task. When the pipe reaches end-of-file the server process
@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import protocol as proto
 from ..core.config import RiggerConfig
+from ..core.deadline import Deadline
 from ..core.task import Task
 from ..errors import RiggerError, ShuttingDown
-from ..pool.background import time_left
 from .channel import BlockingReader, QueuedWriter
 from .messages import (
     FENCE,
@@ -62,7 +62,7 @@ from .messages import (
 )
 
 if TYPE_CHECKING:
-    from ..core.rigger import Rigger
+    from ..core.port import EventPort
 
 logger = logging.getLogger("rigger_mp")
 
@@ -149,7 +149,7 @@ class _Incarnation:
 class ServerSupervisor:
     """Starts, feeds, restarts and stops the TCP server process of one Rigger."""
 
-    def __init__(self, rigger: Rigger, settings: RiggerConfig) -> None:
+    def __init__(self, rigger: EventPort, settings: RiggerConfig) -> None:
         self.rigger = rigger
         self.settings = settings
         self.server_settings = ServerSettings(
@@ -349,9 +349,9 @@ class ServerSupervisor:
         ``timeout`` runs out), the server is checked: if for :data:`FENCE_TIMEOUT` it has
         owed a fence and sent nothing while the intake waited on its pipe, it is killed.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while True:
-            left = time_left(deadline)
+            left = deadline.left()
             window = FENCE_TIMEOUT if left is None else min(left, FENCE_TIMEOUT)
             with self._fences:
                 if self._fences.wait_for(lambda: self._fence_seen >= n, window):
@@ -364,7 +364,7 @@ class ServerSupervisor:
                 and time.monotonic() - max(silent[1], owed_since) >= FENCE_TIMEOUT
             ):
                 self._kill(silent[0], f"owed a fence and sent nothing for {FENCE_TIMEOUT:g} s")
-            if time_left(deadline) == 0.0:
+            if deadline.expired():
                 return False
 
     def _fences_passed(self, n: int | None = None) -> None:
@@ -569,7 +569,7 @@ class ServerSupervisor:
                     self._bug(current, batch)
             if replies:
                 writer.send(replies)
-            if self.rigger._queue.qsize() > MAX_BACKLOG:
+            if self.rigger.backlog() > MAX_BACKLOG:
                 self._wait_for_room()
             self._silent = (current, time.monotonic())
             try:
@@ -618,7 +618,7 @@ class ServerSupervisor:
     ) -> None:
         """Fire a batch of events and answer its requests into ``replies``, in order.
 
-        Each run of consecutive fires is accepted as one :meth:`Rigger._fire_batch`.
+        Each run of consecutive fires is accepted as one :meth:`EventPort.accept_batch`.
         Replies that wait for an event are sent later with ``send``.
         """
         add = replies.append
@@ -655,7 +655,7 @@ class ServerSupervisor:
         their event has run.
         """
         try:
-            tasks = self.rigger._fire_batch([(item[5], item[2], item[3]) for item in fires])
+            tasks = self.rigger.accept_batch([(item[5], item[2], item[3]) for item in fires])
         except Exception as exc:
             self._refuse(fires, exc, add)
             return
