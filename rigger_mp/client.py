@@ -90,7 +90,7 @@ class RiggerClient:
     def __init__(
         self,
         address: str = "127.0.0.1",
-        port: int = 21212,
+        port: int = proto.DEFAULT_PORT,
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` (or the type alone) for a reply or a log line."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class RiggerError(Exception):
     """Base class of every error rigger_mp raises itself."""
 

@@ -22,6 +22,11 @@ from dataclasses import dataclass
 from json.scanner import make_scanner
 from typing import Any, Final, NamedTuple, NoReturn
 
+DEFAULT_PORT: Final = 21212
+"""The TCP port of ``rigger-mp serve`` and of clients when none is given."""
+TOKEN_ENV: Final = "RIGGER_MP_TOKEN"
+"""The environment variable clients (the CLI, the pytest plugin) read the token from."""
+
 # -- error codes (stable: clients may switch on them) -----------------------------
 
 BAD_JSON: Final = "bad_json"

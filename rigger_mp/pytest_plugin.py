@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .errors import RiggerError
+from .protocol import TOKEN_ENV
 
 if TYPE_CHECKING:
     from .client import RiggerClient
     from .core.rigger import Rigger
 
-TOKEN_ENV = "RIGGER_MP_TOKEN"
 _PLUGIN_NAME = "rigger_mp_session"
 _REPORTS = pytest.StashKey[list[pytest.TestReport]]()
 

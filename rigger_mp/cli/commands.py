@@ -21,14 +21,13 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import ConfigError, PluginError, RiggerError
+from ..protocol import DEFAULT_PORT, TOKEN_ENV
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 21212
-TOKEN_ENV = "RIGGER_MP_TOKEN"
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -28,6 +28,7 @@ from ..core.loading import resolve_plugin
 from ..core.rigger import Rigger
 from ..errors import PluginError
 from ..plugins import artifacts
+from ..protocol import DEFAULT_PORT
 from .status import human_duration
 
 logger = logging.getLogger("rigger_mp.serve")
@@ -55,7 +56,7 @@ def main_job_config(
     }
 
 
-DEFAULT_CONFIG: dict[str, Any] = main_job_config(21212, None, 6, False)
+DEFAULT_CONFIG: dict[str, Any] = main_job_config(DEFAULT_PORT, None, 6, False)
 """The embedded config of ``serve`` without ``-c``: what the demo runs, on a fixed port."""
 
 PROGRESS_EVERY = 0.5

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..protocol import DEFAULT_PORT
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
 
@@ -41,7 +42,7 @@ class RiggerConfig:
     threaded: bool = False
     server_enabled: bool = False
     server_address: str = "127.0.0.1"
-    server_port: int = 21212
+    server_port: int = DEFAULT_PORT
     server_token: str | None = None
     max_message_bytes: int = 1024 * 1024
     idle_timeout: float = 300.0

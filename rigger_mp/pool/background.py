@@ -182,7 +182,7 @@ class Background:
                 if self._pool is None
                 else "the worker pool is stopped"
             )
-            self.completed(len(items), [], [Failure(*i[:3], None, reason) for i in items])
+            self.completed(len(items), [], [Failure.of(i, None, reason) for i in items])
         else:
             self._pool.submit(items)
 

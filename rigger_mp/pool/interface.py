@@ -28,6 +28,11 @@ class Failure(NamedTuple):
     pid: int | None
     text: str
 
+    @classmethod
+    def of(cls, item: WorkItem, pid: int | None, text: str) -> Failure:
+        """The failure of work item ``item`` (in worker ``pid``, or None: not run)."""
+        return cls(item[0], item[1], item[2], pid, text)
+
 
 class ResultSink(Protocol):
     """What a pool reports to, from its own thread."""

@@ -214,7 +214,7 @@ class LocalPool:
                     self._cond.notify()
                 return
             reason = self._broken or "the worker pool is stopping"
-        self._report([], [Failure(i[0], i[1], i[2], None, reason) for i in items])
+        self._report([], [Failure.of(i, None, reason) for i in items])
 
     def running(self) -> int:
         """Items being run now, read from the workers' slots."""
@@ -436,7 +436,7 @@ class LocalPool:
             for index, glob, error in sparse:
                 if error is not None:
                     item = batch.items[index]
-                    failures.append(Failure(item[0], item[1], item[2], pid, error))
+                    failures.append(Failure.of(item, pid, error))
                 elif glob is not None:
                     updates.append(glob)
             batch.reported += count
@@ -481,12 +481,12 @@ class LocalPool:
                         reissue.append(item)  # never started
                     elif index == running:
                         failures.append(
-                            Failure(*item[:3], pid, f"the worker {cause} while running this hook")
+                            Failure.of(item, pid, f"the worker {cause} while running this hook")
                         )
                     else:
                         failures.append(
-                            Failure(
-                                *item[:3],
+                            Failure.of(
+                                item,
                                 pid,
                                 f"the hook ran, but the worker {cause} before sending its result",
                             )
@@ -511,7 +511,7 @@ class LocalPool:
                 )
                 logger.error("rigger_mp: %s", self._broken)
                 replace = False
-                failures.extend(Failure(*i[:3], None, self._broken) for i in self._pending)
+                failures.extend(Failure.of(i, None, self._broken) for i in self._pending)
                 self._pending.clear()
         if unexpected and not self._stopping:
             logger.error(
@@ -530,7 +530,7 @@ class LocalPool:
                 logger.exception("rigger_mp: could not start a replacement worker")
                 with self._cond:
                     self._broken = f"the worker pool is broken: no replacement worker: {exc}"
-                    failures.extend(Failure(*i[:3], None, self._broken) for i in self._pending)
+                    failures.extend(Failure.of(i, None, self._broken) for i in self._pending)
                     self._pending.clear()
             else:
                 with self._cond:

@@ -45,7 +45,7 @@ from .. import protocol as proto
 from ..core.config import RiggerConfig
 from ..core.deadline import Deadline
 from ..core.task import Task
-from ..errors import RiggerError, ShuttingDown
+from ..errors import RiggerError, ShuttingDown, describe_error
 from .channel import BlockingReader, QueuedWriter
 from .messages import (
     FENCE,
@@ -680,7 +680,7 @@ class ServerSupervisor:
             line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
         else:
             logger.exception("rigger_mp: queueing %d event(s) from TCP failed", len(fires))
-            line = proto.error_line(proto.INTERNAL, _describe(exc))
+            line = proto.error_line(proto.INTERNAL, describe_error(exc))
         acked = [item[5] for item in fires if item[0] == NO_REPLY]
         for item in fires:
             if item[0] != NO_REPLY:
@@ -692,7 +692,7 @@ class ServerSupervisor:
                 "rigger_mp: %d event(s) acknowledged over TCP could not be queued (%s): "
                 "tids %s",
                 len(acked),
-                _describe(exc),
+                describe_error(exc),
                 _first_tids(acked),
             )
 
@@ -715,14 +715,14 @@ class ServerSupervisor:
             exc = task.exception()
             if exc is not None:
                 code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
-                line = proto.error_line(code, _describe(exc), task.tid)
+                line = proto.error_line(code, describe_error(exc), task.tid)
             elif mode == proto.GRAB:
                 line = proto.output_line(task.tid, task.result())
             else:
                 line = proto.reply_line({"ok": True, "tid": task.tid})
         except Exception as exc:  # never let a reply go missing
             logger.exception("rigger_mp: building the reply of tid %s failed", task.tid)
-            line = proto.error_line(proto.INTERNAL, _describe(exc), task.tid)
+            line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
         send([(rid, R_LINE, line)])
 
     def _status_line(self, tid: str) -> bytes:
@@ -743,7 +743,7 @@ class ServerSupervisor:
             else:
                 reply["status"] = "failed"
                 code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
-                reply["error"] = proto.error_reply(code, _describe(exc))["error"]
+                reply["error"] = proto.error_reply(code, describe_error(exc))["error"]
         return proto.reply_line(reply)
 
     def _terminate(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
@@ -772,7 +772,3 @@ def _first_tids(tids: list[str]) -> str:
     """The first ten of ``tids`` for a log line."""
     return ", ".join(tids[:10]) + (" ..." if len(tids) > 10 else "")
 
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
