@@ -82,6 +82,11 @@ WAIT: Final = 2
 
 ERROR_MESSAGE_LIMIT: Final = 300
 """Error messages are cut to this many characters, so replies stay small."""
+MAX_JSON_DEPTH: Final = 64
+"""Default of ``max_json_depth``: objects and arrays nested deeper are ``bad_request``
+(checked at parse time: deeper structures could not be pickled on to the main process)."""
+MAX_HOOK_NAME: Final = 256
+"""Default of ``max_hook_name_length``: a longer ``hook_name`` is ``bad_request``."""
 
 
 class ProtocolError(Exception):
@@ -144,7 +149,9 @@ def _decode(text: str) -> Any:
 _encode: Final = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
 
-def parse(frame: bytes) -> Fire | Op:
+def parse(
+    frame: bytes, max_depth: int = MAX_JSON_DEPTH, max_hook_name: int = MAX_HOOK_NAME
+) -> Fire | Op:
     """Parse and validate one frame (without its delimiter); raise :class:`ProtocolError`."""
     try:
         msg = _decode(frame.decode("utf-8"))
@@ -156,6 +163,11 @@ def parse(frame: bytes) -> Fire | Op:
         raise ProtocolError(BAD_JSON, f"invalid JSON: {exc}") from None
     if type(msg) is not dict:
         raise ProtocolError(BAD_REQUEST, f"a message must be a JSON object, not {_json_type(msg)}")
+    # Counting brackets is C-fast and bounds the depth: the walk runs only when it might fail.
+    if frame.count(b"[") + frame.count(b"{") > max_depth and nested_deeper(msg, max_depth):
+        raise ProtocolError(
+            BAD_REQUEST, f"objects and arrays nest deeper than max_json_depth ({max_depth})"
+        )
     if "op" in msg:
         return _parse_op(msg)
     hook_name = msg.get("hook_name")
@@ -164,6 +176,12 @@ def parse(frame: bytes) -> Fire | Op:
             raise ProtocolError(BAD_REQUEST, "missing 'hook_name' (or 'op')")
         raise ProtocolError(
             BAD_REQUEST, f"'hook_name' must be a non-empty string, not {_json_type(hook_name)}"
+        )
+    if len(hook_name) > max_hook_name:
+        raise ProtocolError(
+            BAD_REQUEST,
+            f"'hook_name' of {len(hook_name)} characters exceeds max_hook_name_length "
+            f"({max_hook_name})",
         )
     if not msg.keys() <= FIRE_KEYS:
         raise ProtocolError(BAD_REQUEST, f"unknown key(s) {_unknown(msg, FIRE_KEYS)}")
@@ -176,6 +194,23 @@ def parse(frame: bytes) -> Fire | Op:
         wait = _flag(msg, "wait_for_task")
         mode = GRAB if grab else WAIT if wait else ACK
     return Fire(hook_name, data, mode)
+
+
+def nested_deeper(obj: Any, limit: int) -> bool:
+    """Whether JSON objects and arrays nest more than ``limit`` levels in ``obj``.
+
+    Iterative, so that no depth of input can raise ``RecursionError`` here.
+    """
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if type(value) is dict else value
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
 
 
 def _parse_op(msg: dict[str, Any]) -> Op:
@@ -244,7 +279,8 @@ class Framer:
     __slots__ = ("_rest",)
 
     def __init__(self) -> None:
-        self._rest = b""
+        # Extended in place: a message trickling in costs O(its size), not O(size²).
+        self._rest = bytearray()
 
     @property
     def pending(self) -> int:
@@ -255,18 +291,25 @@ class Framer:
         """The frames that ``data`` completes, in order (blank ones included)."""
         if b"\0" in data:
             data = data.replace(b"\0", b"\n")
+        rest = self._rest
         if b"\n" not in data:
-            self._rest += data
+            rest += data
             return []
-        if self._rest:
-            data = self._rest + data
-        frames = data.split(b"\n")
-        self._rest = frames.pop()
+        if rest:
+            rest += data
+            frames = bytes(rest).split(b"\n")
+            rest.clear()
+        else:
+            frames = data.split(b"\n")
+        tail = frames.pop()
+        if tail:
+            rest += tail
         return frames
 
     def finish(self) -> bytes:
         """The unended rest (at end of stream), emptied."""
-        rest, self._rest = self._rest, b""
+        rest = bytes(self._rest)
+        self._rest.clear()
         return rest
 
 

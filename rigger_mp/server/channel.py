@@ -43,26 +43,37 @@ class FrameReader:
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
-        self._buf = b""
+        # The unfinished frame, extended in place: reassembling a frame of n bytes from
+        # reads of a fixed size costs O(n), not the O(n²) of concatenating bytes.
+        self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
         """The objects whose frames ``data`` completes, in order."""
-        buf = self._buf + data if self._buf else data
+        held = self._buf
+        if held:
+            held += data
+            buf: bytes | bytearray = held
+        else:
+            buf = data
         out: list[Any] = []
         pos = 0
         end = len(buf)
         unpack = _HEADER.unpack_from
-        while end - pos >= HEADER_SIZE:
-            (size,) = unpack(buf, pos)
-            stop = pos + HEADER_SIZE + size
-            if stop > end:
-                break
-            try:
-                out.append(pickle.loads(buf[pos + HEADER_SIZE : stop]))
-            except Exception:  # a bug on the other side: lose this frame, not the stream
-                logger.exception("rigger_mp: a %d-byte frame does not unpickle; dropped", size)
-            pos = stop
-        self._buf = buf[pos:] if pos else buf
+        with memoryview(buf) as view:
+            while end - pos >= HEADER_SIZE:
+                (size,) = unpack(buf, pos)
+                stop = pos + HEADER_SIZE + size
+                if stop > end:
+                    break
+                try:
+                    out.append(pickle.loads(view[pos + HEADER_SIZE : stop]))
+                except Exception:  # a bug on the other side: lose this frame, not the stream
+                    logger.exception("rigger_mp: a %d-byte frame does not unpickle; dropped", size)
+                pos = stop
+        if buf is held:
+            del held[:pos]
+        elif pos < end:
+            held += memoryview(data)[pos:]
         return out
 
 
