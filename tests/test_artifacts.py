@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rigger_mp import Rigger
-from rigger_mp.plugins.artifacts import artifact_dir, install
+from rigger_mp.plugins.artifacts import READY_EVENT, TrustedRoot, artifact_dir, install
 
 
 def test_names_become_safe_path_parts(tmp_path: Path) -> None:
@@ -30,3 +30,45 @@ def test_client_artifact_path_inside_root_is_kept_outside_is_refused(tmp_path: P
             rigger.fire_hook("start_test", test_name="t4", artifact_path="../escape").result()
     assert kept["artifact_path"] == inside
     assert made["artifact_path"] == str(root.absolute() / "m.py" / "t2")
+
+
+def test_a_relative_path_is_made_absolute_against_the_root_not_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "root"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    rigger = Rigger()
+    install(rigger, root)
+    with rigger:
+        got = rigger.fire_hook("finish_test", test_name="t", artifact_path="m/t1").result()
+        for path in (".", "", "m/..", str(root)):
+            with pytest.raises(ValueError, match="is the artifacts root"):
+                rigger.fire_hook("finish_test", test_name="t", artifact_path=path).result()
+    assert got["artifact_path"] == str(root.absolute() / "m" / "t1")
+
+
+def test_a_symlink_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(tmp_path, target_is_directory=True)
+    rigger = Rigger()
+    install(rigger, root)
+    with rigger, pytest.raises(ValueError, match="outside the artifacts root"):
+        rigger.fire_hook("start_test", test_name="t", artifact_path="link/x").result()
+
+
+def test_the_root_in_the_locals_is_the_dispatchers_whatever_the_event_says(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    rigger = Rigger()
+    install(rigger, root)
+    with rigger:
+        for event in ("start_test", "finish_test", READY_EVENT):
+            got = rigger.fire_hook(event, test_name="t", artifacts_root="/").result()
+            assert isinstance(got["artifacts_root"], TrustedRoot), event
+            assert got["artifacts_root"] == str(root.absolute())
+        with pytest.raises(ValueError, match="outside the artifacts root"):
+            rigger.fire_hook(READY_EVENT, test_name="t", artifact_path="/etc").result()

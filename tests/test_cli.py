@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 
 from rigger_mp import cli
 from rigger_mp.client import RiggerClient
+from rigger_mp.plugins.archive import open_archive
 from tests.conftest import assert_processes_gone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,8 +237,8 @@ def test_serve_ping_fire_status_terminate(tmp_path: Path, served_default: Served
     assert status == 0, err
     assert re.search(r"stopped after .*: 4 events \(4 done, 0 failed, 0 abandoned\)", out), out
     # The drain ran the archiver that finish_test asked for (artifacts_ready).
-    archive = artifact.parent / "test_a.tar.xz"
-    with tarfile.open(archive) as tar:
+    archive = artifact.parent / "test_a.tar.zst"
+    with open_archive(str(archive)) as tar:
         assert "test_a/testlog.log" in tar.getnames()
 
 
@@ -279,17 +279,17 @@ def test_demo_summary_matches_the_archives_on_disk(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     made = re.search(r"archives: (\d+) made; ([\d,]+) bytes in .*, ([\d,]+) bytes out", done.stdout)
     assert made is not None, done.stdout
-    archives = sorted((tmp_path / "artifacts").rglob("*.tar.xz"))
+    archives = sorted((tmp_path / "artifacts").rglob("*.tar.zst"))
     assert int(made[1]) == len(archives) == 5
     assert int(made[3].replace(",", "")) == sum(a.stat().st_size for a in archives)
     bytes_in = 0
     for archive in archives:
-        with tarfile.open(archive) as tar:
+        with open_archive(str(archive)) as tar:
             names = tar.getnames()
             bytes_in += sum(m.size for m in tar.getmembers() if m.isfile())
         assert any(n.endswith("console.log") for n in names)
         assert any(n.endswith("testlog.log") for n in names)
-        assert not archive.with_name(archive.name[: -len(".tar.xz")]).exists()  # removed
+        assert not archive.with_name(archive.name[: -len(".tar.zst")]).exists()  # removed
     assert int(made[2].replace(",", "")) == bytes_in
     # 5 tests x (start_test, finish_test, artifacts_ready) + start/finish_session
     assert re.search(r"events: 17 done, 0 failed", done.stdout), done.stdout

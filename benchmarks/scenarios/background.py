@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, Target, interleaved
 from rigger_mp import Rigger, RiggerBasePlugin
+from rigger_mp.plugins.archive import totals
 
 WORKERS = 2
 LEVEL: Final = 1
@@ -83,7 +84,13 @@ def scratch() -> Iterator[Path]:
 def archive_rigger(**extra: Any) -> Rigger:
     """A started Rigger with a backgrounded archive instance and a trivial foreground hook."""
     plugins: dict[str, Any] = {
-        "archiver": {"plugin": "archive", "level": LEVEL},
+        # scratch() directories are under the temporary directory: the archiver's root
+        "archiver": {
+            "plugin": "archive",
+            "format": "xz",
+            "level": LEVEL,
+            "root": tempfile.gettempdir(),
+        },
         "fg": {"plugin": "benchmarks.scenarios.background:Foreground"},
     }
     return Rigger({"workers": WORKERS, "plugins": plugins, **extra}).start()
@@ -144,13 +151,13 @@ def archive(ctx: RunContext) -> list[Measurement]:
 
         try:
             samples = interleaved({SUBJECT: ours, PPE: bare, SERIAL: serial}, ctx.repeats)
-            records = rigger.global_data["archives"]
+            made = totals(rigger.global_data)["archives"]
             failed = rigger.stats()["background"]["failed"]
         finally:
             rigger.stop()
             executor.shutdown()
-    if failed or len(records) != jobs:
-        raise RuntimeError(f"archive jobs failed: {failed}, records {len(records)}")
+    if failed or made != jobs * ctx.repeats:
+        raise RuntimeError(f"archive jobs failed: {failed}, archives made {made}")
     metric = f"{jobs} jobs x {mb} MB, wall time"
     note = f"xz preset {LEVEL}, {WORKERS} workers"
     return [

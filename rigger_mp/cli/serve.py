@@ -33,10 +33,18 @@ from .status import human_duration
 
 logger = logging.getLogger("rigger_mp.serve")
 
+
 def main_job_config(
-    port: int, workers: int | None, level: int, remove_originals: bool
+    port: int,
+    workers: int | None,
+    level: int,
+    remove_originals: bool,
+    archive_format: str = "zst",
 ) -> dict[str, Any]:
-    """The main job's dispatcher: per-test log, archiver backgrounded on artifacts_ready."""
+    """The main job's dispatcher: per-test log, archiver backgrounded on artifacts_ready.
+
+    The archiver takes its root from :func:`rigger_mp.plugins.artifacts.install`.
+    """
     return {
         "server_enabled": True,
         "server_address": "127.0.0.1",
@@ -48,7 +56,7 @@ def main_job_config(
                 "plugin": "archive",
                 "background": True,
                 "event": artifacts.READY_EVENT,
-                "format": "xz",
+                "format": archive_format,
                 "level": level,
                 "remove_originals": remove_originals,
             },
@@ -56,7 +64,7 @@ def main_job_config(
     }
 
 
-DEFAULT_CONFIG: dict[str, Any] = main_job_config(DEFAULT_PORT, None, 6, False)
+DEFAULT_CONFIG: dict[str, Any] = main_job_config(DEFAULT_PORT, None, 3, False)
 """The embedded config of ``serve`` without ``-c``: what the demo runs, on a fixed port."""
 
 PROGRESS_EVERY = 0.5

@@ -4,11 +4,14 @@ The main job: each test writes logs and screenshots into its own directory, and 
 test has finished, the directory is packed into an archive. Two callbacks make that work
 with any plugins:
 
-- a pre callback of ``start_test`` and ``finish_test`` puts ``artifact_path`` =
-  ``<root>/<test_location>/<test_name>`` into the event's locals, unless the event was
-  fired with one (so a client that knows better wins) inside ``<root>``: a path outside
-  it fails the event, since events may come from the network and the archiver may delete
-  what it packs;
+- a pre callback of ``start_test``, ``finish_test`` and ``artifacts_ready`` puts
+  ``artifacts_root`` (a :class:`TrustedRoot`, replacing any value the event carried) and
+  ``artifact_path`` = ``<root>/<test_location>/<test_name>`` into the event's locals,
+  unless the event was fired with an ``artifact_path`` (so a client that knows better
+  wins): that one is made absolute against the root, once, here, and must lie strictly
+  inside it; a path outside it or the root itself fails the event, since events may come
+  from the network and the archiver may delete what it packs (which checks again, with
+  symlinks resolved, where it packs);
 - a post callback of ``finish_test`` fires ``artifacts_ready`` with the same names. By
   then every foreground hook of ``finish_test`` (the per-test log, say) has finished
   writing, so a backgrounded archiver bound to ``artifacts_ready`` packs a complete
@@ -21,12 +24,22 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..core.rigger import Rigger
+if TYPE_CHECKING:
+    from ..core.rigger import Rigger
 
 READY_EVENT = "artifacts_ready"
 """Fired after each ``finish_test`` once its foreground hooks are done."""
+
+
+class TrustedRoot(str):
+    """The artifacts root as :func:`install` states it in an event's locals.
+
+    A ``str`` (so a reply carrying it is still JSON) of a type that no event from the
+    network can carry: a plugin that finds one knows the dispatcher put it there.
+    """
+
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+,@\[\]-]+")
 
@@ -43,20 +56,36 @@ def artifact_dir(root: str | os.PathLike[str], test_location: str, test_name: st
     return Path(root).joinpath(*location, safe_part(test_name))
 
 
+def contained(root: Path, artifact_path: str | os.PathLike[str]) -> Path:
+    """``artifact_path`` made absolute against ``root``, if strictly inside it (symlinks
+    resolved); a ``ValueError`` if it is outside or is the root itself."""
+    path = root / artifact_path
+    resolved, real_root = path.resolve(), root.resolve()
+    if resolved == real_root:
+        raise ValueError(f"artifact_path {os.fspath(artifact_path)!r} is the artifacts root")
+    if not resolved.is_relative_to(real_root):
+        raise ValueError(
+            f"artifact_path {os.fspath(artifact_path)!r} is outside the artifacts root {root}"
+        )
+    return path
+
+
 def install(rigger: Rigger, root: str | os.PathLike[str]) -> None:
     """Bind the artifact-path pre callbacks and the ``artifacts_ready`` post callback."""
     root = Path(root).absolute()
+    trusted = TrustedRoot(root)
 
     def artifact_path(
-        test_name: str, test_location: str = "", artifact_path: str | None = None
-    ) -> tuple[dict[str, Any], None] | None:
+        test_name: str | None = None,
+        test_location: str = "",
+        artifact_path: str | None = None,
+    ) -> tuple[dict[str, Any], None]:
+        local: dict[str, Any] = {"artifacts_root": trusted}
         if artifact_path is not None:
-            if not Path(root, artifact_path).resolve().is_relative_to(root.resolve()):
-                raise ValueError(
-                    f"artifact_path {artifact_path!r} is outside the artifacts root {root}"
-                )
-            return None
-        return {"artifact_path": str(artifact_dir(root, test_location, test_name))}, None
+            local["artifact_path"] = str(contained(root, artifact_path))
+        elif test_name is not None:
+            local["artifact_path"] = str(artifact_dir(root, test_location, test_name))
+        return local, None
 
     def artifacts_ready(
         test_name: str,
@@ -72,6 +101,6 @@ def install(rigger: Rigger, root: str | os.PathLike[str]) -> None:
             artifact_path=artifact_path,
         )
 
-    for event in ("start_test", "finish_test"):
+    for event in ("start_test", "finish_test", READY_EVENT):
         rigger.register_hook_callback(event, "pre", artifact_path, name="artifact_path")
     rigger.register_hook_callback("finish_test", "post", artifacts_ready, name=READY_EVENT)
