@@ -27,10 +27,10 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from rigger_mp.cli.demo_client import _messages, write_artifacts
-
 from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, Target, interleaved
 from rigger_mp import Rigger
+from rigger_mp.cli.demo import DEFAULT_TESTS
+from rigger_mp.cli.demo_client import _messages, write_artifacts
 from rigger_mp.plugins.archive import totals
 
 WORKERS = 2
@@ -161,9 +161,10 @@ _SPEED = re.compile(r"([\d,.]+) MB/s packed per worker")
 
 
 def demo(ctx: RunContext) -> list[Measurement]:
-    """``rigger-mp demo``: the new default (zst 3) against ``format: xz, level: 1``."""
+    """``rigger-mp demo`` as a user runs it (its default test count): the new default
+    (zst 3) against ``format: xz, level: 1``."""
     name = "compress.demo"
-    tests = ctx.pick(40, 4)
+    tests = ctx.pick(DEFAULT_TESTS, 4)
     speeds: dict[str, list[float]] = {SUBJECT: [], DEMO_XZ: []}
 
     def run(subject: str, fmt: str, level: int) -> float:
