@@ -197,3 +197,16 @@ def test_log_message_carries_start_and_stop_news() -> None:
         pass
     assert news[0].startswith("rigger_mp: started")
     assert news[-1].startswith("rigger_mp: stopped: 0 event(s) done")
+
+
+def test_stats_before_start_are_zero_with_the_keys_of_a_running_rigger() -> None:
+    rigger = Rigger()
+    before = rigger.stats()
+    zero = {"queued": 0, "running": 0, "done": 0, "failed": 0, "abandoned": 0}
+    assert before["background"] == zero
+    assert before["workers"] == []
+    events = ["accepted", "done", "failed", "abandoned", "queued"]
+    assert before["events"] == dict.fromkeys(events, 0)
+    with rigger:
+        assert rigger.stats().keys() == before.keys()
+        assert rigger.stats()["background"].keys() == before["background"].keys()

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("rigger_mp")
 
-CALLBACK_TYPES = ("pre", "post")
-
-
 class _Call:
     """An internal job for the event thread, queued in order with the events."""
 
@@ -556,10 +553,10 @@ class Rigger(Dispatcher):
         """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
         hooks queued, running, done, failed and abandoned; the live workers; the uptime and
         the mean events done per second; the TCP server's counters when it runs."""
-        background = Background(self, None) if self._background is None else self._background
+        background = self._background
         uptime = self.uptime()
         stats: dict[str, Any] = {
-            **background.stats(),
+            **(Background.idle_stats() if background is None else background.stats()),
             "uptime": uptime,
             "events_per_second": self._done / uptime if uptime > 0 else 0.0,
             "events": {

@@ -15,7 +15,7 @@ import pickle
 import sys
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.calling import describe
 from ..core.config import RiggerConfig
@@ -148,11 +148,6 @@ class Background:
         if pool is not None:
             pool.start(background)
         return background
-
-    @property
-    def has_pool(self) -> bool:
-        """Whether a worker pool runs (some instance or hook is backgrounded)."""
-        return self._pool is not None
 
     # -- the event thread ---------------------------------------------------------------
 
@@ -353,29 +348,42 @@ class Background:
 
     def stats(self) -> dict[str, Any]:
         """``background`` counters and the ``workers`` list for ``Rigger.stats()``."""
-        running = self._pool.running() if self._pool is not None and not self._closed else 0
+        pool = self._pool if not self._closed else None
+        running = pool.running() if pool is not None else 0
         with self._cond:
             unsettled = self._submitted - self._finished
-            counters = {
-                "queued": max(0, unsettled - running),
-                "running": running,
-                "done": self._done,
-                "failed": self._failed,
-                "abandoned": self._abandoned,
-            }
-        workers: list[WorkerInfo] = (
-            self._pool.workers() if self._pool is not None and not self._closed else []
-        )
-        return {
-            "background": counters,
-            "workers": [
-                {
-                    "pid": w.pid,
-                    "rss_bytes": w.rss_bytes,
-                    "cpu_percent": w.cpu_percent,
-                    "tasks_done": w.tasks_done,
-                }
-                for w in workers
-            ],
-        }
+            counters = _Counters(
+                max(0, unsettled - running), running, self._done, self._failed, self._abandoned
+            )
+        return _stats_of(counters, pool.workers() if pool is not None else [])
 
+    @staticmethod
+    def idle_stats() -> dict[str, Any]:
+        """What :meth:`stats` says of a dispatcher with no background yet: all zero."""
+        return _stats_of(_Counters(0, 0, 0, 0, 0), [])
+
+
+class _Counters(NamedTuple):
+    """Backgrounded hooks by where they are: the ``background`` entry of ``stats()``."""
+
+    queued: int
+    running: int
+    done: int
+    failed: int
+    abandoned: int
+
+
+def _stats_of(counters: _Counters, workers: list[WorkerInfo]) -> dict[str, Any]:
+    """The ``background`` and ``workers`` entries of ``Rigger.stats()``."""
+    return {
+        "background": counters._asdict(),
+        "workers": [
+            {
+                "pid": w.pid,
+                "rss_bytes": w.rss_bytes,
+                "cpu_percent": w.cpu_percent,
+                "tasks_done": w.tasks_done,
+            }
+            for w in workers
+        ],
+    }

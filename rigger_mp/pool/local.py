@@ -1,9 +1,7 @@
-"""The worker pool: where backgrounded hooks run, behind a small interface.
+"""The local worker pool: backgrounded hooks run in ``multiprocessing`` worker processes.
 
-The dispatcher (:mod:`rigger_mp.background`) talks to a pool only through
-:class:`WorkerPool`: ``start(sink)``, ``submit(items)``, ``stats()``, ``stop()``. Results
-come back through the :class:`ResultSink` it gave to ``start``. :class:`LocalPool` is the
-``multiprocessing`` implementation; a distributed engine (Dask) can stand in for it.
+:class:`LocalPool` implements :class:`~rigger_mp.pool.interface.WorkerPool` (the whole
+contract, and what a distributed engine must provide instead, is described there).
 
 Data flow of :class:`LocalPool` (drawn after CPython's ``concurrent/futures/process.py``)::
 
