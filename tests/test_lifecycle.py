@@ -166,7 +166,8 @@ def test_a_second_stop_waits_for_the_first_to_finish_draining() -> None:
     rigger.fire_hook("hold")
     tasks = [rigger.fire_hook("tick") for _ in range(3)]
     # Learn when the first stop() has begun: it queues the stop signal once it is stopping.
-    queue, stopping = rigger._queue, threading.Event()
+    loop = rigger._loop
+    queue, stopping = loop._queue, threading.Event()
 
     class Watched:
         def put(self, item: object) -> None:
@@ -176,7 +177,7 @@ def test_a_second_stop_waits_for_the_first_to_finish_draining() -> None:
         def __getattr__(self, name: str) -> object:
             return getattr(queue, name)
 
-    rigger._queue = Watched()  # type: ignore[assignment]
+    loop._queue = Watched()  # type: ignore[assignment]
     first = threading.Thread(target=rigger.stop)
     first.start()
     stopping.wait()
