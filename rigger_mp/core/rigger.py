@@ -229,12 +229,12 @@ class Rigger(Dispatcher):
         ended (else what was queued was abandoned at ``deadline``)."""
         background = self._background
         assert background is not None
-        drained = background.wait(deadline.left())
-        if not drained:
+        settled = background.settle(deadline.left())
+        if not settled.done:
             background.close(drained=False, timeout=0)  # end what still runs
         # With every event run and the pool done or ended, only merge jobs and the stop
         # signal are left for the event thread: its end needs no deadline.
-        return self._loop.drain(Deadline(None) if background.events_settled else deadline)
+        return self._loop.drain(Deadline(None) if settled.events_ran else deadline)
 
     def _release(self, ended: bool, deadline: Deadline) -> None:
         """End the pool (drained if the event thread ended), the hook threads, the server."""
