@@ -57,7 +57,7 @@ class Rigger(Dispatcher):
         self._loop = EventLoop(self._plan_for, self.report_failure)
         self._executor: ThreadPoolExecutor | None = None
         self._background: Background | None = None
-        # The TCP server (rigger_mp.intake), when server_enabled: its real address.
+        # The TCP server (rigger_mp.server), when server_enabled: its real address.
         self._server: ServerSupervisor | None = None
         self.server_address: str | None = None
         self.server_port: int | None = None

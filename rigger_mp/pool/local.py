@@ -158,6 +158,28 @@ class _Worker:
     proc: psutil.Process | None = None
     started: float = field(default_factory=time.monotonic)
 
+    def young(self) -> bool:
+        """Whether it ended soon enough after its start to count as failing to start."""
+        return time.monotonic() - self.started < STARTUP_SECONDS
+
+    def held(self, cause: str) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
+        """Once it ended: the items it held unreported that it never started, and those
+        lost with it, each with why (read from its slot; called under the pool's lock)."""
+        claimed, running = self.slot[0], self.slot[1]
+        unstarted: list[WorkItem] = []
+        lost: list[tuple[WorkItem, str]] = []
+        for bid, batch in sorted(self.batches.items()):
+            for index in range(batch.reported, len(batch.items)):
+                item = batch.items[index]
+                if self.retire is not None or bid != claimed or index > running:
+                    unstarted.append(item)
+                elif index == running:
+                    lost.append((item, f"the worker {cause} while running this hook"))
+                else:
+                    why = f"the hook ran, but the worker {cause} before sending its result"
+                    lost.append((item, why))
+        return unstarted, lost
+
 
 class LocalPool:
     """A pool of ``multiprocessing`` worker processes fed through manager queues."""
@@ -508,10 +530,10 @@ class LocalPool:
         cause = exit_cause(exitcode)
         with self._cond:
             self._workers.remove(worker)
-            unstarted, lost = self._unfinished(worker, cause)
+            unstarted, lost = worker.held(cause)
             failures = self._settle(worker, unstarted, lost)
             unexpected = worker.retire is None and not (self._phase.stopping and exitcode == 0)
-            if unexpected and worker.slot[0] == NO_BATCH and self._young(worker):
+            if unexpected and worker.slot[0] == NO_BATCH and worker.young():
                 self._startup_failures += 1
             replace = self._phase is Phase.RUNNING
             if replace and self._startup_failures >= STARTUP_FAILURES:
@@ -536,27 +558,6 @@ class LocalPool:
         if failures:
             self._report([], failures)
 
-    @staticmethod
-    def _unfinished(
-        worker: _Worker, cause: str
-    ) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
-        """What an ended worker held unreported: the items it never started, and the items
-        lost with it, each with why (read from its slot; called under ``_cond``)."""
-        claimed, running = worker.slot[0], worker.slot[1]
-        unstarted: list[WorkItem] = []
-        lost: list[tuple[WorkItem, str]] = []
-        for bid, batch in sorted(worker.batches.items()):
-            for index in range(batch.reported, len(batch.items)):
-                item = batch.items[index]
-                if worker.retire is not None or bid != claimed or index > running:
-                    unstarted.append(item)
-                elif index == running:
-                    lost.append((item, f"the worker {cause} while running this hook"))
-                else:
-                    why = f"the hook ran, but the worker {cause} before sending its result"
-                    lost.append((item, why))
-        return unstarted, lost
-
     def _settle(
         self, worker: _Worker, unstarted: list[WorkItem], lost: list[tuple[WorkItem, str]]
     ) -> list[Failure]:
@@ -576,11 +577,6 @@ class LocalPool:
             self._pending.extendleft(reversed(unstarted))
         pid = worker.process.pid
         return [Failure.of(item, pid, why) for item, why in lost]
-
-    @staticmethod
-    def _young(worker: _Worker) -> bool:
-        """Whether the worker ended soon enough after its start to count as failing to start."""
-        return time.monotonic() - worker.started < STARTUP_SECONDS
 
     def _break(self, reason: str) -> list[Failure]:
         """RUNNING → BROKEN: new work fails with ``reason``, and so does the pending work,
