@@ -166,7 +166,8 @@ def test_a_second_stop_waits_for_the_first_to_finish_draining() -> None:
     rigger.fire_hook("hold")
     tasks = [rigger.fire_hook("tick") for _ in range(3)]
     # Learn when the first stop() has begun: it queues the stop signal once it is stopping.
-    queue, stopping = rigger._queue, threading.Event()
+    loop = rigger._loop
+    queue, stopping = loop._queue, threading.Event()
 
     class Watched:
         def put(self, item: object) -> None:
@@ -176,7 +177,7 @@ def test_a_second_stop_waits_for_the_first_to_finish_draining() -> None:
         def __getattr__(self, name: str) -> object:
             return getattr(queue, name)
 
-    rigger._queue = Watched()  # type: ignore[assignment]
+    loop._queue = Watched()  # type: ignore[assignment]
     first = threading.Thread(target=rigger.stop)
     first.start()
     stopping.wait()
@@ -197,3 +198,16 @@ def test_log_message_carries_start_and_stop_news() -> None:
         pass
     assert news[0].startswith("rigger_mp: started")
     assert news[-1].startswith("rigger_mp: stopped: 0 event(s) done")
+
+
+def test_stats_before_start_are_zero_with_the_keys_of_a_running_rigger() -> None:
+    rigger = Rigger()
+    before = rigger.stats()
+    zero = {"queued": 0, "running": 0, "done": 0, "failed": 0, "abandoned": 0}
+    assert before["background"] == zero
+    assert before["workers"] == []
+    events = ["accepted", "done", "failed", "abandoned", "queued"]
+    assert before["events"] == dict.fromkeys(events, 0)
+    with rigger:
+        assert rigger.stats().keys() == before.keys()
+        assert rigger.stats()["background"].keys() == before["background"].keys()

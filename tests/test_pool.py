@@ -10,11 +10,12 @@ import json
 import logging
 import multiprocessing.forkserver
 import os
+import queue
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ import psutil
 import pytest
 
 from rigger_mp import PluginError, Rigger, RiggerBasePlugin
-from rigger_mp.pool.local import default_start_method, exit_cause
+from rigger_mp.pool.interface import Failure
+from rigger_mp.pool.local import STARTUP_FAILURES, LocalPool, default_start_method, exit_cause
 from tests.conftest import assert_processes_gone, child_processes
 
 PLUGINS = "tests.pool_plugins"
@@ -274,6 +276,50 @@ def test_no_pool_without_backgrounded_hooks() -> None:
         assert child_processes() == before
         assert rigger.stats()["workers"] == []
         assert rigger.wait_background(5)
+
+
+class Sink:
+    """A ResultSink that keeps the failures it is given."""
+
+    def __init__(self) -> None:
+        self.failures: list[Failure] = []
+
+    def completed(
+        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+    ) -> None:
+        self.failures.extend(failures)
+
+    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
+        raise AssertionError(hook_name)
+
+
+def test_workers_dying_before_any_work_break_the_pool() -> None:
+    pool = LocalPool({}, workers=1)
+    ends: queue.SimpleQueue[None] = queue.SimpleQueue()
+    handle_end = pool._ended
+
+    def ended(worker: Any) -> None:  # a worker's end is handled: its replacement started
+        handle_end(worker)
+        ends.put(None)
+
+    pool._ended = ended  # type: ignore[method-assign]
+    sink = Sink()
+    pool.start(sink)
+    try:
+        for _ in range(STARTUP_FAILURES):
+            [worker] = pool.workers()
+            os.kill(worker.pid, signal.SIGKILL)
+            ends.get(timeout=60)
+        assert pool.workers() == []  # broken: no replacement for the last one
+        pool.submit([(1, "p", "pack", b"")])
+        [failure] = sink.failures
+        assert failure.work_id == 1
+        assert failure.text == (
+            f"the worker pool is broken: {STARTUP_FAILURES} workers in a row ended before "
+            "taking any work (last one was killed by signal SIGKILL (9))"
+        )
+    finally:
+        assert pool.stop(abandon=True, timeout=10) == []
 
 
 def test_helpers() -> None:

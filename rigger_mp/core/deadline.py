@@ -12,9 +12,11 @@ class Deadline:
     step, so the steps together never wait longer than the timeout.
     """
 
-    __slots__ = ("at",)
+    __slots__ = ("at", "timeout")
 
     def __init__(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        """The timeout it was made from, for messages."""
         self.at = None if timeout is None else time.monotonic() + timeout
 
     def left(self) -> float | None:

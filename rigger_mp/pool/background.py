@@ -10,16 +10,18 @@ so that the event thread stays the only writer of the global namespace.
 
 from __future__ import annotations
 
+import enum
 import logging
 import pickle
 import sys
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..core.calling import describe
 from ..core.config import RiggerConfig
 from ..core.deadline import Deadline
+from ..core.lifecycle import move
 from ..core.loading import import_class
 from ..core.merge import recursive_update
 from ..errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
@@ -34,6 +36,45 @@ if TYPE_CHECKING:
 logger = logging.getLogger("rigger_mp")
 
 _Result = tuple[int, list[Mapping[str, Any]], list[Failure]]
+
+
+class Phase(enum.Enum):
+    """Whether the pool still runs and which thread settles results."""
+
+    OPEN = "open"
+    """The pool takes work; results are settled by a job on the event thread."""
+    POOL_ENDED = "pool ended"
+    """:meth:`Background.close` ended the pool; the event thread still settles."""
+    EVENTS_ENDED = "events ended"
+    """The event thread has ended: results are settled on the thread that brings them."""
+    ENDED = "ended"
+    """Both: the pool is ended and results are settled where they arrive."""
+
+    @property
+    def pool_open(self) -> bool:
+        """Whether the pool still takes work."""
+        return self in (Phase.OPEN, Phase.EVENTS_ENDED)
+
+    @property
+    def direct(self) -> bool:
+        """Whether results are settled on the thread that brings them."""
+        return self in (Phase.EVENTS_ENDED, Phase.ENDED)
+
+
+_EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
+    Phase.OPEN: frozenset({Phase.POOL_ENDED, Phase.EVENTS_ENDED}),
+    Phase.POOL_ENDED: frozenset({Phase.ENDED}),
+    Phase.EVENTS_ENDED: frozenset({Phase.ENDED}),
+}
+
+
+class Settled(NamedTuple):
+    """What :meth:`Background.settle` found when it returned."""
+
+    done: bool
+    """Every event accepted so far had run and its backgrounded hooks had ended."""
+    events_ran: bool
+    """Every event accepted so far had run (its hooks may still be in the pool)."""
 
 
 def is_backgrounded(instance: PluginInstance) -> bool:
@@ -116,10 +157,10 @@ class Background:
     def __init__(self, rigger: EventPort, pool: WorkerPool | None) -> None:
         self._rigger = rigger
         self._pool = pool
-        self._lock = threading.Lock()  # guards the inbox and the flags below
+        self._lock = threading.Lock()  # guards the inbox, _flush_queued and the phase
         self._inbox: list[_Result] = []
         self._flush_queued = False
-        self._direct = False  # the event thread has ended: settle results here
+        self._phase = Phase.OPEN
         self._markers: list[threading.Event] = []
         self._apply_lock = threading.Lock()  # one writer of the globals, even when direct
         self._cond = threading.Condition()
@@ -129,9 +170,6 @@ class Background:
         self._done = 0
         self._failed = 0
         self._abandoned = 0
-        self._closed = False
-        self.events_settled = False
-        """Set by :meth:`wait`: every event accepted before it returned had run."""
 
     @classmethod
     def start(
@@ -148,11 +186,6 @@ class Background:
         if pool is not None:
             pool.start(background)
         return background
-
-    @property
-    def has_pool(self) -> bool:
-        """Whether a worker pool runs (some instance or hook is backgrounded)."""
-        return self._pool is not None
 
     # -- the event thread ---------------------------------------------------------------
 
@@ -176,7 +209,7 @@ class Background:
         if not items:
             return
         self._submitted += len(items)
-        if self._pool is None or self._closed:
+        if self._pool is None or not self._phase.pool_open:
             reason = (
                 "no worker pool runs: no instance or hook was backgrounded at start()"
                 if self._pool is None
@@ -199,7 +232,7 @@ class Background:
         """Queue finished items for the event thread, which merges their global updates."""
         with self._lock:
             self._inbox.append((count, updates, failures))
-            if self._direct:
+            if self._phase.direct:
                 queue_flush = False
             elif self._flush_queued:
                 return
@@ -212,7 +245,7 @@ class Background:
 
     def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
         """Fire an event a hook fired in a worker (from the pool's thread)."""
-        if self._direct:
+        if self._phase.direct:
             logger.error(
                 "rigger_mp: event %r fired by a backgrounded hook after the event "
                 "thread stopped was dropped",
@@ -267,28 +300,33 @@ class Background:
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every event accepted so far has run and its background work settled.
 
+        False when ``timeout`` ran out first (see :meth:`settle`).
+        """
+        return self.settle(timeout).done
+
+    def settle(self, timeout: float | None = None) -> Settled:
+        """Wait as :meth:`wait` does; say whether all was done, or at least the events ran.
+
         Events fired meanwhile (by hooks, say) are waited for too: it returns when a pass
-        sees no new event. False when ``timeout`` ran out first.
+        sees no new event.
         """
         rigger = self._rigger
         if rigger.on_event_thread():
             raise WouldDeadlock("wait_background() called from a hook would wait on itself")
         deadline = Deadline(timeout)
-        self.events_settled = False
         while True:
             accepted = rigger.accepted_count()
             target = self._mark(deadline)
             if target is None:
-                return False
-            self.events_settled = rigger.accepted_count() == accepted
+                return Settled(False, False)
             with self._cond:
                 while self._finished < target:
                     left = deadline.left()
                     if left == 0.0 or not self._cond.wait(left):
-                        self.events_settled = rigger.accepted_count() == accepted
-                        return self._finished >= target and self.events_settled
+                        ran = rigger.accepted_count() == accepted
+                        return Settled(self._finished >= target and ran, ran)
             if rigger.accepted_count() == accepted:
-                return True
+                return Settled(True, True)
 
     def _mark(self, deadline: Deadline) -> int | None:
         """Items submitted once every event accepted before now has run; None on timeout."""
@@ -300,7 +338,7 @@ class Background:
             marker.set()
 
         with self._lock:
-            if self._direct or not self._rigger.events_running():
+            if self._phase.direct or not self._rigger.events_running():
                 return self._submitted
             self._markers.append(marker)
         try:
@@ -317,7 +355,8 @@ class Background:
     def events_ended(self) -> None:
         """The event thread has ended: results are settled on the thread that brings them."""
         with self._lock:
-            self._direct = True
+            to = Phase.EVENTS_ENDED if self._phase is Phase.OPEN else Phase.ENDED
+            self._phase = move(_EDGES, self._phase, to)
             for marker in self._markers:
                 marker.set()
         self._flush()
@@ -329,9 +368,11 @@ class Background:
         Results that came in meanwhile are settled by the flush job already queued on
         the event thread, or here once that thread has ended.
         """
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if not self._phase.pool_open:
+                return
+            to = Phase.POOL_ENDED if self._phase is Phase.OPEN else Phase.ENDED
+            self._phase = move(_EDGES, self._phase, to)
         pool = self._pool
         if pool is None:
             return
@@ -346,36 +387,49 @@ class Background:
                 len(left),
                 describe_items(left),
             )
-        if self._direct:
+        if self._phase.direct:
             self._flush()
 
     # -- stats --------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """``background`` counters and the ``workers`` list for ``Rigger.stats()``."""
-        running = self._pool.running() if self._pool is not None and not self._closed else 0
+        pool = self._pool if self._phase.pool_open else None
+        running = pool.running() if pool is not None else 0
         with self._cond:
             unsettled = self._submitted - self._finished
-            counters = {
-                "queued": max(0, unsettled - running),
-                "running": running,
-                "done": self._done,
-                "failed": self._failed,
-                "abandoned": self._abandoned,
-            }
-        workers: list[WorkerInfo] = (
-            self._pool.workers() if self._pool is not None and not self._closed else []
-        )
-        return {
-            "background": counters,
-            "workers": [
-                {
-                    "pid": w.pid,
-                    "rss_bytes": w.rss_bytes,
-                    "cpu_percent": w.cpu_percent,
-                    "tasks_done": w.tasks_done,
-                }
-                for w in workers
-            ],
-        }
+            counters = _Counters(
+                max(0, unsettled - running), running, self._done, self._failed, self._abandoned
+            )
+        return _stats_of(counters, pool.workers() if pool is not None else [])
 
+    @staticmethod
+    def idle_stats() -> dict[str, Any]:
+        """What :meth:`stats` says of a dispatcher with no background yet: all zero."""
+        return _stats_of(_Counters(0, 0, 0, 0, 0), [])
+
+
+class _Counters(NamedTuple):
+    """Backgrounded hooks by where they are: the ``background`` entry of ``stats()``."""
+
+    queued: int
+    running: int
+    done: int
+    failed: int
+    abandoned: int
+
+
+def _stats_of(counters: _Counters, workers: list[WorkerInfo]) -> dict[str, Any]:
+    """The ``background`` and ``workers`` entries of ``Rigger.stats()``."""
+    return {
+        "background": counters._asdict(),
+        "workers": [
+            {
+                "pid": w.pid,
+                "rss_bytes": w.rss_bytes,
+                "cpu_percent": w.cpu_percent,
+                "tasks_done": w.tasks_done,
+            }
+            for w in workers
+        ],
+    }

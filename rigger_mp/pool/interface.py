@@ -48,7 +48,7 @@ class ResultSink(Protocol):
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """One live worker, for ``stats()``."""
+    """One live worker, as :meth:`WorkerPool.workers` reports it (for ``Rigger.stats()``)."""
 
     pid: int
     rss_bytes: int

@@ -1,9 +1,7 @@
-"""The worker pool: where backgrounded hooks run, behind a small interface.
+"""The local worker pool: backgrounded hooks run in ``multiprocessing`` worker processes.
 
-The dispatcher (:mod:`rigger_mp.background`) talks to a pool only through
-:class:`WorkerPool`: ``start(sink)``, ``submit(items)``, ``stats()``, ``stop()``. Results
-come back through the :class:`ResultSink` it gave to ``start``. :class:`LocalPool` is the
-``multiprocessing`` implementation; a distributed engine (Dask) can stand in for it.
+:class:`LocalPool` implements :class:`~rigger_mp.pool.interface.WorkerPool` (the whole
+contract, and what a distributed engine must provide instead, is described there).
 
 Data flow of :class:`LocalPool` (drawn after CPython's ``concurrent/futures/process.py``)::
 
@@ -44,6 +42,7 @@ Data flow of :class:`LocalPool` (drawn after CPython's ``concurrent/futures/proc
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import math
 import multiprocessing
@@ -58,10 +57,11 @@ from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import SyncManager
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, Final
 
 import psutil
 
+from ..core.lifecycle import move
 from ..errors import PluginError
 from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem
 from .messages import MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent
@@ -79,6 +79,38 @@ STARTUP_FAILURES = 3
 STARTUP_SECONDS = 30.0
 """A worker that dies idle later than this after its start is not failing to start (an
 idle worker killed hours later, say), so it does not count towards STARTUP_FAILURES."""
+
+
+class Phase(enum.Enum):
+    """Where a :class:`LocalPool` is in its life."""
+
+    NEW = "new"
+    """Made, not started."""
+    RUNNING = "running"
+    """Taking work; a dead worker is replaced."""
+    BROKEN = "broken"
+    """Workers keep dying before taking work, or none could be started: new work fails
+    at once with the reason; the workers still alive finish what they hold."""
+    STOPPING = "stopping"
+    """``stop()`` lets the workers finish what they hold, then ends them."""
+    ABANDONING = "abandoning"
+    """``stop()`` ends the workers now; what they held is handed back, not failed."""
+    STOPPED = "stopped"
+    """Every worker, thread and the manager have ended."""
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` has begun (no work is taken, no worker is replaced)."""
+        return self in (Phase.STOPPING, Phase.ABANDONING, Phase.STOPPED)
+
+
+_EDGES: Final[dict[Phase, frozenset[Phase]]] = {
+    Phase.NEW: frozenset({Phase.RUNNING, Phase.STOPPING, Phase.ABANDONING}),
+    Phase.RUNNING: frozenset({Phase.BROKEN, Phase.STOPPING, Phase.ABANDONING}),
+    Phase.BROKEN: frozenset({Phase.STOPPING, Phase.ABANDONING}),
+    Phase.STOPPING: frozenset({Phase.ABANDONING, Phase.STOPPED}),
+    Phase.ABANDONING: frozenset({Phase.STOPPED}),
+}
 
 
 def default_start_method() -> str:
@@ -126,6 +158,28 @@ class _Worker:
     proc: psutil.Process | None = None
     started: float = field(default_factory=time.monotonic)
 
+    def young(self) -> bool:
+        """Whether it ended soon enough after its start to count as failing to start."""
+        return time.monotonic() - self.started < STARTUP_SECONDS
+
+    def held(self, cause: str) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
+        """Once it ended: the items it held unreported that it never started, and those
+        lost with it, each with why (read from its slot; called under the pool's lock)."""
+        claimed, running = self.slot[0], self.slot[1]
+        unstarted: list[WorkItem] = []
+        lost: list[tuple[WorkItem, str]] = []
+        for bid, batch in sorted(self.batches.items()):
+            for index in range(batch.reported, len(batch.items)):
+                item = batch.items[index]
+                if self.retire is not None or bid != claimed or index > running:
+                    unstarted.append(item)
+                elif index == running:
+                    lost.append((item, f"the worker {cause} while running this hook"))
+                else:
+                    why = f"the hook ran, but the worker {cause} before sending its result"
+                    lost.append((item, why))
+        return unstarted, lost
+
 
 class LocalPool:
     """A pool of ``multiprocessing`` worker processes fed through manager queues."""
@@ -152,9 +206,8 @@ class LocalPool:
         self._pending: deque[WorkItem] = deque()
         self._workers: list[_Worker] = []
         self._feeder_waiting = False
-        self._stopping = False
-        self._abandon = False
-        self._broken: str | None = None
+        self._phase = Phase.NEW  # under _cond
+        self._why_broken: str | None = None  # what BROKEN tells new work, kept once stopping
         self._left: list[WorkItem] = []
         self._next_batch = 0
         self._item_seconds = TARGET_BATCH_SECONDS  # until measured: assume heavy
@@ -194,6 +247,8 @@ class LocalPool:
                 worker.process.join()
             manager.shutdown()
             raise
+        with self._cond:
+            self._move(Phase.RUNNING)
         # Daemon threads: the interpreter waits for the others before atexit handlers run,
         # and it is an atexit handler that stops a Rigger its user never stopped.
         self._feeder = threading.Thread(
@@ -208,12 +263,12 @@ class LocalPool:
     def submit(self, items: Sequence[WorkItem]) -> None:
         """Queue items for the feeder; fails them at once if the pool is broken or stopped."""
         with self._cond:
-            if self._broken is None and not self._stopping:
+            if self._phase is Phase.RUNNING:
                 self._pending.extend(items)
                 if self._feeder_waiting:
                     self._cond.notify()
                 return
-            reason = self._broken or "the worker pool is stopping"
+            reason = self._why_broken or "the worker pool is stopping"
         self._report([], [Failure.of(i, None, reason) for i in items])
 
     def running(self) -> int:
@@ -249,10 +304,9 @@ class LocalPool:
     def stop(self, abandon: bool, timeout: float | None = None) -> list[WorkItem]:
         """End the workers (letting them finish, or not), the threads and the manager."""
         with self._cond:
-            if self._stopping:
+            if self._phase.stopping:
                 return []
-            self._stopping = True
-            self._abandon = abandon
+            self._move(Phase.ABANDONING if abandon else Phase.STOPPING)
             self._left.extend(self._pending)
             self._pending.clear()
             self._cond.notify_all()
@@ -273,7 +327,8 @@ class LocalPool:
             self._collector.join(timeout)
             if self._collector.is_alive():  # a hook did not finish in time: end it
                 with self._cond:
-                    self._abandon = True
+                    if self._phase is Phase.STOPPING:
+                        self._move(Phase.ABANDONING)
                     live = list(self._workers)
                 for worker in live:
                     worker.process.kill()
@@ -284,8 +339,13 @@ class LocalPool:
         self._wake_r.close()
         self._wake_w.close()
         with self._cond:
+            self._move(Phase.STOPPED)
             left, self._left = self._left, []
         return left
+
+    def _move(self, to: Phase) -> None:
+        """Change phase along :data:`_EDGES` (called under ``_cond``)."""
+        self._phase = move(_EDGES, self._phase, to)
 
     # -- workers ----------------------------------------------------------------------
 
@@ -333,7 +393,7 @@ class LocalPool:
         while True:
             with cond:
                 while True:
-                    if self._stopping:
+                    if self._phase.stopping:
                         return
                     worker = self._pick() if pending else None
                     if worker is not None:
@@ -371,7 +431,7 @@ class LocalPool:
         """Read results and notice ended workers, blocking on pipes and sentinels."""
         while True:
             with self._cond:
-                if self._stopping and not self._workers:
+                if self._phase.stopping and not self._workers:
                     return
                 by_handle: dict[Any, tuple[_Worker, bool]] = {}
                 for worker in self._workers:
@@ -462,89 +522,83 @@ class LocalPool:
             logger.exception("rigger_mp: reporting background results failed")
 
     def _ended(self, worker: _Worker) -> None:
-        """A worker process ended: settle what it held and start a replacement."""
+        """A worker process ended: settle what it held, then replace it (or the pool broke)."""
         if not worker.eof:
             self._read(worker, drain=True)
         worker.process.join()
         exitcode = worker.process.exitcode
-        pid = worker.process.pid
         cause = exit_cause(exitcode)
-        failures: list[Failure] = []
         with self._cond:
             self._workers.remove(worker)
-            claimed, running = worker.slot[0], worker.slot[1]
-            reissue: list[WorkItem] = []
-            for bid, batch in sorted(worker.batches.items()):
-                for index in range(batch.reported, len(batch.items)):
-                    item = batch.items[index]
-                    if worker.retire is not None or bid != claimed or index > running:
-                        reissue.append(item)  # never started
-                    elif index == running:
-                        failures.append(
-                            Failure.of(item, pid, f"the worker {cause} while running this hook")
-                        )
-                    else:
-                        failures.append(
-                            Failure.of(
-                                item,
-                                pid,
-                                f"the hook ran, but the worker {cause} before sending its result",
-                            )
-                        )
-            unexpected = worker.retire is None and not (self._stopping and exitcode == 0)
-            young = time.monotonic() - worker.started < STARTUP_SECONDS
-            if unexpected and claimed == NO_BATCH and young:
+            unstarted, lost = worker.held(cause)
+            failures = self._settle(worker, unstarted, lost)
+            unexpected = worker.retire is None and not (self._phase.stopping and exitcode == 0)
+            if unexpected and worker.slot[0] == NO_BATCH and worker.young():
                 self._startup_failures += 1
-            if self._stopping and self._abandon:  # ended on purpose: abandoned, not failed
-                self._left.extend(item for f in failures for item in [_item_of(worker, f)])
-                failures.clear()
-                self._left.extend(reissue)
-            elif self._stopping:
-                self._left.extend(reissue)
-            else:
-                self._pending.extendleft(reversed(reissue))
-            replace = not self._stopping and self._broken is None
+            replace = self._phase is Phase.RUNNING
             if replace and self._startup_failures >= STARTUP_FAILURES:
-                self._broken = (
+                replace = False
+                failures += self._break(
                     f"the worker pool is broken: {self._startup_failures} workers in a row "
                     f"ended before taking any work (last one {cause})"
                 )
-                logger.error("rigger_mp: %s", self._broken)
-                replace = False
-                failures.extend(Failure.of(i, None, self._broken) for i in self._pending)
-                self._pending.clear()
-        if unexpected and not self._stopping:
+                logger.error("rigger_mp: %s", self._why_broken)
+        if unexpected and not self._phase.stopping:
             logger.error(
                 "rigger_mp: worker %s %s; %d hook(s) failed, %d handed to other workers",
-                pid,
+                worker.process.pid,
                 cause,
                 len(failures),
-                len(reissue),
+                len(unstarted),
             )
         worker.conn.close()
         worker.process.close()
         if replace:
-            try:
-                fresh = self._spawn()
-            except Exception as exc:
-                logger.exception("rigger_mp: could not start a replacement worker")
-                with self._cond:
-                    self._broken = f"the worker pool is broken: no replacement worker: {exc}"
-                    failures.extend(Failure.of(i, None, self._broken) for i in self._pending)
-                    self._pending.clear()
-            else:
-                with self._cond:
-                    self._workers.append(fresh)
-                    if self._feeder_waiting:
-                        self._cond.notify()
+            failures += self._replace()
         if failures:
             self._report([], failures)
 
+    def _settle(
+        self, worker: _Worker, unstarted: list[WorkItem], lost: list[tuple[WorkItem, str]]
+    ) -> list[Failure]:
+        """Send an ended worker's items on; return the failures (called under ``_cond``).
 
-def _item_of(worker: _Worker, failure: Failure) -> WorkItem:
-    """The work item a failure was made from (rare path: a search is fine)."""
-    for batch in worker.batches.values():
-        for item in batch.items:
-            if item[0] == failure.work_id:
-                return item
-    raise LookupError(failure.work_id)
+        Running: the unstarted go back to the front of the pending items, the lost fail.
+        Stopping: ``stop()`` hands the unstarted back. Abandoning: the worker was ended on
+        purpose, so ``stop()`` hands back the lost too (abandoned, not failed).
+        """
+        if self._phase is Phase.ABANDONING:
+            self._left.extend(item for item, _ in lost)
+            self._left.extend(unstarted)
+            return []
+        if self._phase.stopping:
+            self._left.extend(unstarted)
+        else:
+            self._pending.extendleft(reversed(unstarted))
+        pid = worker.process.pid
+        return [Failure.of(item, pid, why) for item, why in lost]
+
+    def _break(self, reason: str) -> list[Failure]:
+        """RUNNING → BROKEN: new work fails with ``reason``, and so does the pending work,
+        returned (called under ``_cond``; a pool already stopping keeps its phase)."""
+        self._why_broken = reason
+        if self._phase is Phase.RUNNING:
+            self._move(Phase.BROKEN)
+        failures = [Failure.of(item, None, reason) for item in self._pending]
+        self._pending.clear()
+        return failures
+
+    def _replace(self) -> list[Failure]:
+        """Start a worker in place of one that ended; if none starts, the pool is broken
+        and the pending work's failures are returned."""
+        try:
+            fresh = self._spawn()
+        except Exception as exc:
+            logger.exception("rigger_mp: could not start a replacement worker")
+            with self._cond:
+                return self._break(f"the worker pool is broken: no replacement worker: {exc}")
+        with self._cond:
+            self._workers.append(fresh)
+            if self._feeder_waiting:
+                self._cond.notify()
+        return []

@@ -2,7 +2,7 @@
 
 A worker takes batches ``(batch_id, [WorkItem, ...])`` from its manager queue, runs each
 item's hook on its own instance of the plugin, and sends the results back on its pipe
-(see :mod:`rigger_mp.pool` for the messages). It records in its slot the batch it took
+(see :mod:`rigger_mp.pool.messages`). It records in its slot the batch it took
 and the item it is running, so that the main process knows what was lost if it dies.
 """
 
@@ -30,10 +30,6 @@ WORKER_NICE = 10
 main process's event thread still gets the CPU it needs (idle cores are used in full)."""
 
 Sparse = list[tuple[int, Mapping[str, Any] | None, str | None]]
-
-
-class _Retire(Exception):
-    """Raised inside the batch loop when this worker must be recycled."""
 
 
 class WorkerRunner(Dispatcher):

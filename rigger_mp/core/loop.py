@@ -1,0 +1,393 @@
+"""The event loop: admission, the queue, the thread that runs events, the drain at stop.
+
+::
+
+    fire() ─────────┐  admission, under    +-------------+        event thread
+    accept_batch() ─┼─ the lock: counted, ─▶| Task | Task | ─get─▶ Task:  plan (cached) →
+    call_soon() ────┘  given a tid, queued  | _Call | ... |        pre → background submit →
+                       (jobs: no admission) +-------------+        foreground → post
+                                                                   _Call: run the job
+                                                                   _STOP: end when empty
+
+One :class:`Phase` says what the loop takes and does; :meth:`EventLoop.begin_start`,
+:meth:`~EventLoop.run`, :meth:`~EventLoop.begin_stop`, :meth:`~EventLoop.close_intake`,
+:meth:`~EventLoop.drain` and :meth:`~EventLoop.finish` are its transitions. The facade
+(:class:`~rigger_mp.core.rigger.Rigger`) orders them with the pool and the server.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final, NamedTuple
+
+from ..errors import RiggerError, ShuttingDown, WouldDeadlock
+from .calling import Callee, describe
+from .deadline import Deadline
+from .lifecycle import move
+from .loading import PluginInstance
+from .plugin import PluginHook
+from .port import EventSpec
+from .stage import EventRunner, ExcInfo, annotate
+from .task import Task
+
+logger = logging.getLogger("rigger_mp")
+
+Backgrounded = tuple[PluginInstance, PluginHook]
+Submit = Callable[[tuple[Backgrounded, ...], dict[str, Any], str], None]
+"""Where an event's backgrounded hooks go: ``(hooks, event locals, event name)``."""
+
+
+class Plan(NamedTuple):
+    """The callables one event name runs, stage by stage."""
+
+    pre: tuple[Callee, ...]
+    foreground: tuple[Callee, ...]
+    background: tuple[Backgrounded, ...]
+    post: tuple[Callee, ...]
+
+
+class Phase(enum.Enum):
+    """Where the loop is in its life, and so what it accepts."""
+
+    NEW = "new"
+    """Made, not started: nothing is accepted."""
+    STARTING = "starting"
+    """``start()`` is building the instances: nothing is accepted yet."""
+    RUNNING = "running"
+    """Events are accepted from everyone."""
+    STOPPING = "stopping"
+    """``stop()`` began: the intake still queues what the TCP server acked before its
+    fence, and threads that run events (hooks) may still fire; no one else may."""
+    DRAINING = "stopping (draining)"
+    """The intake has passed the fence: only threads that run events may still fire."""
+    ABANDONING = "stopping (abandoning)"
+    """``stop()`` timed out with an event running: queued events fail with ShuttingDown."""
+    STOPPED = "stopped"
+    """The event thread has ended, or been left to end once its hook returns."""
+
+
+_EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
+    Phase.NEW: frozenset({Phase.STARTING}),
+    Phase.STARTING: frozenset({Phase.NEW, Phase.RUNNING}),
+    Phase.RUNNING: frozenset({Phase.STOPPING}),
+    Phase.STOPPING: frozenset({Phase.DRAINING}),
+    Phase.DRAINING: frozenset({Phase.ABANDONING, Phase.STOPPED}),
+    Phase.ABANDONING: frozenset({Phase.STOPPED}),
+}
+_STOP_PHASES: Final = frozenset({Phase.STOPPING, Phase.DRAINING, Phase.ABANDONING})
+_STOP: Final = object()
+
+
+class _Call:
+    """An internal job for the event thread, queued in order with the events."""
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[[], None]) -> None:
+        self.func = func
+
+
+class EventLoop:
+    """The queue and the one thread that runs its events, in the order they were accepted.
+
+    ``planner`` works out a :class:`Plan` for an event name (cached here until
+    :meth:`forget_plans`); ``report_failure`` takes failures no waiter sees.
+    """
+
+    def __init__(
+        self, planner: Callable[[str], Plan], report_failure: Callable[[ExcInfo], None]
+    ) -> None:
+        self._planner = planner
+        self._report_failure = report_failure
+        self._phase = Phase.NEW
+        self._lock = threading.Lock()  # guards the phase and the accepted count
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._runners: set[int] = set()
+        self._thread: threading.Thread | None = None
+        self._events: EventRunner | None = None
+        self._submit: Submit | None = None
+        self._plans: dict[str, Plan] = {}
+        self._accepted = 0
+        self._done = 0
+        self._failed = 0
+        self._abandoned = 0
+        self._started_at: float | None = None
+        self._stopped_at: float | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def phase(self) -> Phase:
+        """The loop's phase now."""
+        return self._phase
+
+    # -- admission ------------------------------------------------------------------------
+
+    def _admits(self, intake: bool) -> bool:
+        """Whether events from this caller are accepted now (called under the lock).
+
+        While running, from everyone. Once a stop began: the intake's batches until it
+        has passed the server's fence, and fires from threads that run events (a hook's
+        fires run in the drain, like the event that fired them).
+        """
+        phase = self._phase
+        if phase is Phase.RUNNING:
+            return True
+        if intake:
+            return phase is Phase.STOPPING
+        return phase in _STOP_PHASES and threading.get_ident() in self._runners
+
+    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> Task:
+        """Accept one event (``kwargs`` become its locals) and queue it; else ShuttingDown."""
+        if not isinstance(hook_name, str):
+            raise TypeError(f"hook_name must be a string, not {type(hook_name).__name__}")
+        with self._lock:
+            if not self._admits(intake=False):
+                raise ShuttingDown(
+                    f"fire_hook({hook_name!r}): the dispatcher is {self._phase.value}"
+                )
+            self._accepted += 1
+            task = Task(str(self._accepted), hook_name, kwargs, self._runners)
+            self._queue.put(task)
+        return task
+
+    def accept_batch(self, events: Sequence[EventSpec]) -> list[Task]:
+        """Queue events accepted (tids given) elsewhere, in order: all, or ShuttingDown."""
+        with self._lock:
+            if not self._admits(intake=True):
+                raise ShuttingDown(f"{len(events)} event(s): the dispatcher is {self._phase.value}")
+            runners, put = self._runners, self._queue.put
+            tasks = []
+            for tid, hook_name, kwargs in events:
+                task = Task(tid, hook_name, kwargs, runners)
+                put(task)
+                tasks.append(task)
+            self._accepted += len(tasks)
+        return tasks
+
+    def call_soon(self, func: Callable[[], None]) -> None:
+        """Run ``func`` on the event thread after what is queued now (in any phase)."""
+        self._queue.put(_Call(func))
+
+    # -- what the port reports ------------------------------------------------------------
+
+    def backlog(self) -> int:
+        """Events and jobs queued and not yet taken."""
+        return self._queue.qsize()
+
+    def accepted_count(self) -> int:
+        """Events accepted since start, from every source."""
+        return self._accepted
+
+    def on_event_thread(self) -> bool:
+        """Whether the calling thread runs events (a wait on an event would deadlock)."""
+        return threading.get_ident() in self._runners
+
+    def adopt_thread(self) -> None:
+        """Treat the calling thread as one that runs events."""
+        self._runners.add(threading.get_ident())
+
+    def events_running(self) -> bool:
+        """Whether the event thread is alive to run queued jobs."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def counters(self) -> dict[str, int]:
+        """Events accepted, done, failed, abandoned, and queued now."""
+        return {
+            "accepted": self._accepted,
+            "done": self._done,
+            "failed": self._failed,
+            "abandoned": self._abandoned,
+            "queued": self._queue.qsize(),
+        }
+
+    def uptime(self) -> float:
+        """Seconds from :meth:`run` to :meth:`finish` (to now while running); 0 before."""
+        if self._started_at is None:
+            return 0.0
+        end = time.monotonic() if self._stopped_at is None else self._stopped_at
+        return end - self._started_at
+
+    def forget_plans(self) -> None:
+        """Drop the cached plans: a binding changed."""
+        self._plans = {}
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def _move(self, to: Phase) -> None:
+        """Change phase along :data:`_EDGES` (called under the lock)."""
+        self._phase = move(_EDGES, self._phase, to)
+
+    def begin_start(self) -> None:
+        """NEW → STARTING (nobody fires until running); RiggerError in any other phase."""
+        with self._lock:
+            if self._phase is not Phase.NEW:
+                raise RiggerError(f"start(): this Rigger is already {self._phase.value}")
+            self._move(Phase.STARTING)
+
+    def start_failed(self) -> None:
+        """STARTING → NEW: ``start()`` raised, it may be called again."""
+        with self._lock:
+            self._move(Phase.NEW)
+
+    def run(self, events: EventRunner, submit: Submit) -> None:
+        """STARTING → RUNNING: start the event thread on ``events``; hooks to background go
+        to ``submit``."""
+        self._events, self._submit = events, submit
+        thread = threading.Thread(target=self._run_events, name="rigger_mp-events", daemon=True)
+        thread.start()
+        self._thread = thread
+        with self._lock:
+            self._move(Phase.RUNNING)
+        self._started_at = time.monotonic()
+
+    def begin_stop(self, timeout: float | None) -> bool:
+        """RUNNING → STOPPING: True for the caller that is to stop the loop.
+
+        False when there is nothing to stop; a second caller while a stop runs waits
+        (up to ``timeout``) for it to end, then gets False. A thread that runs events
+        gets WouldDeadlock: the stop would wait on its own event.
+        """
+        with self._lock:
+            phase = self._phase
+            if threading.get_ident() in self._runners and (
+                phase is Phase.RUNNING or phase in _STOP_PHASES
+            ):
+                raise WouldDeadlock("stop() called from a hook would wait on its own event")
+            if phase is Phase.RUNNING:
+                self._move(Phase.STOPPING)
+                return True
+        if phase in _STOP_PHASES:
+            self._stopped.wait(timeout)
+        return False
+
+    def close_intake(self) -> None:
+        """STOPPING → DRAINING: the intake has passed the server's fence; refuse its batches."""
+        with self._lock:
+            self._move(Phase.DRAINING)
+
+    def drain(self, deadline: Deadline) -> bool:
+        """Run what is queued, then end the event thread: True if it ended by ``deadline``.
+
+        Otherwise DRAINING → ABANDONING: the queued events fail with ShuttingDown (logged,
+        counted), and the thread ends once the hook it runs returns.
+        """
+        thread = self._thread
+        assert thread is not None
+        self._queue.put(_STOP)
+        thread.join(deadline.left())
+        if not thread.is_alive():
+            return True
+        with self._lock:
+            self._move(Phase.ABANDONING)
+        self._fail_queued()
+        self._queue.put(_STOP)
+        logger.error(
+            "stop(): timed out after %ss with an event still running; %d queued event(s) abandoned",
+            deadline.timeout,
+            self._abandoned,
+        )
+        return False
+
+    def finish(self) -> None:
+        """→ STOPPED: the stop has ended; :meth:`wait_stopped` returns."""
+        with self._lock:
+            self._move(Phase.STOPPED)
+        self._stopped_at = time.monotonic()
+        self._stopped.set()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`finish` (False if ``timeout`` ran out first)."""
+        return self._stopped.wait(timeout)
+
+    # -- abandoning -----------------------------------------------------------------------
+
+    def _fail_queued(self) -> None:
+        """Fail the queued events; internal jobs go back on the queue and still run."""
+        jobs: list[_Call] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if type(item) is Task:
+                self._abandon(item)
+            elif isinstance(item, _Call):
+                jobs.append(item)
+        for job in jobs:
+            self._queue.put(job)
+
+    def _abandon(self, task: Task) -> None:
+        with self._lock:
+            self._abandoned += 1
+        if task.set_running_or_notify_cancel():
+            task.set_exception(
+                ShuttingDown(f"event {task.hook_name!r} (tid {task.tid}) abandoned at stop()")
+            )
+
+    # -- the event thread -----------------------------------------------------------------
+
+    def _run_events(self) -> None:
+        self.adopt_thread()
+        get, put = self._queue.get, self._queue.put
+        events, abandoning = self._events, Phase.ABANDONING
+        assert events is not None
+        while True:
+            item = get()
+            if type(item) is Task:
+                if self._phase is abandoning:
+                    self._abandon(item)
+                elif item.set_running_or_notify_cancel():
+                    self._run_event(events, item)
+            elif item is _STOP:
+                if self._queue.empty():
+                    return
+                put(_STOP)  # events fired by hooks while draining run first
+            else:
+                self._run_call(item)
+
+    def _run_event(self, events: EventRunner, task: Task) -> None:
+        hook_name, local = task.hook_name, task.local
+        task.local = None
+        assert local is not None
+        try:
+            plan = self._plans.get(hook_name) or self._plan(hook_name)
+            if plan.pre:
+                events.stage(plan.pre, local, hook_name)
+            if plan.background:
+                assert self._submit is not None
+                self._submit(plan.background, local, hook_name)
+            if plan.foreground:
+                events.stage(plan.foreground, local, hook_name)
+            if plan.post:
+                events.stage(plan.post, local, hook_name)
+            glob = events.global_data
+            if glob:
+                result = dict(glob)
+                result.update(local)
+            else:
+                result = local
+        except BaseException as exc:
+            self._failed += 1
+            task.set_exception(exc)
+        else:
+            self._done += 1
+            task.set_result(result)
+
+    def _run_call(self, call: _Call) -> None:
+        try:
+            call.func()
+        except Exception as exc:
+            annotate(exc, f"rigger_mp: raised by internal job {describe(call.func)}")
+            self._report_failure((type(exc), exc, exc.__traceback__))
+
+    def _plan(self, hook_name: str) -> Plan:
+        """Work out ``hook_name``'s plan and keep it until a binding changes."""
+        plans = self._plans  # taken first: a binding changed meanwhile drops this cache
+        plan = plans[hook_name] = self._planner(hook_name)
+        return plan

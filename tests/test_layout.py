@@ -1,0 +1,75 @@
+"""The import graph of rigger_mp: no cycles, and the process roles depend one way.
+
+Every import counts, also those inside functions and under ``TYPE_CHECKING``: a cycle
+hidden there still ties the modules together.
+"""
+
+from __future__ import annotations
+
+import ast
+from graphlib import TopologicalSorter
+from pathlib import Path
+
+import rigger_mp
+
+ROOT = Path(rigger_mp.__file__).parent
+
+
+def module_files() -> dict[str, Path]:
+    """``rigger_mp.x.y`` -> its file, for every module and package of rigger_mp."""
+    files = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        files[".".join(parts)] = path
+    return files
+
+
+def imported(name: str, path: Path, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The dotted names ``node`` in module ``name`` imports (a module, or a module's name)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    base = package[: len(package) - node.level + 1] if node.level else []
+    target = ".".join(base + ([node.module] if node.module else []))
+    return [f"{target}.{alias.name}" for alias in node.names]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each rigger_mp module -> the rigger_mp modules it imports anywhere in its code."""
+    files = module_files()
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        deps = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for target in imported(name, path, node):
+                while target and target not in files:  # a name in a module: the module
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    deps.add(target)
+    return graph
+
+
+def test_the_graph_sees_imports_in_functions_and_under_type_checking() -> None:
+    deps = import_graph()["rigger_mp.core.rigger"]
+    assert "rigger_mp.server.supervisor" in deps  # imported inside _start_server
+    assert "rigger_mp.core.port" in import_graph()["rigger_mp.pool.background"]
+
+
+def test_no_import_cycle() -> None:
+    TopologicalSorter(import_graph()).prepare()  # CycleError names the cycle
+
+
+def test_the_pool_and_the_server_do_not_import_the_facade() -> None:
+    importers = {name for name, deps in import_graph().items() if "rigger_mp.core.rigger" in deps}
+    assert not {n for n in importers if n.startswith(("rigger_mp.pool", "rigger_mp.server"))}
+    assert not {n for n in importers if n.startswith("rigger_mp.core.")}
+
+
+def test_the_worker_does_not_import_the_pool_that_starts_it() -> None:
+    graph = import_graph()
+    assert "rigger_mp.pool.worker" in graph["rigger_mp.pool.local"]
+    assert "rigger_mp.pool.local" not in graph["rigger_mp.pool.worker"]

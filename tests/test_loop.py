@@ -1,0 +1,138 @@
+"""The event loop on its own: phases, their moves, and who is admitted in each."""
+
+from __future__ import annotations
+
+import enum
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from rigger_mp import RiggerError, ShuttingDown
+from rigger_mp.core.deadline import Deadline
+from rigger_mp.core.lifecycle import move
+from rigger_mp.core.loop import EventLoop, Phase, Plan
+from rigger_mp.core.stage import EventRunner, ExcInfo
+from tests.conftest import rigger_threads
+
+NO_PLAN = Plan((), (), (), ())
+
+
+def no_failure(exc_info: ExcInfo) -> None:
+    raise AssertionError(exc_info)
+
+
+@pytest.fixture
+def loop() -> Iterator[EventLoop]:
+    """A running loop with no hooks; drained and stopped afterwards, whatever its phase."""
+    loop = EventLoop(lambda name: NO_PLAN, no_failure)
+    loop.begin_start()
+    loop.run(EventRunner({}, True, no_failure, None), lambda *args: None)
+    yield loop
+    if loop.phase is Phase.RUNNING:
+        assert loop.begin_stop(None)
+    if loop.phase is Phase.STOPPING:
+        loop.close_intake()
+    if loop.phase is Phase.DRAINING:
+        assert loop.drain(Deadline(None))
+        loop.finish()
+
+
+def on_event_thread(loop: EventLoop, func: Callable[[], object]) -> BaseException | None:
+    """Run ``func`` as a job on the loop's event thread (as a hook would); what it raised."""
+    raised: list[BaseException] = []
+    done = threading.Event()
+
+    def job() -> None:
+        try:
+            func()
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            done.set()
+
+    loop.call_soon(job)
+    assert done.wait(10)
+    return raised[0] if raised else None
+
+
+def test_move_follows_the_table_and_names_a_move_it_lacks() -> None:
+    class Light(enum.Enum):
+        OFF = 1
+        ON = 2
+
+    edges = {Light.OFF: {Light.ON}}
+    assert move(edges, Light.OFF, Light.ON) is Light.ON
+    with pytest.raises(RuntimeError, match="Light: no move from ON to OFF"):
+        move(edges, Light.ON, Light.OFF)
+
+
+def test_a_transition_out_of_order_raises_and_leaves_the_phase(loop: EventLoop) -> None:
+    with pytest.raises(RuntimeError, match="no move from RUNNING to DRAINING"):
+        loop.close_intake()
+    assert loop.phase is Phase.RUNNING
+    with pytest.raises(RiggerError, match="already running"):
+        loop.begin_start()
+
+
+def test_a_failed_start_goes_back_to_new_and_may_start_again() -> None:
+    loop = EventLoop(lambda name: NO_PLAN, no_failure)
+    loop.begin_start()
+    with pytest.raises(ShuttingDown, match="starting"):
+        loop.fire("e", {})
+    loop.start_failed()
+    assert loop.phase is Phase.NEW
+    loop.begin_start()
+    with pytest.raises(RiggerError, match="already starting"):
+        loop.begin_start()
+
+
+def test_admission_in_each_stop_phase(loop: EventLoop) -> None:
+    assert loop.fire("e", {}).result(timeout=10) == {}
+    assert loop.begin_stop(None) is True
+    assert loop.phase is Phase.STOPPING
+    # STOPPING: the intake's batches and a runner's fires; no other thread's fires.
+    assert len(loop.accept_batch([("x1", "e", {})])) == 1
+    assert on_event_thread(loop, lambda: loop.fire("e", {})) is None
+    with pytest.raises(ShuttingDown, match=r"fire_hook\('e'\): the dispatcher is stopping$"):
+        loop.fire("e", {})
+    loop.close_intake()
+    # DRAINING: only a runner's fires.
+    with pytest.raises(ShuttingDown, match=r"1 event\(s\): the dispatcher is stopping \(drain"):
+        loop.accept_batch([("x2", "e", {})])
+    assert on_event_thread(loop, lambda: loop.fire("e", {})) is None
+    with pytest.raises(ShuttingDown, match=r"is stopping \(draining\)"):
+        loop.fire("e", {})
+    assert loop.drain(Deadline(None))
+    loop.finish()
+    assert loop.counters() == {
+        "accepted": 4,
+        "done": 4,
+        "failed": 0,
+        "abandoned": 0,
+        "queued": 0,
+    }
+    with pytest.raises(ShuttingDown, match="stopped"):
+        loop.accept_batch([("x3", "e", {})])
+
+
+def test_a_drain_that_times_out_abandons_the_queued_events(loop: EventLoop) -> None:
+    gate = threading.Event()
+
+    def hold() -> None:
+        gate.wait()
+
+    loop.call_soon(hold)  # holds the event thread
+    queued = [loop.fire("e", {}) for _ in range(3)]
+    assert loop.begin_stop(None)
+    loop.close_intake()
+    assert loop.drain(Deadline(0)) is False
+    assert loop.phase is Phase.ABANDONING
+    for task in queued:
+        with pytest.raises(ShuttingDown, match="abandoned at stop"):
+            task.result(timeout=10)
+    gate.set()
+    loop.finish()
+    assert loop.counters()["abandoned"] == 3
+    for thread in rigger_threads():
+        thread.join(timeout=10)  # the event thread ends once its job returns
