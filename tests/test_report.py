@@ -95,9 +95,10 @@ class Dom(HTMLParser):
             self._href = a.get("href") or ""
         if tag == "dd":
             self._dd = a.get("data-result") or a.get("id")
-        if a.get("id") in ("shown", "unlisted"):
-            self._id = a["id"]
-            self.by_id[self._id] = ""
+        ident = a.get("id")
+        if ident in ("shown", "unlisted"):
+            self._id = ident
+            self.by_id[ident] = ""
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "tbody":
@@ -205,7 +206,11 @@ def test_many_sources_interleaved_give_the_same_report(tmp_path: Path) -> None:
             def worker(w: int) -> None:
                 with RiggerClient("127.0.0.1", port) as client:
                     for location, name, result, _ in tests[w * 40 : (w + 1) * 40]:
-                        where = {"test_location": location, "test_name": name, "run_id": "R"}
+                        where: dict[str, Any] = {
+                            "test_location": location,
+                            "test_name": name,
+                            "run_id": "R",
+                        }
                         client.fire_hook("start_test", **where)
                         # The same name in another run must not be confused with this one.
                         client.fire_hook("start_test", **{**where, "run_id": "other"})
