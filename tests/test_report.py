@@ -403,3 +403,17 @@ def test_browser_screenshot(page: Path, tmp_path: Path) -> None:
     head = shot.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", head[16:24]) == (900, 700)
+
+
+def test_a_missing_browser_skips_loudly_or_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("RIGGER_MP_NO_BROWSER", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="BROWSER TESTS NOT RUN"):
+        browser.chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no Chromium"):
+        browser.chromium()
+    monkeypatch.setenv("RIGGER_MP_NO_BROWSER", "apt-get failed")
+    with pytest.raises(pytest.skip.Exception, match="apt-get failed"):
+        browser.chromium()
