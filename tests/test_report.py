@@ -417,3 +417,45 @@ def test_a_missing_browser_skips_loudly_or_fails_in_ci(monkeypatch: pytest.Monke
     monkeypatch.setenv("RIGGER_MP_NO_BROWSER", "apt-get failed")
     with pytest.raises(pytest.skip.Exception, match="apt-get failed"):
         browser.chromium()
+
+
+# -- the hosts: serve and the demo enable it and print its path ---------------------------
+
+
+def test_serve_writes_the_report_and_prints_its_path_after_the_drain(tmp_path: Path) -> None:
+    from tests.test_cli import Served
+
+    root = tmp_path / "art"
+    served = Served("--artifacts", str(root), cwd=tmp_path)
+    try:
+        with RiggerClient("127.0.0.1", int(served.port)) as client:
+            client.fire_hook("start_session", run_id="S")
+            for n in range(3):
+                where: dict[str, Any] = {
+                    "test_location": "tests/test_s.py",
+                    "test_name": f"t{n}",
+                    "run_id": "S",
+                }
+                client.fire_hook("start_test", **where)
+                client.fire_hook("finish_test", test_result="failed" if n else "passed", **where)
+            client.fire_hook("finish_session", run_id="S", wait_for_task=True)
+        assert served.cmd("terminate").returncode == 0
+        status, out, err = served.finish()
+    finally:
+        served.kill()
+    assert status == 0, err
+    assert out.splitlines()[-1] == f"rigger-mp: report: {root.absolute() / 'report.html'}"
+    tests = page_data(root / "report.html")["tests"]
+    assert [(t[0], t[2]) for t in tests] == [("failed", "t1"), ("failed", "t2"), ("passed", "t0")]
+    for t in tests:  # rewritten after the drain: every archive is made
+        assert t[5] == "present" and t[6].startswith(f"./tests/test_s.py/{t[2]}.tar."), t
+
+
+def test_demo_prints_the_report_path(tmp_path: Path) -> None:
+    from tests.test_cli import rigger_mp
+
+    done = rigger_mp("demo", "--tests", "2", "--workers", "1", "--dir", str(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = tmp_path / "artifacts" / "report.html"
+    assert done.stdout.splitlines()[-1] == f"report: {page}"
+    assert [t[5] for t in page_data(page)["tests"]] == ["present", "present"]
