@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..core.rigger import Rigger
-from ..plugins import artifacts
+from ..plugins import artifacts, report
 from ..plugins.archive import totals as archive_totals
 from .serve import main_job_config
 from .status import human_bytes, human_duration
@@ -109,7 +109,9 @@ def run(
     total = tests or DEFAULT_TESTS
     root = Path(directory or tempfile.mkdtemp(prefix="rigger_mp-demo-")).absolute()
     artifact_root = root / "artifacts"
-    rigger = Rigger(demo_config(workers, archive_format, archive_level))
+    rigger = Rigger(
+        report.with_dir(demo_config(workers, archive_format, archive_level), artifact_root)
+    )
     artifacts.install(rigger, artifact_root)
     bar = ProgressBar(total, sys.stderr, progress)
     started = time.perf_counter()
@@ -160,6 +162,8 @@ def run(
     elapsed = time.perf_counter() - started
     stats = rigger.stats()
     print(summary(stats, archive_totals(rigger.global_data), elapsed, artifact_root))
+    for written in report.rewrite_reports(rigger.instances):
+        print(f"report: {written}")
     problems = stats["events"]["failed"] + stats.get("background", {}).get("failed", 0)
     if client_status != 0:
         print(f"rigger-mp demo: the client process exited with {client_status}", file=sys.stderr)

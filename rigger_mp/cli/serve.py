@@ -27,7 +27,7 @@ from ..core.config import ConfigSource, load_config
 from ..core.loading import resolve_plugin
 from ..core.rigger import Rigger
 from ..errors import PluginError
-from ..plugins import artifacts
+from ..plugins import artifacts, report
 from ..protocol import DEFAULT_PORT
 from .status import human_duration
 
@@ -41,7 +41,8 @@ def main_job_config(
     remove_originals: bool,
     archive_format: str = "zst",
 ) -> dict[str, Any]:
-    """The main job's dispatcher: per-test log, archiver backgrounded on artifacts_ready.
+    """The main job's dispatcher: per-test log, archiver backgrounded on artifacts_ready,
+    and the session's report.html in the artifacts root (see ``report.with_dir``).
 
     The archiver takes its root from :func:`rigger_mp.plugins.artifacts.install`.
     """
@@ -60,6 +61,7 @@ def main_job_config(
                 "level": level,
                 "remove_originals": remove_originals,
             },
+            "report": {"plugin": "report"},
         },
     }
 
@@ -178,7 +180,7 @@ def serve(
     artifacts_root: str = "rigger-artifacts",
 ) -> int:
     """Run until SIGINT, SIGTERM or ``terminate``; drain; return the exit status."""
-    rigger = ServedRigger(build_config(path, host, port))
+    rigger = ServedRigger(report.with_dir(build_config(path, host, port), artifacts_root))
     artifacts.install(rigger, artifacts_root)
     started = time.monotonic()
     rigger.start()
@@ -209,6 +211,8 @@ def serve(
             signal.signal(signum, handler)
         rigger.stop()
     print(summary(rigger.stats(), time.monotonic() - started), flush=True)
+    for written in report.rewrite_reports(rigger.instances):
+        print(f"rigger-mp: report: {written}", flush=True)
     return 0
 
 

@@ -150,9 +150,8 @@ class ArchivePlugin(RiggerBasePlugin):
             return self._report(path, "empty directory")
         start = time.perf_counter()
         base = os.path.basename(path)
-        folder = self.dest or os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        target = os.path.join(folder, base + FORMATS[self.format].suffix)
+        target = self.target(path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         bytes_in = self._pack(path, base, target, stat.S_IMODE(os.stat(path).st_mode) & 0o666)
         totals = self._totals
         totals["seconds"] += time.perf_counter() - start  # packing only
@@ -162,6 +161,11 @@ class ArchivePlugin(RiggerBasePlugin):
         if self.remove_originals:
             shutil.rmtree(path)
         return self._updates()
+
+    def target(self, path: str) -> str:
+        """The archive this instance writes for the (absolute) directory ``path``."""
+        base = os.path.basename(os.path.normpath(path))
+        return os.path.join(self.dest or os.path.dirname(path), base + FORMATS[self.format].suffix)
 
     def _contained(self, path: str, artifacts_root: str | None) -> str:
         """``path`` resolved (symlinks too) if strictly inside the root; else PluginError."""

@@ -1,0 +1,93 @@
+"""Headless Chromium for the tests: load a page, return its DOM after the scripts ran,
+or take a screenshot.
+
+Each call runs one ``chromium --headless`` process in its own process group with a fresh
+profile directory, waits for it to exit, and ends whatever is left of its group. Where
+Chromium is missing the tests that need it skip, loudly; in CI (``CI=true``) they fail
+instead unless ``.ci/run`` said it could not install it (``RIGGER_MP_NO_BROWSER`` set to
+the reason), since a browser test that silently never runs proves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 60.0
+FLAGS = (
+    "--headless",
+    "--no-sandbox",  # the CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-crash-reporter",
+    "--disable-breakpad",
+    "--hide-scrollbars",
+)
+
+
+def chromium() -> str:
+    """The Chromium binary; skips (or fails in CI) where there is none."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    no_browser = os.environ.get("RIGGER_MP_NO_BROWSER")
+    if os.environ.get("CI") == "true" and not no_browser:
+        pytest.fail("CI=true but no Chromium on PATH although .ci/run installs it")
+    pytest.skip(
+        "BROWSER TESTS NOT RUN: Chromium is not installed and could not be "
+        f"({no_browser or 'install it: apt-get install -y chromium'})"
+    )
+
+
+def _run(args: list[str]) -> str:
+    with tempfile.TemporaryDirectory(prefix="rigger_mp-chromium-") as profile:
+        proc = subprocess.Popen(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            # Helpers (zygote, crash handler) may outlive the browser: end the group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            if proc.returncode is None:
+                proc.wait()
+    if proc.returncode != 0:
+        raise AssertionError(f"chromium exited {proc.returncode}: {err[-2000:]}")
+    return out
+
+
+def dump_dom(page: Path, fragment: str = "") -> str:
+    """The serialised DOM of ``page`` (opened as a file:// URL) once its scripts ran."""
+    return _run(["--dump-dom", page.absolute().as_uri() + fragment])
+
+
+def screenshot(
+    page: Path, out: Path, fragment: str = "", size: tuple[int, int] = (1200, 900)
+) -> Path:
+    """A PNG of ``page`` at ``size`` (width, height), written to ``out``."""
+    _run(
+        [
+            f"--screenshot={out.absolute()}",
+            f"--window-size={size[0]},{size[1]}",
+            page.absolute().as_uri() + fragment,
+        ]
+    )
+    return out
