@@ -14,11 +14,12 @@ drop the POSIX locks SQLite holds on it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
 
-from .errors import JournalError, JournalLocked
+from .errors import JournalError, JournalFull, JournalLocked
 
 
 def owner_lock_path(path: str) -> str:
@@ -56,7 +57,8 @@ class OwnerLock:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except OSError as exc:
             os.close(fd)
-            raise JournalError(f"journal {journal}: cannot write {self.path}: {exc}") from exc
+            kind = JournalFull if exc.errno == errno.ENOSPC else JournalError
+            raise kind(f"journal {journal}: cannot write {self.path}: {exc}") from exc
         self._fd: int | None = fd
 
     def release(self) -> None:

@@ -303,13 +303,13 @@ class JournalStore:
         free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
         pages = self._db.execute("PRAGMA page_count").fetchone()[0]
         if free >= FREE_PAGES_TO_VACUUM and free * 4 >= pages:
-            self._db.execute("PRAGMA incremental_vacuum")
+            self._db.executescript("PRAGMA incremental_vacuum")  # execute() frees one page
 
     def checkpoint(self) -> None:
         """Give back free pages and truncate the WAL now (also done as it goes)."""
         with self._lock, self._writer.held():
             try:
-                self._db.execute("PRAGMA incremental_vacuum")
+                self._db.executescript("PRAGMA incremental_vacuum")  # execute() frees one page
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 raise _fault(self.path, exc, "checkpoint") from exc
