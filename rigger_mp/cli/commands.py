@@ -1,8 +1,8 @@
 """The ``rigger-mp`` command (also ``python -m rigger_mp``): argument parsing and dispatch.
 
 Each subcommand's work lives in its own module (:mod:`rigger_mp.cli.serve`,
-:mod:`rigger_mp.cli.demo`, :mod:`rigger_mp.cli.status`); this one turns arguments into calls and
-outcomes into exit statuses:
+:mod:`rigger_mp.cli.demo`, :mod:`rigger_mp.cli.status`, :mod:`rigger_mp.cli.journal`); this
+one turns arguments into calls and outcomes into exit statuses:
 
 - 0: success;
 - 2: usage or config errors (argparse's own status for bad arguments);
@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it is off when not a tty)"
     )
+    from . import journal
+
+    journal.add_parser(sub, _Parser)
     return parser
 
 
@@ -287,6 +290,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
         )
+    if command == "journal":
+        from . import journal
+
+        return journal.run(args)
     return _client_command(args)
 
 

@@ -1,0 +1,67 @@
+"""The journal: accepted events survive a crash of any process (issue #13).
+
+An SQLite file in WAL mode holds every accepted, unfinished event. A fire is accepted
+once its row is committed; commits are grouped (:class:`GroupCommitter`); an event's row
+is deleted once it and its backgrounded hooks finished; ``start()`` replays what is left
+(:meth:`JournalStore.claim_replay`), dead-lettering events that used up their attempts.
+
+This package imports only the standard library and :mod:`rigger_mp.errors`, so both the
+main process and the TCP server process can use it::
+
+    JournalStore.open(path)       the file: schema, locks, validation, reads and writes
+    GroupCommitter(store)         its writer thread: append() blocks, done() does not
+    encode / decode               event data as JSON when faithful, else pickle
+"""
+
+from __future__ import annotations
+
+from .codec import JSON, PICKLE, decode, encode, encode_json
+from .committer import GroupCommitter
+from .errors import (
+    JournalCommitError,
+    JournalCorrupt,
+    JournalEncodeError,
+    JournalError,
+    JournalFull,
+    JournalLocked,
+)
+from .store import SYNC_LEVELS, Entry, JournalStore, NewRow, Sync
+
+REPLAY_KEY = "rigger_replay"
+"""Event local set to True on an event run again from the journal at start()."""
+ATTEMPT_KEY = "rigger_attempt"
+"""Event local holding a replayed event's attempt number (its first run was attempt 1)."""
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+def replay_locals(entry: Entry) -> dict[str, object]:
+    """A replayed event's locals: its stored data plus ``rigger_replay``/``rigger_attempt``."""
+    data = entry.data()
+    data[REPLAY_KEY] = True
+    data[ATTEMPT_KEY] = entry.attempts
+    return data
+
+
+__all__ = [
+    "ATTEMPT_KEY",
+    "DEFAULT_MAX_ATTEMPTS",
+    "JSON",
+    "PICKLE",
+    "REPLAY_KEY",
+    "SYNC_LEVELS",
+    "Entry",
+    "GroupCommitter",
+    "JournalCommitError",
+    "JournalCorrupt",
+    "JournalEncodeError",
+    "JournalError",
+    "JournalFull",
+    "JournalLocked",
+    "JournalStore",
+    "NewRow",
+    "Sync",
+    "decode",
+    "encode",
+    "encode_json",
+    "replay_locals",
+]

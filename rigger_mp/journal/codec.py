@@ -1,0 +1,82 @@
+"""Event data as the journal stores it: JSON when the value is plain JSON, else pickle.
+
+The format marker (``json`` or ``pickle``) is stored beside the bytes. JSON is chosen only
+when it gives back exactly what went in (dicts with str keys, lists, str, int, finite
+float, bool, None, of those exact types): a tuple, an int key or an enum would come back
+changed, so it is pickled instead. TCP events' data is parsed JSON and always qualifies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import JournalEncodeError
+
+JSON = "json"
+PICKLE = "pickle"
+FORMATS = (JSON, PICKLE)
+
+_SCALARS = (str, int, bool, type(None))
+_MAX_DEPTH = 200
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def _plain(value: object, depth: int) -> bool:
+    """Whether JSON round-trips ``value`` unchanged (exact types only)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if depth >= _MAX_DEPTH:
+        return False
+    if kind is list:
+        return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+    if kind is dict:
+        return all(
+            type(k) is str and _plain(v, depth + 1)
+            for k, v in value.items()  # type: ignore[attr-defined]
+        )
+    return False
+
+
+def encode(hook_name: str, data: Mapping[str, Any]) -> tuple[str, bytes]:
+    """``(format, bytes)`` of an event's data; :class:`JournalEncodeError` if neither works."""
+    if type(data) is dict and _plain(data, 0):
+        return JSON, _dumps(data).encode()
+    try:
+        return PICKLE, pickle.dumps(dict(data), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        for key, value in data.items():
+            try:
+                pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                raise JournalEncodeError(
+                    f"event {hook_name!r}: argument {key!r} ({type(value).__name__}) is "
+                    f"neither JSON nor picklable, so it cannot be journaled: {exc}"
+                ) from exc
+        raise JournalEncodeError(
+            f"event {hook_name!r}: its data cannot be pickled: {exc}"
+        ) from exc
+
+
+def encode_json(data: Mapping[str, Any]) -> tuple[str, bytes]:
+    """``(json, bytes)`` for data parsed from JSON (the TCP path): no type walk needed."""
+    return JSON, _dumps(data).encode()
+
+
+def decode(fmt: str, blob: bytes) -> dict[str, Any]:
+    """The event data back from its stored form (unpickling runs the pickle's imports)."""
+    if fmt == JSON:
+        value = json.loads(blob)
+    elif fmt == PICKLE:
+        value = pickle.loads(blob)
+    else:
+        raise ValueError(f"unknown data format {fmt!r}")
+    if not isinstance(value, dict):
+        raise ValueError(f"stored data is a {type(value).__name__}, not a mapping")
+    return value

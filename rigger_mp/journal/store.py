@@ -1,0 +1,453 @@
+"""The journal file: an SQLite database in WAL mode holding the accepted, unfinished events.
+
+Tables::
+
+    pending(seq, tid, hook, fmt, data, accepted, attempts)   accepted, not yet done
+    dead(seq, tid, hook, fmt, data, accepted, attempts, died, reason)
+    meta(key, value)                                         generation: owner opens so far
+
+``seq`` (AUTOINCREMENT, never reused) is the accepted order and the key of done marks;
+``tid`` is the dispatcher's name for the event (not unique across runs). ``attempts``
+counts the runs started, the first included, so an appended row holds 1 and costs no
+second write. An event is done once its row is deleted; deleted pages are reused,
+given back by ``incremental_vacuum`` when many are free, and the WAL is checkpointed by
+SQLite as it grows and truncated to :data:`WAL_LIMIT`: the files stay the size of what
+is pending, whatever has passed through them.
+
+Every write runs under the cross-process writer lock (see :mod:`.locks`), in one
+``BEGIN IMMEDIATE`` transaction. A connection object is used by one thread at a time
+(``self._lock``), so one store serves its process's committer thread and readers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from .codec import FORMATS, decode
+from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked
+from .locks import OwnerLock, WriterLock
+
+APPLICATION_ID = 0x52474D4A  # "RGMJ": a rigger_mp journal, not just any SQLite file
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+"""Backstop only: writers queue on the writer lock, so SQLite's busy handler seldom runs."""
+WAL_AUTOCHECKPOINT = 1000  # pages (SQLite's default): checkpoint when the WAL passes ~4 MB
+WAL_LIMIT = 4 * 1024 * 1024
+"""Bytes the WAL file is truncated to after a checkpoint (``journal_size_limit``)."""
+MAINTAIN_EVERY = 256
+"""Commits between two looks at the free pages."""
+FREE_PAGES_TO_VACUUM = 256
+"""Free pages (1 MB of 4 KiB pages) above which, if a quarter of the file, they are given back."""
+
+Sync = Literal["normal", "full"]
+SYNC_LEVELS: tuple[Sync, ...] = ("normal", "full")
+
+NewRow = tuple[str, str, str, bytes]
+"""``(tid, hook_name, format, data bytes)`` of an event to append (see :mod:`.codec`)."""
+
+_SCHEMA = (
+    "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, tid TEXT NOT NULL,"
+    " hook TEXT NOT NULL, fmt TEXT NOT NULL, data BLOB NOT NULL, accepted REAL NOT NULL,"
+    " attempts INTEGER NOT NULL DEFAULT 1)",
+    "CREATE TABLE dead (seq INTEGER PRIMARY KEY, tid TEXT NOT NULL, hook TEXT NOT NULL,"
+    " fmt TEXT NOT NULL, data BLOB NOT NULL, accepted REAL NOT NULL,"
+    " attempts INTEGER NOT NULL, died REAL NOT NULL, reason TEXT NOT NULL)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
+    "INSERT INTO meta VALUES ('generation', 0)",
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+_COLUMNS = "seq, tid, hook, fmt, data, accepted, attempts"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journaled event; ``died`` and ``reason`` are set for a dead-lettered one."""
+
+    seq: int
+    tid: str
+    hook: str
+    fmt: str
+    blob: bytes
+    accepted: float
+    attempts: int
+    died: float | None = None
+    reason: str | None = None
+
+    def data(self) -> dict[str, Any]:
+        """The event's data (for ``pickle``, this runs the pickle's imports)."""
+        return decode(self.fmt, self.blob)
+
+
+def _fault(path: str, exc: BaseException, doing: str) -> JournalError:
+    """The journal error for an SQLite or OS fault, naming the file and what failed."""
+    text = str(exc)
+    name = getattr(exc, "sqlite_errorname", "")
+    where = f"journal {path}: {doing} failed: {text}"
+    if name == "SQLITE_FULL" or "full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
+        return JournalFull(f"{where} (disk full or journal at its size cap)")
+    if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in text:
+        return JournalLocked(f"{where} (another process holds it)")
+    if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT") or "not a database" in text or (
+        "malformed" in text
+    ):
+        return JournalCorrupt(
+            f"{where}: the file is damaged or not a journal; move it aside to start with an "
+            "empty one (the events pending in it are lost unless it can be repaired)"
+        )
+    return JournalError(where)
+
+
+class JournalStore:
+    """An open journal file. Use :meth:`open`; every method may raise :class:`JournalError`."""
+
+    def __init__(
+        self,
+        path: str,
+        db: sqlite3.Connection,
+        writer: WriterLock,
+        owner: OwnerLock | None,
+        sync: Sync,
+    ) -> None:
+        self.path = path
+        self.sync: Sync = sync
+        self._db = db
+        self._writer = writer
+        self._owner = owner
+        self._lock = threading.Lock()
+        self._current_sync = ""
+        self._commits_since_look = 0
+        self.generation = 0
+
+    # -- opening ------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        sync: Sync = "normal",
+        owner: bool = True,
+        create: bool = True,
+        max_pages: int | None = None,
+    ) -> JournalStore:
+        """Open (or create) the journal at ``path``, checked to be sound, locked if ``owner``.
+
+        ``owner``: take the dispatcher's lock (the main process, the CLI); the server
+        process a dispatcher starts opens with ``owner=False``. ``max_pages`` caps the file
+        (SQLite's ``max_page_count``): past it commits fail as on a full disk. Raises
+        :class:`JournalLocked`, :class:`JournalCorrupt`, :class:`JournalFull` or
+        :class:`JournalError`, each naming the file.
+        """
+        path = os.fspath(path)
+        if sync not in SYNC_LEVELS:
+            raise JournalError(f"journal {path}: journal_sync must be normal or full, not {sync!r}")
+        if not create and not os.path.exists(path):
+            raise JournalError(f"no journal at {path}")
+        lock = OwnerLock(path) if owner else None
+        writer: WriterLock | None = None
+        db: sqlite3.Connection | None = None
+        try:
+            writer = WriterLock(path)
+            try:
+                db = sqlite3.connect(
+                    path,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error as exc:
+                raise _fault(path, exc, "opening") from exc
+            store = cls(path, db, writer, lock, sync)
+            store._prepare(max_pages, bump_generation=owner)
+            return store
+        except BaseException:
+            if db is not None:
+                db.close()
+            if writer is not None:
+                writer.close()
+            if lock is not None:
+                lock.release()
+            raise
+
+    def _prepare(self, max_pages: int | None, bump_generation: bool) -> None:
+        """Switch to WAL, create or check the schema, set the pragmas of this connection."""
+        db, path = self._db, self.path
+        try:
+            with self._writer.held():
+                app_id = db.execute("PRAGMA application_id").fetchone()[0]
+                tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if app_id == 0 and tables == 0:
+                    db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before any table
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    raise JournalError(f"journal {path}: SQLite refused WAL mode (got {mode!r})")
+                if app_id == 0 and tables == 0:
+                    db.execute("BEGIN IMMEDIATE")
+                    for statement in _SCHEMA:
+                        db.execute(statement)
+                    db.execute("COMMIT")
+                    app_id = APPLICATION_ID
+                self._check(app_id)
+                if bump_generation:
+                    db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+                self.generation = db.execute(
+                    "SELECT value FROM meta WHERE key = 'generation'"
+                ).fetchone()[0]
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+            db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
+            if max_pages is not None:
+                db.execute(f"PRAGMA max_page_count = {int(max_pages)}")
+            self._set_sync(self.sync)
+        except JournalError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise _fault(path, exc, "opening") from exc
+
+    def _check(self, app_id: int) -> None:
+        """Refuse another application's database, a newer schema or a damaged file."""
+        path, db = self.path, self._db
+        if app_id != APPLICATION_ID:
+            raise JournalCorrupt(
+                f"journal {path} is an SQLite database but not a rigger_mp journal "
+                f"(application_id {app_id:#x}); choose another path"
+            )
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {path} has schema version {version}, newer than this rigger_mp "
+                f"reads ({SCHEMA_VERSION})"
+            )
+        verdict = [row[0] for row in db.execute("PRAGMA quick_check")]
+        if verdict != ["ok"]:
+            raise JournalCorrupt(f"journal {path} is damaged: {'; '.join(verdict[:5])}")
+        bad = db.execute(
+            f"SELECT count(*) FROM pending WHERE fmt NOT IN {FORMATS!r}"
+        ).fetchone()[0]
+        if bad:
+            raise JournalCorrupt(f"journal {path}: {bad} pending row(s) of an unknown format")
+
+    def _set_sync(self, level: str) -> None:
+        if level != self._current_sync:
+            self._db.execute(f"PRAGMA synchronous = {level.upper()}")
+            self._current_sync = level
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the file, truncate it, close and release the locks."""
+        with self._lock:
+            try:
+                with self._writer.held():
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except (sqlite3.Error, JournalError):
+                pass  # the WAL stays beside the file and is read at the next open
+            finally:
+                self._db.close()
+                self._writer.close()
+                if self._owner is not None:
+                    self._owner.release()
+                    self._owner = None
+
+    # -- writing ------------------------------------------------------------------
+
+    def commit(self, rows: Sequence[NewRow], done: Iterable[int] = ()) -> range:
+        """Append ``rows`` and delete the done ``seq``s, in one transaction; the new seqs.
+
+        With rows, it commits with the store's ``sync`` level; done marks alone commit
+        with ``NORMAL`` (no fsync: a done mark lost to a power cut only means a replay).
+        """
+        done = list(done)
+        with self._lock, self._writer.held():
+            db = self._db
+            try:
+                self._set_sync(self.sync if rows else "normal")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    first = 1
+                    if rows:
+                        row = db.execute(
+                            "SELECT seq FROM sqlite_sequence WHERE name = 'pending'"
+                        ).fetchone()
+                        first = (row[0] if row else 0) + 1
+                        now = time.time()
+                        db.executemany(
+                            "INSERT INTO pending (seq, tid, hook, fmt, data, accepted) "
+                            "VALUES (?, ?, ?, ?, ?, ?)",
+                            [(first + i, *r, now) for i, r in enumerate(rows)],
+                        )
+                    if done:
+                        db.executemany("DELETE FROM pending WHERE seq = ?", [(s,) for s in done])
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                self._commits_since_look += 1
+                if self._commits_since_look >= MAINTAIN_EVERY:
+                    self._give_back_free_pages()
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, f"commit of {len(rows)} event(s)") from exc
+        return range(first, first + len(rows))
+
+    def _give_back_free_pages(self) -> None:
+        """Shrink the file when many pages are free (under the locks of a write)."""
+        self._commits_since_look = 0
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        if free >= FREE_PAGES_TO_VACUUM and free * 4 >= pages:
+            self._db.executescript("PRAGMA incremental_vacuum")  # execute() frees one page
+
+    def checkpoint(self) -> None:
+        """Give back free pages and truncate the WAL now (also done as it goes)."""
+        with self._lock, self._writer.held():
+            try:
+                self._db.executescript("PRAGMA incremental_vacuum")  # execute() frees one page
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, "checkpoint") from exc
+
+    def claim_replay(self, max_attempts: int, now: float | None = None) -> tuple[
+        list[Entry], list[Entry]
+    ]:
+        """At start: the pending events to run again and those moved to ``dead``.
+
+        In one transaction (committed at the store's ``sync`` level, so a crash in a
+        replayed event still counts): an event that has had ``max_attempts`` runs goes
+        to ``dead``; every other gets one more attempt. Both lists are in accepted order;
+        the entries to run carry their new ``attempts``.
+        """
+        if max_attempts < 1:
+            raise JournalError(f"journal {self.path}: journal_max_attempts must be at least 1")
+        reason = f"reached journal_max_attempts ({max_attempts}) without finishing"
+        with self._lock, self._writer.held():
+            db = self._db
+            try:
+                self._set_sync(self.sync)
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    died = time.time() if now is None else now
+                    spent = "WHERE attempts >= ?", (max_attempts,)
+                    dead = [replace(e, died=died, reason=reason) for e in self._select(*spent)]
+                    db.execute(
+                        f"INSERT INTO dead SELECT {_COLUMNS}, ?, ? FROM pending {spent[0]}",
+                        (died, reason, *spent[1]),
+                    )
+                    db.execute(f"DELETE FROM pending {spent[0]}", spent[1])
+                    db.execute("UPDATE pending SET attempts = attempts + 1")
+                    run = self._select()
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, "claiming the events to replay") from exc
+        return run, dead
+
+    def retry(self, tids: Sequence[str] | None = None) -> list[Entry]:
+        """Move dead events (these tids, or all) back to pending with no attempts counted.
+
+        They run, in their original order, when a dispatcher next starts on the journal.
+        Raises :class:`JournalError` naming any tid that is not dead.
+        """
+        where, params = self._tid_filter(tids)
+        with self._lock, self._writer.held():
+            db = self._db
+            try:
+                self._set_sync(self.sync)
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    moved = self._select(where, params, "dead")
+                    missing = sorted(set(tids or ()) - {e.tid for e in moved})
+                    if missing:
+                        raise JournalError(
+                            f"journal {self.path}: no dead event with tid {', '.join(missing)}"
+                        )
+                    db.execute(
+                        "INSERT INTO pending (seq, tid, hook, fmt, data, accepted, attempts) "
+                        f"SELECT seq, tid, hook, fmt, data, accepted, 0 FROM dead {where}",
+                        params,
+                    )
+                    db.execute(f"DELETE FROM dead {where}", params)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, "retry") from exc
+        return moved
+
+    def purge_dead(self) -> int:
+        """Delete every dead event; how many there were."""
+        with self._lock, self._writer.held():
+            try:
+                self._set_sync(self.sync)
+                cursor = self._db.execute("DELETE FROM dead")
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, "purge") from exc
+        return cursor.rowcount
+
+    # -- reading ------------------------------------------------------------------
+
+    @staticmethod
+    def _tid_filter(tids: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
+        if tids is None:
+            return "", ()
+        return f"WHERE tid IN ({', '.join('?' * len(tids))})", tuple(tids)
+
+    def _select(
+        self, where: str = "", params: Sequence[Any] = (), table: str = "pending"
+    ) -> list[Entry]:
+        extra = ", died, reason" if table == "dead" else ""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS}{extra} FROM {table} {where} ORDER BY seq", params
+        )
+        return [Entry(*row) for row in rows]
+
+    def _read(self, table: str, where: str = "", params: Sequence[Any] = ()) -> list[Entry]:
+        with self._lock:
+            try:
+                return self._select(where, params, table)
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, f"reading {table}") from exc
+
+    def pending(self, after: int = 0) -> list[Entry]:
+        """Pending events with ``seq > after``, in accepted order."""
+        return self._read("pending", "WHERE seq > ?", (after,))
+
+    def dead(self) -> list[Entry]:
+        """Dead-lettered events, in accepted order."""
+        return self._read("dead")
+
+    def find(self, tid: str) -> list[Entry]:
+        """Every pending or dead event with this tid (tids may repeat across runs)."""
+        return self._read("pending", "WHERE tid = ?", (tid,)) + self._read(
+            "dead", "WHERE tid = ?", (tid,)
+        )
+
+    def counts(self) -> tuple[int, int]:
+        """``(pending, dead)``."""
+        with self._lock:
+            try:
+                pending = self._db.execute("SELECT count(*) FROM pending").fetchone()[0]
+                dead = self._db.execute("SELECT count(*) FROM dead").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, "counting") from exc
+        return pending, dead
+
+    def size_bytes(self) -> int:
+        """Bytes on disk: the file and its WAL (the shared-memory index not counted)."""
+        total = 0
+        for name in (self.path, self.path + "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.path.getsize(name)
+        return total

@@ -1,0 +1,137 @@
+"""``rigger-mp journal``: list, show, retry, purge; refused while a dispatcher holds it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rigger_mp.cli.commands import main
+from rigger_mp.journal import JournalStore, encode
+
+
+def journal_with_events(path: Path) -> None:
+    """Pending: tcp1-1 (JSON) and 2 (pickled); dead: 1, which used up its attempts."""
+    store = JournalStore.open(path)
+    try:
+        store.commit([("1", "start_test", *encode("start_test", {"test_name": "old"}))])
+        store.claim_replay(max_attempts=1)
+        store.commit(
+            [
+                ("tcp1-1", "start_test", *encode("start_test", {"test_name": "t"})),
+                ("2", "finish_test", *encode("finish_test", {"result": ("passed", 1)})),
+            ]
+        )
+    finally:
+        store.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    status = main(["journal", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    status, out, err = run(capsys, *args, "--json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+def test_list_shows_pending_and_dead(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "j.db"
+    journal_with_events(path)
+    events = run_json(capsys, "list", "-j", str(path))["events"]
+    assert [(e["state"], e["tid"], e["hook"], e["attempts"]) for e in events] == [
+        ("pending", "tcp1-1", "start_test", 1),
+        ("pending", "2", "finish_test", 1),
+        ("dead", "1", "start_test", 1),
+    ]
+    assert all(e["age_seconds"] >= 0 for e in events)
+    assert "journal_max_attempts (1)" in events[2]["reason"]
+    status, out, _ = run(capsys, "list", "-j", str(path))
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["state", "seq", "tid", "hook", "age", "attempts"]
+    assert lines[1].split()[:3] == ["pending", "2", "tcp1-1"] and "3 event(s)" in lines[-1]
+
+
+def test_show_prints_json_data_and_pickles_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "j.db"
+    journal_with_events(path)
+    [shown] = run_json(capsys, "show", "tcp1-1", "-j", str(path))
+    assert shown["format"] == "json" and shown["data"] == {"test_name": "t"}
+    [pickled] = run_json(capsys, "show", "2", "-j", str(path))
+    assert pickled["format"] == "pickle" and pickled["data"] is None and pickled["bytes"] > 0
+    [unpickled] = run_json(capsys, "show", "2", "--unpickle", "-j", str(path))
+    assert unpickled["data"] == repr({"result": ("passed", 1)})
+    status, out, _ = run(capsys, "show", "2", "-j", str(path))
+    assert status == 0 and "not unpickled: --unpickle shows it" in out
+    status, _, err = run(capsys, "show", "nope", "-j", str(path))
+    assert status == 1 and f"no event with tid nope in journal {path}" in err
+
+
+def test_retry_and_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "j.db"
+    journal_with_events(path)
+    assert run_json(capsys, "retry", "1", "-j", str(path)) == {"retried": ["1"]}
+    store = JournalStore.open(path)
+    run_, dead = store.claim_replay(max_attempts=1)  # the retried one runs first, attempt 1
+    store.close()
+    assert [(e.tid, e.attempts) for e in run_] == [("1", 1)]
+    assert [e.tid for e in dead] == ["tcp1-1", "2"]
+    assert run_json(capsys, "retry", "--all-dead", "-j", str(path)) == {
+        "retried": ["tcp1-1", "2"]
+    }
+    store = JournalStore.open(path)
+    store.claim_replay(max_attempts=1)
+    store.claim_replay(max_attempts=1)
+    store.close()
+    assert run_json(capsys, "purge", "--dead", "-j", str(path)) == {"purged": 3}
+    assert run_json(capsys, "list", "-j", str(path))["events"] == []
+    status, _, err = run(capsys, "retry", "9", "-j", str(path))
+    assert status == 1 and "no dead event with tid 9" in err
+
+
+def test_refused_while_a_dispatcher_holds_the_journal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "j.db"
+    journal_with_events(path)
+    holder = JournalStore.open(path)  # what a running dispatcher's main process holds
+    try:
+        status, out, err = run(capsys, "list", "-j", str(path))
+    finally:
+        holder.close()
+    assert status == 1 and not out
+    assert f"journal {path} is in use by another dispatcher" in err
+
+
+def test_a_missing_or_corrupt_journal_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(capsys, "list", "-j", str(tmp_path / "none.db"))
+    assert status == 1 and f"no journal at {tmp_path / 'none.db'}" in err
+    (tmp_path / "bad.db").write_bytes(b"not sqlite at all" * 100)
+    status, _, err = run(capsys, "list", "-j", str(tmp_path / "bad.db"))
+    assert status == 1 and f"journal {tmp_path / 'bad.db'}" in err and "not a database" in err
+
+
+@pytest.mark.parametrize("command", ["list", "show", "retry", "purge"])
+def test_every_journal_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["journal", command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"rigger-mp journal {command}" in capsys.readouterr().out
+
+
+def test_purge_needs_dead_and_retry_needs_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["purge", "-j", "x.db"], ["retry", "-j", "x.db"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["journal", *args])
+        assert exit_info.value.code == 2
+    capsys.readouterr()

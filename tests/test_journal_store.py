@@ -1,0 +1,246 @@
+"""The journal file: order, done marks, replay attempts, dead letters, faults, size."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rigger_mp.journal import (
+    ATTEMPT_KEY,
+    JSON,
+    PICKLE,
+    REPLAY_KEY,
+    JournalCorrupt,
+    JournalEncodeError,
+    JournalError,
+    JournalFull,
+    JournalStore,
+    NewRow,
+    decode,
+    encode,
+    replay_locals,
+)
+from rigger_mp.journal.store import WAL_AUTOCHECKPOINT
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[JournalStore]:
+    opened = JournalStore.open(tmp_path / "j.db")
+    yield opened
+    opened.close()
+
+
+def row(tid: str, hook: str = "ev", **data: object) -> NewRow:
+    return (tid, hook, *encode(hook, data))
+
+
+def test_appends_come_back_in_order_with_consecutive_seqs(store: JournalStore) -> None:
+    first = store.commit([row("1", i=1), row("2", i=2)])
+    second = store.commit([row("tcp1-1", "start_test", test_name="t")])
+    assert list(first) == [1, 2] and list(second) == [3]
+    pending = store.pending()
+    assert [(e.seq, e.tid, e.hook, e.attempts) for e in pending] == [
+        (1, "1", "ev", 1),
+        (2, "2", "ev", 1),
+        (3, "tcp1-1", "start_test", 1),
+    ]
+    assert pending[2].data() == {"test_name": "t"}
+    assert [e.seq for e in store.pending(after=2)] == [3]
+
+
+def test_done_marks_delete_and_seqs_are_never_reused(store: JournalStore) -> None:
+    store.commit([row("1"), row("2"), row("3")])
+    store.commit([], done=[3, 1])
+    assert [e.tid for e in store.pending()] == ["2"]
+    assert list(store.commit([row("4")])) == [4]  # not 3 again: seqs order replay
+    assert store.counts() == (2, 0)
+
+
+def test_data_is_json_when_faithful_and_pickle_otherwise() -> None:
+    assert encode("ev", {"a": [1, 2.5, None, True, {"b": "c"}]})[0] == JSON
+    for data in ({"t": (1, 2)}, {"d": {1: "int key"}}, {"nan": float("nan")}, {"s": {1}}):
+        fmt, blob = encode("ev", data)
+        assert fmt == PICKLE
+        assert repr(decode(fmt, blob)) == repr(data)
+    with pytest.raises(JournalEncodeError, match="'lock'") as info:
+        encode("ev", {"ok": 1, "lock": __import__("threading").Lock()})
+    assert isinstance(info.value, TypeError)
+
+
+def test_replay_counts_attempts_and_dead_letters_the_spent(store: JournalStore) -> None:
+    store.commit([row("1"), row("2"), row("3")])
+    run, dead = store.claim_replay(max_attempts=3)
+    assert [(e.tid, e.attempts) for e in run] == [("1", 2), ("2", 2), ("3", 2)] and not dead
+    locals_ = replay_locals(run[0])
+    assert locals_[REPLAY_KEY] is True and locals_[ATTEMPT_KEY] == 2
+    store.commit([], done=[2])  # event 2 finished on its second run
+    run, dead = store.claim_replay(max_attempts=3)
+    assert [(e.tid, e.attempts) for e in run] == [("1", 3), ("3", 3)]
+    store.commit([row("4")])  # a new event after the replay
+    run, dead = store.claim_replay(max_attempts=3)
+    assert [(e.tid, e.attempts) for e in run] == [("4", 2)]
+    assert [(e.tid, e.attempts) for e in dead] == [("1", 3), ("3", 3)]
+    assert dead[0].reason is not None and "journal_max_attempts (3)" in dead[0].reason
+    assert [e.tid for e in store.dead()] == ["1", "3"]
+    assert store.counts() == (1, 2)
+
+
+def test_retry_moves_dead_back_in_their_order_and_purge_deletes(store: JournalStore) -> None:
+    store.commit([row("1"), row("2"), row("3")])
+    store.claim_replay(max_attempts=1)  # all three dead
+    with pytest.raises(JournalError, match="no dead event with tid nope"):
+        store.retry(["2", "nope"])
+    assert store.counts() == (0, 3)  # all or nothing
+    assert [e.tid for e in store.retry(["3"])] == ["3"]
+    store.commit([row("4")])
+    assert [e.tid for e in store.retry()] == ["1", "2"]
+    run, dead = store.claim_replay(max_attempts=1)
+    assert [(e.tid, e.attempts) for e in run] == [("1", 1), ("2", 1), ("3", 1)]
+    assert [e.tid for e in dead] == ["4"]
+    assert store.purge_dead() == 1 and store.dead() == []
+
+
+def test_find_lists_pending_and_dead_with_a_tid(store: JournalStore) -> None:
+    store.commit([row("7", x=1)])
+    store.claim_replay(max_attempts=1)
+    store.commit([row("7", x=2)])  # tids restart with a new run of the dispatcher
+    found = store.find("7")
+    assert [(e.data()["x"], e.died is None) for e in found] == [(2, True), (1, False)]
+
+
+def test_each_owner_open_is_a_new_generation(tmp_path: Path) -> None:
+    for expected in (1, 2):
+        opened = JournalStore.open(tmp_path / "j.db")
+        assert opened.generation == expected
+        opened.close()
+    side = JournalStore.open(tmp_path / "j.db", owner=False)
+    assert side.generation == 2
+    side.close()
+
+
+def test_garbage_in_the_file_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    JournalStore.open(path).close()
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(JournalCorrupt, match=f"journal {path}.*not a database"):
+        JournalStore.open(path)
+
+
+def test_damaged_pages_are_found_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    opened = JournalStore.open(path)
+    opened.commit([row(str(i), pad="p" * 500) for i in range(200)])
+    opened.close()
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 : 4096 * 5] = os.urandom(8192)  # keep the header, smash pages
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalCorrupt, match=str(path)):
+        JournalStore.open(path)
+
+
+def test_another_apps_sqlite_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalCorrupt, match="not a rigger_mp journal"):
+        JournalStore.open(path)
+
+
+def test_missing_journal_without_create_names_it(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match=f"no journal at {tmp_path / 'none.db'}"):
+        JournalStore.open(tmp_path / "none.db", create=False)
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_a_commit_past_the_size_cap_fails_and_rolls_back(tmp_path: Path) -> None:
+    opened = JournalStore.open(tmp_path / "j.db", max_pages=40)
+    try:
+        opened.commit([row("small")])
+        with pytest.raises(JournalFull, match=str(tmp_path / "j.db")):
+            opened.commit([row(str(i), pad="p" * 4000) for i in range(100)])
+        assert [e.tid for e in opened.pending()] == ["small"]
+        assert list(opened.commit([row("after")])) == [2]  # the store is usable again
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (needs root); skipped where it cannot be mounted."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(directory: Path) -> None:
+    """Write a file into ``directory`` until the disk is full."""
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_at_start_is_a_clear_error(tiny_disk: Path) -> None:
+    fill(tiny_disk)
+    with pytest.raises(JournalFull, match=str(tiny_disk / "j.db")):
+        JournalStore.open(tiny_disk / "j.db")
+
+
+def test_a_disk_that_fills_at_run_time_fails_the_commit(tiny_disk: Path) -> None:
+    opened = JournalStore.open(tiny_disk / "j.db")
+    try:
+        opened.commit([row("before")])
+        fill(tiny_disk)
+        with pytest.raises(JournalFull, match=str(tiny_disk / "j.db")):
+            opened.commit([row(str(i), pad="p" * 4000) for i in range(64)])
+        (tiny_disk / "filler").unlink()
+        opened.commit([row("after")])
+        assert [e.tid for e in opened.pending()] == ["before", "after"]
+    finally:
+        opened.close()
+
+
+def test_the_files_stay_the_size_of_what_is_pending(store: JournalStore) -> None:
+    """100k events through, 100 per commit, each done a commit later: size bounded."""
+    # What is pending (a few hundred rows) plus a WAL up to its checkpoint; 25 MB pass.
+    bound = WAL_AUTOCHECKPOINT * 4096 + 1024 * 1024
+    payload = "x" * 180
+    previous: range | None = None
+    sizes = []
+    for n in range(1000):
+        rows = [row(f"{n}-{i}", pad=payload) for i in range(100)]
+        previous = store.commit(rows, done=previous or ())
+        if n % 50 == 0:
+            sizes.append(store.size_bytes())
+    assert max(sizes) < bound, sizes
+    # A burst of 20k pending (~5 MB) shrinks back once done and the flow goes on.
+    burst = [store.commit([row(f"b{n}-{i}", pad=payload) for i in range(100)]) for n in range(400)]
+    assert store.size_bytes() > bound
+    for seqs in burst:
+        store.commit([], done=seqs)
+    store.commit([], done=previous or ())
+    for n in range(300):
+        previous = store.commit([row(f"c{n}", pad=payload)], done=previous or ())
+    assert store.counts() == (1, 0)
+    assert store.size_bytes() < bound
