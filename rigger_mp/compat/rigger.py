@@ -156,6 +156,7 @@ class Rigger(_Rigger):
         self._disabled: dict[str, Any] = {}
         self._bg: _BackgroundThread | None = None
         self._keeper: threading.Thread | None = None
+        self._compat_stopped = threading.Event()
         super().__init__(None)
         self._core_writing = False
         self.config_file = config_file
@@ -263,8 +264,8 @@ class Rigger(_Rigger):
             self.start()
 
     def await_shutdown(self) -> None:
-        """Block until the dispatcher has stopped (a TCP ``terminate``, or :meth:`stop`)."""
-        self.wait_stopped()
+        """Block until :meth:`stop` has finished (a TCP ``terminate``, or a call)."""
+        self._compat_stopped.wait()
 
     def stop_server(self) -> None:
         """riggerlib's stop: drain everything, stop, then raise ``SystemExit``."""
@@ -356,6 +357,7 @@ class Rigger(_Rigger):
             bg.close()
             if not self.events_running():  # merges the event thread did not get to
                 bg.apply_merges()
+        self._compat_stopped.set()
         keeper = self._keeper
         if keeper is not None and keeper is not threading.current_thread():
             keeper.join()
