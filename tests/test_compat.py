@@ -7,9 +7,9 @@ leave must match. riggerlib is installed into a venv in pytest's cache on first 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
-import logging
 import os
 import shutil
 import socket
@@ -24,8 +24,7 @@ import psutil
 import pytest
 
 from rigger_mp import ShuttingDown
-from rigger_mp.compat import Rigger, RiggerBasePlugin, RiggerClient
-from rigger_mp.compat import _warn
+from rigger_mp.compat import Rigger, RiggerBasePlugin, RiggerClient, _warn
 
 PROGRAMS = Path(__file__).parent / "compat_programs"
 RIGGERLIB = "riggerlib==3.1.6"
@@ -332,10 +331,8 @@ def reap(proc: subprocess.Popen[str]) -> None:
         proc.kill()
     proc.wait()
     for child in family:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(family, timeout=10)
 
 
