@@ -370,7 +370,7 @@ def test_stop_does_not_hang_when_the_server_dies_as_it_begins() -> None:
     stopper.join(WAIT)
     hung = stopper.is_alive()
     if hung:
-        supervisor._fences_passed()  # let it finish before failing
+        supervisor._fences.passed()  # let it finish before failing
         stopper.join(WAIT)
     assert not hung, "stop() waited for a fence that no server will answer"
     assert not rigger.running
@@ -418,13 +418,12 @@ def test_a_fence_answered_by_its_servers_death_is_not_left_owed() -> None:
             # The server dies between _ask_fence choosing it and the send; its
             # end-of-file answers fence n before the send records it as owed.
             incarnation.process.kill()
-            with supervisor._fences:
-                assert supervisor._fences.wait_for(lambda: supervisor._fence_seen >= n, WAIT)
+            assert supervisor._fences.wait(n, WAIT)
             send_fence(incarnation, n, quiesce)
 
         supervisor._send_fence = dying_send  # type: ignore[method-assign]
         assert supervisor.sync(WAIT)
         # A stale entry would make the silence rule kill the next, healthy server.
-        assert not supervisor._owed
+        assert not supervisor._fences.owed()
     finally:
         rigger.stop()

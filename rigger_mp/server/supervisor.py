@@ -47,6 +47,7 @@ from ..core.deadline import Deadline
 from ..core.task import Task
 from ..errors import RiggerError, ShuttingDown, describe_error
 from .channel import BlockingReader, QueuedWriter
+from .fences import Fences
 from .messages import (
     FENCE,
     FIRE,
@@ -167,10 +168,7 @@ class ServerSupervisor:
         self._lock = threading.Lock()
         self._stop_event = threading.Event()  # set once a stop begins (quiesce or stop)
         self._quiescing = False
-        self._fences = threading.Condition(threading.Lock())
-        self._fence_asked = 0
-        self._fence_seen = 0
-        self._owed: deque[tuple[int, float]] = deque()  # fences sent, unanswered: (n, when)
+        self._fences = Fences(FENCE_TIMEOUT)
         self._live = True  # False from the current process's end-of-file to its replacement
         self._ended = False  # no server process will run again (stopping or quiescing)
         # While the intake waits on a server's pipe: that server, and since when.
@@ -321,8 +319,7 @@ class ServerSupervisor:
         :meth:`_run`). While a replacement starts, the request waits for it (see
         :meth:`_restart`); when no server will run again, it is answered at once.
         """
-        with self._fences:
-            self._fence_asked = n = self._fence_asked + 1
+        n = self._fences.ask()
         with self._lock:
             done = self._stopping or self._ended
             current = self._current if self._live else None
@@ -330,17 +327,14 @@ class ServerSupervisor:
             # sent before it must not answer it while the server still takes fires.
             quiesce = quiesce or self._quiescing
         if done:
-            self._fences_passed(n)
+            self._fences.passed(n)
         elif current is not None:
             self._send_fence(current, n, quiesce)
         return n
 
     def _send_fence(self, incarnation: _Incarnation, n: int, quiesce: bool) -> None:
-        with self._fences:
-            if n <= self._fence_seen:  # answered meanwhile (its server's end-of-file)
-                return
-            self._owed.append((n, time.monotonic()))
-        incarnation.writer.send((FENCE, n, quiesce))
+        if self._fences.sent(n):  # else answered meanwhile (its server's end-of-file)
+            incarnation.writer.send((FENCE, n, quiesce))
 
     def _await_fence(self, n: int, timeout: float | None) -> bool:
         """Wait until fence ``n`` is answered; False if ``timeout`` ran out first.
@@ -350,32 +344,16 @@ class ServerSupervisor:
         owed a fence and sent nothing while the intake waited on its pipe, it is killed.
         """
         deadline = Deadline(timeout)
+        limit = self._fences.limit
         while True:
             left = deadline.left()
-            window = FENCE_TIMEOUT if left is None else min(left, FENCE_TIMEOUT)
-            with self._fences:
-                if self._fences.wait_for(lambda: self._fence_seen >= n, window):
-                    return True
-                owed_since = self._owed[0][1] if self._owed else None
+            if self._fences.wait(n, limit if left is None else min(left, limit)):
+                return True
             silent = self._silent
-            if (
-                silent is not None
-                and owed_since is not None
-                and time.monotonic() - max(silent[1], owed_since) >= FENCE_TIMEOUT
-            ):
-                self._kill(silent[0], f"owed a fence and sent nothing for {FENCE_TIMEOUT:g} s")
+            if silent is not None and self._fences.unresponsive(silent[1]):
+                self._kill(silent[0], f"owed a fence and sent nothing for {limit:g} s")
             if deadline.expired():
                 return False
-
-    def _fences_passed(self, n: int | None = None) -> None:
-        """Fence ``n`` (None: every one asked so far) is answered."""
-        with self._fences:
-            upto = self._fence_asked if n is None else n
-            self._fence_seen = seen = max(self._fence_seen, upto)
-            owed = self._owed
-            while owed and owed[0][0] <= seen:
-                owed.popleft()
-            self._fences.notify_all()
 
     def _kill(self, incarnation: _Incarnation, why: str) -> None:
         """Kill a server process; the intake then reads its pipe to the end."""
@@ -432,7 +410,7 @@ class ServerSupervisor:
             self._sock.close()
         self._tasks.clear()
         self._order.clear()
-        self._fences_passed()  # nothing more will be queued: wake whoever still waits
+        self._fences.passed()  # nothing more will be queued: wake whoever still waits
 
     def _at_exit(self) -> None:
         self.rigger.stop()
@@ -484,7 +462,7 @@ class ServerSupervisor:
             with self._lock:
                 self._live = False
                 self._ended = self._stopping or self._quiescing  # stop() needs no new one
-            self._fences_passed()  # all it wrote has been read
+            self._fences.passed()  # all it wrote has been read
             if self._ended:
                 break
             lived = time.monotonic() - current.started
@@ -517,13 +495,13 @@ class ServerSupervisor:
             with self._lock:
                 self._ended = ended = self._stopping or self._quiescing
             if ended:
-                self._fences_passed()
+                self._fences.passed()
                 return False
             try:
                 incarnation = self._spawn()
             except Exception:
                 logger.exception("rigger_mp: starting a new TCP server process failed")
-                self._fences_passed()  # no server ran: none acked anything
+                self._fences.passed()  # no server ran: none acked anything
                 delay = min(5.0, max(0.5, delay * 2))
                 continue
             with self._lock:
@@ -531,8 +509,7 @@ class ServerSupervisor:
                 self._live = True
                 stopping = self._stopping
             self.restarts += 1
-            with self._fences:
-                asked = self._fence_asked if self._fence_asked > self._fence_seen else 0
+            asked = self._fences.outstanding()
             if asked:  # asked while this one started (it may have acked since): ask it
                 with self._lock:  # read after `asked`: see _ask_fence
                     quiescing = self._quiescing
@@ -561,7 +538,7 @@ class ServerSupervisor:
             for batch in batches:
                 if type(batch) is not list:
                     if batch[0] == FENCE:
-                        self._fences_passed(batch[1])
+                        self._fences.passed(batch[1])
                     continue
                 try:
                     handle(batch, writer.send, replies)
