@@ -34,7 +34,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -61,14 +60,13 @@ from .messages import (
     TERMINATE,
     ServerSettings,
 )
+from .status_window import StatusWindow
 
 if TYPE_CHECKING:
     from ..core.port import EventPort
 
 logger = logging.getLogger("rigger_mp")
 
-STATUS_WINDOW: Final = 10_000
-"""``task_status`` knows the last this many events fired over TCP (and no older)."""
 START_TIMEOUT: Final = 60.0
 """How long a new server process may take to start listening."""
 MAX_BACKLOG: Final = 50_000
@@ -179,8 +177,7 @@ class ServerSupervisor:
         self.pauses = 0
         self._stopping = False
         self._terminate_rids: list[tuple[_Incarnation | None, int]] = []
-        self._tasks: dict[str, Task] = {}
-        self._order: deque[str] = deque()
+        self._status = StatusWindow()
         self.restarts = 0
         self.accepted = 0
         self.refused = 0
@@ -408,8 +405,7 @@ class ServerSupervisor:
             current.close()
         if self._sock is not None:
             self._sock.close()
-        self._tasks.clear()
-        self._order.clear()
+        self._status.clear()
         self._fences.passed()  # nothing more will be queued: wake whoever still waits
 
     def _at_exit(self) -> None:
@@ -438,7 +434,7 @@ class ServerSupervisor:
             "refused": self.refused,
             "lost": self.lost,
             "intake_pauses": self.pauses,
-            "status_window": len(self._tasks),
+            "status_window": len(self._status),
         }
 
     # -- the intake thread -------------------------------------------------------------
@@ -610,7 +606,7 @@ class ServerSupervisor:
                 fires = []
             rid = item[0]
             if kind == STATUS:
-                add((rid, R_LINE, self._status_line(item[2])))
+                add((rid, R_LINE, self._status.status_line(item[2])))
             elif kind == STATS:
                 add((rid, R_STATS, self.rigger.stats()))
             elif kind == TERMINATE:
@@ -636,7 +632,7 @@ class ServerSupervisor:
         except Exception as exc:
             self._refuse(fires, exc, add)
             return
-        self._remember(tasks)
+        self._status.remember(tasks)
         self.accepted += len(tasks)
         for item, task in zip(fires, tasks, strict=True):
             if item[0] != NO_REPLY:
@@ -673,19 +669,6 @@ class ServerSupervisor:
                 _first_tids(acked),
             )
 
-    def _remember(self, tasks: list[Task]) -> None:
-        """Keep ``tasks`` for ``task_status``, forgetting the oldest beyond the window."""
-        known = self._tasks
-        order = self._order
-        for task in tasks:
-            known[task.tid] = task
-            order.append(task.tid)
-        excess = len(order) - STATUS_WINDOW
-        if excess > 0:
-            pop, popleft = known.pop, order.popleft
-            for _ in range(excess):
-                pop(popleft(), None)
-
     def _finished(self, send: Callable[[Any], None], rid: int, mode: int, task: Task) -> None:
         """Done-callback of a ``grab_result``/``wait_for_task`` event: send its reply."""
         try:
@@ -701,27 +684,6 @@ class ServerSupervisor:
             logger.exception("rigger_mp: building the reply of tid %s failed", task.tid)
             line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
         send([(rid, R_LINE, line)])
-
-    def _status_line(self, tid: str) -> bytes:
-        task = self._tasks.get(tid)
-        if task is None:
-            return proto.error_line(
-                proto.UNKNOWN_TASK,
-                f"no task {tid!r} among the last {STATUS_WINDOW} events fired over TCP",
-                tid,
-            )
-        reply: dict[str, Any] = {"ok": True, "tid": tid}
-        if not task.done():
-            reply["status"] = "running" if task.running() else "queued"
-        else:
-            exc = task.exception()
-            if exc is None:
-                reply["status"] = "done"
-            else:
-                reply["status"] = "failed"
-                code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
-                reply["error"] = proto.error_reply(code, describe_error(exc))["error"]
-        return proto.reply_line(reply)
 
     def _terminate(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
         """Start a clean stop on a thread of its own; the reply waits for the drain."""
