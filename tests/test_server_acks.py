@@ -23,10 +23,11 @@ import psutil
 import pytest
 
 from rigger_mp import RiggerClient
-from rigger_mp.server import supervisor as intake
+from rigger_mp.server import intake
+from rigger_mp.server import supervisor as supervisor_module
 from rigger_mp.server.channel import BlockingReader
+from rigger_mp.server.intake import Intake
 from rigger_mp.server.messages import FIRE
-from rigger_mp.server.supervisor import ServerSupervisor
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 
 EVENTS = 300
@@ -47,9 +48,9 @@ class Held:
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
     gate = Held()
-    handle = ServerSupervisor._handle
+    handle = Intake._handle
 
-    def held_handle(self: ServerSupervisor, batch: list[tuple[Any, ...]], *args: Any) -> None:
+    def held_handle(self: Intake, batch: list[tuple[Any, ...]], *args: Any) -> None:
         if any(item[1] == FIRE for item in batch):
             if not gate.entered.is_set():
                 gate.entered.set()
@@ -59,7 +60,7 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
                 raise RuntimeError("a bug in the intake")
         handle(self, batch, *args)
 
-    monkeypatch.setattr(ServerSupervisor, "_handle", held_handle)
+    monkeypatch.setattr(Intake, "_handle", held_handle)
     yield gate
     gate.release.set()
 
@@ -235,7 +236,7 @@ def test_stop_reads_past_a_full_backlog_instead_of_waiting_on_the_events(
 def test_an_unresponsive_server_is_replaced_when_a_fence_is_owed(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(intake, "FENCE_TIMEOUT", 0.2)
+    monkeypatch.setattr(supervisor_module, "FENCE_TIMEOUT", 0.2)
     rigger = make_rigger()
     try:
         old = server_pid(rigger)
@@ -338,7 +339,8 @@ def test_a_short_wait_does_not_kill_an_idle_healthy_server(
         supervisor = rigger._server
         assert supervisor is not None and supervisor._current is not None
         # The intake has waited on the idle server's pipe far longer than FENCE_TIMEOUT.
-        supervisor._silent = (supervisor._current, time.monotonic() - 100 * intake.FENCE_TIMEOUT)
+        since = time.monotonic() - 100 * supervisor_module.FENCE_TIMEOUT
+        supervisor._intake.silent = (supervisor._current, since)
         with caplog.at_level(logging.ERROR, logger="rigger_mp"):
             rigger.wait_background(timeout=0)  # a poll: its fence was only just sent
             assert rigger.wait_background(WAIT)
@@ -352,7 +354,7 @@ def test_stop_does_not_hang_when_the_server_dies_as_it_begins() -> None:
     rigger = make_rigger()
     supervisor = rigger._server
     assert supervisor is not None
-    room = supervisor._room
+    room = supervisor._intake._room
 
     class DyingRoom:
         """quiesce() sets the room just before it asks for its fence: die right then."""
@@ -364,7 +366,7 @@ def test_stop_does_not_hang_when_the_server_dies_as_it_begins() -> None:
             assert supervisor._thread is not None
             supervisor._thread.join(WAIT)  # the intake read it to its end-of-file
 
-    supervisor._room = DyingRoom()  # type: ignore[assignment]
+    supervisor._intake._room = DyingRoom()  # type: ignore[assignment]
     stopper = threading.Thread(target=rigger.stop)
     stopper.start()
     stopper.join(WAIT)

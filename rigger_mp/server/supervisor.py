@@ -34,33 +34,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Final
 
-from .. import protocol as proto
 from ..core.config import RiggerConfig
 from ..core.deadline import Deadline
-from ..core.task import Task
-from ..errors import RiggerError, ShuttingDown, describe_error
+from ..errors import RiggerError
 from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
+from .intake import Intake
 from .messages import (
     FENCE,
-    FIRE,
-    NO_REPLY,
-    R_LINE,
-    R_STATS,
     READY,
-    STATS,
-    STATUS,
     STOP,
-    TERMINATE,
     ServerSettings,
 )
-from .status_window import StatusWindow
 
 if TYPE_CHECKING:
     from ..core.port import EventPort
@@ -69,10 +58,6 @@ logger = logging.getLogger("rigger_mp")
 
 START_TIMEOUT: Final = 60.0
 """How long a new server process may take to start listening."""
-MAX_BACKLOG: Final = 50_000
-"""Events queued and not yet run above which the intake stops reading requests until the
-event thread has caught up; the server then stops reading its sockets (TCP flow control
-reaches the clients), so memory stays bounded however fast clients fire."""
 STOP_GRACE: Final = 10.0
 """After a stop, how long connections may take to receive their last replies."""
 FENCE_TIMEOUT: Final = 10.0
@@ -124,7 +109,7 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-class _Incarnation:
+class Incarnation:
     """One server process and the two pipes to it."""
 
     def __init__(
@@ -160,28 +145,18 @@ class ServerSupervisor:
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
-        self._current: _Incarnation | None = None
+        self._current: Incarnation | None = None
         self._thread: threading.Thread | None = None
-        self._terminator: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stop_event = threading.Event()  # set once a stop begins (quiesce or stop)
         self._quiescing = False
         self._fences = Fences(FENCE_TIMEOUT)
+        self._intake = Intake(rigger, self._fences, self._stop_event)
         self._live = True  # False from the current process's end-of-file to its replacement
         self._ended = False  # no server process will run again (stopping or quiescing)
-        # While the intake waits on a server's pipe: that server, and since when.
-        self._silent: tuple[_Incarnation, float] | None = None
-        self._serving: _Incarnation | None = None  # the one the intake reads (its thread only)
         self._generation = 0
-        self._room = threading.Event()
-        self.pauses = 0
         self._stopping = False
-        self._terminate_rids: list[tuple[_Incarnation | None, int]] = []
-        self._status = StatusWindow()
         self.restarts = 0
-        self.accepted = 0
-        self.refused = 0
-        self.lost = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -213,7 +188,7 @@ class ServerSupervisor:
         logger.info("rigger_mp: TCP server listening on %s:%d", host, port)
         return host, port
 
-    def _spawn(self) -> _Incarnation:
+    def _spawn(self) -> Incarnation:
         """Start a server process on the bound socket and wait until it is listening.
 
         A plain ``subprocess`` rather than ``multiprocessing``: spawn and forkserver would
@@ -253,7 +228,7 @@ class ServerSupervisor:
             os.close(requests_r)
             os.close(replies_w)
             raise
-        incarnation = _Incarnation(process, BlockingReader(requests_r), writer)
+        incarnation = Incarnation(process, BlockingReader(requests_r), writer)
         try:
             incarnation.writer.send(settings)
             if not wait([requests_r], START_TIMEOUT):
@@ -293,7 +268,7 @@ class ServerSupervisor:
         # Before waking the room (see _wait_for_room); also cuts short a restart's
         # back-off: no server starts once quiescing.
         self._stop_event.set()
-        self._room.set()
+        self._intake.wake()
         n = self._ask_fence(True)
         if self._await_fence(n, timeout):
             return
@@ -329,7 +304,7 @@ class ServerSupervisor:
             self._send_fence(current, n, quiesce)
         return n
 
-    def _send_fence(self, incarnation: _Incarnation, n: int, quiesce: bool) -> None:
+    def _send_fence(self, incarnation: Incarnation, n: int, quiesce: bool) -> None:
         if self._fences.sent(n):  # else answered meanwhile (its server's end-of-file)
             incarnation.writer.send((FENCE, n, quiesce))
 
@@ -346,13 +321,13 @@ class ServerSupervisor:
             left = deadline.left()
             if self._fences.wait(n, limit if left is None else min(left, limit)):
                 return True
-            silent = self._silent
+            silent = self._intake.silent
             if silent is not None and self._fences.unresponsive(silent[1]):
                 self._kill(silent[0], f"owed a fence and sent nothing for {limit:g} s")
             if deadline.expired():
                 return False
 
-    def _kill(self, incarnation: _Incarnation, why: str) -> None:
+    def _kill(self, incarnation: Incarnation, why: str) -> None:
         """Kill a server process; the intake then reads its pipe to the end."""
         if incarnation.process.poll() is None:
             logger.error(
@@ -373,15 +348,12 @@ class ServerSupervisor:
                 return
             self._stopping = True
             current = self._current
-            terminators = [rid for inc, rid in self._terminate_rids if inc is current]
-            self._terminate_rids = []
         self._stop_event.set()
-        self._room.set()
+        self._intake.wake()
         with contextlib.suppress(ValueError):
             atexit.unregister(self._at_exit)
+        self._intake.answer_terminates(current)  # `terminate` is answered once drained
         if current is not None:
-            if terminators:  # `terminate` is answered once the stop has drained
-                current.writer.send([(rid, R_LINE, proto.OK_LINE) for rid in terminators])
             current.writer.send(STOP)
         limit = STOP_GRACE + 5.0 if timeout is None else max(timeout, 1.0)
         thread = self._thread
@@ -405,7 +377,7 @@ class ServerSupervisor:
             current.close()
         if self._sock is not None:
             self._sock.close()
-        self._status.clear()
+        self._intake.status.clear()
         self._fences.passed()  # nothing more will be queued: wake whoever still waits
 
     def _at_exit(self) -> None:
@@ -413,9 +385,7 @@ class ServerSupervisor:
 
     def wait_terminated(self, timeout: float | None = None) -> None:
         """Join the thread that carried out a TCP ``terminate`` (if any)."""
-        terminator = self._terminator
-        if terminator is not None and terminator is not threading.current_thread():
-            terminator.join(timeout)
+        self._intake.wait_terminated(timeout)
 
     @property
     def pid(self) -> int | None:
@@ -430,11 +400,11 @@ class ServerSupervisor:
             "port": self.port,
             "pid": self.pid,
             "restarts": self.restarts,
-            "accepted": self.accepted,
-            "refused": self.refused,
-            "lost": self.lost,
-            "intake_pauses": self.pauses,
-            "status_window": len(self._status),
+            "accepted": self._intake.accepted,
+            "refused": self._intake.refused,
+            "lost": self._intake.lost,
+            "intake_pauses": self._intake.pauses,
+            "status_window": len(self._intake.status),
         }
 
     # -- the intake thread -------------------------------------------------------------
@@ -445,14 +415,7 @@ class ServerSupervisor:
             with self._lock:
                 current = self._current
             assert current is not None
-            try:
-                self._serve(current)
-            except Exception:  # a bug, or a frame that does not unpickle: never hang on it
-                logger.exception(
-                    "rigger_mp: the TCP intake cannot go on reading the server's pipe; "
-                    "killing the server (events it acknowledged and not yet read are lost)"
-                )
-                current.process.kill()
+            self._intake.serve(current)
             current.process.wait()
             current.close()
             with self._lock:
@@ -519,195 +482,3 @@ class ServerSupervisor:
                 self.port,
             )
             return True
-
-    def _serve(self, current: _Incarnation) -> None:
-        """Handle the batches of one server process until its pipe reaches end-of-file."""
-        self._serving = current
-        handle = self._handle
-        writer = current.writer
-        batches = current.leftover
-        recv = current.reader.recv
-        while True:
-            # Everything one read brought, from any number of batches, is answered by
-            # one write: the busier the server, the bigger the batches.
-            replies: list[tuple[int, int, Any]] = []
-            for batch in batches:
-                if type(batch) is not list:
-                    if batch[0] == FENCE:
-                        self._fences.passed(batch[1])
-                    continue
-                try:
-                    handle(batch, writer.send, replies)
-                except Exception:  # a bug here must not stop the intake for good
-                    self._bug(current, batch)
-            if replies:
-                writer.send(replies)
-            if self.rigger.backlog() > MAX_BACKLOG:
-                self._wait_for_room()
-            self._silent = (current, time.monotonic())
-            try:
-                batches = recv()
-            except (EOFError, OSError):
-                return
-            finally:
-                self._silent = None
-
-    def _bug(self, current: _Incarnation, batch: list[tuple[Any, ...]]) -> None:
-        """Handling ``batch`` raised: log it, count its acked fires as lost, replace the server.
-
-        The batches behind it are still handled, up to the server's end-of-file. Its
-        clients lose their connections (and the replies the batch owed them).
-        """
-        current.process.kill()
-        try:
-            acked = [str(i[5]) for i in batch if i[1] == FIRE and i[0] == NO_REPLY]
-            tids = _first_tids(acked)
-        except Exception:  # the batch itself is malformed: say so, count nothing
-            acked, tids = [], "(unreadable batch)"
-        self.lost += len(acked)
-        logger.exception(
-            "rigger_mp: the TCP intake failed on a batch of %d request(s); %d acknowledged "
-            "event(s) in it may not have been queued (counted as lost): tids %s; "
-            "replacing the server",
-            len(batch),
-            len(acked),
-            tids,
-        )
-
-    def _wait_for_room(self) -> None:
-        """Read no more requests until the event thread has run what is queued now."""
-        self.pauses += 1
-        room = self._room = threading.Event()
-        if self._stop_event.is_set():  # a stop has begun: quiesce() and stop() set the room after
-            return
-        self.rigger.call_soon(room.set)  # runs once every event queued before it has
-        room.wait()
-
-    def _handle(
-        self,
-        batch: list[tuple[Any, ...]],
-        send: Callable[[Any], None],
-        replies: list[tuple[int, int, Any]],
-    ) -> None:
-        """Fire a batch of events and answer its requests into ``replies``, in order.
-
-        Each run of consecutive fires is accepted as one :meth:`EventPort.accept_batch`.
-        Replies that wait for an event are sent later with ``send``.
-        """
-        add = replies.append
-        fires: list[tuple[Any, ...]] = []
-        for item in batch:
-            kind = item[1]
-            if kind == FIRE:
-                fires.append(item)
-                continue
-            if fires:
-                self._fire(fires, send, add)
-                fires = []
-            rid = item[0]
-            if kind == STATUS:
-                add((rid, R_LINE, self._status.status_line(item[2])))
-            elif kind == STATS:
-                add((rid, R_STATS, self.rigger.stats()))
-            elif kind == TERMINATE:
-                self._terminate(rid, add)
-            else:
-                add((rid, R_LINE, proto.error_line(proto.INTERNAL, f"unknown request {kind!r}")))
-        if fires:
-            self._fire(fires, send, add)
-
-    def _fire(
-        self,
-        fires: list[tuple[Any, ...]],
-        send: Callable[[Any], None],
-        add: Callable[[tuple[int, int, Any]], None],
-    ) -> None:
-        """Queue ``(rid, FIRE, hook_name, data, mode, tid)`` items the server accepted.
-
-        Plain fires were acked by the server already; the others are answered when
-        their event has run.
-        """
-        try:
-            tasks = self.rigger.accept_batch([(item[5], item[2], item[3]) for item in fires])
-        except Exception as exc:
-            self._refuse(fires, exc, add)
-            return
-        self._status.remember(tasks)
-        self.accepted += len(tasks)
-        for item, task in zip(fires, tasks, strict=True):
-            if item[0] != NO_REPLY:
-                task.add_done_callback(partial(self._finished, send, item[0], item[4]))
-
-    def _refuse(
-        self,
-        fires: list[tuple[Any, ...]],
-        exc: Exception,
-        add: Callable[[tuple[int, int, Any]], None],
-    ) -> None:
-        """The dispatcher would not queue ``fires``: tell whoever waits, log the acked ones.
-
-        Only after a stop that gave up on the server's fence (or a bug): acked events
-        that cannot run are counted as ``lost`` and named in the log.
-        """
-        if isinstance(exc, ShuttingDown):
-            line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
-        else:
-            logger.exception("rigger_mp: queueing %d event(s) from TCP failed", len(fires))
-            line = proto.error_line(proto.INTERNAL, describe_error(exc))
-        acked = [item[5] for item in fires if item[0] == NO_REPLY]
-        for item in fires:
-            if item[0] != NO_REPLY:
-                add((item[0], R_LINE, line))
-        self.refused += len(fires) - len(acked)
-        if acked:
-            self.lost += len(acked)
-            logger.error(
-                "rigger_mp: %d event(s) acknowledged over TCP could not be queued (%s): "
-                "tids %s",
-                len(acked),
-                describe_error(exc),
-                _first_tids(acked),
-            )
-
-    def _finished(self, send: Callable[[Any], None], rid: int, mode: int, task: Task) -> None:
-        """Done-callback of a ``grab_result``/``wait_for_task`` event: send its reply."""
-        try:
-            exc = task.exception()
-            if exc is not None:
-                code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
-                line = proto.error_line(code, describe_error(exc), task.tid)
-            elif mode == proto.GRAB:
-                line = proto.output_line(task.tid, task.result())
-            else:
-                line = proto.reply_line({"ok": True, "tid": task.tid})
-        except Exception as exc:  # never let a reply go missing
-            logger.exception("rigger_mp: building the reply of tid %s failed", task.tid)
-            line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
-        send([(rid, R_LINE, line)])
-
-    def _terminate(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
-        """Start a clean stop on a thread of its own; the reply waits for the drain."""
-        with self._lock:
-            if self._stopping:
-                add((rid, R_LINE, proto.OK_LINE))
-                return
-            self._terminate_rids.append((self._serving, rid))  # rids are per process
-            if self._terminator is not None:
-                return
-            self._terminator = threading.Thread(
-                target=self._run_terminate, name="rigger_mp-terminate", daemon=True
-            )
-        logger.warning("rigger_mp: terminate received over TCP; stopping after the drain")
-        self._terminator.start()
-
-    def _run_terminate(self) -> None:
-        try:
-            self.rigger.stop()
-        except Exception:
-            logger.exception("rigger_mp: stop() after a TCP terminate failed")
-
-
-def _first_tids(tids: list[str]) -> str:
-    """The first ten of ``tids`` for a log line."""
-    return ", ".join(tids[:10]) + (" ..." if len(tids) > 10 else "")
-
