@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import enum
 import ipaddress
 import logging
 import os
@@ -130,8 +131,49 @@ class Incarnation:
         self.writer.join(STOP_GRACE)
 
 
+class State(enum.Enum):
+    """Where a supervisor is in its life; it moves only by its transition methods.
+
+    SERVING and RESTARTING alternate as server processes die and are replaced until a
+    stop begins; quiesce() then moves to QUIESCING, QUIESCED once no server process is
+    left; stop() moves any state to STOPPING, and STOPPED when it returns.
+    """
+
+    STARTING = "starting"
+    """start() is starting the first server process."""
+    SERVING = "serving"
+    """A server process is live and takes fires."""
+    RESTARTING = "restarting"
+    """The server process died; a replacement is starting (fences wait for it)."""
+    QUIESCING = "quiescing"
+    """quiesce() began: the server process refuses fires (so will one still starting);
+    none is started after it."""
+    QUIESCED = "quiesced"
+    """Quiescing, and no server process is left: a fence is answered at once."""
+    STOPPING = "stopping"
+    """stop() began (the dispatcher has drained): the server process was told to stop;
+    a fence is answered at once."""
+    STOPPED = "stopped"
+    """stop() has finished: no server process, the socket closed."""
+
+    @property
+    def stop_begun(self) -> bool:
+        """quiesce() or stop() has begun: fires are refused, no process is started."""
+        return self in _STOP_BEGUN
+
+    @property
+    def fences_answered(self) -> bool:
+        """No server process can hold acked fires unread: a fence is answered at once."""
+        return self in _FENCES_ANSWERED
+
+
+_STOP_BEGUN: Final = frozenset({State.QUIESCING, State.QUIESCED, State.STOPPING, State.STOPPED})
+_FENCES_ANSWERED: Final = frozenset({State.QUIESCED, State.STOPPING, State.STOPPED})
+
+
 class ServerSupervisor:
-    """Starts, feeds, restarts and stops the TCP server process of one Rigger."""
+    """Starts, restarts and stops the TCP server process of one Rigger; the facade the
+    Rigger uses for it (its thread runs the :class:`Intake` on each process in turn)."""
 
     def __init__(self, rigger: EventPort, settings: RiggerConfig) -> None:
         self.rigger = rigger
@@ -145,18 +187,55 @@ class ServerSupervisor:
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
-        self._current: Incarnation | None = None
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._stop_event = threading.Event()  # set once a stop begins (quiesce or stop)
-        self._quiescing = False
+        self._lock = threading.Lock()  # guards _state and _current
+        self._state = State.STARTING
+        self._current: Incarnation | None = None  # the live server process, if any
+        self._pid: int | None = None  # of the last one started
+        # Set once a stop begins (quiesce or stop): ends a restart's back-off and the
+        # intake's wait for room.
+        self._stop_event = threading.Event()
         self._fences = Fences(FENCE_TIMEOUT)
         self._intake = Intake(rigger, self._fences, self._stop_event)
-        self._live = True  # False from the current process's end-of-file to its replacement
-        self._ended = False  # no server process will run again (stopping or quiescing)
         self._generation = 0
-        self._stopping = False
         self.restarts = 0
+
+    # -- transitions (each with the lock held) ------------------------------------------
+
+    def _started(self, incarnation: Incarnation) -> State:
+        """A server process has started and listens: serve it."""
+        self._current = incarnation
+        self._pid = incarnation.process.pid
+        if self._state in (State.STARTING, State.RESTARTING):
+            self._state = State.SERVING
+        return self._state
+
+    def _exited(self) -> bool:
+        """The live server process's pipe reached end-of-file: True to start another."""
+        self._current = None
+        if self._state is State.SERVING:
+            self._state = State.RESTARTING
+        return self._may_restart()
+
+    def _may_restart(self) -> bool:
+        """True if a server process is to be started now (not once a stop has begun)."""
+        if self._state is State.QUIESCING:
+            self._state = State.QUIESCED
+        return self._state is State.RESTARTING
+
+    def _begin_quiesce(self) -> None:
+        if not self._state.stop_begun:
+            self._state = State.QUIESCING
+
+    def _begin_stop(self) -> bool:
+        """False if stop() has begun already."""
+        if self._state in (State.STOPPING, State.STOPPED):
+            return False
+        self._state = State.STOPPING
+        return True
+
+    def _stopped(self) -> None:
+        self._state = State.STOPPED
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -175,11 +254,13 @@ class ServerSupervisor:
                 port,
             )
         try:
-            self._current = self._spawn()
+            incarnation = self._spawn()
         except BaseException:
             sock.close()
             self._sock = None
             raise
+        with self._lock:
+            self._started(incarnation)
         self._thread = threading.Thread(target=self._run, name="rigger_mp-intake", daemon=True)
         self._thread.start()
         # Registered after multiprocessing's own exit handler, so it runs first: stop
@@ -201,7 +282,7 @@ class ServerSupervisor:
         settings = replace(
             self.server_settings,
             tid_prefix=f"tcp{self._generation}-",
-            accepting=not self._quiescing,
+            accepting=not self._state.stop_begun,
         )
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
@@ -264,8 +345,8 @@ class ServerSupervisor:
         within :data:`STOP_GRACE` are late events failed, logged and counted as ``lost``.
         """
         with self._lock:
-            self._quiescing = True
-        # Before waking the room (see _wait_for_room); also cuts short a restart's
+            self._begin_quiesce()
+        # Before waking the room (see Intake.wake); also cuts short a restart's
         # back-off: no server starts once quiescing.
         self._stop_event.set()
         self._intake.wake()
@@ -273,7 +354,7 @@ class ServerSupervisor:
         if self._await_fence(n, timeout):
             return
         with self._lock:
-            current = self._current if self._live else None
+            current = self._current
         if current is not None:
             self._kill(current, f"did not stop taking events within stop()'s {timeout:.3g} s")
         if not self._await_fence(n, STOP_GRACE):
@@ -293,11 +374,11 @@ class ServerSupervisor:
         """
         n = self._fences.ask()
         with self._lock:
-            done = self._stopping or self._ended
-            current = self._current if self._live else None
+            done = self._state.fences_answered
+            current = self._current
             # Once quiescing, every fence quiesces: one numbered after quiesce()'s but
             # sent before it must not answer it while the server still takes fires.
-            quiesce = quiesce or self._quiescing
+            quiesce = quiesce or self._state.stop_begun
         if done:
             self._fences.passed(n)
         elif current is not None:
@@ -344,9 +425,8 @@ class ServerSupervisor:
         Called by :meth:`Rigger.stop` once the events accepted have run.
         """
         with self._lock:
-            if self._stopping:
+            if not self._begin_stop():
                 return
-            self._stopping = True
             current = self._current
         self._stop_event.set()
         self._intake.wake()
@@ -379,6 +459,8 @@ class ServerSupervisor:
             self._sock.close()
         self._intake.status.clear()
         self._fences.passed()  # nothing more will be queued: wake whoever still waits
+        with self._lock:
+            self._stopped()
 
     def _at_exit(self) -> None:
         self.rigger.stop()
@@ -389,9 +471,8 @@ class ServerSupervisor:
 
     @property
     def pid(self) -> int | None:
-        """The pid of the current server process."""
-        current = self._current
-        return current.process.pid if current is not None else None
+        """The pid of the last server process started."""
+        return self._pid
 
     def stats(self) -> dict[str, Any]:
         """What the main process knows of the server."""
@@ -411,18 +492,16 @@ class ServerSupervisor:
 
     def _run(self) -> None:
         """Serve one server process after another until the stop (or the quiesce)."""
-        while True:
-            with self._lock:
-                current = self._current
-            assert current is not None
+        with self._lock:
+            current = self._current
+        while current is not None:
             self._intake.serve(current)
             current.process.wait()
             current.close()
             with self._lock:
-                self._live = False
-                self._ended = self._stopping or self._quiescing  # stop() needs no new one
+                restart = self._exited()
             self._fences.passed()  # all it wrote has been read
-            if self._ended:
+            if not restart:
                 break
             lived = time.monotonic() - current.started
             logger.error(
@@ -434,15 +513,14 @@ class ServerSupervisor:
                 self.address,
                 self.port,
             )
-            if not self._restart(quick_death=lived < 1.0):
-                break
+            current = self._restart(quick_death=lived < 1.0)
         # No server process will run again: refuse connections at once rather than leave
         # them in the backlog until stop() closes the socket.
         if self._sock is not None:
             self._sock.close()
 
-    def _restart(self, quick_death: bool) -> bool:
-        """Start the next server process; False if a stop (or its quiesce) came first.
+    def _restart(self, quick_death: bool) -> Incarnation | None:
+        """Start the next server process; None if a stop (or its quiesce) came first.
 
         A process that died within a second of starting waits half a second for its
         successor, and failed starts back off up to 5 s: a crash loop does not spin.
@@ -452,10 +530,10 @@ class ServerSupervisor:
             if delay:
                 self._stop_event.wait(delay)
             with self._lock:
-                self._ended = ended = self._stopping or self._quiescing
-            if ended:
+                restart = self._may_restart()
+            if not restart:
                 self._fences.passed()
-                return False
+                return None
             try:
                 incarnation = self._spawn()
             except Exception:
@@ -464,16 +542,14 @@ class ServerSupervisor:
                 delay = min(5.0, max(0.5, delay * 2))
                 continue
             with self._lock:
-                self._current = incarnation
-                self._live = True
-                stopping = self._stopping
+                state = self._started(incarnation)
             self.restarts += 1
             asked = self._fences.outstanding()
             if asked:  # asked while this one started (it may have acked since): ask it
                 with self._lock:  # read after `asked`: see _ask_fence
-                    quiescing = self._quiescing
+                    quiescing = self._state.stop_begun
                 self._send_fence(incarnation, asked, quiescing)
-            if stopping:  # stop() sent STOP to the old one; this one must go too
+            if state in (State.STOPPING, State.STOPPED):  # this one must go too
                 incarnation.writer.send(STOP)
             logger.warning(
                 "rigger_mp: TCP server restarted (pid %s) on %s:%d",
@@ -481,4 +557,4 @@ class ServerSupervisor:
                 self.address,
                 self.port,
             )
-            return True
+            return incarnation
