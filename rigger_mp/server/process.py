@@ -2,8 +2,8 @@
 
 It parses and validates each message (see :mod:`rigger_mp.protocol`), answers what it can
 by itself (``ping``, ``auth``, malformed input) and forwards the rest to the main process
-as batches over a pipe (see :mod:`rigger_mp.channel`): everything that one read of a
-connection produced travels as one pickled list. The main process answers with batches
+as batches over a pipe (see :mod:`.channel`, :mod:`.messages`): everything that one read
+of a connection produced travels as one pickled list. The main process answers with batches
 of ``(rid, kind, payload)``; each connection numbers its messages and writes the replies
 strictly in that order, whatever order they come back in.
 
@@ -11,12 +11,17 @@ A fire is accepted here: it gets its tid from this process's counter, and its ``
 written once its frame is wholly in the requests pipe. From then on it belongs to the
 main process: the read end of that pipe is the main process's, and what was written into
 it stays readable after this process dies, so the main process starts another one on the
-same listening socket and loses nothing acknowledged. Only ``grab_result`` and
+same listening socket and loses nothing acknowledged (see :mod:`.supervisor`, and
+:mod:`.intake` for the thread that reads the pipe). Only ``grab_result`` and
 ``wait_for_task`` fires wait for the main process's reply. To learn that it has queued
 every fire this process acked, the main process sends a :data:`FENCE` request, which
 comes back down the requests pipe behind them; at a stop the request also makes this
 process refuse fires from then on. When the main process dies, the reply pipe reaches
 end-of-file and this process exits at once: it never outlives its parent.
+
+The server and each connection keep one state each (:class:`ServerState`,
+:class:`ConnState`). This module imports only the channel, the messages and the
+protocol: the server process never loads the dispatcher.
 """
 
 from __future__ import annotations
@@ -150,7 +155,7 @@ class Server:
         self.to_main: _ToMain | None = None
         self.from_main: _FromMain | None = None
         # Every connection reads into this one buffer (the loop runs one callback at a
-        # time); see READ_SIZE in rigger_mp.channel for why it is preallocated.
+        # time); see READ_SIZE in rigger_mp.server.channel for why it is preallocated.
         self.read_buffer = bytearray(READ_SIZE)
         self.read_view = memoryview(self.read_buffer)
         self.listener: asyncio.Server | None = None

@@ -1,25 +1,34 @@
-"""The main process's side of the TCP intake: the intake thread and server supervision.
+"""The main process's side of the TCP intake: the facade the Rigger uses, and the
+server processes it starts, replaces and stops.
+
+::
+
+    Rigger ─ start, sync, quiesce, stop, stats ─▶ ServerSupervisor ─ spawn, kill ─▶ server process
+                                                   │ (State)           (FENCE, STOP)  (.process)
+                                       its thread: ▼                          │
+          ┌──────────────── Intake.serve(incarnation) (.intake) ◀── requests pipe
+          │                   fires ──▶ EventPort.accept_batch; StatusWindow (.status_window)
+          │                   (FENCE, n) ──▶ Fences.passed(n) (.fences) ◀── sync/quiesce wait
+          └▶ at end-of-file: replace the process (back-off), or end once a stop has begun
 
 The listening socket is bound here, in the main process, and handed to each server
 process. So a bind failure raises at ``start()``, the port never changes, and while a
 dead server process is being replaced, new connections wait in the socket's backlog
 instead of being refused.
 
-The intake thread blocks on the pipe from the server process. The server process has
-already accepted the fires in it (given tids, acked the plain ones): the intake queues
-each run of them with one :meth:`EventPort.accept_batch`, in pipe order, and answers the
-other requests (``task_status``, ``stats``, ``terminate``) with one batch per read.
-Replies that wait for an event (``grab_result``, ``wait_for_task``) are sent by a
-done-callback of the event's task. When the pipe reaches end-of-file the server process
-has exited, and everything it wrote has been read: once a stop has begun (quiesce), the
-thread ends and closes the listening socket; otherwise the death is logged and a new
-server process is started.
+The supervisor's thread runs the :class:`~.intake.Intake` on one server process after
+another. When a pipe reaches end-of-file the process has exited and everything it wrote
+has been read: once a stop has begun (quiesce), the thread ends and closes the
+listening socket; otherwise the death is logged and a new server process is started.
+Where the supervisor is in that life is one :class:`State`.
 
-What "accepted" means to the rest of the dispatcher is kept by fences: :meth:`sync`
-asks the server for one and returns once the intake has queued every fire acked before
-it (``wait_background`` does that first), and :meth:`quiesce` does the same while making
-the server refuse fires from then on (``stop`` does that before it drains). So an acked
-event is never dropped by a clean stop nor missed by ``wait_background``.
+What "accepted" means to the rest of the dispatcher is kept by fences (see
+:mod:`.fences`): :meth:`ServerSupervisor.sync` asks the server for one and returns once
+the intake has queued every fire acked before it (``wait_background`` does that first),
+and :meth:`ServerSupervisor.quiesce` does the same while making the server refuse fires
+from then on (``stop`` does that before it drains). So an acked event is never dropped
+by a clean stop nor missed by ``wait_background``. This module never imports
+:mod:`.process` (asyncio): the server runs in a process of its own.
 """
 
 from __future__ import annotations
