@@ -505,7 +505,7 @@ def test_concurrent_clients_from_threads_do_not_mix_replies(rigger: Rigger) -> N
 def test_intake_stops_reading_while_too_many_events_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rigger_mp.server import supervisor as intake
+    from rigger_mp.server import intake
 
     monkeypatch.setattr(intake, "MAX_BACKLOG", 200)
     rigger = make_rigger()

@@ -23,10 +23,12 @@ import psutil
 import pytest
 
 from rigger_mp import RiggerClient
-from rigger_mp.server import supervisor as intake
+from rigger_mp.server import intake
+from rigger_mp.server import supervisor as supervisor_module
 from rigger_mp.server.channel import BlockingReader
+from rigger_mp.server.intake import Intake
 from rigger_mp.server.messages import FIRE
-from rigger_mp.server.supervisor import ServerSupervisor
+from rigger_mp.server.supervisor import ServerSupervisor, State
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 
 EVENTS = 300
@@ -47,9 +49,9 @@ class Held:
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
     gate = Held()
-    handle = ServerSupervisor._handle
+    handle = Intake._handle
 
-    def held_handle(self: ServerSupervisor, batch: list[tuple[Any, ...]], *args: Any) -> None:
+    def held_handle(self: Intake, batch: list[tuple[Any, ...]], *args: Any) -> None:
         if any(item[1] == FIRE for item in batch):
             if not gate.entered.is_set():
                 gate.entered.set()
@@ -59,7 +61,7 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
                 raise RuntimeError("a bug in the intake")
         handle(self, batch, *args)
 
-    monkeypatch.setattr(ServerSupervisor, "_handle", held_handle)
+    monkeypatch.setattr(Intake, "_handle", held_handle)
     yield gate
     gate.release.set()
 
@@ -235,7 +237,7 @@ def test_stop_reads_past_a_full_backlog_instead_of_waiting_on_the_events(
 def test_an_unresponsive_server_is_replaced_when_a_fence_is_owed(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(intake, "FENCE_TIMEOUT", 0.2)
+    monkeypatch.setattr(supervisor_module, "FENCE_TIMEOUT", 0.2)
     rigger = make_rigger()
     try:
         old = server_pid(rigger)
@@ -338,7 +340,8 @@ def test_a_short_wait_does_not_kill_an_idle_healthy_server(
         supervisor = rigger._server
         assert supervisor is not None and supervisor._current is not None
         # The intake has waited on the idle server's pipe far longer than FENCE_TIMEOUT.
-        supervisor._silent = (supervisor._current, time.monotonic() - 100 * intake.FENCE_TIMEOUT)
+        since = time.monotonic() - 100 * supervisor_module.FENCE_TIMEOUT
+        supervisor._intake.silent = (supervisor._current, since)
         with caplog.at_level(logging.ERROR, logger="rigger_mp"):
             rigger.wait_background(timeout=0)  # a poll: its fence was only just sent
             assert rigger.wait_background(WAIT)
@@ -352,28 +355,35 @@ def test_stop_does_not_hang_when_the_server_dies_as_it_begins() -> None:
     rigger = make_rigger()
     supervisor = rigger._server
     assert supervisor is not None
-    room = supervisor._room
+    room = supervisor._intake._room
 
     class DyingRoom:
-        """quiesce() sets the room just before it asks for its fence: die right then."""
+        """quiesce() sets the room just before it asks for its fence: die right then
+        (stop() sets it again later, with no server process left)."""
+
+        died = False
 
         def set(self) -> None:
             room.set()
+            if self.died:
+                return
+            self.died = True
             assert supervisor is not None and supervisor._current is not None
             supervisor._current.process.kill()
             assert supervisor._thread is not None
             supervisor._thread.join(WAIT)  # the intake read it to its end-of-file
 
-    supervisor._room = DyingRoom()  # type: ignore[assignment]
+    supervisor._intake._room = DyingRoom()  # type: ignore[assignment]
     stopper = threading.Thread(target=rigger.stop)
     stopper.start()
     stopper.join(WAIT)
     hung = stopper.is_alive()
     if hung:
-        supervisor._fences_passed()  # let it finish before failing
+        supervisor._fences.passed()  # let it finish before failing
         stopper.join(WAIT)
     assert not hung, "stop() waited for a fence that no server will answer"
     assert not rigger.running
+    assert supervisor._state is State.STOPPED  # stop() ran to its end
 
 
 def test_an_unreadable_pipe_replaces_the_server_instead_of_stopping_the_intake(
@@ -418,13 +428,40 @@ def test_a_fence_answered_by_its_servers_death_is_not_left_owed() -> None:
             # The server dies between _ask_fence choosing it and the send; its
             # end-of-file answers fence n before the send records it as owed.
             incarnation.process.kill()
-            with supervisor._fences:
-                assert supervisor._fences.wait_for(lambda: supervisor._fence_seen >= n, WAIT)
+            assert supervisor._fences.wait(n, WAIT)
             send_fence(incarnation, n, quiesce)
 
         supervisor._send_fence = dying_send  # type: ignore[method-assign]
         assert supervisor.sync(WAIT)
         # A stale entry would make the silence rule kill the next, healthy server.
-        assert not supervisor._owed
+        assert not supervisor._fences.owed()
     finally:
         rigger.stop()
+
+
+def state_of(supervisor: ServerSupervisor) -> State:
+    """The supervisor's state, read afresh (mypy would keep it narrowed between reads)."""
+    return supervisor._state
+
+
+def test_the_supervisor_state_follows_restarts_quiesce_and_stop() -> None:
+    rigger = make_rigger()
+    supervisor = rigger._server
+    assert supervisor is not None and state_of(supervisor) is State.SERVING
+    try:
+        old = server_pid(rigger)
+        os.kill(old, signal.SIGKILL)
+        with RiggerClient(HOST, port_of(rigger)) as client:  # served by its replacement
+            assert client.fire_hook("count", wait_for_task=True, c="after")
+        assert state_of(supervisor) is State.SERVING and server_pid(rigger) != old
+        supervisor.quiesce(WAIT)
+        assert state_of(supervisor) is State.QUIESCING
+        assert supervisor._current is not None and supervisor._thread is not None
+        supervisor._current.process.kill()
+        supervisor._thread.join(WAIT)  # no new server once quiescing
+        assert state_of(supervisor) is State.QUIESCED and supervisor._current is None
+        assert supervisor.sync(0)  # no server left to hold acked fires: answered at once
+    finally:
+        rigger.stop()
+    assert state_of(supervisor) is State.STOPPED
+    assert rigger.stats()["server"]["restarts"] == 1

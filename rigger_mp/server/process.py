@@ -2,8 +2,8 @@
 
 It parses and validates each message (see :mod:`rigger_mp.protocol`), answers what it can
 by itself (``ping``, ``auth``, malformed input) and forwards the rest to the main process
-as batches over a pipe (see :mod:`rigger_mp.channel`): everything that one read of a
-connection produced travels as one pickled list. The main process answers with batches
+as batches over a pipe (see :mod:`.channel`, :mod:`.messages`): everything that one read
+of a connection produced travels as one pickled list. The main process answers with batches
 of ``(rid, kind, payload)``; each connection numbers its messages and writes the replies
 strictly in that order, whatever order they come back in.
 
@@ -11,17 +11,23 @@ A fire is accepted here: it gets its tid from this process's counter, and its ``
 written once its frame is wholly in the requests pipe. From then on it belongs to the
 main process: the read end of that pipe is the main process's, and what was written into
 it stays readable after this process dies, so the main process starts another one on the
-same listening socket and loses nothing acknowledged. Only ``grab_result`` and
+same listening socket and loses nothing acknowledged (see :mod:`.supervisor`, and
+:mod:`.intake` for the thread that reads the pipe). Only ``grab_result`` and
 ``wait_for_task`` fires wait for the main process's reply. To learn that it has queued
 every fire this process acked, the main process sends a :data:`FENCE` request, which
 comes back down the requests pipe behind them; at a stop the request also makes this
 process refuse fires from then on. When the main process dies, the reply pipe reaches
 end-of-file and this process exits at once: it never outlives its parent.
+
+The server and each connection keep one state each (:class:`ServerState`,
+:class:`ConnState`). This module imports only the channel, the messages and the
+protocol: the server process never loads the dispatcher.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import pickle
@@ -99,6 +105,37 @@ def _read_settings(fd: int) -> ServerSettings:
     return settings
 
 
+class ServerState(enum.Enum):
+    """Where the server process is in its life: ACCEPTING, then REFUSING once a quiescing
+    fence came (or from the start, for a process started while the dispatcher stops),
+    then STOPPING once STOP came."""
+
+    ACCEPTING = "accepting"
+    """Fires are accepted (acked, forwarded)."""
+    REFUSING = "refusing"
+    """Fires get ``shutting_down``; every other request is served."""
+    STOPPING = "stopping"
+    """No new connections or requests; each connection closes once answered."""
+
+
+class ConnState(enum.Enum):
+    """Where a connection is in its life: OPEN, FINISHING, LOST (never back)."""
+
+    OPEN = "open"
+    """Messages are read and handled."""
+    FINISHING = "finishing"
+    """No more messages are read; it closes once every one read has its reply."""
+    LOST = "lost"
+    """The transport is gone: nothing more is read or written."""
+
+
+_ACCEPTING: Final = ServerState.ACCEPTING
+_STOPPING: Final = ServerState.STOPPING
+_OPEN: Final = ConnState.OPEN
+_FINISHING: Final = ConnState.FINISHING
+_LOST: Final = ConnState.LOST
+
+
 class Server:
     """The state shared by all connections of the server process."""
 
@@ -112,14 +149,13 @@ class Server:
         self.fires = 0
         self.outbox: list[tuple[Any, ...]] = []
         self.acks: list[tuple[Conn, int, str]] = []
-        self.accepting = settings.accepting
-        self.stopping = False
+        self.state = _ACCEPTING if settings.accepting else ServerState.REFUSING
         self.main_paused = False
         self.finished: asyncio.Future[None] = loop.create_future()
         self.to_main: _ToMain | None = None
         self.from_main: _FromMain | None = None
         # Every connection reads into this one buffer (the loop runs one callback at a
-        # time); see READ_SIZE in rigger_mp.channel for why it is preallocated.
+        # time); see READ_SIZE in rigger_mp.server.channel for why it is preallocated.
         self.read_buffer = bytearray(READ_SIZE)
         self.read_view = memoryview(self.read_buffer)
         self.listener: asyncio.Server | None = None
@@ -175,15 +211,15 @@ class Server:
         touched: set[Conn] = set()
         ack_line = proto.ack_line
         for conn, seq, tid in acks:
-            if not conn.lost and conn.put(seq, ack_line(tid)):
+            if conn.state is not _LOST and conn.put(seq, ack_line(tid)):
                 touched.add(conn)
         for conn in touched:
             conn.flush()
 
     def fence(self, n: int, quiesce: bool) -> None:
         """Answer fence request ``n`` behind every fire acked so far; maybe stop accepting."""
-        if quiesce:
-            self.accepting = False
+        if quiesce and self.state is _ACCEPTING:
+            self.state = ServerState.REFUSING
         self.flush_outbox()
         if self.to_main is not None:
             self.to_main.write(pack((FENCE, n)), [])
@@ -205,14 +241,14 @@ class Server:
             if entry is None:
                 continue
             conn, seq = entry
-            if conn.lost:
+            if conn.state is _LOST:
                 continue
             line = payload if kind == R_LINE else self._stats_line(payload)
             if conn.put(seq, line):
                 touched.append(conn)
         for conn in touched:
             conn.flush()
-        if self.stopping:
+        if self.state is _STOPPING:
             self._check_finished()
 
     def _stats_line(self, stats: dict[str, Any]) -> bytes:
@@ -246,15 +282,21 @@ class Server:
 
     def stop(self) -> None:
         """Stop accepting, answer what is in flight, close each connection once answered."""
-        if self.stopping:
+        if self.state is _STOPPING:
             return
-        self.stopping = True
+        self.state = _STOPPING
         if self.listener is not None:
             self.listener.close()
         for conn in list(self.conns):
             conn.finish()
         self.loop.call_later(self.settings.stop_grace, self._abort_all)
         self._check_finished()
+
+    def conn_closed(self, conn: Conn) -> None:
+        """``conn`` has closed: forget it; a stop may now be finished."""
+        self.conns.discard(conn)
+        if self.state is _STOPPING:
+            self._check_finished()
 
     def _check_finished(self) -> None:
         if not self.pending and not self.conns:
@@ -428,8 +470,7 @@ class Conn(asyncio.BufferedProtocol):
         self.seq_out = 0
         self.early: dict[int, bytes] = {}
         self.out: list[bytes] = []
-        self.closing = False
-        self.lost = False
+        self.state = _OPEN
         self.write_paused = False
         self.reading = True
         self.last_active = 0.0
@@ -448,7 +489,7 @@ class Conn(asyncio.BufferedProtocol):
         self.timer = self.loop.call_at(
             self.last_active + server.settings.idle_timeout, self._check_idle
         )
-        if server.stopping:
+        if server.state is _STOPPING:
             self.finish()
         else:
             self.update_reading()
@@ -460,7 +501,7 @@ class Conn(asyncio.BufferedProtocol):
         self.data_received(self.server.read_view[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.state is not _OPEN:
             return
         frames = self.framer.feed(data)
         if frames:
@@ -469,9 +510,9 @@ class Conn(asyncio.BufferedProtocol):
             for frame in frames:
                 if frame:
                     handle(frame)
-                    if self.closing:
+                    if self.state is not _OPEN:
                         break
-        if not self.closing and self.framer.pending > self.server.max_bytes:
+        if self.state is _OPEN and self.framer.pending > self.server.max_bytes:
             self._too_large(self.seq_in, self.framer.pending)
         self.server.flush_outbox()
         self.flush()
@@ -482,23 +523,19 @@ class Conn(asyncio.BufferedProtocol):
         # The client is done sending (``nc -N``, shutdown(SHUT_WR)); a message left
         # unended counts as its last one. Keep the socket open to write the replies.
         rest = self.framer.finish()
-        if not self.closing and rest and not proto.is_blank(rest):
+        if self.state is _OPEN and rest and not proto.is_blank(rest):
             self._handle(rest)
             self.server.flush_outbox()
         self.finish()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.closing = True
+        self.state = _LOST
         self.early.clear()
         self.out.clear()
         if self.timer is not None:
             self.timer.cancel()
-        server = self.server
-        server.conns.discard(self)
-        if server.stopping:
-            server._check_finished()
+        self.server.conn_closed(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -530,7 +567,7 @@ class Conn(asyncio.BufferedProtocol):
         if type(msg) is proto.Fire:
             if not self.authed:
                 self._error(seq, proto.UNAUTHORIZED, 'send {"op": "auth", ...} first')
-            elif not server.accepting or server.stopping:
+            elif server.state is not _ACCEPTING:
                 self._error(seq, proto.SHUTTING_DOWN, "the dispatcher is stopping")
             else:
                 server.fire(self, seq, msg)
@@ -552,7 +589,7 @@ class Conn(asyncio.BufferedProtocol):
             self._error(seq, proto.UNAUTHORIZED, 'send {"op": "auth", ...} first')
         elif op == "ping":
             self.put(seq, proto.OK_LINE)
-        elif server.stopping:
+        elif server.state is _STOPPING:
             if op == "terminate":
                 self.put(seq, proto.OK_LINE)
             else:
@@ -602,33 +639,34 @@ class Conn(asyncio.BufferedProtocol):
     def flush(self) -> None:
         """Write the replies that are due; close if finishing and nothing is owed."""
         transport = self.transport
-        if transport is None or self.lost:
+        if transport is None or self.state is _LOST:
             return
         if self.out:
             transport.write(b"".join(self.out))
             self.out.clear()
             self.last_active = self.loop.time()
-        if self.closing and self.seq_out == self.seq_in:
+        if self.state is _FINISHING and self.seq_out == self.seq_in:
             transport.close()
 
     def finish(self) -> None:
         """Read no more; close once every message read so far has its reply."""
-        self.closing = True
+        if self.state is _OPEN:
+            self.state = _FINISHING
         self.update_reading()
         self.flush()
 
     def abort(self) -> None:
-        if self.transport is not None and not self.lost:
+        if self.transport is not None and self.state is not _LOST:
             self.transport.abort()
 
     def update_reading(self) -> None:
         """Read from the client unless it is finishing, is owed too many replies, or a
         buffer toward it or main is full."""
         transport = self.transport
-        if transport is None or self.lost:
+        if transport is None or self.state is _LOST:
             return
         want = not (
-            self.closing
+            self.state is not _OPEN
             or self.write_paused
             or self.server.main_paused
             or self.seq_in - self.seq_out > MAX_OWED
@@ -645,7 +683,7 @@ class Conn(asyncio.BufferedProtocol):
 
         A message trickling in byte by byte does not count as activity (slowloris).
         """
-        if self.lost:
+        if self.state is _LOST:
             return
         idle = self.server.settings.idle_timeout
         now = self.loop.time()

@@ -1,31 +1,41 @@
-"""The main process's side of the TCP intake: the intake thread and server supervision.
+"""The main process's side of the TCP intake: the facade the Rigger uses, and the
+server processes it starts, replaces and stops.
+
+::
+
+    Rigger ─ start, sync, quiesce, stop, stats ─▶ ServerSupervisor ─ spawn, kill ─▶ server process
+                                                   │ (State)           (FENCE, STOP)  (.process)
+                                       its thread: ▼                          │
+          ┌──────────────── Intake.serve(incarnation) (.intake) ◀── requests pipe
+          │                   fires ──▶ EventPort.accept_batch; StatusWindow (.status_window)
+          │                   (FENCE, n) ──▶ Fences.passed(n) (.fences) ◀── sync/quiesce wait
+          └▶ at end-of-file: replace the process (back-off), or end once a stop has begun
 
 The listening socket is bound here, in the main process, and handed to each server
 process. So a bind failure raises at ``start()``, the port never changes, and while a
 dead server process is being replaced, new connections wait in the socket's backlog
 instead of being refused.
 
-The intake thread blocks on the pipe from the server process. The server process has
-already accepted the fires in it (given tids, acked the plain ones): the intake queues
-each run of them with one :meth:`EventPort.accept_batch`, in pipe order, and answers the
-other requests (``task_status``, ``stats``, ``terminate``) with one batch per read.
-Replies that wait for an event (``grab_result``, ``wait_for_task``) are sent by a
-done-callback of the event's task. When the pipe reaches end-of-file the server process
-has exited, and everything it wrote has been read: once a stop has begun (quiesce), the
-thread ends and closes the listening socket; otherwise the death is logged and a new
-server process is started.
+The supervisor's thread runs the :class:`~.intake.Intake` on one server process after
+another. When a pipe reaches end-of-file the process has exited and everything it wrote
+has been read: once a stop has begun (quiesce), the thread ends and closes the
+listening socket; otherwise the death is logged and a new server process is started.
+Where the supervisor is in that life is one :class:`State`.
 
-What "accepted" means to the rest of the dispatcher is kept by fences: :meth:`sync`
-asks the server for one and returns once the intake has queued every fire acked before
-it (``wait_background`` does that first), and :meth:`quiesce` does the same while making
-the server refuse fires from then on (``stop`` does that before it drains). So an acked
-event is never dropped by a clean stop nor missed by ``wait_background``.
+What "accepted" means to the rest of the dispatcher is kept by fences (see
+:mod:`.fences`): :meth:`ServerSupervisor.sync` asks the server for one and returns once
+the intake has queued every fire acked before it (``wait_background`` does that first),
+and :meth:`ServerSupervisor.quiesce` does the same while making the server refuse fires
+from then on (``stop`` does that before it drains). So an acked event is never dropped
+by a clean stop nor missed by ``wait_background``. This module never imports
+:mod:`.process` (asyncio): the server runs in a process of its own.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import enum
 import ipaddress
 import logging
 import os
@@ -34,30 +44,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Final
 
-from .. import protocol as proto
 from ..core.config import RiggerConfig
 from ..core.deadline import Deadline
-from ..core.task import Task
-from ..errors import RiggerError, ShuttingDown, describe_error
+from ..errors import RiggerError
 from .channel import BlockingReader, QueuedWriter
+from .fences import Fences
+from .intake import Intake
 from .messages import (
     FENCE,
-    FIRE,
-    NO_REPLY,
-    R_LINE,
-    R_STATS,
     READY,
-    STATS,
-    STATUS,
     STOP,
-    TERMINATE,
     ServerSettings,
 )
 
@@ -66,14 +66,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("rigger_mp")
 
-STATUS_WINDOW: Final = 10_000
-"""``task_status`` knows the last this many events fired over TCP (and no older)."""
 START_TIMEOUT: Final = 60.0
 """How long a new server process may take to start listening."""
-MAX_BACKLOG: Final = 50_000
-"""Events queued and not yet run above which the intake stops reading requests until the
-event thread has caught up; the server then stops reading its sockets (TCP flow control
-reaches the clients), so memory stays bounded however fast clients fire."""
 STOP_GRACE: Final = 10.0
 """After a stop, how long connections may take to receive their last replies."""
 FENCE_TIMEOUT: Final = 10.0
@@ -125,7 +119,7 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-class _Incarnation:
+class Incarnation:
     """One server process and the two pipes to it."""
 
     def __init__(
@@ -146,8 +140,49 @@ class _Incarnation:
         self.writer.join(STOP_GRACE)
 
 
+class State(enum.Enum):
+    """Where a supervisor is in its life; it moves only by its transition methods.
+
+    SERVING and RESTARTING alternate as server processes die and are replaced until a
+    stop begins; quiesce() then moves to QUIESCING, QUIESCED once no server process is
+    left; stop() moves any state to STOPPING, and STOPPED when it returns.
+    """
+
+    STARTING = "starting"
+    """start() is starting the first server process."""
+    SERVING = "serving"
+    """A server process is live and takes fires."""
+    RESTARTING = "restarting"
+    """The server process died; a replacement is starting (fences wait for it)."""
+    QUIESCING = "quiescing"
+    """quiesce() began: the server process refuses fires (so will one still starting);
+    none is started after it."""
+    QUIESCED = "quiesced"
+    """Quiescing, and no server process is left: a fence is answered at once."""
+    STOPPING = "stopping"
+    """stop() began (the dispatcher has drained): the server process was told to stop;
+    a fence is answered at once."""
+    STOPPED = "stopped"
+    """stop() has finished: no server process, the socket closed."""
+
+    @property
+    def stop_begun(self) -> bool:
+        """quiesce() or stop() has begun: fires are refused, no process is started."""
+        return self in _STOP_BEGUN
+
+    @property
+    def fences_answered(self) -> bool:
+        """No server process can hold acked fires unread: a fence is answered at once."""
+        return self in _FENCES_ANSWERED
+
+
+_STOP_BEGUN: Final = frozenset({State.QUIESCING, State.QUIESCED, State.STOPPING, State.STOPPED})
+_FENCES_ANSWERED: Final = frozenset({State.QUIESCED, State.STOPPING, State.STOPPED})
+
+
 class ServerSupervisor:
-    """Starts, feeds, restarts and stops the TCP server process of one Rigger."""
+    """Starts, restarts and stops the TCP server process of one Rigger; the facade the
+    Rigger uses for it (its thread runs the :class:`Intake` on each process in turn)."""
 
     def __init__(self, rigger: EventPort, settings: RiggerConfig) -> None:
         self.rigger = rigger
@@ -161,32 +196,55 @@ class ServerSupervisor:
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
-        self._current: _Incarnation | None = None
         self._thread: threading.Thread | None = None
-        self._terminator: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._stop_event = threading.Event()  # set once a stop begins (quiesce or stop)
-        self._quiescing = False
-        self._fences = threading.Condition(threading.Lock())
-        self._fence_asked = 0
-        self._fence_seen = 0
-        self._owed: deque[tuple[int, float]] = deque()  # fences sent, unanswered: (n, when)
-        self._live = True  # False from the current process's end-of-file to its replacement
-        self._ended = False  # no server process will run again (stopping or quiescing)
-        # While the intake waits on a server's pipe: that server, and since when.
-        self._silent: tuple[_Incarnation, float] | None = None
-        self._serving: _Incarnation | None = None  # the one the intake reads (its thread only)
+        self._lock = threading.Lock()  # guards _state and _current
+        self._state = State.STARTING
+        self._current: Incarnation | None = None  # the live server process, if any
+        self._pid: int | None = None  # of the last one started
+        # Set once a stop begins (quiesce or stop): ends a restart's back-off and the
+        # intake's wait for room.
+        self._stop_event = threading.Event()
+        self._fences = Fences(FENCE_TIMEOUT)
+        self._intake = Intake(rigger, self._fences, self._stop_event)
         self._generation = 0
-        self._room = threading.Event()
-        self.pauses = 0
-        self._stopping = False
-        self._terminate_rids: list[tuple[_Incarnation | None, int]] = []
-        self._tasks: dict[str, Task] = {}
-        self._order: deque[str] = deque()
         self.restarts = 0
-        self.accepted = 0
-        self.refused = 0
-        self.lost = 0
+
+    # -- transitions (each with the lock held) ------------------------------------------
+
+    def _started(self, incarnation: Incarnation) -> State:
+        """A server process has started and listens: serve it."""
+        self._current = incarnation
+        self._pid = incarnation.process.pid
+        if self._state in (State.STARTING, State.RESTARTING):
+            self._state = State.SERVING
+        return self._state
+
+    def _exited(self) -> bool:
+        """The live server process's pipe reached end-of-file: True to start another."""
+        self._current = None
+        if self._state is State.SERVING:
+            self._state = State.RESTARTING
+        return self._may_restart()
+
+    def _may_restart(self) -> bool:
+        """True if a server process is to be started now (not once a stop has begun)."""
+        if self._state is State.QUIESCING:
+            self._state = State.QUIESCED
+        return self._state is State.RESTARTING
+
+    def _begin_quiesce(self) -> None:
+        if not self._state.stop_begun:
+            self._state = State.QUIESCING
+
+    def _begin_stop(self) -> bool:
+        """False if stop() has begun already."""
+        if self._state in (State.STOPPING, State.STOPPED):
+            return False
+        self._state = State.STOPPING
+        return True
+
+    def _stopped(self) -> None:
+        self._state = State.STOPPED
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -205,11 +263,13 @@ class ServerSupervisor:
                 port,
             )
         try:
-            self._current = self._spawn()
+            incarnation = self._spawn()
         except BaseException:
             sock.close()
             self._sock = None
             raise
+        with self._lock:
+            self._started(incarnation)
         self._thread = threading.Thread(target=self._run, name="rigger_mp-intake", daemon=True)
         self._thread.start()
         # Registered after multiprocessing's own exit handler, so it runs first: stop
@@ -218,7 +278,7 @@ class ServerSupervisor:
         logger.info("rigger_mp: TCP server listening on %s:%d", host, port)
         return host, port
 
-    def _spawn(self) -> _Incarnation:
+    def _spawn(self) -> Incarnation:
         """Start a server process on the bound socket and wait until it is listening.
 
         A plain ``subprocess`` rather than ``multiprocessing``: spawn and forkserver would
@@ -231,7 +291,7 @@ class ServerSupervisor:
         settings = replace(
             self.server_settings,
             tid_prefix=f"tcp{self._generation}-",
-            accepting=not self._quiescing,
+            accepting=not self._state.stop_begun,
         )
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
@@ -258,7 +318,7 @@ class ServerSupervisor:
             os.close(requests_r)
             os.close(replies_w)
             raise
-        incarnation = _Incarnation(process, BlockingReader(requests_r), writer)
+        incarnation = Incarnation(process, BlockingReader(requests_r), writer)
         try:
             incarnation.writer.send(settings)
             if not wait([requests_r], START_TIMEOUT):
@@ -294,16 +354,16 @@ class ServerSupervisor:
         within :data:`STOP_GRACE` are late events failed, logged and counted as ``lost``.
         """
         with self._lock:
-            self._quiescing = True
-        # Before waking the room (see _wait_for_room); also cuts short a restart's
+            self._begin_quiesce()
+        # Before waking the room (see Intake.wake); also cuts short a restart's
         # back-off: no server starts once quiescing.
         self._stop_event.set()
-        self._room.set()
+        self._intake.wake()
         n = self._ask_fence(True)
         if self._await_fence(n, timeout):
             return
         with self._lock:
-            current = self._current if self._live else None
+            current = self._current
         if current is not None:
             self._kill(current, f"did not stop taking events within stop()'s {timeout:.3g} s")
         if not self._await_fence(n, STOP_GRACE):
@@ -321,26 +381,22 @@ class ServerSupervisor:
         :meth:`_run`). While a replacement starts, the request waits for it (see
         :meth:`_restart`); when no server will run again, it is answered at once.
         """
-        with self._fences:
-            self._fence_asked = n = self._fence_asked + 1
+        n = self._fences.ask()
         with self._lock:
-            done = self._stopping or self._ended
-            current = self._current if self._live else None
+            done = self._state.fences_answered
+            current = self._current
             # Once quiescing, every fence quiesces: one numbered after quiesce()'s but
             # sent before it must not answer it while the server still takes fires.
-            quiesce = quiesce or self._quiescing
+            quiesce = quiesce or self._state.stop_begun
         if done:
-            self._fences_passed(n)
+            self._fences.passed(n)
         elif current is not None:
             self._send_fence(current, n, quiesce)
         return n
 
-    def _send_fence(self, incarnation: _Incarnation, n: int, quiesce: bool) -> None:
-        with self._fences:
-            if n <= self._fence_seen:  # answered meanwhile (its server's end-of-file)
-                return
-            self._owed.append((n, time.monotonic()))
-        incarnation.writer.send((FENCE, n, quiesce))
+    def _send_fence(self, incarnation: Incarnation, n: int, quiesce: bool) -> None:
+        if self._fences.sent(n):  # else answered meanwhile (its server's end-of-file)
+            incarnation.writer.send((FENCE, n, quiesce))
 
     def _await_fence(self, n: int, timeout: float | None) -> bool:
         """Wait until fence ``n`` is answered; False if ``timeout`` ran out first.
@@ -350,34 +406,18 @@ class ServerSupervisor:
         owed a fence and sent nothing while the intake waited on its pipe, it is killed.
         """
         deadline = Deadline(timeout)
+        limit = self._fences.limit
         while True:
             left = deadline.left()
-            window = FENCE_TIMEOUT if left is None else min(left, FENCE_TIMEOUT)
-            with self._fences:
-                if self._fences.wait_for(lambda: self._fence_seen >= n, window):
-                    return True
-                owed_since = self._owed[0][1] if self._owed else None
-            silent = self._silent
-            if (
-                silent is not None
-                and owed_since is not None
-                and time.monotonic() - max(silent[1], owed_since) >= FENCE_TIMEOUT
-            ):
-                self._kill(silent[0], f"owed a fence and sent nothing for {FENCE_TIMEOUT:g} s")
+            if self._fences.wait(n, limit if left is None else min(left, limit)):
+                return True
+            silent = self._intake.silent
+            if silent is not None and self._fences.unresponsive(silent[1]):
+                self._kill(silent[0], f"owed a fence and sent nothing for {limit:g} s")
             if deadline.expired():
                 return False
 
-    def _fences_passed(self, n: int | None = None) -> None:
-        """Fence ``n`` (None: every one asked so far) is answered."""
-        with self._fences:
-            upto = self._fence_asked if n is None else n
-            self._fence_seen = seen = max(self._fence_seen, upto)
-            owed = self._owed
-            while owed and owed[0][0] <= seen:
-                owed.popleft()
-            self._fences.notify_all()
-
-    def _kill(self, incarnation: _Incarnation, why: str) -> None:
+    def _kill(self, incarnation: Incarnation, why: str) -> None:
         """Kill a server process; the intake then reads its pipe to the end."""
         if incarnation.process.poll() is None:
             logger.error(
@@ -394,19 +434,15 @@ class ServerSupervisor:
         Called by :meth:`Rigger.stop` once the events accepted have run.
         """
         with self._lock:
-            if self._stopping:
+            if not self._begin_stop():
                 return
-            self._stopping = True
             current = self._current
-            terminators = [rid for inc, rid in self._terminate_rids if inc is current]
-            self._terminate_rids = []
         self._stop_event.set()
-        self._room.set()
+        self._intake.wake()
         with contextlib.suppress(ValueError):
             atexit.unregister(self._at_exit)
+        self._intake.answer_terminates(current)  # `terminate` is answered once drained
         if current is not None:
-            if terminators:  # `terminate` is answered once the stop has drained
-                current.writer.send([(rid, R_LINE, proto.OK_LINE) for rid in terminators])
             current.writer.send(STOP)
         limit = STOP_GRACE + 5.0 if timeout is None else max(timeout, 1.0)
         thread = self._thread
@@ -430,24 +466,22 @@ class ServerSupervisor:
             current.close()
         if self._sock is not None:
             self._sock.close()
-        self._tasks.clear()
-        self._order.clear()
-        self._fences_passed()  # nothing more will be queued: wake whoever still waits
+        self._intake.status.clear()
+        self._fences.passed()  # nothing more will be queued: wake whoever still waits
+        with self._lock:
+            self._stopped()
 
     def _at_exit(self) -> None:
         self.rigger.stop()
 
     def wait_terminated(self, timeout: float | None = None) -> None:
         """Join the thread that carried out a TCP ``terminate`` (if any)."""
-        terminator = self._terminator
-        if terminator is not None and terminator is not threading.current_thread():
-            terminator.join(timeout)
+        self._intake.wait_terminated(timeout)
 
     @property
     def pid(self) -> int | None:
-        """The pid of the current server process."""
-        current = self._current
-        return current.process.pid if current is not None else None
+        """The pid of the last server process started."""
+        return self._pid
 
     def stats(self) -> dict[str, Any]:
         """What the main process knows of the server."""
@@ -456,36 +490,27 @@ class ServerSupervisor:
             "port": self.port,
             "pid": self.pid,
             "restarts": self.restarts,
-            "accepted": self.accepted,
-            "refused": self.refused,
-            "lost": self.lost,
-            "intake_pauses": self.pauses,
-            "status_window": len(self._tasks),
+            "accepted": self._intake.accepted,
+            "refused": self._intake.refused,
+            "lost": self._intake.lost,
+            "intake_pauses": self._intake.pauses,
+            "status_window": len(self._intake.status),
         }
 
     # -- the intake thread -------------------------------------------------------------
 
     def _run(self) -> None:
         """Serve one server process after another until the stop (or the quiesce)."""
-        while True:
-            with self._lock:
-                current = self._current
-            assert current is not None
-            try:
-                self._serve(current)
-            except Exception:  # a bug, or a frame that does not unpickle: never hang on it
-                logger.exception(
-                    "rigger_mp: the TCP intake cannot go on reading the server's pipe; "
-                    "killing the server (events it acknowledged and not yet read are lost)"
-                )
-                current.process.kill()
+        with self._lock:
+            current = self._current
+        while current is not None:
+            self._intake.serve(current)
             current.process.wait()
             current.close()
             with self._lock:
-                self._live = False
-                self._ended = self._stopping or self._quiescing  # stop() needs no new one
-            self._fences_passed()  # all it wrote has been read
-            if self._ended:
+                restart = self._exited()
+            self._fences.passed()  # all it wrote has been read
+            if not restart:
                 break
             lived = time.monotonic() - current.started
             logger.error(
@@ -497,15 +522,14 @@ class ServerSupervisor:
                 self.address,
                 self.port,
             )
-            if not self._restart(quick_death=lived < 1.0):
-                break
+            current = self._restart(quick_death=lived < 1.0)
         # No server process will run again: refuse connections at once rather than leave
         # them in the backlog until stop() closes the socket.
         if self._sock is not None:
             self._sock.close()
 
-    def _restart(self, quick_death: bool) -> bool:
-        """Start the next server process; False if a stop (or its quiesce) came first.
+    def _restart(self, quick_death: bool) -> Incarnation | None:
+        """Start the next server process; None if a stop (or its quiesce) came first.
 
         A process that died within a second of starting waits half a second for its
         successor, and failed starts back off up to 5 s: a crash loop does not spin.
@@ -515,29 +539,26 @@ class ServerSupervisor:
             if delay:
                 self._stop_event.wait(delay)
             with self._lock:
-                self._ended = ended = self._stopping or self._quiescing
-            if ended:
-                self._fences_passed()
-                return False
+                restart = self._may_restart()
+            if not restart:
+                self._fences.passed()
+                return None
             try:
                 incarnation = self._spawn()
             except Exception:
                 logger.exception("rigger_mp: starting a new TCP server process failed")
-                self._fences_passed()  # no server ran: none acked anything
+                self._fences.passed()  # no server ran: none acked anything
                 delay = min(5.0, max(0.5, delay * 2))
                 continue
             with self._lock:
-                self._current = incarnation
-                self._live = True
-                stopping = self._stopping
+                state = self._started(incarnation)
             self.restarts += 1
-            with self._fences:
-                asked = self._fence_asked if self._fence_asked > self._fence_seen else 0
+            asked = self._fences.outstanding()
             if asked:  # asked while this one started (it may have acked since): ask it
                 with self._lock:  # read after `asked`: see _ask_fence
-                    quiescing = self._quiescing
+                    quiescing = self._state.stop_begun
                 self._send_fence(incarnation, asked, quiescing)
-            if stopping:  # stop() sent STOP to the old one; this one must go too
+            if state in (State.STOPPING, State.STOPPED):  # this one must go too
                 incarnation.writer.send(STOP)
             logger.warning(
                 "rigger_mp: TCP server restarted (pid %s) on %s:%d",
@@ -545,230 +566,4 @@ class ServerSupervisor:
                 self.address,
                 self.port,
             )
-            return True
-
-    def _serve(self, current: _Incarnation) -> None:
-        """Handle the batches of one server process until its pipe reaches end-of-file."""
-        self._serving = current
-        handle = self._handle
-        writer = current.writer
-        batches = current.leftover
-        recv = current.reader.recv
-        while True:
-            # Everything one read brought, from any number of batches, is answered by
-            # one write: the busier the server, the bigger the batches.
-            replies: list[tuple[int, int, Any]] = []
-            for batch in batches:
-                if type(batch) is not list:
-                    if batch[0] == FENCE:
-                        self._fences_passed(batch[1])
-                    continue
-                try:
-                    handle(batch, writer.send, replies)
-                except Exception:  # a bug here must not stop the intake for good
-                    self._bug(current, batch)
-            if replies:
-                writer.send(replies)
-            if self.rigger.backlog() > MAX_BACKLOG:
-                self._wait_for_room()
-            self._silent = (current, time.monotonic())
-            try:
-                batches = recv()
-            except (EOFError, OSError):
-                return
-            finally:
-                self._silent = None
-
-    def _bug(self, current: _Incarnation, batch: list[tuple[Any, ...]]) -> None:
-        """Handling ``batch`` raised: log it, count its acked fires as lost, replace the server.
-
-        The batches behind it are still handled, up to the server's end-of-file. Its
-        clients lose their connections (and the replies the batch owed them).
-        """
-        current.process.kill()
-        try:
-            acked = [str(i[5]) for i in batch if i[1] == FIRE and i[0] == NO_REPLY]
-            tids = _first_tids(acked)
-        except Exception:  # the batch itself is malformed: say so, count nothing
-            acked, tids = [], "(unreadable batch)"
-        self.lost += len(acked)
-        logger.exception(
-            "rigger_mp: the TCP intake failed on a batch of %d request(s); %d acknowledged "
-            "event(s) in it may not have been queued (counted as lost): tids %s; "
-            "replacing the server",
-            len(batch),
-            len(acked),
-            tids,
-        )
-
-    def _wait_for_room(self) -> None:
-        """Read no more requests until the event thread has run what is queued now."""
-        self.pauses += 1
-        room = self._room = threading.Event()
-        if self._stop_event.is_set():  # a stop has begun: quiesce() and stop() set the room after
-            return
-        self.rigger.call_soon(room.set)  # runs once every event queued before it has
-        room.wait()
-
-    def _handle(
-        self,
-        batch: list[tuple[Any, ...]],
-        send: Callable[[Any], None],
-        replies: list[tuple[int, int, Any]],
-    ) -> None:
-        """Fire a batch of events and answer its requests into ``replies``, in order.
-
-        Each run of consecutive fires is accepted as one :meth:`EventPort.accept_batch`.
-        Replies that wait for an event are sent later with ``send``.
-        """
-        add = replies.append
-        fires: list[tuple[Any, ...]] = []
-        for item in batch:
-            kind = item[1]
-            if kind == FIRE:
-                fires.append(item)
-                continue
-            if fires:
-                self._fire(fires, send, add)
-                fires = []
-            rid = item[0]
-            if kind == STATUS:
-                add((rid, R_LINE, self._status_line(item[2])))
-            elif kind == STATS:
-                add((rid, R_STATS, self.rigger.stats()))
-            elif kind == TERMINATE:
-                self._terminate(rid, add)
-            else:
-                add((rid, R_LINE, proto.error_line(proto.INTERNAL, f"unknown request {kind!r}")))
-        if fires:
-            self._fire(fires, send, add)
-
-    def _fire(
-        self,
-        fires: list[tuple[Any, ...]],
-        send: Callable[[Any], None],
-        add: Callable[[tuple[int, int, Any]], None],
-    ) -> None:
-        """Queue ``(rid, FIRE, hook_name, data, mode, tid)`` items the server accepted.
-
-        Plain fires were acked by the server already; the others are answered when
-        their event has run.
-        """
-        try:
-            tasks = self.rigger.accept_batch([(item[5], item[2], item[3]) for item in fires])
-        except Exception as exc:
-            self._refuse(fires, exc, add)
-            return
-        self._remember(tasks)
-        self.accepted += len(tasks)
-        for item, task in zip(fires, tasks, strict=True):
-            if item[0] != NO_REPLY:
-                task.add_done_callback(partial(self._finished, send, item[0], item[4]))
-
-    def _refuse(
-        self,
-        fires: list[tuple[Any, ...]],
-        exc: Exception,
-        add: Callable[[tuple[int, int, Any]], None],
-    ) -> None:
-        """The dispatcher would not queue ``fires``: tell whoever waits, log the acked ones.
-
-        Only after a stop that gave up on the server's fence (or a bug): acked events
-        that cannot run are counted as ``lost`` and named in the log.
-        """
-        if isinstance(exc, ShuttingDown):
-            line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
-        else:
-            logger.exception("rigger_mp: queueing %d event(s) from TCP failed", len(fires))
-            line = proto.error_line(proto.INTERNAL, describe_error(exc))
-        acked = [item[5] for item in fires if item[0] == NO_REPLY]
-        for item in fires:
-            if item[0] != NO_REPLY:
-                add((item[0], R_LINE, line))
-        self.refused += len(fires) - len(acked)
-        if acked:
-            self.lost += len(acked)
-            logger.error(
-                "rigger_mp: %d event(s) acknowledged over TCP could not be queued (%s): "
-                "tids %s",
-                len(acked),
-                describe_error(exc),
-                _first_tids(acked),
-            )
-
-    def _remember(self, tasks: list[Task]) -> None:
-        """Keep ``tasks`` for ``task_status``, forgetting the oldest beyond the window."""
-        known = self._tasks
-        order = self._order
-        for task in tasks:
-            known[task.tid] = task
-            order.append(task.tid)
-        excess = len(order) - STATUS_WINDOW
-        if excess > 0:
-            pop, popleft = known.pop, order.popleft
-            for _ in range(excess):
-                pop(popleft(), None)
-
-    def _finished(self, send: Callable[[Any], None], rid: int, mode: int, task: Task) -> None:
-        """Done-callback of a ``grab_result``/``wait_for_task`` event: send its reply."""
-        try:
-            exc = task.exception()
-            if exc is not None:
-                code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
-                line = proto.error_line(code, describe_error(exc), task.tid)
-            elif mode == proto.GRAB:
-                line = proto.output_line(task.tid, task.result())
-            else:
-                line = proto.reply_line({"ok": True, "tid": task.tid})
-        except Exception as exc:  # never let a reply go missing
-            logger.exception("rigger_mp: building the reply of tid %s failed", task.tid)
-            line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
-        send([(rid, R_LINE, line)])
-
-    def _status_line(self, tid: str) -> bytes:
-        task = self._tasks.get(tid)
-        if task is None:
-            return proto.error_line(
-                proto.UNKNOWN_TASK,
-                f"no task {tid!r} among the last {STATUS_WINDOW} events fired over TCP",
-                tid,
-            )
-        reply: dict[str, Any] = {"ok": True, "tid": tid}
-        if not task.done():
-            reply["status"] = "running" if task.running() else "queued"
-        else:
-            exc = task.exception()
-            if exc is None:
-                reply["status"] = "done"
-            else:
-                reply["status"] = "failed"
-                code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
-                reply["error"] = proto.error_reply(code, describe_error(exc))["error"]
-        return proto.reply_line(reply)
-
-    def _terminate(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
-        """Start a clean stop on a thread of its own; the reply waits for the drain."""
-        with self._lock:
-            if self._stopping:
-                add((rid, R_LINE, proto.OK_LINE))
-                return
-            self._terminate_rids.append((self._serving, rid))  # rids are per process
-            if self._terminator is not None:
-                return
-            self._terminator = threading.Thread(
-                target=self._run_terminate, name="rigger_mp-terminate", daemon=True
-            )
-        logger.warning("rigger_mp: terminate received over TCP; stopping after the drain")
-        self._terminator.start()
-
-    def _run_terminate(self) -> None:
-        try:
-            self.rigger.stop()
-        except Exception:
-            logger.exception("rigger_mp: stop() after a TCP terminate failed")
-
-
-def _first_tids(tids: list[str]) -> str:
-    """The first ten of ``tids`` for a log line."""
-    return ", ".join(tids[:10]) + (" ..." if len(tids) > 10 else "")
-
+            return incarnation

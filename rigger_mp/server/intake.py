@@ -1,0 +1,302 @@
+"""The intake: the main process's thread that reads the server process's requests pipe.
+
+::
+
+    server process ── requests pipe ──▶ Intake.serve(incarnation), one read at a time:
+                                          fires ─────────▶ EventPort.accept_batch (in pipe order)
+                                                           │ refused: shutting_down / lost
+                                          task_status ──▶ StatusWindow.status_line
+                                          stats ────────▶ EventPort.stats
+                                          terminate ────▶ a thread runs EventPort.stop
+                                          (FENCE, n) ───▶ Fences.passed(n)
+    server process ◀── reply pipe ──────  one batch of replies per read;
+                   ◀──────────────────── done-callbacks of grab_result / wait_for_task
+
+The server process has already accepted the fires in the pipe (given tids, acked the
+plain ones): the intake queues each run of them with one :meth:`EventPort.accept_batch`
+and answers the other requests with one batch per read. Above :data:`MAX_BACKLOG`
+queued events it reads no more until the event thread has caught up. A batch that
+raises is a bug: the server is killed, the batch's acked fires counted as ``lost``, and
+the batches behind it still handled up to the end-of-file, where :meth:`Intake.serve`
+returns to the supervisor (:mod:`.supervisor`), which replaces or retires the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+from .. import protocol as proto
+from ..errors import ShuttingDown, describe_error
+from .messages import FENCE, FIRE, NO_REPLY, R_LINE, R_STATS, STATS, STATUS, TERMINATE
+from .status_window import StatusWindow
+
+if TYPE_CHECKING:
+    from ..core.port import EventPort
+    from ..core.task import Task
+    from .fences import Fences
+    from .supervisor import Incarnation
+
+logger = logging.getLogger("rigger_mp")
+
+MAX_BACKLOG: Final = 50_000
+"""Events queued and not yet run above which the intake stops reading requests until the
+event thread has caught up; the server then stops reading its sockets (TCP flow control
+reaches the clients), so memory stays bounded however fast clients fire."""
+
+
+class Intake:
+    """Feeds the dispatcher what the server processes send, one incarnation at a time.
+
+    ``stopping`` is set once a stop begins (quiesce or stop); :meth:`wake` must follow
+    it, so that a wait for room ends and none starts.
+    """
+
+    def __init__(self, port: EventPort, fences: Fences, stopping: threading.Event) -> None:
+        self.port = port
+        self.fences = fences
+        self.status = StatusWindow()
+        self._stopping = stopping
+        self._room = threading.Event()
+        self.silent: tuple[Incarnation, float] | None = None
+        """While waiting on a server's pipe: that server, and since when."""
+        self._serving: Incarnation | None = None  # the one being read
+        self._lock = threading.Lock()
+        # terminate requests waiting for the drain, by the process they came from;
+        # None once stop() has answered them: later ones are answered at once.
+        self._terminates: list[tuple[Incarnation | None, int]] | None = []
+        self._terminator: threading.Thread | None = None
+        self.accepted = 0
+        self.refused = 0
+        self.lost = 0
+        self.pauses = 0
+
+    def serve(self, current: Incarnation) -> None:
+        """Handle the batches of one server process until its pipe reaches end-of-file.
+
+        A pipe that cannot be read on (a bug, a frame that does not unpickle) kills the
+        process rather than hang on it.
+        """
+        try:
+            self._serve(current)
+        except Exception:
+            logger.exception(
+                "rigger_mp: the TCP intake cannot go on reading the server's pipe; "
+                "killing the server (events it acknowledged and not yet read are lost)"
+            )
+            current.process.kill()
+
+    def _serve(self, current: Incarnation) -> None:
+        self._serving = current
+        handle = self._handle
+        writer = current.writer
+        batches = current.leftover
+        recv = current.reader.recv
+        while True:
+            # Everything one read brought, from any number of batches, is answered by
+            # one write: the busier the server, the bigger the batches.
+            replies: list[tuple[int, int, Any]] = []
+            for batch in batches:
+                if type(batch) is not list:
+                    if batch[0] == FENCE:
+                        self.fences.passed(batch[1])
+                    continue
+                try:
+                    handle(batch, writer.send, replies)
+                except Exception:  # a bug here must not stop the intake for good
+                    self._bug(current, batch)
+            if replies:
+                writer.send(replies)
+            if self.port.backlog() > MAX_BACKLOG:
+                self._wait_for_room()
+            self.silent = (current, time.monotonic())
+            try:
+                batches = recv()
+            except (EOFError, OSError):
+                return
+            finally:
+                self.silent = None
+
+    def wake(self) -> None:
+        """End a wait for room (a stop has begun: the drain runs the events anyway)."""
+        self._room.set()
+
+    def _bug(self, current: Incarnation, batch: list[tuple[Any, ...]]) -> None:
+        """Handling ``batch`` raised: log it, count its acked fires as lost, replace the server.
+
+        The batches behind it are still handled, up to the server's end-of-file. Its
+        clients lose their connections (and the replies the batch owed them).
+        """
+        current.process.kill()
+        try:
+            acked = [str(i[5]) for i in batch if i[1] == FIRE and i[0] == NO_REPLY]
+            tids = _first_tids(acked)
+        except Exception:  # the batch itself is malformed: say so, count nothing
+            acked, tids = [], "(unreadable batch)"
+        self.lost += len(acked)
+        logger.exception(
+            "rigger_mp: the TCP intake failed on a batch of %d request(s); %d acknowledged "
+            "event(s) in it may not have been queued (counted as lost): tids %s; "
+            "replacing the server",
+            len(batch),
+            len(acked),
+            tids,
+        )
+
+    def _wait_for_room(self) -> None:
+        """Read no more requests until the event thread has run what is queued now."""
+        self.pauses += 1
+        room = self._room = threading.Event()
+        if self._stopping.is_set():  # a stop has begun: wake() comes after it
+            return
+        self.port.call_soon(room.set)  # runs once every event queued before it has
+        room.wait()
+
+    def _handle(
+        self,
+        batch: list[tuple[Any, ...]],
+        send: Callable[[Any], None],
+        replies: list[tuple[int, int, Any]],
+    ) -> None:
+        """Fire a batch of events and answer its requests into ``replies``, in order.
+
+        Each run of consecutive fires is accepted as one :meth:`EventPort.accept_batch`.
+        Replies that wait for an event are sent later with ``send``.
+        """
+        add = replies.append
+        fires: list[tuple[Any, ...]] = []
+        for item in batch:
+            kind = item[1]
+            if kind == FIRE:
+                fires.append(item)
+                continue
+            if fires:
+                self._fire(fires, send, add)
+                fires = []
+            rid = item[0]
+            if kind == STATUS:
+                add((rid, R_LINE, self.status.status_line(item[2])))
+            elif kind == STATS:
+                add((rid, R_STATS, self.port.stats()))
+            elif kind == TERMINATE:
+                self._terminate(rid, add)
+            else:
+                add((rid, R_LINE, proto.error_line(proto.INTERNAL, f"unknown request {kind!r}")))
+        if fires:
+            self._fire(fires, send, add)
+
+    def _fire(
+        self,
+        fires: list[tuple[Any, ...]],
+        send: Callable[[Any], None],
+        add: Callable[[tuple[int, int, Any]], None],
+    ) -> None:
+        """Queue ``(rid, FIRE, hook_name, data, mode, tid)`` items the server accepted.
+
+        Plain fires were acked by the server already; the others are answered when
+        their event has run.
+        """
+        try:
+            tasks = self.port.accept_batch([(item[5], item[2], item[3]) for item in fires])
+        except Exception as exc:
+            self._refuse(fires, exc, add)
+            return
+        self.status.remember(tasks)
+        self.accepted += len(tasks)
+        for item, task in zip(fires, tasks, strict=True):
+            if item[0] != NO_REPLY:
+                task.add_done_callback(partial(self._finished, send, item[0], item[4]))
+
+    def _refuse(
+        self,
+        fires: list[tuple[Any, ...]],
+        exc: Exception,
+        add: Callable[[tuple[int, int, Any]], None],
+    ) -> None:
+        """The dispatcher would not queue ``fires``: tell whoever waits, log the acked ones.
+
+        Only after a stop that gave up on the server's fence (or a bug): acked events
+        that cannot run are counted as ``lost`` and named in the log.
+        """
+        if isinstance(exc, ShuttingDown):
+            line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
+        else:
+            logger.exception("rigger_mp: queueing %d event(s) from TCP failed", len(fires))
+            line = proto.error_line(proto.INTERNAL, describe_error(exc))
+        acked = [item[5] for item in fires if item[0] == NO_REPLY]
+        for item in fires:
+            if item[0] != NO_REPLY:
+                add((item[0], R_LINE, line))
+        self.refused += len(fires) - len(acked)
+        if acked:
+            self.lost += len(acked)
+            logger.error(
+                "rigger_mp: %d event(s) acknowledged over TCP could not be queued (%s): "
+                "tids %s",
+                len(acked),
+                describe_error(exc),
+                _first_tids(acked),
+            )
+
+    def _finished(self, send: Callable[[Any], None], rid: int, mode: int, task: Task) -> None:
+        """Done-callback of a ``grab_result``/``wait_for_task`` event: send its reply."""
+        try:
+            exc = task.exception()
+            if exc is not None:
+                code = proto.SHUTTING_DOWN if isinstance(exc, ShuttingDown) else proto.HOOK_FAILED
+                line = proto.error_line(code, describe_error(exc), task.tid)
+            elif mode == proto.GRAB:
+                line = proto.output_line(task.tid, task.result())
+            else:
+                line = proto.reply_line({"ok": True, "tid": task.tid})
+        except Exception as exc:  # never let a reply go missing
+            logger.exception("rigger_mp: building the reply of tid %s failed", task.tid)
+            line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
+        send([(rid, R_LINE, line)])
+
+    def _terminate(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
+        """Start a clean stop on a thread of its own; the reply waits for the drain."""
+        with self._lock:
+            if self._terminates is None:  # stop() has begun
+                add((rid, R_LINE, proto.OK_LINE))
+                return
+            self._terminates.append((self._serving, rid))  # rids are per process
+            if self._terminator is not None:
+                return
+            self._terminator = threading.Thread(
+                target=self._run_terminate, name="rigger_mp-terminate", daemon=True
+            )
+        logger.warning("rigger_mp: terminate received over TCP; stopping after the drain")
+        self._terminator.start()
+
+    def _run_terminate(self) -> None:
+        try:
+            self.port.stop()
+        except Exception:
+            logger.exception("rigger_mp: stop() after a TCP terminate failed")
+
+    def answer_terminates(self, current: Incarnation | None) -> None:
+        """stop() has begun: answer the terminates ``current`` sent, and later ones at once.
+
+        Those sent by an earlier process died with their connections.
+        """
+        with self._lock:
+            waiting, self._terminates = self._terminates, None
+        rids = [rid for inc, rid in waiting or () if inc is current]
+        if rids and current is not None:
+            current.writer.send([(rid, R_LINE, proto.OK_LINE) for rid in rids])
+
+    def wait_terminated(self, timeout: float | None = None) -> None:
+        """Join the thread that carried out a TCP ``terminate`` (if any)."""
+        terminator = self._terminator
+        if terminator is not None and terminator is not threading.current_thread():
+            terminator.join(timeout)
+
+
+def _first_tids(tids: list[str]) -> str:
+    """The first ten of ``tids`` for a log line."""
+    return ", ".join(tids[:10]) + (" ..." if len(tids) > 10 else "")

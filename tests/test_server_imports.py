@@ -1,0 +1,54 @@
+"""What each side of the TCP intake imports: the server process stays small, the main
+process's side never loads the asyncio server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from rigger_mp.server import supervisor
+
+WAIT = 60.0
+
+SERVER_MODULES = {
+    "rigger_mp",
+    "rigger_mp.errors",  # the protocol's exceptions
+    "rigger_mp.protocol",
+    "rigger_mp.server",
+    "rigger_mp.server.channel",
+    "rigger_mp.server.messages",
+    "rigger_mp.server.process",
+}
+NEVER_IN_THE_SERVER = {"multiprocessing.managers", "psutil", "yaml"}
+
+
+def modules_after(statement: str) -> set[str]:
+    """The modules loaded in a fresh interpreter once ``statement`` has run."""
+    code = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        check=True,
+        text=True,
+        timeout=WAIT,
+        env=supervisor._child_env(),
+    ).stdout
+    loaded = json.loads(out)
+    assert isinstance(loaded, list)
+    return set(loaded)
+
+
+def test_the_server_process_imports_only_the_server_channel_messages_and_protocol() -> None:
+    # The imports of the command the supervisor starts the server process with.
+    imports = supervisor._SERVER_MAIN.split("; main(")[0]
+    assert "rigger_mp.server.process" in imports
+    loaded = modules_after(imports)
+    assert {m for m in loaded if m.startswith("rigger_mp")} == SERVER_MODULES
+    assert not loaded & NEVER_IN_THE_SERVER
+
+
+def test_the_supervisor_does_not_import_the_asyncio_server() -> None:
+    loaded = modules_after("import rigger_mp.server.supervisor")
+    assert "rigger_mp.server.supervisor" in loaded
+    assert "rigger_mp.server.process" not in loaded and "asyncio" not in loaded
