@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ..core.port import EventPort
     from ..core.task import Task
     from .fences import Fences
-    from .supervisor import Incarnation
+    from .incarnation import Incarnation
 
 logger = logging.getLogger("rigger_mp")
 

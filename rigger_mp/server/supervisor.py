@@ -53,6 +53,7 @@ from ..core.deadline import Deadline
 from ..errors import RiggerError
 from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
+from .incarnation import Incarnation
 from .intake import Intake
 from .messages import (
     FENCE,
@@ -117,27 +118,6 @@ def _child_env() -> dict[str, str]:
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = here + (os.pathsep + path if path else "")
     return env
-
-
-class Incarnation:
-    """One server process and the two pipes to it."""
-
-    def __init__(
-        self, process: subprocess.Popen[bytes], reader: BlockingReader, writer: QueuedWriter
-    ) -> None:
-        self.process = process
-        self.reader = reader
-        self.writer = writer
-        self.leftover: list[Any] = []
-        self.started = time.monotonic()
-
-    def close(self) -> None:
-        """Close both pipes; called once the process has exited, so writes fail at once
-        (bounded all the same: a process forked meanwhile could hold the pipe open)."""
-        with contextlib.suppress(OSError):
-            self.reader.close()
-        self.writer.close()
-        self.writer.join(STOP_GRACE)
 
 
 class State(enum.Enum):
@@ -331,7 +311,7 @@ class ServerSupervisor:
         except BaseException as exc:
             process.kill()
             process.wait()
-            incarnation.close()
+            incarnation.close(STOP_GRACE)
             if not isinstance(exc, (EOFError, OSError)):
                 raise
             raise ServerStartError(
@@ -463,7 +443,7 @@ class ServerSupervisor:
             except subprocess.TimeoutExpired:
                 current.process.kill()
                 current.process.wait()
-            current.close()
+            current.close(STOP_GRACE)
         if self._sock is not None:
             self._sock.close()
         self._intake.status.clear()
@@ -506,7 +486,7 @@ class ServerSupervisor:
         while current is not None:
             self._intake.serve(current)
             current.process.wait()
-            current.close()
+            current.close(STOP_GRACE)
             with self._lock:
                 restart = self._exited()
             self._fences.passed()  # all it wrote has been read
