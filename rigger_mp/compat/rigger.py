@@ -145,9 +145,7 @@ class Rigger(_Rigger):
     def __init__(self, config_file: str | None = None) -> None:
         self._core_writing = True  # core's own writes of config/initialized are ignored
         self._config: Any = {}
-        self._globals: dict[str, Any] = {}
         self._initialized = False
-        self._squash = False
         self._hold_lock = threading.RLock()
         self._held: list[_Held] | None = []
         self._held_seq = 0
@@ -184,50 +182,7 @@ class Rigger(_Rigger):
             return
         self._initialized = bool(value)
         if value and self.running:
-            self._release()
-
-    @property
-    def global_data(self) -> dict[str, Any]:
-        """The global namespace; assigning it replaces its contents, also while running."""
-        return self._globals
-
-    @global_data.setter
-    def global_data(self, value: Mapping[str, Any]) -> None:
-        if self._core_writing or not self.events_running():
-            self._globals = dict(value) if not isinstance(value, dict) else value
-            return
-        target = self._globals
-
-        def replace() -> None:
-            if value is not target:
-                target.clear()
-                target.update(value)
-
-        if self.on_event_thread():
-            replace()
-            return
-        done = threading.Event()
-
-        def job() -> None:
-            try:
-                replace()
-            finally:
-                done.set()
-
-        self.call_soon(job)  # the event thread is the only writer of the globals
-        done.wait()
-
-    @property
-    def squash_exceptions(self) -> bool:
-        """Log failing callables and go on (True) or fail the event (False)."""
-        return self._squash
-
-    @squash_exceptions.setter
-    def squash_exceptions(self, value: bool) -> None:
-        self._squash = bool(value)
-        events = getattr(self, "_events", None)  # the running core's EventRunner
-        if events is not None:
-            events.squash_exceptions = self._squash
+            self._release_held()
 
     # -- riggerlib's lifecycle -------------------------------------------------------
 
@@ -295,7 +250,7 @@ class Rigger(_Rigger):
             )
             self._keeper.start()
         if self._initialized:
-            self._release()
+            self._release_held()
         return self
 
     def _core_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -304,7 +259,7 @@ class Rigger(_Rigger):
         for key in _TRUTHY_KEYS:
             if key in core:
                 core[key] = bool(core[key])
-        core["squash_exceptions"] = self._squash
+        core["squash_exceptions"] = self.squash_exceptions
         plugins: dict[str, dict[str, Any]] = {}
         specs = config.get("plugins") or {}
         for ident, spec in specs.items() if isinstance(specs, Mapping) else ():
@@ -349,7 +304,7 @@ class Rigger(_Rigger):
                     "initialized was never set True; riggerlib dropped them, compat runs "
                     "them now (rigger_mp.Rigger needs no initialized flag)",
                 )
-            self._release()
+            self._release_held()
             self._settle(None)
         super().stop(timeout)
         bg, self._bg = self._bg, None
@@ -422,14 +377,14 @@ class Rigger(_Rigger):
         return tasks
 
     def _hold(self, tid: str | None, hook_name: str, kwargs: dict[str, Any]) -> Task:
-        """Keep an event until :meth:`_release`; its stand-in task finishes with it."""
+        """Keep an event until :meth:`_release_held`; its stand-in task finishes with it."""
         assert self._held is not None
         self._held_seq += 1
         stand_in = Task(tid or f"held{self._held_seq}", hook_name)
         self._held.append((tid, hook_name, kwargs, stand_in))
         return stand_in
 
-    def _release(self) -> None:
+    def _release_held(self) -> None:
         """Queue the held events, in the order they came, and stop holding."""
         with self._hold_lock:
             held, self._held = self._held, None

@@ -44,14 +44,16 @@ class Rigger(Dispatcher):
 
     def __init__(self, config: ConfigSource = None) -> None:
         self.config_source = config
-        self.config: dict[str, Any] = {}
+        self._loaded_config: dict[str, Any] = {}
         self.settings: RiggerConfig | None = None
         self.plugins: dict[str, PluginClass] = {}
         self.instances: dict[str, PluginInstance] = {}
         self.pre_callbacks: dict[str, dict[str, Callee]] = {}
         self.post_callbacks: dict[str, dict[str, Callee]] = {}
-        self.global_data: dict[str, Any] = {}
-        self.initialized = False
+        self._globals: dict[str, Any] = {}  # one dict for the Rigger's life: see global_data
+        self._squash: bool | None = None  # assigned squash_exceptions, over the config's
+        self._runner: EventRunner | None = None
+        self._instances_built = False
         self._lock = threading.Lock()  # guards the callback tables and _callback_seq
         self._callback_seq = 0
         self._loop = EventLoop(self._plan_for, self.report_failure)
@@ -118,6 +120,90 @@ class Rigger(Dispatcher):
             return self.post_callbacks
         raise ValueError(f"ctype must be 'pre' or 'post', not {ctype!r}")
 
+    # -- assignable state ---------------------------------------------------------
+
+    @property
+    def global_data(self) -> dict[str, Any]:
+        """The global namespace (only the event thread writes it while running)."""
+        return self._globals
+
+    @global_data.setter
+    def global_data(self, value: Mapping[str, Any]) -> None:
+        """Replace the namespace's contents, before or after :meth:`start`.
+
+        While running, the event thread does it, after the events queued before: the dict
+        every component holds stays the same object, so none keeps reading the old one.
+        """
+        target = self._globals
+        if value is target:
+            return
+        new = dict(value)
+
+        def replace() -> None:
+            target.clear()
+            target.update(new)
+
+        if not self.events_running() or self.on_event_thread():
+            replace()
+            return
+        done = threading.Event()
+
+        def job() -> None:
+            try:
+                replace()
+            finally:
+                done.set()
+
+        self.call_soon(job)
+        done.wait()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config as :meth:`start` read it (``{}`` before)."""
+        return self._loaded_config
+
+    @config.setter
+    def config(self, value: Mapping[str, Any]) -> None:
+        """Before :meth:`start`: the config to read (as ``Rigger(config)``). After: refused,
+        since nothing would read it."""
+        if self.settings is not None:
+            raise AttributeError(
+                "config is read once, by start(); to change an instance use "
+                "configure_plugin(), to change the globals assign global_data"
+            )
+        self.config_source = dict(value)
+
+    @property
+    def initialized(self) -> bool:
+        """True once :meth:`start` has built the instances (riggerlib's flag, read-only)."""
+        return self._instances_built
+
+    @initialized.setter
+    def initialized(self, value: bool) -> None:
+        raise AttributeError(
+            "initialized is set by start(): call start() (or parse_config()), which builds "
+            "the instances and runs the events; rigger_mp.compat keeps riggerlib's flag"
+        )
+
+    @property
+    def squash_exceptions(self) -> bool:
+        """Log failing callables and go on (True), or fail the event (False).
+
+        The config key ``squash_exceptions`` sets it at :meth:`start`; an assignment, before
+        or after, wins.
+        """
+        if self._runner is not None:
+            return self._runner.squash_exceptions
+        if self._squash is not None:
+            return self._squash
+        return self.settings.squash_exceptions if self.settings is not None else False
+
+    @squash_exceptions.setter
+    def squash_exceptions(self, value: bool) -> None:
+        self._squash = bool(value)
+        if self._runner is not None:
+            self._runner.squash_exceptions = self._squash
+
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Rigger:
@@ -126,7 +212,7 @@ class Rigger(Dispatcher):
         try:
             settings = load_config(self.config_source)
             self.settings = settings
-            self.config = settings.raw
+            self._loaded_config = settings.raw
             self.instances = self._build_instances(settings)
             self._background = Background.start(self, self.instances, settings)
             if settings.threaded:
@@ -135,14 +221,14 @@ class Rigger(Dispatcher):
                     thread_name_prefix="rigger_mp-hook",
                     initializer=self._loop.adopt_thread,
                 )
-            events = EventRunner(
-                self.global_data, settings.squash_exceptions, self.report_failure, self._executor
-            )
+            squash = settings.squash_exceptions if self._squash is None else self._squash
+            events = EventRunner(self._globals, squash, self.report_failure, self._executor)
+            self._runner = events
             self._loop.run(events, self._background.submit)
         except BaseException:
             self._undo_start()
             raise
-        self.initialized = True
+        self._instances_built = True
         _live.add(self)
         if settings.server_enabled:
             self._start_server(settings)
