@@ -268,7 +268,7 @@ class DaskPool:
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                dashboard_address=":0",  # any free port: never a clash on 8787
                 silence_logs=logging.ERROR,
             )
             address = str(self.cluster.scheduler_address)
