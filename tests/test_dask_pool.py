@@ -35,12 +35,13 @@ def test_config_keys() -> None:
     settings = load_config({"pool": "dask", "dask_scheduler": "tcp://h:8786"})
     assert (settings.pool, settings.dask_scheduler) == ("dask", "tcp://h:8786")
     assert load_config(None).pool == "local"
-    for bad, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"pool": "ray"}, "pool: expected one of local, dask"),
         ({"dask_scheduler": "h:8786"}, "dask_scheduler: expected a scheduler address"),
         ({"dask_workers": 0}, "dask_workers: expected a positive integer"),
         ({"dask_connect_timeout": 0}, "dask_connect_timeout: expected a positive number"),
-    ]:
+    ]
+    for bad, message in cases:
         with pytest.raises(ConfigError, match=message):
             load_config(bad)
 
@@ -129,3 +130,48 @@ def test_own_cluster_builds_once_per_worker_and_again_on_a_replacement(
         assert lines.empty()  # nothing was built twice
     finally:
         rigger.stop(timeout=30)
+
+
+def test_demo_on_a_dask_local_cluster(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from tests.test_cli import rigger_mp
+
+    done = rigger_mp(
+        "demo",
+        "--tests",
+        "4",
+        "--workers",
+        "2",
+        "--pool",
+        "dask",
+        "--dir",
+        str(tmp_path),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 dask pool workers" in done.stderr
+    assert "archives: 4 made" in done.stdout
+    assert len(list((tmp_path / "artifacts").rglob("*.tar.xz"))) == 4
+
+
+def test_serve_with_pool_dask(tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from tests.test_cli import Served
+
+    log = tmp_path / "log"
+    config = tmp_path / "rigger.yaml"
+    config.write_text(
+        f"pool: dask\ndask_workers: 2\nplugins:\n  c:\n    plugin: {PLUGIN}\n    log: {log}\n"
+    )
+    served = Served("-c", str(config), cwd=tmp_path)
+    try:
+        for _ in range(10):
+            assert served.cmd("fire", "work").returncode == 0
+        assert served.cmd("terminate").returncode == 0
+        status, out, err = served.finish()
+    finally:
+        served.kill()
+    assert status == 0, err
+    assert "background jobs: 10 done, 0 failed" in out
+    pids = {int(pid) for _, pid in (line.split() for line in log.read_text().splitlines())}
+    assert len(pids) >= 1 and served.proc.pid not in pids

@@ -40,9 +40,13 @@ ARCHIVE_LEVEL = 1
 """xz preset of the demo: fast, and still about 4x on the logs."""
 
 
-def demo_config(workers: int | None) -> dict[str, Any]:
-    """The demo's dispatcher: the main job's, on a free port, archives replacing originals."""
-    return main_job_config(0, workers, ARCHIVE_LEVEL, remove_originals=True)
+def demo_config(workers: int | None, pool: str = "local") -> dict[str, Any]:
+    """The demo's dispatcher: the main job's, on a free port, archives replacing originals;
+    with ``pool="dask"`` the archives are packed on a LocalCluster of ``workers``."""
+    config = main_job_config(0, workers, ARCHIVE_LEVEL, remove_originals=True)
+    if pool == "dask":
+        config.update(pool="dask", dask_workers=workers)
+    return config
 
 
 class ProgressBar:
@@ -95,12 +99,13 @@ def run(
     directory: str | None = None,
     workers: int | None = None,
     progress: bool = True,
+    pool: str = "local",
 ) -> int:
     """Run the demo; print the summary; 0 when every event and archive succeeded."""
     total = tests or DEFAULT_TESTS
     root = Path(directory or tempfile.mkdtemp(prefix="rigger_mp-demo-")).absolute()
     artifact_root = root / "artifacts"
-    rigger = Rigger(demo_config(workers))
+    rigger = Rigger(demo_config(workers, pool))
     artifacts.install(rigger, artifact_root)
     bar = ProgressBar(total, sys.stderr, progress)
     started = time.perf_counter()
@@ -110,7 +115,7 @@ def run(
         pool_size = len(rigger.stats().get("workers", []))
         print(
             f"rigger-mp demo: dispatcher on {rigger.server_address}:{rigger.server_port}, "
-            f"{pool_size} pool workers; a client process runs {total} tests",
+            f"{pool_size} {pool} pool workers; a client process runs {total} tests",
             file=sys.stderr,
             flush=True,
         )
