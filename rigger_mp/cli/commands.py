@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive_int, default=None, help="pool size (default: CPU count)"
     )
     demo.add_argument(
+        "--pool",
+        choices=("local", "dask"),
+        default="local",
+        help="where the archives are packed: the local pool or a Dask LocalCluster of "
+        "--workers processes (needs rigger_mp[dask]; default: %(default)s)",
+    )
+    demo.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it is off when not a tty)"
     )
     from . import journal
@@ -289,6 +296,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             directory=args.dir,
             workers=args.workers,
             progress=not args.no_progress,
+            pool=args.pool,
         )
     if command == "journal":
         from . import journal

@@ -43,10 +43,17 @@ ARCHIVE_LEVEL = 3
 
 
 def demo_config(
-    workers: int | None, archive_format: str = ARCHIVE_FORMAT, archive_level: int = ARCHIVE_LEVEL
+    workers: int | None,
+    archive_format: str = ARCHIVE_FORMAT,
+    archive_level: int = ARCHIVE_LEVEL,
+    pool: str = "local",
 ) -> dict[str, Any]:
-    """The demo's dispatcher: the main job's, on a free port, archives replacing originals."""
-    return main_job_config(0, workers, archive_level, True, archive_format)
+    """The demo's dispatcher: the main job's, on a free port, archives replacing originals;
+    with ``pool="dask"`` the archives are packed on a LocalCluster of ``workers``."""
+    config = main_job_config(0, workers, archive_level, True, archive_format)
+    if pool == "dask":
+        config.update(pool="dask", dask_workers=workers)
+    return config
 
 
 class ProgressBar:
@@ -101,6 +108,7 @@ def run(
     progress: bool = True,
     archive_format: str = ARCHIVE_FORMAT,
     archive_level: int = ARCHIVE_LEVEL,
+    pool: str = "local",
 ) -> int:
     """Run the demo; print the summary; 0 when every event and archive succeeded.
 
@@ -110,7 +118,9 @@ def run(
     root = Path(directory or tempfile.mkdtemp(prefix="rigger_mp-demo-")).absolute()
     artifact_root = root / "artifacts"
     rigger = Rigger(
-        report.with_dir(demo_config(workers, archive_format, archive_level), artifact_root)
+        report.with_dir(
+            demo_config(workers, archive_format, archive_level, pool), artifact_root
+        )
     )
     artifacts.install(rigger, artifact_root)
     bar = ProgressBar(total, sys.stderr, progress)
@@ -121,7 +131,7 @@ def run(
         pool_size = len(rigger.stats().get("workers", []))
         print(
             f"rigger-mp demo: dispatcher on {rigger.server_address}:{rigger.server_port}, "
-            f"{pool_size} pool workers; a client process runs {total} tests",
+            f"{pool_size} {pool} pool workers; a client process runs {total} tests",
             file=sys.stderr,
             flush=True,
         )

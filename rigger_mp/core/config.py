@@ -19,6 +19,7 @@ from ..protocol import DEFAULT_PORT
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
 
 START_METHODS = ("forkserver", "spawn", "fork")
+POOLS = ("local", "dask")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class RiggerConfig:
     start_method: str | None = None
     max_tasks_per_worker: int | None = None
     worker_memory_limit_mb: float | None = None
+    pool: str = "local"
+    dask_scheduler: str | None = None
+    dask_workers: int | None = None
+    dask_connect_timeout: float = 30.0
+    dask_listen: str | None = None
     plugins: dict[str, InstanceConfig] = field(default_factory=dict)
 
 
@@ -95,6 +101,17 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "worker_memory_limit_mb": (
         _optional(lambda v: _is_number(v) and v > 0),
         "a positive number or null",
+    ),
+    "pool": (lambda v: v in POOLS, "one of " + ", ".join(POOLS)),
+    "dask_scheduler": (
+        _optional(lambda v: _is_str(v) and "://" in v),
+        "a scheduler address such as tcp://host:8786, or null",
+    ),
+    "dask_workers": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
+    "dask_connect_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "dask_listen": (
+        _optional(lambda v: _is_str(v) and v != ""),
+        "a host or host:port the Dask workers connect back to, or null",
     ),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
 }
@@ -160,8 +177,9 @@ def load_config(source: ConfigSource) -> RiggerConfig:
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()
     }
-    if values.get("idle_timeout") is not None:
-        values["idle_timeout"] = float(values["idle_timeout"])
+    for key in ("idle_timeout", "dask_connect_timeout"):
+        if values.get(key) is not None:
+            values[key] = float(values[key])
     return RiggerConfig(source=name, raw=dict(data), plugins=plugins, **values)
 
 

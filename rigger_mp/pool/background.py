@@ -141,7 +141,17 @@ def instance_spec(instance: PluginInstance) -> InstanceSpec:
 
 
 def make_pool(settings: RiggerConfig, specs: Mapping[str, InstanceSpec]) -> WorkerPool:
-    """The pool the config asks for (the local ``multiprocessing`` pool, for now)."""
+    """The pool the config asks for: ``pool: local`` (multiprocessing) or ``pool: dask``."""
+    if settings.pool == "dask":
+        from .dask import DaskPool  # a ConfigError naming the extra when it is missing
+
+        return DaskPool(
+            specs,
+            scheduler=settings.dask_scheduler,
+            workers=settings.dask_workers,
+            connect_timeout=settings.dask_connect_timeout,
+            listen=settings.dask_listen,
+        )
     return LocalPool(
         specs,
         workers=settings.workers,

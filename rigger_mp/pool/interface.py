@@ -54,6 +54,8 @@ class WorkerInfo:
     rss_bytes: int
     cpu_percent: float
     tasks_done: int
+    address: str | None = None
+    """Where the worker is, when not a local process (a Dask worker's ``tcp://...``)."""
 
 
 class WorkerPool(Protocol):

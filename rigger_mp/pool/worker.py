@@ -54,6 +54,9 @@ class WorkerRunner(Dispatcher):
         self.unsent = 0
         self.bid = NO_BATCH
         self.work_start = 0.0
+        self.flush_seconds = FLUSH_SECONDS
+        """Results are sent after this much work; 0 sends each at once (the Dask pool's
+        main process then knows, at a worker's death, which item it was running)."""
         self._process: Any = None
         if memory_limit is not None:
             import psutil
@@ -141,7 +144,7 @@ class WorkerRunner(Dispatcher):
                 slot[1] = index + 1
                 self.conn.send((MSG_RETIRE, self.bid, index + 1, reason))
                 return False
-            if now - last >= FLUSH_SECONDS:
+            if now - last >= self.flush_seconds:
                 self.flush()
                 last = now
         self.flush()
