@@ -1,34 +1,56 @@
 """rigger_mp: an event-hook dispatcher.
 
-Data flow over TCP (rigger_mp.server in its own process, rigger_mp.intake in the main)::
+The package is laid out by process role; each subpackage is what one process runs::
+
+    rigger_mp/
+      core/     the main process: Rigger (the facade), loop (queue, event thread, admission),
+                stage (one stage of an event), task, plugin, config, loading, port (the
+                EventPort that pool/ and server/ use), deadline, lifecycle, merge
+      pool/     backgrounded hooks: interface (WorkerPool, ResultSink), background (the
+                dispatcher's side), local (LocalPool) + worker (the worker process),
+                dask + dask_worker (DaskPool), messages
+      server/   the TCP intake: process (the asyncio server process), channel + messages
+                (its pipes), and in the main process supervisor (spawn, restart, stop),
+                intake (the intake loop), fences, status_window, incarnation
+      journal/  the SQLite journal (used by the main and the server process)
+      cli/      rigger-mp: commands, serve, demo (+ demo_client, its client process),
+                status, journal
+      plugins/  built-in plugins: archive, testlog, report, and artifacts (artifact paths)
+      compat/   riggerlib 3.1.6's API on top of core
+      protocol.py, client.py, errors.py, pytest_plugin.py
+
+``import rigger_mp`` loads only ``errors``: the names below are imported on first use.
+
+Data flow over TCP (server.process in its own process, server.intake in the main)::
 
     RiggerClient, nc, ...                server process              main process
-    ---------------------                --------------              ------------
+    ---------------------                (server.process)            (server.intake)
     JSON line ──TCP──▶ Conn ─ parse, validate ─┐
       (\\n or \\0 ends it)  answers ping/auth/  │ a fire gets its tid here;
                           bad input itself      │ one batch per read
                                                 ▼
       ok + tid ◀──────── once its batch is in ─ requests pipe ──▶ intake thread
-      (plain fire)        the pipe                                 queues the fires
-                                                                   (accept_batch), answers
-                                                                   task_status, stats,
-                                                                   terminate: one batch
+      (plain fire)        the pipe               (server.channel)  queues the fires
+                                                                   (EventPort.accept_batch),
+                                                                   answers task_status
+                                                                   (server.status_window),
+                                                                   stats, terminate
     reply line ◀──TCP── Conn ◀─ in order, ◀─ reply pipe ◀─────────────┤
                         per connection                                │ grab_result /
                         (seq numbers)                 done-callback ◀─┘ wait_for_task:
                                                       of the Task       when it finishes
 
     What is written into the requests pipe outlives the server process, so an acked
-    fire is never lost with it. A fence request (stop, wait_background) comes back down
-    the pipe behind every fire acked before it. The intake thread also supervises:
-    end-of-file on the requests pipe means the server process exited; unless stopping,
-    it logs that and starts another one on the same listening socket (bound once,
-    here). End-of-file on the reply pipe tells the server process that the main process
-    is gone, and it exits.
+    fire is never lost with it. A fence request (stop, wait_background; server.fences)
+    comes back down the pipe behind every fire acked before it. server.supervisor
+    watches the process: end-of-file on the requests pipe means the server process
+    exited; unless stopping, it logs that and starts another one on the same listening
+    socket (bound once, in the main process). End-of-file on the reply pipe tells the
+    server process that the main process is gone, and it exits.
 
-Data flow in the main process::
+Data flow in the main process (core.loop, core.stage)::
 
-    fire_hook(name, **kw) ──▶ Task (a Future, with tid) returned at once
+    fire_hook(name, **kw) ──▶ Task (core.task: a Future, with tid) returned at once
          │
          ▼
     global queue (SimpleQueue) ──▶ event thread, one event at a time, in order:
@@ -42,11 +64,12 @@ Data flow in the main process::
     call_soon(func) ──▶ the same queue: how other threads update the globals, which
                         only the event thread writes.
 
-Backgrounded hooks (after the pre callbacks; see rigger_mp.pool for the details)::
+Backgrounded hooks (after the pre callbacks; pool.background, then pool.local or
+pool.dask; see pool.local for the details)::
 
     event thread                feeder thread        Manager().Queue()      worker processes
-    +-------------------+       +-------------+      one per worker         (own plugin
-    | work item:        |       | pending     |      +-------------+        instances)
+    +-------------------+       +-------------+      one per worker         (pool.worker: own
+    | work item:        |       | pending     |      +-------------+        plugin instances)
     | id, instance,     |-----> | items, cut  |----> | batch 7     | -get-> +----------+
     | event, pickled    | submit| into batches| put  | batch 9     |        | worker 1 |
     | arguments         |       +-------------+      +-------------+        +----------+
