@@ -28,6 +28,7 @@ from typing import Any, Final, NamedTuple
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from .calling import Callee, describe
 from .deadline import Deadline
+from .failures import FailureRing
 from .lifecycle import move
 from .loading import PluginInstance
 from .plugin import PluginHook
@@ -81,6 +82,10 @@ _EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
 }
 _STOP_PHASES: Final = frozenset({Phase.STOPPING, Phase.DRAINING, Phase.ABANDONING})
 _STOP: Final = object()
+MAX_HOOK_COUNTERS: Final = 256
+"""Event names counted one by one in :meth:`EventLoop.hook_counters`; events of names
+beyond these (a client may invent any number) are counted under :data:`OTHER_HOOKS`."""
+OTHER_HOOKS: Final = "(other)"
 
 
 class _Call:
@@ -116,6 +121,9 @@ class EventLoop:
         self._done = 0
         self._failed = 0
         self._abandoned = 0
+        # name -> [accepted, done, failed, abandoned]; entries are made under the lock.
+        self._by_hook: dict[str, list[int]] = {}
+        self.failures = FailureRing()
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
@@ -151,6 +159,7 @@ class EventLoop:
                     f"fire_hook({hook_name!r}): the dispatcher is {self._phase.value}"
                 )
             self._accepted += 1
+            self._hook(hook_name)[0] += 1
             task = Task(str(self._accepted), hook_name, kwargs, self._runners)
             self._queue.put(task)
         return task
@@ -161,13 +170,28 @@ class EventLoop:
             if not self._admits(intake=True):
                 raise ShuttingDown(f"{len(events)} event(s): the dispatcher is {self._phase.value}")
             runners, put = self._runners, self._queue.put
+            by_hook, new_hook = self._by_hook, self._hook
             tasks = []
             for tid, hook_name, kwargs in events:
+                (by_hook.get(hook_name) or new_hook(hook_name))[0] += 1
                 task = Task(tid, hook_name, kwargs, runners)
                 put(task)
                 tasks.append(task)
             self._accepted += len(tasks)
         return tasks
+
+    def _hook(self, hook_name: str) -> list[int]:
+        """The counters of ``hook_name`` (called under the lock): made on its first event."""
+        counts = self._by_hook.get(hook_name)
+        if counts is None:
+            if len(self._by_hook) >= MAX_HOOK_COUNTERS:
+                hook_name = OTHER_HOOKS
+            counts = self._by_hook.setdefault(hook_name, [0, 0, 0, 0])
+        return counts
+
+    def _counts_of(self, hook_name: str) -> list[int]:
+        """The counters an accepted event of ``hook_name`` was counted in."""
+        return self._by_hook.get(hook_name) or self._by_hook[OTHER_HOOKS]
 
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run ``func`` on the event thread after what is queued now (in any phase)."""
@@ -205,6 +229,13 @@ class EventLoop:
             "abandoned": self._abandoned,
             "queued": self._queue.qsize(),
         }
+
+    def hook_counters(self) -> dict[str, dict[str, int]]:
+        """Events accepted, done, failed and abandoned by event name (see MAX_HOOK_COUNTERS)."""
+        with self._lock:
+            items = [(name, tuple(counts)) for name, counts in self._by_hook.items()]
+        keys = ("accepted", "done", "failed", "abandoned")
+        return {name: dict(zip(keys, counts, strict=True)) for name, counts in items}
 
     def uptime(self) -> float:
         """Seconds from :meth:`run` to :meth:`finish` (to now while running); 0 before."""
@@ -325,6 +356,7 @@ class EventLoop:
     def _abandon(self, task: Task) -> None:
         with self._lock:
             self._abandoned += 1
+            self._counts_of(task.hook_name)[3] += 1
         if task.set_running_or_notify_cancel():
             task.set_exception(
                 ShuttingDown(f"event {task.hook_name!r} (tid {task.tid}) abandoned at stop()")
@@ -374,9 +406,12 @@ class EventLoop:
                 result = local
         except BaseException as exc:
             self._failed += 1
+            self._counts_of(hook_name)[2] += 1
+            self.failures.add(hook_name, task.tid, exc)
             task.set_exception(exc)
         else:
             self._done += 1
+            self._counts_of(hook_name)[1] += 1
             task.set_result(result)
 
     def _run_call(self, call: _Call) -> None:

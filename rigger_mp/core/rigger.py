@@ -452,7 +452,12 @@ class Rigger(Dispatcher):
     # -- failures and counters ----------------------------------------------------
 
     def report_failure(self, exc_info: ExcInfo) -> None:
-        """A failure no waiter sees: :meth:`handle_failure`, which must not raise."""
+        """A failure no waiter sees: kept in the recent failures, then :meth:`handle_failure`,
+        which must not raise."""
+        try:
+            self._loop.failures.add(None, None, exc_info[1])
+        except Exception:
+            logger.exception("rigger_mp: keeping a failure failed")
         try:
             self.handle_failure(exc_info)
         except Exception:
@@ -472,7 +477,8 @@ class Rigger(Dispatcher):
     def stats(self) -> dict[str, Any]:
         """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
         hooks queued, running, done, failed and abandoned; the live workers; the uptime and
-        the mean events done per second; the TCP server's counters when it runs."""
+        the mean events done per second; events by name (``hooks``); the last failures
+        (``recent_failures``); the TCP server's counters when it runs."""
         background = self._background
         events = self._loop.counters()
         uptime = self._loop.uptime()
@@ -481,6 +487,9 @@ class Rigger(Dispatcher):
             "uptime": uptime,
             "events_per_second": events["done"] / uptime if uptime > 0 else 0.0,
             "events": events,
+            "hooks": self._loop.hook_counters(),
+            "failures_total": self._loop.failures.total,
+            "recent_failures": self._loop.failures.recent(),
         }
         if self._server is not None:
             stats["server"] = self._server.stats()
