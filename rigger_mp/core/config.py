@@ -56,6 +56,10 @@ class RiggerConfig:
     dask_workers: int | None = None
     dask_connect_timeout: float = 30.0
     dask_listen: str | None = None
+    # The HTTP front (rigger_mp.server.http; the `http` extra): off while http_port is None.
+    http_address: str = "127.0.0.1"
+    http_port: int | None = None
+    http_max_connections: int = 256
     plugins: dict[str, InstanceConfig] = field(default_factory=dict)
 
 
@@ -113,6 +117,13 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         _optional(lambda v: _is_str(v) and v != ""),
         "a host or host:port the Dask workers connect back to, or null",
     ),
+    # The HTTP front: /fire, /tasks, /stats, /metrics, the live page (needs server_enabled).
+    "http_address": (_is_str, "a string (host name or IP address)"),
+    "http_port": (
+        _optional(lambda v: _is_int(v) and 0 <= v <= 65535),
+        "an integer from 0 to 65535, or null (no HTTP)",
+    ),
+    "http_max_connections": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
 }
 

@@ -37,3 +37,5 @@ class ServerSettings:
     """Put before this process's fire counter to make a tid: unique per server process."""
     accepting: bool = True
     """False for a process started while the dispatcher stops: every fire is refused."""
+    http_max_connections: int = 256
+    """HTTP connections open at once (the HTTP front, when its socket is passed)."""

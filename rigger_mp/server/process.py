@@ -36,6 +36,7 @@ import socket
 import struct
 import sys
 from collections import Counter, deque
+from collections.abc import Callable
 from hmac import compare_digest
 from typing import Any, Final
 
@@ -66,11 +67,12 @@ WRITE_HIGH_WATER: Final = 256 * 1024
 """A client's unread replies above this: stop reading its messages until it catches up."""
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], on_start: Callable[[Server], None] | None = None) -> None:
     """Run the server process: ``argv`` holds the socket, request and reply pipe fds.
 
     The first object on the reply pipe is the :class:`ServerSettings` (the token is
-    never on the command line, where ``ps`` would show it).
+    never on the command line, where ``ps`` would show it). ``on_start`` gets the
+    :class:`Server` before it runs (the HTTP front starts there: :mod:`.http`).
     """
     # Ctrl-C reaches the whole process group; the main process decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -80,6 +82,8 @@ def main(argv: list[str]) -> None:
     loop = asyncio.new_event_loop()
     try:
         server = Server(loop, settings)
+        if on_start is not None:
+            on_start(server)
         loop.run_until_complete(server.run(sock, requests_fd, replies_fd))
     finally:
         loop.close()

@@ -109,6 +109,8 @@ def exposed_without_token(host: str, token: str | None) -> bool:
 
 
 _SERVER_MAIN: Final = "import sys; from rigger_mp.server.process import main; main(sys.argv[1:])"
+_HTTP_MAIN: Final = "import sys; from rigger_mp.server.http import main; main(sys.argv[1:])"
+"""The server process with the HTTP front on its loop (its socket is the fourth fd)."""
 
 
 def _child_env() -> dict[str, str]:
@@ -172,10 +174,15 @@ class ServerSupervisor:
             max_message_bytes=settings.max_message_bytes,
             idle_timeout=settings.idle_timeout,
             stop_grace=STOP_GRACE,
+            http_max_connections=settings.http_max_connections,
         )
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
+        # The HTTP front's listening socket (http_port set), bound here like the TCP one.
+        self._http_sock: socket.socket | None = None
+        self.http_address: str | None = None
+        self.http_port: int | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _state and _current
         self._state = State.STARTING
@@ -234,6 +241,13 @@ class ServerSupervisor:
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self.address, self.port = host, port
+        if self.settings.http_port is not None:
+            try:
+                self._http_sock = bind(self.settings.http_address, self.settings.http_port)
+            except BaseException:
+                sock.close()
+                raise
+            self.http_address, self.http_port = self._http_sock.getsockname()[:2]
         if exposed_without_token(host, self.settings.server_token):
             logger.warning(
                 "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
@@ -247,6 +261,7 @@ class ServerSupervisor:
         except BaseException:
             sock.close()
             self._sock = None
+            self._close_http()
             raise
         with self._lock:
             self._started(incarnation)
@@ -275,10 +290,17 @@ class ServerSupervisor:
         )
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
-        fds = (self._sock.fileno(), requests_w, replies_r)
+        fds: tuple[int, ...] = (self._sock.fileno(), requests_w, replies_r)
+        if self._http_sock is not None:
+            fds += (self._http_sock.fileno(),)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _SERVER_MAIN, *map(str, fds)],
+                [
+                    sys.executable,
+                    "-c",
+                    _SERVER_MAIN if self._http_sock is None else _HTTP_MAIN,
+                    *map(str, fds),
+                ],
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
                 env=_child_env(),
@@ -446,10 +468,15 @@ class ServerSupervisor:
             current.close(STOP_GRACE)
         if self._sock is not None:
             self._sock.close()
+        self._close_http()
         self._intake.status.clear()
         self._fences.passed()  # nothing more will be queued: wake whoever still waits
         with self._lock:
             self._stopped()
+
+    def _close_http(self) -> None:
+        if self._http_sock is not None:
+            self._http_sock.close()
 
     def _at_exit(self) -> None:
         self.rigger.stop()
@@ -475,6 +502,8 @@ class ServerSupervisor:
             "lost": self._intake.lost,
             "intake_pauses": self._intake.pauses,
             "status_window": len(self._intake.status),
+            "http_address": self.http_address,
+            "http_port": self.http_port,
         }
 
     # -- the intake thread -------------------------------------------------------------
@@ -507,6 +536,7 @@ class ServerSupervisor:
         # them in the backlog until stop() closes the socket.
         if self._sock is not None:
             self._sock.close()
+        self._close_http()
 
     def _restart(self, quick_death: bool) -> Incarnation | None:
         """Start the next server process; None if a stop (or its quiesce) came first.
