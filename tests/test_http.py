@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import multiprocessing.resource_tracker
+import re
+import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from rigger_mp import Rigger
-from rigger_mp.core.failures import MAX_FAILURES
-from rigger_mp.core.loop import MAX_HOOK_COUNTERS, OTHER_HOOKS
-
-from ._http import Http, http_port, make_http_rigger
+from ._http import Http, http_port, make_http_rigger  # skips loudly without the http extra
 from ._tcp import HOST, WAIT, Raw, counter, port_of, server_pid
+from .test_cli import Served, env
+
+parser = pytest.importorskip("prometheus_client.parser")
+text_string_to_metric_families = parser.text_string_to_metric_families
+
+from rigger_mp import Rigger  # noqa: E402
+from rigger_mp.core.failures import MAX_FAILURES  # noqa: E402
+from rigger_mp.core.loop import MAX_HOOK_COUNTERS, OTHER_HOOKS  # noqa: E402
 
 TOKEN = "s3cret-token"
 
@@ -266,3 +274,36 @@ def test_hook_counters_and_recent_failures_are_bounded(rigger: Rigger) -> None:
     assert stats["hooks"][OTHER_HOOKS]["failed"] == MAX_FAILURES + 5
     assert len(stats["recent_failures"]) == MAX_FAILURES
     assert stats["failures_total"] == MAX_FAILURES + 5
+
+
+def test_serve_http_and_status_watch(tmp_path: Path) -> None:
+    """``rigger-mp serve --http 127.0.0.1:0`` serves HTTP; ``status --watch`` refreshes
+    until SIGINT and exits 0."""
+    served = Served("--http", "127.0.0.1:0", "--artifacts", str(tmp_path / "a"), cwd=tmp_path)
+    try:
+        assert served.proc.stdout is not None
+        line = served.proc.stdout.readline()
+        match = re.match(r"rigger-mp: HTTP on http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        with Http(int(match[1])) as client:
+            assert client.fire("start_session", wait_for_task=True)[0] == 200
+            assert client.stats()["events"]["accepted"] == 1
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "rigger_mp", "status", "--port", served.port, "--watch", "0.2"],
+            env=env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert watcher.stdout is not None
+        tables = 0
+        for text in watcher.stdout:  # blocks on the pipe until each table is printed
+            tables += text.startswith("rigger_mp at ")
+            if tables == 2:
+                break
+        watcher.send_signal(signal.SIGINT)
+        assert watcher.wait(WAIT) == 0
+        assert tables == 2
+        assert served.cmd("terminate").returncode == 0
+        assert served.finish()[0] == 0
+    finally:
+        served.kill()

@@ -79,7 +79,10 @@ def default_config_yaml() -> str:
 
 
 def build_config(
-    path: str | None, host: str | None = None, port: int | None = None
+    path: str | None,
+    host: str | None = None,
+    port: int | None = None,
+    http: tuple[str | None, int] | None = None,
 ) -> dict[str, Any]:
     """The mapping ``serve`` runs: the file (validated as a file, so errors name it) or
     the default, with the server enabled and ``--host``/``--port`` applied."""
@@ -94,6 +97,10 @@ def build_config(
         raw["server_address"] = host
     if port is not None:
         raw["server_port"] = port
+    if http is not None:  # --http [HOST:]PORT
+        if http[0] is not None:
+            raw["http_address"] = http[0]
+        raw["http_port"] = http[1]
     load_config(raw)  # the overrides are valid too
     return raw
 
@@ -178,9 +185,10 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     artifacts_root: str = "rigger-artifacts",
+    http: tuple[str | None, int] | None = None,
 ) -> int:
     """Run until SIGINT, SIGTERM or ``terminate``; drain; return the exit status."""
-    rigger = ServedRigger(report.with_dir(build_config(path, host, port), artifacts_root))
+    rigger = ServedRigger(report.with_dir(build_config(path, host, port, http), artifacts_root))
     artifacts.install(rigger, artifacts_root)
     started = time.monotonic()
     rigger.start()
@@ -194,6 +202,13 @@ def serve(
             f"(pid {os.getpid()})",
             flush=True,
         )
+        served_http = rigger.stats().get("server", {})
+        if served_http.get("http_port") is not None:
+            print(
+                f"rigger-mp: HTTP on http://{served_http['http_address']}:"
+                f"{served_http['http_port']}/",
+                flush=True,
+            )
         logger.info(
             "plugins: %s; artifacts under %s; stop with Ctrl-C, SIGTERM or "
             "`rigger-mp terminate --port %s`",

@@ -102,9 +102,16 @@ class HttpCall(Conn):
 
 
 class _HttpError(Exception):
-    def __init__(self, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code, self.message, self.headers = code, message, headers or {}
+        self.status = status
 
 
 class _Refuse(asyncio.Protocol):
@@ -241,7 +248,7 @@ class HttpFront:
         except _HttpError as exc:
             self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
             body = proto.error_line(exc.code, exc.message)
-            response = self._json(body, exc.headers)
+            response = self._json(body, exc.headers, exc.status)
             if exc.code == proto.TOO_LARGE:
                 response.force_close()  # the rest of the body is not read
             return response
@@ -286,6 +293,7 @@ class HttpFront:
                 proto.UNKNOWN_OP,
                 f"method {method[:20]} is not served here (use {allowed})",
                 {"Allow": allowed},
+                405,
             )
 
     def _authorize(self, request: web.BaseRequest) -> None:
@@ -377,10 +385,13 @@ class HttpFront:
             return proto.OK_LINE
         return await self._forward((TERMINATE,))
 
-    def _json(self, line: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    def _json(
+        self, line: bytes, headers: dict[str, str] | None = None, status: int | None = None
+    ) -> web.Response:
         """A reply line as the response, its status from its error code."""
-        status = 200
-        if not line.startswith(b'{"ok":true'):
+        if status is None and line.startswith(b'{"ok":true'):
+            status = 200
+        elif status is None:
             error = json.loads(line).get("error") or {}
             status = STATUS_OF.get(str(error.get("code")), 500)
         return web.Response(body=line, status=status, content_type=_JSON, headers=headers)
