@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import __version__
-from ..errors import ConfigError, PluginError, RiggerError
+from ..errors import ConfigError, PluginError, RiggerError, describe_error
 from ..protocol import DEFAULT_PORT, TOKEN_ENV
 
 EXIT_OK = 0
@@ -285,7 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _describe(exc: BaseException, args: argparse.Namespace) -> str:
-    text = str(exc) or type(exc).__name__
+    """The error line's text: rigger_mp's own message, or describe_error for the rest.
+
+    Our errors say what failed; a bare ``OSError`` needs its type (``[Errno 104] ...``
+    alone does not say it was a ``ConnectionResetError``).
+    """
+    text = str(exc)
+    if not text or not isinstance(exc, RiggerError):
+        text = describe_error(exc)
     if isinstance(exc, OSError) and args.command != "serve" and hasattr(args, "host"):
         return f"cannot reach the dispatcher at {args.host}:{args.port}: {text}"
     return text
