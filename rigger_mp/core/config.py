@@ -56,6 +56,11 @@ class RiggerConfig:
     dask_workers: int | None = None
     dask_connect_timeout: float = 30.0
     dask_listen: str | None = None
+    # Memory bounds of the main process (issue #11): see the README's limits table.
+    max_cached_plans: int = 10_000
+    status_window: int = 10_000
+    status_window_bytes: int = 16 * 1024 * 1024
+    max_reply_bytes: int = 16 * 1024 * 1024
     plugins: dict[str, InstanceConfig] = field(default_factory=dict)
 
 
@@ -113,6 +118,11 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         _optional(lambda v: _is_str(v) and v != ""),
         "a host or host:port the Dask workers connect back to, or null",
     ),
+    # Memory bounds of the main process (issue #11).
+    "max_cached_plans": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "status_window": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "status_window_bytes": (lambda v: _is_int(v) and v >= 4096, "an integer of at least 4096"),
+    "max_reply_bytes": (lambda v: _is_int(v) and v >= 256, "an integer of at least 256"),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
 }
 

@@ -224,6 +224,7 @@ class Rigger(Dispatcher):
             squash = settings.squash_exceptions if self._squash is None else self._squash
             events = EventRunner(self._globals, squash, self.report_failure, self._executor)
             self._runner = events
+            self._loop.max_cached_plans = settings.max_cached_plans
             self._loop.run(events, self._background.submit)
         except BaseException:
             self._undo_start()
@@ -472,7 +473,8 @@ class Rigger(Dispatcher):
     def stats(self) -> dict[str, Any]:
         """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
         hooks queued, running, done, failed and abandoned; the live workers; the uptime and
-        the mean events done per second; the TCP server's counters when it runs."""
+        the mean events done per second; the plans cached; the TCP server's counters when
+        it runs."""
         background = self._background
         events = self._loop.counters()
         uptime = self._loop.uptime()
@@ -481,6 +483,7 @@ class Rigger(Dispatcher):
             "uptime": uptime,
             "events_per_second": events["done"] / uptime if uptime > 0 else 0.0,
             "events": events,
+            "plans_cached": self._loop.cached_plans(),
         }
         if self._server is not None:
             stats["server"] = self._server.stats()
