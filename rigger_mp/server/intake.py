@@ -5,6 +5,7 @@
     server process ── requests pipe ──▶ Intake.serve(incarnation), one read at a time:
                                           fires ─────────▶ EventPort.accept_batch (in pipe order)
                                                            │ refused: shutting_down / lost
+                                          │ then StatusWindow.settle behind them
                                           task_status ──▶ StatusWindow.status_line
                                           stats ────────▶ EventPort.stats
                                           terminate ────▶ a thread runs EventPort.stop
@@ -53,13 +54,22 @@ class Intake:
     """Feeds the dispatcher what the server processes send, one incarnation at a time.
 
     ``stopping`` is set once a stop begins (quiesce or stop); :meth:`wake` must follow
-    it, so that a wait for room ends and none starts.
+    it, so that a wait for room ends and none starts. The other arguments are the config
+    keys of the same names (``None``: their defaults).
     """
 
-    def __init__(self, port: EventPort, fences: Fences, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        port: EventPort,
+        fences: Fences,
+        stopping: threading.Event,
+        *,
+        status_window: int | None = None,
+        status_window_bytes: int | None = None,
+    ) -> None:
         self.port = port
         self.fences = fences
-        self.status = StatusWindow()
+        self.status = StatusWindow(status_window, status_window_bytes)
         self._stopping = stopping
         self._room = threading.Event()
         self.silent: tuple[Incarnation, float] | None = None
@@ -206,6 +216,7 @@ class Intake:
             self._refuse(fires, exc, add)
             return
         self.status.remember(tasks)
+        self.port.call_soon(partial(self.status.settle, tasks))  # runs after their events
         self.accepted += len(tasks)
         for item, task in zip(fires, tasks, strict=True):
             if item[0] != NO_REPLY:
