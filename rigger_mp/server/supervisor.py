@@ -191,6 +191,7 @@ class ServerSupervisor:
             self._stop_event,
             status_window=settings.status_window,
             status_window_bytes=settings.status_window_bytes,
+            max_reply_bytes=settings.max_reply_bytes,
         )
         self._generation = 0
         self.restarts = 0
