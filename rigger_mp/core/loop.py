@@ -388,6 +388,8 @@ class EventLoop:
                 result = local
         except BaseException as exc:
             self._failed += 1
+            if not task.watched():
+                self._unwatched_failure(task, exc)
             task.set_exception(exc)
         else:
             self._done += 1
@@ -399,6 +401,15 @@ class EventLoop:
         except Exception as exc:
             annotate(exc, f"rigger_mp: raised by internal job {describe(call.func)}")
             self._report_failure((type(exc), exc, exc.__traceback__))
+
+    def _unwatched_failure(self, task: Task, exc: BaseException) -> None:
+        """Promise 4: an event failed and no one waits on it: report it (logged by default).
+
+        Logged once, when it fails; a waiter that comes later still gets the exception.
+        """
+        note = f"rigger_mp: event {task.hook_name!r} (tid {task.tid}) failed while no one waited"
+        annotate(exc, note)
+        self._report_failure((type(exc), exc, exc.__traceback__))
 
     def _plan(self, hook_name: str) -> Plan:
         """``hook_name``'s plan: cached (least recently used dropped beyond the cap) until

@@ -453,14 +453,16 @@ class Rigger(Dispatcher):
     # -- failures and counters ----------------------------------------------------
 
     def report_failure(self, exc_info: ExcInfo) -> None:
-        """A failure no waiter sees: :meth:`handle_failure`, which must not raise."""
+        """A failure no waiter sees (a squashed callable, an event no one waits on, an
+        internal job): :meth:`handle_failure`, which must not raise."""
         try:
             self.handle_failure(exc_info)
         except Exception:
             logger.exception("rigger_mp: handle_failure() itself failed")
 
     def handle_failure(self, exc_info: ExcInfo) -> None:
-        """Called with a squashed exception; the default logs it with its traceback."""
+        """Called with a failure no waiter sees (see :meth:`report_failure`); the default
+        logs it with its traceback."""
         logger.error("rigger_mp: a callable failed: %s", exc_info[1], exc_info=exc_info)
 
     def log_message(self, msg: str) -> None:
