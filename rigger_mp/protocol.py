@@ -49,6 +49,9 @@ SHUTTING_DOWN: Final = "shutting_down"
 """The dispatcher is stopping and accepts no more events."""
 INTERNAL: Final = "internal"
 """A fault in rigger_mp itself; the message says what, the log has the traceback."""
+REPLY_TOO_LARGE: Final = "reply_too_large"
+"""The reply (a ``grab_result`` output, the stats) would be longer than ``max_reply_bytes``;
+the event ran, the connection stays open."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -61,6 +64,7 @@ ERROR_CODES: Final = (
     UNKNOWN_TASK,
     SHUTTING_DOWN,
     INTERNAL,
+    REPLY_TOO_LARGE,
 )
 
 # -- messages ----------------------------------------------------------------------

@@ -189,8 +189,6 @@ def test_future_code_task_runs_uses_only_those_fields() -> None:
         "_Future__get_result",
         "_invoke_callbacks",
         "add_done_callback",
-        "cancelled",
-        "running",
     }
 
 

@@ -60,6 +60,11 @@ class RiggerConfig:
     http_address: str = "127.0.0.1"
     http_port: int | None = None
     http_max_connections: int = 256
+    # Memory bounds of the main process (issue #11): see the README's limits table.
+    max_cached_plans: int = 10_000
+    status_window: int = 10_000
+    status_window_bytes: int = 16 * 1024 * 1024
+    max_reply_bytes: int = 16 * 1024 * 1024
     plugins: dict[str, InstanceConfig] = field(default_factory=dict)
 
 
@@ -124,6 +129,11 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an integer from 0 to 65535, or null (no HTTP)",
     ),
     "http_max_connections": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    # Memory bounds of the main process (issue #11).
+    "max_cached_plans": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "status_window": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "status_window_bytes": (lambda v: _is_int(v) and v >= 4096, "an integer of at least 4096"),
+    "max_reply_bytes": (lambda v: _is_int(v) and v >= 256, "an integer of at least 256"),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
 }
 

@@ -22,9 +22,17 @@ class FailureRing:
         self._lock = threading.Lock()
         self._ring: deque[dict[str, Any]] = deque(maxlen=size)
         self.total = 0
+        self._last: BaseException | None = None  # one failure reported by two paths counts once
 
     def add(self, hook_name: str | None, tid: str | None, exc: BaseException) -> None:
-        """Keep ``exc`` (its traceback formatted now, while it is at hand)."""
+        """Keep ``exc`` (its traceback formatted now, while it is at hand).
+
+        The event loop keeps a failed event with its name, then may report the same
+        exception again (no one waited on it): that second add is skipped.
+        """
+        if exc is self._last:
+            return
+        self._last = exc
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if len(text) > MAX_TRACEBACK_CHARS:
             text = "...\n" + text[-MAX_TRACEBACK_CHARS:]

@@ -22,6 +22,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -50,6 +51,12 @@ class Plan(NamedTuple):
     foreground: tuple[Callee, ...]
     background: tuple[Backgrounded, ...]
     post: tuple[Callee, ...]
+
+
+EMPTY_PLAN: Final = Plan((), (), (), ())
+"""The plan of every name nothing is bound to: shared, never cached (issue #11)."""
+MAX_CACHED_PLANS: Final = 10_000
+"""Default of ``max_cached_plans``: plans kept, the least recently used dropped first."""
 
 
 class Phase(enum.Enum):
@@ -101,8 +108,11 @@ class EventLoop:
     """The queue and the one thread that runs its events, in the order they were accepted.
 
     ``planner`` works out a :class:`Plan` for an event name (cached here until
-    :meth:`forget_plans`); ``report_failure`` takes failures no waiter sees.
+    :meth:`forget_plans`, at most :attr:`max_cached_plans` of them, and only for names
+    something is bound to); ``report_failure`` takes failures no waiter sees.
     """
+
+    max_cached_plans: int = MAX_CACHED_PLANS
 
     def __init__(
         self, planner: Callable[[str], Plan], report_failure: Callable[[ExcInfo], None]
@@ -116,7 +126,7 @@ class EventLoop:
         self._thread: threading.Thread | None = None
         self._events: EventRunner | None = None
         self._submit: Submit | None = None
-        self._plans: dict[str, Plan] = {}
+        self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._accepted = 0
         self._done = 0
         self._failed = 0
@@ -246,7 +256,11 @@ class EventLoop:
 
     def forget_plans(self) -> None:
         """Drop the cached plans: a binding changed."""
-        self._plans = {}
+        self._plans = OrderedDict()
+
+    def cached_plans(self) -> int:
+        """How many plans are cached now."""
+        return len(self._plans)
 
     # -- transitions ----------------------------------------------------------------------
 
@@ -388,7 +402,7 @@ class EventLoop:
         task.local = None
         assert local is not None
         try:
-            plan = self._plans.get(hook_name) or self._plan(hook_name)
+            plan = self._plan(hook_name)
             if plan.pre:
                 events.stage(plan.pre, local, hook_name)
             if plan.background:
@@ -408,6 +422,8 @@ class EventLoop:
             self._failed += 1
             self._counts_of(hook_name)[2] += 1
             self.failures.add(hook_name, task.tid, exc)
+            if not task.watched():
+                self._unwatched_failure(task, exc)
             task.set_exception(exc)
         else:
             self._done += 1
@@ -421,8 +437,27 @@ class EventLoop:
             annotate(exc, f"rigger_mp: raised by internal job {describe(call.func)}")
             self._report_failure((type(exc), exc, exc.__traceback__))
 
+    def _unwatched_failure(self, task: Task, exc: BaseException) -> None:
+        """Promise 4: an event failed and no one waits on it: report it (logged by default).
+
+        Logged once, when it fails; a waiter that comes later still gets the exception.
+        """
+        note = f"rigger_mp: event {task.hook_name!r} (tid {task.tid}) failed while no one waited"
+        annotate(exc, note)
+        self._report_failure((type(exc), exc, exc.__traceback__))
+
     def _plan(self, hook_name: str) -> Plan:
-        """Work out ``hook_name``'s plan and keep it until a binding changes."""
+        """``hook_name``'s plan: cached (least recently used dropped beyond the cap) until
+        a binding changes; the shared :data:`EMPTY_PLAN`, uncached, if nothing is bound."""
         plans = self._plans  # taken first: a binding changed meanwhile drops this cache
-        plan = plans[hook_name] = self._planner(hook_name)
+        plan = plans.get(hook_name)
+        if plan is not None:
+            plans.move_to_end(hook_name)
+            return plan
+        plan = self._planner(hook_name)
+        if not (plan.pre or plan.foreground or plan.background or plan.post):
+            return EMPTY_PLAN
+        plans[hook_name] = plan
+        if len(plans) > self.max_cached_plans:
+            plans.popitem(last=False)
         return plan

@@ -163,6 +163,17 @@ class Task(Future[dict[str, Any]]):
     def done(self) -> bool:
         return self._state in _DONE
 
+    def running(self) -> bool:  # Future's makes the Condition, which watched() counts
+        return self._state == RUNNING
+
+    def cancelled(self) -> bool:
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def watched(self) -> bool:
+        """Whether anyone has asked for the outcome: a ``result()`` or ``exception()``
+        caller, a done-callback, ``concurrent.futures.wait``; else its failure is logged."""
+        return self._gate is not None or self._lazy_condition is not None
+
     def result(self, timeout: float | None = None) -> dict[str, Any]:
         self._settle(timeout)
         if self._exception is not None:

@@ -192,7 +192,14 @@ class ServerSupervisor:
         # intake's wait for room.
         self._stop_event = threading.Event()
         self._fences = Fences(FENCE_TIMEOUT)
-        self._intake = Intake(rigger, self._fences, self._stop_event)
+        self._intake = Intake(
+            rigger,
+            self._fences,
+            self._stop_event,
+            status_window=settings.status_window,
+            status_window_bytes=settings.status_window_bytes,
+            max_reply_bytes=settings.max_reply_bytes,
+        )
         self._generation = 0
         self.restarts = 0
 
