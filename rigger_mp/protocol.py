@@ -49,6 +49,8 @@ SHUTTING_DOWN: Final = "shutting_down"
 """The dispatcher is stopping and accepts no more events."""
 INTERNAL: Final = "internal"
 """A fault in rigger_mp itself; the message says what, the log has the traceback."""
+BUSY: Final = "busy"
+"""The server has ``max_connections`` open: this one gets this line and is closed."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -61,6 +63,7 @@ ERROR_CODES: Final = (
     UNKNOWN_TASK,
     SHUTTING_DOWN,
     INTERNAL,
+    BUSY,
 )
 
 # -- messages ----------------------------------------------------------------------
