@@ -354,9 +354,12 @@ class Server:
             self._replies_full()
 
     def _replies_full(self) -> None:
+        total = 0
         for conn in self.conns:
-            conn.sample()
-        self.buffered = sum(conn.buffered for conn in self.conns)
+            transport = conn.transport
+            conn.buffered = 0 if transport is None else transport.get_write_buffer_size()
+            total += conn.buffered
+        self.buffered = total
         if self.buffered <= self.max_buffered:
             return
         self.replies_paused = True
@@ -622,8 +625,10 @@ class _FromMain:
 class _Acceptor:
     """The listening socket, accepted by hand rather than by ``loop.create_server``.
 
-    asyncio's accept loop, out of file descriptors, logs a traceback for every connection
-    waiting in the backlog and retries each second, for as long as it lasts. Here,
+    Past ``max_connections`` (counting those being set up) a client gets one ``busy``
+    line and is closed at once. asyncio's accept loop, out of file descriptors, logs a
+    traceback per accept attempt (up to its backlog, 1024) and retries each second, for
+    as long as it lasts. Here,
     EMFILE (ENFILE, ENOBUFS, ENOMEM) logs one throttled warning and stops accepting until
     one of our connections closes (:meth:`fd_freed`); the clients wait in the backlog.
     """
@@ -637,7 +642,13 @@ class _Acceptor:
         self.closed = False
         self.pauses = 0
         self.starting: set[asyncio.Task[None]] = set()
+        self.opening = 0
+        """Connections accepted and not yet made (counted toward ``max_connections``)."""
         self.retry: asyncio.TimerHandle | None = None
+        self.busy_line = proto.error_line(
+            proto.BUSY,
+            f"the server has max_connections ({server.max_connections}) open; try again later",
+        )
         self.warn = Throttled(
             logging.WARNING,
             "rigger_mp server: out of file descriptors (%s): accepting no connection until "
@@ -660,17 +671,39 @@ class _Acceptor:
                 else:
                     self.warn(exc)
                 return
+            if len(server.conns) + self.opening >= server.max_connections:
+                self._busy(conn)
+                continue
             conn.setblocking(False)
+            self.opening += 1
             task = server.loop.create_task(self._serve(conn))
             self.starting.add(task)
             task.add_done_callback(self.starting.discard)
+
+    def _busy(self, sock: socket.socket) -> None:
+        """One ``busy`` line (a few bytes: the socket buffer takes them) and close at once,
+        so that a refused client holds no file descriptor."""
+        server = self.server
+        server.errors[proto.BUSY] += 1
+        try:
+            sock.setblocking(False)
+            sock.send(self.busy_line)
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     async def _serve(self, sock: socket.socket) -> None:
         try:
             await self.server.loop.connect_accepted_socket(lambda: Conn(self.server), sock=sock)
         except OSError as exc:
+            self.opened()
             sock.close()
             self.warn(exc)
+
+    def opened(self) -> None:
+        """A connection accepted is set up (or failed to be): :attr:`Server.conns` has it."""
+        self.opening -= 1
 
     def _pause(self, exc: OSError) -> None:
         self.paused = True
@@ -755,18 +788,8 @@ class Conn(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         server = self.server
-        if len(server.conns) >= server.max_connections:
-            self.state = _FINISHING
-            server.errors[proto.BUSY] += 1
-            transport.write(
-                proto.error_line(
-                    proto.BUSY,
-                    f"the server has max_connections ({server.max_connections}) open; "
-                    "try again later",
-                )
-            )
-            self._close()
-            return
+        if server.listener is not None:
+            server.listener.opened()
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         server.conns.add(self)
         server.connections_total += 1
