@@ -52,6 +52,8 @@ INTERNAL: Final = "internal"
 REPLY_TOO_LARGE: Final = "reply_too_large"
 """The reply (a ``grab_result`` output, the stats) would be longer than ``max_reply_bytes``;
 the event ran, the connection stays open."""
+BUSY: Final = "busy"
+"""The server has ``max_connections`` open: this one gets this line and is closed."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -65,6 +67,7 @@ ERROR_CODES: Final = (
     SHUTTING_DOWN,
     INTERNAL,
     REPLY_TOO_LARGE,
+    BUSY,
 )
 
 # -- messages ----------------------------------------------------------------------

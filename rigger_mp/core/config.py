@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..protocol import DEFAULT_PORT
+from ..protocol import DEFAULT_PORT, MAX_HOOK_NAME, MAX_JSON_DEPTH
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
 
@@ -47,6 +47,16 @@ class RiggerConfig:
     server_token: str | None = None
     max_message_bytes: int = 1024 * 1024
     idle_timeout: float = 300.0
+    # -- TCP connection bounds (issue #11): see ServerSettings for what each bounds --
+    max_connections: int | None = None
+    drain_timeout: float = 30.0
+    auth_timeout: float = 10.0
+    max_auth_failures: int = 5
+    max_protocol_errors: int = 100
+    max_messages_per_turn: int = 256
+    max_buffered_replies_bytes: int = 64 * 1024 * 1024
+    max_json_depth: int = MAX_JSON_DEPTH
+    max_hook_name_length: int = MAX_HOOK_NAME
     workers: int | None = None
     start_method: str | None = None
     max_tasks_per_worker: int | None = None
@@ -98,6 +108,19 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "server_token": (_optional(lambda v: _is_str(v) and v != ""), "a non-empty string or null"),
     "max_message_bytes": (lambda v: _is_int(v) and v >= 64, "an integer of at least 64"),
     "idle_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    # -- TCP connection bounds (issue #11) --
+    "max_connections": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
+    "drain_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "auth_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "max_auth_failures": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "max_protocol_errors": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "max_messages_per_turn": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "max_buffered_replies_bytes": (
+        lambda v: _is_int(v) and v >= 64 * 1024,
+        "an integer of at least 65536",
+    ),
+    "max_json_depth": (lambda v: _is_int(v) and 2 <= v <= 900, "an integer from 2 to 900"),
+    "max_hook_name_length": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "workers": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
     "start_method": (
         _optional(lambda v: v in START_METHODS),
@@ -198,7 +221,7 @@ def load_config(source: ConfigSource) -> RiggerConfig:
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()
     }
-    for key in ("idle_timeout", "dask_connect_timeout"):
+    for key in ("idle_timeout", "dask_connect_timeout", "drain_timeout", "auth_timeout"):
         if values.get(key) is not None:
             values[key] = float(values[key])
     return RiggerConfig(source=name, raw=dict(data), plugins=plugins, **values)

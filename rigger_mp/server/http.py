@@ -39,7 +39,7 @@ from aiohttp import web
 from .. import protocol as proto
 from . import metrics
 from .messages import STATS, STATUS, TERMINATE
-from .process import BACKLOG, Conn, ConnState, Server, ServerState
+from .process import Conn, ConnState, Server, ServerState
 from .process import main as process_main
 
 logger = logging.getLogger("rigger_mp.server")
@@ -90,6 +90,7 @@ class HttpCall(Conn):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:  # no Conn state needed
         self.state = ConnState.OPEN
+        self.rids: set[int] = set()  # the server's bookkeeping of replies owed
         self.reply: asyncio.Future[bytes] = loop.create_future()
 
     def put(self, seq: int, line: bytes) -> bool:
@@ -99,6 +100,10 @@ class HttpCall(Conn):
 
     def flush(self) -> None:
         pass
+
+    def error(self, seq: int, code: str, message: str) -> None:
+        """The server could not forward the request: its one reply is this error."""
+        self.put(seq, proto.error_line(code, message))
 
 
 class _HttpError(Exception):
@@ -208,7 +213,7 @@ class HttpFront:
         http.front = self
         self.http = http
         self.listener = await self.server.loop.create_server(
-            self._protocol, sock=self.sock, backlog=BACKLOG
+            self._protocol, sock=self.sock, backlog=1024  # the socket listens already
         )
         self.server.finished.add_done_callback(lambda _: self.close())
 

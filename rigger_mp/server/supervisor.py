@@ -175,6 +175,15 @@ class ServerSupervisor:
             idle_timeout=settings.idle_timeout,
             stop_grace=STOP_GRACE,
             http_max_connections=settings.http_max_connections,
+            max_connections=settings.max_connections,
+            drain_timeout=settings.drain_timeout,
+            auth_timeout=settings.auth_timeout,
+            max_auth_failures=settings.max_auth_failures,
+            max_protocol_errors=settings.max_protocol_errors,
+            max_messages_per_turn=settings.max_messages_per_turn,
+            max_buffered_replies_bytes=settings.max_buffered_replies_bytes,
+            max_json_depth=settings.max_json_depth,
+            max_hook_name_length=settings.max_hook_name_length,
         )
         self.address = settings.server_address
         self.port = settings.server_port
