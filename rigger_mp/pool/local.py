@@ -131,6 +131,40 @@ def exit_cause(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+_helpers_started: set[int] = set()  # pids of the processes that started them here
+_helpers_lock = threading.Lock()
+
+
+def start_helpers_isolated(start_method: str) -> None:
+    """Start ``multiprocessing``'s resource tracker and fork server away from the cwd.
+
+    Both are ``python -c`` processes, so ``''`` (the working directory they inherit)
+    comes first on their ``sys.path`` while they import ``pickle``, ``socket`` and the
+    rest: a ``pickle.py`` in the directory the dispatcher runs in would run in them, and
+    every worker forked from the fork server would inherit it. Started with the standard
+    library's own directory as their working directory, ``''`` finds only what comes
+    next anyway. Done once per process, before the first pool starts; the working
+    directory is changed back at once (workers still start in the parent's, which
+    ``multiprocessing`` passes them). Helpers already running are left alone.
+    """
+    if start_method == "fork":
+        return
+    from multiprocessing import forkserver, resource_tracker
+
+    with _helpers_lock:
+        if os.getpid() in _helpers_started:
+            return
+        _helpers_started.add(os.getpid())
+        here = os.getcwd()
+        os.chdir(os.path.dirname(os.__file__))
+        try:
+            resource_tracker.ensure_running()
+            if start_method == "forkserver":
+                forkserver.ensure_running()
+        finally:
+            os.chdir(here)
+
+
 def _manager_initializer() -> None:
     """Runs first in the manager process: leave with the parent."""
     exit_with_parent()
@@ -222,6 +256,7 @@ class LocalPool:
     def start(self, sink: ResultSink) -> None:
         """Start the manager, the workers, the feeder and the collector."""
         self._sink = sink
+        start_helpers_isolated(self.start_method)
         manager = SyncManager(ctx=self._ctx)
         try:
             manager.start(_manager_initializer)

@@ -108,16 +108,31 @@ def exposed_without_token(host: str, token: str | None) -> bool:
         return True
 
 
-_SERVER_MAIN: Final = "import sys; from rigger_mp.server.process import main; main(sys.argv[1:])"
+_PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""This rigger_mp's package directory: the server process loads exactly this one."""
+
+_SERVER_MAIN: Final = (
+    "import sys, importlib.util as u; "
+    f"s = u.spec_from_file_location('rigger_mp', {os.path.join(_PACKAGE_DIR, '__init__.py')!r}, "
+    f"submodule_search_locations=[{_PACKAGE_DIR!r}]); "
+    "m = sys.modules['rigger_mp'] = u.module_from_spec(s); s.loader.exec_module(m); "
+    "from rigger_mp.server.process import main; main(sys.argv[1:])"
+)
+"""The server process's program. It runs under ``python -I`` (no working directory, no
+script directory, no user site, no PYTHONPATH on ``sys.path``) and loads this rigger_mp
+by its location rather than by adding a directory to ``sys.path``: a ``hmac.py`` or
+``json.py`` in the directory the dispatcher was started from is never imported in the
+process that holds the token."""
+
+
+def server_command(fds: tuple[int, ...]) -> list[str]:
+    """The command line of a server process given the file descriptors it inherits."""
+    return [sys.executable, "-I", "-c", _SERVER_MAIN, *map(str, fds)]
 
 
 def _child_env() -> dict[str, str]:
-    """The environment of the server process: ours, with this rigger_mp importable first."""
-    env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = here + (os.pathsep + path if path else "")
-    return env
+    """The environment of the server process: ours (``-I`` ignores the PYTHON* variables)."""
+    return dict(os.environ)
 
 
 class State(enum.Enum):
@@ -278,7 +293,7 @@ class ServerSupervisor:
         fds = (self._sock.fileno(), requests_w, replies_r)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _SERVER_MAIN, *map(str, fds)],
+                server_command(fds),
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
                 env=_child_env(),
