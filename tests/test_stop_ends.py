@@ -1,0 +1,162 @@
+"""A stop always ends: hung hooks, workers kept alive by their own threads, a worker
+replaced while the stop begins, a ``rigger-mp serve`` told to stop by signals.
+
+Nothing sleeps to wait: the tests wait on FIFOs a hook writes to, on processes and
+threads with generous bounds, and on the serve subprocess's output.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.forkserver
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from rigger_mp import Rigger, RiggerBasePlugin
+from rigger_mp.pool.interface import Failure
+from rigger_mp.pool.local import KILL_GRACE, LocalPool
+from tests.conftest import assert_processes_gone, child_processes
+
+WAIT = 60.0
+HERE = "tests.test_stop_ends"
+
+
+class Stubborn(RiggerBasePlugin):
+    """``hang``: writes its pid to the FIFO ``fifo``, ignores SIGTERM, blocks for good.
+    ``linger``: leaves a non-daemon thread that never ends. ``work``: returns at once."""
+
+    def plugin_initialize(self) -> None:
+        self.register_plugin_hook("hang", self.hang, bg=self.data.get("bg", True))
+        self.register_plugin_hook("linger", self.linger, bg=True)
+        self.register_plugin_hook("work", self.work, bg=True)
+
+    def hang(self, fifo: str) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with open(fifo, "w") as stream:
+            stream.write(f"{os.getpid()}\n")
+        threading.Event().wait()  # nobody sets it
+
+    def linger(self) -> None:
+        threading.Thread(target=threading.Event().wait, name="lingering").start()
+
+    def work(self) -> tuple[None, dict[str, Any]]:
+        return None, {"worked": 1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _multiprocessing_helpers() -> None:
+    """The stdlib's forkserver serves the whole interpreter: started before any count."""
+    multiprocessing.forkserver.ensure_running()
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def read_pid(fifo: Path) -> int:
+    """Block until a hook has opened the FIFO and written its pid."""
+    with open(fifo) as stream:
+        return int(stream.readline())
+
+
+def stubborn(**settings: Any) -> dict[str, Any]:
+    return {"workers": 1, **settings, "plugins": {"s": {"plugin": f"{HERE}:Stubborn"}}}
+
+
+def stop_within(rigger: Rigger, bound: float, timeout: float | None = None) -> float:
+    """Run ``rigger.stop(timeout)`` on a thread; fail (after ending the children, so
+    the stop can end) if it is still running after ``bound`` seconds; its duration."""
+    began = time.monotonic()
+    thread = threading.Thread(target=rigger.stop, args=(timeout,))
+    thread.start()
+    thread.join(bound)
+    if thread.is_alive():
+        for proc in psutil.Process().children(recursive=True):
+            proc.kill()
+        thread.join(WAIT)
+        pytest.fail(f"stop({timeout}) was still running after {bound} s")
+    return time.monotonic() - began
+
+
+def test_a_worker_left_with_a_non_daemon_thread_does_not_block_stop() -> None:
+    before = child_processes()
+    rigger = Rigger(stubborn()).start()
+    rigger.fire_hook("linger")
+    assert rigger.wait_background(WAIT)
+    stop_within(rigger, WAIT)  # no timeout: the stop waits for the workers to finish
+    assert rigger.stats()["background"]["done"] == 1
+    assert_processes_gone(child_processes() - before)
+
+
+def test_stop_terminates_then_kills_a_hung_hook_and_names_it(
+    fifo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = child_processes()
+    rigger = Rigger(stubborn()).start()
+    rigger.fire_hook("hang", fifo=str(fifo))
+    pid = read_pid(fifo)
+    took = stop_within(rigger, WAIT, timeout=1.0)
+    assert took < 1.0 + KILL_GRACE + 10  # the deadline, the grace, a loaded machine
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert rigger.stats()["background"]["abandoned"] == 1
+    assert "abandoned 1 backgrounded hook(s) not finished in time: s.hang" in caplog.text
+    assert_processes_gone(child_processes() - before)
+
+
+class Sink:
+    """A ResultSink that keeps the failures it is given."""
+
+    def __init__(self) -> None:
+        self.failures: list[Failure] = []
+
+    def completed(
+        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+    ) -> None:
+        self.failures.extend(failures)
+
+    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
+        raise AssertionError(hook_name)
+
+
+def test_a_worker_replaced_while_stop_begins_is_stopped_too() -> None:
+    """stop() takes its list of workers while the collector starts a replacement: the
+    replacement, added after, is still told to stop (else stop() waits for it forever)."""
+    pool = LocalPool({}, workers=2)
+    spawning: queue.SimpleQueue[None] = queue.SimpleQueue()
+    proceed = threading.Event()
+    spawn = pool._spawn
+
+    def slow_spawn() -> Any:
+        if pool._started >= 2:  # a replacement: hold it until stop() has begun
+            spawning.put(None)
+            proceed.wait()
+        return spawn()
+
+    pool._spawn = slow_spawn  # type: ignore[method-assign]
+    before = child_processes()
+    pool.start(Sink())
+    first, second = (w.pid for w in pool.workers())
+    os.kill(first, signal.SIGKILL)
+    spawning.get(timeout=WAIT)  # the collector is starting the replacement
+    stopper = threading.Thread(target=pool.stop, args=(False, None))
+    stopper.start()
+    psutil.Process(second).wait(WAIT)  # stop() told the live worker: its list is taken
+    proceed.set()
+    stopper.join(WAIT)
+    if stopper.is_alive():
+        for proc in psutil.Process().children(recursive=True):
+            proc.kill()
+        stopper.join(WAIT)
+        pytest.fail("stop() did not end: the replacement worker was never told to stop")
+    assert_processes_gone(child_processes() - before)
