@@ -11,6 +11,7 @@ import multiprocessing.forkserver
 import os
 import queue
 import signal
+import textwrap
 import threading
 import time
 from collections.abc import Mapping
@@ -21,9 +22,12 @@ import psutil
 import pytest
 
 from rigger_mp import Rigger, RiggerBasePlugin
+from rigger_mp.cli.serve import STOP_SLACK
+from rigger_mp.client import RiggerClient
 from rigger_mp.pool.interface import Failure
 from rigger_mp.pool.local import KILL_GRACE, LocalPool
 from tests.conftest import assert_processes_gone, child_processes
+from tests.test_cli import Served
 
 WAIT = 60.0
 HERE = "tests.test_stop_ends"
@@ -39,7 +43,8 @@ class Stubborn(RiggerBasePlugin):
         self.register_plugin_hook("work", self.work, bg=True)
 
     def hang(self, fifo: str) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if threading.current_thread() is threading.main_thread():  # a worker's
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         with open(fifo, "w") as stream:
             stream.write(f"{os.getpid()}\n")
         threading.Event().wait()  # nobody sets it
@@ -160,3 +165,65 @@ def test_a_worker_replaced_while_stop_begins_is_stopped_too() -> None:
         stopper.join(WAIT)
         pytest.fail("stop() did not end: the replacement worker was never told to stop")
     assert_processes_gone(child_processes() - before)
+
+
+# -- rigger-mp serve and its signals ----------------------------------------------------
+
+
+def served_hanging(tmp_path: Path, fifo: Path, stop_timeout: float, bg: bool = True) -> Served:
+    """A ``serve`` subprocess whose one event hangs (in a worker, or on the event thread)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            workers: 1
+            plugins:
+              s: {{plugin: "{HERE}:Stubborn", bg: {str(bg).lower()}}}
+            """
+        )
+    )
+    served = Served("-c", str(config), "--stop-timeout", str(stop_timeout), cwd=tmp_path)
+    with RiggerClient(port=int(served.port), timeout=WAIT) as client:
+        client.fire_hook("hang", fifo=str(fifo))
+    read_pid(fifo)  # the hook runs, and will never return
+    return served
+
+
+@pytest.mark.parametrize("bg", [True, False], ids=["backgrounded", "foreground"])
+def test_sigterm_of_serve_ends_within_the_stop_timeout_naming_what_was_abandoned(
+    tmp_path: Path, fifo: Path, bg: bool
+) -> None:
+    served = served_hanging(tmp_path, fifo, stop_timeout=2, bg=bg)
+    try:
+        served.proc.send_signal(signal.SIGTERM)
+        served.proc.wait(timeout=2 + STOP_SLACK + 30)  # generous: a loaded machine
+        status, out, err = served.finish()
+    finally:
+        served.kill()
+    assert status == 0, err
+    if bg:
+        assert "draining: background: 0 queued, 1 running; abandoned in" in err
+        assert "abandoned 1 backgrounded hook(s) not finished in time: s.hang" in err
+        assert "background jobs: 0 done, 0 failed, 1 abandoned" in out
+    else:
+        assert "draining: 1 events left; abandoned in" in err
+        assert "timed out after 2.0s with an event still running" in err
+
+
+def test_a_second_signal_abandons_at_once_and_says_what(tmp_path: Path, fifo: Path) -> None:
+    served = served_hanging(tmp_path, fifo, stop_timeout=600)
+    try:
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.stderr is not None
+        for line in served.proc.stderr:  # the first signal began a drain that waits
+            if line.startswith("draining:"):
+                assert "background: 0 queued, 1 running" in line
+                break
+        served.proc.send_signal(signal.SIGINT)
+        served.proc.wait(timeout=30)
+        status, out, err = served.finish()
+    finally:
+        served.kill()
+    assert status == 1
+    assert "stopped by a second signal; abandoned: background: 0 queued, 1 running" in out
+    assert "received SIGINT again: abandoning what is left now" in err

@@ -122,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="root of the per-test artifact directories (default: ./%(default)s)",
     )
     serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=30.0,
+        help="after SIGINT/SIGTERM/terminate, abandon what is not done by then and exit "
+        "(default: %(default)s; a second signal abandons at once)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         default="info",
@@ -286,7 +294,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(serve.check(args.config))
             return EXIT_OK
         return serve.serve(
-            args.config, host=args.host, port=args.port, artifacts_root=args.artifacts
+            args.config,
+            host=args.host,
+            port=args.port,
+            artifacts_root=args.artifacts,
+            stop_timeout=args.stop_timeout,
         )
     if command == "demo":
         from . import demo
