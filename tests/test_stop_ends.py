@@ -7,6 +7,8 @@ threads with generous bounds, and on the serve subprocess's output.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing.forkserver
 import os
 import queue
@@ -26,8 +28,11 @@ from rigger_mp.cli.serve import STOP_SLACK
 from rigger_mp.client import RiggerClient
 from rigger_mp.pool.interface import Failure
 from rigger_mp.pool.local import KILL_GRACE, LocalPool
+from rigger_mp.server.supervisor import HEARTBEAT_MISSES
+from tests._tcp import HOST, counter, make_rigger, port_of, server_pid
 from tests.conftest import assert_processes_gone, child_processes
 from tests.test_cli import Served
+from tests.test_server_acks import gone
 
 WAIT = 60.0
 HERE = "tests.test_stop_ends"
@@ -227,3 +232,40 @@ def test_a_second_signal_abandons_at_once_and_says_what(tmp_path: Path, fifo: Pa
     assert status == 1
     assert "stopped by a second signal; abandoned: background: 0 queued, 1 running" in out
     assert "received SIGINT again: abandoning what is left now" in err
+
+
+# -- the server heartbeat -----------------------------------------------------------------
+
+
+def test_a_stopped_server_process_is_noticed_by_the_heartbeat_and_replaced(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing owes the SIGSTOPped server a fence (no sync, no stop): only the heartbeat
+    notices it. A new client's ping waits in the listening socket's backlog until the
+    replacement answers it."""
+    heartbeat = 0.2
+    rigger = make_rigger(server_heartbeat=heartbeat)
+    old = server_pid(rigger)
+    plugin = counter(rigger)
+    try:
+        with RiggerClient(HOST, port_of(rigger), timeout=WAIT) as client:
+            client.fire_hook("block")  # holds the event thread
+            assert plugin.entered.wait(WAIT)
+            client.fire_hook("count", c="acked before the stop")  # acked, queued
+        os.kill(old, signal.SIGSTOP)
+        with caplog.at_level(logging.ERROR, logger="rigger_mp"):
+            bound = heartbeat * (HEARTBEAT_MISSES + 1) + 30  # + starting a new process
+            with RiggerClient(HOST, port_of(rigger), timeout=bound) as client:
+                assert client.ping()
+        assert gone(old)
+        assert server_pid(rigger) != old
+        assert any("answered no heartbeat" in r.getMessage() for r in caplog.records)
+        plugin.release.set()
+        assert rigger.wait_background(WAIT)
+        assert plugin.seen[("acked before the stop", None)] == 1
+        assert rigger.stats()["server"]["lost"] == 0
+    finally:
+        plugin.release.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
+        rigger.stop()

@@ -47,6 +47,7 @@ class RiggerConfig:
     server_token: str | None = None
     max_message_bytes: int = 1024 * 1024
     idle_timeout: float = 300.0
+    server_heartbeat: float = 2.0
     workers: int | None = None
     start_method: str | None = None
     max_tasks_per_worker: int | None = None
@@ -89,6 +90,7 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "server_token": (_optional(lambda v: _is_str(v) and v != ""), "a non-empty string or null"),
     "max_message_bytes": (lambda v: _is_int(v) and v >= 64, "an integer of at least 64"),
     "idle_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "server_heartbeat": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     "workers": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
     "start_method": (
         _optional(lambda v: v in START_METHODS),
@@ -177,7 +179,7 @@ def load_config(source: ConfigSource) -> RiggerConfig:
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()
     }
-    for key in ("idle_timeout", "dask_connect_timeout"):
+    for key in ("idle_timeout", "server_heartbeat", "dask_connect_timeout"):
         if values.get(key) is not None:
             values[key] = float(values[key])
     return RiggerConfig(source=name, raw=dict(data), plugins=plugins, **values)

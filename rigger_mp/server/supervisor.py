@@ -27,7 +27,9 @@ What "accepted" means to the rest of the dispatcher is kept by fences (see
 the intake has queued every fire acked before it (``wait_background`` does that first),
 and :meth:`ServerSupervisor.quiesce` does the same while making the server refuse fires
 from then on (``stop`` does that before it drains). So an acked event is never dropped
-by a clean stop nor missed by ``wait_background``. This module never imports
+by a clean stop nor missed by ``wait_background``. A heartbeat thread asks for a fence
+every ``server_heartbeat`` seconds, so a server process that stopped or wedged is killed
+and replaced even when nobody waits on it. This module never imports
 :mod:`.process` (asyncio): the server runs in a process of its own.
 """
 
@@ -74,6 +76,9 @@ STOP_GRACE: Final = 10.0
 FENCE_TIMEOUT: Final = 10.0
 """A server process that owes a fence and has sent nothing for this long, while the intake
 waits on its pipe, is unresponsive (stopped, wedged): it is killed and replaced."""
+HEARTBEAT_MISSES: Final = 3
+"""Heartbeats (one every ``server_heartbeat`` seconds) a server process may leave
+unanswered before it is unresponsive: killed and replaced."""
 
 
 class ServerStartError(RiggerError):
@@ -199,7 +204,9 @@ class ServerSupervisor:
         # Set once a stop begins (quiesce or stop): ends a restart's back-off and the
         # intake's wait for room.
         self._stop_event = threading.Event()
-        self._fences = Fences(FENCE_TIMEOUT)
+        self._heartbeat = settings.server_heartbeat
+        self._fences = Fences(min(FENCE_TIMEOUT, self._heartbeat * HEARTBEAT_MISSES))
+        self._beater: threading.Thread | None = None
         self._intake = Intake(rigger, self._fences, self._stop_event)
         self._generation = 0
         self.restarts = 0
@@ -267,6 +274,10 @@ class ServerSupervisor:
             self._started(incarnation)
         self._thread = threading.Thread(target=self._run, name="rigger_mp-intake", daemon=True)
         self._thread.start()
+        self._beater = threading.Thread(
+            target=self._beat, name="rigger_mp-server-heartbeat", daemon=True
+        )
+        self._beater.start()
         # Registered after multiprocessing's own exit handler, so it runs first: stop
         # (drain, then stop the server) before multiprocessing terminates its children.
         atexit.register(self._at_exit)
@@ -412,6 +423,28 @@ class ServerSupervisor:
             if deadline.expired():
                 return False
 
+    def _beat(self) -> None:
+        """The heartbeat thread: every ``server_heartbeat`` seconds, until a stop begins.
+
+        A heartbeat is a fence (the server answers it down the requests pipe, behind
+        what it acked): a server process that stopped (SIGSTOP) or wedged is noticed
+        without waiting for a ``sync`` or a stop to owe it one. Once the fence limit
+        (:data:`HEARTBEAT_MISSES` heartbeats) has passed with the intake waiting on the
+        pipe and nothing read, the process is killed; the intake reads what it acked to
+        the end and a new process is started, as for any death.
+        """
+        while not self._stop_event.wait(self._heartbeat):
+            with self._lock:
+                serving = self._state is State.SERVING
+            if not serving:
+                continue
+            silent = self._intake.silent
+            if silent is not None and self._fences.unresponsive(silent[1]):
+                limit = self._fences.limit
+                self._kill(silent[0], f"answered no heartbeat for {limit:g} s")
+                continue
+            self._ask_fence(False)
+
     def _kill(self, incarnation: Incarnation, why: str) -> None:
         """Kill a server process; the intake then reads its pipe to the end."""
         if incarnation.process.poll() is None:
@@ -440,6 +473,8 @@ class ServerSupervisor:
         if current is not None:
             current.writer.send(STOP)
         limit = STOP_GRACE + 5.0 if timeout is None else max(timeout, 1.0)
+        if self._beater is not None and self._beater is not threading.current_thread():
+            self._beater.join()  # ends at once: _stop_event is set
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(limit)
