@@ -207,6 +207,8 @@ class Stopping:
         self.wake = threading.Event()
         self.stopped = threading.Event()
         self.abandon = threading.Event()
+        self.by_signal = False
+        """Whether a signal began the stop (else a TCP ``terminate``, whose thread stops)."""
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -216,12 +218,16 @@ class Stopping:
             self.wake.set()
             return
         logger.info("received %s", name)
+        self.by_signal = True
         self.rigger.stop_begun.set()
 
     def run_stop(self, timeout: float) -> None:
-        """The stop thread: stop (or wait for the stop a ``terminate`` began)."""
+        """The stop thread: stop, or wait for the stop a ``terminate`` began (calling
+        stop() too could fail: this thread may get the id of the event thread, ended
+        meanwhile, which the loop still counts as one that runs events)."""
         try:
-            self.rigger.stop(timeout)
+            if self.by_signal:
+                self.rigger.stop(timeout)
             self.rigger.wait_stopped()
             self.stopped.set()
         except Exception:
