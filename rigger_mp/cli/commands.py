@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="root of the per-test artifact directories (default: ./%(default)s)",
     )
     serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=30.0,
+        help="after SIGINT/SIGTERM/terminate, abandon what is not done by then and exit "
+        "(default: %(default)s; a second signal abandons at once)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         default="info",
@@ -320,6 +328,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             port=args.port,
             artifacts_root=args.artifacts,
             http=args.http,
+            stop_timeout=args.stop_timeout,
         )
     if command == "demo":
         from . import demo

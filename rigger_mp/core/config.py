@@ -57,6 +57,7 @@ class RiggerConfig:
     max_buffered_replies_bytes: int = 64 * 1024 * 1024
     max_json_depth: int = MAX_JSON_DEPTH
     max_hook_name_length: int = MAX_HOOK_NAME
+    server_heartbeat: float = 2.0
     workers: int | None = None
     start_method: str | None = None
     max_tasks_per_worker: int | None = None
@@ -121,6 +122,7 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "max_json_depth": (lambda v: _is_int(v) and 2 <= v <= 900, "an integer from 2 to 900"),
     "max_hook_name_length": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "server_heartbeat": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     "workers": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
     "start_method": (
         _optional(lambda v: v in START_METHODS),
@@ -221,7 +223,8 @@ def load_config(source: ConfigSource) -> RiggerConfig:
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()
     }
-    for key in ("idle_timeout", "dask_connect_timeout", "drain_timeout", "auth_timeout"):
+    seconds = ("idle_timeout", "server_heartbeat", "dask_connect_timeout", "drain_timeout")
+    for key in (*seconds, "auth_timeout"):
         if values.get(key) is not None:
             values[key] = float(values[key])
     return RiggerConfig(source=name, raw=dict(data), plugins=plugins, **values)
