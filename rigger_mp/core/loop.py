@@ -344,6 +344,7 @@ class EventLoop:
         with self._lock:
             self._move(Phase.STOPPED)
         self._stopped_at = time.monotonic()
+        self._runners.clear()  # their threads have ended: a reused thread id must not count
         self._stopped.set()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
@@ -392,6 +393,7 @@ class EventLoop:
                     self._run_event(events, item)
             elif item is _STOP:
                 if self._queue.empty():
+                    self._runners.discard(threading.get_ident())  # ids are reused
                     return
                 put(_STOP)  # events fired by hooks while draining run first
             else:
