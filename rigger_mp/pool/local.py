@@ -173,6 +173,27 @@ def _manager_initializer() -> None:
     exit_with_parent()
 
 
+def start_manager(ctx: BaseContext, start_method: str) -> SyncManager:
+    """Start the manager process that serves the workers' queues; a clear error if it dies."""
+    start_helpers_isolated(start_method)
+    manager = SyncManager(ctx=ctx)
+    try:
+        manager.start(_manager_initializer)
+    except EOFError as exc:  # what the stdlib says when the new process died at once
+        hint = (
+            " With 'spawn' and 'forkserver' each new process imports the main module "
+            "again: the code that starts the Rigger must run under "
+            "`if __name__ == '__main__':`."
+            if start_method != "fork"
+            else ""
+        )
+        raise PluginError(
+            f"the worker pool's manager process exited while starting (start method "
+            f"{start_method!r}); it printed why above.{hint}"
+        ) from exc
+    return manager
+
+
 def _signal(worker: _Worker, signum: signal.Signals) -> None:
     """Terminate or kill a worker, unless it has ended and been closed meanwhile."""
     with contextlib.suppress(ValueError):
@@ -207,6 +228,21 @@ class _Worker:
     def young(self) -> bool:
         """Whether it ended soon enough after its start to count as failing to start."""
         return time.monotonic() - self.started < STARTUP_SECONDS
+
+    def info(self) -> WorkerInfo | None:
+        """pid, resident memory, CPU use since the last call and tasks done (None if gone)."""
+        pid = self.process.pid
+        if pid is None:
+            return None
+        try:
+            if self.proc is None:
+                self.proc = psutil.Process(pid)
+            with self.proc.oneshot():
+                rss = self.proc.memory_info().rss
+                cpu = self.proc.cpu_percent(None)
+        except psutil.Error:
+            return None
+        return WorkerInfo(pid, rss, cpu, self.tasks_done)
 
     def held(self, cause: str) -> tuple[list[WorkItem], list[tuple[WorkItem, str]]]:
         """Once it ended: the items it held unreported that it never started, and those
@@ -268,22 +304,7 @@ class LocalPool:
     def start(self, sink: ResultSink) -> None:
         """Start the manager, the workers, the feeder and the collector."""
         self._sink = sink
-        start_helpers_isolated(self.start_method)
-        manager = SyncManager(ctx=self._ctx)
-        try:
-            manager.start(_manager_initializer)
-        except EOFError as exc:  # what the stdlib says when the new process died at once
-            hint = (
-                " With 'spawn' and 'forkserver' each new process imports the main module "
-                "again: the code that starts the Rigger must run under "
-                "`if __name__ == '__main__':`."
-                if self.start_method != "fork"
-                else ""
-            )
-            raise PluginError(
-                f"the worker pool's manager process exited while starting (start method "
-                f"{self.start_method!r}); it printed why above.{hint}"
-            ) from exc
+        manager = start_manager(self._ctx, self.start_method)
         self._manager = manager
         try:
             for _ in range(self.size):
@@ -327,21 +348,7 @@ class LocalPool:
         """pid, resident memory, CPU use since the last call and tasks done, per worker."""
         with self._cond:
             live = list(self._workers)
-        out: list[WorkerInfo] = []
-        for worker in live:
-            pid = worker.process.pid
-            if pid is None:
-                continue
-            try:
-                if worker.proc is None:
-                    worker.proc = psutil.Process(pid)
-                with worker.proc.oneshot():
-                    rss = worker.proc.memory_info().rss
-                    cpu = worker.proc.cpu_percent(None)
-            except psutil.Error:
-                continue
-            out.append(WorkerInfo(pid, rss, cpu, worker.tasks_done))
-        return out
+        return [info for info in map(_Worker.info, live) if info is not None]
 
     def stop(self, abandon: bool, timeout: float | None = None) -> list[WorkItem]:
         """End the workers (letting them finish, or not), the threads and the manager.
