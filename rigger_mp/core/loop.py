@@ -164,12 +164,12 @@ class EventLoop:
         if not isinstance(hook_name, str):
             raise TypeError(f"hook_name must be a string, not {type(hook_name).__name__}")
         with self._lock:
-            if not self._admits(intake=False):
+            if self._phase is not Phase.RUNNING and not self._admits(intake=False):
                 raise ShuttingDown(
                     f"fire_hook({hook_name!r}): the dispatcher is {self._phase.value}"
                 )
             self._accepted += 1
-            self._hook(hook_name)[0] += 1
+            (self._by_hook.get(hook_name) or self._hook(hook_name))[0] += 1
             task = Task(str(self._accepted), hook_name, kwargs, self._runners)
             self._queue.put(task)
         return task
@@ -404,7 +404,12 @@ class EventLoop:
         task.local = None
         assert local is not None
         try:
-            plan = self._plan(hook_name)
+            plans = self._plans  # the cache hit inline: this runs once per event
+            plan = plans.get(hook_name)
+            if plan is None:
+                plan = self._new_plan(plans, hook_name)
+            else:
+                plans.move_to_end(hook_name)
             if plan.pre:
                 events.stage(plan.pre, local, hook_name)
             if plan.background:
@@ -429,7 +434,7 @@ class EventLoop:
             task.set_exception(exc)
         else:
             self._done += 1
-            self._counts_of(hook_name)[1] += 1
+            (self._by_hook.get(hook_name) or self._by_hook[OTHER_HOOKS])[1] += 1
             task.set_result(result)
 
     def _run_call(self, call: _Call) -> None:
@@ -448,14 +453,11 @@ class EventLoop:
         annotate(exc, note)
         self._report_failure((type(exc), exc, exc.__traceback__))
 
-    def _plan(self, hook_name: str) -> Plan:
-        """``hook_name``'s plan: cached (least recently used dropped beyond the cap) until
-        a binding changes; the shared :data:`EMPTY_PLAN`, uncached, if nothing is bound."""
-        plans = self._plans  # taken first: a binding changed meanwhile drops this cache
-        plan = plans.get(hook_name)
-        if plan is not None:
-            plans.move_to_end(hook_name)
-            return plan
+    def _new_plan(self, plans: OrderedDict[str, Plan], hook_name: str) -> Plan:
+        """``hook_name``'s plan on a cache miss, kept in ``plans`` (least recently used
+        dropped beyond the cap) until a binding changes; the shared :data:`EMPTY_PLAN`,
+        uncached, if nothing is bound. ``plans`` is the cache taken before the miss: a
+        binding changed meanwhile drops it, and this plan with it."""
         plan = self._planner(hook_name)
         if not (plan.pre or plan.foreground or plan.background or plan.post):
             return EMPTY_PLAN
