@@ -7,7 +7,10 @@ right result, one start_session and one finish_session.
 
 from __future__ import annotations
 
+import html
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +24,7 @@ from rigger_mp import Rigger, pytest_plugin
 from rigger_mp.protocol import TOKEN_ENV
 from rigger_mp.pytest_plugin import outcome
 from tests.cli_plugins import Recorder, read_records
+from tests.test_cli import Served, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,23 +143,44 @@ def dispatcher(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple
         yield rigger, record
 
 
-def run_pytest(
-    suite: Path, *args: str, env_token: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """pytest on ``suite`` in a subprocess; ``env_token`` sets (or clears) the token env."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def pytest_env(env_token: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a pytest subprocess: this checkout importable, no token unless
+    ``env_token``, none of the outer run's pytest settings."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
     env.pop(TOKEN_ENV, None)
     if env_token is not None:
         env[TOKEN_ENV] = env_token
     env.pop("PYTEST_ADDOPTS", None)
     env.pop("PYTEST_XDIST_WORKER", None)
+    return env
+
+
+PYTEST = (sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_sample.py")
+
+
+def run_pytest(
+    suite: Path, *args: str, env_token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """pytest on ``suite`` in a subprocess; ``env_token`` sets (or clears) the token env."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_sample.py", *args],
+        [*PYTEST, *args],
         cwd=suite,
-        env=env,
+        env=pytest_env(env_token),
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def start_pytest(suite: Path, *args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """pytest on ``suite`` in a subprocess left running; ``env`` added to its environment."""
+    return subprocess.Popen(
+        [*PYTEST, *args],
+        cwd=suite,
+        env=pytest_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -187,31 +212,229 @@ def test_events_reach_a_running_dispatcher(
     check_events(read_records(str(record)))
 
 
-def test_embedded_dispatcher_with_xdist(suite: Path) -> None:
+def summary_section(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The lines of the plugin's section of the terminal summary, up to pytest's last line."""
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.fullmatch(r"=+ rigger_mp =+", line))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("="))
+    assert end == len(lines) - 1, lines[end:]  # pytest's own counts follow, nothing else
+    return lines[start + 1 : end]
+
+
+def recorder_config(suite: Path, extra: str = "") -> tuple[Path, Path]:
+    """A config file with a Recorder (and ``extra`` YAML under ``plugins``); (file, record)."""
     record = suite / "events.jsonl"
     config = suite / "rigger.yaml"
     config.write_text(
         "plugins:\n"
         "  rec:\n"
         "    plugin: tests.cli_plugins:Recorder\n"
-        f"    path: {record}\n"
+        f"    path: {record}\n" + extra
     )
-    done = run_pytest(
-        suite, f"--rigger-config={config}", f"--rigger-artifacts={suite / 'art'}", "-n", "2"
-    )
+    return config, record
+
+
+EVENTS = 2 + 2 * len(EXPECTED)
+"""What the sample suite fires: the session's two events and two per test."""
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
+def test_the_embedded_dispatcher_writes_the_report_and_says_where(
+    suite: Path, xdist: list[str]
+) -> None:
+    config, record = recorder_config(suite)
+    art = suite / "art"
+    done = run_pytest(suite, f"--rigger-config={config}", f"--rigger-artifacts={art}", *xdist)
     assert done.returncode == 1, done.stdout + done.stderr
     check_events(read_records(str(record)))  # the dispatcher drained before pytest exited
+    page = (art / "report.html").read_text()
+    assert all(html.escape(name) in page for name in EXPECTED)
+    assert summary_section(done) == [
+        f"rigger_mp: {EVENTS} events sent to the in-process dispatcher; artifacts: {art}; "
+        f"report: {art / 'report.html'}"
+    ]
 
 
-def test_unreachable_dispatcher_is_a_usage_error(suite: Path) -> None:
-    import socket
+def test_the_report_goes_to_the_default_artifacts_root(suite: Path) -> None:
+    config, _ = recorder_config(suite)
+    done = run_pytest(suite, f"--rigger-config={config}")
+    report = suite / "rigger-artifacts" / "report.html"
+    assert report.is_file(), done.stdout + done.stderr
+    assert summary_section(done)[-1].endswith(f"; report: {report}")
 
-    with socket.socket() as sock:  # a port nobody listens on once it is closed
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    done = run_pytest(suite, f"--rigger=127.0.0.1:{port}")
+
+def test_a_config_with_its_own_report_instance_keeps_it(suite: Path) -> None:
+    mine = suite / "mine"
+    config, _ = recorder_config(
+        suite, f"  pages:\n    plugin: report\n    dir: {mine}\n  report:\n    plugin: testlog\n"
+    )
+    done = run_pytest(suite, f"--rigger-config={config}", f"--rigger-artifacts={suite / 'art'}")
+    assert (mine / "report.html").is_file(), done.stdout + done.stderr
+    assert not (suite / "art" / "report.html").exists()  # one report, the config's
+    assert summary_section(done)[-1].endswith(f"; report: {mine / 'report.html'}")
+
+
+def test_a_disabled_report_instance_means_no_report(suite: Path) -> None:
+    config, _ = recorder_config(suite, "  report:\n    plugin: report\n    enabled: false\n")
+    art = suite / "art"
+    done = run_pytest(suite, f"--rigger-config={config}", f"--rigger-artifacts={art}")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert not (art / "report.html").exists()
+    assert summary_section(done) == [
+        f"rigger_mp: {EVENTS} events sent to the in-process dispatcher; artifacts: {art}"
+    ]
+
+
+def test_with_report_adds_an_instance_only_when_there_is_none() -> None:
+    assert pytest_plugin.with_report({}) == {"plugins": {"report": {"plugin": "report"}}}
+    taken = {"plugins": {"report": {"plugin": "testlog"}}}
+    assert pytest_plugin.with_report(taken)["plugins"]["rigger_mp_report"] == {"plugin": "report"}
+    assert taken == {"plugins": {"report": {"plugin": "testlog"}}}  # a copy
+    off = {"plugins": {"r": {"plugin": "report", "enabled": False}}}
+    assert pytest_plugin.with_report(off) == off
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """A real ``rigger-mp serve`` (its messages bounded to 512 bytes)."""
+    config = tmp_path / "served.yaml"
+    config.write_text("max_message_bytes: 512\nplugins: {}\n")
+    server = Served("-c", str(config), "--artifacts", str(tmp_path / "art"), cwd=tmp_path)
+    yield server
+    server.kill()
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
+def test_a_successful_run_ends_saying_where_the_events_went(
+    suite: Path, served: Served, xdist: list[str]
+) -> None:
+    done = run_pytest(suite, f"--rigger=127.0.0.1:{served.port}", "-rA", *xdist)
+    assert done.returncode == 1, done.stdout + done.stderr  # the suite's own failures
+    assert "short test summary info" in done.stdout  # before the section, which ends it
+    assert summary_section(done) == [
+        f"rigger_mp: {EVENTS} events sent to the dispatcher at 127.0.0.1:{served.port}"
+    ]
+
+
+PASSING = """
+import pytest
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_passes(n):
+    pass
+"""
+
+TOO_LONG = """
+import pytest
+
+
+def test_short():
+    pass
+
+
+@pytest.mark.parametrize("n", [1], ids=["x" * 600])
+def test_long_name(n):
+    pass
+"""
+
+
+def test_the_lost_events_of_every_worker_are_listed_and_fail_the_run(
+    suite: Path, served: Served
+) -> None:
+    # A name longer than the server's max_message_bytes: its start_test is refused
+    # (too_large, and the server closes the connection), its finish_test too (or it meets
+    # the closing connection), wherever it runs; --dist each runs it on both workers, last.
+    (suite / "test_sample.py").write_text(textwrap.dedent(TOO_LONG))
+    done = run_pytest(suite, f"--rigger=127.0.0.1:{served.port}", "-n", "2", "--dist", "each")
+    assert done.returncode == 1, done.stdout + done.stderr  # every test passed: lost events
+    lines = summary_section(done)
+    for worker in ("gw0", "gw1"):
+        mine = [line for line in lines if line.startswith(f"{worker}: ")]
+        nodeid = "test_sample.py::test_long_name[" + "x" * 600 + "]"
+        assert [line.split(" not fired to ")[0] for line in mine] == [
+            f"{worker}: {event} {nodeid[: pytest_plugin.MAX_NAME]}..."
+            for event in ("start_test", "finish_test")
+        ], lines
+        assert "max_message_bytes" in mine[0], mine
+    assert lines[-1] == (
+        f"rigger_mp: 6 events sent to the dispatcher at 127.0.0.1:{served.port}; "
+        "4 not fired (listed above): the run fails"
+    )
+
+
+def test_a_process_lists_a_bounded_number_of_lost_events() -> None:
+    lost = pytest_plugin.Lost()
+    for n in range(pytest_plugin.MAX_LOST_LISTED + 5):
+        lost.add(f"event {n}")
+    assert lost.total == pytest_plugin.MAX_LOST_LISTED + 5
+    assert len(lost.listed) == pytest_plugin.MAX_LOST_LISTED
+    lines = pytest_plugin._lost_lines("gw3", lost.listed, lost.total)
+    assert lines[-1] == "gw3: ... and 5 more events not fired"
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
+def test_an_unreachable_dispatcher_is_one_error_line_and_nothing_runs(
+    suite: Path, xdist: list[str]
+) -> None:
+    port = free_port()
+    done = run_pytest(suite, f"--rigger=127.0.0.1:{port}", *xdist)
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
-    assert f"cannot reach the dispatcher at --rigger 127.0.0.1:{port}" in done.stderr
+    output = (done.stdout + done.stderr).splitlines()
+    assert [line for line in output if line.strip()] == [
+        f"ERROR: rigger_mp: cannot reach the dispatcher at --rigger 127.0.0.1:{port}: "
+        f"cannot connect to 127.0.0.1:{port}: [Errno 111] Connection refused; "
+        f"{pytest_plugin._REMEDY}"
+    ]
+
+
+HANDSHAKE = """
+import os
+import socket
+
+
+def pytest_sessionstart(session):
+    # The controller, after start_session and before xdist starts the workers: the test
+    # stops the dispatcher, then closes this connection.
+    if not hasattr(session.config, "workerinput"):
+        with socket.create_connection(("127.0.0.1", int(os.environ["HANDSHAKE_PORT"]))) as s:
+            s.recv(1)
+"""
+
+
+def test_workers_that_cannot_reach_the_dispatcher_are_one_line_and_fail_the_run(
+    suite: Path, served: Served
+) -> None:
+    (suite / "test_sample.py").write_text(textwrap.dedent(PASSING))
+    (suite / "conftest.py").write_text(textwrap.dedent(HANDSHAKE))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        handshake = {"HANDSHAKE_PORT": str(listener.getsockname()[1])}
+        proc = start_pytest(suite, f"--rigger=127.0.0.1:{served.port}", "-n", "2", env=handshake)
+        try:
+            conn, _ = listener.accept()  # start_session went; the workers are not started
+            with conn:
+                assert served.cmd("terminate").returncode == 0
+                assert served.finish()[0] == 0  # gone: nothing listens on its port
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert done.returncode == pytest.ExitCode.TESTS_FAILED, out + err  # though the tests passed
+    assert "4 passed" in out.splitlines()[-1]
+    assert "Traceback" not in out + err and "INTERNALERROR" not in out + err
+    refused = f"cannot connect to 127.0.0.1:{served.port}: [Errno 111] Connection refused"
+    assert summary_section(done) == [
+        f"finish_session not fired to 127.0.0.1:{served.port}: {refused}",
+        f"rigger_mp: 2 xdist workers (gw0, gw1) could not reach the dispatcher at "
+        f"127.0.0.1:{served.port}: {refused}; {pytest_plugin._REMEDY}; "
+        "the 8 events of their tests were not fired",
+        f"rigger_mp: 1 event sent to the dispatcher at 127.0.0.1:{served.port}; "
+        "9 not fired (listed above): the run fails",
+    ]
 
 
 @pytest.mark.parametrize(
