@@ -44,8 +44,6 @@ from .process import main as process_main
 
 logger = logging.getLogger("rigger_mp.server")
 
-TOO_MANY_CONNECTIONS: Final = "too_many_connections"
-"""The HTTP front has ``http_max_connections`` open: this one is answered 503 and closed."""
 REFUSE_TIMEOUT: Final = 2.0
 """How long a connection over the limit may take to send its request before it is dropped."""
 REFUSE_HEAD_BYTES: Final = 16 * 1024
@@ -61,7 +59,7 @@ STATUS_OF: Final = {
     proto.UNKNOWN_OP: 404,
     proto.UNKNOWN_TASK: 404,
     proto.SHUTTING_DOWN: 503,
-    TOO_MANY_CONNECTIONS: 503,
+    proto.TOO_MANY_CONNECTIONS: 503,
     proto.HOOK_FAILED: 500,
     proto.NOT_SERIALIZABLE: 500,
     proto.INTERNAL: 500,
@@ -150,7 +148,7 @@ class _Refuse(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         body = proto.error_line(
-            TOO_MANY_CONNECTIONS,
+            proto.TOO_MANY_CONNECTIONS,
             f"{self.front.limit} HTTP connections are open (http_max_connections); retry later",
         )
         self.transport.write(
@@ -228,7 +226,8 @@ class HttpFront:
         assert self.http is not None
         if self.connections_open >= self.limit:
             self.refused += 1
-            self.errors[TOO_MANY_CONNECTIONS] = self.errors.get(TOO_MANY_CONNECTIONS, 0) + 1
+            code = proto.TOO_MANY_CONNECTIONS
+            self.errors[code] = self.errors.get(code, 0) + 1
             return _Refuse(self)
         self.connections_open += 1
         self.connections_total += 1
