@@ -54,6 +54,9 @@ REPLY_TOO_LARGE: Final = "reply_too_large"
 the event ran, the connection stays open."""
 BUSY: Final = "busy"
 """The server has ``max_connections`` open: this one gets this line and is closed."""
+TOO_MANY_CONNECTIONS: Final = "too_many_connections"
+"""The HTTP front has ``http_max_connections`` open: this one is answered 503 and closed
+(HTTP's ``busy``)."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -68,6 +71,7 @@ ERROR_CODES: Final = (
     INTERNAL,
     REPLY_TOO_LARGE,
     BUSY,
+    TOO_MANY_CONNECTIONS,
 )
 
 # -- messages ----------------------------------------------------------------------

@@ -120,24 +120,32 @@ def test_each_format_checks_its_own_level_range(fmt: str, low: int, high: int) -
     assert ArchivePlugin("a", {}, None).level == 3
 
 
-def test_missing_and_empty_directories_are_reported(
+def test_an_empty_directory_is_recorded_and_a_missing_one_fails(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = tmp_path / "missing"
     with Rigger(foreground(tmp_path)) as rigger:
-        rigger.fire_hook("done", artifact_path=str(missing)).result(10)
         rigger.fire_hook("done", artifact_path=str(empty)).result(10)
         rigger.fire_hook("done").result(10)  # no artifact_path at all
+        with pytest.raises(PluginError) as info:
+            rigger.fire_hook("done", artifact_path=str(missing)).result(10)
+        rigger.fire_hook("done", artifact_path=str(empty)).result(10)  # sends the record
         made = totals(rigger.global_data)
-    assert made["archives"] == 0 and made["errors"] == 2
+        failed = rigger.stats()["events"]["failed"]
+    message = str(info.value)
+    assert repr(str(missing)) in message and "is not there on host" in message
+    assert "shared with the Dask workers" in message
+    assert made["archives"] == 0 and made["errors"] == 3
     assert made["last_errors"] == [
+        {"path": str(empty), "error": "empty directory"},
         {"path": str(missing), "error": "missing directory"},
         {"path": str(empty), "error": "empty directory"},
     ]
-    assert "missing directory" in caplog.text and "no artifact_path" in caplog.text
-    assert rigger.stats()["events"]["failed"] == 0
+    assert "empty directory" in caplog.text and "no artifact_path" in caplog.text
+    assert failed == 1
+    assert not list(tmp_path.glob("*.tar.*")) and not missing.exists()
 
 
 def test_builtin_name_and_bad_options() -> None:
@@ -336,7 +344,8 @@ def test_the_global_record_stays_bounded_after_many_events(tmp_path: Path) -> No
     sizes = []
     with Rigger(foreground(tmp_path, keep_errors=5)) as rigger:
         for n in range(300):
-            path = folder if n % 3 == 0 else tmp_path / f"missing-{n:03d}"
+            path = folder if n % 3 == 0 else tmp_path / f"empty-{n:03d}"
+            path.mkdir(exist_ok=True)
             rigger.fire_hook("done", artifact_path=str(path)).result(10)
             if n in (29, 299):
                 sizes.append(len(json.dumps(rigger.global_data)))
@@ -344,7 +353,7 @@ def test_the_global_record_stays_bounded_after_many_events(tmp_path: Path) -> No
     assert sizes[1] <= sizes[0] + 64, sizes  # the counters' digits, nothing per event
     assert made["archives"] == 100 and made["errors"] == 200
     assert [e["path"] for e in made["last_errors"]] == [
-        str(tmp_path / f"missing-{n:03d}") for n in (293, 295, 296, 298, 299)
+        str(tmp_path / f"empty-{n:03d}") for n in (293, 295, 296, 298, 299)
     ]
     assert len(rigger.global_data["archives"]) == 1  # one entry: the main process's
 

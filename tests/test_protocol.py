@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -172,3 +174,14 @@ def test_channel_frames_survive_any_split() -> None:
         for pos in range(0, len(stream), step):
             got += reader.feed(stream[pos : pos + step])
         assert got == objs
+
+
+def test_every_error_code_is_in_protocol_and_the_readme() -> None:
+    """One place for the codes: each code a client can meet (TCP or HTTP) is in
+    ERROR_CODES, and the README's table of codes lists each of them."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| `([a-z_]+)` \| ", readme, re.MULTILINE))
+    assert set(proto.ERROR_CODES) <= table, set(proto.ERROR_CODES) - table
+    assert proto.TOO_MANY_CONNECTIONS == "too_many_connections"
+    http = pytest.importorskip("rigger_mp.server.http", exc_type=ImportError)
+    assert set(http.STATUS_OF) <= set(proto.ERROR_CODES)

@@ -39,8 +39,14 @@ process for a foreground hook) keeps running totals and sends them under the glo
 ``archives``, as ``{"<ident>@<pid>": {archives, bytes_in, bytes_out, seconds, errors,
 last_errors}}``; each send replaces that entry, so the key grows by one entry per worker
 process, never per event. ``last_errors`` is a tuple of the last ``keep_errors``
-``{"path", "error"}`` records (a missing or empty directory: logged and recorded, not a
-failure). :func:`totals` adds the entries up.
+``{"path", "error"}`` records (an empty directory: logged and recorded, not a failure).
+:func:`totals` adds the entries up.
+
+A missing directory fails the hook (logged and counted by the dispatcher, raised to a
+waiter): the message names the path, the host and pid where the hook ran, and that with
+``pool: dask`` the artifacts must be on a filesystem shared with the workers. Packing
+nothing there must not look like success. It is counted in the totals too, and shows in
+the next record this instance sends from that process.
 """
 
 from __future__ import annotations
@@ -51,13 +57,14 @@ import logging
 import lzma
 import os
 import shutil
+import socket
 import stat
 import sys
 import tarfile
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, NoReturn
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -145,7 +152,7 @@ class ArchivePlugin(RiggerBasePlugin):
             return None
         path = self._contained(os.fspath(artifact_path), artifacts_root)
         if not os.path.isdir(path):
-            return self._report(path, "missing directory")
+            self._missing(path)
         if not _has_files(path):
             return self._report(path, "empty directory")
         start = time.perf_counter()
@@ -224,6 +231,22 @@ class ArchivePlugin(RiggerBasePlugin):
         if self.format == "xz":
             return lzma.LZMAFile(raw, "w", preset=self.level)
         return gzip.GzipFile(base + ".tar", "wb", self.level, raw)  # type: ignore[return-value]
+
+    def _missing(self, path: str) -> NoReturn:
+        """Fail the hook: the directory is not there where it runs (counted, then raised).
+
+        On a Dask worker of another host this is what a filesystem that is not shared
+        looks like: a failure the main process logs and counts, never a silent skip.
+        """
+        self._totals["errors"] += 1
+        self._errors.append({"path": path, "error": "missing directory"})
+        raise PluginError(
+            f"archive {self.ident!r}: artifact directory {path!r} is not there on host "
+            f"{socket.gethostname()} (pid {os.getpid()}), where the hook runs: nothing "
+            "packed. With pool: dask the artifacts must be on a filesystem shared with "
+            "the Dask workers, at the same path (else the directory was never made, or "
+            "was removed before the hook ran)"
+        )
 
     def _report(self, path: str, problem: str) -> Updates:
         logger.warning("rigger_mp: archive %r: %s: %s, nothing packed", self.ident, path, problem)

@@ -24,7 +24,7 @@ Archives: the last tests' archives are made by backgrounded hooks that may still
 running at ``finish_session``. Each test links the file the ``archive`` instance writes
 for it (:meth:`ArchivePlugin.target`): "present" once it exists, "failed" when the
 instance's recent problems (``last_errors`` in the ``archives`` global) name the
-directory, else "pending". No
+directory or the directory is gone (the archiver fails on it), else "pending". No
 lifecycle hook tells a plugin that the pool has drained, so the hosts (``serve``, the
 demo) call :func:`rewrite_reports` after ``stop()`` to mark the settled state.
 
@@ -342,6 +342,8 @@ class Links:
         if os.path.isfile(expected):
             return "present", self.href(expected), _size(expected)
         problem = self.errors.get(os.path.realpath(artifact_path))
+        if problem is None and not os.path.isdir(artifact_path):
+            problem = "missing directory"  # the archiver fails on it: nothing will be made
         if problem is not None:
             return "failed", None, _text(problem, 200)
         return "pending", self.href(expected), "being made when the report was written"

@@ -21,6 +21,14 @@ fourth fd, so the port survives server restarts. Bounds: a body of at most
 ``idle_timeout``; POSTs must say ``Content-Type: application/json`` (a browser's form or
 ``no-cors`` fetch from another site cannot, so a page cannot fire into a dispatcher on
 localhost); a token set means ``Authorization: Bearer <token>`` on every data endpoint.
+
+Backpressure, as TCP has it: while the pipe to the main process holds more than
+``PIPE_HIGH_WATER`` (:mod:`.process`), a TCP connection is not read; a request that would
+go to the main process (fire, tasks, stats, metrics, terminate) waits likewise, before
+its body is read (aiohttp then stops reading that socket), and goes on once the pipe
+has drained. A request whose connection closes while it waits is dropped unread: it was
+never accepted, and there is no one to answer. So a flood of fires, patient or not,
+holds the server's memory to the bound.
 """
 
 from __future__ import annotations
@@ -44,8 +52,6 @@ from .process import main as process_main
 
 logger = logging.getLogger("rigger_mp.server")
 
-TOO_MANY_CONNECTIONS: Final = "too_many_connections"
-"""The HTTP front has ``http_max_connections`` open: this one is answered 503 and closed."""
 REFUSE_TIMEOUT: Final = 2.0
 """How long a connection over the limit may take to send its request before it is dropped."""
 REFUSE_HEAD_BYTES: Final = 16 * 1024
@@ -61,7 +67,7 @@ STATUS_OF: Final = {
     proto.UNKNOWN_OP: 404,
     proto.UNKNOWN_TASK: 404,
     proto.SHUTTING_DOWN: 503,
-    TOO_MANY_CONNECTIONS: 503,
+    proto.TOO_MANY_CONNECTIONS: 503,
     proto.HOOK_FAILED: 500,
     proto.NOT_SERIALIZABLE: 500,
     proto.INTERNAL: 500,
@@ -150,7 +156,7 @@ class _Refuse(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         body = proto.error_line(
-            TOO_MANY_CONNECTIONS,
+            proto.TOO_MANY_CONNECTIONS,
             f"{self.front.limit} HTTP connections are open (http_max_connections); retry later",
         )
         self.transport.write(
@@ -175,6 +181,13 @@ class _Counted(web.Server):
     ) -> None:
         super().connection_lost(handler, exc)
         self.front.connections_open -= 1
+        gone = self.front.waiting.get(handler)
+        if gone is not None and not gone.done():
+            gone.set_result(None)
+
+
+class _Gone(Exception):
+    """The connection of a request waiting for the pipe to drain has closed."""
 
 
 class HttpFront:
@@ -198,6 +211,13 @@ class HttpFront:
         self.http: _Counted | None = None
         self.listener: asyncio.Server | None = None
         self.task: asyncio.Task[None] | None = None
+        self.drained: asyncio.Future[None] | None = None
+        """Resolved when the pipe to the main process drains (or the server stops)."""
+        self.waiting: dict[web.RequestHandler, asyncio.Future[None]] = {}
+        """The connections with a request waiting for the pipe: resolved if one closes."""
+        self.backlog_waits = 0
+        self.dropped_unread = 0
+        server.backlog_listeners.append(self._backlogged)
 
     def start(self) -> None:
         """Start listening once the loop runs (``Server.run`` connects the pipes first)."""
@@ -222,13 +242,23 @@ class HttpFront:
             self.listener.close()
         if self.http is not None:
             self.http.pre_shutdown()
+        self._backlogged(False)  # waiters wake, and find the server stopping
+
+    def _backlogged(self, paused: bool) -> None:
+        """The pipe to the main process is full (drained): requests wait (go on)."""
+        if paused and self.drained is None:
+            self.drained = self.server.loop.create_future()
+        elif not paused and self.drained is not None:
+            self.drained.set_result(None)
+            self.drained = None
 
     def _protocol(self) -> asyncio.BaseProtocol:
         """A request handler, or a refusal once ``http_max_connections`` are open."""
         assert self.http is not None
         if self.connections_open >= self.limit:
             self.refused += 1
-            self.errors[TOO_MANY_CONNECTIONS] = self.errors.get(TOO_MANY_CONNECTIONS, 0) + 1
+            code = proto.TOO_MANY_CONNECTIONS
+            self.errors[code] = self.errors.get(code, 0) + 1
             return _Refuse(self)
         self.connections_open += 1
         self.connections_total += 1
@@ -242,6 +272,8 @@ class HttpFront:
             "refused": self.refused,
             "requests": self.requests,
             "errors": dict(self.errors),
+            "backlog_waits": self.backlog_waits,
+            "dropped_unread": self.dropped_unread,
         }
 
     # -- requests --------------------------------------------------------------------
@@ -250,6 +282,9 @@ class HttpFront:
         self.requests += 1
         try:
             return await self._route(request)
+        except _Gone:
+            self.dropped_unread += 1
+            return web.Response(status=499)  # written nowhere: the connection is closed
         except _HttpError as exc:
             self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
             body = proto.error_line(exc.code, exc.message)
@@ -267,18 +302,22 @@ class HttpFront:
         if path == "/fire":
             self._expect(method, "POST")
             self._authorize(request)
+            await self._admit(request)
             return self._json(await self._fire(await self._body(request)))
         if path.startswith("/tasks/"):
             self._expect(method, "GET")
             self._authorize(request)
+            await self._admit(request)
             return self._json(await self._task(path[len("/tasks/") :]))
         if path == "/stats":
             self._expect(method, "GET")
             self._authorize(request)
+            await self._admit(request)
             return self._json(await self._stats_line())
         if path == "/metrics":
             self._expect(method, "GET")
             self._authorize(request)
+            await self._admit(request)
             reply = json.loads(await self._stats_line())
             if not reply.get("ok"):
                 return self._json(proto.reply_line(reply))
@@ -287,6 +326,7 @@ class HttpFront:
         if path == "/terminate":
             self._expect(method, "POST")
             self._authorize(request)
+            await self._admit(request)
             await self._body(request)  # JSON only, like every POST
             return self._json(await self._terminate())
         raise _HttpError(proto.UNKNOWN_OP, f"no such endpoint: {path[:100]}")
@@ -314,6 +354,27 @@ class HttpFront:
                 "send 'Authorization: Bearer <server_token>'" if not given else "wrong token",
                 {"WWW-Authenticate": "Bearer"},
             )
+
+    async def _admit(self, request: web.BaseRequest) -> None:
+        """Wait while the pipe to the main process is over its bound, as a TCP connection
+        is not read meanwhile; the body stays unread. :class:`_Gone` if the connection
+        closes first."""
+        server = self.server
+        handler = request.protocol
+        while server.main_paused and server.state is not ServerState.STOPPING:
+            if request.transport is None:
+                raise _Gone
+            if self.drained is None:  # paused before this front was told: never so
+                self.drained = server.loop.create_future()
+            self.backlog_waits += 1
+            gone: asyncio.Future[None] = server.loop.create_future()
+            self.waiting[handler] = gone
+            try:
+                await asyncio.wait((self.drained, gone), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                del self.waiting[handler]
+            if gone.done():
+                raise _Gone
 
     async def _body(self, request: web.BaseRequest) -> bytes:
         """The request body: JSON by its content type, at most ``max_message_bytes``."""

@@ -208,6 +208,8 @@ class Server:
         self.acks: list[tuple[Conn, int, str]] = []
         self.state = _ACCEPTING if settings.accepting else ServerState.REFUSING
         self.main_paused = False
+        self.backlog_listeners: list[Callable[[bool], None]] = []
+        """Told each change of :attr:`main_paused` (the HTTP front, which reads no Conn)."""
         self.buffered = 0
         """Reply bytes in the clients' transports (as last sampled; see :meth:`account`)."""
         self.replies_paused = False
@@ -335,6 +337,8 @@ class Server:
         self.main_paused = paused
         for conn in self.conns:
             conn.update_reading()
+        for listener in self.backlog_listeners:
+            listener(paused)
 
     # -- reply bytes buffered toward the clients --------------------------------------
 
