@@ -13,7 +13,6 @@ WAIT = 60.0
 
 SERVER_MODULES = {
     "rigger_mp",
-    "rigger_mp.errors",  # the protocol's exceptions
     "rigger_mp.protocol",
     "rigger_mp.server",
     "rigger_mp.server.channel",
