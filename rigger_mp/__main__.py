@@ -6,7 +6,8 @@ import sys
 # `python -m` puts the working directory first on sys.path. Moved last, a hmac.py or
 # json.py there never shadows a standard or installed module, here or in the worker
 # processes (which get this sys.path), while a plugin module there that a config names
-# still imports, as it does under the `rigger-mp` script (whose sys.path lacks it).
+# still imports, as it does under the `rigger-mp` script (rigger_mp.cli.cwd_last, which
+# appends it there).
 if sys.path and sys.path[0] in ("", os.getcwd()):
     sys.path.append(sys.path.pop(0))
 

@@ -72,3 +72,19 @@ def test_the_root_in_the_locals_is_the_dispatchers_whatever_the_event_says(
             assert got["artifacts_root"] == str(root.absolute())
         with pytest.raises(ValueError, match="outside the artifacts root"):
             rigger.fire_hook(READY_EVENT, test_name="t", artifact_path="/etc").result()
+
+
+def test_artifacts_ready_carries_the_run_id_of_its_finish_test(tmp_path: Path) -> None:
+    rigger = Rigger()
+    install(rigger, tmp_path / "root")
+    seen: list[tuple[str, object]] = []
+
+    def ready(test_name: str, run_id: object = None) -> None:
+        seen.append((test_name, run_id))
+
+    rigger.register_hook_callback(READY_EVENT, "post", ready)
+    with rigger:
+        rigger.fire_hook("finish_test", test_name="t1", run_id="r1", test_result="passed")
+        rigger.fire_hook("finish_test", test_name="t2", test_result="passed")
+    # stop() ran the artifacts_ready events the finish_tests fired
+    assert seen == [("t1", "r1"), ("t2", None)]

@@ -47,12 +47,32 @@ def rigger_mp(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     )
 
 
-class Served:
-    """A ``rigger-mp serve`` subprocess and the address it printed."""
+def script() -> str:
+    """The ``rigger-mp`` console script of this venv (not ``python -m rigger_mp``)."""
+    path = shutil.which("rigger-mp", path=os.path.dirname(sys.executable))
+    assert path is not None, "the rigger-mp console script is not installed"
+    return path
 
-    def __init__(self, *args: str, cwd: Path) -> None:
+
+def run_script(
+    *args: str, cwd: Path = ROOT, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``rigger-mp ARGS`` (the console script) to completion."""
+    return subprocess.run(
+        [script(), *args], env=env(), capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+
+
+class Served:
+    """A ``rigger-mp serve`` subprocess and the address it printed.
+
+    ``python -m rigger_mp serve``, or with ``console_script`` the ``rigger-mp`` script.
+    """
+
+    def __init__(self, *args: str, cwd: Path, console_script: bool = False) -> None:
+        command = [script()] if console_script else [sys.executable, "-m", "rigger_mp"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rigger_mp", "serve", "--port", "0", *args],
+            [*command, "serve", "--port", "0", *args],
             env=env(),
             cwd=cwd,
             stdout=subprocess.PIPE,
@@ -115,9 +135,7 @@ def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[s
 
 
 def test_console_script_and_module_both_run() -> None:
-    script = shutil.which("rigger-mp", path=os.path.dirname(sys.executable))
-    assert script is not None, "the rigger-mp console script is not installed"
-    for argv in ([script, "--help"], [sys.executable, "-m", "rigger_mp", "--help"]):
+    for argv in ([script(), "--help"], [sys.executable, "-m", "rigger_mp", "--help"]):
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env())
         assert done.returncode == 0, done.stderr
         for command in ("serve", "fire", "ping", "status", "terminate", "demo"):
@@ -198,7 +216,11 @@ def test_client_commands_exit_1_when_nobody_listens() -> None:
             "rigger-mp ping: cannot reach the dispatcher at 127.0.0.1:1: "
             "ConnectionResetError: [Errno 104] Connection reset by peer",
         ),
-        (RemoteError("unauthorized", "wrong token"), "rigger-mp ping: [unauthorized] wrong token"),
+        (
+            RemoteError("unauthorized", "wrong token"),
+            "rigger-mp ping: [unauthorized] wrong token (the dispatcher has a server_token: "
+            "give it with --token TOKEN or $RIGGER_MP_TOKEN)",
+        ),
         (ShuttingDown(), "rigger-mp ping: ShuttingDown"),
     ],
     ids=["os-error", "rigger-error", "no-message"],
@@ -391,3 +413,95 @@ def test_nan_value_is_sent_as_a_string() -> None:
         "y": 1,
         "z": "Infinity",
     }
+
+
+# -- issue #12: the CLI items -------------------------------------------------------------
+
+
+def test_fire_takes_options_among_the_key_value_items(served_default: Served) -> None:
+    port = served_default.port
+    done = run_script("fire", "start_test", "--port", port, "test_name=t1", "--result", "n=3")
+    assert done.returncode == 0, done
+    output = json.loads(done.stdout)
+    assert (output["test_name"], output["n"]) == ("t1", 3)
+    # a word left over that is an option is still refused
+    done = run_script("fire", "start_test", "--port", port, "test_name=t1", "--rsult")
+    assert done.returncode == 2 and "unrecognized arguments: --rsult" in done.stderr, done
+
+
+def test_the_console_script_imports_a_plugin_module_from_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "cwd_plugin_mod.py").write_text(
+        "from rigger_mp import RiggerBasePlugin\n\n\n"
+        "class Here(RiggerBasePlugin):\n"
+        "    def plugin_initialize(self):\n"
+        "        self.register_plugin_hook('where', self.where)\n\n"
+        "    def where(self):\n"
+        "        return {'here': self.ident}, None\n"
+    )
+    config = tmp_path / "rigger.yaml"
+    config.write_text("plugins:\n  mine:\n    plugin: cwd_plugin_mod:Here\n")
+    done = run_script("serve", "--check", "-c", str(config), cwd=tmp_path)
+    assert done.returncode == 0 and "mine (cwd_plugin_mod:Here)" in done.stdout, done
+    served = Served("-c", str(config), cwd=tmp_path, console_script=True)
+    try:
+        done = served.cmd("fire", "where", "--result")
+        assert done.returncode == 0, done
+        assert json.loads(done.stdout)["here"] == "mine"
+        assert served.cmd("terminate").returncode == 0
+        status, _, err = served.finish()
+        assert status == 0, err
+    finally:
+        served.kill()
+
+
+def test_the_token_error_says_how_to_give_one(tmp_path: Path) -> None:
+    config = tmp_path / "rigger.yaml"
+    config.write_text("server_token: s3cret\nplugins: {}\n")
+    served = Served("-c", str(config), cwd=tmp_path)
+    try:
+        for given in ([], ["--token", "wrong"]):
+            done = run_script("ping", "--port", served.port, *given)
+            assert done.returncode == 1, done
+            line = done.stderr.strip()
+            assert "unauthorized" in line and "server_token" in line, line
+            assert "--token TOKEN or $RIGGER_MP_TOKEN" in line, line
+        done = run_script("terminate", "--port", served.port, "--token", "s3cret")
+        assert done.returncode == 0, done
+        status, _, err = served.finish()
+        assert status == 0, err
+    finally:
+        served.kill()
+
+
+def _subcommands() -> list[list[str]]:
+    """Every subcommand path of the parser: ``[serve]``, ..., ``[journal, list]``, ..."""
+    import argparse
+
+    from rigger_mp.cli.commands import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> list[list[str]]:
+        found = []
+        for action in parser._actions:  # argparse has no public list of sub-parsers
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.append([*path, name])
+                    found.extend(walk(sub, [*path, name]))
+        return found
+
+    return walk(build_parser(), [])
+
+
+def test_every_subcommands_help_says_what_it_does() -> None:
+    paths = _subcommands()
+    assert ["ping"] in paths and ["journal", "list"] in paths
+    for path in paths:
+        done = run_script(*path, "--help")
+        assert done.returncode == 0, done
+        # argparse prints: usage (up to a blank line), then the description paragraph
+        paragraphs = done.stdout.split("\n\n")
+        assert paragraphs[0].startswith(f"usage: rigger-mp {' '.join(path)}"), done.stdout
+        description = " ".join(paragraphs[1].split())
+        assert not description.endswith(":"), f"{path}: no description:\n{done.stdout}"
+        assert len(description.split()) >= 8, f"{path}: says too little: {description!r}"

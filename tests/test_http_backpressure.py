@@ -108,7 +108,8 @@ def test_a_flood_of_fires_while_the_main_process_is_held_stays_bounded(
     # Past the pipe's bound (4 MiB, some 40 of these fires) the abandoned ones were
     # never read, so never accepted: the rest of the 600 cost the server nothing.
     # Measured: 600 grew the server's peak 17.7 MB against 16.5 MB for 60 (without the
-    # bound: 232.6 MB, all 600 accepted).
-    assert large["grown"] - small["grown"] < 16 * 2**20, (small["grown"], large["grown"])
+    # bound: 232.6 MB, all 600 accepted); 24 MB once on a loaded machine. 64 MiB is far
+    # below what the unbounded buffer took.
+    assert large["grown"] - small["grown"] < 64 * 2**20, (small["grown"], large["grown"])
     assert large["gone"] < 200, large["gone"]
     assert large["http"]["backlog_waits"] > 0 and large["http"]["dropped_unread"] > 0

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import ConfigError, PluginError, RiggerError, describe_error
-from ..protocol import DEFAULT_PORT, TOKEN_ENV
+from ..protocol import DEFAULT_PORT, TOKEN_ENV, UNAUTHORIZED
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -153,8 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     fire = sub.add_parser(
         "fire",
         help="fire one event",
-        description="Fire one event. Each KEY=VALUE goes into the event's data; a VALUE "
-        'is parsed as JSON when it can be (3, true, null, "x", [1]), else taken as a string.',
+        description="Fire one event and print its tid. Each KEY=VALUE goes into the "
+        'event\'s data; a VALUE is parsed as JSON when it can be (3, true, null, "x", [1]), '
+        "else taken as a string. Options may come before, between or after the KEY=VALUE "
+        "items.",
     )
     fire.add_argument("hook", metavar="HOOK", help="the event name, e.g. start_test")
     fire.add_argument("items", metavar="KEY=VALUE", nargs="*", help="event data")
@@ -168,7 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--wait", action="store_true", help="wait for the event to finish")
     _add_client_options(fire)
 
-    ping = sub.add_parser("ping", help="check that a dispatcher answers", description="Ping.")
+    ping = sub.add_parser(
+        "ping",
+        help="check that a dispatcher answers",
+        description="Check that a dispatcher answers: send it a ping (answered by its "
+        "server process), print `pong from HOST:PORT` and exit 0; exit 1 when it cannot be "
+        "reached or refuses (a wrong or missing --token).",
+    )
     _add_client_options(ping)
 
     status = sub.add_parser(
@@ -269,10 +277,28 @@ def parse_items(items: Sequence[str], data: str | None) -> dict[str, Any]:
     return result
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, but ``fire``'s KEY=VALUE items may follow its options.
+
+    argparse fills ``fire``'s positionals from the first run of them only, so in
+    ``fire start_test --port N test_name=t1`` the item is left over; left-over words
+    that are not options are ``fire``'s items, in command-line order. (argparse's
+    ``parse_intermixed_args`` refuses a parser with sub-parsers.) Anything else left
+    over is the usual "unrecognized arguments" error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "fire":
+        args.items = [*args.items, *(word for word in extra if not word.startswith("-"))]
+        extra = [word for word in extra if word.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -303,6 +329,11 @@ def _describe(exc: BaseException, args: argparse.Namespace) -> str:
         text = describe_error(exc)
     if isinstance(exc, OSError) and args.command != "serve" and hasattr(args, "host"):
         return f"cannot reach the dispatcher at {args.host}:{args.port}: {text}"
+    if getattr(exc, "code", None) == UNAUTHORIZED:  # say how to give one
+        how = f"with --token TOKEN or ${TOKEN_ENV}"
+        if getattr(args, "token", None) is None:
+            return f"{text} (the dispatcher has a server_token: give it {how})"
+        return f"{text} (give the dispatcher's server_token {how})"
     return text
 
 

@@ -43,10 +43,18 @@ def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         dest="journal_command", metavar="COMMAND", parser_class=parser_class, required=True
     )
     commands.add_parser(
-        "list", parents=[common], help="pending and dead events", description="List events."
+        "list",
+        parents=[common],
+        help="pending and dead events",
+        description="List the journal's pending and dead events, one line each: seq, tid, "
+        "hook, age and attempts.",
     )
     show = commands.add_parser(
-        "show", parents=[common], help="one event and its data", description="Show events."
+        "show",
+        parents=[common],
+        help="one event and its data",
+        description="Show the journal's event(s) with tid TID: state, seq, hook, age, "
+        "attempts and data (JSON data as JSON; pickled data as its size unless --unpickle).",
     )
     show.add_argument("tid", metavar="TID")
     show.add_argument(
@@ -65,7 +73,10 @@ def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     which.add_argument("tids", metavar="TID", nargs="*", default=[])
     which.add_argument("--all-dead", action="store_true", help="every dead event")
     purge = commands.add_parser(
-        "purge", parents=[common], help="delete dead events", description="Purge events."
+        "purge",
+        parents=[common],
+        help="delete dead events",
+        description="Delete the journal's dead events (--dead); pending events are kept.",
     )
     purge.add_argument("--dead", action="store_true", required=True, help="the dead events")
 

@@ -29,7 +29,7 @@ import yaml
 
 from ..core.config import ConfigSource, load_config
 from ..core.deadline import Deadline
-from ..core.loading import resolve_plugin
+from ..core.loading import instance_class
 from ..core.rigger import Rigger
 from ..errors import PluginError
 from ..plugins import artifacts, report
@@ -113,15 +113,16 @@ def build_config(
 def check(path: str | None) -> str:
     """Validate a config the way ``start()`` would, without starting anything.
 
-    Keys and types, then each enabled instance's plugin name (registered names do not
-    exist here: built-ins, entry points and ``module:Class`` do), then each instance is
-    built, so ``plugin_initialize()`` checks its own settings.
+    Keys and types, then each instance's plugin name (registered names do not exist
+    here: built-ins, entry points and ``module:Class`` do) and the keys its plugin
+    declares (errors name the file and line), then each enabled instance is built, so
+    ``plugin_initialize()`` checks its own settings.
     """
     raw = build_config(path)
     settings = load_config(raw)
     names = []
     for ident, spec in settings.plugins.items():
-        cls = resolve_plugin(spec.plugin, ident, {})
+        cls = instance_class(spec, path or settings.source, {})
         if spec.enabled:
             try:
                 cls(ident, spec.data, None)

@@ -22,6 +22,7 @@ from ..errors import PluginError
 from ..plugins import BUILTIN
 from .config import InstanceConfig
 from .plugin import RiggerBasePlugin
+from .plugin_config import check_instance_keys
 
 PluginClass = type[RiggerBasePlugin]
 
@@ -89,6 +90,16 @@ def resolve_plugin(name: str, ident: str, registered: Mapping[str, PluginClass])
         f"or give an importable 'package.module:Class'; packages provide plugins "
         f"through the entry point group {ENTRY_POINT_GROUP!r})"
     )
+
+
+def instance_class(
+    spec: InstanceConfig, source: str, registered: Mapping[str, PluginClass]
+) -> PluginClass:
+    """The class of instance ``spec``, its keys checked against what the class declares
+    (``source`` is :attr:`RiggerConfig.source`, so that an error names the file)."""
+    cls = resolve_plugin(spec.plugin, spec.ident, registered)
+    check_instance_keys(cls, spec, source)
+    return cls
 
 
 @dataclass(frozen=True)

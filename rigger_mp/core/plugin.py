@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .calling import Callee, describe
 
@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+ConfigKeys = Mapping[str, type | tuple[type, ...]]
+"""What a plugin class declares in ``config_keys``: key -> type, or a tuple of types."""
 
 
 class Dispatcher:
@@ -39,7 +42,16 @@ class RiggerBasePlugin:
 
     Subclasses bind their hooks in :meth:`plugin_initialize`, which runs once per
     instance. ``ident`` is the instance's name in the config and ``data`` its mapping.
+
+    ``config_keys`` declares the keys an instance of the plugin accepts and their types
+    (``type(None)`` in a tuple allows null; ``plugin``, ``enabled`` and ``background``
+    are always allowed): ``start()`` and ``serve --check`` then reject an unknown key
+    or a wrong type (see :mod:`rigger_mp.core.plugin_config`). ``None``, the default,
+    declares nothing and accepts any key. A subclass that adds keys extends its base's
+    mapping: ``config_keys = {**Base.config_keys, "extra": int}``.
     """
+
+    config_keys: ClassVar[ConfigKeys | None] = None
 
     def __init__(
         self, ident: str, data: Mapping[str, Any], rigger: Dispatcher | None = None

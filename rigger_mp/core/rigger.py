@@ -21,7 +21,7 @@ from ..pool.background import Background
 from .calling import Callee, describe
 from .config import ConfigSource, RiggerConfig, load_config
 from .deadline import Deadline
-from .loading import PluginClass, PluginInstance, resolve_plugin
+from .loading import PluginClass, PluginInstance, instance_class
 from .loop import Backgrounded, EventLoop, Phase, Plan
 from .plugin import Dispatcher, RiggerBasePlugin
 from .port import EventSpec
@@ -268,7 +268,7 @@ class Rigger(Dispatcher):
     def _build_instances(self, settings: RiggerConfig) -> dict[str, PluginInstance]:
         instances: dict[str, PluginInstance] = {}
         for ident, spec in settings.plugins.items():
-            cls = resolve_plugin(spec.plugin, ident, self.plugins)
+            cls = instance_class(spec, settings.source, self.plugins)
             if not spec.enabled:
                 continue
             try:

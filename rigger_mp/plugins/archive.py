@@ -64,14 +64,14 @@ import tarfile
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, NamedTuple, NoReturn
+from typing import IO, Any, ClassVar, NamedTuple, NoReturn
 
 if sys.version_info >= (3, 14):
     from compression import zstd
 else:  # the backport of the 3.14 module: same API, one code path
     from backports import zstd
 
-from ..core.plugin import RiggerBasePlugin
+from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
 from .artifacts import TrustedRoot
 
@@ -100,6 +100,16 @@ Updates = tuple[None, dict[str, Any]]
 
 class ArchivePlugin(RiggerBasePlugin):
     """Packs ``artifact_path`` into ``<name>.tar.zst`` (or ``.tar.xz``, ``.tar.gz``)."""
+
+    config_keys: ClassVar[ConfigKeys] = {
+        "event": str,
+        "format": str,
+        "level": int,
+        "root": (str, type(None)),
+        "dest": (str, type(None)),
+        "remove_originals": bool,
+        "keep_errors": int,
+    }
 
     def plugin_initialize(self) -> None:
         data = self.data

@@ -12,7 +12,9 @@ with any plugins:
   inside it; a path outside it or the root itself fails the event, since events may come
   from the network and the archiver may delete what it packs (which checks again, with
   symlinks resolved, where it packs);
-- a post callback of ``finish_test`` fires ``artifacts_ready`` with the same names. By
+- a post callback of ``finish_test`` fires ``artifacts_ready`` with the same names
+  (``test_name``, ``test_location``, ``test_result``, ``artifact_path`` and, when the
+  ``finish_test`` had one, ``run_id``, which every event of a test run carries). By
   then every foreground hook of ``finish_test`` (the per-test log, say) has finished
   writing, so a backgrounded archiver bound to ``artifacts_ready`` packs a complete
   directory. Bound to ``finish_test`` itself it would race those hooks: backgrounded
@@ -92,13 +94,16 @@ def install(rigger: Rigger, root: str | os.PathLike[str]) -> None:
         artifact_path: str,
         test_location: str = "",
         test_result: str | None = None,
+        run_id: Any = None,
     ) -> None:
+        names: dict[str, Any] = {} if run_id is None else {"run_id": run_id}
         rigger.fire_hook(
             READY_EVENT,
             test_name=test_name,
             test_location=test_location,
             test_result=test_result,
             artifact_path=artifact_path,
+            **names,
         )
 
     for event in ("start_test", "finish_test", READY_EVENT):

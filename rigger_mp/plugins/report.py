@@ -52,10 +52,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
-from ..core.plugin import RiggerBasePlugin
+from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
 from .archive import ArchivePlugin
 
@@ -140,6 +140,12 @@ def _bucket(seconds: float) -> int:
 
 class ReportPlugin(RiggerBasePlugin):
     """Writes ``<dir>/report.html`` at each ``finish_session``."""
+
+    config_keys: ClassVar[ConfigKeys] = {
+        "dir": str,
+        "max_tests": int,
+        "archive": (str, type(None)),
+    }
 
     def plugin_initialize(self) -> None:
         data = self.data

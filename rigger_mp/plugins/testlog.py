@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import ClassVar
 
-from ..core.plugin import RiggerBasePlugin
+from ..core.plugin import ConfigKeys, RiggerBasePlugin
 
 
 class TestLog(RiggerBasePlugin):
@@ -14,6 +15,7 @@ class TestLog(RiggerBasePlugin):
     """
 
     __test__ = False  # not a pytest test class, whatever its name says
+    config_keys: ClassVar[ConfigKeys] = {}  # no keys of its own
 
     def plugin_initialize(self) -> None:
         self.register_plugin_hook("start_test", self.start_test)

@@ -1,0 +1,364 @@
+"""Every Python and shell example of README.md runs as written.
+
+Each ```python, ```sh, ```bash and ```console block is one test, run in a tmp dir of its
+own: Python with this venv's interpreter, shell with ``bash -e``, a console block command
+by command (each ``$ `` line, with its continuation lines), its output compared with the
+lines the README shows under it (a JSON line as a subset of the real one: the README
+leaves out what the reader does not need). ``rigger-mp`` is on PATH from this venv.
+
+A block may be preceded by a marker line the test reads:
+
+- ``<!-- readme-test: needs-server -->``: a ``rigger-mp serve`` (embedded default config,
+  port 0) runs for the block; ``21212`` in the block is replaced by its port. With
+  ``needs-server http`` it also serves HTTP, whose port replaces ``8080``;
+  ``requires=PROGRAM`` skips the block, saying so, where PROGRAM is not installed.
+- ``<!-- readme-test: file NAME -->`` on a block of any language: the block is not run,
+  it is written to NAME in every block's tmp dir (a config file the examples read).
+- ``<!-- readme-test: synopsis -->``: command lines with placeholders, not meant to run;
+  each names a real subcommand and only options its ``--help`` lists.
+- ``<!-- readme-test: skip REASON -->``: cannot run here (installs from the package index,
+  needs other hosts); the reason is the skip's.
+
+A block leaves no process behind: it runs in a session of its own, and every process
+still in that session when it ends fails the test (and is killed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.conftest import assert_processes_gone
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+RUN = {"python": "python", "sh": "shell", "bash": "shell", "console": "console"}
+MARKER = re.compile(r"<!-- readme-test: (?P<kind>[a-z-]+)(?: (?P<arg>.*?))? -->")
+KINDS = ("needs-server", "file", "synopsis", "skip")
+DEFAULT_PORT, DEFAULT_HTTP_PORT = "21212", "8080"
+SERVING = re.compile(r"rigger-mp: serving on [\d.]+:(?P<port>\d+) \(pid \d+\)")
+HTTP = re.compile(r"rigger-mp: HTTP on http://[\d.]+:(?P<port>\d+)/")
+TIMEOUT = 180
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # of the opening fence, 1-based
+    lang: str
+    text: str
+    kind: str | None  # the marker's
+    arg: str
+
+    @property
+    def ident(self) -> str:
+        return f"L{self.line}-{self.lang}" + (f"-{self.kind}" if self.kind else "")
+
+
+def read_blocks() -> list[Block]:
+    """The fenced blocks of README.md, each with the marker on the line before it."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    blocks = []
+    i = 0
+    while i < len(lines):
+        fence = re.fullmatch(r"```(\S*)\s*", lines[i])
+        if fence is None:
+            i += 1
+            continue
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        marker = MARKER.fullmatch(lines[i - 1].strip()) if i else None
+        kind, arg = (marker["kind"], marker["arg"] or "") if marker else (None, "")
+        assert kind is None or kind in KINDS, f"README.md:{i}: unknown marker {kind!r}"
+        text = "\n".join(lines[i + 1 : end]) + "\n"
+        blocks.append(Block(i + 1, fence[1], text, kind, arg))
+        i = end + 1
+    return blocks
+
+
+BLOCKS = read_blocks()
+FILES = {b.arg: b.text for b in BLOCKS if b.kind == "file"}
+EXAMPLES = [b for b in BLOCKS if b.lang in RUN and b.kind != "file"]
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """This venv's bin first on PATH (its python, its rigger-mp), nothing of the checkout."""
+    bin_dir = os.path.dirname(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RIGGER_MP_TOKEN")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+# -- a server for the blocks that need one ------------------------------------------------
+
+
+class Server:
+    """``rigger-mp serve --port 0`` (and ``--http 0``) in ``cwd``, until :meth:`close`."""
+
+    def __init__(self, cwd: Path, http: bool) -> None:
+        args = ["rigger-mp", "serve", "--port", "0", "--artifacts", str(cwd / "served")]
+        self.log = cwd / "serve.log"  # a file: a pipe nobody reads could fill and block it
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [*args, *(["--http", "127.0.0.1:0"] if http else [])],
+                cwd=cwd,
+                env=venv_env(),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline()  # blocks until it listens, or died
+        match = SERVING.match(first)
+        if match is None:
+            self.proc.kill()
+            self.proc.communicate()
+            raise AssertionError(f"serve did not start: {first!r}\n{self.log.read_text()}")
+        self.port = match["port"]
+        self.http_port = None
+        if http:
+            found = HTTP.match(self.proc.stdout.readline())
+            assert found is not None, "serve --http printed no HTTP line"
+            self.http_port = found["port"]
+        self.children = {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
+
+    def substitute(self, text: str) -> str:
+        text = text.replace(DEFAULT_PORT, self.port)
+        return text if self.http_port is None else text.replace(DEFAULT_HTTP_PORT, self.http_port)
+
+    def close(self) -> None:
+        """Stop it unless the block did; no process of it is left.
+
+        With ``terminate``, not a signal: a block that terminated it leaves it exiting
+        for a moment, and a signal then would abandon; a terminate it no longer takes
+        fails to connect, and the wait below is the same.
+        """
+        if self.proc.poll() is None:
+            subprocess.run(
+                ["rigger-mp", "terminate", "--port", self.port, "--timeout", "60"],
+                env=venv_env(),
+                capture_output=True,
+                timeout=90,
+            )
+        try:
+            self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+        assert_processes_gone({self.proc.pid, *self.children})
+        code = self.proc.returncode
+        assert code == 0, f"serve exited {code}:\n{self.log.read_text()}"
+
+
+# -- running a block ----------------------------------------------------------------------
+
+
+def session_left(sid: int) -> list[psutil.Process]:
+    """Live processes of session ``sid`` (the block's, once its leader has exited)."""
+    left = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return left
+
+
+def run(argv: list[str], cwd: Path, what: str) -> str:
+    """Run ``argv`` in a session of its own; its stdout; fail on a non-zero status or on a
+    process it left behind."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=venv_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        # helpers that end on their parent's exit (multiprocessing's resource tracker)
+        # may still be on their way out: wait on them, then whatever is left was left
+        _, left = psutil.wait_procs(session_left(proc.pid), timeout=10)
+        names = []
+        for orphan in left:
+            with contextlib.suppress(psutil.Error):
+                names.append((orphan.pid, orphan.name()))
+                orphan.kill()
+    assert proc.returncode == 0, f"{what} exited {proc.returncode}\nstdout:\n{out}\nstderr:\n{err}"
+    assert not names, f"{what} left processes behind: {names}"
+    return out
+
+
+def console_steps(text: str) -> list[tuple[str, list[str]]]:
+    """(command, the output lines shown under it) for each ``$ `` of a console block.
+
+    A command goes on over the next lines until it is complete shell words (a trailing
+    backslash or an open quote continues it).
+    """
+    steps: list[tuple[str, list[str]]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        assert lines[i].startswith("$ "), f"console block: output before a command: {lines[i]!r}"
+        command = lines[i][2:]
+        i += 1
+        while not complete(command):
+            command += "\n" + lines[i]
+            i += 1
+        output = []
+        while i < len(lines) and not lines[i].startswith("$ "):
+            output.append(lines[i])
+            i += 1
+        steps.append((command, output))
+    return steps
+
+
+def complete(command: str) -> bool:
+    try:
+        shlex.split(command)
+    except ValueError:  # an open quote, or a backslash at the end
+        return False
+    return True
+
+
+def subset(shown: Any, real: Any) -> bool:
+    """Whether the JSON value ``shown`` is ``real`` with keys of objects left out."""
+    if isinstance(shown, dict):
+        return isinstance(real, dict) and all(
+            key in real and subset(value, real[key]) for key, value in shown.items()
+        )
+    return bool(shown == real)
+
+
+def check_output(command: str, shown: list[str], out: str) -> None:
+    real = out.splitlines()
+    assert len(real) == len(shown), f"$ {command}\nthe README shows {shown}, it printed {real}"
+    for want, got in zip(shown, real, strict=True):
+        try:
+            want_json = json.loads(want)
+        except ValueError:
+            assert got == want, f"$ {command}\nthe README shows {want!r}, it printed {got!r}"
+            continue
+        assert subset(want_json, json.loads(got)), (
+            f"$ {command}\nthe README shows {want}, it printed {got}"
+        )
+
+
+def check_synopsis(block: Block) -> None:
+    """Each line names a real (sub)command and only options its --help lists."""
+    from rigger_mp.cli.commands import build_parser
+
+    parser = build_parser()
+    for line in block.text.splitlines():
+        line = re.split(r"\s#", line, maxsplit=1)[0].strip()
+        if not line:
+            continue
+        assert line.startswith("rigger-mp "), f"README.md:{block.line}: {line!r}"
+        for segment in split_alternatives(line.removeprefix("rigger-mp ")):
+            words = segment.split()
+            path = []
+            for word in words:
+                if not re.fullmatch(r"[a-z][a-z-]*", word):
+                    break
+                path.append(word)
+            helptext = subcommand(parser, path).format_help()
+            for option in re.findall(r"(?<![\w-])--?[a-zA-Z][\w-]*", segment):
+                assert option in helptext, (
+                    f"README.md:{block.line}: rigger-mp {' '.join(path)} has no {option}"
+                )
+
+
+def split_alternatives(text: str) -> list[str]:
+    """``ping | status [--json] | terminate`` -> its commands; a ``|`` in ``[...]`` stays."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def subcommand(parser: argparse.ArgumentParser, path: list[str]) -> argparse.ArgumentParser:
+    for name in path:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        assert subs and name in subs[0].choices, f"rigger-mp has no command {name!r}"
+        parser = subs[0].choices[name]
+    return parser
+
+
+@pytest.fixture
+def block_dir(tmp_path: Path) -> Iterator[Path]:
+    """A tmp dir holding the README's ``file`` blocks."""
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    yield tmp_path
+
+
+@pytest.mark.parametrize("block", EXAMPLES, ids=[b.ident for b in EXAMPLES])
+def test_readme_block_runs_as_written(block: Block, block_dir: Path) -> None:
+    if block.kind == "skip":
+        assert block.arg, f"README.md:{block.line}: a skip marker must say why"
+        pytest.skip(f"README.md:{block.line}: {block.arg}")
+    if block.kind == "synopsis":
+        check_synopsis(block)
+        return
+    options = block.arg.split()
+    for option in options:
+        program = option.removeprefix("requires=")
+        if program != option and shutil.which(program) is None:
+            pytest.skip(f"README.md:{block.line}: needs {program}, which is not installed")
+    if "http" in options:  # the http extra, as the README says
+        pytest.importorskip("aiohttp", reason="HTTP example: aiohttp is missing")
+        pytest.importorskip("prometheus_client", reason="HTTP example: prometheus_client")
+    server = Server(block_dir, http="http" in options) if block.kind == "needs-server" else None
+    try:
+        text = block.text if server is None else server.substitute(block.text)
+        what = f"README.md:{block.line} ({block.lang})"
+        kind = RUN[block.lang]
+        if kind == "python":
+            (block_dir / "block.py").write_text(text, encoding="utf-8")
+            run([sys.executable, "block.py"], block_dir, what)
+        elif kind == "shell":
+            (block_dir / "block.sh").write_text(text, encoding="utf-8")
+            run(["bash", "-e", "block.sh"], block_dir, what)
+        else:
+            for command, shown in console_steps(text):
+                check_output(command, shown, run(["bash", "-e", "-c", command], block_dir, what))
+    finally:
+        if server is not None:
+            server.close()
+
+
+def test_the_markers_are_read() -> None:
+    """Every marker sits right before a block, and the README has what this file tests."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if MARKER.search(line):
+            assert lines[number + 1].startswith("```"), f"README.md:{number + 1}: {line}"
+    langs = {b.lang for b in EXAMPLES if b.kind not in ("skip", "synopsis")}
+    assert {"python", "sh", "console"} <= langs, langs
+    assert len([b for b in EXAMPLES if b.kind == "skip"]) <= 5  # kept few
