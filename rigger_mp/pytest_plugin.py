@@ -152,6 +152,9 @@ class RiggerSession:
         self.is_worker = workerinput is not None
         run_id = (workerinput or {}).get("rigger_run_id") or config.getoption("rigger_run_id")
         self.run_id: str = run_id or uuid.uuid4().hex
+        token = (workerinput or {}).get("rigger_token") or config.getoption("rigger_token")
+        self.token: str | None = token or os.environ.get(_TOKEN_ENV)
+        """The server's token: the option, else the environment, else the embedded config's."""
         self.address = ""
         self.client: RiggerClient | None = None
         self.rigger: Rigger | None = None
@@ -181,10 +184,7 @@ class RiggerSession:
             host, port = parse_address(address)
             where = f"the dispatcher at --rigger {address}"
         self.address = f"{host}:{port}"
-        token: str | None = self.config.getoption("rigger_token")
-        if token is None:
-            token = os.environ.get(_TOKEN_ENV)
-        client = RiggerClient(host, port, token=token)
+        client = RiggerClient(host, port, token=self.token)
         try:
             client.ping()
         except (RiggerError, OSError) as exc:
@@ -214,6 +214,7 @@ class RiggerSession:
         except (ConfigError, PluginError) as exc:
             raise pytest.UsageError(f"rigger_mp: --rigger-config {config_file}: {exc}") from None
         self.rigger, self.artifacts_root = rigger, root
+        self.token = self.token or settings.server_token  # its own server's, for the workers
         assert rigger.server_address is not None and rigger.server_port is not None
         return rigger.server_address, rigger.server_port
 
@@ -270,6 +271,7 @@ class RiggerSession:
         """Tell each xdist worker where the dispatcher is and the run's id."""
         node.workerinput["rigger_address"] = self.address
         node.workerinput["rigger_run_id"] = self.run_id
+        node.workerinput["rigger_token"] = self.token
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

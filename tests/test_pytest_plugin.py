@@ -488,6 +488,20 @@ def test_the_token_comes_from_the_option_or_the_environment(
         assert "unauthorized" in done.stderr
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
+def test_an_embedded_dispatcher_with_a_token_is_reached_with_it(
+    suite: Path, xdist: list[str]
+) -> None:
+    """--rigger-config FILE with a server_token: the plugin's own clients (the controller's
+    and every worker's) use that token; no option or environment variable is needed."""
+    config, record = recorder_config(suite)
+    config.write_text(config.read_text() + "server_token: s3cret-of-the-file\n")
+    done = run_pytest(suite, f"--rigger-config={config}", *xdist)
+    assert done.returncode == 1, done.stdout + done.stderr  # the sample suite has failures
+    assert "unauthorized" not in done.stdout + done.stderr
+    check_events(read_records(str(record)))
+
+
 def test_the_plugin_names_the_token_variable_of_the_protocol(suite: Path) -> None:
     assert pytest_plugin._TOKEN_ENV == TOKEN_ENV  # spelled out there: see its docstring
     assert f"${TOKEN_ENV}" in " ".join(run_pytest(suite, "--help").stdout.split())
