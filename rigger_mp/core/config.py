@@ -20,6 +20,7 @@ ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
 
 START_METHODS = ("forkserver", "spawn", "fork")
 POOLS = ("local", "dask")
+JOURNAL_SYNC_LEVELS = ("normal", "full")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class RiggerConfig:
     dask_workers: int | None = None
     dask_connect_timeout: float = 30.0
     dask_listen: str | None = None
+    # The journal (issue #13): see rigger_mp.core.journaling.
+    journal: str | None = None
+    journal_sync: str = "normal"
+    journal_max_attempts: int = 3
     plugins: dict[str, InstanceConfig] = field(default_factory=dict)
 
 
@@ -114,6 +119,13 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a host or host:port the Dask workers connect back to, or null",
     ),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
+    # The journal (issue #13): off without a path.
+    "journal": (
+        _optional(lambda v: isinstance(v, (str, os.PathLike)) and os.fspath(v) != ""),
+        "a file path or null (no journal)",
+    ),
+    "journal_sync": (lambda v: v in JOURNAL_SYNC_LEVELS, "normal or full"),
+    "journal_max_attempts": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
 }
 
 _INSTANCE_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -177,6 +189,8 @@ def load_config(source: ConfigSource) -> RiggerConfig:
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()
     }
+    if values.get("journal") is not None:
+        values["journal"] = os.fspath(values["journal"])
     for key in ("idle_timeout", "dask_connect_timeout"):
         if values.get(key) is not None:
             values[key] = float(values[key])

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from .calling import Callee, describe
@@ -35,11 +35,15 @@ from .port import EventSpec
 from .stage import EventRunner, ExcInfo, annotate
 from .task import Task
 
+if TYPE_CHECKING:
+    from .journaling import Journaling
+
 logger = logging.getLogger("rigger_mp")
 
 Backgrounded = tuple[PluginInstance, PluginHook]
-Submit = Callable[[tuple[Backgrounded, ...], dict[str, Any], str], None]
-"""Where an event's backgrounded hooks go: ``(hooks, event locals, event name)``."""
+Submit = Callable[[tuple[Backgrounded, ...], dict[str, Any], str], Sequence[int]]
+"""Where an event's backgrounded hooks go: ``(hooks, event locals, event name)``; the
+work ids it submitted."""
 
 
 class Plan(NamedTuple):
@@ -119,6 +123,8 @@ class EventLoop:
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
+        self.journal: Journaling | None = None
+        """Set by ``start()`` with a journal: fires commit first, ended events are marked."""
 
     @property
     def phase(self) -> Phase:
@@ -152,11 +158,40 @@ class EventLoop:
                 )
             self._accepted += 1
             task = Task(str(self._accepted), hook_name, kwargs, self._runners)
-            self._queue.put(task)
+            if self.journal is None:
+                self._queue.put(task)
+                return task
+        self._journaled(task, kwargs)
         return task
 
-    def accept_batch(self, events: Sequence[EventSpec]) -> list[Task]:
-        """Queue events accepted (tids given) elsewhere, in order: all, or ShuttingDown."""
+    def _journaled(self, task: Task, kwargs: dict[str, Any]) -> None:
+        """Commit ``task`` to the journal (outside the lock: fires group), then queue it.
+
+        A failed commit fails the event (counted failed) and raises to the caller.
+        """
+        assert self.journal is not None
+        try:
+            task.seq = self.journal.append(task.tid, task.hook_name, kwargs)
+        except BaseException as exc:
+            with self._lock:
+                self._failed += 1
+            task.set_running_or_notify_cancel()
+            task.set_exception(exc)
+            raise
+        with self._lock:
+            gone = self._phase is Phase.STOPPED  # no event thread: it runs at the next start
+            if not gone:
+                self._queue.put(task)
+        if gone:
+            self._abandon(task)
+
+    def accept_batch(
+        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
+    ) -> list[Task]:
+        """Queue events accepted (tids given) elsewhere, in order: all, or ShuttingDown.
+
+        ``seqs``: the events' journal seqs, when they were committed to the journal.
+        """
         with self._lock:
             if not self._admits(intake=True):
                 raise ShuttingDown(f"{len(events)} event(s): the dispatcher is {self._phase.value}")
@@ -164,8 +199,12 @@ class EventLoop:
             tasks = []
             for tid, hook_name, kwargs in events:
                 task = Task(tid, hook_name, kwargs, runners)
-                put(task)
                 tasks.append(task)
+            if seqs is not None:
+                for task, seq in zip(tasks, seqs, strict=True):
+                    task.seq = seq
+            for task in tasks:
+                put(task)
             self._accepted += len(tasks)
         return tasks
 
@@ -235,10 +274,20 @@ class EventLoop:
         with self._lock:
             self._move(Phase.NEW)
 
-    def run(self, events: EventRunner, submit: Submit) -> None:
+    def run(
+        self,
+        events: EventRunner,
+        submit: Submit,
+        first: tuple[Sequence[EventSpec], Sequence[int]] = ((), ()),
+    ) -> None:
         """STARTING → RUNNING: start the event thread on ``events``; hooks to background go
-        to ``submit``."""
+        to ``submit``. ``first``: journaled events (specs, seqs) to run before any other."""
         self._events, self._submit = events, submit
+        for (tid, hook_name, kwargs), seq in zip(*first, strict=True):
+            task = Task(tid, hook_name, kwargs, self._runners)
+            task.seq = seq
+            self._queue.put(task)
+            self._accepted += 1
         thread = threading.Thread(target=self._run_events, name="rigger_mp-events", daemon=True)
         thread.start()
         self._thread = thread
@@ -355,13 +404,14 @@ class EventLoop:
         hook_name, local = task.hook_name, task.local
         task.local = None
         assert local is not None
+        work_ids: Sequence[int] = ()
         try:
             plan = self._plans.get(hook_name) or self._plan(hook_name)
             if plan.pre:
                 events.stage(plan.pre, local, hook_name)
             if plan.background:
                 assert self._submit is not None
-                self._submit(plan.background, local, hook_name)
+                work_ids = self._submit(plan.background, local, hook_name)
             if plan.foreground:
                 events.stage(plan.foreground, local, hook_name)
             if plan.post:
@@ -378,6 +428,8 @@ class EventLoop:
         else:
             self._done += 1
             task.set_result(result)
+        if task.seq is not None and self.journal is not None:
+            self.journal.ended(task.seq, work_ids)
 
     def _run_call(self, call: _Call) -> None:
         try:

@@ -21,6 +21,7 @@ from ..pool.background import Background
 from .calling import Callee, describe
 from .config import ConfigSource, RiggerConfig, load_config
 from .deadline import Deadline
+from .journaling import Journaling
 from .loading import PluginClass, PluginInstance, resolve_plugin
 from .loop import Backgrounded, EventLoop, Phase, Plan
 from .plugin import Dispatcher, RiggerBasePlugin
@@ -59,6 +60,7 @@ class Rigger(Dispatcher):
         self._loop = EventLoop(self._plan_for, self.report_failure)
         self._executor: ThreadPoolExecutor | None = None
         self._background: Background | None = None
+        self._journal: Journaling | None = None
         # The TCP server (rigger_mp.server), when server_enabled: its real address.
         self._server: ServerSupervisor | None = None
         self.server_address: str | None = None
@@ -213,6 +215,7 @@ class Rigger(Dispatcher):
             settings = load_config(self.config_source)
             self.settings = settings
             self._loaded_config = settings.raw
+            self._journal = Journaling.open(settings)  # its faults raise here, naming the file
             self.instances = self._build_instances(settings)
             self._background = Background.start(self, self.instances, settings)
             if settings.threaded:
@@ -224,7 +227,7 @@ class Rigger(Dispatcher):
             squash = settings.squash_exceptions if self._squash is None else self._squash
             events = EventRunner(self._globals, squash, self.report_failure, self._executor)
             self._runner = events
-            self._loop.run(events, self._background.submit)
+            self._loop.run(events, self._background.submit, self._journal_hooks())
         except BaseException:
             self._undo_start()
             raise
@@ -238,11 +241,25 @@ class Rigger(Dispatcher):
         )
         return self
 
+    def _journal_hooks(self) -> tuple[Sequence[EventSpec], Sequence[int]]:
+        """With a journal: hook it into the loop and the background; the events to replay."""
+        journal, background = self._journal, self._background
+        if journal is None:
+            return (), ()
+        assert background is not None
+        self._loop.journal = journal
+        background.on_settled = journal.settled
+        return journal.claim()
+
     def _undo_start(self) -> None:
         """``start()`` raised: end what it had started, so that it may be called again."""
         if self._background is not None:
             self._background.close(drained=False)
             self._background = None
+        if self._journal is not None:
+            self._loop.journal = None
+            self._journal.close()
+            self._journal = None
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
@@ -333,6 +350,8 @@ class Rigger(Dispatcher):
             self._executor.shutdown(wait=ended)
         if self._server is not None:  # after the drain: its replies still reach clients
             self._server.stop(deadline.timeout)
+        if self._journal is not None:  # its last done marks, then the file's locks
+            self._journal.close()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` has finished (say, after a TCP ``terminate``)."""
@@ -367,15 +386,18 @@ class Rigger(Dispatcher):
         """
         return self._loop.fire(hook_name, kwargs)
 
-    def accept_batch(self, events: Sequence[EventSpec]) -> list[Task]:
+    def accept_batch(
+        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
+    ) -> list[Task]:
         """Queue ``(tid, hook_name, kwargs)`` events, accepted (tids given) elsewhere, in order.
 
         The TCP intake's entry point: one lock acquisition per batch instead of one per
         event. ``kwargs`` dicts become the events' locals as they are (not copied). Also
         taken during a stop, until the intake has passed the server's fence (see
         :meth:`stop`). All or nothing: else :class:`ShuttingDown` and none is queued.
+        ``seqs``: the events' journal seqs (the server process committed them).
         """
-        return self._loop.accept_batch(events)
+        return self._loop.accept_batch(events, seqs)
 
     def wait_background(self, timeout: float | None = None) -> bool:
         """Wait until every event accepted so far has run and its backgrounded hooks ended.
@@ -484,6 +506,8 @@ class Rigger(Dispatcher):
         }
         if self._server is not None:
             stats["server"] = self._server.stats()
+        if self._journal is not None:
+            stats["journal"] = self._journal.stats()
         return stats
 
     def uptime(self) -> float:

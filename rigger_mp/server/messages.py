@@ -11,6 +11,7 @@ from typing import Final
 
 # Server -> main: lists of (rid, kind, ...) items; or the READY or FENCE object alone.
 FIRE: Final = 0  # (rid, FIRE, hook_name, data, mode, tid); rid is NO_REPLY once acked here
+SEQ: Final = 6  # with a journal, a FIRE item has its journal seq here, after its tid
 STATUS: Final = 1  # (rid, STATUS, tid)
 STATS: Final = 2  # (rid, STATS)
 TERMINATE: Final = 3  # (rid, TERMINATE)
@@ -37,3 +38,6 @@ class ServerSettings:
     """Put before this process's fire counter to make a tid: unique per server process."""
     accepting: bool = True
     """False for a process started while the dispatcher stops: every fire is refused."""
+    journal: str | None = None
+    """The journal file: fires are committed to it before they are acked (issue #13)."""
+    journal_sync: str = "normal"

@@ -41,6 +41,7 @@ from typing import Any, Final
 
 from .. import protocol as proto
 from .channel import READ_SIZE, FrameReader, pack
+from .journaling import ServerJournal
 from .messages import (
     FENCE,
     FIRE,
@@ -78,10 +79,13 @@ def main(argv: list[str]) -> None:
     sock = socket.socket(fileno=sock_fd)
     settings = _read_settings(replies_fd)
     loop = asyncio.new_event_loop()
+    server: Server | None = None
     try:
         server = Server(loop, settings)
         loop.run_until_complete(server.run(sock, requests_fd, replies_fd))
     finally:
+        if server is not None and server.journal is not None:
+            server.journal.close()
         loop.close()
 
 
@@ -162,6 +166,8 @@ class Server:
         self.connections_total = 0
         self.messages = 0
         self.errors: Counter[str] = Counter()
+        # With a journal, fires are committed before they go into the pipe (.journaling).
+        self.journal = ServerJournal.open(self, settings)
 
     async def run(self, sock: socket.socket, requests_fd: int, replies_fd: int) -> None:
         """Connect the pipes, start listening, tell the main process, serve until told."""
@@ -203,7 +209,9 @@ class Server:
             return
         batch, self.outbox = self.outbox, []
         acks, self.acks = self.acks, []
-        if self.to_main is not None:
+        if self.journal is not None:
+            self.journal.send(batch, acks)
+        elif self.to_main is not None:
             self.to_main.write(pack(batch), acks)
 
     def release(self, acks: list[tuple[Conn, int, str]]) -> None:
@@ -216,12 +224,23 @@ class Server:
         for conn in touched:
             conn.flush()
 
+    def reply_all(self, replies: list[tuple[Conn, int, bytes]]) -> None:
+        """Write these replies to their connections (those still open)."""
+        touched: set[Conn] = set()
+        for conn, seq, line in replies:
+            if conn.state is not _LOST and conn.put(seq, line):
+                touched.add(conn)
+        for conn in touched:
+            conn.flush()
+
     def fence(self, n: int, quiesce: bool) -> None:
         """Answer fence request ``n`` behind every fire acked so far; maybe stop accepting."""
         if quiesce and self.state is _ACCEPTING:
             self.state = ServerState.REFUSING
         self.flush_outbox()
-        if self.to_main is not None:
+        if self.journal is not None:
+            self.journal.send_frame(pack((FENCE, n)))
+        elif self.to_main is not None:
             self.to_main.write(pack((FENCE, n)), [])
 
     def main_backlogged(self, paused: bool) -> None:
@@ -262,6 +281,8 @@ class Server:
                 "errors": dict(self.errors),
                 "waiting_on_main": len(self.pending),
             }
+            if self.journal is not None:
+                server["process"]["journal"] = self.journal.stats()
         try:
             return proto.reply_line({"ok": True, "stats": stats})
         except (TypeError, ValueError) as exc:
@@ -318,6 +339,9 @@ class Server:
     def _close_main(self) -> None:
         """Flush and close the pipe to the main process; the loop ends when it has closed."""
         self.flush_outbox()
+        if self.journal is not None and self.journal.busy():
+            self.journal.after(self._close_main)  # the batches still committing go first
+            return
         if self.to_main is not None:
             self.to_main.close()
         else:

@@ -172,6 +172,8 @@ class ServerSupervisor:
             max_message_bytes=settings.max_message_bytes,
             idle_timeout=settings.idle_timeout,
             stop_grace=STOP_GRACE,
+            journal=settings.journal,
+            journal_sync=settings.journal_sync,
         )
         self.address = settings.server_address
         self.port = settings.server_port
