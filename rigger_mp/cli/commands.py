@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="root of the per-test artifact directories (default: ./%(default)s)",
     )
     serve.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="no journal (default: the config's journal, else DIR/rigger-journal.sqlite "
+        "under --artifacts: acked events survive a crash and run at the next start)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
         default="info",
@@ -192,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it is off when not a tty)"
+    )
+    demo.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="no journal (default: DIR/rigger-journal.sqlite beside the artifacts)",
     )
     from . import journal
 
@@ -286,7 +297,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(serve.check(args.config))
             return EXIT_OK
         return serve.serve(
-            args.config, host=args.host, port=args.port, artifacts_root=args.artifacts
+            args.config,
+            host=args.host,
+            port=args.port,
+            artifacts_root=args.artifacts,
+            journal=not args.no_journal,
         )
     if command == "demo":
         from . import demo
@@ -297,6 +312,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             pool=args.pool,
+            journal=not args.no_journal,
         )
     if command == "journal":
         from . import journal
