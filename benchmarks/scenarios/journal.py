@@ -12,6 +12,12 @@ Rows of ~200 bytes (an event's JSON data) are appended to a fresh WAL journal:
 
 Each is measured with ``journal_sync`` ``normal`` and ``full``; the mean group size
 reached by 16 threads is reported beside. Figures are side by side in one run.
+
+``journal.dispatch`` measures the dispatcher itself (issue #13), side by side: a Rigger
+with its TCP server and one trivial hook, without a journal, with ``normal`` and with
+``full``, through the scenarios of :mod:`benchmarks.scenarios.tcp` (fire_many from 1
+and 16 clients, fire-and-wait-for-each-ack) and :mod:`benchmarks.scenarios.inprocess`
+(pipelined ``fire_hook``), with the mean group size each journal reached.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, interleaved
+from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, Target, interleaved
+from benchmarks.scenarios import inprocess, tcp
+from rigger_mp import Rigger
 from rigger_mp.journal import GroupCommitter, JournalStore, Sync, encode
 
 PER_ROW = "commit per row"
@@ -228,10 +236,149 @@ def throughput(ctx: RunContext) -> list[Measurement]:
     return out
 
 
+NO_JOURNAL = "no journal"
+NORMAL = "journal normal"
+FULL = "journal full"
+
+
+def _dispatcher(directory: str, sync: Sync | None) -> Rigger:
+    config: dict[str, object] = {
+        "server_enabled": True,
+        "server_port": 0,
+        "plugins": {"p": {"plugin": "trivial"}},
+    }
+    if sync is not None:
+        config.update(journal=os.path.join(directory, f"{sync}.db"), journal_sync=sync)
+    rigger = Rigger(config)
+    rigger.register_plugin(tcp.TrivialPlugin, "trivial")
+    return rigger.start()
+
+
+def _tcp(rigger: Rigger, clients: int, events: int, mode: str) -> Callable[[], float]:
+    """events/s of ``clients`` client processes, until the last event has run."""
+    processes = min(clients, 4)
+    port = rigger.server_port
+    assert port is not None
+
+    def sample() -> float:
+        got = tcp.run_clients(port, processes, clients // processes, events, mode)
+        start = time.perf_counter()
+        rigger.fire_hook("ev", x=-1).result(tcp.TIMEOUT)
+        return clients * events / (float(got["seconds"]) + time.perf_counter() - start)
+
+    return sample
+
+
+def _group_size(rigger: Rigger) -> float:
+    """Mean events per commit of the main process's committer (in-process fires)."""
+    main = rigger.stats().get("journal") or {}
+    return float(main.get("mean_group_size", 0.0))
+
+
+def _rate(sampler: Callable[[], tuple[float, float]]) -> Callable[[], float]:
+    """The events/s of an in-process ``pipelined`` sampler (its share column dropped)."""
+    return lambda: sampler()[0]
+
+
+def dispatch(ctx: RunContext) -> list[Measurement]:
+    """The dispatcher with and without a journal, side by side (issue #13)."""
+    name = "journal.dispatch"
+    directory = tempfile.mkdtemp(prefix="rigger_mp-bench-journal-")
+    riggers = {
+        NO_JOURNAL: _dispatcher(directory, None),
+        NORMAL: _dispatcher(directory, "normal"),
+        FULL: _dispatcher(directory, "full"),
+    }
+    cases = [
+        ("TCP fire_many, 1 client", 1, ctx.pick(40_000, 4_000), "pipelined", 0.7),
+        ("TCP fire_many, 16 clients", 16, ctx.pick(2_500, 250), "pipelined", 0.7),
+        ("TCP fire and wait for each ack, 1 client", 1, ctx.pick(3_000, 300), "request", 0.5),
+    ]
+    out: list[Measurement] = []
+    try:
+        for metric, clients, events, mode, ratio in cases:
+            got = interleaved(
+                {s: _tcp(r, clients, events, mode) for s, r in riggers.items()}, ctx.repeats
+            )
+            out.extend(_figures(name, metric, got, ratio, f"{clients} x {events} events"))
+        events = ctx.pick(30_000, 3_000)
+        metric = "in-process fire_hook, pipelined"
+        got = interleaved(
+            {s: _rate(inprocess.pipelined(r, events)) for s, r in riggers.items()}, ctx.repeats
+        )
+        out.extend(_figures(name, metric, got, 0.5, f"{events} events"))
+        for subject in (NORMAL, FULL):
+            server = tcp_server_group_size(riggers[subject])
+            out.append(
+                Measurement(
+                    name,
+                    "mean group size (events per commit) over the run",
+                    subject,
+                    "events",
+                    [server],
+                    True,
+                    note="the server process's committer (TCP fires)",
+                )
+            )
+            out.append(
+                Measurement(
+                    name,
+                    "mean group size, in-process fire_hook",
+                    subject,
+                    "events",
+                    [_group_size(riggers[subject])],
+                    True,
+                    note="the main process's committer: one thread blocks on each commit",
+                )
+            )
+    finally:
+        for rigger in riggers.values():
+            rigger.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    return out
+
+
+def tcp_server_group_size(rigger: Rigger) -> float:
+    """The server process's mean group size, read with a TCP ``stats``."""
+    from rigger_mp.client import RiggerClient
+
+    assert rigger.server_port is not None
+    client = RiggerClient("127.0.0.1", rigger.server_port)
+    try:
+        journal = client.stats()["server"]["process"]["journal"]
+    finally:
+        client.close()
+    return float(journal["mean_group_size"])
+
+
+def _figures(
+    name: str, metric: str, got: dict[str, list[float]], ratio: float, note: str
+) -> list[Measurement]:
+    return [
+        Measurement(name, metric, NO_JOURNAL, "events/s", got[NO_JOURNAL], True, note=note),
+        Measurement(
+            name,
+            metric,
+            NORMAL,
+            "events/s",
+            got[NORMAL],
+            True,
+            note="journal_sync: normal",
+            targets=(Target(">=", ratio, peer=NO_JOURNAL),),
+        ),
+        Measurement(name, metric, FULL, "events/s", got[FULL], True, note="journal_sync: full"),
+    ]
+
+
 SCENARIOS: list[Scenario] = [
     Scenario(
         "journal.group_commit",
         "journal rows/s: group commit with 1 and 16 threads vs a commit per row",
         throughput,
+    ),
+    Scenario(
+        "journal.dispatch",
+        "the dispatcher without a journal, with normal and with full: TCP and in-process",
+        dispatch,
     ),
 ]
