@@ -122,7 +122,7 @@ def test_a_failed_commit_fails_the_fire_and_nothing_runs(
             raise sqlite3.OperationalError("database or disk is full")
 
         monkeypatch.setattr(journal.store, "commit", broken)
-        with pytest.raises(JournalCommitError, match="j.db"):
+        with pytest.raises(JournalCommitError, match=r"j\.db"):
             rigger.fire_hook("ev", x=1)
         monkeypatch.undo()
         rigger.fire_hook("ev", x=2).result(timeout=10)

@@ -19,6 +19,14 @@ SERVER_MODULES = {
     "rigger_mp.server.channel",
     "rigger_mp.server.messages",
     "rigger_mp.server.process",
+    # The journal (issue #13): commit-before-ack; the package is stdlib + rigger_mp.errors.
+    "rigger_mp.server.journaling",
+    "rigger_mp.journal",
+    "rigger_mp.journal.codec",
+    "rigger_mp.journal.committer",
+    "rigger_mp.journal.errors",
+    "rigger_mp.journal.locks",
+    "rigger_mp.journal.store",
 }
 NEVER_IN_THE_SERVER = {"multiprocessing.managers", "psutil", "yaml"}
 
