@@ -86,22 +86,9 @@ Callables receive only the parameters their signature names, looked up in the ev
 locals first, then in the globals, and return ``None`` or ``(local, global)`` updates.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
-
-from .errors import (
-    BackgroundError,
-    ConfigError,
-    HookArgumentError,
-    HookReturnError,
-    PluginError,
-    RiggerError,
-    ShuttingDown,
-    WouldDeadlock,
-)
-
+# No ``typing`` and no submodule at import time: ``import rigger_mp`` loads this one
+# module (mypy treats this TYPE_CHECKING like typing's).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .client import (
         FireManyError,
@@ -116,10 +103,28 @@ if TYPE_CHECKING:
     from .core.plugin import RiggerBasePlugin
     from .core.rigger import Rigger
     from .core.task import Task
+    from .errors import (
+        BackgroundError,
+        ConfigError,
+        HookArgumentError,
+        HookReturnError,
+        PluginError,
+        RiggerError,
+        ShuttingDown,
+        WouldDeadlock,
+    )
 
-# PEP 562: the names below are imported on first use, so that ``import rigger_mp`` (and
+# PEP 562: every name below is imported on first use, so that ``import rigger_mp`` (and
 # the pytest plugin when it is not enabled, and the server process) stays cheap.
 _LAZY = {
+    "BackgroundError": ".errors",
+    "ConfigError": ".errors",
+    "HookArgumentError": ".errors",
+    "HookReturnError": ".errors",
+    "PluginError": ".errors",
+    "RiggerError": ".errors",
+    "ShuttingDown": ".errors",
+    "WouldDeadlock": ".errors",
     "FireManyError": ".client",
     "RemoteError": ".client",
     "RiggerClient": ".client",
@@ -135,17 +140,22 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
+    """Import the submodule that defines ``name`` (a name of ``__all__``) and keep it."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value
 
 
 def __dir__() -> list[str]:
+    """The module's names, the ones not imported yet included."""
     return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "BackgroundError",

@@ -61,25 +61,6 @@ class FireManyError(RemoteError):
         self.results = results
 
 
-def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any]) -> bytes:
-    """A fire message as one line; ``TypeError`` naming the key if ``data`` is not JSON."""
-    if not isinstance(hook_name, str) or not hook_name:
-        raise TypeError(f"hook_name must be a non-empty string, not {hook_name!r}")
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{hook_name!r}: data must be a mapping, not {type(data).__name__}")
-    try:
-        return proto.encode_fire(hook_name, data, extra)
-    except (TypeError, ValueError) as exc:
-        for key in data:
-            if not isinstance(key, str):
-                raise TypeError(
-                    f"fire_hook({hook_name!r}): argument names must be strings, not {key!r}"
-                ) from None
-        raise TypeError(
-            f"fire_hook({hook_name!r}): argument {proto.unserializable(data, exc)}"
-        ) from None
-
-
 class RiggerClient:
     """A client of a Rigger's TCP server (see the README's wire protocol section).
 
@@ -121,7 +102,7 @@ class RiggerClient:
             extra["grab_result"] = True
         elif wait_for_task:
             extra["wait_for_task"] = True
-        reply = self._request(encode_fire(hook_name, kwargs, extra), idempotent=False)
+        reply = self._request(proto.encode_fire(hook_name, kwargs, extra), idempotent=False)
         if grab_result:
             output: dict[str, Any] = reply["output"]
             return output
@@ -136,7 +117,7 @@ class RiggerClient:
         ``TypeError`` with nothing fired. If some are refused, :class:`FireManyError` is
         raised once all replies are in; its ``results`` holds each tid or error.
         """
-        lines = [encode_fire(name, data, {}) for name, data in events]
+        lines = [proto.encode_fire(name, data, {}) for name, data in events]
         if not lines:
             return []
         with self._lock:

@@ -51,6 +51,11 @@ INTERNAL: Final = "internal"
 """A fault in rigger_mp itself; the message says what, the log has the traceback."""
 JOURNAL_FAILED: Final = "journal_failed"
 """The journal commit of this fire's batch failed (a full disk, say): it was not accepted."""
+REPLY_TOO_LARGE: Final = "reply_too_large"
+"""The reply (a ``grab_result`` output, the stats) would be longer than ``max_reply_bytes``;
+the event ran, the connection stays open."""
+BUSY: Final = "busy"
+"""The server has ``max_connections`` open: this one gets this line and is closed."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -64,6 +69,8 @@ ERROR_CODES: Final = (
     SHUTTING_DOWN,
     INTERNAL,
     JOURNAL_FAILED,
+    REPLY_TOO_LARGE,
+    BUSY,
 )
 
 # -- messages ----------------------------------------------------------------------
@@ -376,16 +383,30 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
 
 
 def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any]) -> bytes:
-    """A fire message as one line; ``TypeError``/``ValueError`` if it cannot be JSON.
+    """A fire message as one line; a ``TypeError`` saying what is wrong if it cannot be one.
 
+    The client's checks, so that a bad event fails before anything is sent: the name, the
+    data's type, then (only once encoding failed) which key is not a string or not JSON.
     Assembled from the encoded name, data and extra keys: encoding a dict wrapping them
     cost about twice as much (the encoder's per-call setup), once per event of
     ``fire_many``.
     """
-    line = b'{"hook_name":' + _encode(hook_name).encode("ascii") + b',"data":'
-    line += _encode(data).encode("ascii")
-    if extra:
-        line += b"," + _encode(extra).encode("ascii")[1:-1]
+    if not isinstance(hook_name, str) or not hook_name:
+        raise TypeError(f"hook_name must be a non-empty string, not {hook_name!r}")
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{hook_name!r}: data must be a mapping, not {type(data).__name__}")
+    try:
+        line = b'{"hook_name":' + _encode(hook_name).encode("ascii") + b',"data":'
+        line += _encode(data).encode("ascii")
+        if extra:
+            line += b"," + _encode(extra).encode("ascii")[1:-1]
+    except (TypeError, ValueError) as exc:
+        for key in data:
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"fire_hook({hook_name!r}): argument names must be strings, not {key!r}"
+                ) from None
+        raise TypeError(f"fire_hook({hook_name!r}): argument {unserializable(data, exc)}") from None
     return line + b"}\n"
 
 

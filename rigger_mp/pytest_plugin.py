@@ -40,14 +40,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .errors import RiggerError
-from .protocol import TOKEN_ENV
-
+# Only pytest and the standard library at import time: pytest imports this module in
+# every run, and the rest of rigger_mp is imported once --rigger or --rigger-config asks.
 if TYPE_CHECKING:
     from .client import RiggerClient
     from .core.rigger import Rigger
 
 _PLUGIN_NAME = "rigger_mp_session"
+_TOKEN_ENV = "RIGGER_MP_TOKEN"
+"""rigger_mp.protocol.TOKEN_ENV, spelled out so as not to import the protocol in every
+pytest run; tests/test_pytest_plugin.py checks the two agree."""
 _REPORTS = pytest.StashKey[list[pytest.TestReport]]()
 
 
@@ -71,8 +73,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--rigger-token",
         metavar="TOKEN",
-        default=os.environ.get(TOKEN_ENV),
-        help=f"the dispatcher's server_token (default: ${TOKEN_ENV})",
+        help=f"the dispatcher's server_token (default: ${_TOKEN_ENV})",
     )
     group.addoption("--rigger-run-id", metavar="ID", help="run_id of the events (default: random)")
     group.addoption(
@@ -132,6 +133,7 @@ class RiggerSession:
     def connect(self, address: str | None, config_file: str | None) -> None:
         """Start the embedded dispatcher (``config_file``) or reach ``address``; ping."""
         from .client import RiggerClient
+        from .errors import RiggerError
 
         if config_file is not None:
             host, port = self._start_embedded(config_file)
@@ -141,7 +143,10 @@ class RiggerSession:
             host, port = parse_address(address)
             where = f"the dispatcher at --rigger {address}"
         self.address = f"{host}:{port}"
-        client = RiggerClient(host, port, token=self.config.getoption("rigger_token"))
+        token: str | None = self.config.getoption("rigger_token")
+        if token is None:
+            token = os.environ.get(_TOKEN_ENV)
+        client = RiggerClient(host, port, token=token)
         try:
             client.ping()
         except (RiggerError, OSError) as exc:
@@ -182,6 +187,8 @@ class RiggerSession:
 
     def fire(self, hook_name: str, **data: Any) -> None:
         """Fire one event; a failure is a warning and is counted, never silent."""
+        from .errors import RiggerError
+
         assert self.client is not None
         try:
             self.client.fire_hook(hook_name, run_id=self.run_id, **data)

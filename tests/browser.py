@@ -91,3 +91,24 @@ def screenshot(
         ]
     )
     return out
+
+
+def dump_url(url: str, budget_ms: int = 5000) -> str:
+    """The serialised DOM of ``url`` (an http:// page) after ``budget_ms`` of virtual
+    time: its fetches and timers have run (virtual time waits on the network)."""
+    return _run([f"--virtual-time-budget={budget_ms}", "--dump-dom", url])
+
+
+def screenshot_url(
+    url: str, out: Path, size: tuple[int, int] = (1200, 900), budget_ms: int = 5000
+) -> Path:
+    """A PNG of ``url`` after ``budget_ms`` of virtual time, written to ``out``."""
+    _run(
+        [
+            f"--virtual-time-budget={budget_ms}",
+            f"--screenshot={out.absolute()}",
+            f"--window-size={size[0]},{size[1]}",
+            url,
+        ]
+    )
+    return out

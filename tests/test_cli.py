@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rigger_mp import cli
+from rigger_mp import RemoteError, ShuttingDown, cli
 from rigger_mp.client import RiggerClient
 from rigger_mp.plugins.archive import open_archive
 from tests.conftest import assert_processes_gone
@@ -159,8 +159,9 @@ def test_usage_errors_exit_2_naming_the_problem(args: list[str], message: str) -
 def test_config_errors_exit_2_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(text)
+    art = str(tmp_path / "art")  # not the default, under the repository (cwd)
     for args in (["serve", "--check", "-c", str(config)], ["serve", "-c", str(config)]):
-        done = rigger_mp(*args)
+        done = rigger_mp(*args, "--artifacts", art)
         assert done.returncode == 2, done
         assert message in done.stderr
         assert "config error" in done.stderr
@@ -188,6 +189,48 @@ def test_client_commands_exit_1_when_nobody_listens() -> None:
         assert f"cannot reach the dispatcher at 127.0.0.1:{port}" in done.stderr or (
             f"127.0.0.1:{port}" in done.stderr
         )
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            ConnectionResetError(104, "Connection reset by peer"),
+            "rigger-mp ping: cannot reach the dispatcher at 127.0.0.1:1: "
+            "ConnectionResetError: [Errno 104] Connection reset by peer",
+        ),
+        (RemoteError("unauthorized", "wrong token"), "rigger-mp ping: [unauthorized] wrong token"),
+        (ShuttingDown(), "rigger-mp ping: ShuttingDown"),
+    ],
+    ids=["os-error", "rigger-error", "no-message"],
+)
+def test_the_error_line_names_a_bare_os_error_by_its_type(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: BaseException,
+    line: str,
+) -> None:
+    def ping(self: RiggerClient) -> bool:
+        raise error
+
+    monkeypatch.setattr(RiggerClient, "ping", ping)
+    assert cli.main(["ping", "--port", "1"]) == 1
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_the_demo_client_runs_as_a_module_and_reports_an_unreachable_dispatcher(
+    tmp_path: Path,
+) -> None:
+    port = str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "rigger_mp.cli.demo_client", "127.0.0.1", port, "1", str(tmp_path)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    assert done.stderr.startswith("demo client: RiggerConnectionError: cannot connect"), done
 
 
 # -- a served dispatcher ------------------------------------------------------------------

@@ -62,8 +62,10 @@ def test_everything_queued_during_a_commit_goes_into_the_next(
             committer.submit([(str(i), "ev", *encode("ev", {"i": i}))], collect)
     assert collect.all_in.wait(30)
     writer.close()
-    assert committer.commits <= 2  # the one that was waiting, then all the rest
-    assert committer.stats()["max_group_size"] >= 199
+    # The thread may take any number of the first submits before it blocks on the lock;
+    # whatever it had not taken by then goes into one next commit: two commits in all.
+    assert committer.commits <= 2
+    assert committer.stats()["max_group_size"] >= 100
     seqs = [s for outcome in collect.outcomes for s in outcome]  # type: ignore[union-attr]
     assert seqs == list(range(1, 201))  # callbacks in order, seqs in submission order
 

@@ -27,7 +27,7 @@ def loop() -> Iterator[EventLoop]:
     """A running loop with no hooks; drained and stopped afterwards, whatever its phase."""
     loop = EventLoop(lambda name: NO_PLAN, no_failure)
     loop.begin_start()
-    loop.run(EventRunner({}, True, no_failure, None), lambda *args: None)
+    loop.run(EventRunner({}, True, no_failure, None), lambda *args: ())
     yield loop
     if loop.phase is Phase.RUNNING:
         assert loop.begin_stop(None)
@@ -136,3 +136,18 @@ def test_a_drain_that_times_out_abandons_the_queued_events(loop: EventLoop) -> N
     assert loop.counters()["abandoned"] == 3
     for thread in rigger_threads():
         thread.join(timeout=10)  # the event thread ends once its job returns
+
+
+def test_an_ended_event_thread_no_longer_counts_as_one(loop: EventLoop) -> None:
+    """Thread ids are reused: once the event thread ends, a new thread with its id must not
+    be taken for it (its waits would raise WouldDeadlock)."""
+    ident: list[int] = []
+    assert on_event_thread(loop, lambda: ident.append(threading.get_ident())) is None
+    assert loop.on_event_thread() is False
+    assert loop.begin_stop(None)
+    loop.close_intake()
+    assert loop.drain(Deadline(None))
+    assert ident[0] not in loop._runners  # the event thread let go of its id
+    loop.adopt_thread()  # an adopted thread (a pool's) is let go at the end of the stop
+    loop.finish()
+    assert loop.on_event_thread() is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,25 @@ def test_encode_fire_is_one_json_line_that_parses_back(
     assert line.endswith(b"\n") and line.count(b"\n") == 1 and line.isascii()
     assert json.loads(line) == {"hook_name": hook_name, "data": data, **extra}
     assert proto.parse(line[:-1]) == proto.Fire(hook_name, data, mode)
+
+
+@pytest.mark.parametrize(
+    ("hook_name", "data", "words"),
+    [
+        ("", {}, "hook_name must be a non-empty string, not ''"),
+        (3, {}, "hook_name must be a non-empty string, not 3"),
+        ("ev", [("x", 1)], "'ev': data must be a mapping, not list"),
+        ("ev", {(1, 2): "x"}, "fire_hook('ev'): argument names must be strings, not (1, 2)"),
+        ("ev", {"ok": 1, "when": object()}, "fire_hook('ev'): argument key 'when' is not JSON"),
+        ("ev", {"ratio": float("nan")}, "fire_hook('ev'): argument key 'ratio' is not JSON"),
+    ],
+)
+def test_encode_fire_refuses_what_cannot_be_a_fire_with_a_type_error(
+    hook_name: Any, data: Any, words: str
+) -> None:
+    with pytest.raises(TypeError) as info:
+        proto.encode_fire(hook_name, data, {})
+    assert str(info.value).startswith(words)
 
 
 def test_ops_parse() -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rigger_mp import Rigger
+from rigger_mp import Rigger, pytest_plugin
+from rigger_mp.protocol import TOKEN_ENV
 from rigger_mp.pytest_plugin import outcome
 from tests.cli_plugins import Recorder, read_records
 
@@ -119,13 +120,17 @@ def suite(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def dispatcher(tmp_path: Path) -> Iterator[tuple[Rigger, Path]]:
-    """A dispatcher in this process with a Recorder and its TCP server on a free port."""
+def dispatcher(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Rigger, Path]]:
+    """A dispatcher in this process with a Recorder and its TCP server on a free port.
+
+    Indirect parametrization gives its ``server_token``.
+    """
     record = tmp_path / "events.jsonl"
     rigger = Rigger(
         {
             "server_enabled": True,
             "server_port": 0,
+            "server_token": getattr(request, "param", None),
             "plugins": {"rec": {"plugin": "recorder", "path": str(record)}},
         }
     )
@@ -134,8 +139,14 @@ def dispatcher(tmp_path: Path) -> Iterator[tuple[Rigger, Path]]:
         yield rigger, record
 
 
-def run_pytest(suite: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_pytest(
+    suite: Path, *args: str, env_token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """pytest on ``suite`` in a subprocess; ``env_token`` sets (or clears) the token env."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(TOKEN_ENV, None)
+    if env_token is not None:
+        env[TOKEN_ENV] = env_token
     env.pop("PYTEST_ADDOPTS", None)
     env.pop("PYTEST_XDIST_WORKER", None)
     return subprocess.run(
@@ -221,6 +232,58 @@ def test_without_options_the_plugin_is_inert(suite: Path) -> None:
     done = run_pytest(suite, "-q")
     assert done.returncode == 1
     assert "rigger_mp" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("dispatcher", ["tok"], indirect=True)
+@pytest.mark.parametrize(
+    ("env_token", "option", "reached"),
+    [
+        ("tok", [], True),
+        ("wrong", ["--rigger-token=tok"], True),  # the option wins over the environment
+        ("wrong", [], False),
+        (None, [], False),
+    ],
+    ids=["env", "option", "wrong-env", "none"],
+)
+def test_the_token_comes_from_the_option_or_the_environment(
+    suite: Path,
+    dispatcher: tuple[Rigger, Path],
+    env_token: str | None,
+    option: list[str],
+    reached: bool,
+) -> None:
+    rigger, record = dispatcher
+    done = run_pytest(
+        suite, f"--rigger=127.0.0.1:{rigger.server_port}", *option, env_token=env_token
+    )
+    if reached:
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert rigger.wait_background(30)
+        check_events(read_records(str(record)))
+    else:
+        assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+        assert "unauthorized" in done.stderr
+
+
+def test_the_plugin_names_the_token_variable_of_the_protocol(suite: Path) -> None:
+    assert pytest_plugin._TOKEN_ENV == TOKEN_ENV  # spelled out there: see its docstring
+    assert f"${TOKEN_ENV}" in " ".join(run_pytest(suite, "--help").stdout.split())
+
+
+def test_an_inert_run_imports_none_of_the_dispatcher(suite: Path) -> None:
+    (suite / "test_sample.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+
+            def test_nothing_of_the_dispatcher_loaded():
+                loaded = [m for m in sys.modules if m.startswith(("rigger_mp.", "yaml", "psutil"))]
+                assert sorted(loaded) == ["rigger_mp.pytest_plugin"]
+            """
+        )
+    )
+    done = run_pytest(suite, "-q")
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_outcome_of_no_reports_is_error() -> None:

@@ -223,16 +223,21 @@ def test_bad_message_gets_an_error_and_the_server_lives_on(
     ping_on_fresh_connection(rigger)
 
 
-def test_random_binary_gets_errors_and_the_server_lives_on(rigger: Rigger) -> None:
+def test_random_binary_gets_errors_and_the_server_lives_on() -> None:
+    # Past max_protocol_errors a connection is closed (see test_hostile_server): raised here.
+    rigger = make_rigger(idle_timeout=0.5, max_protocol_errors=1_000_000)
     noise = os.urandom(64 * 1024)
-    with Raw(port_of(rigger)) as raw:
-        raw.send(noise + b'\n{"op": "ping"}\n')
-        while True:  # every frame of noise is answered with an error, then the ping
-            reply = raw.reply()
-            if reply["ok"]:
-                break
-            assert reply["error"]["code"] in ("bad_json", "bad_request", "too_large")
-    ping_on_fresh_connection(rigger)
+    try:
+        with Raw(port_of(rigger)) as raw:
+            raw.send(noise + b'\n{"op": "ping"}\n')
+            while True:  # every frame of noise is answered with an error, then the ping
+                reply = raw.reply()
+                if reply["ok"]:
+                    break
+                assert reply["error"]["code"] in ("bad_json", "bad_request", "too_large")
+        ping_on_fresh_connection(rigger)
+    finally:
+        rigger.stop()
 
 
 def test_too_large_message_is_refused_then_the_connection_closed() -> None:

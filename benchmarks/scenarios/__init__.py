@@ -24,7 +24,16 @@ import importlib
 
 from benchmarks.harness import Scenario
 
-MODULES: list[str] = ["inprocess", "memory", "background", "tcp", "compress", "journal", "dask"]
+MODULES: list[str] = [
+    "inprocess",
+    "memory",
+    "background",
+    "tcp",
+    "http",
+    "compress",
+    "journal",
+    "dask",
+]
 """Scenario modules in the order they run; register a new area here."""
 
 

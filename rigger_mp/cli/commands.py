@@ -12,6 +12,7 @@ one turns arguments into calls and outcomes into exit statuses:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import __version__
-from ..errors import ConfigError, PluginError, RiggerError
+from ..errors import ConfigError, PluginError, RiggerError, describe_error
 from ..protocol import DEFAULT_PORT, TOKEN_ENV
 
 EXIT_OK = 0
@@ -52,6 +53,12 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
     return port
+
+
+def _http_address(text: str) -> tuple[str | None, int]:
+    """``[HOST:]PORT`` of ``serve --http``: (None for the config's http_address, port)."""
+    host, sep, port = text.rpartition(":")
+    return (host or None) if sep else None, _port(port)
 
 
 def _positive_int(text: str) -> int:
@@ -116,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=_port, help="bind this port instead of server_port (0: any free port)"
     )
     serve.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        type=_http_address,
+        help="also serve HTTP (/fire, /stats, /metrics, a live page at /) on PORT "
+        "(0: any free port); needs the http extra: pip install 'rigger_mp[http]'",
+    )
+    serve.add_argument(
         "--artifacts",
         metavar="DIR",
         default="rigger-artifacts",
@@ -126,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no journal (default: the config's journal, else DIR/rigger-journal.sqlite "
         "under --artifacts: acked events survive a crash and run at the next start)",
+    )
+    serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=30.0,
+        help="after SIGINT/SIGTERM/terminate, abandon what is not done by then and exit "
+        "(default: %(default)s; a second signal abandons at once)",
     )
     serve.add_argument(
         "--log-level",
@@ -162,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
         "worker's pid, RSS and CPU, uptime and events/s.",
     )
     status.add_argument("--json", action="store_true", help="print the raw stats as JSON")
+    status.add_argument(
+        "--watch",
+        metavar="SECONDS",
+        type=float,
+        nargs="?",
+        const=2.0,
+        help="refresh the table every SECONDS (default 2) until Ctrl-C",
+    )
     _add_client_options(status)
 
     terminate = sub.add_parser(
@@ -274,7 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _describe(exc: BaseException, args: argparse.Namespace) -> str:
-    text = str(exc) or type(exc).__name__
+    """The error line's text: rigger_mp's own message, or describe_error for the rest.
+
+    Our errors say what failed; a bare ``OSError`` needs its type (``[Errno 104] ...``
+    alone does not say it was a ``ConnectionResetError``).
+    """
+    text = str(exc)
+    if not text or not isinstance(exc, RiggerError):
+        text = describe_error(exc)
     if isinstance(exc, OSError) and args.command != "serve" and hasattr(args, "host"):
         return f"cannot reach the dispatcher at {args.host}:{args.port}: {text}"
     return text
@@ -302,6 +339,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             port=args.port,
             artifacts_root=args.artifacts,
             journal=not args.no_journal,
+            http=args.http,
+            stop_timeout=args.stop_timeout,
         )
     if command == "demo":
         from . import demo
@@ -340,6 +379,11 @@ def _client_command(args: argparse.Namespace) -> int:
                 print("done")
             else:
                 print(output)
+        elif args.command == "status" and args.watch is not None:
+            from .status import watch
+
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
+                watch(client.stats, f"{args.host}:{args.port}", args.watch)
         elif args.command == "status":
             stats = client.stats()
             if args.json:

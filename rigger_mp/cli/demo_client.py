@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import RiggerClient
-from ..errors import RiggerError
+from ..errors import RiggerError, describe_error
 from ..plugins.artifacts import artifact_dir
 
 MODULES = ("login", "cart", "checkout", "search", "profile", "admin", "reports", "api")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args.host, args.port, args.tests, args.root, args.seed)
     except (OSError, RiggerError) as exc:
-        print(f"demo client: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"demo client: {describe_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the demo reports it
         return 130

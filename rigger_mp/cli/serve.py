@@ -3,13 +3,16 @@
 The main thread starts the dispatcher, prints the bound address on stdout (one line,
 ``rigger-mp: serving on HOST:PORT (pid N)``, which scripts and tests wait for) and
 blocks until a stop begins: SIGINT, SIGTERM, or a TCP ``terminate`` (which stops the
-dispatcher from the server's intake). It then drains what was accepted, with a
-progress line on stderr at most every half second while work is left, and ends with a
-one-line summary on stdout.
+dispatcher from the server's intake). It then drains what was accepted, on a thread of
+its own, with a progress line on stderr at most every half second while work is left
+(what it waits for), and ends with a one-line summary on stdout. The drain is bounded by
+``--stop-timeout``: what is left then is abandoned and named in the log; a second signal
+abandons at once, printing what was left, and exits with status 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -19,11 +22,13 @@ import threading
 import time
 from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
+import psutil
 import yaml
 
 from ..core.config import ConfigSource, load_config
+from ..core.deadline import Deadline
 from ..core.loading import resolve_plugin
 from ..core.rigger import Rigger
 from ..errors import PluginError
@@ -98,7 +103,10 @@ def default_config_yaml() -> str:
 
 
 def build_config(
-    path: str | None, host: str | None = None, port: int | None = None
+    path: str | None,
+    host: str | None = None,
+    port: int | None = None,
+    http: tuple[str | None, int] | None = None,
 ) -> dict[str, Any]:
     """The mapping ``serve`` runs: the file (validated as a file, so errors name it) or
     the default, with the server enabled and ``--host``/``--port`` applied."""
@@ -113,6 +121,10 @@ def build_config(
         raw["server_address"] = host
     if port is not None:
         raw["server_port"] = port
+    if http is not None:  # --http [HOST:]PORT
+        if http[0] is not None:
+            raw["http_address"] = http[0]
+        raw["http_port"] = http[1]
     load_config(raw)  # the overrides are valid too
     return raw
 
@@ -166,10 +178,12 @@ def work_left(stats: Mapping[str, Any]) -> tuple[int, int]:
 
 
 class DrainProgress:
-    """Prints ``draining: 1,234 events left`` on stderr while a stop drains."""
+    """Prints what a stop still waits for on stderr, every :data:`PROGRESS_EVERY` s:
+    ``draining: 1,234 events left; background: 5 queued, 2 running; abandoned in 25 s``."""
 
-    def __init__(self, rigger: Rigger) -> None:
+    def __init__(self, rigger: Rigger, deadline: Deadline) -> None:
         self.rigger = rigger
+        self.deadline = deadline
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="serve-drain-progress")
 
@@ -183,13 +197,84 @@ class DrainProgress:
 
     def _run(self) -> None:
         while not self._done.wait(PROGRESS_EVERY):
-            events, jobs = work_left(self.rigger.stats())
-            if events or jobs:
-                print(
-                    f"draining: {events:,} events left, {jobs:,} background jobs",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            line = waiting_for(self.rigger.stats())
+            if line:
+                left = self.deadline.left()
+                when = "" if left is None else f"; abandoned in {left:.0f} s"
+                print(f"draining: {line}{when}", file=sys.stderr, flush=True)
+
+
+def waiting_for(stats: Mapping[str, Any]) -> str:
+    """What a stop still waits for, from ``stats()``; empty if nothing."""
+    events, _ = work_left(stats)
+    background = stats.get("background", {})
+    queued, running = background.get("queued", 0), background.get("running", 0)
+    parts = [f"{events:,} events left"] if events else []
+    if queued or running:
+        parts.append(f"background: {queued:,} queued, {running:,} running")
+    return "; ".join(parts)
+
+
+STOP_SLACK = 5.0
+"""Seconds past ``--stop-timeout`` that ``serve`` gives the stop to end the workers and
+the server (after abandoning what was left) before it abandons everything and exits."""
+
+
+class Stopping:
+    """What ``serve``'s signals and its stop thread tell the main thread.
+
+    The first SIGINT/SIGTERM begins the stop (:attr:`ServedRigger.stop_begun`); a
+    second one, or the stop outrunning its bound, abandons: the main thread reports
+    what was left and exits at once. ``wake`` is set by whichever comes first.
+    """
+
+    def __init__(self, rigger: ServedRigger) -> None:
+        self.rigger = rigger
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        self.abandon = threading.Event()
+        self.by_signal = False
+        """Whether a signal began the stop (else a TCP ``terminate``, whose thread stops)."""
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.rigger.stop_begun.is_set():
+            logger.warning("received %s again: abandoning what is left now", name)
+            self.abandon.set()
+            self.wake.set()
+            return
+        logger.info("received %s", name)
+        self.by_signal = True
+        self.rigger.stop_begun.set()
+
+    def run_stop(self, timeout: float) -> None:
+        """The stop thread: stop, or wait for the stop a ``terminate`` began (calling
+        stop() too could fail: this thread may get the id of the event thread, ended
+        meanwhile, which the loop still counts as one that runs events)."""
+        try:
+            if self.by_signal:
+                self.rigger.stop(timeout)
+            self.rigger.wait_stopped()
+            self.stopped.set()
+        except Exception:
+            logger.exception("stop() failed")
+        finally:
+            self.wake.set()
+
+
+def abandon_now(rigger: Rigger, why: str) -> NoReturn:
+    """Report what is left, end every process of ours, exit with status 1 at once.
+
+    The hooks still running cannot be interrupted in this process: only exiting ends
+    them (the server and the workers would also notice that the main process is gone).
+    """
+    left = waiting_for(rigger.stats()) or "nothing"
+    print(f"rigger-mp: {why}; abandoned: {left}", flush=True)
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def serve(
@@ -198,20 +283,25 @@ def serve(
     port: int | None = None,
     artifacts_root: str = "rigger-artifacts",
     journal: bool = True,
+    http: tuple[str | None, int] | None = None,
+    stop_timeout: float = 30.0,
 ) -> int:
     """Run until SIGINT, SIGTERM or ``terminate``; drain; return the exit status.
 
-    With ``journal`` (the default) and no ``journal:`` in the config, the journal is
-    ``ARTIFACTS/rigger-journal.sqlite``: a restart on the same artifacts replays it.
+    The drain is bounded: what is not done after ``stop_timeout`` is abandoned (named in
+    the log), and ``serve`` exits at the latest :data:`STOP_SLACK` s later; a second
+    signal abandons at once. With ``journal`` (the default) and no ``journal:`` in the
+    config, the journal is ``ARTIFACTS/rigger-journal.sqlite``: a restart on the same
+    artifacts replays it.
     """
-    config = with_journal(build_config(path, host, port), artifacts_root, journal)
+    config = with_journal(build_config(path, host, port, http), artifacts_root, journal)
     rigger = ServedRigger(report.with_dir(config, artifacts_root))
     artifacts.install(rigger, artifacts_root)
     started = time.monotonic()
     rigger.start()
+    stopping = Stopping(rigger)
     previous = {
-        signum: signal.signal(signum, _stop_handler(rigger))
-        for signum in (signal.SIGINT, signal.SIGTERM)
+        signum: signal.signal(signum, stopping.handle) for signum in (signal.SIGINT, signal.SIGTERM)
     }
     try:
         print(
@@ -219,6 +309,13 @@ def serve(
             f"(pid {os.getpid()})",
             flush=True,
         )
+        served_http = rigger.stats().get("server", {})
+        if served_http.get("http_port") is not None:
+            print(
+                f"rigger-mp: HTTP on http://{served_http['http_address']}:"
+                f"{served_http['http_port']}/",
+                flush=True,
+            )
         logger.info(
             "plugins: %s; artifacts under %s; journal: %s; stop with Ctrl-C, SIGTERM or "
             "`rigger-mp terminate --port %s`",
@@ -228,29 +325,28 @@ def serve(
             rigger.server_port,
         )
         rigger.stop_begun.wait()
-        logger.info("stopping: draining the events already accepted")
-        with DrainProgress(rigger):
-            rigger.stop()  # returns at once if a `terminate` is already stopping it
-            rigger.wait_stopped()
+        logger.info(
+            "stopping: draining the events already accepted (abandoned after %g s; "
+            "a second signal abandons at once)",
+            stop_timeout,
+        )
+        deadline = Deadline(stop_timeout)
+        threading.Thread(
+            target=stopping.run_stop, args=(stop_timeout,), name="serve-stop", daemon=True
+        ).start()
+        with DrainProgress(rigger, deadline):
+            stopping.wake.wait(stop_timeout + STOP_SLACK)
+        if stopping.abandon.is_set():
+            abandon_now(rigger, "stopped by a second signal")
+        if not stopping.stopped.is_set():
+            abandon_now(rigger, f"the stop did not end within {stop_timeout + STOP_SLACK:g} s")
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        rigger.stop()
     print(summary(rigger.stats(), time.monotonic() - started), flush=True)
     for written in report.rewrite_reports(rigger.instances):
         print(f"rigger-mp: report: {written}", flush=True)
     return 0
-
-
-def _stop_handler(rigger: ServedRigger) -> Any:
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if rigger.stop_begun.is_set():
-            logger.warning("already draining; send SIGKILL to abandon what is left")
-            return
-        logger.info("received %s", signal.Signals(signum).name)
-        rigger.stop_begun.set()
-
-    return handle
 
 
 def summary(stats: Mapping[str, Any], seconds: float) -> str:

@@ -6,8 +6,13 @@ Every section is optional: a dispatcher without a pool has no ``background`` or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+CLEAR = "\x1b[H\x1b[2J"
+"""Cursor home, clear screen: between two tables of ``status --watch``."""
 
 
 def human_bytes(n: float) -> str:
@@ -76,3 +81,22 @@ def format_status(stats: Mapping[str, Any], where: str) -> str:
                 f"{worker.get('tasks_done', '?'):>8}"
             )
     return "\n".join(lines) + "\n"
+
+
+def watch(
+    stats: Callable[[], Mapping[str, Any]],
+    where: str,
+    every: float,
+    out: TextIO = sys.stdout,
+    stop: threading.Event | None = None,
+) -> None:
+    """``status --watch``: the table again every ``every`` seconds until Ctrl-C (or
+    ``stop``), the screen cleared between two."""
+    stop = stop or threading.Event()
+    every = max(0.1, every)
+    while True:
+        text = format_status(stats(), where)
+        out.write((CLEAR if out.isatty() else "") + text + f"(every {every:g} s; Ctrl-C ends)\n")
+        out.flush()
+        if stop.wait(every):
+            return

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..protocol import DEFAULT_PORT
+from ..protocol import DEFAULT_PORT, MAX_HOOK_NAME, MAX_JSON_DEPTH
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
 
@@ -48,6 +48,17 @@ class RiggerConfig:
     server_token: str | None = None
     max_message_bytes: int = 1024 * 1024
     idle_timeout: float = 300.0
+    # -- TCP connection bounds (issue #11): see ServerSettings for what each bounds --
+    max_connections: int | None = None
+    drain_timeout: float = 30.0
+    auth_timeout: float = 10.0
+    max_auth_failures: int = 5
+    max_protocol_errors: int = 100
+    max_messages_per_turn: int = 256
+    max_buffered_replies_bytes: int = 64 * 1024 * 1024
+    max_json_depth: int = MAX_JSON_DEPTH
+    max_hook_name_length: int = MAX_HOOK_NAME
+    server_heartbeat: float = 2.0
     workers: int | None = None
     start_method: str | None = None
     max_tasks_per_worker: int | None = None
@@ -61,6 +72,15 @@ class RiggerConfig:
     journal: str | None = None
     journal_sync: str = "normal"
     journal_max_attempts: int = 3
+    # The HTTP front (rigger_mp.server.http; the `http` extra): off while http_port is None.
+    http_address: str = "127.0.0.1"
+    http_port: int | None = None
+    http_max_connections: int = 256
+    # Memory bounds of the main process (issue #11): see the README's limits table.
+    max_cached_plans: int = 10_000
+    status_window: int = 10_000
+    status_window_bytes: int = 16 * 1024 * 1024
+    max_reply_bytes: int = 16 * 1024 * 1024
     plugins: dict[str, InstanceConfig] = field(default_factory=dict)
 
 
@@ -94,6 +114,20 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "server_token": (_optional(lambda v: _is_str(v) and v != ""), "a non-empty string or null"),
     "max_message_bytes": (lambda v: _is_int(v) and v >= 64, "an integer of at least 64"),
     "idle_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    # -- TCP connection bounds (issue #11) --
+    "max_connections": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
+    "drain_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "auth_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+    "max_auth_failures": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "max_protocol_errors": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "max_messages_per_turn": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "max_buffered_replies_bytes": (
+        lambda v: _is_int(v) and v >= 64 * 1024,
+        "an integer of at least 65536",
+    ),
+    "max_json_depth": (lambda v: _is_int(v) and 2 <= v <= 900, "an integer from 2 to 900"),
+    "max_hook_name_length": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "server_heartbeat": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     "workers": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
     "start_method": (
         _optional(lambda v: v in START_METHODS),
@@ -118,6 +152,18 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         _optional(lambda v: _is_str(v) and v != ""),
         "a host or host:port the Dask workers connect back to, or null",
     ),
+    # The HTTP front: /fire, /tasks, /stats, /metrics, the live page (needs server_enabled).
+    "http_address": (_is_str, "a string (host name or IP address)"),
+    "http_port": (
+        _optional(lambda v: _is_int(v) and 0 <= v <= 65535),
+        "an integer from 0 to 65535, or null (no HTTP)",
+    ),
+    "http_max_connections": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    # Memory bounds of the main process (issue #11).
+    "max_cached_plans": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "status_window": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "status_window_bytes": (lambda v: _is_int(v) and v >= 4096, "an integer of at least 4096"),
+    "max_reply_bytes": (lambda v: _is_int(v) and v >= 256, "an integer of at least 256"),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
     # The journal (issue #13): off without a path.
     "journal": (
@@ -191,7 +237,8 @@ def load_config(source: ConfigSource) -> RiggerConfig:
     }
     if values.get("journal") is not None:
         values["journal"] = os.fspath(values["journal"])
-    for key in ("idle_timeout", "dask_connect_timeout"):
+    seconds = ("idle_timeout", "server_heartbeat", "dask_connect_timeout", "drain_timeout")
+    for key in (*seconds, "auth_timeout"):
         if values.get(key) is not None:
             values[key] = float(values[key])
     return RiggerConfig(source=name, raw=dict(data), plugins=plugins, **values)

@@ -22,12 +22,14 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from .calling import Callee, describe
 from .deadline import Deadline
+from .failures import FailureRing
 from .lifecycle import move
 from .loading import PluginInstance
 from .plugin import PluginHook
@@ -53,6 +55,12 @@ class Plan(NamedTuple):
     foreground: tuple[Callee, ...]
     background: tuple[Backgrounded, ...]
     post: tuple[Callee, ...]
+
+
+EMPTY_PLAN: Final = Plan((), (), (), ())
+"""The plan of every name nothing is bound to: shared, never cached (issue #11)."""
+MAX_CACHED_PLANS: Final = 10_000
+"""Default of ``max_cached_plans``: plans kept, the least recently used dropped first."""
 
 
 class Phase(enum.Enum):
@@ -85,6 +93,10 @@ _EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
 }
 _STOP_PHASES: Final = frozenset({Phase.STOPPING, Phase.DRAINING, Phase.ABANDONING})
 _STOP: Final = object()
+MAX_HOOK_COUNTERS: Final = 256
+"""Event names counted one by one in :meth:`EventLoop.hook_counters`; events of names
+beyond these (a client may invent any number) are counted under :data:`OTHER_HOOKS`."""
+OTHER_HOOKS: Final = "(other)"
 
 
 class _Call:
@@ -100,8 +112,11 @@ class EventLoop:
     """The queue and the one thread that runs its events, in the order they were accepted.
 
     ``planner`` works out a :class:`Plan` for an event name (cached here until
-    :meth:`forget_plans`); ``report_failure`` takes failures no waiter sees.
+    :meth:`forget_plans`, at most :attr:`max_cached_plans` of them, and only for names
+    something is bound to); ``report_failure`` takes failures no waiter sees.
     """
+
+    max_cached_plans: int = MAX_CACHED_PLANS
 
     def __init__(
         self, planner: Callable[[str], Plan], report_failure: Callable[[ExcInfo], None]
@@ -115,11 +130,14 @@ class EventLoop:
         self._thread: threading.Thread | None = None
         self._events: EventRunner | None = None
         self._submit: Submit | None = None
-        self._plans: dict[str, Plan] = {}
+        self._plans: OrderedDict[str, Plan] = OrderedDict()
         self._accepted = 0
         self._done = 0
         self._failed = 0
         self._abandoned = 0
+        # name -> [accepted, done, failed, abandoned]; entries are made under the lock.
+        self._by_hook: dict[str, list[int]] = {}
+        self.failures = FailureRing()
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
@@ -157,6 +175,7 @@ class EventLoop:
                     f"fire_hook({hook_name!r}): the dispatcher is {self._phase.value}"
                 )
             self._accepted += 1
+            self._hook(hook_name)[0] += 1
             task = Task(str(self._accepted), hook_name, kwargs, self._runners)
             if self.journal is None:
                 self._queue.put(task)
@@ -196,8 +215,10 @@ class EventLoop:
             if not self._admits(intake=True):
                 raise ShuttingDown(f"{len(events)} event(s): the dispatcher is {self._phase.value}")
             runners, put = self._runners, self._queue.put
+            by_hook, new_hook = self._by_hook, self._hook
             tasks = []
             for tid, hook_name, kwargs in events:
+                (by_hook.get(hook_name) or new_hook(hook_name))[0] += 1
                 task = Task(tid, hook_name, kwargs, runners)
                 tasks.append(task)
             if seqs is not None:
@@ -207,6 +228,19 @@ class EventLoop:
                 put(task)
             self._accepted += len(tasks)
         return tasks
+
+    def _hook(self, hook_name: str) -> list[int]:
+        """The counters of ``hook_name`` (called under the lock): made on its first event."""
+        counts = self._by_hook.get(hook_name)
+        if counts is None:
+            if len(self._by_hook) >= MAX_HOOK_COUNTERS:
+                hook_name = OTHER_HOOKS
+            counts = self._by_hook.setdefault(hook_name, [0, 0, 0, 0])
+        return counts
+
+    def _counts_of(self, hook_name: str) -> list[int]:
+        """The counters an accepted event of ``hook_name`` was counted in."""
+        return self._by_hook.get(hook_name) or self._by_hook[OTHER_HOOKS]
 
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run ``func`` on the event thread after what is queued now (in any phase)."""
@@ -245,6 +279,13 @@ class EventLoop:
             "queued": self._queue.qsize(),
         }
 
+    def hook_counters(self) -> dict[str, dict[str, int]]:
+        """Events accepted, done, failed and abandoned by event name (see MAX_HOOK_COUNTERS)."""
+        with self._lock:
+            items = [(name, tuple(counts)) for name, counts in self._by_hook.items()]
+        keys = ("accepted", "done", "failed", "abandoned")
+        return {name: dict(zip(keys, counts, strict=True)) for name, counts in items}
+
     def uptime(self) -> float:
         """Seconds from :meth:`run` to :meth:`finish` (to now while running); 0 before."""
         if self._started_at is None:
@@ -254,7 +295,11 @@ class EventLoop:
 
     def forget_plans(self) -> None:
         """Drop the cached plans: a binding changed."""
-        self._plans = {}
+        self._plans = OrderedDict()
+
+    def cached_plans(self) -> int:
+        """How many plans are cached now."""
+        return len(self._plans)
 
     # -- transitions ----------------------------------------------------------------------
 
@@ -286,6 +331,7 @@ class EventLoop:
         for (tid, hook_name, kwargs), seq in zip(*first, strict=True):
             task = Task(tid, hook_name, kwargs, self._runners)
             task.seq = seq
+            self._hook(hook_name)[0] += 1  # counted by name like every accepted event
             self._queue.put(task)
             self._accepted += 1
         thread = threading.Thread(target=self._run_events, name="rigger_mp-events", daemon=True)
@@ -348,6 +394,7 @@ class EventLoop:
         with self._lock:
             self._move(Phase.STOPPED)
         self._stopped_at = time.monotonic()
+        self._runners.clear()  # their threads have ended: a reused thread id must not count
         self._stopped.set()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
@@ -374,6 +421,7 @@ class EventLoop:
     def _abandon(self, task: Task) -> None:
         with self._lock:
             self._abandoned += 1
+            self._counts_of(task.hook_name)[3] += 1
         if task.set_running_or_notify_cancel():
             task.set_exception(
                 ShuttingDown(f"event {task.hook_name!r} (tid {task.tid}) abandoned at stop()")
@@ -395,6 +443,7 @@ class EventLoop:
                     self._run_event(events, item)
             elif item is _STOP:
                 if self._queue.empty():
+                    self._runners.discard(threading.get_ident())  # ids are reused
                     return
                 put(_STOP)  # events fired by hooks while draining run first
             else:
@@ -406,7 +455,7 @@ class EventLoop:
         assert local is not None
         work_ids: Sequence[int] = ()
         try:
-            plan = self._plans.get(hook_name) or self._plan(hook_name)
+            plan = self._plan(hook_name)
             if plan.pre:
                 events.stage(plan.pre, local, hook_name)
             if plan.background:
@@ -424,9 +473,14 @@ class EventLoop:
                 result = local
         except BaseException as exc:
             self._failed += 1
+            self._counts_of(hook_name)[2] += 1
+            self.failures.add(hook_name, task.tid, exc)
+            if not task.watched():
+                self._unwatched_failure(task, exc)
             task.set_exception(exc)
         else:
             self._done += 1
+            self._counts_of(hook_name)[1] += 1
             task.set_result(result)
         if task.seq is not None and self.journal is not None:
             self.journal.ended(task.seq, work_ids)
@@ -438,8 +492,27 @@ class EventLoop:
             annotate(exc, f"rigger_mp: raised by internal job {describe(call.func)}")
             self._report_failure((type(exc), exc, exc.__traceback__))
 
+    def _unwatched_failure(self, task: Task, exc: BaseException) -> None:
+        """Promise 4: an event failed and no one waits on it: report it (logged by default).
+
+        Logged once, when it fails; a waiter that comes later still gets the exception.
+        """
+        note = f"rigger_mp: event {task.hook_name!r} (tid {task.tid}) failed while no one waited"
+        annotate(exc, note)
+        self._report_failure((type(exc), exc, exc.__traceback__))
+
     def _plan(self, hook_name: str) -> Plan:
-        """Work out ``hook_name``'s plan and keep it until a binding changes."""
+        """``hook_name``'s plan: cached (least recently used dropped beyond the cap) until
+        a binding changes; the shared :data:`EMPTY_PLAN`, uncached, if nothing is bound."""
         plans = self._plans  # taken first: a binding changed meanwhile drops this cache
-        plan = plans[hook_name] = self._planner(hook_name)
+        plan = plans.get(hook_name)
+        if plan is not None:
+            plans.move_to_end(hook_name)
+            return plan
+        plan = self._planner(hook_name)
+        if not (plan.pre or plan.foreground or plan.background or plan.post):
+            return EMPTY_PLAN
+        plans[hook_name] = plan
+        if len(plans) > self.max_cached_plans:
+            plans.popitem(last=False)
         return plan

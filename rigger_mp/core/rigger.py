@@ -215,8 +215,8 @@ class Rigger(Dispatcher):
             settings = load_config(self.config_source)
             self.settings = settings
             self._loaded_config = settings.raw
-            self._journal = Journaling.open(settings)  # its faults raise here, naming the file
             self.instances = self._build_instances(settings)
+            self._journal = Journaling.open(settings)  # its faults raise here, naming the file
             self._background = Background.start(self, self.instances, settings)
             if settings.threaded:
                 self._executor = ThreadPoolExecutor(
@@ -227,6 +227,7 @@ class Rigger(Dispatcher):
             squash = settings.squash_exceptions if self._squash is None else self._squash
             events = EventRunner(self._globals, squash, self.report_failure, self._executor)
             self._runner = events
+            self._loop.max_cached_plans = settings.max_cached_plans
             self._loop.run(events, self._background.submit, self._journal_hooks())
         except BaseException:
             self._undo_start()
@@ -474,14 +475,21 @@ class Rigger(Dispatcher):
     # -- failures and counters ----------------------------------------------------
 
     def report_failure(self, exc_info: ExcInfo) -> None:
-        """A failure no waiter sees: :meth:`handle_failure`, which must not raise."""
+        """A failure no waiter sees (a squashed callable, an event no one waits on, an
+        internal job): kept in the recent failures, then :meth:`handle_failure`, which must
+        not raise."""
+        try:
+            self._loop.failures.add(None, None, exc_info[1])
+        except Exception:
+            logger.exception("rigger_mp: keeping a failure failed")
         try:
             self.handle_failure(exc_info)
         except Exception:
             logger.exception("rigger_mp: handle_failure() itself failed")
 
     def handle_failure(self, exc_info: ExcInfo) -> None:
-        """Called with a squashed exception; the default logs it with its traceback."""
+        """Called with a failure no waiter sees (see :meth:`report_failure`); the default
+        logs it with its traceback."""
         logger.error("rigger_mp: a callable failed: %s", exc_info[1], exc_info=exc_info)
 
     def log_message(self, msg: str) -> None:
@@ -494,7 +502,8 @@ class Rigger(Dispatcher):
     def stats(self) -> dict[str, Any]:
         """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
         hooks queued, running, done, failed and abandoned; the live workers; the uptime and
-        the mean events done per second; the TCP server's counters when it runs."""
+        the mean events done per second; events by name (``hooks``); the last failures
+        (``recent_failures``); the plans cached; the TCP server's counters when it runs."""
         background = self._background
         events = self._loop.counters()
         uptime = self._loop.uptime()
@@ -503,6 +512,10 @@ class Rigger(Dispatcher):
             "uptime": uptime,
             "events_per_second": events["done"] / uptime if uptime > 0 else 0.0,
             "events": events,
+            "hooks": self._loop.hook_counters(),
+            "failures_total": self._loop.failures.total,
+            "recent_failures": self._loop.failures.recent(),
+            "plans_cached": self._loop.cached_plans(),
         }
         if self._server is not None:
             stats["server"] = self._server.stats()

@@ -7,15 +7,22 @@ are used:
   ``threading.Condition`` and two lists when it is made and takes the Condition twice
   more to start and finish: a third of the cost of a whole event, and garbage-collector
   work that grew with every event still queued. A Task makes them only when somebody
-  needs them (``add_done_callback``, ``cancel``, ``exception``, ``concurrent.futures.wait``).
-- Fired and waited on. ``result()`` waits on a bare lock used as a gate, which the
-  thread that finishes the task opens; ``Condition.wait`` runs several microseconds of
-  Python first, long enough that the event thread, already woken, had to go back to
-  sleep until the waiter let go of the interpreter.
+  needs them (``add_done_callback``, ``cancel``, ``concurrent.futures.wait``).
+- Fired and waited on. ``result()`` and ``exception()`` wait on a bare lock used as a
+  gate, which the thread that finishes the task opens; ``Condition.wait`` runs several
+  microseconds of Python first, long enough that the event thread, already woken, had to
+  go back to sleep until the waiter let go of the interpreter.
 
 One shared lock guards a task's state changes on the fast paths and the making of its
 Condition and gate: a waiter either sees the task finished or made its gate before the
 task finished, and the finisher opens what exists.
+
+Every way of waiting on an unfinished task from a thread that runs events raises
+:class:`~rigger_mp.errors.WouldDeadlock`: ``result()`` and ``exception()`` check first;
+``concurrent.futures.wait`` and ``as_completed`` install their waiter through
+``_waiters``, which checks too. This relies on the private fields of
+``concurrent.futures.Future`` that the Future code Task runs uses;
+tests/test_task.py pins them, so a CPython that changes them fails there.
 """
 
 from __future__ import annotations
@@ -87,6 +94,9 @@ class Task(Future[dict[str, Any]]):
 
     @property
     def _waiters(self) -> list[Any]:  # type: ignore[override]
+        # concurrent.futures.wait and as_completed add their waiter here (holding the
+        # Conditions, which they release on the way out): where they can be refused.
+        self._refuse_wait_from_runner()
         if self._lazy_waiters is None:
             self._condition  # noqa: B018  (makes the lists)
         assert self._lazy_waiters is not None
@@ -155,26 +165,50 @@ class Task(Future[dict[str, Any]]):
     def done(self) -> bool:
         return self._state in _DONE
 
+    def running(self) -> bool:  # Future's makes the Condition, which watched() counts
+        return self._state == RUNNING
+
+    def cancelled(self) -> bool:
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def watched(self) -> bool:
+        """Whether anyone has asked for the outcome: a ``result()`` or ``exception()``
+        caller, a done-callback, ``concurrent.futures.wait``; else its failure is logged."""
+        return self._gate is not None or self._lazy_condition is not None
+
     def result(self, timeout: float | None = None) -> dict[str, Any]:
+        self._settle(timeout)
+        if self._exception is not None:
+            try:
+                raise self._exception
+            finally:
+                self = None  # type: ignore[assignment]  # break the traceback cycle
+        result: dict[str, Any] = self._result
+        return result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._settle(timeout)
+        return self._exception
+
+    def _settle(self, timeout: float | None) -> None:
+        """Wait until finished; ``CancelledError`` or ``TimeoutError`` if it is not."""
         if self._state not in _DONE:
-            if threading.get_ident() in self._runners:
-                raise WouldDeadlock(
-                    f"a hook waited on event {self.hook_name!r} (tid {self.tid}), which "
-                    "runs only after the current event; fire it and do not wait"
-                )
+            self._refuse_wait_from_runner()
             self._wait(timeout)
         state = self._state
         if state == FINISHED:
-            if self._exception is not None:
-                try:
-                    raise self._exception
-                finally:
-                    self = None  # type: ignore[assignment]  # break the traceback cycle
-            result: dict[str, Any] = self._result
-            return result
+            return
         if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
             raise CancelledError()
         raise FutureTimeoutError()
+
+    def _refuse_wait_from_runner(self) -> None:
+        """:class:`WouldDeadlock` if unfinished and this thread runs events: it never would."""
+        if self._state not in _DONE and threading.get_ident() in self._runners:
+            raise WouldDeadlock(
+                f"a hook waited on event {self.hook_name!r} (tid {self.tid}), which "
+                "runs only after the current event; fire it and do not wait"
+            )
 
     def _wait(self, timeout: float | None) -> None:
         with _lock:

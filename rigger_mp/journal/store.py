@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -258,6 +258,33 @@ class JournalStore:
 
     # -- writing ------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _transaction(
+        self, doing: str, sync: str | None = None, maintain: bool = False
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction under both locks: committed if the body returns, rolled
+        back if it raises; an SQLite error becomes a :class:`JournalError` naming the file
+        and ``doing``. ``maintain``: count the commit and give back free pages now and then.
+        """
+        with self._lock, self._writer.held():
+            db = self._db
+            try:
+                self._set_sync(self.sync if sync is None else sync)
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                if maintain:
+                    self._commits_since_look += 1
+                    if self._commits_since_look >= MAINTAIN_EVERY:
+                        self._give_back_free_pages()
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, doing) from exc
+
     def commit(self, rows: Sequence[NewRow], done: Iterable[int] = ()) -> range:
         """Append ``rows`` and delete the done ``seq``s, in one transaction; the new seqs.
 
@@ -265,36 +292,22 @@ class JournalStore:
         with ``NORMAL`` (no fsync: a done mark lost to a power cut only means a replay).
         """
         done = list(done)
-        with self._lock, self._writer.held():
-            db = self._db
-            try:
-                self._set_sync(self.sync if rows else "normal")
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    first = 1
-                    if rows:
-                        row = db.execute(
-                            "SELECT seq FROM sqlite_sequence WHERE name = 'pending'"
-                        ).fetchone()
-                        first = (row[0] if row else 0) + 1
-                        now = time.time()
-                        db.executemany(
-                            "INSERT INTO pending (seq, tid, hook, fmt, data, accepted) "
-                            "VALUES (?, ?, ?, ?, ?, ?)",
-                            [(first + i, *r, now) for i, r in enumerate(rows)],
-                        )
-                    if done:
-                        db.executemany("DELETE FROM pending WHERE seq = ?", [(s,) for s in done])
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-                self._commits_since_look += 1
-                if self._commits_since_look >= MAINTAIN_EVERY:
-                    self._give_back_free_pages()
-            except sqlite3.Error as exc:
-                raise _fault(self.path, exc, f"commit of {len(rows)} event(s)") from exc
+        first = 1
+        doing = f"commit of {len(rows)} event(s)"
+        with self._transaction(doing, self.sync if rows else "normal", maintain=True) as db:
+            if rows:
+                row = db.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'pending'"
+                ).fetchone()
+                first = (row[0] if row else 0) + 1
+                now = time.time()
+                db.executemany(
+                    "INSERT INTO pending (seq, tid, hook, fmt, data, accepted) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(first + i, *r, now) for i, r in enumerate(rows)],
+                )
+            if done:
+                db.executemany("DELETE FROM pending WHERE seq = ?", [(s,) for s in done])
         return range(first, first + len(rows))
 
     def _give_back_free_pages(self) -> None:
@@ -327,29 +340,17 @@ class JournalStore:
         if max_attempts < 1:
             raise JournalError(f"journal {self.path}: journal_max_attempts must be at least 1")
         reason = f"reached journal_max_attempts ({max_attempts}) without finishing"
-        with self._lock, self._writer.held():
-            db = self._db
-            try:
-                self._set_sync(self.sync)
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    died = time.time() if now is None else now
-                    spent = "WHERE attempts >= ?", (max_attempts,)
-                    dead = [replace(e, died=died, reason=reason) for e in self._select(*spent)]
-                    db.execute(
-                        f"INSERT INTO dead SELECT {_COLUMNS}, ?, ? FROM pending {spent[0]}",
-                        (died, reason, *spent[1]),
-                    )
-                    db.execute(f"DELETE FROM pending {spent[0]}", spent[1])
-                    db.execute("UPDATE pending SET attempts = attempts + 1")
-                    run = self._select()
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise _fault(self.path, exc, "claiming the events to replay") from exc
+        with self._transaction("claiming the events to replay") as db:
+            died = time.time() if now is None else now
+            spent = "WHERE attempts >= ?", (max_attempts,)
+            dead = [replace(e, died=died, reason=reason) for e in self._select(*spent)]
+            db.execute(
+                f"INSERT INTO dead SELECT {_COLUMNS}, ?, ? FROM pending {spent[0]}",
+                (died, reason, *spent[1]),
+            )
+            db.execute(f"DELETE FROM pending {spent[0]}", spent[1])
+            db.execute("UPDATE pending SET attempts = attempts + 1")
+            run = self._select()
         return run, dead
 
     def retry(self, tids: Sequence[str] | None = None) -> list[Entry]:
@@ -359,31 +360,19 @@ class JournalStore:
         Raises :class:`JournalError` naming any tid that is not dead.
         """
         where, params = self._tid_filter(tids)
-        with self._lock, self._writer.held():
-            db = self._db
-            try:
-                self._set_sync(self.sync)
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    moved = self._select(where, params, "dead")
-                    missing = sorted(set(tids or ()) - {e.tid for e in moved})
-                    if missing:
-                        raise JournalError(
-                            f"journal {self.path}: no dead event with tid {', '.join(missing)}"
-                        )
-                    db.execute(
-                        "INSERT INTO pending (seq, tid, hook, fmt, data, accepted, attempts) "
-                        f"SELECT seq, tid, hook, fmt, data, accepted, 0 FROM dead {where}",
-                        params,
-                    )
-                    db.execute(f"DELETE FROM dead {where}", params)
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise _fault(self.path, exc, "retry") from exc
+        with self._transaction("retry") as db:
+            moved = self._select(where, params, "dead")
+            missing = sorted(set(tids or ()) - {e.tid for e in moved})
+            if missing:
+                raise JournalError(
+                    f"journal {self.path}: no dead event with tid {', '.join(missing)}"
+                )
+            db.execute(
+                "INSERT INTO pending (seq, tid, hook, fmt, data, accepted, attempts) "
+                f"SELECT seq, tid, hook, fmt, data, accepted, 0 FROM dead {where}",
+                params,
+            )
+            db.execute(f"DELETE FROM dead {where}", params)
         return moved
 
     def purge_dead(self) -> int:

@@ -61,9 +61,10 @@ from typing import Any, Final
 
 import psutil
 
+from ..core.deadline import Deadline
 from ..core.lifecycle import move
 from ..errors import PluginError
-from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem
+from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem, describe_items
 from .messages import MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent
 
 logger = logging.getLogger("rigger_mp")
@@ -76,6 +77,8 @@ TARGET_BATCH_SECONDS = 0.02
 """Work per batch the feeder aims at: big batches for cheap hooks, one item for heavy ones."""
 STARTUP_FAILURES = 3
 """Workers in a row that die before taking any work: the pool is then broken."""
+KILL_GRACE = 2.0
+"""Seconds a worker terminated by ``stop()`` gets before it is killed."""
 STARTUP_SECONDS = 30.0
 """A worker that dies idle later than this after its start is not failing to start (an
 idle worker killed hours later, say), so it does not count towards STARTUP_FAILURES."""
@@ -131,9 +134,52 @@ def exit_cause(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+_helpers_started: set[int] = set()  # pids of the processes that started them here
+_helpers_lock = threading.Lock()
+
+
+def start_helpers_isolated(start_method: str) -> None:
+    """Start ``multiprocessing``'s resource tracker and fork server away from the cwd.
+
+    Both are ``python -c`` processes, so ``''`` (the working directory they inherit)
+    comes first on their ``sys.path`` while they import ``pickle``, ``socket`` and the
+    rest: a ``pickle.py`` in the directory the dispatcher runs in would run in them, and
+    every worker forked from the fork server would inherit it. Started with the standard
+    library's own directory as their working directory, ``''`` finds only what comes
+    next anyway. Done once per process, before the first pool starts; the working
+    directory is changed back at once (workers still start in the parent's, which
+    ``multiprocessing`` passes them). Helpers already running are left alone.
+    """
+    if start_method == "fork":
+        return
+    from multiprocessing import forkserver, resource_tracker
+
+    with _helpers_lock:
+        if os.getpid() in _helpers_started:
+            return
+        _helpers_started.add(os.getpid())
+        here = os.getcwd()
+        os.chdir(os.path.dirname(os.__file__))
+        try:
+            resource_tracker.ensure_running()
+            if start_method == "forkserver":
+                forkserver.ensure_running()
+        finally:
+            os.chdir(here)
+
+
 def _manager_initializer() -> None:
     """Runs first in the manager process: leave with the parent."""
     exit_with_parent()
+
+
+def _signal(worker: _Worker, signum: signal.Signals) -> None:
+    """Terminate or kill a worker, unless it has ended and been closed meanwhile."""
+    with contextlib.suppress(ValueError):
+        if signum is signal.SIGKILL:
+            worker.process.kill()
+        else:
+            worker.process.terminate()
 
 
 @dataclass(eq=False)
@@ -222,6 +268,7 @@ class LocalPool:
     def start(self, sink: ResultSink) -> None:
         """Start the manager, the workers, the feeder and the collector."""
         self._sink = sink
+        start_helpers_isolated(self.start_method)
         manager = SyncManager(ctx=self._ctx)
         try:
             manager.start(_manager_initializer)
@@ -273,13 +320,8 @@ class LocalPool:
 
     def running(self) -> int:
         """Items being run now, read from the workers' slots."""
-        count = 0
         with self._cond:
-            for worker in self._workers:
-                batch = worker.batches.get(worker.slot[0])
-                if batch is not None and batch.reported <= worker.slot[1] < len(batch.items):
-                    count += 1
-        return count
+            return len(self._running_items())
 
     def workers(self) -> list[WorkerInfo]:
         """pid, resident memory, CPU use since the last call and tasks done, per worker."""
@@ -302,7 +344,14 @@ class LocalPool:
         return out
 
     def stop(self, abandon: bool, timeout: float | None = None) -> list[WorkItem]:
-        """End the workers (letting them finish, or not), the threads and the manager."""
+        """End the workers (letting them finish, or not), the threads and the manager.
+
+        Workers that have not ended by ``timeout`` are terminated (what they held is
+        handed back, and the hooks they were running are logged by name), and killed if
+        they are still there :data:`KILL_GRACE` seconds later: a hook that hangs, or a
+        worker kept alive by a thread of its own, never holds the stop beyond that.
+        """
+        deadline = Deadline(timeout)
         with self._cond:
             if self._phase.stopping:
                 return []
@@ -315,24 +364,13 @@ class LocalPool:
         with self._cond:
             live = list(self._workers)
         for worker in live:
-            if abandon:
-                worker.process.terminate()
-            else:
-                try:
-                    worker.queue.put(None)
-                except Exception:  # the manager is gone: end the worker instead
-                    worker.process.terminate()
+            self._tell_stop(worker, abandon)
         self._wake()
-        if self._collector is not None:
-            self._collector.join(timeout)
-            if self._collector.is_alive():  # a hook did not finish in time: end it
-                with self._cond:
-                    if self._phase is Phase.STOPPING:
-                        self._move(Phase.ABANDONING)
-                    live = list(self._workers)
-                for worker in live:
-                    worker.process.kill()
-                self._collector.join()
+        collector = self._collector
+        if collector is not None:
+            collector.join(deadline.left())
+            if collector.is_alive():
+                self._end_workers(deadline, terminated=abandon)
         if self._manager is not None:
             self._manager.shutdown()
             self._manager = None
@@ -342,6 +380,54 @@ class LocalPool:
             self._move(Phase.STOPPED)
             left, self._left = self._left, []
         return left
+
+    @staticmethod
+    def _tell_stop(worker: _Worker, abandon: bool) -> None:
+        """Ask a worker to end once it has run what it holds (``abandon``: end it now)."""
+        if not abandon:
+            try:
+                worker.queue.put(None)
+                return
+            except Exception:  # the manager is gone: end the worker instead
+                pass
+        _signal(worker, signal.SIGTERM)
+
+    def _end_workers(self, deadline: Deadline, terminated: bool) -> None:
+        """The workers did not end by the deadline: terminate them (unless ``terminated``
+        already), then kill them."""
+        collector = self._collector
+        assert collector is not None
+        with self._cond:
+            if self._phase is Phase.STOPPING:
+                self._move(Phase.ABANDONING)
+            live = list(self._workers)
+            running = self._running_items()
+        if not terminated:
+            logger.error(
+                "rigger_mp: stop(): %d worker(s) still busy after %.3g s; ending them "
+                "(hooks running: %s)",
+                len(live),
+                deadline.timeout or 0.0,
+                describe_items(running) or "none, a worker kept alive by a thread of its own",
+            )
+            for worker in live:
+                _signal(worker, signal.SIGTERM)
+        collector.join(KILL_GRACE)
+        if collector.is_alive():
+            with self._cond:
+                live = list(self._workers)
+            for worker in live:
+                _signal(worker, signal.SIGKILL)
+            collector.join()
+
+    def _running_items(self) -> list[WorkItem]:
+        """The items the workers are running now, read from their slots (under ``_cond``)."""
+        items = []
+        for worker in self._workers:
+            batch = worker.batches.get(worker.slot[0])
+            if batch is not None and batch.reported <= worker.slot[1] < len(batch.items):
+                items.append(batch.items[worker.slot[1]])
+        return items
 
     def _move(self, to: Phase) -> None:
         """Change phase along :data:`_EDGES` (called under ``_cond``)."""
@@ -607,4 +693,8 @@ class LocalPool:
             self._workers.append(fresh)
             if self._feeder_waiting:
                 self._cond.notify()
+            # stop() began while it started, and may have told the others already
+            phase = self._phase
+        if phase.stopping:
+            self._tell_stop(fresh, phase is not Phase.STOPPING)
         return []

@@ -9,22 +9,29 @@ and the item it is running, so that the main process knows what was lost if it d
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
 
+from ..core.deadline import Deadline
 from ..core.loading import import_class
 from ..core.plugin import Dispatcher, RiggerBasePlugin
 from ..errors import PluginError, RiggerError
 from .interface import InstanceSpec, WorkItem
 from .messages import FLUSH_SECONDS, MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent
 
+THREAD_GRACE = 5.0
+"""Seconds a finished worker waits for the non-daemon threads its hooks left before it
+exits anyway."""
 WORKER_NICE = 10
 """Workers run at this lower CPU priority: with every core busy packing archives, the
 main process's event thread still gets the CPU it needs (idle cores are used in full)."""
@@ -215,3 +222,28 @@ def worker_main(
         runner.run(queue)
     finally:
         conn.close()
+    leave(THREAD_GRACE)
+
+
+def leave(grace: float) -> NoReturn:
+    """End the worker once its work is done, whatever threads its hooks left running.
+
+    ``multiprocessing`` would join every non-daemon thread first, and one that never
+    ends would keep the worker (and the ``stop()`` waiting for it) forever. They get
+    ``grace`` seconds, then the process exits all the same.
+    """
+    deadline = Deadline(grace)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(deadline.left())
+    left = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
+    if len(left) > 1:
+        logging.getLogger("rigger_mp").warning(
+            "rigger_mp: worker %d exits leaving thread(s) a hook started: %s",
+            os.getpid(),
+            ", ".join(n for n in left if n != threading.current_thread().name),
+        )
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)

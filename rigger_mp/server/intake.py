@@ -5,6 +5,7 @@
     server process ── requests pipe ──▶ Intake.serve(incarnation), one read at a time:
                                           fires ─────────▶ EventPort.accept_batch (in pipe order)
                                                            │ refused: shutting_down / lost
+                                          │ then StatusWindow.settle behind them
                                           task_status ──▶ StatusWindow.status_line
                                           stats ────────▶ EventPort.stats
                                           terminate ────▶ a thread runs EventPort.stop
@@ -47,19 +48,33 @@ MAX_BACKLOG: Final = 50_000
 """Events queued and not yet run above which the intake stops reading requests until the
 event thread has caught up; the server then stops reading its sockets (TCP flow control
 reaches the clients), so memory stays bounded however fast clients fire."""
+MAX_REPLY_BYTES: Final = 16 * 1024 * 1024
+"""Default of ``max_reply_bytes``: a longer ``grab_result`` or stats reply line is
+replaced by a ``reply_too_large`` error (the event itself ran)."""
 
 
 class Intake:
     """Feeds the dispatcher what the server processes send, one incarnation at a time.
 
     ``stopping`` is set once a stop begins (quiesce or stop); :meth:`wake` must follow
-    it, so that a wait for room ends and none starts.
+    it, so that a wait for room ends and none starts. The other arguments are the config
+    keys of the same names (``None``: their defaults).
     """
 
-    def __init__(self, port: EventPort, fences: Fences, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        port: EventPort,
+        fences: Fences,
+        stopping: threading.Event,
+        *,
+        status_window: int | None = None,
+        status_window_bytes: int | None = None,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+    ) -> None:
         self.port = port
         self.fences = fences
-        self.status = StatusWindow()
+        self.status = StatusWindow(status_window, status_window_bytes)
+        self.max_reply_bytes = max_reply_bytes
         self._stopping = stopping
         self._room = threading.Event()
         self.silent: tuple[Incarnation, float] | None = None
@@ -181,7 +196,7 @@ class Intake:
             if kind == STATUS:
                 add((rid, R_LINE, self.status.status_line(item[2])))
             elif kind == STATS:
-                add((rid, R_STATS, self.port.stats()))
+                self._stats(rid, add)
             elif kind == TERMINATE:
                 self._terminate(rid, add)
             else:
@@ -209,6 +224,7 @@ class Intake:
             self._refuse(fires, exc, add)
             return
         self.status.remember(tasks)
+        self.port.call_soon(partial(self.status.settle, tasks))  # runs after their events
         self.accepted += len(tasks)
         for item, task in zip(fires, tasks, strict=True):
             if item[0] != NO_REPLY:
@@ -259,7 +275,30 @@ class Intake:
         except Exception as exc:  # never let a reply go missing
             logger.exception("rigger_mp: building the reply of tid %s failed", task.tid)
             line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
+        if len(line) > self.max_reply_bytes:
+            line = self._too_large("the event ran, but its output", len(line), task.tid)
         send([(rid, R_LINE, line)])
+
+    def _stats(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
+        """Answer ``stats``: the dispatcher's, to which the server adds its own counters."""
+        stats = self.port.stats()
+        try:
+            size = len(proto.reply_line({"ok": True, "stats": stats}))
+        except (TypeError, ValueError):  # the server answers not_serializable
+            size = 0
+        if size > self.max_reply_bytes:
+            add((rid, R_LINE, self._too_large("the stats", size)))
+        else:
+            add((rid, R_STATS, stats))
+
+    def _too_large(self, what: str, size: int, tid: str | None = None) -> bytes:
+        """The ``reply_too_large`` line that replaces a reply of ``size`` bytes."""
+        return proto.error_line(
+            proto.REPLY_TOO_LARGE,
+            f"{what} is too large to send: the reply would be {size} bytes, over "
+            f"max_reply_bytes ({self.max_reply_bytes})",
+            tid,
+        )
 
     def _terminate(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
         """Start a clean stop on a thread of its own; the reply waits for the drain."""

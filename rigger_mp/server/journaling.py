@@ -25,7 +25,6 @@ from typing import Any, Protocol
 from .. import protocol as proto
 from ..journal import JSON, GroupCommitter, JournalError, JournalStore, Sync, encode_json
 from ..journal.committer import Outcome
-from .channel import pack
 from .messages import FIRE, NO_REPLY, ServerSettings
 
 logger = logging.getLogger("rigger_mp.server")
@@ -45,6 +44,9 @@ class Host(Protocol):
 
     def reply_all(self, replies: list[tuple[Any, int, bytes]]) -> None:
         """Write these replies to their connections (those still open)."""
+
+    def send_batch(self, batch: list[tuple[Any, ...]], acks: list[Ack]) -> None:
+        """Write ``batch`` into the pipe, its acks released once it is there."""
 
 
 class _Out:
@@ -149,13 +151,13 @@ class ServerJournal:
         if isinstance(outcome, range):
             for index, seq in zip(out.fires, outcome, strict=True):
                 batch[index] = (*batch[index], seq)
-            to_main.write(pack(batch), out.acks)
+            self.server.send_batch(batch, out.acks)
             return
         assert isinstance(outcome, JournalError)
         self._refuse(out, outcome)
         rest = [item for item in batch if item[1] != FIRE]
         if rest:
-            to_main.write(pack(rest), [])
+            self.server.send_batch(rest, [])
 
     def _refuse(self, out: _Out, error: JournalError) -> None:
         """Answer every fire of a batch whose commit failed with ``journal_failed``."""

@@ -27,7 +27,9 @@ What "accepted" means to the rest of the dispatcher is kept by fences (see
 the intake has queued every fire acked before it (``wait_background`` does that first),
 and :meth:`ServerSupervisor.quiesce` does the same while making the server refuse fires
 from then on (``stop`` does that before it drains). So an acked event is never dropped
-by a clean stop nor missed by ``wait_background``. This module never imports
+by a clean stop nor missed by ``wait_background``. A heartbeat thread asks for a fence
+every ``server_heartbeat`` seconds, so a server process that stopped or wedged is killed
+and replaced even when nobody waits on it. This module never imports
 :mod:`.process` (asyncio): the server runs in a process of its own.
 """
 
@@ -74,6 +76,9 @@ STOP_GRACE: Final = 10.0
 FENCE_TIMEOUT: Final = 10.0
 """A server process that owes a fence and has sent nothing for this long, while the intake
 waits on its pipe, is unresponsive (stopped, wedged): it is killed and replaced."""
+HEARTBEAT_MISSES: Final = 3
+"""Heartbeats (one every ``server_heartbeat`` seconds) a server process may leave
+unanswered before it is unresponsive: killed and replaced."""
 
 
 class ServerStartError(RiggerError):
@@ -108,16 +113,41 @@ def exposed_without_token(host: str, token: str | None) -> bool:
         return True
 
 
-_SERVER_MAIN: Final = "import sys; from rigger_mp.server.process import main; main(sys.argv[1:])"
+_PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""This rigger_mp's package directory: the server process loads exactly this one."""
+
+
+def _program(module: str) -> str:
+    """The server process's program: run ``module``'s ``main``.
+
+    It runs under ``python -I`` (no working directory, no script directory, no user site,
+    no PYTHONPATH on ``sys.path``) and loads this rigger_mp by its location rather than by
+    adding a directory to ``sys.path``: a ``hmac.py`` or ``json.py`` in the directory the
+    dispatcher was started from is never imported in the process that holds the token.
+    """
+    return (
+        "import sys, importlib.util as u; "
+        f"s = u.spec_from_file_location('rigger_mp', "
+        f"{os.path.join(_PACKAGE_DIR, '__init__.py')!r}, "
+        f"submodule_search_locations=[{_PACKAGE_DIR!r}]); "
+        "m = sys.modules['rigger_mp'] = u.module_from_spec(s); s.loader.exec_module(m); "
+        f"from {module} import main; main(sys.argv[1:])"
+    )
+
+
+_SERVER_MAIN: Final = _program("rigger_mp.server.process")
+_HTTP_MAIN: Final = _program("rigger_mp.server.http")
+"""The server process with the HTTP front on its loop (its socket is the fourth fd)."""
+
+
+def server_command(fds: tuple[int, ...], http: bool = False) -> list[str]:
+    """The command line of a server process given the file descriptors it inherits."""
+    return [sys.executable, "-I", "-c", _HTTP_MAIN if http else _SERVER_MAIN, *map(str, fds)]
 
 
 def _child_env() -> dict[str, str]:
-    """The environment of the server process: ours, with this rigger_mp importable first."""
-    env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = here + (os.pathsep + path if path else "")
-    return env
+    """The environment of the server process: ours (``-I`` ignores the PYTHON* variables)."""
+    return dict(os.environ)
 
 
 class State(enum.Enum):
@@ -174,10 +204,24 @@ class ServerSupervisor:
             stop_grace=STOP_GRACE,
             journal=settings.journal,
             journal_sync=settings.journal_sync,
+            http_max_connections=settings.http_max_connections,
+            max_connections=settings.max_connections,
+            drain_timeout=settings.drain_timeout,
+            auth_timeout=settings.auth_timeout,
+            max_auth_failures=settings.max_auth_failures,
+            max_protocol_errors=settings.max_protocol_errors,
+            max_messages_per_turn=settings.max_messages_per_turn,
+            max_buffered_replies_bytes=settings.max_buffered_replies_bytes,
+            max_json_depth=settings.max_json_depth,
+            max_hook_name_length=settings.max_hook_name_length,
         )
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
+        # The HTTP front's listening socket (http_port set), bound here like the TCP one.
+        self._http_sock: socket.socket | None = None
+        self.http_address: str | None = None
+        self.http_port: int | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards _state and _current
         self._state = State.STARTING
@@ -186,8 +230,17 @@ class ServerSupervisor:
         # Set once a stop begins (quiesce or stop): ends a restart's back-off and the
         # intake's wait for room.
         self._stop_event = threading.Event()
-        self._fences = Fences(FENCE_TIMEOUT)
-        self._intake = Intake(rigger, self._fences, self._stop_event)
+        self._heartbeat = settings.server_heartbeat
+        self._fences = Fences(min(FENCE_TIMEOUT, self._heartbeat * HEARTBEAT_MISSES))
+        self._beater: threading.Thread | None = None
+        self._intake = Intake(
+            rigger,
+            self._fences,
+            self._stop_event,
+            status_window=settings.status_window,
+            status_window_bytes=settings.status_window_bytes,
+            max_reply_bytes=settings.max_reply_bytes,
+        )
         self._generation = 0
         self.restarts = 0
 
@@ -236,6 +289,13 @@ class ServerSupervisor:
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self.address, self.port = host, port
+        if self.settings.http_port is not None:
+            try:
+                self._http_sock = bind(self.settings.http_address, self.settings.http_port)
+            except BaseException:
+                sock.close()
+                raise
+            self.http_address, self.http_port = self._http_sock.getsockname()[:2]
         if exposed_without_token(host, self.settings.server_token):
             logger.warning(
                 "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
@@ -249,11 +309,16 @@ class ServerSupervisor:
         except BaseException:
             sock.close()
             self._sock = None
+            self._close_http()
             raise
         with self._lock:
             self._started(incarnation)
         self._thread = threading.Thread(target=self._run, name="rigger_mp-intake", daemon=True)
         self._thread.start()
+        self._beater = threading.Thread(
+            target=self._beat, name="rigger_mp-server-heartbeat", daemon=True
+        )
+        self._beater.start()
         # Registered after multiprocessing's own exit handler, so it runs first: stop
         # (drain, then stop the server) before multiprocessing terminates its children.
         atexit.register(self._at_exit)
@@ -277,10 +342,12 @@ class ServerSupervisor:
         )
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
-        fds = (self._sock.fileno(), requests_w, replies_r)
+        fds: tuple[int, ...] = (self._sock.fileno(), requests_w, replies_r)
+        if self._http_sock is not None:
+            fds += (self._http_sock.fileno(),)
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _SERVER_MAIN, *map(str, fds)],
+                server_command(fds, http=self._http_sock is not None),
                 pass_fds=fds,
                 stdin=subprocess.DEVNULL,
                 env=_child_env(),
@@ -399,6 +466,28 @@ class ServerSupervisor:
             if deadline.expired():
                 return False
 
+    def _beat(self) -> None:
+        """The heartbeat thread: every ``server_heartbeat`` seconds, until a stop begins.
+
+        A heartbeat is a fence (the server answers it down the requests pipe, behind
+        what it acked): a server process that stopped (SIGSTOP) or wedged is noticed
+        without waiting for a ``sync`` or a stop to owe it one. Once the fence limit
+        (:data:`HEARTBEAT_MISSES` heartbeats) has passed with the intake waiting on the
+        pipe and nothing read, the process is killed; the intake reads what it acked to
+        the end and a new process is started, as for any death.
+        """
+        while not self._stop_event.wait(self._heartbeat):
+            with self._lock:
+                serving = self._state is State.SERVING
+            if not serving:
+                continue
+            silent = self._intake.silent
+            if silent is not None and self._fences.unresponsive(silent[1]):
+                limit = self._fences.limit
+                self._kill(silent[0], f"answered no heartbeat for {limit:g} s")
+                continue
+            self._ask_fence(False)
+
     def _kill(self, incarnation: Incarnation, why: str) -> None:
         """Kill a server process; the intake then reads its pipe to the end."""
         if incarnation.process.poll() is None:
@@ -427,6 +516,8 @@ class ServerSupervisor:
         if current is not None:
             current.writer.send(STOP)
         limit = STOP_GRACE + 5.0 if timeout is None else max(timeout, 1.0)
+        if self._beater is not None and self._beater is not threading.current_thread():
+            self._beater.join()  # ends at once: _stop_event is set
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(limit)
@@ -448,10 +539,15 @@ class ServerSupervisor:
             current.close(STOP_GRACE)
         if self._sock is not None:
             self._sock.close()
+        self._close_http()
         self._intake.status.clear()
         self._fences.passed()  # nothing more will be queued: wake whoever still waits
         with self._lock:
             self._stopped()
+
+    def _close_http(self) -> None:
+        if self._http_sock is not None:
+            self._http_sock.close()
 
     def _at_exit(self) -> None:
         self.rigger.stop()
@@ -477,6 +573,8 @@ class ServerSupervisor:
             "lost": self._intake.lost,
             "intake_pauses": self._intake.pauses,
             "status_window": len(self._intake.status),
+            "http_address": self.http_address,
+            "http_port": self.http_port,
         }
 
     # -- the intake thread -------------------------------------------------------------
@@ -509,6 +607,7 @@ class ServerSupervisor:
         # them in the backlog until stop() closes the socket.
         if self._sock is not None:
             self._sock.close()
+        self._close_http()
 
     def _restart(self, quick_death: bool) -> Incarnation | None:
         """Start the next server process; None if a stop (or its quiesce) came first.

@@ -1,0 +1,53 @@
+"""The last failures, kept for whoever looks at a running dispatcher (``stats()``, the
+live page): a small bounded ring, so that a flood of failures costs no memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Any, Final
+
+MAX_FAILURES: Final = 20
+"""Failures kept; older ones are dropped (they are in the log)."""
+MAX_TRACEBACK_CHARS: Final = 4000
+"""The end of a traceback kept per failure (its last lines say what failed)."""
+
+
+class FailureRing:
+    """The last :data:`MAX_FAILURES` failures: when, which event, the traceback text."""
+
+    def __init__(self, size: int = MAX_FAILURES) -> None:
+        self._lock = threading.Lock()
+        self._ring: deque[dict[str, Any]] = deque(maxlen=size)
+        self.total = 0
+        self._last: BaseException | None = None  # one failure reported by two paths counts once
+
+    def add(self, hook_name: str | None, tid: str | None, exc: BaseException) -> None:
+        """Keep ``exc`` (its traceback formatted now, while it is at hand).
+
+        The event loop keeps a failed event with its name, then may report the same
+        exception again (no one waited on it): that second add is skipped.
+        """
+        if exc is self._last:
+            return
+        self._last = exc
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if len(text) > MAX_TRACEBACK_CHARS:
+            text = "...\n" + text[-MAX_TRACEBACK_CHARS:]
+        entry = {
+            "time": time.time(),
+            "hook_name": hook_name,
+            "tid": tid,
+            "error": f"{type(exc).__name__}: {exc}"[:300],
+            "traceback": text,
+        }
+        with self._lock:
+            self._ring.append(entry)
+            self.total += 1
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The failures kept, oldest first."""
+        with self._lock:
+            return list(self._ring)

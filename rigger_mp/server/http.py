@@ -1,0 +1,406 @@
+"""The HTTP front: fire, task status, stats, Prometheus metrics and a live page, served
+by aiohttp on the server process's own event loop (the ``http`` extra).
+
+::
+
+    client ─HTTP─▶ HttpFront._handle ─ proto.parse ─▶ Server.fire / Server.forward(HttpCall)
+                        ▲                                   │ (the TCP path: tid, ack, pipe)
+                        └──── await HttpCall.reply ◀── put(line) ◀── Server.release / deliver
+
+An HTTP request is served by the same machinery as a TCP message: its body is parsed by
+:func:`rigger_mp.protocol.parse`, and the :class:`~.process.Server` accepts the fire
+(tid, ack once in the pipe) or forwards the request to the main process for an
+:class:`HttpCall`, a pseudo-connection whose one reply resolves a future. So the reply
+object, the error codes, the token and the bounds are the TCP protocol's; only the
+framing differs: one request, one JSON reply, with an HTTP status for its error code.
+
+The listening socket is bound by the main process (:mod:`.supervisor`) and passed as the
+fourth fd, so the port survives server restarts. Bounds: a body of at most
+``max_message_bytes``; ``http_max_connections`` open at once (more get a 503
+``too_many_connections`` and are closed); an idle keep-alive connection closes after
+``idle_timeout``; POSTs must say ``Content-Type: application/json`` (a browser's form or
+``no-cors`` fetch from another site cannot, so a page cannot fire into a dispatcher on
+localhost); a token set means ``Authorization: Bearer <token>`` on every data endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import sys
+from hmac import compare_digest
+from importlib.resources import files
+from typing import Any, Final
+
+from aiohttp import web
+
+from .. import protocol as proto
+from . import metrics
+from .messages import STATS, STATUS, TERMINATE
+from .process import Conn, ConnState, Server, ServerState
+from .process import main as process_main
+
+logger = logging.getLogger("rigger_mp.server")
+
+TOO_MANY_CONNECTIONS: Final = "too_many_connections"
+"""The HTTP front has ``http_max_connections`` open: this one is answered 503 and closed."""
+REFUSE_TIMEOUT: Final = 2.0
+"""How long a connection over the limit may take to send its request before it is dropped."""
+REFUSE_HEAD_BYTES: Final = 16 * 1024
+"""Bytes of a refused connection's request read (for its headers) before it is dropped."""
+MAX_TID: Final = 256
+"""The longest tid ``GET /tasks/{tid}`` looks up (tids are much shorter)."""
+
+STATUS_OF: Final = {
+    proto.BAD_JSON: 400,
+    proto.BAD_REQUEST: 400,
+    proto.TOO_LARGE: 413,
+    proto.UNAUTHORIZED: 401,
+    proto.UNKNOWN_OP: 404,
+    proto.UNKNOWN_TASK: 404,
+    proto.SHUTTING_DOWN: 503,
+    TOO_MANY_CONNECTIONS: 503,
+    proto.HOOK_FAILED: 500,
+    proto.NOT_SERIALIZABLE: 500,
+    proto.INTERNAL: 500,
+}
+"""The HTTP status of a reply by its error code (200 when ``ok``)."""
+
+_ASSETS: Final = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/live.css": ("live.css", "text/css; charset=utf-8"),
+    "/live.js": ("live.js", "text/javascript; charset=utf-8"),
+}
+_JSON: Final = "application/json"
+
+
+def main(argv: list[str]) -> None:
+    """The server process with the HTTP front: ``argv`` is the TCP socket, the two pipe
+    fds and the HTTP socket."""
+    http_sock = socket.socket(fileno=int(argv[3]))
+    process_main(argv[:3], on_start=lambda server: HttpFront(server, http_sock).start())
+
+
+class HttpCall(Conn):
+    """A pseudo-connection for one HTTP request: the one reply line the server puts
+    resolves :attr:`reply`. It is never in ``Server.conns``: only ``put``, ``flush`` and
+    ``state`` are what the server uses of a connection it replies to."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:  # no Conn state needed
+        self.state = ConnState.OPEN
+        self.rids: set[int] = set()  # the server's bookkeeping of replies owed
+        self.reply: asyncio.Future[bytes] = loop.create_future()
+
+    def put(self, seq: int, line: bytes) -> bool:
+        if not self.reply.done():
+            self.reply.set_result(line)
+        return False  # nothing to flush: the handler writes the response
+
+    def flush(self) -> None:
+        pass
+
+    def error(self, seq: int, code: str, message: str) -> None:
+        """The server could not forward the request: its one reply is this error."""
+        self.put(seq, proto.error_line(code, message))
+
+
+class _HttpError(Exception):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.headers = code, message, headers or {}
+        self.status = status
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection over the limit: read its request head, answer 503, close."""
+
+    def __init__(self, front: HttpFront) -> None:
+        self.front = front
+        self.head = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.front.refusing += 1
+        if self.front.refusing > self.front.limit:  # a flood: no reply at all
+            transport.abort()
+            return
+        self.timer = self.front.server.loop.call_later(REFUSE_TIMEOUT, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        self.head += data
+        if b"\r\n\r\n" in self.head or len(self.head) > REFUSE_HEAD_BYTES:
+            self.answer()
+
+    def eof_received(self) -> bool:
+        self.answer()
+        return False
+
+    def answer(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        body = proto.error_line(
+            TOO_MANY_CONNECTIONS,
+            f"{self.front.limit} HTTP connections are open (http_max_connections); retry later",
+        )
+        self.transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.refusing -= 1
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+class _Counted(web.Server):
+    """aiohttp's low-level server, which tells the front when a connection has gone."""
+
+    front: HttpFront
+
+    def connection_lost(
+        self, handler: web.RequestHandler, exc: BaseException | None = None
+    ) -> None:
+        super().connection_lost(handler, exc)
+        self.front.connections_open -= 1
+
+
+class HttpFront:
+    """The HTTP listener of one server process and its counters."""
+
+    def __init__(self, server: Server, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+        self.limit = server.settings.http_max_connections
+        self.token = server.settings.token
+        self.connections_open = 0
+        self.connections_total = 0
+        self.refusing = 0
+        self.refused = 0
+        self.requests = 0
+        self.errors: dict[str, int] = {}
+        self.assets = {
+            path: (files(__package__).joinpath("live_assets").joinpath(name).read_bytes(), kind)
+            for path, (name, kind) in _ASSETS.items()
+        }
+        self.http: _Counted | None = None
+        self.listener: asyncio.Server | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start listening once the loop runs (``Server.run`` connects the pipes first)."""
+        self.task = self.server.loop.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        http = _Counted(
+            self._handle,
+            keepalive_timeout=self.server.settings.idle_timeout,
+            access_log=None,
+            auto_decompress=False,  # a small gzip body must not grow past the bound
+        )
+        http.front = self
+        self.http = http
+        self.listener = await self.server.loop.create_server(
+            self._protocol, sock=self.sock, backlog=1024  # the socket listens already
+        )
+        self.server.finished.add_done_callback(lambda _: self.close())
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self.http is not None:
+            self.http.pre_shutdown()
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        """A request handler, or a refusal once ``http_max_connections`` are open."""
+        assert self.http is not None
+        if self.connections_open >= self.limit:
+            self.refused += 1
+            self.errors[TOO_MANY_CONNECTIONS] = self.errors.get(TOO_MANY_CONNECTIONS, 0) + 1
+            return _Refuse(self)
+        self.connections_open += 1
+        self.connections_total += 1
+        return self.http()
+
+    def counters(self) -> dict[str, Any]:
+        """The ``server.http`` entry of the stats this front serves."""
+        return {
+            "connections_open": self.connections_open,
+            "connections_total": self.connections_total,
+            "refused": self.refused,
+            "requests": self.requests,
+            "errors": dict(self.errors),
+        }
+
+    # -- requests --------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.requests += 1
+        try:
+            return await self._route(request)
+        except _HttpError as exc:
+            self.errors[exc.code] = self.errors.get(exc.code, 0) + 1
+            body = proto.error_line(exc.code, exc.message)
+            response = self._json(body, exc.headers, exc.status)
+            if exc.code == proto.TOO_LARGE:
+                response.force_close()  # the rest of the body is not read
+            return response
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        method, path = request.method, request.path
+        if path in self.assets:
+            self._expect(method, "GET")
+            body, kind = self.assets[path]
+            return web.Response(body=body, content_type=kind.split(";")[0], charset="utf-8")
+        if path == "/fire":
+            self._expect(method, "POST")
+            self._authorize(request)
+            return self._json(await self._fire(await self._body(request)))
+        if path.startswith("/tasks/"):
+            self._expect(method, "GET")
+            self._authorize(request)
+            return self._json(await self._task(path[len("/tasks/") :]))
+        if path == "/stats":
+            self._expect(method, "GET")
+            self._authorize(request)
+            return self._json(await self._stats_line())
+        if path == "/metrics":
+            self._expect(method, "GET")
+            self._authorize(request)
+            reply = json.loads(await self._stats_line())
+            if not reply.get("ok"):
+                return self._json(proto.reply_line(reply))
+            body = metrics.render(reply["stats"])
+            return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+        if path == "/terminate":
+            self._expect(method, "POST")
+            self._authorize(request)
+            await self._body(request)  # JSON only, like every POST
+            return self._json(await self._terminate())
+        raise _HttpError(proto.UNKNOWN_OP, f"no such endpoint: {path[:100]}")
+
+    @staticmethod
+    def _expect(method: str, allowed: str) -> None:
+        if method != allowed and not (allowed == "GET" and method == "HEAD"):
+            raise _HttpError(
+                proto.UNKNOWN_OP,
+                f"method {method[:20]} is not served here (use {allowed})",
+                {"Allow": allowed},
+                405,
+            )
+
+    def _authorize(self, request: web.BaseRequest) -> None:
+        """With a token set, ``Authorization: Bearer <token>`` (else 401 unauthorized)."""
+        token = self.token
+        if token is None:
+            return
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not compare_digest(value.strip().encode(), token.encode()):
+            raise _HttpError(
+                proto.UNAUTHORIZED,
+                "send 'Authorization: Bearer <server_token>'" if not given else "wrong token",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    async def _body(self, request: web.BaseRequest) -> bytes:
+        """The request body: JSON by its content type, at most ``max_message_bytes``."""
+        if request.content_type != _JSON:
+            raise _HttpError(
+                proto.BAD_REQUEST,
+                f"Content-Type must be {_JSON}, not {request.content_type[:60]!r}",
+            )
+        limit = self.server.max_bytes
+        length = request.content_length
+        if length is not None and length > limit:
+            raise self._too_large(length)
+        chunks, size = [], 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise self._too_large(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, size: int) -> _HttpError:
+        return _HttpError(
+            proto.TOO_LARGE,
+            f"body of {size} bytes or more exceeds max_message_bytes ({self.server.max_bytes})",
+        )
+
+    def _serving(self) -> None:
+        """Raise shutting_down unless the server process is connected and not stopping."""
+        server = self.server
+        if server.to_main is None or server.state is ServerState.STOPPING:
+            raise _HttpError(proto.SHUTTING_DOWN, "the server is stopping")
+
+    async def _fire(self, body: bytes) -> bytes:
+        """A fire message, accepted exactly as the TCP server accepts one."""
+        try:
+            msg = proto.parse(body)
+        except proto.ProtocolError as exc:
+            raise _HttpError(exc.code, exc.message) from None
+        if type(msg) is not proto.Fire:
+            raise _HttpError(proto.BAD_REQUEST, "POST /fire takes a fire message (hook_name, data)")
+        self._serving()
+        server = self.server
+        if server.state is not ServerState.ACCEPTING:
+            raise _HttpError(proto.SHUTTING_DOWN, "the dispatcher is stopping")
+        call = HttpCall(server.loop)
+        server.fire(call, 0, msg)
+        server.flush_outbox()
+        return await call.reply
+
+    async def _forward(self, item: tuple[Any, ...]) -> bytes:
+        self._serving()
+        call = HttpCall(self.server.loop)
+        self.server.forward(call, 0, item)
+        self.server.flush_outbox()
+        return await call.reply
+
+    async def _task(self, tid: str) -> bytes:
+        if not tid or len(tid) > MAX_TID:
+            raise _HttpError(proto.BAD_REQUEST, f"a tid of 1 to {MAX_TID} characters")
+        return await self._forward((STATUS, tid))
+
+    async def _stats_line(self) -> bytes:
+        """One stats request to the main process, with this front's counters added."""
+        line = await self._forward((STATS,))
+        reply = json.loads(line)
+        stats = reply.get("stats")
+        if isinstance(stats, dict) and isinstance(stats.get("server"), dict):
+            stats["server"]["http"] = self.counters()
+            return proto.reply_line(reply)
+        return line
+
+    async def _terminate(self) -> bytes:
+        if self.server.state is ServerState.STOPPING:
+            return proto.OK_LINE
+        return await self._forward((TERMINATE,))
+
+    def _json(
+        self, line: bytes, headers: dict[str, str] | None = None, status: int | None = None
+    ) -> web.Response:
+        """A reply line as the response, its status from its error code."""
+        if status is None and line.startswith(b'{"ok":true'):
+            status = 200
+        elif status is None:
+            error = json.loads(line).get("error") or {}
+            status = STATUS_OF.get(str(error.get("code")), 500)
+        return web.Response(body=line, status=status, content_type=_JSON, headers=headers)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
