@@ -189,12 +189,13 @@ def test_done_waits_for_every_backgrounded_item() -> None:
     marks: list[int] = []
 
     class Committer:
-        def done(self, seq: int) -> None:
-            marks.append(seq)
+        def done_many(self, seqs: list[int]) -> None:
+            marks.extend(seqs)
 
     journal = journaling.Journaling.__new__(journaling.Journaling)
     journal._lock = threading.Lock()
     journal._outstanding, journal._owner = {}, {}
+    journal._finished, journal._call_soon = [], None
     journal.committer = Committer()  # type: ignore[assignment]
     journal.ended(1, [10, 11])
     journal.ended(2, [])

@@ -2,15 +2,19 @@
 
 ::
 
-    start()      open the file (its faults raise, naming it) → claim_replay → replay first
+    start()      open the file (its faults raise, naming it) → attach: claim_replay →
+                 replay first
     fire_hook    append(tid, hook, kwargs) blocks until its group is committed → task.seq
+    fire_many    append_many(events): one group for the batch
     TCP fires    committed by the server process (rigger_mp.server.journaling); their seq
                  comes down the pipe with them
-    event ends   ended(seq, work ids it backgrounded): no work → done(seq) now, else
-    items settle settled(work ids): the last one of an event → done(seq)
+    event ends   ended(seq, work ids it backgrounded): no work → done now, else
+    items settle settled(work ids): the last one of an event → done
 
 An event is done (its row deleted, with the next group and no fsync) once it and every
-backgrounded hook it submitted have finished, successfully or reported as failed.
+backgrounded hook it submitted have finished, successfully or reported as failed. The
+event thread collects the done marks of the events it runs and hands them to the
+committer once per batch (a job queued behind the events of now), not once per event.
 Backgrounded hooks abandoned at ``stop()`` leave their event pending: it runs again at the
 next start, so delivery is at-least-once.
 """
@@ -19,12 +23,27 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
-from ..journal import Entry, GroupCommitter, JournalStore, Sync, replay_locals
+from ..journal import Entry, GroupCommitter, JournalStore, Sync, encode, replay_locals
 from .config import RiggerConfig
 from .port import EventSpec
+
+
+class Loop(Protocol):
+    """What :meth:`Journaling.attach` uses of the event loop (no import: it imports us)."""
+
+    journal: Journaling | None
+
+    def call_soon(self, func: Callable[[], None]) -> None:
+        """Run ``func`` on the event thread after what is queued now."""
+
+
+class Settling(Protocol):
+    """What :meth:`Journaling.attach` uses of the background side."""
+
+    on_settled: Callable[[Sequence[int]], None] | None
 
 logger = logging.getLogger("rigger_mp.journal")
 
@@ -43,6 +62,8 @@ class Journaling:
         self._outstanding: dict[int, int] = {}  # seq -> backgrounded items not settled
         self._owner: dict[int, int] = {}  # work id -> seq of the event that submitted it
         self._final: dict[str, Any] | None = None  # the stats at close
+        self._finished: list[int] = []  # done marks the event thread has not handed on
+        self._call_soon: Callable[[Callable[[], None]], None] | None = None
 
     @classmethod
     def open(cls, settings: RiggerConfig) -> Journaling | None:
@@ -54,6 +75,21 @@ class Journaling:
         return cls(store, settings.journal_max_attempts)
 
     # -- start ------------------------------------------------------------------------
+
+    def attach(self, loop: Loop, background: Settling) -> tuple[list[EventSpec], list[int]]:
+        """Hook into ``loop`` (commits before fires, done marks) and ``background`` (its
+        settled items); the events to replay first (see :meth:`claim`)."""
+        loop.journal = self
+        background.on_settled = self.settled
+        self._call_soon = loop.call_soon
+        return self.claim()
+
+    @staticmethod
+    def detach(loop: Loop, journal: Journaling | None) -> None:
+        """``start()`` failed: unhook ``journal`` (if any) from ``loop`` and close it."""
+        if journal is not None:
+            loop.journal = None
+            journal.close()
 
     def claim(self) -> tuple[list[EventSpec], list[int]]:
         """The events to replay first, as ``(specs, seqs)`` in accepted order.
@@ -115,10 +151,22 @@ class Journaling:
         """Commit one in-process event (grouped with whatever else is committing); its seq."""
         return self.committer.append(tid, hook_name, kwargs)
 
+    def append_many(self, events: Sequence[tuple[str, str, Mapping[str, Any]]]) -> range:
+        """Commit ``(tid, hook, kwargs)`` events in one group; their seqs, in order."""
+        rows = [(tid, hook, *encode(hook, kwargs)) for tid, hook, kwargs in events]
+        return self.committer.append_rows(rows)
+
     def ended(self, seq: int, work_ids: Sequence[int]) -> None:
-        """Event ``seq`` has run; ``work_ids`` are the backgrounded items it submitted."""
+        """Event ``seq`` has run (on the event thread); ``work_ids`` are the backgrounded
+        items it submitted."""
         if not work_ids:
-            self.committer.done(seq)
+            finished = self._finished
+            finished.append(seq)
+            if len(finished) == 1:
+                if self._call_soon is None:
+                    self.flush_done()
+                else:
+                    self._call_soon(self.flush_done)  # after the events queued now
             return
         with self._lock:
             self._outstanding[seq] = len(work_ids)
@@ -143,8 +191,12 @@ class Journaling:
                 else:
                     del outstanding[seq]
                     finished.append(seq)
-        for seq in finished:
-            self.committer.done(seq)
+        self.committer.done_many(finished)
+
+    def flush_done(self) -> None:
+        """Hand the done marks collected on the event thread to the committer, at once."""
+        finished, self._finished = self._finished, []
+        self.committer.done_many(finished)
 
     # -- stats and the end ------------------------------------------------------------
 
@@ -162,6 +214,7 @@ class Journaling:
         if self._final is not None:
             return
         try:
+            self.flush_done()  # the event thread has ended (or was abandoned)
             self.committer.close()
             self._final = self.stats()
         finally:

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
@@ -55,6 +55,32 @@ class Plan(NamedTuple):
     foreground: tuple[Callee, ...]
     background: tuple[Backgrounded, ...]
     post: tuple[Callee, ...]
+
+
+def make_plan(
+    instances: Mapping[str, PluginInstance],
+    pre: Mapping[str, Mapping[str, Callee]],
+    post: Mapping[str, Mapping[str, Callee]],
+    hook_name: str,
+) -> Plan:
+    """Who runs for ``hook_name``: its pre and post callbacks, and the instances' hooks
+    bound to it, split into foreground and backgrounded ones."""
+    foreground: list[Callee] = []
+    background: list[Backgrounded] = []
+    for instance in instances.values():
+        hook = instance.obj.callbacks.get(hook_name)
+        if hook is None:
+            continue
+        if hook.bg or instance.config.background:
+            background.append((instance, hook))
+        else:
+            foreground.append(hook.callee)
+    return Plan(
+        tuple(pre.get(hook_name, {}).values()),
+        tuple(foreground),
+        tuple(background),
+        tuple(post.get(hook_name, {}).values()),
+    )
 
 
 EMPTY_PLAN: Final = Plan((), (), (), ())
@@ -180,29 +206,62 @@ class EventLoop:
             if self.journal is None:
                 self._queue.put(task)
                 return task
-        self._journaled(task, kwargs)
+        self._journaled([task], [(hook_name, kwargs)])
         return task
 
-    def _journaled(self, task: Task, kwargs: dict[str, Any]) -> None:
-        """Commit ``task`` to the journal (outside the lock: fires group), then queue it.
+    def fire_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Task]:
+        """Accept ``(hook_name, kwargs)`` events in order, as :meth:`fire` would each; with
+        a journal, all in one commit. All or nothing: else ShuttingDown (or the commit's
+        error) and none is queued."""
+        specs = [(hook_name, dict(kwargs)) for hook_name, kwargs in events]
+        for hook_name, _ in specs:
+            if not isinstance(hook_name, str):
+                raise TypeError(f"hook_name must be a string, not {type(hook_name).__name__}")
+        with self._lock:
+            if not self._admits(intake=False):
+                raise ShuttingDown(f"{len(specs)} event(s): the dispatcher is {self._phase.value}")
+            tasks = []
+            runners, first = self._runners, self._accepted + 1
+            for i, (hook_name, kwargs) in enumerate(specs):
+                self._hook(hook_name)[0] += 1
+                tasks.append(Task(str(first + i), hook_name, kwargs, runners))
+            self._accepted += len(tasks)
+            if self.journal is None:
+                for task in tasks:
+                    self._queue.put(task)
+                return tasks
+        self._journaled(tasks, specs)
+        return tasks
 
-        A failed commit fails the event (counted failed) and raises to the caller.
+    def _journaled(self, tasks: list[Task], specs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Commit ``tasks`` to the journal in one group (outside the lock: fires of other
+        threads join it), then queue them.
+
+        A failed commit fails the events (counted failed) and raises to the caller.
         """
         assert self.journal is not None
         try:
-            task.seq = self.journal.append(task.tid, task.hook_name, kwargs)
+            if len(tasks) == 1:
+                tasks[0].seq = self.journal.append(tasks[0].tid, *specs[0])
+            else:
+                rows = [(task.tid, *spec) for task, spec in zip(tasks, specs, strict=True)]
+                for task, seq in zip(tasks, self.journal.append_many(rows), strict=True):
+                    task.seq = seq
         except BaseException as exc:
             with self._lock:
-                self._failed += 1
-            task.set_running_or_notify_cancel()
-            task.set_exception(exc)
+                self._failed += len(tasks)
+            for task in tasks:
+                task.set_running_or_notify_cancel()
+                task.set_exception(exc)
             raise
         with self._lock:
-            gone = self._phase is Phase.STOPPED  # no event thread: it runs at the next start
+            gone = self._phase is Phase.STOPPED  # no event thread: they run at the next start
             if not gone:
-                self._queue.put(task)
+                for task in tasks:
+                    self._queue.put(task)
         if gone:
-            self._abandon(task)
+            for task in tasks:
+                self._abandon(task)
 
     def accept_batch(
         self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
@@ -516,3 +575,21 @@ class EventLoop:
         if len(plans) > self.max_cached_plans:
             plans.popitem(last=False)
         return plan
+
+
+def call_and_wait(loop: EventLoop, func: Callable[[], None]) -> None:
+    """Run ``func`` on ``loop``'s event thread after what is queued now, and wait for it;
+    in this thread when there is no event thread or this is one."""
+    if not loop.events_running() or loop.on_event_thread():
+        func()
+        return
+    done = threading.Event()
+
+    def job() -> None:
+        try:
+            func()
+        finally:
+            done.set()
+
+    loop.call_soon(job)
+    done.wait()

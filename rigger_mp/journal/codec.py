@@ -1,9 +1,11 @@
 """Event data as the journal stores it: JSON when the value is plain JSON, else pickle.
 
-The format marker (``json`` or ``pickle``) is stored beside the bytes. JSON is chosen only
-when it gives back exactly what went in (dicts with str keys, lists, str, int, finite
-float, bool, None, of those exact types): a tuple, an int key or an enum would come back
-changed, so it is pickled instead. TCP events' data is parsed JSON and always qualifies.
+The format marker (``json``, ``pickle`` or ``fire``) is stored beside the bytes. JSON is
+chosen only when it gives back exactly what went in (dicts with str keys, lists, str,
+int, finite float, bool, None, of those exact types): a tuple, an int key or an enum
+would come back changed, so it is pickled instead. A TCP or HTTP fire is stored as the
+message line it came in (``fire``: the server process already has those bytes and
+validated them), and its ``data`` is taken out of it at replay.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from .errors import JournalEncodeError
 
 JSON = "json"
 PICKLE = "pickle"
-FORMATS = (JSON, PICKLE)
+FIRE_LINE = "fire"
+"""A fire message line, as received (JSON); the event's data is its ``data`` object."""
+FORMATS = (JSON, PICKLE, FIRE_LINE)
 
 _SCALARS = (str, int, bool, type(None))
 _MAX_DEPTH = 200
@@ -64,15 +68,15 @@ def encode(hook_name: str, data: Mapping[str, Any]) -> tuple[str, bytes]:
         ) from exc
 
 
-def encode_json(data: Mapping[str, Any]) -> tuple[str, bytes]:
-    """``(json, bytes)`` for data parsed from JSON (the TCP path): no type walk needed."""
-    return JSON, _dumps(data).encode()
-
-
 def decode(fmt: str, blob: bytes) -> dict[str, Any]:
     """The event data back from its stored form (unpickling runs the pickle's imports)."""
     if fmt == JSON:
         value = json.loads(blob)
+    elif fmt == FIRE_LINE:
+        message = json.loads(blob)
+        if not isinstance(message, dict):
+            raise ValueError(f"stored fire message is a {type(message).__name__}, not an object")
+        value = message.get("data", {})
     elif fmt == PICKLE:
         value = pickle.loads(blob)
     else:

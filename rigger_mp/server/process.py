@@ -260,10 +260,13 @@ class Server:
         conn.rids.add(rid)
         self.outbox.append((rid, *item))
 
-    def fire(self, conn: Conn, seq: int, msg: proto.Fire) -> None:
-        """Accept a fire: give it a tid; a plain fire is acked once its batch is in the pipe."""
+    def fire(self, conn: Conn, seq: int, msg: proto.Fire, line: bytes) -> None:
+        """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
+        its batch is in the pipe (with a journal: once committed, then in the pipe)."""
         self.fires = n = self.fires + 1
         tid = self.settings.tid_prefix + str(n)
+        if self.journal is not None:
+            self.journal.add(tid, msg.hook_name, line)
         if msg.mode == proto.ACK:
             self.outbox.append((NO_REPLY, FIRE, msg.hook_name, msg.data, msg.mode, tid))
             self.acks.append((conn, seq, tid))
@@ -978,7 +981,7 @@ class Conn(asyncio.BufferedProtocol):
                 elif server.state is not _ACCEPTING:
                     self.error(seq, proto.SHUTTING_DOWN, "the dispatcher is stopping")
                 else:
-                    server.fire(self, seq, msg)
+                    server.fire(self, seq, msg, frame)
                 return
             assert type(msg) is proto.Op
             self._op(seq, msg)
