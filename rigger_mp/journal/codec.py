@@ -30,7 +30,11 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=F
 
 
 def _plain(value: object, depth: int) -> bool:
-    """Whether JSON round-trips ``value`` unchanged (exact types only)."""
+    """Whether JSON round-trips ``value`` unchanged (exact types only).
+
+    Scalars inside a dict or list are checked inline, not by a call each: event data is
+    mostly a flat dict of them, and this runs for every in-process fire.
+    """
     kind = type(value)
     if kind in _SCALARS:
         return True
@@ -38,14 +42,24 @@ def _plain(value: object, depth: int) -> bool:
         return math.isfinite(value)  # type: ignore[arg-type]
     if depth >= _MAX_DEPTH:
         return False
-    if kind is list:
-        return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]
     if kind is dict:
-        return all(
-            type(k) is str and _plain(v, depth + 1)
-            for k, v in value.items()  # type: ignore[attr-defined]
-        )
-    return False
+        items: Any = value.items()  # type: ignore[attr-defined]
+    elif kind is list:
+        items = enumerate(value)  # type: ignore[arg-type]
+    else:
+        return False
+    for key, item in items:
+        if kind is dict and type(key) is not str:
+            return False
+        sort = type(item)
+        if sort in _SCALARS:
+            continue
+        if sort is float:
+            if not math.isfinite(item):
+                return False
+        elif not _plain(item, depth + 1):
+            return False
+    return True
 
 
 def encode(hook_name: str, data: Mapping[str, Any]) -> tuple[str, bytes]:
