@@ -49,6 +49,8 @@ SHUTTING_DOWN: Final = "shutting_down"
 """The dispatcher is stopping and accepts no more events."""
 INTERNAL: Final = "internal"
 """A fault in rigger_mp itself; the message says what, the log has the traceback."""
+JOURNAL_FAILED: Final = "journal_failed"
+"""The journal commit of this fire's batch failed (a full disk, say): it was not accepted."""
 REPLY_TOO_LARGE: Final = "reply_too_large"
 """The reply (a ``grab_result`` output, the stats) would be longer than ``max_reply_bytes``;
 the event ran, the connection stays open."""
@@ -69,6 +71,7 @@ ERROR_CODES: Final = (
     UNKNOWN_TASK,
     SHUTTING_DOWN,
     INTERNAL,
+    JOURNAL_FAILED,
     REPLY_TOO_LARGE,
     BUSY,
     TOO_MANY_CONNECTIONS,

@@ -29,7 +29,9 @@ class Port:
         self.fired.append(hook_name)
         return Task("1", hook_name)
 
-    def accept_batch(self, events: Sequence[tuple[str, str, dict[str, Any]]]) -> list[Task]:
+    def accept_batch(
+        self, events: Sequence[tuple[str, str, dict[str, Any]]], seqs: Sequence[int] | None = None
+    ) -> list[Task]:
         raise NotImplementedError
 
     def call_soon(self, func: Callable[[], None]) -> None:

@@ -177,8 +177,9 @@ def test_usage_errors_exit_2_naming_the_problem(args: list[str], message: str) -
 def test_config_errors_exit_2_naming_the_problem(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(text)
+    art = str(tmp_path / "art")  # not the default, under the repository (cwd)
     for args in (["serve", "--check", "-c", str(config)], ["serve", "-c", str(config)]):
-        done = rigger_mp(*args)
+        done = rigger_mp(*args, "--artifacts", art)
         assert done.returncode == 2, done
         assert message in done.stderr
         assert "config error" in done.stderr

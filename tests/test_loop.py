@@ -27,7 +27,7 @@ def loop() -> Iterator[EventLoop]:
     """A running loop with no hooks; drained and stopped afterwards, whatever its phase."""
     loop = EventLoop(lambda name: NO_PLAN, no_failure)
     loop.begin_start()
-    loop.run(EventRunner({}, True, no_failure, None), lambda *args: None)
+    loop.run(EventRunner({}, True, no_failure, None), lambda *args: ())
     yield loop
     if loop.phase is Phase.RUNNING:
         assert loop.begin_stop(None)

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +285,11 @@ class Sink:
         self.failures: list[Failure] = []
 
     def completed(
-        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+        self,
+        count: int,
+        updates: list[Mapping[str, Any]],
+        failures: list[Failure],
+        ids: Sequence[int] = (),
     ) -> None:
         self.failures.extend(failures)
 

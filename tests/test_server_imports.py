@@ -19,6 +19,18 @@ SERVER_MODULES = {
     "rigger_mp.server.messages",
     "rigger_mp.server.process",
 }
+JOURNAL_MODULES = {
+    # With a journal (issue #13) the server process commits before it acks: it loads
+    # its side and the journal package (stdlib + rigger_mp.errors), nothing else.
+    "rigger_mp.errors",
+    "rigger_mp.server.journaling",
+    "rigger_mp.journal",
+    "rigger_mp.journal.codec",
+    "rigger_mp.journal.committer",
+    "rigger_mp.journal.errors",
+    "rigger_mp.journal.locks",
+    "rigger_mp.journal.store",
+}
 NEVER_IN_THE_SERVER = {"multiprocessing.managers", "psutil", "yaml"}
 
 
@@ -44,6 +56,14 @@ def test_the_server_process_imports_only_the_server_channel_messages_and_protoco
     assert "rigger_mp.server.process" in imports
     loaded = modules_after(imports)
     assert {m for m in loaded if m.startswith("rigger_mp")} == SERVER_MODULES
+    assert not loaded & NEVER_IN_THE_SERVER
+    assert "sqlite3" not in loaded  # the journal's side is imported only with a journal
+
+
+def test_with_a_journal_the_server_process_adds_only_the_journal() -> None:
+    imports = supervisor._SERVER_MAIN.split("; main(")[0]
+    loaded = modules_after(f"{imports}; import rigger_mp.server.journaling")
+    assert {m for m in loaded if m.startswith("rigger_mp")} == SERVER_MODULES | JOURNAL_MODULES
     assert not loaded & NEVER_IN_THE_SERVER
 
 

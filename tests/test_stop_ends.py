@@ -16,7 +16,7 @@ import signal
 import textwrap
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,11 @@ class Sink:
         self.failures: list[Failure] = []
 
     def completed(
-        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+        self,
+        count: int,
+        updates: list[Mapping[str, Any]],
+        failures: list[Failure],
+        ids: Sequence[int] = (),
     ) -> None:
         self.failures.extend(failures)
 

@@ -12,6 +12,13 @@ Rows of ~200 bytes (an event's JSON data) are appended to a fresh WAL journal:
 
 Each is measured with ``journal_sync`` ``normal`` and ``full``; the mean group size
 reached by 16 threads is reported beside. Figures are side by side in one run.
+
+``journal.dispatch`` measures the dispatcher itself (issue #13), side by side: a Rigger
+with its TCP server and one trivial hook, without a journal, with ``normal`` and with
+``full``, through the scenarios of :mod:`benchmarks.scenarios.tcp` (fire_many from 1
+and 16 clients, fire-and-wait-for-each-ack), in-process ``fire_many`` batches, a
+``fire_hook`` loop in one thread (a commit per call: the per-commit cost) and from 8
+threads (whose commits group), with the mean group size each journal reached in each.
 """
 
 from __future__ import annotations
@@ -25,8 +32,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, interleaved
+from benchmarks.harness import (
+    SUBJECT,
+    Measurement,
+    RunContext,
+    Scenario,
+    Target,
+    interleaved,
+    settle,
+)
+from benchmarks.scenarios import inprocess, tcp
+from rigger_mp import Rigger
 from rigger_mp.journal import GroupCommitter, JournalStore, Sync, encode
 
 PER_ROW = "commit per row"
@@ -228,10 +246,250 @@ def throughput(ctx: RunContext) -> list[Measurement]:
     return out
 
 
+NO_JOURNAL = "no journal"
+NORMAL = "journal normal"
+FULL = "journal full"
+
+
+def _dispatcher(directory: str, sync: Sync | None) -> Rigger:
+    config: dict[str, object] = {
+        "server_enabled": True,
+        "server_port": 0,
+        "plugins": {"p": {"plugin": "trivial"}},
+    }
+    if sync is not None:
+        config.update(journal=os.path.join(directory, f"{sync}.db"), journal_sync=sync)
+    rigger = Rigger(config)
+    rigger.register_plugin(tcp.TrivialPlugin, "trivial")
+    return rigger.start()
+
+
+def _tcp(rigger: Rigger, clients: int, events: int, mode: str) -> Callable[[], float]:
+    """events/s of ``clients`` client processes, until the last event has run."""
+    processes = min(clients, 4)
+    port = rigger.server_port
+    assert port is not None
+
+    def sample() -> float:
+        got = tcp.run_clients(port, processes, clients // processes, events, mode)
+        start = time.perf_counter()
+        rigger.fire_hook("ev", x=-1).result(tcp.TIMEOUT)
+        return clients * events / (float(got["seconds"]) + time.perf_counter() - start)
+
+    return sample
+
+
+def _groups(rigger: Rigger) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(rows appended, groups)`` so far of the main process's committer (in-process
+    fires) and of the server process's (TCP fires); zeros without a journal."""
+    main = rigger.stats().get("journal")
+    if main is None:
+        return (0.0, 0.0), (0.0, 0.0)
+    server = tcp_server_journal(rigger)
+    return (
+        (float(main["appended"]), float(main["groups"])),
+        (float(server["appended"]), float(server["groups"])),
+    )
+
+
+def _rate(sampler: Callable[[], tuple[float, float]]) -> Callable[[], float]:
+    """The events/s of an in-process ``pipelined`` sampler (its share column dropped)."""
+    return lambda: sampler()[0]
+
+
+class _GroupMeter:
+    """The mean group size each journal reached over one scenario (both committers)."""
+
+    def __init__(self, riggers: dict[str, Rigger]) -> None:
+        self.riggers = riggers
+        self.before = {name: _groups(r) for name, r in riggers.items()}
+
+    def mean_sizes(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, rigger in self.riggers.items():
+            after = _groups(rigger)
+            rows = sum(a[0] - b[0] for a, b in zip(after, self.before[name], strict=True))
+            groups = sum(a[1] - b[1] for a, b in zip(after, self.before[name], strict=True))
+            out[name] = rows / groups if groups else 0.0
+        return out
+
+
+def _pipelined_many(rigger: Rigger, events: int, batch: int) -> Callable[[], float]:
+    """Sampler: events/s of ``fire_many`` batches of ``batch`` events, until the last ran."""
+    calls = [
+        [("ev", {"x": i}) for i in range(k, min(k + batch, events))]
+        for k in range(0, events, batch)
+    ]
+
+    def sample() -> float:
+        settle()
+        start = time.perf_counter()
+        tasks = []
+        for call in calls:
+            tasks = rigger.fire_many(call)
+        tasks[-1].result(tcp.TIMEOUT)
+        return events / (time.perf_counter() - start)
+
+    sample()  # warm up
+    return sample
+
+
+def _threads_fire_hook(rigger: Rigger, threads: int, events: int) -> Callable[[], float]:
+    """Sampler: events/s of ``threads`` threads each calling ``fire_hook`` in a loop."""
+
+    def work(k: int, last: list[Any]) -> None:
+        for i in range(events // threads):
+            last[k] = rigger.fire_hook("ev", x=i)
+
+    def sample() -> float:
+        settle()
+        last: list[Any] = [None] * threads
+        workers = [threading.Thread(target=work, args=(k, last)) for k in range(threads)]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        for task in last:
+            task.result(tcp.TIMEOUT)
+        return events / (time.perf_counter() - start)
+
+    return sample
+
+
+def _tcp_case(clients: int, events: int, mode: str) -> Callable[[Rigger], Callable[[], float]]:
+    """The :func:`_tcp` sampler of a scenario, for whichever dispatcher it is given."""
+    return lambda rigger: _tcp(rigger, clients, events, mode)
+
+
+BATCH = 500
+"""Events per ``fire_many`` call in the in-process batch scenario."""
+
+
+def dispatch(ctx: RunContext) -> list[Measurement]:
+    """The dispatcher with and without a journal, side by side (issue #13)."""
+    name = "journal.dispatch"
+    directory = tempfile.mkdtemp(prefix="rigger_mp-bench-journal-")
+    riggers = {
+        NO_JOURNAL: _dispatcher(directory, None),
+        NORMAL: _dispatcher(directory, "normal"),
+        FULL: _dispatcher(directory, "full"),
+    }
+    cases: list[tuple[str, Callable[[Rigger], Callable[[], float]], float | None, str]] = [
+        (
+            "TCP fire_many, 1 client",
+            _tcp_case(1, ctx.pick(40_000, 4_000), "pipelined"),
+            0.7,
+            f"1 x {ctx.pick(40_000, 4_000)} events",
+        ),
+        (
+            "TCP fire_many, 16 clients",
+            _tcp_case(16, ctx.pick(2_500, 250), "pipelined"),
+            0.7,
+            f"16 x {ctx.pick(2_500, 250)} events",
+        ),
+        (
+            "TCP fire and wait for each ack, 1 client",
+            _tcp_case(1, ctx.pick(3_000, 300), "request"),
+            0.5,
+            f"1 x {ctx.pick(3_000, 300)} events",
+        ),
+    ]
+    events = ctx.pick(30_000, 3_000)
+    cases.append(
+        (
+            f"in-process fire_many, pipelined, batches of {BATCH}",
+            lambda r: _pipelined_many(r, events, BATCH),
+            0.5,
+            f"{events} events, one commit per call",
+        )
+    )
+    few = ctx.pick(3_000, 300)
+    cases.append(
+        (
+            "in-process fire_hook in a loop, pipelined (a commit per call)",
+            lambda r: _rate(inprocess.pipelined(r, few)),
+            None,
+            f"{few} events; one thread, each call waits for its own commit",
+        )
+    )
+    cases.append(
+        (
+            "in-process fire_hook from 8 threads",
+            lambda r: _threads_fire_hook(r, 8, few),
+            None,
+            f"{few} events; the threads' commits are grouped",
+        )
+    )
+    out: list[Measurement] = []
+    try:
+        for metric, make, target, note in cases:
+            meter = _GroupMeter(riggers)
+            got = interleaved({s: make(r) for s, r in riggers.items()}, ctx.repeats)
+            sizes = meter.mean_sizes()
+            out.extend(_figures(name, metric, got, target, note))
+            for subject in (NORMAL, FULL):
+                out.append(
+                    Measurement(
+                        name,
+                        f"mean group size (events per commit): {metric}",
+                        subject,
+                        "events",
+                        [sizes[subject]],
+                        True,
+                        note="over the scenario, both committers",
+                    )
+                )
+    finally:
+        for rigger in riggers.values():
+            rigger.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    return out
+
+
+def tcp_server_journal(rigger: Rigger) -> dict[str, Any]:
+    """The server process's journal stats, read with a TCP ``stats``."""
+    from rigger_mp.client import RiggerClient
+
+    assert rigger.server_port is not None
+    client = RiggerClient("127.0.0.1", rigger.server_port)
+    try:
+        journal = client.stats()["server"]["process"]["journal"]
+    finally:
+        client.close()
+    assert isinstance(journal, dict)
+    return journal
+
+
+def _figures(
+    name: str, metric: str, got: dict[str, list[float]], ratio: float | None, note: str
+) -> list[Measurement]:
+    targets = () if ratio is None else (Target(">=", ratio, peer=NO_JOURNAL),)
+    return [
+        Measurement(name, metric, NO_JOURNAL, "events/s", got[NO_JOURNAL], True, note=note),
+        Measurement(
+            name,
+            metric,
+            NORMAL,
+            "events/s",
+            got[NORMAL],
+            True,
+            note="journal_sync: normal",
+            targets=targets,
+        ),
+        Measurement(name, metric, FULL, "events/s", got[FULL], True, note="journal_sync: full"),
+    ]
+
+
 SCENARIOS: list[Scenario] = [
     Scenario(
         "journal.group_commit",
         "journal rows/s: group commit with 1 and 16 threads vs a commit per row",
         throughput,
+    ),
+    Scenario(
+        "journal.dispatch",
+        "the dispatcher without a journal, with normal and with full: TCP and in-process",
+        dispatch,
     ),
 ]

@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="root of the per-test artifact directories (default: ./%(default)s)",
     )
     serve.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="no journal (default: the config's journal, else DIR/rigger-journal.sqlite "
+        "under --artifacts: acked events survive a crash and run at the next start)",
+    )
+    serve.add_argument(
         "--stop-timeout",
         type=float,
         metavar="SECONDS",
@@ -230,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--no-progress", action="store_true", help="no progress bar (it is off when not a tty)"
+    )
+    demo.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="no journal (default: DIR/rigger-journal.sqlite beside the artifacts)",
     )
     from . import journal
 
@@ -358,6 +369,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             artifacts_root=args.artifacts,
+            journal=not args.no_journal,
             http=args.http,
             stop_timeout=args.stop_timeout,
         )
@@ -370,6 +382,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             pool=args.pool,
+            journal=not args.no_journal,
         )
     if command == "journal":
         from . import journal

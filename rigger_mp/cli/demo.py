@@ -31,7 +31,7 @@ from typing import IO, Any
 from ..core.rigger import Rigger
 from ..plugins import artifacts, report
 from ..plugins.archive import totals as archive_totals
-from .serve import main_job_config
+from .serve import main_job_config, with_journal
 from .status import human_bytes, human_duration
 
 DEFAULT_TESTS = 120
@@ -109,19 +109,19 @@ def run(
     archive_format: str = ARCHIVE_FORMAT,
     archive_level: int = ARCHIVE_LEVEL,
     pool: str = "local",
+    journal: bool = True,
 ) -> int:
     """Run the demo; print the summary; 0 when every event and archive succeeded.
+
+    With ``journal`` (the default), the journal is ``DIR/rigger-journal.sqlite``.
 
     ``archive_format``/``archive_level`` override the archiver's (the benchmarks compare).
     """
     total = tests or DEFAULT_TESTS
     root = Path(directory or tempfile.mkdtemp(prefix="rigger_mp-demo-")).absolute()
     artifact_root = root / "artifacts"
-    rigger = Rigger(
-        report.with_dir(
-            demo_config(workers, archive_format, archive_level, pool), artifact_root
-        )
-    )
+    config = with_journal(demo_config(workers, archive_format, archive_level, pool), root, journal)
+    rigger = Rigger(report.with_dir(config, artifact_root))
     artifacts.install(rigger, artifact_root)
     bar = ProgressBar(total, sys.stderr, progress)
     started = time.perf_counter()

@@ -74,6 +74,25 @@ def main_job_config(
 DEFAULT_CONFIG: dict[str, Any] = main_job_config(DEFAULT_PORT, None, 3, False)
 """The embedded config of ``serve`` without ``-c``: what the demo runs, on a fixed port."""
 
+JOURNAL_NAME = "rigger-journal.sqlite"
+"""The journal ``serve`` and ``demo`` keep by default, in the directory they write to."""
+
+
+def with_journal(
+    config: dict[str, Any], directory: str | os.PathLike[str], on: bool
+) -> dict[str, Any]:
+    """``config`` with the default journal in ``directory`` (made if missing), unless the
+    config names its own (``journal:``, null included) or ``on`` is False (``--no-journal``:
+    the config's is dropped too)."""
+    config = dict(config)
+    if not on:
+        config.pop("journal", None)
+    elif "journal" not in config:
+        os.makedirs(directory, exist_ok=True)
+        config["journal"] = os.path.join(os.fspath(directory), JOURNAL_NAME)
+    return config
+
+
 PROGRESS_EVERY = 0.5
 """Seconds between two draining progress lines."""
 
@@ -264,6 +283,7 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     artifacts_root: str = "rigger-artifacts",
+    journal: bool = True,
     http: tuple[str | None, int] | None = None,
     stop_timeout: float = 30.0,
 ) -> int:
@@ -271,9 +291,12 @@ def serve(
 
     The drain is bounded: what is not done after ``stop_timeout`` is abandoned (named in
     the log), and ``serve`` exits at the latest :data:`STOP_SLACK` s later; a second
-    signal abandons at once.
+    signal abandons at once. With ``journal`` (the default) and no ``journal:`` in the
+    config, the journal is ``ARTIFACTS/rigger-journal.sqlite``: a restart on the same
+    artifacts replays it.
     """
-    rigger = ServedRigger(report.with_dir(build_config(path, host, port, http), artifacts_root))
+    config = with_journal(build_config(path, host, port, http), artifacts_root, journal)
+    rigger = ServedRigger(report.with_dir(config, artifacts_root))
     artifacts.install(rigger, artifacts_root)
     started = time.monotonic()
     rigger.start()
@@ -295,10 +318,11 @@ def serve(
                 flush=True,
             )
         logger.info(
-            "plugins: %s; artifacts under %s; stop with Ctrl-C, SIGTERM or "
+            "plugins: %s; artifacts under %s; journal: %s; stop with Ctrl-C, SIGTERM or "
             "`rigger-mp terminate --port %s`",
             ", ".join(f"{i} ({p.config.plugin})" for i, p in rigger.instances.items()) or "none",
             os.path.abspath(artifacts_root),
+            config.get("journal") or "none",
             rigger.server_port,
         )
         rigger.stop_begun.wait()

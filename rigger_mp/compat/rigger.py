@@ -363,15 +363,18 @@ class Rigger(_Rigger):
         task.add_done_callback(self._finished)
         return task
 
-    def accept_batch(self, events: Sequence[EventSpec]) -> list[Task]:
-        """The TCP intake's entry: ``config`` added to each event; held like the others."""
+    def accept_batch(
+        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
+    ) -> list[Task]:
+        """The TCP intake's entry: ``config`` added to each event; held like the others
+        (a held event's journal seq is not kept: it is replayed at the next start)."""
         config = self.config
         for _tid, _name, kwargs in events:
             kwargs["config"] = config
         with self._hold_lock:
             if self._held is not None:
                 return [self._hold(tid, name, kwargs) for tid, name, kwargs in events]
-        tasks = super().accept_batch(events)
+        tasks = super().accept_batch(events, seqs)
         for task in tasks:
             task.add_done_callback(self._finished)
         return tasks

@@ -20,6 +20,7 @@ ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
 
 START_METHODS = ("forkserver", "spawn", "fork")
 POOLS = ("local", "dask")
+JOURNAL_SYNC_LEVELS = ("normal", "full")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ class RiggerConfig:
     dask_workers: int | None = None
     dask_connect_timeout: float = 30.0
     dask_listen: str | None = None
+    # The journal (issue #13): see rigger_mp.core.journaling.
+    journal: str | None = None
+    journal_sync: str = "normal"
+    journal_max_attempts: int = 3
     # The HTTP front (rigger_mp.server.http; the `http` extra): off while http_port is None.
     http_address: str = "127.0.0.1"
     http_port: int | None = None
@@ -160,6 +165,13 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "status_window_bytes": (lambda v: _is_int(v) and v >= 4096, "an integer of at least 4096"),
     "max_reply_bytes": (lambda v: _is_int(v) and v >= 256, "an integer of at least 256"),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
+    # The journal (issue #13): off without a path.
+    "journal": (
+        _optional(lambda v: isinstance(v, (str, os.PathLike)) and os.fspath(v) != ""),
+        "a file path or null (no journal)",
+    ),
+    "journal_sync": (lambda v: v in JOURNAL_SYNC_LEVELS, "normal or full"),
+    "journal_max_attempts": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
 }
 
 _INSTANCE_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -223,6 +235,8 @@ def load_config(source: ConfigSource) -> RiggerConfig:
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()
     }
+    if values.get("journal") is not None:
+        values["journal"] = os.fspath(values["journal"])
     seconds = ("idle_timeout", "server_heartbeat", "dask_connect_timeout", "drain_timeout")
     for key in (*seconds, "auth_timeout"):
         if values.get(key) is not None:

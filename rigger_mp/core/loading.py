@@ -20,8 +20,9 @@ from typing import Any
 
 from ..errors import PluginError
 from ..plugins import BUILTIN
-from .config import InstanceConfig
-from .plugin import RiggerBasePlugin
+from .calling import describe
+from .config import InstanceConfig, RiggerConfig
+from .plugin import Dispatcher, RiggerBasePlugin
 from .plugin_config import check_instance_keys
 
 PluginClass = type[RiggerBasePlugin]
@@ -110,3 +111,46 @@ class PluginInstance:
     obj: RiggerBasePlugin
     data: Mapping[str, Any]
     config: InstanceConfig
+
+
+class InstanceLookup:
+    """riggerlib's accessors of the built instances (a base of the Rigger)."""
+
+    instances: dict[str, PluginInstance]
+
+    def get_instance_obj(self, name: str) -> RiggerBasePlugin | None:
+        """The plugin object of instance ``name``, or ``None``."""
+        instance = self.instances.get(name)
+        return instance.obj if instance else None
+
+    def get_instance_data(self, name: str) -> Mapping[str, Any] | None:
+        """The config mapping of instance ``name``, or ``None``."""
+        instance = self.instances.get(name)
+        return instance.data if instance else None
+
+    def configure_plugin(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Call ``configure(*args, **kwargs)`` on instance ``name``."""
+        obj = self.get_instance_obj(name)
+        if obj is None:
+            raise PluginError(f"configure_plugin: no enabled instance named {name!r}")
+        obj.configure(*args, **kwargs)
+
+
+def build_instances(
+    settings: RiggerConfig, registered: Mapping[str, PluginClass], rigger: Dispatcher
+) -> dict[str, PluginInstance]:
+    """The enabled instances of the config, each built from its plugin class."""
+    instances: dict[str, PluginInstance] = {}
+    for ident, spec in settings.plugins.items():
+        cls = instance_class(spec, settings.source, registered)
+        if not spec.enabled:
+            continue
+        try:
+            obj = cls(ident, spec.data, rigger)
+        except Exception as exc:
+            raise PluginError(
+                f"instance {ident!r}: building plugin {spec.plugin!r} "
+                f"({describe(cls)}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        instances[ident] = PluginInstance(ident, obj, spec.data, spec)
+    return instances

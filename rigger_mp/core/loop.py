@@ -23,8 +23,8 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from .calling import Callee, describe
@@ -37,11 +37,15 @@ from .port import EventSpec
 from .stage import EventRunner, ExcInfo, annotate
 from .task import Task
 
+if TYPE_CHECKING:
+    from .journaling import Journaling
+
 logger = logging.getLogger("rigger_mp")
 
 Backgrounded = tuple[PluginInstance, PluginHook]
-Submit = Callable[[tuple[Backgrounded, ...], dict[str, Any], str], None]
-"""Where an event's backgrounded hooks go: ``(hooks, event locals, event name)``."""
+Submit = Callable[[tuple[Backgrounded, ...], dict[str, Any], str], Sequence[int]]
+"""Where an event's backgrounded hooks go: ``(hooks, event locals, event name)``; the
+work ids it submitted."""
 
 
 class Plan(NamedTuple):
@@ -51,6 +55,32 @@ class Plan(NamedTuple):
     foreground: tuple[Callee, ...]
     background: tuple[Backgrounded, ...]
     post: tuple[Callee, ...]
+
+
+def make_plan(
+    instances: Mapping[str, PluginInstance],
+    pre: Mapping[str, Mapping[str, Callee]],
+    post: Mapping[str, Mapping[str, Callee]],
+    hook_name: str,
+) -> Plan:
+    """Who runs for ``hook_name``: its pre and post callbacks, and the instances' hooks
+    bound to it, split into foreground and backgrounded ones."""
+    foreground: list[Callee] = []
+    background: list[Backgrounded] = []
+    for instance in instances.values():
+        hook = instance.obj.callbacks.get(hook_name)
+        if hook is None:
+            continue
+        if hook.bg or instance.config.background:
+            background.append((instance, hook))
+        else:
+            foreground.append(hook.callee)
+    return Plan(
+        tuple(pre.get(hook_name, {}).values()),
+        tuple(foreground),
+        tuple(background),
+        tuple(post.get(hook_name, {}).values()),
+    )
 
 
 EMPTY_PLAN: Final = Plan((), (), (), ())
@@ -137,6 +167,8 @@ class EventLoop:
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
+        self.journal: Journaling | None = None
+        """Set by ``start()`` with a journal: fires commit first, ended events are marked."""
 
     @property
     def phase(self) -> Phase:
@@ -171,11 +203,73 @@ class EventLoop:
             self._accepted += 1
             (self._by_hook.get(hook_name) or self._hook(hook_name))[0] += 1
             task = Task(str(self._accepted), hook_name, kwargs, self._runners)
-            self._queue.put(task)
+            if self.journal is None:
+                self._queue.put(task)
+                return task
+        self._journaled([task], [(hook_name, kwargs)])
         return task
 
-    def accept_batch(self, events: Sequence[EventSpec]) -> list[Task]:
-        """Queue events accepted (tids given) elsewhere, in order: all, or ShuttingDown."""
+    def fire_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Task]:
+        """Accept ``(hook_name, kwargs)`` events in order, as :meth:`fire` would each; with
+        a journal, all in one commit. All or nothing: else ShuttingDown (or the commit's
+        error) and none is queued."""
+        specs = [(hook_name, dict(kwargs)) for hook_name, kwargs in events]
+        for hook_name, _ in specs:
+            if not isinstance(hook_name, str):
+                raise TypeError(f"hook_name must be a string, not {type(hook_name).__name__}")
+        with self._lock:
+            if not self._admits(intake=False):
+                raise ShuttingDown(f"{len(specs)} event(s): the dispatcher is {self._phase.value}")
+            tasks = []
+            runners, first = self._runners, self._accepted + 1
+            for i, (hook_name, kwargs) in enumerate(specs):
+                self._hook(hook_name)[0] += 1
+                tasks.append(Task(str(first + i), hook_name, kwargs, runners))
+            self._accepted += len(tasks)
+            if self.journal is None:
+                for task in tasks:
+                    self._queue.put(task)
+                return tasks
+        self._journaled(tasks, specs)
+        return tasks
+
+    def _journaled(self, tasks: list[Task], specs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Commit ``tasks`` to the journal in one group (outside the lock: fires of other
+        threads join it), then queue them.
+
+        A failed commit fails the events (counted failed) and raises to the caller.
+        """
+        assert self.journal is not None
+        try:
+            if len(tasks) == 1:
+                tasks[0].seq = self.journal.append(tasks[0].tid, *specs[0])
+            else:
+                rows = [(task.tid, *spec) for task, spec in zip(tasks, specs, strict=True)]
+                for task, seq in zip(tasks, self.journal.append_many(rows), strict=True):
+                    task.seq = seq
+        except BaseException as exc:
+            with self._lock:
+                self._failed += len(tasks)
+            for task in tasks:
+                task.set_running_or_notify_cancel()
+                task.set_exception(exc)
+            raise
+        with self._lock:
+            gone = self._phase is Phase.STOPPED  # no event thread: they run at the next start
+            if not gone:
+                for task in tasks:
+                    self._queue.put(task)
+        if gone:
+            for task in tasks:
+                self._abandon(task)
+
+    def accept_batch(
+        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
+    ) -> list[Task]:
+        """Queue events accepted (tids given) elsewhere, in order: all, or ShuttingDown.
+
+        ``seqs``: the events' journal seqs, when they were committed to the journal.
+        """
         with self._lock:
             if not self._admits(intake=True):
                 raise ShuttingDown(f"{len(events)} event(s): the dispatcher is {self._phase.value}")
@@ -185,8 +279,12 @@ class EventLoop:
             for tid, hook_name, kwargs in events:
                 (by_hook.get(hook_name) or new_hook(hook_name))[0] += 1
                 task = Task(tid, hook_name, kwargs, runners)
-                put(task)
                 tasks.append(task)
+            if seqs is not None:
+                for task, seq in zip(tasks, seqs, strict=True):
+                    task.seq = seq
+            for task in tasks:
+                put(task)
             self._accepted += len(tasks)
         return tasks
 
@@ -280,10 +378,21 @@ class EventLoop:
         with self._lock:
             self._move(Phase.NEW)
 
-    def run(self, events: EventRunner, submit: Submit) -> None:
+    def run(
+        self,
+        events: EventRunner,
+        submit: Submit,
+        first: tuple[Sequence[EventSpec], Sequence[int]] = ((), ()),
+    ) -> None:
         """STARTING → RUNNING: start the event thread on ``events``; hooks to background go
-        to ``submit``."""
+        to ``submit``. ``first``: journaled events (specs, seqs) to run before any other."""
         self._events, self._submit = events, submit
+        for (tid, hook_name, kwargs), seq in zip(*first, strict=True):
+            task = Task(tid, hook_name, kwargs, self._runners)
+            task.seq = seq
+            self._hook(hook_name)[0] += 1  # counted by name like every accepted event
+            self._queue.put(task)
+            self._accepted += 1
         thread = threading.Thread(target=self._run_events, name="rigger_mp-events", daemon=True)
         thread.start()
         self._thread = thread
@@ -403,6 +512,7 @@ class EventLoop:
         hook_name, local = task.hook_name, task.local
         task.local = None
         assert local is not None
+        work_ids: Sequence[int] = ()
         try:
             plans = self._plans  # the cache hit inline: this runs once per event
             plan = plans.get(hook_name)
@@ -414,7 +524,7 @@ class EventLoop:
                 events.stage(plan.pre, local, hook_name)
             if plan.background:
                 assert self._submit is not None
-                self._submit(plan.background, local, hook_name)
+                work_ids = self._submit(plan.background, local, hook_name)
             if plan.foreground:
                 events.stage(plan.foreground, local, hook_name)
             if plan.post:
@@ -436,6 +546,8 @@ class EventLoop:
             self._done += 1
             (self._by_hook.get(hook_name) or self._by_hook[OTHER_HOOKS])[1] += 1
             task.set_result(result)
+        if task.seq is not None and self.journal is not None:
+            self.journal.ended(task.seq, work_ids)
 
     def _run_call(self, call: _Call) -> None:
         try:
@@ -465,3 +577,21 @@ class EventLoop:
         if len(plans) > self.max_cached_plans:
             plans.popitem(last=False)
         return plan
+
+
+def call_and_wait(loop: EventLoop, func: Callable[[], None]) -> None:
+    """Run ``func`` on ``loop``'s event thread after what is queued now, and wait for it;
+    in this thread when there is no event thread or this is one."""
+    if not loop.events_running() or loop.on_event_thread():
+        func()
+        return
+    done = threading.Event()
+
+    def job() -> None:
+        try:
+            func()
+        finally:
+            done.set()
+
+    loop.call_soon(job)
+    done.wait()

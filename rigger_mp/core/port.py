@@ -29,8 +29,11 @@ class EventPort(Protocol):
     def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Task:
         """Queue one event, as a plugin would."""
 
-    def accept_batch(self, events: Sequence[EventSpec]) -> list[Task]:
-        """Queue events accepted elsewhere, in order, all or none (else ShuttingDown)."""
+    def accept_batch(
+        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
+    ) -> list[Task]:
+        """Queue events accepted elsewhere, in order, all or none (else ShuttingDown);
+        ``seqs``: their journal seqs, when the journal holds them."""
 
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run ``func`` on the event thread after what is queued now."""

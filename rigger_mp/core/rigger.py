@@ -11,7 +11,7 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -21,8 +21,9 @@ from ..pool.background import Background
 from .calling import Callee, describe
 from .config import ConfigSource, RiggerConfig, load_config
 from .deadline import Deadline
-from .loading import PluginClass, PluginInstance, instance_class
-from .loop import Backgrounded, EventLoop, Phase, Plan
+from .journaling import Journaling
+from .loading import InstanceLookup, PluginClass, PluginInstance, build_instances
+from .loop import EventLoop, Phase, Plan, call_and_wait, make_plan
 from .plugin import Dispatcher, RiggerBasePlugin
 from .port import EventSpec
 from .stage import EventRunner, ExcInfo
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("rigger_mp")
 
 
-class Rigger(Dispatcher):
+class Rigger(InstanceLookup, Dispatcher):
     """An event-hook dispatcher.
 
     ``config`` is a YAML path, a mapping, or ``None`` for the defaults; it is read by
@@ -59,6 +60,7 @@ class Rigger(Dispatcher):
         self._loop = EventLoop(self._plan_for, self.report_failure)
         self._executor: ThreadPoolExecutor | None = None
         self._background: Background | None = None
+        self._journal: Journaling | None = None
         # The TCP server (rigger_mp.server), when server_enabled: its real address.
         self._server: ServerSupervisor | None = None
         self.server_address: str | None = None
@@ -143,19 +145,7 @@ class Rigger(Dispatcher):
             target.clear()
             target.update(new)
 
-        if not self.events_running() or self.on_event_thread():
-            replace()
-            return
-        done = threading.Event()
-
-        def job() -> None:
-            try:
-                replace()
-            finally:
-                done.set()
-
-        self.call_soon(job)
-        done.wait()
+        call_and_wait(self._loop, replace)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -213,7 +203,8 @@ class Rigger(Dispatcher):
             settings = load_config(self.config_source)
             self.settings = settings
             self._loaded_config = settings.raw
-            self.instances = self._build_instances(settings)
+            self.instances = build_instances(settings, self.plugins, self)
+            self._journal = Journaling.open(settings)  # its faults raise here, naming the file
             self._background = Background.start(self, self.instances, settings)
             if settings.threaded:
                 self._executor = ThreadPoolExecutor(
@@ -225,7 +216,9 @@ class Rigger(Dispatcher):
             events = EventRunner(self._globals, squash, self.report_failure, self._executor)
             self._runner = events
             self._loop.max_cached_plans = settings.max_cached_plans
-            self._loop.run(events, self._background.submit)
+            journal = self._journal
+            first = journal.attach(self._loop, self._background) if journal else ((), ())
+            self._loop.run(events, self._background.submit, first)
         except BaseException:
             self._undo_start()
             raise
@@ -244,6 +237,8 @@ class Rigger(Dispatcher):
         if self._background is not None:
             self._background.close(drained=False)
             self._background = None
+        Journaling.detach(self._loop, self._journal)
+        self._journal = None
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
@@ -264,22 +259,6 @@ class Rigger(Dispatcher):
     def parse_config(self) -> None:
         """riggerlib's name for :meth:`start`."""
         self.start()
-
-    def _build_instances(self, settings: RiggerConfig) -> dict[str, PluginInstance]:
-        instances: dict[str, PluginInstance] = {}
-        for ident, spec in settings.plugins.items():
-            cls = instance_class(spec, settings.source, self.plugins)
-            if not spec.enabled:
-                continue
-            try:
-                obj = cls(ident, spec.data, self)
-            except Exception as exc:
-                raise PluginError(
-                    f"instance {ident!r}: building plugin {spec.plugin!r} "
-                    f"({describe(cls)}) failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            instances[ident] = PluginInstance(ident, obj, spec.data, spec)
-        return instances
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting events, finish those accepted, then stop every thread.
@@ -334,6 +313,8 @@ class Rigger(Dispatcher):
             self._executor.shutdown(wait=ended)
         if self._server is not None:  # after the drain: its replies still reach clients
             self._server.stop(deadline.timeout)
+        if self._journal is not None:  # its last done marks, then the file's locks
+            self._journal.close()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` has finished (say, after a TCP ``terminate``)."""
@@ -368,15 +349,24 @@ class Rigger(Dispatcher):
         """
         return self._loop.fire(hook_name, kwargs)
 
-    def accept_batch(self, events: Sequence[EventSpec]) -> list[Task]:
+    def fire_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Task]:
+        """Queue ``(hook_name, kwargs)`` events in order, as :meth:`fire_hook` would each;
+        their tasks. With a journal, one commit for them all (``fire_hook`` in a loop waits
+        for a commit per event). All or nothing: none is queued if one is refused."""
+        return self._loop.fire_many(events)
+
+    def accept_batch(
+        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
+    ) -> list[Task]:
         """Queue ``(tid, hook_name, kwargs)`` events, accepted (tids given) elsewhere, in order.
 
         The TCP intake's entry point: one lock acquisition per batch instead of one per
         event. ``kwargs`` dicts become the events' locals as they are (not copied). Also
         taken during a stop, until the intake has passed the server's fence (see
         :meth:`stop`). All or nothing: else :class:`ShuttingDown` and none is queued.
+        ``seqs``: the events' journal seqs (the server process committed them).
         """
-        return self._loop.accept_batch(events)
+        return self._loop.accept_batch(events, seqs)
 
     def wait_background(self, timeout: float | None = None) -> bool:
         """Wait until every event accepted so far has run and its backgrounded hooks ended.
@@ -407,22 +397,7 @@ class Rigger(Dispatcher):
 
     def _plan_for(self, hook_name: str) -> Plan:
         """Who runs for ``hook_name`` under the bindings of now (the loop caches it)."""
-        foreground: list[Callee] = []
-        background: list[Backgrounded] = []
-        for instance in self.instances.values():
-            hook = instance.obj.callbacks.get(hook_name)
-            if hook is None:
-                continue
-            if hook.bg or instance.config.background:
-                background.append((instance, hook))
-            else:
-                foreground.append(hook.callee)
-        return Plan(
-            tuple(self.pre_callbacks.get(hook_name, {}).values()),
-            tuple(foreground),
-            tuple(background),
-            tuple(self.post_callbacks.get(hook_name, {}).values()),
-        )
+        return make_plan(self.instances, self.pre_callbacks, self.post_callbacks, hook_name)
 
     def plugin_hooks_changed(self) -> None:
         """Forget the cached plans: a plugin bound a hook after start."""
@@ -497,30 +472,13 @@ class Rigger(Dispatcher):
         }
         if self._server is not None:
             stats["server"] = self._server.stats()
+        if self._journal is not None:
+            stats["journal"] = self._journal.stats()
         return stats
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""
         return self._loop.uptime()
-
-    # -- riggerlib compatibility ----------------------------------------------------
-
-    def get_instance_obj(self, name: str) -> RiggerBasePlugin | None:
-        """The plugin object of instance ``name``, or ``None``."""
-        instance = self.instances.get(name)
-        return instance.obj if instance else None
-
-    def get_instance_data(self, name: str) -> Mapping[str, Any] | None:
-        """The config mapping of instance ``name``, or ``None``."""
-        instance = self.instances.get(name)
-        return instance.data if instance else None
-
-    def configure_plugin(self, name: str, *args: Any, **kwargs: Any) -> None:
-        """Call ``configure(*args, **kwargs)`` on instance ``name``."""
-        obj = self.get_instance_obj(name)
-        if obj is None:
-            raise PluginError(f"configure_plugin: no enabled instance named {name!r}")
-        obj.configure(*args, **kwargs)
 
 
 # Riggers that were started and not stopped: stopped (drained) at interpreter exit, so

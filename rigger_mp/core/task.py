@@ -61,6 +61,8 @@ class Task(Future[dict[str, Any]]):
     _lazy_waiters: list[Any] | None = None
     _lazy_callbacks: list[Any] | None = None
     _gate: threading.Lock | None = None
+    seq: int | None = None
+    """The event's journal seq, when a journal holds it (see rigger_mp.core.journaling)."""
 
     def __init__(
         self,

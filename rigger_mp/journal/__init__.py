@@ -10,12 +10,12 @@ main process and the TCP server process can use it::
 
     JournalStore.open(path)       the file: schema, locks, validation, reads and writes
     GroupCommitter(store)         its writer thread: append() blocks, done() does not
-    encode / decode               event data as JSON when faithful, else pickle
+    encode / decode               event data as JSON when faithful, else pickle; a fire's line
 """
 
 from __future__ import annotations
 
-from .codec import JSON, PICKLE, decode, encode, encode_json
+from .codec import FIRE_LINE, JSON, PICKLE, decode, encode
 from .committer import GroupCommitter
 from .errors import (
     JournalCommitError,
@@ -45,6 +45,7 @@ def replay_locals(entry: Entry) -> dict[str, object]:
 __all__ = [
     "ATTEMPT_KEY",
     "DEFAULT_MAX_ATTEMPTS",
+    "FIRE_LINE",
     "JSON",
     "PICKLE",
     "REPLAY_KEY",
@@ -62,6 +63,5 @@ __all__ = [
     "Sync",
     "decode",
     "encode",
-    "encode_json",
     "replay_locals",
 ]

@@ -1,9 +1,11 @@
 """Event data as the journal stores it: JSON when the value is plain JSON, else pickle.
 
-The format marker (``json`` or ``pickle``) is stored beside the bytes. JSON is chosen only
-when it gives back exactly what went in (dicts with str keys, lists, str, int, finite
-float, bool, None, of those exact types): a tuple, an int key or an enum would come back
-changed, so it is pickled instead. TCP events' data is parsed JSON and always qualifies.
+The format marker (``json``, ``pickle`` or ``fire``) is stored beside the bytes. JSON is
+chosen only when it gives back exactly what went in (dicts with str keys, lists, str,
+int, finite float, bool, None, of those exact types): a tuple, an int key or an enum
+would come back changed, so it is pickled instead. A TCP or HTTP fire is stored as the
+message line it came in (``fire``: the server process already has those bytes and
+validated them), and its ``data`` is taken out of it at replay.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from .errors import JournalEncodeError
 
 JSON = "json"
 PICKLE = "pickle"
-FORMATS = (JSON, PICKLE)
+FIRE_LINE = "fire"
+"""A fire message line, as received (JSON); the event's data is its ``data`` object."""
+FORMATS = (JSON, PICKLE, FIRE_LINE)
 
 _SCALARS = (str, int, bool, type(None))
 _MAX_DEPTH = 200
@@ -26,7 +30,11 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=F
 
 
 def _plain(value: object, depth: int) -> bool:
-    """Whether JSON round-trips ``value`` unchanged (exact types only)."""
+    """Whether JSON round-trips ``value`` unchanged (exact types only).
+
+    Scalars inside a dict or list are checked inline, not by a call each: event data is
+    mostly a flat dict of them, and this runs for every in-process fire.
+    """
     kind = type(value)
     if kind in _SCALARS:
         return True
@@ -34,14 +42,24 @@ def _plain(value: object, depth: int) -> bool:
         return math.isfinite(value)  # type: ignore[arg-type]
     if depth >= _MAX_DEPTH:
         return False
-    if kind is list:
-        return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]
     if kind is dict:
-        return all(
-            type(k) is str and _plain(v, depth + 1)
-            for k, v in value.items()  # type: ignore[attr-defined]
-        )
-    return False
+        items: Any = value.items()  # type: ignore[attr-defined]
+    elif kind is list:
+        items = enumerate(value)  # type: ignore[arg-type]
+    else:
+        return False
+    for key, item in items:
+        if kind is dict and type(key) is not str:
+            return False
+        sort = type(item)
+        if sort in _SCALARS:
+            continue
+        if sort is float:
+            if not math.isfinite(item):
+                return False
+        elif not _plain(item, depth + 1):
+            return False
+    return True
 
 
 def encode(hook_name: str, data: Mapping[str, Any]) -> tuple[str, bytes]:
@@ -64,15 +82,15 @@ def encode(hook_name: str, data: Mapping[str, Any]) -> tuple[str, bytes]:
         ) from exc
 
 
-def encode_json(data: Mapping[str, Any]) -> tuple[str, bytes]:
-    """``(json, bytes)`` for data parsed from JSON (the TCP path): no type walk needed."""
-    return JSON, _dumps(data).encode()
-
-
 def decode(fmt: str, blob: bytes) -> dict[str, Any]:
     """The event data back from its stored form (unpickling runs the pickle's imports)."""
     if fmt == JSON:
         value = json.loads(blob)
+    elif fmt == FIRE_LINE:
+        message = json.loads(blob)
+        if not isinstance(message, dict):
+            raise ValueError(f"stored fire message is a {type(message).__name__}, not an object")
+        value = message.get("data", {})
     elif fmt == PICKLE:
         value = pickle.loads(blob)
     else:

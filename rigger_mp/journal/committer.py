@@ -12,7 +12,8 @@
 While one commit runs, everything that arrives queues up and goes into the next: the
 group grows with the load, so throughput follows the writer's transaction rate rather
 than its fsync rate. A failed commit fails every append of its group; its done marks are
-carried into the next group (deleting a row twice is harmless). Done marks never wait.
+carried into the next group (deleting a row twice is harmless). Done marks never make
+anyone wait; alone, they linger up to :data:`DONE_LINGER` for more to share a commit.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ log = logging.getLogger("rigger_mp.journal")
 
 MAX_GROUP_ROWS = 8192
 """Most rows per transaction, so one commit's latency stays bounded under a flood."""
+
+DONE_LINGER = 0.02
+"""Seconds a group of done marks alone waits for more (or for an append to ride with):
+done marks cost one transaction per this interval, not one per finished event."""
+DONE_BATCH = 4096
+"""Done marks that are written at once, without lingering."""
 
 Outcome = range | JournalError
 """What an append's callback gets: the seqs of its rows, in order, or the commit's error."""
@@ -68,19 +75,12 @@ class GroupCommitter:
 
     def __init__(self, store: JournalStore, name: str = "rigger_mp-journal") -> None:
         self.store = store
-        self._queue: queue.SimpleQueue[tuple[Sequence[NewRow], Callback] | int | None]
+        self._queue: queue.SimpleQueue[tuple[Sequence[NewRow], Callback] | list[int] | None]
         self._queue = queue.SimpleQueue()
         self._gate = threading.Lock()  # makes "not closed, then put" one step
         self._closed = False
-        self._started = time.monotonic()
-        self.commits = 0
-        self.failed_commits = 0
-        self.appended = 0
-        self.done_marks = 0
+        self.counters = GroupCounters()
         self.done_marks_dropped = 0
-        self._append_commits = 0
-        self.max_group = 0
-        self.last_commit_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -113,12 +113,22 @@ class GroupCommitter:
         return self.append_rows([(tid, hook_name, fmt, blob)])[0]
 
     def done(self, seq: int) -> None:
-        """Mark an event done; it goes with the next group and nobody waits for it."""
+        """Mark one event done (see :meth:`done_many`)."""
+        self.done_many([seq])
+
+    def done_many(self, seqs: list[int]) -> None:
+        """Mark events done; they go with the next group and nobody waits for them.
+
+        One call per batch of finished events (the event thread collects them), so the
+        commit thread is woken once per batch, not once per event.
+        """
+        if not seqs:
+            return
         with self._gate:
             if self._closed:
-                self.done_marks_dropped += 1  # it will be replayed: at-least-once
+                self.done_marks_dropped += len(seqs)  # they will be replayed: at-least-once
                 return
-            self._queue.put(seq)
+            self._queue.put(seqs)
 
     def close(self) -> None:
         """Commit what was queued, then stop the thread (the store stays open)."""
@@ -129,26 +139,21 @@ class GroupCommitter:
             self._queue.put(None)
         self._thread.join()
 
+    @property
+    def commits(self) -> int:
+        """Transactions committed."""
+        return self.counters.commits
+
+    @property
+    def failed_commits(self) -> int:
+        """Transactions that failed (their appends were refused)."""
+        return self.counters.failed_commits
+
     def stats(self) -> dict[str, Any]:
         """Counters of this committer and what the journal holds now."""
-        pending, dead = self.store.counts()
-        elapsed = max(time.monotonic() - self._started, 1e-9)
-        groups = self._append_commits
-        return {
-            "path": self.store.path,
-            "pending": pending,
-            "dead": dead,
-            "bytes": self.store.size_bytes(),
-            "commits": self.commits,
-            "failed_commits": self.failed_commits,
-            "commits_per_second": self.commits / elapsed,
-            "appended": self.appended,
-            "done_marks": self.done_marks,
-            "done_marks_dropped": self.done_marks_dropped,
-            "mean_group_size": self.appended / groups if groups else 0.0,
-            "max_group_size": self.max_group,
-            "last_commit_seconds": self.last_commit_seconds,
-        }
+        stats = self.counters.as_dict(self.store)
+        stats["done_marks_dropped"] = self.done_marks_dropped
+        return stats
 
     # -- the commit thread ----------------------------------------------------------
 
@@ -164,20 +169,28 @@ class GroupCommitter:
             stop = False
             item = held if held is not None else get()
             held = None
+            linger: float | None = None  # until when a group of done marks alone waits
             while True:
                 if item is None:
                     stop = True
                     break
-                if isinstance(item, int):
-                    done.append(item)
+                if isinstance(item, list):
+                    done.extend(item)
                 elif rows and len(rows) + len(item[0]) > MAX_GROUP_ROWS:
                     held = item  # first of the next group
                     break
                 else:
                     rows.extend(item[0])
                     callbacks.append((item[1], len(item[0])))
-                try:
-                    item = get_nowait()  # drain what queued meanwhile: never waits
+                wait = 0.0
+                if not rows and len(done) < DONE_BATCH:
+                    # Done marks alone: nobody waits for them, so let more gather (or an
+                    # append come, which they ride with) for up to DONE_LINGER.
+                    now = time.monotonic()
+                    linger = now + DONE_LINGER if linger is None else linger
+                    wait = linger - now
+                try:  # what queued meanwhile; appends never wait
+                    item = get(timeout=wait) if wait > 0 else get_nowait()
                 except queue.Empty:
                     break
             if rows or done:
@@ -196,28 +209,7 @@ class GroupCommitter:
         self, rows: list[NewRow], callbacks: list[tuple[Callback, int]], done: list[int]
     ) -> list[int]:
         """Write one group and answer its callbacks; the done marks to carry on failure."""
-        started = time.perf_counter()
-        outcome: range | JournalError
-        try:
-            outcome = self.store.commit(rows, done)
-        except Exception as exc:
-            self.failed_commits += 1
-            outcome = JournalCommitError(
-                f"journal {self.store.path}: the commit of a group of {len(rows)} event(s) "
-                f"failed, none of them was accepted: {describe_error(exc)}"
-            )
-            outcome.__cause__ = exc
-            log.error("%s", outcome)
-            carry = done
-        else:
-            self.last_commit_seconds = time.perf_counter() - started
-            self.commits += 1
-            self.appended += len(rows)
-            self.done_marks += len(done)
-            if rows:
-                self._append_commits += 1
-                self.max_group = max(self.max_group, len(rows))
-            carry = []
+        outcome = commit_group(self.store, self.counters, rows, done)
         offset = 0
         for callback, count in callbacks:
             part = (
@@ -228,4 +220,69 @@ class GroupCommitter:
                 callback(part)
             except Exception:
                 log.exception("journal %s: a commit callback failed", self.store.path)
-        return carry
+        return done if isinstance(outcome, JournalError) else []
+
+
+class GroupCounters:
+    """What a process's commits did (the ``journal`` stats of either committer)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.commits = 0
+        self.failed_commits = 0
+        self.appended = 0
+        self.done_marks = 0
+        self.append_commits = 0
+        self.max_group = 0
+        self.last_commit_seconds = 0.0
+
+    def as_dict(self, store: JournalStore) -> dict[str, Any]:
+        """The counters, the rates derived from them and what the journal holds now."""
+        pending, dead = store.counts()
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        groups = self.append_commits
+        return {
+            "path": store.path,
+            "pending": pending,
+            "dead": dead,
+            "bytes": store.size_bytes(),
+            "commits": self.commits,
+            "failed_commits": self.failed_commits,
+            "commits_per_second": self.commits / elapsed,
+            "appended": self.appended,
+            "done_marks": self.done_marks,
+            "groups": groups,
+            "mean_group_size": self.appended / groups if groups else 0.0,
+            "max_group_size": self.max_group,
+            "last_commit_seconds": self.last_commit_seconds,
+        }
+
+
+def commit_group(
+    store: JournalStore, counters: GroupCounters, rows: list[NewRow], done: list[int]
+) -> Outcome:
+    """One transaction: append ``rows``, delete the ``done`` seqs; their seqs or the error.
+
+    The error names the file and the group (its ``__cause__`` is the store's error) and
+    is logged; nothing raises.
+    """
+    started = time.perf_counter()
+    try:
+        seqs = store.commit(rows, done)
+    except Exception as exc:
+        counters.failed_commits += 1
+        error = JournalCommitError(
+            f"journal {store.path}: the commit of a group of {len(rows)} event(s) "
+            f"failed, none of them was accepted: {describe_error(exc)}"
+        )
+        error.__cause__ = exc
+        log.error("%s", error)
+        return error
+    counters.last_commit_seconds = time.perf_counter() - started
+    counters.commits += 1
+    counters.appended += len(rows)
+    counters.done_marks += len(done)
+    if rows:
+        counters.append_commits += 1
+        counters.max_group = max(counters.max_group, len(rows))
+    return seqs

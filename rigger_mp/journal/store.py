@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import sqlite3
 import threading
@@ -104,6 +105,35 @@ def _fault(path: str, exc: BaseException, doing: str) -> JournalError:
             "empty one (the events pending in it are lost unless it can be repaired)"
         )
     return JournalError(where)
+
+
+INSERT_CHUNK = 1024
+"""Most rows one INSERT statement appends (6 parameters each, far below SQLite's limit)."""
+
+
+@functools.cache
+def _insert(rows: int) -> str:
+    """One ``INSERT`` of ``rows`` rows: SQLite runs it in one step, where ``executemany``
+    takes a step (and a release and retake of the GIL) per row."""
+    return "INSERT INTO pending (seq, tid, hook, fmt, data, accepted) VALUES " + ", ".join(
+        ["(?, ?, ?, ?, ?, ?)"] * rows
+    )
+
+
+def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """``seqs`` as ``(first, last)`` runs of consecutive integers, in order."""
+    runs: list[tuple[int, int]] = []
+    first = last = None
+    for seq in sorted(set(seqs)):
+        if last is not None and seq == last + 1:
+            last = seq
+            continue
+        if first is not None and last is not None:
+            runs.append((first, last))
+        first = last = seq
+    if first is not None and last is not None:
+        runs.append((first, last))
+    return runs
 
 
 class JournalStore:
@@ -301,13 +331,18 @@ class JournalStore:
                 ).fetchone()
                 first = (row[0] if row else 0) + 1
                 now = time.time()
-                db.executemany(
-                    "INSERT INTO pending (seq, tid, hook, fmt, data, accepted) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(first + i, *r, now) for i, r in enumerate(rows)],
-                )
-            if done:
-                db.executemany("DELETE FROM pending WHERE seq = ?", [(s,) for s in done])
+                done_rows = 0
+                while done_rows < len(rows):  # chunks of 2**k rows: few cached statements
+                    size = min(INSERT_CHUNK, 1 << ((len(rows) - done_rows).bit_length() - 1))
+                    part = rows[done_rows : done_rows + size]
+                    seq = first + done_rows
+                    db.execute(
+                        _insert(size),
+                        [v for i, r in enumerate(part, seq) for v in (i, *r, now)],
+                    )
+                    done_rows += size
+            if done:  # one DELETE per run of consecutive seqs: events mostly end in order
+                db.executemany("DELETE FROM pending WHERE seq BETWEEN ? AND ?", _runs(done))
         return range(first, first + len(rows))
 
     def _give_back_free_pages(self) -> None:

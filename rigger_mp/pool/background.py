@@ -15,7 +15,7 @@ import logging
 import pickle
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..core.calling import describe
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("rigger_mp")
 
-_Result = tuple[int, list[Mapping[str, Any]], list[Failure]]
+_Result = tuple[int, list[Mapping[str, Any]], list[Failure], Sequence[int]]
 
 
 class Phase(enum.Enum):
@@ -180,6 +180,8 @@ class Background:
         self._done = 0
         self._failed = 0
         self._abandoned = 0
+        self.on_settled: Callable[[Sequence[int]], None] | None = None
+        """Told the work ids of settled items (the journal's done marks), when set."""
 
     @classmethod
     def start(
@@ -204,8 +206,9 @@ class Background:
         hooks: tuple[tuple[PluginInstance, PluginHook], ...],
         local: dict[str, Any],
         hook_name: str,
-    ) -> None:
-        """Hand the event's backgrounded hooks to the pool with a snapshot of their arguments."""
+    ) -> list[int]:
+        """Hand the event's backgrounded hooks to the pool with a snapshot of their arguments;
+        the work ids of the items submitted."""
         glob = self._rigger.global_data
         items = []
         for instance, hook in hooks:
@@ -217,7 +220,7 @@ class Background:
             self._next_id += 1
             items.append((self._next_id, instance.ident, hook_name, payload))
         if not items:
-            return
+            return []
         self._submitted += len(items)
         if self._pool is None or not self._phase.pool_open:
             reason = (
@@ -228,6 +231,7 @@ class Background:
             self.completed(len(items), [], [Failure.of(i, None, reason) for i in items])
         else:
             self._pool.submit(items)
+        return [item[0] for item in items]
 
     def _submit_failed(self, ident: str, event: str, exc: Exception) -> None:
         self._submitted += 1
@@ -237,11 +241,15 @@ class Background:
     # -- the pool's thread (ResultSink) ---------------------------------------------------
 
     def completed(
-        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+        self,
+        count: int,
+        updates: list[Mapping[str, Any]],
+        failures: list[Failure],
+        ids: Sequence[int] = (),
     ) -> None:
         """Queue finished items for the event thread, which merges their global updates."""
         with self._lock:
-            self._inbox.append((count, updates, failures))
+            self._inbox.append((count, updates, failures, ids))
             if self._phase.direct:
                 queue_flush = False
             elif self._flush_queued:
@@ -282,8 +290,11 @@ class Background:
             return
         glob = self._rigger.global_data
         settled = done = failed = 0
+        on_settled = self.on_settled
         with self._apply_lock:
-            for count, updates, failures in inbox:
+            for count, updates, failures, ids in inbox:
+                if on_settled is not None:
+                    on_settled(ids or [f.work_id for f in failures])
                 for update in updates:
                     recursive_update(glob, update)
                 settled += count

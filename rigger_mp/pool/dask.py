@@ -423,13 +423,14 @@ class DaskPool:
                     failures.append(Failure.of(item, peer.pid, f"on {_where(peer)}:\n{error}"))
                 elif glob is not None:
                     updates.append(glob)
+            ids = [item[0] for item in batch.items[batch.reported : batch.reported + count]]
             batch.reported += count
             peer.tasks_done += count
             self._item_seconds = 0.7 * self._item_seconds + 0.3 * max(seconds / count, 1e-7)
             if batch.reported >= len(batch.items):
                 peer.batches.discard(bid)
                 self._settle(bid)
-        self._report(updates, failures, count)
+        self._report(updates, failures, count, ids)
 
     def _settle(self, bid: int) -> None:
         """Batch ``bid`` is done with (under the lock): free its place."""
@@ -546,11 +547,16 @@ class DaskPool:
     # -- reporting ----------------------------------------------------------------------
 
     def _report(
-        self, updates: list[Mapping[str, Any]], failures: list[Failure], count: int | None = None
+        self,
+        updates: list[Mapping[str, Any]],
+        failures: list[Failure],
+        count: int | None = None,
+        ids: Sequence[int] = (),
     ) -> None:
         assert self._sink is not None
         try:
-            self._sink.completed(len(failures) if count is None else count, updates, failures)
+            n = len(failures) if count is None else count
+            self._sink.completed(n, updates, failures, ids)
         except Exception:
             logger.exception("rigger_mp: reporting background results failed")
 

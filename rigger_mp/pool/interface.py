@@ -38,9 +38,17 @@ class ResultSink(Protocol):
     """What a pool reports to, from its own thread."""
 
     def completed(
-        self, count: int, updates: list[Mapping[str, Any]], failures: list[Failure]
+        self,
+        count: int,
+        updates: list[Mapping[str, Any]],
+        failures: list[Failure],
+        ids: Sequence[int] = (),
     ) -> None:
-        """``count`` items finished (``failures`` among them); ``updates`` are their globals."""
+        """``count`` items finished (``failures`` among them); ``updates`` are their globals.
+
+        ``ids``: the work ids of the ``count`` items, failed ones included; a report of
+        failures alone may leave it empty (the failures carry their ids).
+        """
 
     def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
         """A hook in a worker fired an event."""

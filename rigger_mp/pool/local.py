@@ -592,6 +592,7 @@ class LocalPool:
                     failures.append(Failure.of(item, pid, error))
                 elif glob is not None:
                     updates.append(glob)
+            ids = [item[0] for item in batch.items[batch.reported : batch.reported + count]]
             batch.reported += count
             worker.unfinished -= count
             worker.tasks_done += count
@@ -603,14 +604,19 @@ class LocalPool:
             self._startup_failures = 0
             if freed and self._feeder_waiting:
                 self._cond.notify()
-        self._report(updates, failures, count)
+        self._report(updates, failures, count, ids)
 
     def _report(
-        self, updates: list[Mapping[str, Any]], failures: list[Failure], count: int | None = None
+        self,
+        updates: list[Mapping[str, Any]],
+        failures: list[Failure],
+        count: int | None = None,
+        ids: Sequence[int] = (),
     ) -> None:
         assert self._sink is not None
         try:
-            self._sink.completed(len(failures) if count is None else count, updates, failures)
+            n = len(failures) if count is None else count
+            self._sink.completed(n, updates, failures, ids)
         except Exception:
             logger.exception("rigger_mp: reporting background results failed")
 

@@ -420,7 +420,7 @@ class HttpFront:
         if server.state is not ServerState.ACCEPTING:
             raise _HttpError(proto.SHUTTING_DOWN, "the dispatcher is stopping")
         call = HttpCall(server.loop)
-        server.fire(call, 0, msg)
+        server.fire(call, 0, msg, body)
         server.flush_outbox()
         return await call.reply
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import protocol as proto
 from ..errors import ShuttingDown, describe_error
-from .messages import FENCE, FIRE, NO_REPLY, R_LINE, R_STATS, STATS, STATUS, TERMINATE
+from .messages import FENCE, FIRE, NO_REPLY, R_LINE, R_STATS, SEQ, STATS, STATUS, TERMINATE
 from .status_window import StatusWindow
 
 if TYPE_CHECKING:
@@ -216,7 +216,10 @@ class Intake:
         their event has run.
         """
         try:
-            tasks = self.port.accept_batch([(item[5], item[2], item[3]) for item in fires])
+            specs = [(item[5], item[2], item[3]) for item in fires]
+            # Journaled fires carry their seq last (see rigger_mp.server.journaling).
+            seqs = [item[6] for item in fires] if len(fires[0]) > SEQ else None
+            tasks = self.port.accept_batch(specs, seqs)
         except Exception as exc:
             self._refuse(fires, exc, add)
             return

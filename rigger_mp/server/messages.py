@@ -13,6 +13,7 @@ from ..protocol import MAX_HOOK_NAME, MAX_JSON_DEPTH
 
 # Server -> main: lists of (rid, kind, ...) items; or the READY or FENCE object alone.
 FIRE: Final = 0  # (rid, FIRE, hook_name, data, mode, tid); rid is NO_REPLY once acked here
+SEQ: Final = 6  # with a journal, a FIRE item has its journal seq here, after its tid
 STATUS: Final = 1  # (rid, STATUS, tid)
 STATS: Final = 2  # (rid, STATS)
 TERMINATE: Final = 3  # (rid, TERMINATE)
@@ -39,6 +40,9 @@ class ServerSettings:
     """Put before this process's fire counter to make a tid: unique per server process."""
     accepting: bool = True
     """False for a process started while the dispatcher stops: every fire is refused."""
+    journal: str | None = None
+    """The journal file: fires are committed to it before they are acked (issue #13)."""
+    journal_sync: str = "normal"
     http_max_connections: int = 256
     """HTTP connections open at once (the HTTP front, when its socket is passed)."""
     # -- connection bounds (issue #11); the config keys of the same names --

@@ -41,7 +41,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from hmac import compare_digest
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .. import protocol as proto
 from .channel import READ_SIZE, FrameReader, pack
@@ -57,6 +57,9 @@ from .messages import (
     TERMINATE,
     ServerSettings,
 )
+
+if TYPE_CHECKING:
+    from .journaling import ServerJournal
 
 logger = logging.getLogger("rigger_mp.server")
 
@@ -125,12 +128,15 @@ def main(argv: list[str], on_start: Callable[[Server], None] | None = None) -> N
     sock = socket.socket(fileno=sock_fd)
     settings = _read_settings(replies_fd)
     loop = asyncio.new_event_loop()
+    server: Server | None = None
     try:
         server = Server(loop, settings)
         if on_start is not None:
             on_start(server)
         loop.run_until_complete(server.run(sock, requests_fd, replies_fd))
     finally:
+        if server is not None and server.journal is not None:
+            server.journal.close()
         loop.close()
 
 
@@ -227,6 +233,13 @@ class Server:
         self.connections_total = 0
         self.messages = 0
         self.errors: Counter[str] = Counter()
+        # With a journal, fires are committed before they go into the pipe (.journaling);
+        # imported only then: a server process without one never loads sqlite3.
+        self.journal: ServerJournal | None = None
+        if settings.journal is not None:
+            from .journaling import ServerJournal
+
+            self.journal = ServerJournal.open(self, settings)
         self.faults = Throttled(
             logging.ERROR, "rigger_mp server: handling a message failed; it got an error reply"
         )
@@ -249,10 +262,13 @@ class Server:
         conn.rids.add(rid)
         self.outbox.append((rid, *item))
 
-    def fire(self, conn: Conn, seq: int, msg: proto.Fire) -> None:
-        """Accept a fire: give it a tid; a plain fire is acked once its batch is in the pipe."""
+    def fire(self, conn: Conn, seq: int, msg: proto.Fire, line: bytes) -> None:
+        """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
+        its batch is in the pipe (with a journal: once committed, then in the pipe)."""
         self.fires = n = self.fires + 1
         tid = self.settings.tid_prefix + str(n)
+        if self.journal is not None:
+            self.journal.add(tid, msg.hook_name, line)
         if msg.mode == proto.ACK:
             self.outbox.append((NO_REPLY, FIRE, msg.hook_name, msg.data, msg.mode, tid))
             self.acks.append((conn, seq, tid))
@@ -270,6 +286,13 @@ class Server:
             return
         batch, self.outbox = self.outbox, []
         acks, self.acks = self.acks, []
+        if self.journal is not None:
+            self.journal.send(batch, acks)
+        else:
+            self.send_batch(batch, acks)
+
+    def send_batch(self, batch: list[tuple[Any, ...]], acks: list[tuple[Conn, int, str]]) -> None:
+        """Write ``batch`` into the pipe as one frame (item by item if it does not pickle)."""
         if self.to_main is None:
             return
         try:
@@ -314,6 +337,7 @@ class Server:
         for conn in touched:
             conn.flush()
 
+
     def release(self, acks: list[tuple[Conn, int, str]]) -> None:
         """Write the ``ok`` of fires whose batch is now wholly in the requests pipe."""
         touched: set[Conn] = set()
@@ -324,12 +348,23 @@ class Server:
         for conn in touched:
             conn.flush()
 
+    def reply_all(self, replies: list[tuple[Conn, int, bytes]]) -> None:
+        """Write these replies to their connections (those still open)."""
+        touched: set[Conn] = set()
+        for conn, seq, line in replies:
+            if conn.state is not _LOST and conn.put(seq, line):
+                touched.add(conn)
+        for conn in touched:
+            conn.flush()
+
     def fence(self, n: int, quiesce: bool) -> None:
         """Answer fence request ``n`` behind every fire acked so far; maybe stop accepting."""
         if quiesce and self.state is _ACCEPTING:
             self.state = ServerState.REFUSING
         self.flush_outbox()
-        if self.to_main is not None:
+        if self.journal is not None:
+            self.journal.send_frame(pack((FENCE, n)))
+        elif self.to_main is not None:
             self.to_main.write(pack((FENCE, n)), [])
 
     def main_backlogged(self, paused: bool) -> None:
@@ -428,6 +463,8 @@ class Server:
                 "max_connections": self.max_connections,
                 "accept_pauses": 0 if self.listener is None else self.listener.pauses,
             }
+            if self.journal is not None:
+                server["process"]["journal"] = self.journal.stats()
         try:
             return proto.reply_line({"ok": True, "stats": stats})
         except (TypeError, ValueError) as exc:
@@ -495,6 +532,9 @@ class Server:
     def _close_main(self) -> None:
         """Flush and close the pipe to the main process; the loop ends when it has closed."""
         self.flush_outbox()
+        if self.journal is not None and self.journal.busy():
+            self.journal.after(self._close_main)  # the batches still committing go first
+            return
         if self.to_main is not None:
             self.to_main.close()
         else:
@@ -945,7 +985,7 @@ class Conn(asyncio.BufferedProtocol):
                 elif server.state is not _ACCEPTING:
                     self.error(seq, proto.SHUTTING_DOWN, "the dispatcher is stopping")
                 else:
-                    server.fire(self, seq, msg)
+                    server.fire(self, seq, msg, frame)
                 return
             assert type(msg) is proto.Op
             self._op(seq, msg)

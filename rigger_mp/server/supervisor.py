@@ -202,6 +202,8 @@ class ServerSupervisor:
             max_message_bytes=settings.max_message_bytes,
             idle_timeout=settings.idle_timeout,
             stop_grace=STOP_GRACE,
+            journal=settings.journal,
+            journal_sync=settings.journal_sync,
             http_max_connections=settings.http_max_connections,
             max_connections=settings.max_connections,
             drain_timeout=settings.drain_timeout,

@@ -1,0 +1,205 @@
+"""The server process's side of the journal (issue #13): commit a turn's fires, then ack.
+
+Redis-AOF style, in the asyncio loop itself: no thread. Each fire parsed is journaled as
+the message line it came in (:data:`~rigger_mp.journal.FIRE_LINE`: no re-encoding, the
+data is decoded at replay). What one read of a connection produced (see
+``Server.flush_outbox``) waits here; the first batch with fires in a loop turn schedules
+one commit (``call_soon``: it runs once this turn's reads are handled), and every fire of
+every connection read in that turn goes into that one transaction. Then the batches go
+into the pipe in the order they came, so the pipe order is the accepted order, and the
+fences behind them too. Committed: each fire item gets its seq appended (index
+:data:`~.messages.SEQ`) and the batch goes into the pipe, its acks released as before.
+Failed: every fire of the batch is answered ``journal_failed`` and none goes into the
+pipe; its other requests still do.
+
+The commit blocks the loop while it runs: with ``journal_sync: full`` that includes the
+fsync, as Redis's ``appendfsync always`` does. Reads that arrive meanwhile wait in the
+kernel and make the next group larger.
+
+This module imports only the journal package, the messages and the protocol, as
+:mod:`.process` does: the server process never loads the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .. import protocol as proto
+from ..journal import FIRE_LINE, JournalError, JournalStore, NewRow, Sync
+from ..journal.committer import GroupCounters, Outcome, commit_group
+from .messages import FIRE, NO_REPLY, ServerSettings
+
+Ack = tuple[Any, int, str]
+"""``(connection, message number, tid)`` of a fire to ack once its batch is in the pipe."""
+
+
+class Host(Protocol):
+    """What this module uses of :class:`~rigger_mp.server.process.Server` (no import of it:
+    that module imports this one)."""
+
+    loop: asyncio.AbstractEventLoop
+    to_main: Any
+    pending: dict[int, tuple[Any, int]]
+    errors: Counter[str]
+
+    def reply_all(self, replies: list[tuple[Any, int, bytes]]) -> None:
+        """Write these replies to their connections (those still open)."""
+
+    def send_batch(self, batch: list[tuple[Any, ...]], acks: list[Ack]) -> None:
+        """Write ``batch`` into the pipe, its acks released once it is there."""
+
+
+class _Out:
+    """A batch (or a control frame) waiting for its turn to go into the pipe."""
+
+    __slots__ = ("acks", "batch", "fires", "frame", "outcome", "rows")
+
+    def __init__(
+        self,
+        batch: list[tuple[Any, ...]],
+        acks: list[Ack],
+        rows: list[NewRow],
+        frame: bytes | None,
+    ) -> None:
+        self.batch = batch
+        self.acks = acks
+        self.rows = rows  # the journal rows of its fires, in the order of the fire items
+        self.frame = frame
+        self.outcome: Outcome | None = None if rows else range(0)
+
+
+class ServerJournal:
+    """Commit-before-ack for one server process; the main process owns the file."""
+
+    def __init__(self, server: Host, store: JournalStore) -> None:
+        self.server = server
+        self.store = store
+        self.counters = GroupCounters()
+        self._rows: list[NewRow] = []  # fires since the last send()
+        self._out: deque[_Out] = deque()
+        self._turn: list[_Out] = []  # batches whose fires the scheduled commit writes
+        self._when_idle: list[Callable[[], None]] = []
+        self.failed_fires = 0
+
+    @classmethod
+    def open(cls, server: Host, settings: ServerSettings) -> ServerJournal:
+        """The journal of ``settings`` opened as a second writer."""
+        assert settings.journal is not None
+        sync: Sync = "full" if settings.journal_sync == "full" else "normal"
+        return cls(server, JournalStore.open(settings.journal, sync=sync, owner=False))
+
+    # -- the loop's side ----------------------------------------------------------------
+
+    def add(self, tid: str, hook_name: str, line: bytes) -> None:
+        """Journal a fire, as the message ``line`` it came in, with the next :meth:`send`."""
+        self._rows.append((tid, hook_name, FIRE_LINE, line))
+
+    def send(self, batch: list[tuple[Any, ...]], acks: list[Ack]) -> None:
+        """Send ``batch`` into the pipe once its fires are committed, behind earlier ones."""
+        rows, self._rows = self._rows, []
+        out = _Out(batch, acks, rows, None)
+        self._out.append(out)
+        if rows:
+            self._turn.append(out)
+            if len(self._turn) == 1:
+                self.server.loop.call_soon(self._commit_turn)
+        self._release()
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send a control frame (a fence's answer) behind every batch queued so far."""
+        self._out.append(_Out([], [], [], frame))
+        self._release()
+
+    def busy(self) -> bool:
+        """Whether a batch waits on its commit."""
+        return bool(self._out)
+
+    def after(self, func: Callable[[], None]) -> None:
+        """Run ``func`` once nothing waits on a commit (now if nothing does)."""
+        if self._out:
+            self._when_idle.append(func)
+        else:
+            func()
+
+    def _commit_turn(self) -> None:
+        """One transaction for the fires of every batch sent since the last one."""
+        outs, self._turn = self._turn, []
+        rows = [row for out in outs for row in out.rows]
+        outcome = commit_group(self.store, self.counters, rows, [])
+        offset = 0
+        for out in outs:
+            count = len(out.rows)
+            if isinstance(outcome, range):
+                out.outcome = outcome[offset : offset + count]
+            else:
+                out.outcome = outcome
+            offset += count
+        self._release()
+
+    def _release(self) -> None:
+        """Write, in order, the batches at the head whose commit has returned."""
+        queue = self._out
+        while queue and queue[0].outcome is not None:
+            self._deliver(queue.popleft())
+        if not queue and self._when_idle:
+            funcs, self._when_idle = self._when_idle, []
+            for func in funcs:
+                func()
+
+    def _deliver(self, out: _Out) -> None:
+        server = self.server
+        if server.to_main is None:
+            return
+        if out.frame is not None:
+            server.to_main.write(out.frame, [])
+            return
+        outcome, batch = out.outcome, out.batch
+        if isinstance(outcome, range):
+            if out.rows:
+                seqs = iter(outcome)
+                for index, item in enumerate(batch):
+                    if item[1] == FIRE:
+                        batch[index] = (*item, next(seqs))
+            server.send_batch(batch, out.acks)
+            return
+        assert isinstance(outcome, JournalError)
+        self._refuse(out, outcome)
+        rest = [item for item in batch if item[1] != FIRE]
+        if rest:
+            server.send_batch(rest, [])
+
+    def _refuse(self, out: _Out, error: JournalError) -> None:
+        """Answer every fire of a batch whose commit failed with ``journal_failed``."""
+        server = self.server
+        text = str(error)
+        code = proto.JOURNAL_FAILED
+        replies = [(conn, seq, proto.error_line(code, text, tid)) for conn, seq, tid in out.acks]
+        fires = 0
+        for item in out.batch:
+            if item[1] != FIRE:
+                continue
+            fires += 1
+            rid, tid = item[0], item[5]
+            if rid != NO_REPLY:
+                entry = server.pending.pop(rid, None)
+                if entry is not None:
+                    replies.append((entry[0], entry[1], proto.error_line(code, text, tid)))
+        self.failed_fires += fires
+        server.errors[code] += fires
+        server.reply_all(replies)
+
+    # -- stats and the end ----------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The commit counters, batches waiting on a commit, fires refused."""
+        stats = self.counters.as_dict(self.store)
+        stats["batches_waiting"] = len(self._out)
+        stats["failed_fires"] = self.failed_fires
+        return stats
+
+    def close(self) -> None:
+        """Close the file (the loop no longer runs: nothing is committing)."""
+        self.store.close()
