@@ -47,19 +47,16 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.config import RiggerConfig
 from ..core.deadline import Deadline
-from ..errors import RiggerError
 from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
-from .incarnation import Incarnation
+from .incarnation import Incarnation, ServerStartError
 from .intake import Intake
 from .messages import (
     FENCE,
-    READY,
     STOP,
     ServerSettings,
 )
@@ -79,10 +76,6 @@ waits on its pipe, is unresponsive (stopped, wedged): it is killed and replaced.
 HEARTBEAT_MISSES: Final = 3
 """Heartbeats (one every ``server_heartbeat`` seconds) a server process may leave
 unanswered before it is unresponsive: killed and replaced."""
-
-
-class ServerStartError(RiggerError):
-    """The TCP server could not be started (address in use, bad address...)."""
 
 
 def bind(address: str, port: int) -> socket.socket:
@@ -368,25 +361,7 @@ class ServerSupervisor:
             os.close(replies_w)
             raise
         incarnation = Incarnation(process, BlockingReader(requests_r), writer)
-        try:
-            incarnation.writer.send(settings)
-            if not wait([requests_r], START_TIMEOUT):
-                raise ServerStartError(
-                    f"the TCP server process did not start within {START_TIMEOUT:.0f} s"
-                )
-            objs = incarnation.reader.recv()
-            if not (type(objs[0]) is tuple and objs[0][0] == READY):
-                raise ServerStartError(f"the TCP server process sent {objs[0]!r} first")
-        except BaseException as exc:
-            process.kill()
-            process.wait()
-            incarnation.close(STOP_GRACE)
-            if not isinstance(exc, (EOFError, OSError)):
-                raise
-            raise ServerStartError(
-                f"the TCP server process exited while starting (exit code {process.returncode})"
-            ) from exc
-        incarnation.leftover = objs[1:]
+        incarnation.greet(settings, START_TIMEOUT, STOP_GRACE)
         return incarnation
 
     def sync(self, timeout: float | None = None) -> bool:
