@@ -363,6 +363,26 @@ def test_the_lost_events_of_every_worker_are_listed_and_fail_the_run(
     )
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
+def test_lost_events_under_warnings_as_errors_are_listed_not_an_internal_error(
+    suite: Path, served: Served, xdist: list[str]
+) -> None:
+    # Many suites set filterwarnings = error: a RiggerFireWarning must not then be raised
+    # out of the plugin's hooks (an INTERNALERROR, no summary), only listed.
+    (suite / "test_sample.py").write_text(textwrap.dedent(TOO_LONG))
+    done = run_pytest(suite, f"--rigger=127.0.0.1:{served.port}", "-W", "error", *xdist)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "2 passed" in done.stdout.splitlines()[-1], done.stdout
+    lines = summary_section(done)
+    events = [line.split(" test_sample.py::")[0] for line in lines if "test_long" in line]
+    assert [re.sub(r"^gw\d+: ", "", event) for event in events] == [
+        "start_test",
+        "finish_test",
+    ], lines
+    assert lines[-1].endswith(" not fired (listed above): the run fails"), lines
+
+
 def test_a_process_lists_a_bounded_number_of_lost_events() -> None:
     lost = pytest_plugin.Lost()
     for n in range(pytest_plugin.MAX_LOST_LISTED + 5):
