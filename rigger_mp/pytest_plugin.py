@@ -155,7 +155,7 @@ class RiggerSession:
         self.run_id: str = run_id or uuid.uuid4().hex
         token = (workerinput or {}).get("rigger_token") or config.getoption("rigger_token")
         self.token: str | None = token or os.environ.get(_TOKEN_ENV)
-        """The server's token: the option, else the environment, else the embedded config's."""
+        """The server's token: the embedded config's, else the option, else the environment."""
         self.address = ""
         self.client: RiggerClient | None = None
         self.rigger: Rigger | None = None
@@ -215,7 +215,8 @@ class RiggerSession:
         except (ConfigError, PluginError) as exc:
             raise pytest.UsageError(f"rigger_mp: --rigger-config {config_file}: {exc}") from None
         self.rigger, self.artifacts_root = rigger, root
-        self.token = self.token or settings.server_token  # its own server's, for the workers
+        if settings.server_token is not None:  # its own server's, for the workers too:
+            self.token = settings.server_token  # not a $RIGGER_MP_TOKEN meant for another
         assert rigger.server_address is not None and rigger.server_port is not None
         return rigger.server_address, rigger.server_port
 

@@ -511,15 +511,17 @@ def test_the_token_comes_from_the_option_or_the_environment(
         assert "unauthorized" in done.stderr
 
 
+@pytest.mark.parametrize("env_token", [None, "the-token-of-another-dispatcher"])
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
 def test_an_embedded_dispatcher_with_a_token_is_reached_with_it(
-    suite: Path, xdist: list[str]
+    suite: Path, xdist: list[str], env_token: str | None
 ) -> None:
     """--rigger-config FILE with a server_token: the plugin's own clients (the controller's
-    and every worker's) use that token; no option or environment variable is needed."""
+    and every worker's) use that token; no option or environment variable is needed, and
+    ${TOKEN_ENV} set for another dispatcher (a CI's) does not get in the way."""
     config, record = recorder_config(suite)
     config.write_text(config.read_text() + "server_token: s3cret-of-the-file\n")
-    done = run_pytest(suite, f"--rigger-config={config}", *xdist)
+    done = run_pytest(suite, f"--rigger-config={config}", *xdist, env_token=env_token)
     assert done.returncode == 1, done.stdout + done.stderr  # the sample suite has failures
     assert "unauthorized" not in done.stdout + done.stderr
     check_events(read_records(str(record)))
