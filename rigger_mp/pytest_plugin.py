@@ -199,6 +199,7 @@ class RiggerSession:
 
     def _start_embedded(self, config_file: str) -> tuple[str, int]:
         from .core.config import load_config
+        from .core.loading import check_config_keys
         from .core.rigger import Rigger
         from .errors import ConfigError, PluginError
         from .plugins import artifacts, report
@@ -206,6 +207,7 @@ class RiggerSession:
         root = Path(self.config.getoption("rigger_artifacts")).absolute()
         try:
             settings = load_config(config_file)
+            check_config_keys(settings)  # here, so that an error names the file and line
             raw = with_report(settings.raw)
             raw["server_enabled"] = True
             raw.setdefault("server_port", 0)

@@ -285,6 +285,17 @@ def test_a_disabled_report_instance_means_no_report(suite: Path) -> None:
     ]
 
 
+def test_a_typo_in_the_config_is_one_error_line_naming_the_file_and_line(suite: Path) -> None:
+    config = suite / "rigger.yaml"
+    config.write_text("plugins:\n  arch:\n    plugin: archive\n    levl: 3\n")
+    done = run_pytest(suite, f"--rigger-config={config}")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        f"ERROR: rigger_mp: --rigger-config {config}: {config}: instance 'arch' "
+        "(plugin archive): unknown key 'levl' on line 4; did you mean 'level'?"
+    )
+
+
 def test_with_report_adds_an_instance_only_when_there_is_none() -> None:
     assert pytest_plugin.with_report({}) == {"plugins": {"report": {"plugin": "report"}}}
     taken = {"plugins": {"report": {"plugin": "testlog"}}}
