@@ -186,6 +186,8 @@ class RiggerClient:
         """Send one message and return its reply; raise RemoteError for an error reply."""
         with self._lock:
             reply = self._exchange(line, idempotent)
+            if _closes(reply):
+                self._drop()  # the next message goes on a new connection, not into the reset
         if not reply["ok"]:
             raise _remote_error(reply)
         return reply
@@ -358,6 +360,13 @@ def _decode(line: bytes) -> dict[str, Any]:
         return proto.decode_reply(line)
     except proto.ProtocolError as exc:
         raise RiggerConnectionError(f"{exc.message}: {line[:200]!r}") from None
+
+
+def _closes(reply: Mapping[str, Any]) -> bool:
+    """Whether the server closes the connection after this reply (``too_large``: the rest
+    of the message is never read)."""
+    error = reply.get("error")
+    return isinstance(error, Mapping) and error.get("code") == proto.TOO_LARGE
 
 
 def _remote_error(reply: Mapping[str, Any]) -> RemoteError:

@@ -24,7 +24,7 @@ from rigger_mp import (
     RiggerError,
     RiggerTimeout,
 )
-from tests._tcp import HOST, WAIT, counter, make_rigger, server_pid
+from tests._tcp import HOST, WAIT, counter, make_rigger, port_of, server_pid
 
 
 @pytest.fixture
@@ -267,3 +267,21 @@ def test_client_works_with_descriptors_above_1024(rigger: Rigger) -> None:
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_event_after_a_too_large_one_is_fired_on_a_new_connection() -> None:
+    """The server answers ``too_large`` and closes: the client must not send the next
+    message on that connection (it met the reset and the event was lost, at random)."""
+    rigger = make_rigger(max_message_bytes=512)
+    try:
+        with RiggerClient(HOST, port_of(rigger), timeout=WAIT) as client:
+            for i in range(200):
+                with pytest.raises(RemoteError) as info:
+                    client.fire_hook("count", c="big", i=i, pad="x" * 1000)
+                assert info.value.code == "too_large"
+                assert client.fire_hook("count", c="ok", i=i)
+    finally:
+        rigger.stop()  # drains: every acked event has run
+    assert {k: n for k, n in counter(rigger).seen.items() if k[0] == "ok"} == {
+        ("ok", i): 1 for i in range(200)
+    }

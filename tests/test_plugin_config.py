@@ -178,12 +178,15 @@ def test_key_line_is_none_when_the_file_or_the_key_is_gone(tmp_path: Path) -> No
     assert key_line(str(tmp_path / "gone.yaml"), "archiver", "levle") is None
 
 
+@pytest.mark.parametrize("check", [["--check"], []], ids=["check", "serve"])
 def test_serve_check_rejects_a_typo_naming_file_instance_key_line_and_suggestion(
-    tmp_path: Path,
+    tmp_path: Path, check: list[str]
 ) -> None:
+    """``serve -c FILE`` says it as ``serve --check`` does (it used to say "the config",
+    with no line: it starts a Rigger on FILE's mapping)."""
     path = tmp_path / "rigger.yaml"
     path.write_text(ARCHIVE_TYPO)
-    done = rigger_mp("serve", "--check", "-c", str(path))
+    done = rigger_mp("serve", *check, "-c", str(path))
     assert done.returncode == 2, done
     assert done.stderr.strip().splitlines()[-1] == (
         f"rigger-mp serve: config error: {path}: instance 'archiver' (plugin archive): "

@@ -285,6 +285,17 @@ def test_a_disabled_report_instance_means_no_report(suite: Path) -> None:
     ]
 
 
+def test_a_typo_in_the_config_is_one_error_line_naming_the_file_and_line(suite: Path) -> None:
+    config = suite / "rigger.yaml"
+    config.write_text("plugins:\n  arch:\n    plugin: archive\n    levl: 3\n")
+    done = run_pytest(suite, f"--rigger-config={config}")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert done.stderr.strip() == (
+        f"ERROR: rigger_mp: --rigger-config {config}: {config}: instance 'arch' "
+        "(plugin archive): unknown key 'levl' on line 4; did you mean 'level'?"
+    )
+
+
 def test_with_report_adds_an_instance_only_when_there_is_none() -> None:
     assert pytest_plugin.with_report({}) == {"plugins": {"report": {"plugin": "report"}}}
     taken = {"plugins": {"report": {"plugin": "testlog"}}}
@@ -361,6 +372,29 @@ def test_the_lost_events_of_every_worker_are_listed_and_fail_the_run(
         f"rigger_mp: 6 events sent to the dispatcher at 127.0.0.1:{served.port}; "
         "4 not fired (listed above): the run fails"
     )
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
+def test_lost_events_under_warnings_as_errors_are_listed_not_an_internal_error(
+    suite: Path, served: Served, xdist: list[str]
+) -> None:
+    # Many suites set filterwarnings = error: a RiggerFireWarning must not then be raised
+    # out of the plugin's hooks (an INTERNALERROR, no summary), only listed.
+    (suite / "test_sample.py").write_text(textwrap.dedent(TOO_LONG))
+    done = run_pytest(suite, f"--rigger=127.0.0.1:{served.port}", "-W", "error", *xdist)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "INTERNALERROR" not in done.stdout + done.stderr, done.stdout + done.stderr
+    assert "2 passed" in done.stdout.splitlines()[-1], done.stdout
+    lines = summary_section(done)
+    events = [line.split(" test_sample.py::")[0] for line in lines if "test_long" in line]
+    assert [re.sub(r"^gw\d+: ", "", event) for event in events] == [
+        "start_test",
+        "finish_test",
+    ], lines
+    assert lines[-1] == (  # the session's two events and test_short's two were sent
+        f"rigger_mp: 4 events sent to the dispatcher at 127.0.0.1:{served.port}; "
+        "2 not fired (listed above): the run fails"
+    ), lines
 
 
 def test_a_process_lists_a_bounded_number_of_lost_events() -> None:
@@ -488,15 +522,17 @@ def test_the_token_comes_from_the_option_or_the_environment(
         assert "unauthorized" in done.stderr
 
 
+@pytest.mark.parametrize("env_token", [None, "the-token-of-another-dispatcher"])
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
 def test_an_embedded_dispatcher_with_a_token_is_reached_with_it(
-    suite: Path, xdist: list[str]
+    suite: Path, xdist: list[str], env_token: str | None
 ) -> None:
     """--rigger-config FILE with a server_token: the plugin's own clients (the controller's
-    and every worker's) use that token; no option or environment variable is needed."""
+    and every worker's) use that token; no option or environment variable is needed, and
+    ${TOKEN_ENV} set for another dispatcher (a CI's) does not get in the way."""
     config, record = recorder_config(suite)
     config.write_text(config.read_text() + "server_token: s3cret-of-the-file\n")
-    done = run_pytest(suite, f"--rigger-config={config}", *xdist)
+    done = run_pytest(suite, f"--rigger-config={config}", *xdist, env_token=env_token)
     assert done.returncode == 1, done.stdout + done.stderr  # the sample suite has failures
     assert "unauthorized" not in done.stdout + done.stderr
     check_events(read_records(str(record)))

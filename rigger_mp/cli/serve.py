@@ -29,7 +29,7 @@ import yaml
 
 from ..core.config import ConfigSource, load_config
 from ..core.deadline import Deadline
-from ..core.loading import instance_class
+from ..core.loading import check_config_keys, instance_class
 from ..core.rigger import Rigger
 from ..errors import PluginError
 from ..plugins import artifacts, report
@@ -113,7 +113,9 @@ def build_config(
     if path is None:
         raw = copy.deepcopy(DEFAULT_CONFIG)
     else:
-        raw = dict(load_config(path).raw)
+        settings = load_config(path)
+        check_config_keys(settings)  # here, so that an error names the file and line
+        raw = dict(settings.raw)
         if raw.get("server_enabled") is False:
             logger.info("%s: server_enabled is false; serve enables the server anyway", path)
     raw["server_enabled"] = True

@@ -103,6 +103,14 @@ def instance_class(
     return cls
 
 
+def check_config_keys(settings: RiggerConfig) -> None:
+    """Check every instance's keys of a loaded file against its class, naming the file and
+    line: for hosts (``serve``, the pytest plugin) that start a Rigger on the file's
+    mapping, whose own check can name only "the config"."""
+    for spec in settings.plugins.values():
+        instance_class(spec, settings.source, {})
+
+
 @dataclass(frozen=True)
 class PluginInstance:
     """A loaded plugin instance: riggerlib's ``RiggerPluginInstance``."""
