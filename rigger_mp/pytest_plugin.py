@@ -445,6 +445,9 @@ def _reason(exc: BaseException, hint: bool = True) -> str:
     from .client import RemoteError
 
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, RemoteError) and exc.code == "unauthorized":  # protocol.UNAUTHORIZED
+        how = f"give it with --rigger-token or ${_TOKEN_ENV}"
+        return f"{text} (the dispatcher has a server_token: {how})"
     return text if isinstance(exc, RemoteError) or not hint else f"{text}; {_REMEDY}"
 
 

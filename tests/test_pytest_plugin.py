@@ -520,6 +520,7 @@ def test_the_token_comes_from_the_option_or_the_environment(
     else:
         assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
         assert "unauthorized" in done.stderr
+        assert f"give it with --rigger-token or ${TOKEN_ENV}" in done.stderr
 
 
 @pytest.mark.parametrize("env_token", [None, "the-token-of-another-dispatcher"])

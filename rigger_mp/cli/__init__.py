@@ -22,9 +22,9 @@ def cwd_last() -> None:
     """Put the working directory last on ``sys.path`` if it is not on it at all.
 
     A console script's ``sys.path`` starts with the script's own directory (the venv's
-    ``bin``), not the working directory, so ``rigger-mp serve -c FILE`` could not import a
-    plugin module next to FILE's ``package.module:Class`` that ``python -m rigger_mp``
-    imports. Last, as ``python -m rigger_mp`` puts it (see :mod:`rigger_mp.__main__`): a
+    ``bin``), not the working directory, so ``rigger-mp serve`` could not import a plugin
+    module in the working directory (a ``package.module:Class`` of the config) that
+    ``python -m rigger_mp serve`` imports. Last, as ``python -m rigger_mp`` puts it (see :mod:`rigger_mp.__main__`): a
     ``json.py`` or ``hmac.py`` there never shadows a standard or installed module, here or
     in the worker processes, which inherit this ``sys.path``.
     """
