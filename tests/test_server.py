@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from rigger_mp import Rigger, RiggerClient
-from rigger_mp.server.supervisor import ServerStartError, exposed_without_token
+from rigger_mp.server.incarnation import ServerStartError
+from rigger_mp.server.supervisor import exposed_without_token
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 
 TESTS = Path(__file__).resolve().parent
