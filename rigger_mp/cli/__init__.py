@@ -25,8 +25,9 @@ def cwd_last() -> None:
     ``bin``), not the working directory, so ``rigger-mp serve`` could not import a plugin
     module in the working directory (a ``package.module:Class`` of the config) that
     ``python -m rigger_mp serve`` imports. Last, as ``python -m rigger_mp`` puts it (see
-    :mod:`rigger_mp.__main__`): a ``json.py`` or ``hmac.py`` there never shadows a standard or installed module, here or
-    in the worker processes, which inherit this ``sys.path``.
+    :mod:`rigger_mp.__main__`): a ``json.py`` or ``hmac.py`` there never shadows a
+    standard or installed module, here or in the worker processes, which inherit this
+    ``sys.path``.
     """
     cwd = os.getcwd()
     if not any(entry in ("", cwd) for entry in sys.path):
