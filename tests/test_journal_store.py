@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import sqlite3
 import subprocess
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rigger_mp.journal import (
     ATTEMPT_KEY,
     JSON,
+    MARSHAL,
     PICKLE,
     REPLAY_KEY,
     JournalCorrupt,
@@ -26,6 +30,14 @@ from rigger_mp.journal import (
     replay_locals,
 )
 from rigger_mp.journal.store import WAL_AUTOCHECKPOINT
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    """A str subclass: marshal refuses it, so it must be pickled."""
 
 
 @pytest.fixture
@@ -61,12 +73,25 @@ def test_done_marks_delete_and_seqs_are_never_reused(store: JournalStore) -> Non
     assert store.counts() == (2, 0)
 
 
-def test_data_is_json_when_faithful_and_pickle_otherwise() -> None:
-    assert encode("ev", {"a": [1, 2.5, None, True, {"b": "c"}]})[0] == JSON
-    for data in ({"t": (1, 2)}, {"d": {1: "int key"}}, {"nan": float("nan")}, {"s": {1}}):
+def test_data_is_marshalled_when_exact_and_pickled_otherwise() -> None:
+    plain = ({"a": [1, 2.5, None, True, {"b": "c"}]}, {"t": (1, 2)}, {"d": {1: "int key"}})
+    for data in (*plain, {"nan": float("nan")}, {"s": {1}, "b": b"x"}):
         fmt, blob = encode("ev", data)
-        assert fmt == PICKLE
+        assert fmt == MARSHAL
         assert repr(decode(fmt, blob)) == repr(data)
+    exotic: tuple[dict[Any, Any], ...] = (
+        {"e": Color.RED},
+        {"k": [Color.RED]},
+        {"o": OrderedDict(a=1)},
+        {"s": Name("x")},
+        {Color.RED: 1},
+    )
+    for odd in exotic:  # subclasses of what marshal takes: back as they went in
+        fmt, blob = encode("ev", odd)
+        assert fmt == PICKLE
+        back = decode(fmt, blob)
+        assert back == odd and [type(v) for v in back.values()] == [type(v) for v in odd.values()]
+    assert decode(JSON, b'{"a": [1]}') == {"a": [1]}  # what earlier versions stored
     with pytest.raises(JournalEncodeError, match="'lock'") as info:
         encode("ev", {"ok": 1, "lock": __import__("threading").Lock()})
     assert isinstance(info.value, TypeError)
