@@ -27,6 +27,7 @@ from rigger_mp.journal import (
     NewRow,
     decode,
     encode,
+    encode_rows,
     replay_locals,
 )
 from rigger_mp.journal.store import WAL_AUTOCHECKPOINT
@@ -74,7 +75,11 @@ def test_done_marks_delete_and_seqs_are_never_reused(store: JournalStore) -> Non
 
 
 def test_data_is_marshalled_when_exact_and_pickled_otherwise() -> None:
-    plain = ({"a": [1, 2.5, None, True, {"b": "c"}]}, {"t": (1, 2)}, {"d": {1: "int key"}})
+    plain: tuple[dict[Any, Any], ...] = (
+        {"a": [1, 2.5, None, True, {"b": "c"}]},
+        {"t": (1, 2)},
+        {"d": {1: "int key"}},
+    )
     for data in (*plain, {"nan": float("nan")}, {"s": {1}, "b": b"x"}):
         fmt, blob = encode("ev", data)
         assert fmt == MARSHAL
@@ -92,6 +97,10 @@ def test_data_is_marshalled_when_exact_and_pickled_otherwise() -> None:
         back = decode(fmt, blob)
         assert back == odd and [type(v) for v in back.values()] == [type(v) for v in odd.values()]
     assert decode(JSON, b'{"a": [1]}') == {"a": [1]}  # what earlier versions stored
+    batch: list[tuple[str, str, dict[Any, Any]]] = [
+        (str(i), "ev", data) for i, data in enumerate((*plain, *exotic))
+    ]
+    assert encode_rows(batch) == [(t, h, *encode(h, d)) for t, h, d in batch]  # fire_many's
     with pytest.raises(JournalEncodeError, match="'lock'") as info:
         encode("ev", {"ok": 1, "lock": __import__("threading").Lock()})
     assert isinstance(info.value, TypeError)

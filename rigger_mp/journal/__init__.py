@@ -15,7 +15,7 @@ main process and the TCP server process can use it::
 
 from __future__ import annotations
 
-from .codec import FIRE_LINE, JSON, MARSHAL, PICKLE, decode, encode, plain_json
+from .codec import FIRE_LINE, JSON, MARSHAL, PICKLE, decode, encode, encode_rows, plain_json
 from .committer import GroupCommitter
 from .errors import (
     JournalCommitError,
@@ -64,6 +64,7 @@ __all__ = [
     "Sync",
     "decode",
     "encode",
+    "encode_rows",
     "plain_json",
     "replay_locals",
 ]

@@ -22,7 +22,7 @@ import json
 import marshal
 import math
 import pickle
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import JournalEncodeError
@@ -91,6 +91,24 @@ def encode(hook_name: str, data: Mapping[str, Any]) -> tuple[str, bytes]:
         raise JournalEncodeError(
             f"event {hook_name!r}: its data cannot be pickled: {exc}"
         ) from exc
+
+
+def encode_rows(
+    events: Iterable[tuple[str, str, Mapping[str, Any]]],
+) -> list[tuple[str, str, str, bytes]]:
+    """``(tid, hook, format, bytes)`` rows of ``(tid, hook, data)`` events: :func:`encode`
+    each, with its marshal case inline (a ``fire_many`` batch: one C call per event)."""
+    dumps, version = marshal.dumps, MARSHAL_VERSION
+    rows = []
+    for tid, hook_name, data in events:
+        if type(data) is dict:
+            try:
+                rows.append((tid, hook_name, MARSHAL, dumps(data, version)))
+                continue
+            except ValueError:
+                pass
+        rows.append((tid, hook_name, *encode(hook_name, data)))
+    return rows
 
 
 def decode(fmt: str, blob: bytes) -> dict[str, Any]:

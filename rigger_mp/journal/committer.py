@@ -271,7 +271,7 @@ class GroupCommitter:
     ) -> list[int]:
         """Write one group and answer its callbacks; the done marks to carry on failure."""
         rows = [row for part, _ in pending for row in part] if len(pending) != 1 else pending[0][0]
-        outcome = commit_group(self.store, self.counters, list(rows), done)
+        outcome = commit_group(self.store, self.counters, rows, done)
         offset = 0
         for part, callback in pending:
             count = len(part)
@@ -322,7 +322,7 @@ class GroupCounters:
 
 
 def commit_group(
-    store: JournalStore, counters: GroupCounters, rows: list[NewRow], done: list[int]
+    store: JournalStore, counters: GroupCounters, rows: Sequence[NewRow], done: list[int]
 ) -> Outcome:
     """One transaction: append ``rows``, delete the ``done`` seqs; their seqs or the error.
 
