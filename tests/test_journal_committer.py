@@ -139,7 +139,7 @@ def test_concurrent_appenders_each_get_their_own_seqs(committer: GroupCommitter)
 
 
 def test_a_failing_commit_fails_every_append_of_its_group(tmp_path: Path) -> None:
-    store = JournalStore.open(tmp_path / "j.db", max_pages=40)  # 160 KiB at most
+    store = JournalStore.open(tmp_path / "j.db", max_pages=20)  # 160 KiB at most
     committer = GroupCommitter(store)
     writer = WriterLock(store.path)
     collect = Collect(8)
@@ -161,7 +161,7 @@ def test_a_failing_commit_fails_every_append_of_its_group(tmp_path: Path) -> Non
 
 
 def test_blocked_waiters_of_a_failed_group_each_raise_their_own_error(tmp_path: Path) -> None:
-    store = JournalStore.open(tmp_path / "j.db", max_pages=40)
+    store = JournalStore.open(tmp_path / "j.db", max_pages=20)
     committer = GroupCommitter(store)
     errors: list[BaseException] = []
     lock = threading.Lock()

@@ -30,7 +30,7 @@ from rigger_mp.journal import (
     encode_rows,
     replay_locals,
 )
-from rigger_mp.journal.store import WAL_AUTOCHECKPOINT
+from rigger_mp.journal.store import PAGE_SIZE, WAL_AUTOCHECKPOINT
 
 
 class Color(enum.IntEnum):
@@ -258,7 +258,7 @@ def test_a_disk_that_fills_at_run_time_fails_the_commit(tiny_disk: Path) -> None
 def test_the_files_stay_the_size_of_what_is_pending(store: JournalStore) -> None:
     """100k events through, 100 per commit, each done a commit later: size bounded."""
     # What is pending (a few hundred rows) plus a WAL up to its checkpoint; 25 MB pass.
-    bound = WAL_AUTOCHECKPOINT * 4096 + 1024 * 1024
+    bound = WAL_AUTOCHECKPOINT * PAGE_SIZE + 1024 * 1024
     payload = "x" * 180
     previous: range | None = None
     sizes = []
