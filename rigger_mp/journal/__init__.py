@@ -9,7 +9,8 @@ This package imports only the standard library and :mod:`rigger_mp.errors`, so b
 main process and the TCP server process can use it::
 
     JournalStore.open(path)       the file: schema, locks, validation, reads and writes
-    GroupCommitter(store)         its writer thread: append() blocks, done() does not
+    GroupCommitter(store)         its writer (a lone caller, or its thread): append() blocks,
+                                  done() does not
     encode / decode               event data as marshal when exact, else pickle; a fire's line
 """
 
