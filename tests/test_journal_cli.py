@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,14 @@ from rigger_mp.cli.commands import main
 from rigger_mp.journal import JournalStore, encode
 
 
+class Outcome(enum.Enum):
+    """Not plain data: its events are pickled."""
+
+    PASSED = "passed"
+
+
 def journal_with_events(path: Path) -> None:
-    """Pending: tcp1-1 (JSON) and 2 (pickled); dead: 1, which used up its attempts."""
+    """Pending: tcp1-1 (marshalled) and 2 (pickled); dead: 1, which used up its attempts."""
     store = JournalStore.open(path)
     try:
         store.commit([("1", "start_test", *encode("start_test", {"test_name": "old"}))])
@@ -21,7 +28,7 @@ def journal_with_events(path: Path) -> None:
         store.commit(
             [
                 ("tcp1-1", "start_test", *encode("start_test", {"test_name": "t"})),
-                ("2", "finish_test", *encode("finish_test", {"result": ("passed", 1)})),
+                ("2", "finish_test", *encode("finish_test", {"result": Outcome.PASSED})),
             ]
         )
     finally:
@@ -63,12 +70,21 @@ def test_show_prints_json_data_and_pickles_only_when_asked(
 ) -> None:
     path = tmp_path / "j.db"
     journal_with_events(path)
+    store = JournalStore.open(path)
+    try:  # marshalled, not plain JSON
+        store.commit([("3", "finish_test", *encode("finish_test", {"result": ("passed", 1)}))])
+    finally:
+        store.close()
     [shown] = run_json(capsys, "show", "tcp1-1", "-j", str(path))
-    assert shown["format"] == "json" and shown["data"] == {"test_name": "t"}
+    assert shown["format"] == "marshal" and shown["data"] == {"test_name": "t"}
+    [tupled] = run_json(capsys, "show", "3", "-j", str(path))  # no --unpickle needed
+    assert tupled["format"] == "marshal" and tupled["data"] == repr({"result": ("passed", 1)})
+    status, out, _ = run(capsys, "show", "3", "-j", str(path))
+    assert status == 0 and "data (marshal, not plain JSON): {'result': ('passed', 1)}" in out
     [pickled] = run_json(capsys, "show", "2", "-j", str(path))
     assert pickled["format"] == "pickle" and pickled["data"] is None and pickled["bytes"] > 0
     [unpickled] = run_json(capsys, "show", "2", "--unpickle", "-j", str(path))
-    assert unpickled["data"] == repr({"result": ("passed", 1)})
+    assert unpickled["data"] == repr({"result": Outcome.PASSED})
     status, out, _ = run(capsys, "show", "2", "-j", str(path))
     assert status == 0 and "not unpickled: --unpickle shows it" in out
     status, _, err = run(capsys, "show", "nope", "-j", str(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,6 +71,54 @@ def test_everything_queued_during_a_commit_goes_into_the_next(
     assert seqs == list(range(1, 201))  # callbacks in order, seqs in submission order
 
 
+def test_a_lone_caller_commits_in_its_own_thread_and_leaves_the_rest_to_the_thread(
+    committer: GroupCommitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No hand-off for a caller that finds nobody committing; callers that find a commit
+    under way are grouped by the journal thread once it ends (the leader does not wait
+    for their commit)."""
+    seen: list[tuple[str, int]] = []
+    leading = threading.Event()
+    commit = committer.store.commit
+
+    def recording(rows: Any, done: Any = ()) -> range:
+        seen.append((threading.current_thread().name, len(rows)))
+        leading.set()
+        return commit(rows, done)
+
+    monkeypatch.setattr(committer.store, "commit", recording)
+    row = ("t", "ev", *encode("ev", {"a": 1}))
+    assert committer.append_rows([row, row]) == range(1, 3)
+    assert seen == [("MainThread", 2)]
+
+    submitted = threading.Semaphore(0)
+    submit = committer.submit
+
+    def counting(rows: Any, callback: Any) -> None:
+        submit(rows, callback)
+        submitted.release()
+
+    monkeypatch.setattr(committer, "submit", counting)
+    leading.clear()
+    got: dict[str, range] = {}
+
+    def append(name: str) -> None:
+        got[name] = committer.append_rows([row])
+
+    threads = [threading.Thread(target=append, args=(f"a{i}",), name=f"a{i}") for i in range(4)]
+    with WriterLock(committer.store.path).held():  # the leader's commit stalls on it
+        threads[0].start()
+        assert leading.wait(10)
+        submitted.acquire()
+        for thread in threads[1:]:
+            thread.start()
+            submitted.acquire()  # queued while a0 leads
+    for thread in threads:
+        thread.join()
+    assert seen[1:] == [("a0", 1), ("rigger_mp-journal", 3)]
+    assert sorted(s for r in got.values() for s in r) == [3, 4, 5, 6]
+
+
 def test_concurrent_appenders_each_get_their_own_seqs(committer: GroupCommitter) -> None:
     results: dict[int, list[int]] = {}
 
@@ -90,7 +139,7 @@ def test_concurrent_appenders_each_get_their_own_seqs(committer: GroupCommitter)
 
 
 def test_a_failing_commit_fails_every_append_of_its_group(tmp_path: Path) -> None:
-    store = JournalStore.open(tmp_path / "j.db", max_pages=40)  # 160 KiB at most
+    store = JournalStore.open(tmp_path / "j.db", max_pages=20)  # 160 KiB at most
     committer = GroupCommitter(store)
     writer = WriterLock(store.path)
     collect = Collect(8)
@@ -112,7 +161,7 @@ def test_a_failing_commit_fails_every_append_of_its_group(tmp_path: Path) -> Non
 
 
 def test_blocked_waiters_of_a_failed_group_each_raise_their_own_error(tmp_path: Path) -> None:
-    store = JournalStore.open(tmp_path / "j.db", max_pages=40)
+    store = JournalStore.open(tmp_path / "j.db", max_pages=20)
     committer = GroupCommitter(store)
     errors: list[BaseException] = []
     lock = threading.Lock()

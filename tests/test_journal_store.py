@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import sqlite3
 import subprocess
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rigger_mp.journal import (
     ATTEMPT_KEY,
     JSON,
+    MARSHAL,
     PICKLE,
     REPLAY_KEY,
     JournalCorrupt,
@@ -23,9 +27,18 @@ from rigger_mp.journal import (
     NewRow,
     decode,
     encode,
+    encode_rows,
     replay_locals,
 )
-from rigger_mp.journal.store import WAL_AUTOCHECKPOINT
+from rigger_mp.journal.store import PAGE_SIZE, WAL_AUTOCHECKPOINT
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    """A str subclass: marshal refuses it, so it must be pickled."""
 
 
 @pytest.fixture
@@ -61,12 +74,33 @@ def test_done_marks_delete_and_seqs_are_never_reused(store: JournalStore) -> Non
     assert store.counts() == (2, 0)
 
 
-def test_data_is_json_when_faithful_and_pickle_otherwise() -> None:
-    assert encode("ev", {"a": [1, 2.5, None, True, {"b": "c"}]})[0] == JSON
-    for data in ({"t": (1, 2)}, {"d": {1: "int key"}}, {"nan": float("nan")}, {"s": {1}}):
+def test_data_is_marshalled_when_exact_and_pickled_otherwise() -> None:
+    plain: tuple[dict[Any, Any], ...] = (
+        {"a": [1, 2.5, None, True, {"b": "c"}]},
+        {"t": (1, 2)},
+        {"d": {1: "int key"}},
+    )
+    for data in (*plain, {"nan": float("nan")}, {"s": {1}, "b": b"x"}):
         fmt, blob = encode("ev", data)
-        assert fmt == PICKLE
+        assert fmt == MARSHAL
         assert repr(decode(fmt, blob)) == repr(data)
+    exotic: tuple[dict[Any, Any], ...] = (
+        {"e": Color.RED},
+        {"k": [Color.RED]},
+        {"o": OrderedDict(a=1)},
+        {"s": Name("x")},
+        {Color.RED: 1},
+    )
+    for odd in exotic:  # subclasses of what marshal takes: back as they went in
+        fmt, blob = encode("ev", odd)
+        assert fmt == PICKLE
+        back = decode(fmt, blob)
+        assert back == odd and [type(v) for v in back.values()] == [type(v) for v in odd.values()]
+    assert decode(JSON, b'{"a": [1]}') == {"a": [1]}  # what earlier versions stored
+    batch: list[tuple[str, str, dict[Any, Any]]] = [
+        (str(i), "ev", data) for i, data in enumerate((*plain, *exotic))
+    ]
+    assert encode_rows(batch) == [(t, h, *encode(h, d)) for t, h, d in batch]  # fire_many's
     with pytest.raises(JournalEncodeError, match="'lock'") as info:
         encode("ev", {"ok": 1, "lock": __import__("threading").Lock()})
     assert isinstance(info.value, TypeError)
@@ -224,7 +258,7 @@ def test_a_disk_that_fills_at_run_time_fails_the_commit(tiny_disk: Path) -> None
 def test_the_files_stay_the_size_of_what_is_pending(store: JournalStore) -> None:
     """100k events through, 100 per commit, each done a commit later: size bounded."""
     # What is pending (a few hundred rows) plus a WAL up to its checkpoint; 25 MB pass.
-    bound = WAL_AUTOCHECKPOINT * 4096 + 1024 * 1024
+    bound = WAL_AUTOCHECKPOINT * PAGE_SIZE + 1024 * 1024
     payload = "x" * 180
     previous: range | None = None
     sizes = []

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from ..journal import PICKLE, Entry, JournalError, JournalStore
+from ..journal import MARSHAL, PICKLE, Entry, JournalError, JournalStore, plain_json
 from .status import human_duration
 
 
@@ -123,7 +123,9 @@ def _show(entry: Entry, now: float, unpickle: bool) -> dict[str, Any]:
             row["data"] = None
             row["error"] = f"cannot decode: {type(exc).__name__}: {exc}"
         else:
-            row["data"] = data if entry.fmt != PICKLE else repr(data)
+            # Marshalled data that is not plain JSON (a tuple, bytes, an int key): its repr.
+            shown = entry.fmt != PICKLE and (entry.fmt != MARSHAL or plain_json(data))
+            row["data"] = data if shown else repr(data)
     return row
 
 
@@ -138,6 +140,8 @@ def _show_text(row: dict[str, Any]) -> str:
         )
     elif row["format"] == PICKLE:
         lines.append(f"data (pickle, unpickled): {row['data']}")
+    elif isinstance(row["data"], str):
+        lines.append(f"data ({row['format']}, not plain JSON): {row['data']}")
     else:
         lines.append("data: " + json.dumps(row["data"], indent=2, sort_keys=True))
     return "\n".join(lines)

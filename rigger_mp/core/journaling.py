@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..journal import Entry, GroupCommitter, JournalStore, Sync, encode, replay_locals
+from ..journal import Entry, GroupCommitter, JournalStore, Sync, encode_rows, replay_locals
 from .config import RiggerConfig
 from .port import EventSpec
 
@@ -153,8 +153,7 @@ class Journaling:
 
     def append_many(self, events: Sequence[tuple[str, str, Mapping[str, Any]]]) -> range:
         """Commit ``(tid, hook, kwargs)`` events in one group; their seqs, in order."""
-        rows = [(tid, hook, *encode(hook, kwargs)) for tid, hook, kwargs in events]
-        return self.committer.append_rows(rows)
+        return self.committer.append_rows(encode_rows(events))
 
     def ended(self, seq: int, work_ids: Sequence[int]) -> None:
         """Event ``seq`` has run (on the event thread); ``work_ids`` are the backgrounded

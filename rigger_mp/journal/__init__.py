@@ -9,13 +9,14 @@ This package imports only the standard library and :mod:`rigger_mp.errors`, so b
 main process and the TCP server process can use it::
 
     JournalStore.open(path)       the file: schema, locks, validation, reads and writes
-    GroupCommitter(store)         its writer thread: append() blocks, done() does not
-    encode / decode               event data as JSON when faithful, else pickle; a fire's line
+    GroupCommitter(store)         its writer (a lone caller, or its thread): append() blocks,
+                                  done() does not
+    encode / decode               event data as marshal when exact, else pickle; a fire's line
 """
 
 from __future__ import annotations
 
-from .codec import FIRE_LINE, JSON, PICKLE, decode, encode
+from .codec import FIRE_LINE, JSON, MARSHAL, PICKLE, decode, encode, encode_rows, plain_json
 from .committer import GroupCommitter
 from .errors import (
     JournalCommitError,
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "FIRE_LINE",
     "JSON",
+    "MARSHAL",
     "PICKLE",
     "REPLAY_KEY",
     "SYNC_LEVELS",
@@ -63,5 +65,7 @@ __all__ = [
     "Sync",
     "decode",
     "encode",
+    "encode_rows",
+    "plain_json",
     "replay_locals",
 ]

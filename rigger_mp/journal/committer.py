@@ -2,22 +2,29 @@
 
 ::
 
-    fire_hook / server read ── append(rows) ──┐
-                                              ├─▶ SimpleQueue ─▶ rigger_mp-journal thread
-    event + its background hooks done ─ done(seq)                 takes one item (blocking),
-                                                                  then all that queued meanwhile,
-                                                                  one transaction, one fsync,
-    waiters ◀── seqs, or the commit's error ◀───────────────────  then every callback of the group
+    fire_hook / fire_many ── append_rows ─▶ pending ◀─ the leader: the first caller to
+                                            (rows)     find no commit under way commits
+                                                       everyone's pending rows itself
+    server-style submit(rows, callback) ─▶ pending, wakes the rigger_mp-journal thread
+    event + its background hooks done ─ done(seq) ─▶ done marks, wake the thread (lingers)
+    waiters ◀── seqs, or the commit's error (one transaction, one fsync per group)
 
-While one commit runs, everything that arrives queues up and goes into the next: the
-group grows with the load, so throughput follows the writer's transaction rate rather
-than its fsync rate. A failed commit fails every append of its group; its done marks are
-carried into the next group (deleting a row twice is harmless). Done marks never make
-anyone wait; alone, they linger up to :data:`DONE_LINGER` for more to share a commit.
+One commits at a time (:class:`Leader`). A caller that finds nobody committing becomes
+the leader and commits its rows (and all pending) in its own thread, with no hand-off to
+the thread and back: a lone caller's ``fire_many`` costs one transaction and no thread
+switch. A caller that finds a commit under way only queues its rows and waits; when the
+leader's commit ends with rows pending, it hands the lead to the thread, which commits
+them in groups as they queue (callers never lead for others: a leader's wait stays one
+commit). So under load the group still grows with it, and throughput follows the
+writer's transaction rate rather than its fsync rate. A failed commit fails every append
+of its group; its done marks are carried into the next group (deleting a row twice is
+harmless). Done marks never make anyone wait; alone, they linger up to
+:data:`DONE_LINGER` for more to share a commit.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import queue
 import threading
@@ -47,7 +54,7 @@ Callback = Callable[[Outcome], None]
 
 
 class _Waiter:
-    """A caller blocked on its append: a lock the commit thread releases."""
+    """A caller blocked on its append: a lock the committing thread releases."""
 
     __slots__ = ("_lock", "outcome")
 
@@ -70,15 +77,32 @@ class _Waiter:
         return outcome
 
 
+_WAKE = "wake"  # the thread's queue: commit what is pending now (or take over the lead)
+_DONE = "done"  # done marks came: commit them after DONE_LINGER (or with an append)
+_Token = str | None  # None: the stop mark
+
+
+class Leader(enum.Enum):
+    """Who commits now (at most one: it alone touches the store and ``_carried``)."""
+
+    IDLE = "idle"
+    CALLER = "caller"  # an append_rows caller, for its own group
+    THREAD = "thread"  # the commit thread, until nothing is pending
+
+
 class GroupCommitter:
-    """The journal's writer thread in one process (main or server) over one store."""
+    """The journal's writer in one process over one store: its callers, or its thread."""
 
     def __init__(self, store: JournalStore, name: str = "rigger_mp-journal") -> None:
         self.store = store
-        self._queue: queue.SimpleQueue[tuple[Sequence[NewRow], Callback] | list[int] | None]
-        self._queue = queue.SimpleQueue()
-        self._gate = threading.Lock()  # makes "not closed, then put" one step
+        self._queue: queue.SimpleQueue[_Token] = queue.SimpleQueue()  # the thread's wake-ups
+        self._gate = threading.Lock()  # guards the three below; "not closed, then add"
         self._closed = False
+        self._pending: list[tuple[Sequence[NewRow], Callback]] = []
+        self._done: list[int] = []
+        self._leader = Leader.IDLE
+        self._stopping = False  # the thread met the stop mark while a caller led
+        self._carried: list[int] = []  # done marks of a failed commit (the leader's)
         self.counters = GroupCounters()
         self.done_marks_dropped = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -87,27 +111,53 @@ class GroupCommitter:
     # -- callers ------------------------------------------------------------------
 
     def submit(self, rows: Sequence[NewRow], callback: Callback) -> None:
-        """Queue rows for the next group; ``callback`` runs on the commit thread after it.
+        """Queue rows for the next group; ``callback`` runs on the committing thread after it.
 
-        The server process's entry point (its callback hands the outcome to its event
-        loop). ``callback`` must not block: every other waiter of the group waits on it.
+        ``callback`` must not block: every other waiter of the group waits on it. Unless
+        it is an :meth:`append_rows` caller's (who commits or waits itself), the commit
+        thread is woken to commit it.
         """
         with self._gate:
             if self._closed:
                 raise JournalError(f"journal {self.store.path}: closed, nothing more is accepted")
-            self._queue.put((rows, callback))
+            self._pending.append((rows, callback))
+            if not isinstance(callback, _Waiter):
+                self._queue.put(_WAKE)
 
     def append_rows(self, rows: Sequence[NewRow]) -> range:
-        """Append and block until committed; their seqs. Raises the group's error."""
+        """Append and block until committed; their seqs. Raises the group's error.
+
+        The caller commits (its rows and all pending) if nobody is committing; else its
+        rows wait for the thread's next group.
+        """
         waiter = _Waiter()
         self.submit(rows, waiter)
+        with self._gate:
+            lead = self._leader is Leader.IDLE
+            if lead:
+                self._leader = Leader.CALLER
+        if lead:
+            taken = self._take()
+            if taken is not None:
+                self._carried = self._commit(*taken)
+            with self._gate:
+                if self._pending:  # queued during the commit: the thread's to commit
+                    self._leader = Leader.THREAD
+                    self._queue.put(_WAKE)
+                else:
+                    self._leader = Leader.IDLE
+                    if self._done or self._carried:
+                        self._queue.put(_DONE)
+                if self._stopping:
+                    self._stopping = False
+                    self._queue.put(None)  # the thread waited for this commit to stop
         return waiter.wait()
 
     def append(self, tid: str, hook_name: str, data: Mapping[str, Any]) -> int:
         """Journal one event (encoded in the calling thread) once committed; its seq.
 
         Raises :class:`~.errors.JournalEncodeError` before queueing for data that is
-        neither JSON nor picklable, :class:`JournalCommitError` if its group failed.
+        neither plain data nor picklable, :class:`JournalCommitError` if its group failed.
         """
         fmt, blob = encode(hook_name, data)
         return self.append_rows([(tid, hook_name, fmt, blob)])[0]
@@ -120,7 +170,7 @@ class GroupCommitter:
         """Mark events done; they go with the next group and nobody waits for them.
 
         One call per batch of finished events (the event thread collects them), so the
-        commit thread is woken once per batch, not once per event.
+        commit thread is woken once per batch at most, not once per event.
         """
         if not seqs:
             return
@@ -128,7 +178,12 @@ class GroupCommitter:
             if self._closed:
                 self.done_marks_dropped += len(seqs)  # they will be replayed: at-least-once
                 return
-            self._queue.put(seqs)
+            before = len(self._done)
+            self._done.extend(seqs)
+            if not before:
+                self._queue.put(_DONE)
+            elif before < DONE_BATCH <= len(self._done):
+                self._queue.put(_WAKE)
 
     def close(self) -> None:
         """Commit what was queued, then stop the thread (the store stays open)."""
@@ -155,69 +210,77 @@ class GroupCommitter:
         stats["done_marks_dropped"] = self.done_marks_dropped
         return stats
 
-    # -- the commit thread ----------------------------------------------------------
+    # -- committing ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        carried: list[int] = []
-        held: tuple[Sequence[NewRow], Callback] | None = None
+        """The commit thread: submitted rows, done marks, and the last group at close."""
+        get = self._queue.get
         while True:
-            rows: list[NewRow] = []
-            callbacks: list[tuple[Callback, int]] = []
-            done = carried
-            carried = []
-            stop = False
-            item = held if held is not None else get()
-            held = None
-            linger: float | None = None  # until when a group of done marks alone waits
-            while True:
-                if item is None:
-                    stop = True
-                    break
-                if isinstance(item, list):
-                    done.extend(item)
-                elif rows and len(rows) + len(item[0]) > MAX_GROUP_ROWS:
-                    held = item  # first of the next group
-                    break
-                else:
-                    rows.extend(item[0])
-                    callbacks.append((item[1], len(item[0])))
-                wait = 0.0
-                if not rows and len(done) < DONE_BATCH:
-                    # Done marks alone: nobody waits for them, so let more gather (or an
-                    # append come, which they ride with) for up to DONE_LINGER.
-                    now = time.monotonic()
-                    linger = now + DONE_LINGER if linger is None else linger
-                    wait = linger - now
-                try:  # what queued meanwhile; appends never wait
-                    item = get(timeout=wait) if wait > 0 else get_nowait()
-                except queue.Empty:
-                    break
-            if rows or done:
-                carried = self._commit(rows, callbacks, done)
-            if stop:
-                if carried:
+            token = get()
+            if token == _DONE:
+                # Done marks alone: nobody waits for them, so let more gather (or an
+                # append come, which they ride with) for up to DONE_LINGER.
+                linger = time.monotonic() + DONE_LINGER
+                while token == _DONE:
+                    wait = linger - time.monotonic()
+                    if wait <= 0:
+                        break
+                    try:
+                        token = get(timeout=wait)
+                    except queue.Empty:
+                        break
+            with self._gate:
+                if self._leader is Leader.CALLER:  # it hands on what it leaves
+                    self._stopping = self._stopping or token is None
+                    continue
+                self._leader = Leader.THREAD
+            while (taken := self._take()) is not None:
+                self._carried = self._commit(*taken)
+            if token is None:
+                if self._carried:
                     log.warning(
-                        "journal %s: %d done mark(s) not written at close; those events "
-                        "will run again at the next start",
+                        "journal %s: %d done mark(s) not written at close; those "
+                        "events will run again at the next start",
                         self.store.path,
-                        len(carried),
+                        len(self._carried),
                     )
                 return
 
+    def _take(self) -> tuple[list[tuple[Sequence[NewRow], Callback]], list[int]] | None:
+        """The leader's next group: pending appends (up to MAX_GROUP_ROWS) and all done
+        marks; None, and the lead given up, when there is nothing."""
+        with self._gate:
+            pending, done = self._pending, self._done
+            if not pending and not done and not self._carried:
+                self._leader = Leader.IDLE
+                return None
+            count = 0
+            for taken, (rows, _) in enumerate(pending):
+                count += len(rows)
+                if count > MAX_GROUP_ROWS and taken:  # the rest go in the next group
+                    self._pending = pending[taken:]
+                    pending = pending[:taken]
+                    break
+            else:
+                self._pending = []
+            self._done = []
+        return pending, self._carried + done if self._carried else done
+
     def _commit(
-        self, rows: list[NewRow], callbacks: list[tuple[Callback, int]], done: list[int]
+        self, pending: list[tuple[Sequence[NewRow], Callback]], done: list[int]
     ) -> list[int]:
         """Write one group and answer its callbacks; the done marks to carry on failure."""
+        rows = [row for part, _ in pending for row in part] if len(pending) != 1 else pending[0][0]
         outcome = commit_group(self.store, self.counters, rows, done)
         offset = 0
-        for callback, count in callbacks:
-            part = (
+        for part, callback in pending:
+            count = len(part)
+            answer = (
                 outcome[offset : offset + count] if isinstance(outcome, range) else outcome
             )
             offset += count
             try:
-                callback(part)
+                callback(answer)
             except Exception:
                 log.exception("journal %s: a commit callback failed", self.store.path)
         return done if isinstance(outcome, JournalError) else []
@@ -259,7 +322,7 @@ class GroupCounters:
 
 
 def commit_group(
-    store: JournalStore, counters: GroupCounters, rows: list[NewRow], done: list[int]
+    store: JournalStore, counters: GroupCounters, rows: Sequence[NewRow], done: list[int]
 ) -> Outcome:
     """One transaction: append ``rows``, delete the ``done`` seqs; their seqs or the error.
 

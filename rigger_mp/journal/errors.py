@@ -26,4 +26,4 @@ class JournalCommitError(JournalError):
 
 
 class JournalEncodeError(JournalError, TypeError):
-    """An event's data can be neither JSON nor pickled, so it cannot be journaled."""
+    """An event's data can be neither marshalled nor pickled, so it cannot be journaled."""
