@@ -30,7 +30,7 @@ from rigger_mp.journal import (
     encode_rows,
     replay_locals,
 )
-from rigger_mp.journal.store import PAGE_SIZE, WAL_AUTOCHECKPOINT
+from rigger_mp.journal.store import PAGE_SIZE, WAL_AUTOCHECKPOINT, WAL_LIMIT
 
 
 class Color(enum.IntEnum):
@@ -278,3 +278,26 @@ def test_the_files_stay_the_size_of_what_is_pending(store: JournalStore) -> None
         previous = store.commit([row(f"c{n}", pad=payload)], done=previous or ())
     assert store.counts() == (1, 0)
     assert store.size_bytes() < bound
+
+
+def test_a_store_without_checkpoints_leaves_them_to_the_owner(tmp_path: Path) -> None:
+    """The server process's store (``checkpoints=False``) never checkpoints, so its acks
+    never wait on one; the owner's next commits (its done marks) checkpoint and truncate."""
+    path = tmp_path / "j.db"
+    owner = JournalStore.open(path)
+    server = JournalStore.open(path, owner=False, checkpoints=False)
+    wal = Path(f"{path}-wal")
+    try:
+        payload = "x" * 180
+        burst = [
+            server.commit([row(f"{n}-{i}", pad=payload) for i in range(100)]) for n in range(300)
+        ]
+        assert wal.stat().st_size > WAL_AUTOCHECKPOINT * PAGE_SIZE  # none ran: ~9 MB
+        for seqs in burst:
+            owner.commit([], done=seqs)
+        owner.commit([row("after")])  # the first write after the checkpoint truncates
+        assert wal.stat().st_size <= WAL_LIMIT + 4 * PAGE_SIZE
+        assert [e.tid for e in owner.pending()] == ["after"]
+    finally:
+        server.close()
+        owner.close()

@@ -171,12 +171,16 @@ class JournalStore:
         owner: bool = True,
         create: bool = True,
         max_pages: int | None = None,
+        checkpoints: bool = True,
     ) -> JournalStore:
         """Open (or create) the journal at ``path``, checked to be sound, locked if ``owner``.
 
         ``owner``: take the dispatcher's lock (the main process, the CLI); the server
         process a dispatcher starts opens with ``owner=False``. ``max_pages`` caps the file
-        (SQLite's ``max_page_count``): past it commits fail as on a full disk. Raises
+        (SQLite's ``max_page_count``): past it commits fail as on a full disk.
+        ``checkpoints=False``: this connection's commits never checkpoint the WAL (the
+        server process, whose commits its clients' acks wait on: a checkpoint fsyncs and
+        writes pages back, up to milliseconds); the owner's commits do it. Raises
         :class:`JournalLocked`, :class:`JournalCorrupt`, :class:`JournalFull` or
         :class:`JournalError`, each naming the file.
         """
@@ -200,7 +204,7 @@ class JournalStore:
             except sqlite3.Error as exc:
                 raise _fault(path, exc, "opening") from exc
             store = cls(path, db, writer, lock, sync)
-            store._prepare(max_pages, bump_generation=owner)
+            store._prepare(max_pages, bump_generation=owner, checkpoints=checkpoints)
             return store
         except BaseException:
             if db is not None:
@@ -211,7 +215,7 @@ class JournalStore:
                 lock.release()
             raise
 
-    def _prepare(self, max_pages: int | None, bump_generation: bool) -> None:
+    def _prepare(self, max_pages: int | None, bump_generation: bool, checkpoints: bool) -> None:
         """Switch to WAL, create or check the schema, set the pragmas of this connection."""
         db, path = self._db, self.path
         try:
@@ -237,7 +241,7 @@ class JournalStore:
                     "SELECT value FROM meta WHERE key = 'generation'"
                 ).fetchone()[0]
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+            db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT if checkpoints else 0}")
             db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
             if max_pages is not None:
                 db.execute(f"PRAGMA max_page_count = {int(max_pages)}")

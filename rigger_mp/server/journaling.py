@@ -89,7 +89,10 @@ class ServerJournal:
         """The journal of ``settings`` opened as a second writer."""
         assert settings.journal is not None
         sync: Sync = "full" if settings.journal_sync == "full" else "normal"
-        return cls(server, JournalStore.open(settings.journal, sync=sync, owner=False))
+        # Checkpoints are left to the main process's commits (its done marks come every
+        # DONE_LINGER at most while events flow), off the path of the acks.
+        store = JournalStore.open(settings.journal, sync=sync, owner=False, checkpoints=False)
+        return cls(server, store)
 
     # -- the loop's side ----------------------------------------------------------------
 
