@@ -66,12 +66,65 @@ def test_appends_come_back_in_order_with_consecutive_seqs(store: JournalStore) -
     assert [e.seq for e in store.pending(after=2)] == [3]
 
 
-def test_done_marks_delete_and_seqs_are_never_reused(store: JournalStore) -> None:
+def test_done_marks_delete_and_a_new_seq_is_above_every_row(store: JournalStore) -> None:
     store.commit([row("1"), row("2"), row("3")])
     store.commit([], done=[3, 1])
     assert [e.tid for e in store.pending()] == ["2"]
-    assert list(store.commit([row("4")])) == [4]  # not 3 again: seqs order replay
+    assert list(store.commit([row("4")])) == [3]  # above 2: seqs order replay
     assert store.counts() == (2, 0)
+    store.claim_replay(max_attempts=1)  # both dead, with their seqs
+    assert list(store.commit([row("5")])) == [4]  # above the dead too: retry keeps theirs
+    store.retry()
+    assert [(e.seq, e.tid) for e in store.pending()] == [(2, "2"), (3, "4"), (4, "5")]
+
+
+def test_a_one_event_commit_writes_one_page(tmp_path: Path) -> None:
+    """The ack of a lone fire waits on this commit: its row's page and nothing else (an
+    ``AUTOINCREMENT`` counter would be a second page, written by every commit)."""
+    path = tmp_path / "j.db"
+    server = JournalStore.open(path, owner=False, checkpoints=False)
+    try:
+        server.commit([row("0")])
+        wal = Path(f"{path}-wal")
+        before = wal.stat().st_size
+        for n in range(1, 11):
+            server.commit([row(str(n))])
+        frame = 24 + PAGE_SIZE  # SQLite's WAL frame: a 24-byte header, then the page
+        assert wal.stat().st_size - before == 10 * frame
+    finally:
+        server.close()
+
+
+def test_a_journal_of_schema_1_is_still_read_and_written(tmp_path: Path) -> None:
+    """Schema 1 counted seqs with ``AUTOINCREMENT``; such a file opens and goes on."""
+    path = tmp_path / "j.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(
+        """
+        CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, tid TEXT NOT NULL,
+            hook TEXT NOT NULL, fmt TEXT NOT NULL, data BLOB NOT NULL,
+            accepted REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);
+        CREATE TABLE dead (seq INTEGER PRIMARY KEY, tid TEXT NOT NULL, hook TEXT NOT NULL,
+            fmt TEXT NOT NULL, data BLOB NOT NULL, accepted REAL NOT NULL,
+            attempts INTEGER NOT NULL, died REAL NOT NULL, reason TEXT NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+        INSERT INTO meta VALUES ('generation', 0);
+        PRAGMA application_id = 0x52474D4A;
+        PRAGMA user_version = 1;
+        PRAGMA journal_mode = WAL;
+        """
+    )
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE name = 'pending'").fetchone()[0]
+    db.close()
+    assert "AUTOINCREMENT" in sql
+    old = JournalStore.open(path)
+    try:
+        assert list(old.commit([row("1"), row("2")])) == [1, 2]
+        old.commit([], done=[1])
+        assert list(old.commit([row("3")])) == [3]
+        assert [e.tid for e in old.claim_replay(max_attempts=3)[0]] == ["2", "3"]
+    finally:
+        old.close()
 
 
 def test_data_is_marshalled_when_exact_and_pickled_otherwise() -> None:

@@ -6,7 +6,10 @@ Tables::
     dead(seq, tid, hook, fmt, data, accepted, attempts, died, reason)
     meta(key, value)                                         generation: owner opens so far
 
-``seq`` (AUTOINCREMENT, never reused) is the accepted order and the key of done marks;
+``seq`` is the accepted order and the key of done marks: a new row takes one more than
+the highest in either table, so of the rows present at once a higher seq was accepted
+later. (A seq is taken again only once every row above it is gone, and nothing still
+names it then; ``AUTOINCREMENT`` would cost each commit a second page, its counter's.)
 ``tid`` is the dispatcher's name for the event (not unique across runs). ``attempts``
 counts the runs started, the first included, so an appended row holds 1 and costs no
 second write. An event is done once its row is deleted; deleted pages are reused,
@@ -37,7 +40,8 @@ from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked
 from .locks import OwnerLock, WriterLock
 
 APPLICATION_ID = 0x52474D4A  # "RGMJ": a rigger_mp journal, not just any SQLite file
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: ``pending.seq`` was ``AUTOINCREMENT`` (still read and written); 2: a plain rowid."""
 BUSY_TIMEOUT_MS = 10_000
 """Backstop only: writers queue on the writer lock, so SQLite's busy handler seldom runs."""
 PAGE_SIZE = 8192
@@ -58,7 +62,7 @@ NewRow = tuple[str, str, str, bytes]
 """``(tid, hook_name, format, data bytes)`` of an event to append (see :mod:`.codec`)."""
 
 _SCHEMA = (
-    "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, tid TEXT NOT NULL,"
+    "CREATE TABLE pending (seq INTEGER PRIMARY KEY, tid TEXT NOT NULL,"
     " hook TEXT NOT NULL, fmt TEXT NOT NULL, data BLOB NOT NULL, accepted REAL NOT NULL,"
     " attempts INTEGER NOT NULL DEFAULT 1)",
     "CREATE TABLE dead (seq INTEGER PRIMARY KEY, tid TEXT NOT NULL, hook TEXT NOT NULL,"
@@ -70,6 +74,11 @@ _SCHEMA = (
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 _COLUMNS = "seq, tid, hook, fmt, data, accepted, attempts"
+_NEXT_SEQ = (
+    "SELECT max(ifnull((SELECT max(seq) FROM pending), 0),"
+    " ifnull((SELECT max(seq) FROM dead), 0)) + 1"
+)
+"""The seq of the next row appended (``max(seq)`` of a rowid table is one b-tree descent)."""
 
 
 @dataclass(frozen=True)
@@ -334,10 +343,7 @@ class JournalStore:
         doing = f"commit of {len(rows)} event(s)"
         with self._transaction(doing, self.sync if rows else "normal", maintain=True) as db:
             if rows:
-                row = db.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'pending'"
-                ).fetchone()
-                first = (row[0] if row else 0) + 1
+                first = db.execute(_NEXT_SEQ).fetchone()[0]
                 now = time.time()
                 done_rows = 0
                 while done_rows < len(rows):  # chunks of 2**k rows: few cached statements
