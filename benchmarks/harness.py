@@ -237,16 +237,25 @@ def fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-def ratios_of(group: Sequence[Measurement]) -> dict[str, float]:
-    """rigger_mp's speed ratio to every measured peer in ``group`` (one scenario+metric)."""
-    ours = next((m for m in group if m.subject == SUBJECT and m.samples), None)
+def ratios_of(group: Sequence[Measurement], ours: Measurement | None = None) -> dict[str, float]:
+    """The speed ratio of ``ours`` (rigger_mp's row unless given) to every other measured
+    subject in ``group`` (one scenario+metric)."""
+    if ours is None:
+        ours = next((m for m in group if m.subject == SUBJECT and m.samples), None)
     if ours is None or ours.median is None:
         return {}
     out: dict[str, float] = {}
     for m in group:
-        if m.subject != SUBJECT and m.median is not None:
+        if m.subject != ours.subject and m.median is not None:
             out[m.subject] = speed_ratio(ours.median, m.median, ours.higher_is_better)
     return out
+
+
+def verdicts(group: Sequence[Measurement], m: Measurement) -> list[tuple[Target, bool | None]]:
+    """Each target of ``m`` with whether it was met: a ratio target compares ``m`` itself
+    with its peer (``m`` may be a variant of rigger_mp, a journal setting say)."""
+    ratios = ratios_of(group, m) if m.targets else {}
+    return [(t, t.met(m.median, ratios)) for t in m.targets]
 
 
 def grouped(results: Iterable[Measurement]) -> dict[tuple[str, str], list[Measurement]]:
@@ -302,14 +311,10 @@ def render_table(results: Sequence[Measurement], descriptions: dict[str, str]) -
             vs = ""
             if m.subject != SUBJECT and m.subject in ratios:
                 vs = f"{ratios[m.subject]:.3g}\u00d7"
-            target = ""
-            if m.targets:
-                verdicts = []
-                for t in m.targets:
-                    ok = t.met(m.median, ratios)
-                    verdict = {True: "met", False: "NOT met", None: "n/a"}[ok]
-                    verdicts.append(f"{t.describe(m.unit)}: {verdict}")
-                target = "; ".join(verdicts)
+            target = "; ".join(
+                f"{t.describe(m.unit)}: {({True: 'met', False: 'NOT met', None: 'n/a'})[ok]}"
+                for t, ok in verdicts(group, m)
+            )
             if m.note:
                 target = f"{target}  ({m.note})" if target else f"({m.note})"
             rows.append((m.metric, m.subject, fmt(m.median), _spread(m), m.unit, vs, target))
@@ -392,8 +397,7 @@ def to_json(
                         ratios.get(m.subject) if m.subject != SUBJECT else None
                     ),
                     "targets": [
-                        {"target": t.describe(m.unit), "met": t.met(m.median, ratios)}
-                        for t in m.targets
+                        {"target": t.describe(m.unit), "met": ok} for t, ok in verdicts(group, m)
                     ],
                     "note": m.note or None,
                     "skipped": m.skipped,
