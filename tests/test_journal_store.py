@@ -66,6 +66,20 @@ def test_appends_come_back_in_order_with_consecutive_seqs(store: JournalStore) -
     assert [e.seq for e in store.pending(after=2)] == [3]
 
 
+def test_a_group_over_several_statements_keeps_its_order_and_seqs(store: JournalStore) -> None:
+    """2,500 rows go in as INSERTs of 1,024, 1,024, 256, 128, 64 and 4 rows; each row's seq
+    follows the one before, across the statements, above a dead row's seq."""
+    store.commit([row("old")])
+    store.claim_replay(max_attempts=1)  # seq 1 dead: the group starts above it
+    seqs = store.commit([row(f"t{i}", i=i) for i in range(2500)])
+    assert list(seqs) == list(range(2, 2502))
+    pending = store.pending()
+    assert [(e.seq, e.tid, e.data()["i"]) for e in pending] == [
+        (2 + i, f"t{i}", i) for i in range(2500)
+    ]
+    assert len({e.accepted for e in pending}) == 1  # one commit, one time accepted
+
+
 def test_done_marks_delete_and_a_new_seq_is_above_every_row(store: JournalStore) -> None:
     store.commit([row("1"), row("2"), row("3")])
     store.commit([], done=[3, 1])
