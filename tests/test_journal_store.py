@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import os
 import sqlite3
-import subprocess
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from rigger_mp.journal import (
     replay_locals,
 )
 from rigger_mp.journal.store import PAGE_SIZE, WAL_AUTOCHECKPOINT, WAL_LIMIT
+from tests._disk import fill
 
 
 class Color(enum.IntEnum):
@@ -270,36 +270,6 @@ def test_a_commit_past_the_size_cap_fails_and_rolls_back(tmp_path: Path) -> None
         assert list(opened.commit([row("after")])) == [2]  # the store is usable again
     finally:
         opened.close()
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs (needs root); skipped where it cannot be mounted."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def fill(directory: Path) -> None:
-    """Write a file into ``directory`` until the disk is full."""
-    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def test_a_full_disk_at_start_is_a_clear_error(tiny_disk: Path) -> None:
