@@ -295,10 +295,12 @@ class JournalStore:
             self._current_sync = level
 
     def close(self) -> None:
-        """Checkpoint the WAL into the file, truncate it, close and release the locks."""
+        """Give back the free pages, checkpoint the WAL into the file and truncate it, close
+        and release the locks: a journal at rest is the size of what it holds."""
         with self._lock:
             try:
                 with self._writer.held():
+                    self._db.executescript("PRAGMA incremental_vacuum")  # execute() frees one
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except (sqlite3.Error, JournalError):
                 pass  # the WAL stays beside the file and is read at the next open

@@ -1,0 +1,122 @@
+"""The journal behind a real server process (issue #13): a full disk, and the file's size.
+
+The server process commits the TCP fires and the main process marks them done and
+checkpoints: these tests run both, over a real socket, as ``rigger-mp serve`` does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from rigger_mp import RiggerBasePlugin
+from rigger_mp import protocol as proto
+from rigger_mp.client import RemoteError, RiggerClient
+from rigger_mp.core.rigger import Rigger
+from rigger_mp.journal.store import WAL_LIMIT
+from rigger_mp.server.intake import MAX_BACKLOG
+from tests._disk import fill
+
+
+class Sizes(RiggerBasePlugin):
+    """``ev(x)`` records ``x``; every 1,000th event, the journal's bytes on disk."""
+
+    def plugin_initialize(self) -> None:
+        self.seen: list[int] = []
+        self.sizes: list[int] = []
+        self.register_plugin_hook("ev", self.ev)
+
+    def ev(self, x: int, pad: str = "") -> None:
+        self.seen.append(x)
+        if x % 1000 == 0:
+            path = str(self.data["journal"])
+            self.sizes.append(sum(_size(path + end) for end in ("", "-wal")))
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def serve(journal: Path) -> Rigger:
+    rigger = Rigger(
+        {
+            "journal": str(journal),
+            "server_enabled": True,
+            "server_port": 0,
+            "plugins": {"s": {"plugin": "sizes", "journal": str(journal)}},
+        }
+    )
+    rigger.register_plugin(Sizes, "sizes")
+    return rigger.start()
+
+
+def sizes(rigger: Rigger) -> Sizes:
+    obj = rigger.get_instance_obj("s")
+    assert isinstance(obj, Sizes)
+    return obj
+
+
+def test_a_full_disk_answers_journal_failed_and_those_fires_never_run(
+    tiny_disk: Path,
+) -> None:
+    rigger = serve(tiny_disk / "j.db")
+    assert rigger.server_port is not None
+    client = RiggerClient("127.0.0.1", rigger.server_port)
+    refused: list[Any] = []
+    try:
+        client.fire_hook("ev", x=1, grab_result=True)
+        fill(tiny_disk)
+        for x in range(2, 40):  # until a commit needs a page the disk does not have
+            try:
+                client.fire_hook("ev", x=x, pad="p" * 4000)
+            except RemoteError as exc:
+                refused.append((x, exc.code, str(exc)))
+                break
+        (tiny_disk / "filler").unlink()
+        client.fire_hook("ev", x=100, grab_result=True)  # room again: accepted and run
+        stats = client.stats()["server"]["process"]["journal"]
+    finally:
+        client.close()
+        rigger.stop()
+    assert len(refused) == 1, "the disk never filled"
+    x, code, text = refused[0]
+    assert code == proto.JOURNAL_FAILED and str(tiny_disk / "j.db") in text
+    seen = sizes(rigger).seen
+    assert x not in seen and seen[0] == 1 and seen[-1] == 100
+    assert seen == [1, *range(2, x), 100]  # every fire that heard ok ran, in order
+    assert stats["failed_fires"] == 1 and stats["failed_commits"] >= 1
+
+
+def test_tcp_traffic_leaves_the_journal_the_size_of_what_is_pending(tmp_path: Path) -> None:
+    """~44 MB of events through the server process's commits and the main process's done
+    marks and checkpoints: the file and its WAL stay within what can be pending (without
+    the main process's checkpoints the WAL reached 170 MB), and empty at rest."""
+    journal = tmp_path / "j.db"
+    rigger = serve(journal)
+    assert rigger.server_port is not None
+    client = RiggerClient("127.0.0.1", rigger.server_port)
+    pad = "p" * 180
+    events = 200_000
+    try:
+        for start in range(0, events, 10_000):
+            client.fire_many(("ev", {"x": x, "pad": pad}) for x in range(start, start + 10_000))
+        client.fire_hook("ev", x=events, grab_result=True)  # runs after all of them
+    finally:
+        client.close()
+        rigger.stop()
+    plugin = sizes(rigger)
+    assert len(plugin.seen) == events + 1
+    passed = events * (len(pad) + 40)
+    assert passed > 40 * 1024 * 1024
+    assert len(plugin.sizes) == events // 1000 + 1
+    # Pending at most: the main process's backlog (it stops reading beyond it) and what
+    # the pipe holds, ~300 bytes a row on disk; plus a WAL up to its checkpoint, twice.
+    bound = MAX_BACKLOG * 300 + 2 * WAL_LIMIT
+    assert passed > 1.5 * bound
+    assert max(plugin.sizes) < bound, plugin.sizes
+    assert _size(str(journal)) + _size(f"{journal}-wal") < 256 * 1024  # at rest: empty
+
