@@ -23,6 +23,7 @@ from rigger_mp.core.rigger import Rigger
 from rigger_mp.errors import ShuttingDown
 from rigger_mp.journal import FIRE_LINE, JournalStore, decode
 from rigger_mp.journal.locks import WriterLock
+from rigger_mp.server import journaling as server_journaling
 from rigger_mp.server.journaling import Ack, ServerJournal
 from rigger_mp.server.messages import FIRE, NO_REPLY
 from tests.test_journal_wired import gate, make, peek
@@ -185,6 +186,37 @@ def test_the_fires_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
     finally:
         journal.close()
         store.close()
+        loop.close()
+
+
+def test_a_turn_past_turn_rows_commits_what_it_has_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four batches of 2 with TURN_ROWS at 5: the third makes 6, so the first three are
+    committed and in the pipe before the turn ends; the fourth goes in at its end."""
+    monkeypatch.setattr(server_journaling, "TURN_ROWS", 5)
+    loop = asyncio.new_event_loop()
+    host = Host(loop)
+    journal = ServerJournal(host, JournalStore.open(tmp_path / "j.db"))
+    try:
+
+        async def turn() -> list[int]:
+            for conn in range(4):
+                batch = [fire(journal, f"{conn}-{i}", i) for i in range(2)]
+                journal.send(batch, [(conn, i, f"{conn}-{i}") for i in range(2)])
+            journal.send_frame(b"fence")
+            early = [len(batch) for batch, _ in host.sent]
+            await asyncio.sleep(0)  # the end of the turn: the rest is committed
+            return early
+
+        assert loop.run_until_complete(turn()) == [2, 2, 2]
+        stats = journal.stats()
+        assert stats["commits"] == 2 and stats["appended"] == 8
+        assert [len(batch) for batch, _ in host.sent] == [2, 2, 2, 2, 1]  # fence last
+        assert [item[-1] for batch, _ in host.sent[:4] for item in batch] == list(range(1, 9))
+        assert not journal.busy()
+    finally:
+        journal.close()
         loop.close()
 
 
