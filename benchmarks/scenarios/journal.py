@@ -16,7 +16,8 @@ reached by 16 threads is reported beside. Figures are side by side in one run.
 ``journal.dispatch`` measures the dispatcher itself (issue #13), side by side: a Rigger
 with its TCP server and one trivial hook, without a journal, with ``normal`` and with
 ``full``, through the scenarios of :mod:`benchmarks.scenarios.tcp` (fire_many from 1
-and 16 clients, fire-and-wait-for-each-ack), in-process ``fire_many`` batches, a
+and 16 clients, fire-and-wait-for-each-ack from 1 and, as pytest-xdist workers do,
+from 16 clients, whose fires share commits), in-process ``fire_many`` batches, a
 ``fire_hook`` loop in one thread (a commit per call: the per-commit cost) and from 8
 threads (whose commits group), with the mean group size each journal reached in each.
 """
@@ -393,6 +394,12 @@ def dispatch(ctx: RunContext) -> list[Measurement]:
             _tcp_case(1, ctx.pick(3_000, 300), "request"),
             0.5,
             f"1 x {ctx.pick(3_000, 300)} events",
+        ),
+        (
+            "TCP fire and wait for each ack, 16 clients",
+            _tcp_case(16, ctx.pick(500, 50), "request"),
+            None,
+            f"16 x {ctx.pick(500, 50)} events: pytest-xdist workers, each waiting",
         ),
     ]
     events = ctx.pick(30_000, 3_000)
