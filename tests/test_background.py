@@ -34,6 +34,9 @@ class Port:
     ) -> list[Task]:
         raise NotImplementedError
 
+    def server_gone(self) -> None:
+        raise NotImplementedError
+
     def call_soon(self, func: Callable[[], None]) -> None:
         self.jobs += 1
         func()

@@ -1,4 +1,5 @@
-"""The journal behind a real server process (issue #13): a full disk, and the file's size.
+"""The journal behind a real server process (issue #13): a full disk, the file's size, and
+what a server process that dies leaves committed.
 
 The server process commits the TCP fires and the main process marks them done and
 checkpoints: these tests run both, over a real socket, as ``rigger-mp serve`` does.
@@ -7,6 +8,8 @@ checkpoints: these tests run both, over a real socket, as ``rigger-mp serve`` do
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from rigger_mp import RiggerBasePlugin
 from rigger_mp import protocol as proto
 from rigger_mp.client import RemoteError, RiggerClient
 from rigger_mp.core.rigger import Rigger
+from rigger_mp.journal import FIRE_LINE, JournalStore, encode
 from rigger_mp.journal.store import WAL_LIMIT
 from rigger_mp.server.intake import MAX_BACKLOG
 from tests._disk import fill
@@ -24,11 +28,16 @@ class Sizes(RiggerBasePlugin):
 
     def plugin_initialize(self) -> None:
         self.seen: list[int] = []
+        self.replays: list[bool] = []
         self.sizes: list[int] = []
+        self.last = threading.Event()  # set by the event with x == -1
         self.register_plugin_hook("ev", self.ev)
 
-    def ev(self, x: int, pad: str = "") -> None:
+    def ev(self, x: int, pad: str = "", rigger_replay: bool = False) -> None:
         self.seen.append(x)
+        self.replays.append(rigger_replay)
+        if x == -1:
+            self.last.set()
         if x % 1000 == 0:
             path = str(self.data["journal"])
             self.sizes.append(sum(_size(path + end) for end in ("", "-wal")))
@@ -120,3 +129,41 @@ def test_tcp_traffic_leaves_the_journal_the_size_of_what_is_pending(tmp_path: Pa
     assert max(plugin.sizes) < bound, plugin.sizes
     assert _size(str(journal)) + _size(f"{journal}-wal") < 256 * 1024  # at rest: empty
 
+
+
+def test_fires_a_dead_server_committed_and_never_passed_on_run_after_its_restart(
+    tmp_path: Path,
+) -> None:
+    """A server process whose pipe was full held committed fires it had not yet written
+    into it (nor acked). Two such rows are committed here through a second connection, as
+    the server process commits them; then the server process is SIGKILLed. The main
+    process queues them, in order and once, before its successor starts: they do not wait
+    for the next start. Delivered fires and an in-process row are left alone."""
+    journal = tmp_path / "j.db"
+    rigger = serve(journal)
+    assert rigger.server_port is not None
+    client = RiggerClient("127.0.0.1", rigger.server_port)
+    side = JournalStore.open(journal, owner=False, checkpoints=False)
+    try:
+        client.fire_hook("ev", x=1, grab_result=True)  # delivered: never again
+        two = [b'{"hook_name":"ev","data":{"x":2}}', b'{"hook_name":"ev","data":{"x":-1}}']
+        side.commit([(f"tcp1-{98 + i}", "ev", FIRE_LINE, line) for i, line in enumerate(two)])
+        side.commit([("77", "ev", *encode("ev", {"x": 3}))])  # an in-process row: not the server's
+        pid = rigger.stats()["server"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        assert sizes(rigger).last.wait(30), "the undelivered fires did not run"
+        client.close()
+        client = RiggerClient("127.0.0.1", rigger.server_port)
+        client.fire_hook("ev", x=4, grab_result=True)  # its successor serves
+        assert rigger.stats()["server"]["pid"] != pid
+    finally:
+        side.close()
+        client.close()
+        rigger.stop()
+    plugin = sizes(rigger)
+    assert plugin.seen == [1, 2, -1, 4] and not any(plugin.replays)
+    left = JournalStore.open(journal)
+    try:
+        assert [(e.tid, e.data()) for e in left.pending()] == [("77", {"x": 3})]
+    finally:
+        left.close()

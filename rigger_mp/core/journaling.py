@@ -7,7 +7,9 @@
     fire_hook    append(tid, hook, kwargs) blocks until its group is committed → task.seq
     fire_many    append_many(events): one group for the batch
     TCP fires    committed by the server process (rigger_mp.server.journaling); their seq
-                 comes down the pipe with them
+                 comes down the pipe with them: received(last seq)
+    server died  undelivered(): the fires it committed after the last one received, run
+                 now (before its successor starts) rather than at the next start
     event ends   ended(seq, work ids it backgrounded): no work → done now, else
     items settle settled(work ids): the last one of an event → done
 
@@ -26,7 +28,16 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..journal import Entry, GroupCommitter, JournalStore, Sync, encode_rows, replay_locals
+from ..errors import describe_error
+from ..journal import (
+    FIRE_LINE,
+    Entry,
+    GroupCommitter,
+    JournalStore,
+    Sync,
+    encode_rows,
+    replay_locals,
+)
 from .config import RiggerConfig
 from .port import EventSpec
 
@@ -64,6 +75,9 @@ class Journaling:
         self._final: dict[str, Any] | None = None  # the stats at close
         self._finished: list[int] = []  # done marks the event thread has not handed on
         self._call_soon: Callable[[Callable[[], None]], None] | None = None
+        # The highest seq of a server-committed fire the intake has queued (at start:
+        # of any row, all an earlier run's). The intake thread's, after start.
+        self._delivered = 0
 
     @classmethod
     def open(cls, settings: RiggerConfig) -> Journaling | None:
@@ -99,6 +113,7 @@ class Journaling:
         again at the next start, until it too runs out of attempts.
         """
         run, dead = self.store.claim_replay(self.max_attempts)
+        self._delivered = self.store.last_seq()
         if dead:
             named = ", ".join(f"{e.tid} ({e.hook!r})" for e in dead[:MAX_DEAD_LOGGED])
             more = f" and {len(dead) - MAX_DEAD_LOGGED} more" if len(dead) > MAX_DEAD_LOGGED else ""
@@ -154,6 +169,51 @@ class Journaling:
     def append_many(self, events: Sequence[tuple[str, str, Mapping[str, Any]]]) -> range:
         """Commit ``(tid, hook, kwargs)`` events in one group; their seqs, in order."""
         return self.committer.append_rows(encode_rows(events))
+
+    def received(self, last_seq: int) -> None:
+        """The intake has queued fires the server process committed, up to ``last_seq``
+        (they come in seq order)."""
+        if last_seq > self._delivered:
+            self._delivered = last_seq
+
+    def undelivered(self) -> tuple[list[EventSpec], list[int]]:
+        """The fires a dead server process committed and never passed on, as ``(specs,
+        seqs)`` in accepted order, counted delivered from now.
+
+        Call it once all the dead process wrote has been read and before its successor
+        starts: then every TCP or HTTP fire (stored as its line) above the last one
+        received is one of them; the rows of in-process fires are of other formats. They
+        had not been acked (acks follow the pipe write); their data comes from the line.
+        """
+        rows = [e for e in self.store.pending(after=self._delivered) if e.fmt == FIRE_LINE]
+        if not rows:
+            return [], []
+        self._delivered = rows[-1].seq
+        specs: list[EventSpec] = []
+        seqs: list[int] = []
+        for entry in rows:
+            try:
+                specs.append((entry.tid, entry.hook, entry.data()))
+            except Exception as exc:
+                logger.error(
+                    "journal %s: event %s (%r, seq %d) cannot be decoded, left pending: %s",
+                    self.store.path,
+                    entry.tid,
+                    entry.hook,
+                    entry.seq,
+                    describe_error(exc),
+                )
+                continue
+            seqs.append(entry.seq)
+        logger.warning(
+            "journal %s: the server process died with %d fire(s) committed and not yet "
+            "passed on (their clients had not heard ok): queued now (tids %s%s)",
+            self.store.path,
+            len(rows),
+            ", ".join(e.tid for e in rows[:10]),
+            " ..." if len(rows) > 10 else "",
+        )
+        return specs, seqs
 
     def ended(self, seq: int, work_ids: Sequence[int]) -> None:
         """Event ``seq`` has run (on the event thread); ``work_ids`` are the backgrounded

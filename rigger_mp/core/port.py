@@ -35,6 +35,10 @@ class EventPort(Protocol):
         """Queue events accepted elsewhere, in order, all or none (else ShuttingDown);
         ``seqs``: their journal seqs, when the journal holds them."""
 
+    def server_gone(self) -> None:
+        """A TCP server process died and all it wrote has been read, before the next one
+        starts: queue what it committed to the journal and never passed on."""
+
     def call_soon(self, func: Callable[[], None]) -> None:
         """Run ``func`` on the event thread after what is queued now."""
 

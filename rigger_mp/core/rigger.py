@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PluginError
+from ..errors import PluginError, describe_error
 from ..pool.background import Background
 from .calling import Callee, describe
 from .config import ConfigSource, RiggerConfig, load_config
@@ -366,7 +366,28 @@ class Rigger(InstanceLookup, Dispatcher):
         :meth:`stop`). All or nothing: else :class:`ShuttingDown` and none is queued.
         ``seqs``: the events' journal seqs (the server process committed them).
         """
-        return self._loop.accept_batch(events, seqs)
+        tasks = self._loop.accept_batch(events, seqs)
+        if seqs and self._journal is not None:
+            self._journal.received(seqs[-1])
+        return tasks
+
+    def server_gone(self) -> None:
+        """A TCP server process died and the intake has read all it wrote (its successor
+        not started yet): with a journal, queue the fires it committed and never passed on,
+        so that they run now rather than at the next start. Logged, never raised."""
+        journal = self._journal
+        if journal is None:
+            return
+        try:
+            specs, seqs = journal.undelivered()
+            if specs:
+                self._loop.accept_batch(specs, seqs)
+        except Exception as exc:
+            logger.error(
+                "rigger_mp: the fires a dead server process left in the journal stay "
+                "pending and run at the next start: %s",
+                describe_error(exc),
+            )
 
     def wait_background(self, timeout: float | None = None) -> bool:
         """Wait until every event accepted so far has run and its backgrounded hooks ended.

@@ -476,6 +476,14 @@ class JournalStore:
             "dead", "WHERE tid = ?", (tid,)
         )
 
+    def last_seq(self) -> int:
+        """The highest seq in either table (0 for an empty journal)."""
+        with self._lock:
+            try:
+                return int(self._db.execute(_NEXT_SEQ).fetchone()[0]) - 1
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, "reading the last seq") from exc
+
     def counts(self) -> tuple[int, int]:
         """``(pending, dead)``."""
         with self._lock:

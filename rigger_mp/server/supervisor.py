@@ -9,7 +9,8 @@ server processes it starts, replaces and stops.
           ┌──────────────── Intake.serve(incarnation) (.intake) ◀── requests pipe
           │                   fires ──▶ EventPort.accept_batch; StatusWindow (.status_window)
           │                   (FENCE, n) ──▶ Fences.passed(n) (.fences) ◀── sync/quiesce wait
-          └▶ at end-of-file: replace the process (back-off), or end once a stop has begun
+          └▶ at end-of-file: EventPort.server_gone (journaled fires it never passed on),
+             then replace the process (back-off); or end once a stop has begun
 
 The listening socket is bound here, in the main process, and handed to each server
 process. So a bind failure raises at ``start()``, the port never changes, and while a
@@ -19,7 +20,9 @@ instead of being refused.
 The supervisor's thread runs the :class:`~.intake.Intake` on one server process after
 another. When a pipe reaches end-of-file the process has exited and everything it wrote
 has been read: once a stop has begun (quiesce), the thread ends and closes the
-listening socket; otherwise the death is logged and a new server process is started.
+listening socket; otherwise the death is logged, the fires it had committed to the
+journal and not yet written into the pipe are queued (``server_gone``), and a new server
+process is started.
 Where the supervisor is in that life is one :class:`State`.
 
 What "accepted" means to the rest of the dispatcher is kept by fences (see
@@ -577,6 +580,7 @@ class ServerSupervisor:
                 self.address,
                 self.port,
             )
+            self.rigger.server_gone()  # what it committed and never passed on, before its successor
             current = self._restart(quick_death=lived < 1.0)
         # No server process will run again: refuse connections at once rather than leave
         # them in the backlog until stop() closes the socket.
