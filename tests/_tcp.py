@@ -6,9 +6,11 @@ import json
 import socket
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, TypeVar
 
 from rigger_mp import Rigger, RiggerBasePlugin
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"
 WAIT = 30.0
@@ -56,10 +58,15 @@ def make_rigger(**config: Any) -> Rigger:
     return rigger.start()
 
 
-def counter(rigger: Rigger) -> Counting:
-    obj = rigger.get_instance_obj("counter")
-    assert isinstance(obj, Counting)
+def instance(rigger: Rigger, name: str, cls: type[T]) -> T:
+    """The plugin instance ``name`` of a started Rigger, checked to be a ``cls``."""
+    obj = rigger.get_instance_obj(name)
+    assert isinstance(obj, cls)
     return obj
+
+
+def counter(rigger: Rigger) -> Counting:
+    return instance(rigger, "counter", Counting)
 
 
 def port_of(rigger: Rigger) -> int:

@@ -21,6 +21,7 @@ from rigger_mp.journal import FIRE_LINE, JournalStore, encode
 from rigger_mp.journal.store import WAL_LIMIT
 from rigger_mp.server.intake import MAX_BACKLOG
 from tests._disk import fill
+from tests._tcp import instance, server_pid
 
 
 class Sizes(RiggerBasePlugin):
@@ -64,9 +65,7 @@ def serve(journal: Path) -> Rigger:
 
 
 def sizes(rigger: Rigger) -> Sizes:
-    obj = rigger.get_instance_obj("s")
-    assert isinstance(obj, Sizes)
-    return obj
+    return instance(rigger, "s", Sizes)
 
 
 def test_a_full_disk_answers_journal_failed_and_those_fires_never_run(
@@ -149,13 +148,13 @@ def test_fires_a_dead_server_committed_and_never_passed_on_run_after_its_restart
         two = [b'{"hook_name":"ev","data":{"x":2}}', b'{"hook_name":"ev","data":{"x":-1}}']
         side.commit([(f"tcp1-{98 + i}", "ev", FIRE_LINE, line) for i, line in enumerate(two)])
         side.commit([("77", "ev", *encode("ev", {"x": 3}))])  # an in-process row: not the server's
-        pid = rigger.stats()["server"]["pid"]
+        pid = server_pid(rigger)
         os.kill(pid, signal.SIGKILL)
         assert sizes(rigger).last.wait(30), "the undelivered fires did not run"
         client.close()
         client = RiggerClient("127.0.0.1", rigger.server_port)
         client.fire_hook("ev", x=4, grab_result=True)  # its successor serves
-        assert rigger.stats()["server"]["pid"] != pid
+        assert server_pid(rigger) != pid
     finally:
         side.close()
         client.close()
