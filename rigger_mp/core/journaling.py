@@ -28,7 +28,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ..errors import describe_error
 from ..journal import (
     FIRE_LINE,
     Entry,
@@ -127,13 +126,7 @@ class Journaling:
                 more,
                 self.store.path,
             )
-        specs: list[EventSpec] = []
-        seqs: list[int] = []
-        for entry in run:
-            local = self._locals(entry)
-            if local is not None:
-                specs.append((entry.tid, entry.hook, local))
-                seqs.append(entry.seq)
+        specs, seqs = self._specs(run, replay_locals)
         if specs:
             logger.warning(
                 "journal %s: replaying %d event(s) a previous run accepted and did not "
@@ -145,20 +138,30 @@ class Journaling:
             )
         return specs, seqs
 
-    def _locals(self, entry: Entry) -> dict[str, Any] | None:
-        try:
-            return replay_locals(entry)
-        except Exception as exc:
-            logger.error(
-                "journal %s: event %s (%r, seq %d) cannot be decoded, left pending: %s: %s",
-                self.store.path,
-                entry.tid,
-                entry.hook,
-                entry.seq,
-                type(exc).__name__,
-                exc,
-            )
-            return None
+    def _specs(
+        self, entries: Sequence[Entry], locals_of: Callable[[Entry], dict[str, Any]]
+    ) -> tuple[list[EventSpec], list[int]]:
+        """``(specs, seqs)`` of the entries whose data decodes (``locals_of``); one that
+        does not is logged and left pending, to be claimed again at the next start."""
+        specs: list[EventSpec] = []
+        seqs: list[int] = []
+        for entry in entries:
+            try:
+                local = locals_of(entry)
+            except Exception as exc:
+                logger.error(
+                    "journal %s: event %s (%r, seq %d) cannot be decoded, left pending: %s: %s",
+                    self.store.path,
+                    entry.tid,
+                    entry.hook,
+                    entry.seq,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            specs.append((entry.tid, entry.hook, local))
+            seqs.append(entry.seq)
+        return specs, seqs
 
     # -- events -----------------------------------------------------------------------
 
@@ -189,22 +192,7 @@ class Journaling:
         if not rows:
             return [], []
         self._delivered = rows[-1].seq
-        specs: list[EventSpec] = []
-        seqs: list[int] = []
-        for entry in rows:
-            try:
-                specs.append((entry.tid, entry.hook, entry.data()))
-            except Exception as exc:
-                logger.error(
-                    "journal %s: event %s (%r, seq %d) cannot be decoded, left pending: %s",
-                    self.store.path,
-                    entry.tid,
-                    entry.hook,
-                    entry.seq,
-                    describe_error(exc),
-                )
-                continue
-            seqs.append(entry.seq)
+        specs, seqs = self._specs(rows, Entry.data)
         logger.warning(
             "journal %s: the server process died with %d fire(s) committed and not yet "
             "passed on (their clients had not heard ok): queued now (tids %s%s)",
