@@ -13,11 +13,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from rigger_mp import RiggerBasePlugin
 from rigger_mp import protocol as proto
 from rigger_mp.client import RemoteError, RiggerClient
 from rigger_mp.core.rigger import Rigger
-from rigger_mp.journal import FIRE_LINE, JournalStore, encode
+from rigger_mp.journal import FIRE_LINE, MARSHAL, JournalStore, encode
 from rigger_mp.journal.store import WAL_LIMIT
 from rigger_mp.server.intake import MAX_BACKLOG
 from tests._disk import fill
@@ -131,13 +133,14 @@ def test_tcp_traffic_leaves_the_journal_the_size_of_what_is_pending(tmp_path: Pa
 
 
 def test_fires_a_dead_server_committed_and_never_passed_on_run_after_its_restart(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A server process whose pipe was full held committed fires it had not yet written
-    into it (nor acked). Two such rows are committed here through a second connection, as
-    the server process commits them; then the server process is SIGKILLed. The main
+    into it (nor acked). Three such rows are committed here through a second connection,
+    as the server process commits them; then the server process is SIGKILLed. The main
     process queues them, in order and once, before its successor starts: they do not wait
-    for the next start. Delivered fires and an in-process row are left alone."""
+    for the next start. One that does not decode is logged and left pending; delivered
+    fires and an in-process row are left alone."""
     journal = tmp_path / "j.db"
     rigger = serve(journal)
     assert rigger.server_port is not None
@@ -145,8 +148,8 @@ def test_fires_a_dead_server_committed_and_never_passed_on_run_after_its_restart
     side = JournalStore.open(journal, owner=False, checkpoints=False)
     try:
         client.fire_hook("ev", x=1, grab_result=True)  # delivered: never again
-        two = [b'{"hook_name":"ev","data":{"x":2}}', b'{"hook_name":"ev","data":{"x":-1}}']
-        side.commit([(f"tcp1-{98 + i}", "ev", FIRE_LINE, line) for i, line in enumerate(two)])
+        three = [b'{"hook_name":"ev","data":{"x":2}}', b"{not json", b'{"data":{"x":-1}}']
+        side.commit([(f"tcp1-{97 + i}", "ev", FIRE_LINE, line) for i, line in enumerate(three)])
         side.commit([("77", "ev", *encode("ev", {"x": 3}))])  # an in-process row: not the server's
         pid = server_pid(rigger)
         os.kill(pid, signal.SIGKILL)
@@ -161,8 +164,10 @@ def test_fires_a_dead_server_committed_and_never_passed_on_run_after_its_restart
         rigger.stop()
     plugin = sizes(rigger)
     assert plugin.seen == [1, 2, -1, 4] and not any(plugin.replays)
+    assert "event tcp1-98 ('ev', seq 3) cannot be decoded, left pending" in caplog.text
+    assert "died with 3 fire(s) committed and not yet passed on" in caplog.text
     left = JournalStore.open(journal)
     try:
-        assert [(e.tid, e.data()) for e in left.pending()] == [("77", {"x": 3})]
+        assert [(e.tid, e.fmt) for e in left.pending()] == [("tcp1-98", FIRE_LINE), ("77", MARSHAL)]
     finally:
         left.close()

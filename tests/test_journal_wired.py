@@ -13,6 +13,7 @@ from rigger_mp import RiggerBasePlugin
 from rigger_mp.core import journaling
 from rigger_mp.core.rigger import Rigger
 from rigger_mp.journal import (
+    MARSHAL,
     JournalCommitError,
     JournalCorrupt,
     JournalFull,
@@ -91,6 +92,27 @@ def test_replay_runs_first_in_order_with_tids_and_attempt(tmp_path: Path) -> Non
         rigger.stop()
     assert gate(rigger).seen == [(0, True, 2), (1, True, 2), (2, True, 2), ("new", False, 1)]
     assert rigger.stats()["journal"]["pending"] == 0
+
+
+def test_a_row_that_does_not_decode_is_logged_and_left_pending_the_rest_replays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "j.db"
+    store = JournalStore.open(path)
+    store.commit([("1", "ev", MARSHAL, b"\xffnot marshal"), ("2", "ev", *encode("ev", {"x": 2}))])
+    store.close()
+    rigger = make(path).start()
+    try:
+        rigger.fire_hook("ev", x=3).result(30)
+    finally:
+        rigger.stop()
+    assert gate(rigger).seen == [(2, True, 2), (3, False, 1)]
+    assert "event 1 ('ev', seq 1) cannot be decoded, left pending" in caplog.text
+    left = JournalStore.open(path)
+    try:
+        assert [(e.tid, e.attempts) for e in left.pending()] == [("1", 2)]  # claimed again
+    finally:
+        left.close()
 
 
 def test_stop_with_an_event_still_running_leaves_it_for_the_next_start(tmp_path: Path) -> None:
