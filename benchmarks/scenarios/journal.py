@@ -358,9 +358,20 @@ def _threads_fire_hook(rigger: Rigger, threads: int, events: int) -> Callable[[]
     return sample
 
 
-def _tcp_case(clients: int, events: int, mode: str) -> Callable[[Rigger], Callable[[], float]]:
-    """The :func:`_tcp` sampler of a scenario, for whichever dispatcher it is given."""
-    return lambda rigger: _tcp(rigger, clients, events, mode)
+Case = tuple[str, Callable[[Rigger], Callable[[], float]], float | None, str]
+"""``(metric, sampler for a dispatcher, ratio target or None, note)`` of one scenario."""
+
+
+def _tcp_row(
+    metric: str, clients: int, events: int, mode: str, target: float | None, why: str = ""
+) -> Case:
+    """A TCP scenario: the :func:`_tcp` sampler for whichever dispatcher it is given."""
+    return (
+        metric,
+        lambda rigger: _tcp(rigger, clients, events, mode),
+        target,
+        f"{clients} x {events} events{why}",
+    )
 
 
 BATCH = 500
@@ -376,30 +387,19 @@ def dispatch(ctx: RunContext) -> list[Measurement]:
         NORMAL: _dispatcher(directory, "normal"),
         FULL: _dispatcher(directory, "full"),
     }
-    cases: list[tuple[str, Callable[[Rigger], Callable[[], float]], float | None, str]] = [
-        (
-            "TCP fire_many, 1 client",
-            _tcp_case(1, ctx.pick(40_000, 4_000), "pipelined"),
-            0.7,
-            f"1 x {ctx.pick(40_000, 4_000)} events",
+    cases: list[Case] = [
+        _tcp_row("TCP fire_many, 1 client", 1, ctx.pick(40_000, 4_000), "pipelined", 0.7),
+        _tcp_row("TCP fire_many, 16 clients", 16, ctx.pick(2_500, 250), "pipelined", 0.7),
+        _tcp_row(
+            "TCP fire and wait for each ack, 1 client", 1, ctx.pick(3_000, 300), "request", 0.5
         ),
-        (
-            "TCP fire_many, 16 clients",
-            _tcp_case(16, ctx.pick(2_500, 250), "pipelined"),
-            0.7,
-            f"16 x {ctx.pick(2_500, 250)} events",
-        ),
-        (
-            "TCP fire and wait for each ack, 1 client",
-            _tcp_case(1, ctx.pick(3_000, 300), "request"),
-            0.5,
-            f"1 x {ctx.pick(3_000, 300)} events",
-        ),
-        (
+        _tcp_row(
             "TCP fire and wait for each ack, 16 clients",
-            _tcp_case(16, ctx.pick(500, 50), "request"),
+            16,
+            ctx.pick(500, 50),
+            "request",
             None,
-            f"16 x {ctx.pick(500, 50)} events: pytest-xdist workers, each waiting",
+            ": pytest-xdist workers, each waiting",
         ),
     ]
     events = ctx.pick(30_000, 3_000)
