@@ -56,6 +56,18 @@ def serve(tmp_path: Path, config: Path) -> Served:
     return Served("-c", str(config), "--artifacts", str(tmp_path / "art"), cwd=tmp_path)
 
 
+def serve_until_killed(tmp_path: Path, config: Path) -> None:
+    """A serve whose config makes it SIGKILL itself (a poison event, a replay cut short)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rigger_mp", "serve", "--port", "0", "-c", str(config)],
+        env=env(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+
+
 def burst_and_kill(served: Served) -> set[int]:
     """Fire from 4 clients; SIGKILL serve once KILL_AFTER were heard; the keys heard ok."""
     heard: set[int] = set()
@@ -147,15 +159,7 @@ def test_sigkill_during_the_replay_too(tmp_path: Path) -> None:
     first = pending_count(tmp_path)
     assert first > 10
     # The second start dies after 10 replayed events: a crash in the middle of the replay.
-    dying = write_config(tmp_path, name="dying.yaml", kill_after_replays=10)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rigger_mp", "serve", "--port", "0", "-c", str(dying)],
-        env=env(),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    serve_until_killed(tmp_path, write_config(tmp_path, name="dying.yaml", kill_after_replays=10))
     second = pending_count(tmp_path)
     assert second <= first
     restart_and_finish(tmp_path, config)
@@ -182,14 +186,7 @@ def test_a_poison_event_ends_in_the_dead_letters(tmp_path: Path) -> None:
     served.kill()
     # journal_max_attempts (3) runs in all: the live one, then one replay per start.
     for _ in range(2):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rigger_mp", "serve", "--port", "0", "-c", str(config)],
-            env=env(),
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        assert proc.wait(timeout=60) == -signal.SIGKILL
+        serve_until_killed(tmp_path, config)
     served = serve(tmp_path, config)  # the fourth start dead-letters it and serves
     assert served.cmd("terminate").returncode == 0
     status, _, err = served.finish()
