@@ -5,7 +5,7 @@ The package is laid out by process role; each subpackage is what one process run
     rigger_mp/
       core/     the main process: Rigger (the facade), loop (queue, event thread, admission),
                 stage (one stage of an event), task, plugin, config, loading, port (the
-                EventPort that pool/ and server/ use), deadline, lifecycle, merge
+                EventPort that pool/ and server/ use), merge
       pool/     backgrounded hooks: interface (WorkerPool, ResultSink), background (the
                 dispatcher's side), local (LocalPool) + worker (the worker process),
                 dask + dask_worker (DaskPool), messages
@@ -17,7 +17,8 @@ The package is laid out by process role; each subpackage is what one process run
                 status, journal
       plugins/  built-in plugins: archive, testlog, report, and artifacts (artifact paths)
       compat/   riggerlib 3.1.6's API on top of core
-      protocol.py, client.py, errors.py, pytest_plugin.py
+      protocol.py, client.py, errors.py, pytest_plugin.py, and the helpers every role
+      uses: deadline.py (a timeout as a deadline), lifecycle.py (phase enums, legal moves)
 
 ``import rigger_mp`` loads only ``errors``: the names below are imported on first use.
 

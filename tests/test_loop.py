@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from rigger_mp import RiggerError, ShuttingDown
-from rigger_mp.core.deadline import Deadline
-from rigger_mp.core.lifecycle import move
 from rigger_mp.core.loop import EventLoop, Phase, Plan
 from rigger_mp.core.stage import EventRunner, ExcInfo
+from rigger_mp.deadline import Deadline
+from rigger_mp.lifecycle import move
 from tests.conftest import rigger_threads
 
 NO_PLAN = Plan((), (), (), ())

@@ -28,9 +28,9 @@ import psutil
 import yaml
 
 from ..core.config import ConfigSource, load_config
-from ..core.deadline import Deadline
 from ..core.loading import check_config_keys, instance_class
 from ..core.rigger import Rigger
+from ..deadline import Deadline
 from ..errors import PluginError
 from ..plugins import artifacts, report
 from ..protocol import DEFAULT_PORT

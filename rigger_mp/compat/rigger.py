@@ -35,12 +35,12 @@ import yaml
 
 from ..core.calling import describe
 from ..core.config import RiggerConfig
-from ..core.deadline import Deadline
 from ..core.loading import PluginClass, resolve_plugin
 from ..core.merge import recursive_update
 from ..core.port import EventSpec
 from ..core.rigger import Rigger as _Rigger
 from ..core.task import Task
+from ..deadline import Deadline
 from ..errors import PluginError, ShuttingDown
 from ._warn import warn_once
 

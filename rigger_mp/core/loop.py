@@ -26,11 +26,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from ..deadline import Deadline
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
+from ..lifecycle import move
 from .calling import Callee, describe
-from .deadline import Deadline
 from .failures import FailureRing
-from .lifecycle import move
 from .loading import PluginInstance
 from .plugin import PluginHook
 from .port import EventSpec

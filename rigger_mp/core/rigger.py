@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..deadline import Deadline
 from ..errors import PluginError, describe_error
 from ..pool.background import Background
 from .calling import Callee, describe
 from .config import ConfigSource, RiggerConfig, load_config
-from .deadline import Deadline
 from .journaling import Journaling
 from .loading import InstanceLookup, PluginClass, PluginInstance, build_instances
 from .loop import EventLoop, Phase, Plan, call_and_wait, make_plan

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from ..core.calling import describe
 from ..core.config import RiggerConfig
-from ..core.deadline import Deadline
-from ..core.lifecycle import move
 from ..core.loading import import_class
 from ..core.merge import recursive_update
+from ..deadline import Deadline
 from ..errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
+from ..lifecycle import move
 from .interface import Failure, InstanceSpec, WorkerInfo, WorkerPool, describe_items
 from .local import LocalPool
 

@@ -61,9 +61,9 @@ from typing import Any, Final
 
 import psutil
 
-from ..core.deadline import Deadline
-from ..core.lifecycle import move
+from ..deadline import Deadline
 from ..errors import PluginError
+from ..lifecycle import move
 from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem, describe_items
 from .messages import MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent
 

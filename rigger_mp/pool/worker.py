@@ -22,9 +22,9 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
-from ..core.deadline import Deadline
 from ..core.loading import import_class
 from ..core.plugin import Dispatcher, RiggerBasePlugin
+from ..deadline import Deadline
 from ..errors import PluginError, RiggerError
 from .interface import InstanceSpec, WorkItem
 from .messages import FLUSH_SECONDS, MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent

@@ -53,7 +53,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.config import RiggerConfig
-from ..core.deadline import Deadline
+from ..deadline import Deadline
 from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
 from .incarnation import Incarnation, ServerStartError
