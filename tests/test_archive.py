@@ -301,7 +301,7 @@ def test_without_a_root_nothing_is_packed_whatever_the_event_says(tmp_path: Path
     with rigger, pytest.raises(PluginError, match="no artifacts root"):
         # A plain string from an event is not the dispatcher's root.
         rigger.fire_hook(
-            "finish_test", artifact_path=str(folder), artifacts_root=str(tmp_path)
+            "artifacts_ready", artifact_path=str(folder), artifacts_root=str(tmp_path)
         ).result(10)
     assert not list(tmp_path.glob("*.tar.*"))
 

@@ -5,7 +5,7 @@ Config (all optional)::
     plugins:
       archiver:
         plugin: archive
-        event: finish_test        # the event whose hook packs ``artifact_path``
+        event: artifacts_ready    # the event whose hook packs ``artifact_path``
         format: zst               # zst (.tar.zst), xz (.tar.xz) or gz (.tar.gz)
         level: 3                  # zst 1-22 (default 3), xz preset 0-9, gzip 0-9 (default 6)
         root: null                # the artifacts root; default: from artifacts.install
@@ -73,7 +73,7 @@ else:  # the backport of the 3.14 module: same API, one code path
 
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
-from .artifacts import TrustedRoot
+from .artifacts import READY_EVENT, TrustedRoot
 
 logger = logging.getLogger("rigger_mp")
 
@@ -114,7 +114,7 @@ class ArchivePlugin(RiggerBasePlugin):
     def plugin_initialize(self) -> None:
         data = self.data
         where = f"instance {self.ident!r} (plugin archive)"
-        self.event = data.get("event", "finish_test")
+        self.event = data.get("event", READY_EVENT)
         self.format = data.get("format", DEFAULT_FORMAT)
         self.dest = data.get("dest")
         self.root = data.get("root")
