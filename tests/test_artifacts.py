@@ -16,6 +16,23 @@ def test_names_become_safe_path_parts(tmp_path: Path) -> None:
     assert path.resolve().is_relative_to(tmp_path.resolve())
 
 
+def test_a_run_id_puts_each_run_in_its_own_directory(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    rigger = Rigger()
+    install(rigger, root)
+    where = {"test_name": "t[1]", "test_location": "tests/test_m.py"}
+    with rigger:
+        run_a = rigger.fire_hook("start_test", run_id="runA", **where).result()
+        run_b = rigger.fire_hook("finish_test", run_id="runB", **where).result()
+        hostile = rigger.fire_hook("start_test", run_id="../../etc", **where).result()
+        plain = rigger.fire_hook("start_test", **where).result()
+    tests = root.absolute()
+    assert run_a["artifact_path"] == str(tests / "runA" / "tests" / "test_m.py" / "t[1]")
+    assert run_b["artifact_path"] == str(tests / "runB" / "tests" / "test_m.py" / "t[1]")
+    assert hostile["artifact_path"] == str(tests / "_.._etc" / "tests" / "test_m.py" / "t[1]")
+    assert plain["artifact_path"] == str(tests / "tests" / "test_m.py" / "t[1]")  # as before
+
+
 def test_client_artifact_path_inside_root_is_kept_outside_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "root"
     rigger = Rigger()

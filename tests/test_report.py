@@ -448,7 +448,7 @@ def test_serve_writes_the_report_and_prints_its_path_after_the_drain(tmp_path: P
     tests = page_data(root / "report.html")["tests"]
     assert [(t[0], t[2]) for t in tests] == [("failed", "t1"), ("failed", "t2"), ("passed", "t0")]
     for t in tests:  # rewritten after the drain: every archive is made
-        assert t[5] == "present" and t[6].startswith(f"./tests/test_s.py/{t[2]}.tar."), t
+        assert t[5] == "present" and t[6].startswith(f"./S/tests/test_s.py/{t[2]}.tar."), t
 
 
 def test_demo_prints_the_report_path(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def run(host: str, port: int, tests: int, root: Path, seed: int = 1) -> int:
             where: dict[str, Any] = {"test_name": name, "test_location": location, "run_id": run_id}
             client.fire_hook("start_test", **where)
             write_artifacts(
-                artifact_dir(root, location, name), rnd, messages, 1_700_000_000.0 + n * 300
+                artifact_dir(root, location, name, run_id), rnd, messages, 1_700_000_000.0 + n * 300
             )
             result = rnd.choice(RESULTS)
             client.fire_hook("finish_test", test_result=result, **where)

@@ -6,7 +6,9 @@ with any plugins:
 
 - a pre callback of ``start_test``, ``finish_test`` and ``artifacts_ready`` puts
   ``artifacts_root`` (a :class:`TrustedRoot`, replacing any value the event carried) and
-  ``artifact_path`` = ``<root>/<test_location>/<test_name>`` into the event's locals,
+  ``artifact_path`` = ``<root>/<run_id>/<test_location>/<test_name>`` into the event's
+  locals (``<root>/<test_location>/<test_name>`` for an event without a ``run_id``: one
+  directory per run, so that two runs of the same test never share one),
   unless the event was fired with an ``artifact_path`` (so a client that knows better
   wins): that one is made absolute against the root, once, here, and must lie strictly
   inside it; a path outside it or the root itself fails the event, since events may come
@@ -52,10 +54,19 @@ def safe_part(text: str) -> str:
     return part[:120]
 
 
-def artifact_dir(root: str | os.PathLike[str], test_location: str, test_name: str) -> Path:
-    """``<root>/<test_location>/<test_name>``, each part made safe for the file system."""
+def run_dir(root: str | os.PathLike[str], run_id: object = None) -> Path:
+    """``<root>/<run_id>``, the directory of one run (its tests' artifacts, its report);
+    the root itself without a run id. The run id is made a safe path part, as names are."""
+    return Path(root) if run_id is None else Path(root) / safe_part(str(run_id))
+
+
+def artifact_dir(
+    root: str | os.PathLike[str], test_location: str, test_name: str, run_id: object = None
+) -> Path:
+    """``<root>/<run_id>/<test_location>/<test_name>`` (no run part without a run id), each
+    part made safe for the file system."""
     location = [safe_part(p) for p in re.split(r"[/\\:]+", test_location) if p]
-    return Path(root).joinpath(*location, safe_part(test_name))
+    return run_dir(root, run_id).joinpath(*location, safe_part(test_name))
 
 
 def contained(root: Path, artifact_path: str | os.PathLike[str]) -> Path:
@@ -81,12 +92,13 @@ def install(rigger: Rigger, root: str | os.PathLike[str]) -> None:
         test_name: str | None = None,
         test_location: str = "",
         artifact_path: str | None = None,
+        run_id: Any = None,
     ) -> tuple[dict[str, Any], None]:
         local: dict[str, Any] = {"artifacts_root": trusted}
         if artifact_path is not None:
             local["artifact_path"] = str(contained(root, artifact_path))
         elif test_name is not None:
-            local["artifact_path"] = str(artifact_dir(root, test_location, test_name))
+            local["artifact_path"] = str(artifact_dir(root, test_location, test_name, run_id))
         return local, None
 
     def artifacts_ready(
