@@ -157,6 +157,13 @@ class RiggerClient:
         )["stats"]
         return stats
 
+    def info(self) -> dict[str, Any]:
+        """The dispatcher's ``info()``: ``{"host", "pid", "artifacts_root"}``."""
+        info: dict[str, Any] = self._request(
+            proto.encode_message({"op": "info"}), idempotent=True
+        )["info"]
+        return info
+
     def terminate(self) -> bool:
         """Stop the whole dispatcher cleanly; returns once the events accepted have run."""
         self._request(proto.encode_message({"op": "terminate"}), idempotent=False)

@@ -9,6 +9,7 @@ A message is one UTF-8 JSON object ended by ``\\n``; a ``\\0`` also ends one (ri
 
     {"ok": true, "tid": "17"}                                 fire
     {"ok": true, "tid": "17", "output": {...}}                fire with grab_result
+    {"ok": true, "info": {"host": ..., "pid": ..., "artifacts_root": ...}}   info
     {"ok": false, "error": {"code": "bad_json", "message": "..."}}
 
 The README's "TCP server and wire protocol" section is the reference for users.
@@ -85,6 +86,7 @@ OP_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "auth": frozenset({"op", "token"}),
     "task_status": frozenset({"op", "tid"}),
     "stats": frozenset({"op"}),
+    "info": frozenset({"op"}),
     "terminate": frozenset({"op"}),
 }
 """Every operation and the keys its message may carry."""

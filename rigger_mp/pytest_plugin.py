@@ -49,9 +49,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+import socket
 import uuid
 import warnings
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +64,18 @@ import pytest
 if TYPE_CHECKING:
     from .client import RiggerClient
     from .core.rigger import Rigger
+    from .pytest_artifacts import Data, Place
+    from .pytest_story import Limits
 
 _PLUGIN_NAME = "rigger_mp_session"
 _TOKEN_ENV = "RIGGER_MP_TOKEN"
 """rigger_mp.protocol.TOKEN_ENV, spelled out so as not to import the protocol in every
 pytest run; tests/test_pytest_plugin.py checks the two agree."""
 _REPORTS = pytest.StashKey[list[pytest.TestReport]]()
+_ARTIFACTS = pytest.StashKey[Path]()
+"""A test's artifact directory relative to the root, once a fixture made it."""
+_HOST_ENV = "RIGGER_MP_HOST"
+"""Overrides the host name that events carry (``host``)."""
 _OUTPUT_KEY = "rigger_mp"
 """The key of a worker's figures in xdist's ``workeroutput``."""
 _REMEDY = (
@@ -79,6 +87,12 @@ MAX_LOST_LISTED = 20
 are counted."""
 MAX_NAME = 120
 """Characters of a test's id kept in a lost event's line."""
+MAX_FAILURE_BYTES = 64 * 1024
+"""Default of ``max_failure_bytes``: a test's failure text, as sent."""
+MAX_CAPTURE_BYTES = 256 * 1024
+"""Default of ``max_capture_bytes``: all of a test's captured output together, as sent."""
+MIN_LIMIT = 1024
+"""The smallest value of either limit: room for the note that says what was cut."""
 
 
 class RiggerFireWarning(pytest.PytestWarning):
@@ -108,8 +122,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--rigger-artifacts",
         metavar="DIR",
         default="rigger-artifacts",
-        help="artifact root of the --rigger-config dispatcher (default: ./%(default)s)",
+        help="artifact root of the --rigger-config dispatcher, and where tests' files stay "
+        "when the --rigger dispatcher is on another host (default: ./%(default)s)",
     )
+    for key, default, what in (
+        ("failure", MAX_FAILURE_BYTES, "failure text (longrepr)"),
+        ("capture", MAX_CAPTURE_BYTES, "captured stdout, stderr and log, all phases together"),
+    ):
+        text = f"bytes of a test's {what} sent in its finish_test; the rest is cut, with a note"
+        group.addoption(
+            f"--rigger-max-{key}-bytes",
+            metavar="N",
+            type=int,
+            help=f"{text} (default: the ini option rigger_max_{key}_bytes, else {default})",
+        )
+        parser.addini(f"rigger_max_{key}_bytes", text, default=str(default))
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -133,7 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if address is not None and config_file is not None:
         raise pytest.UsageError("give --rigger HOST:PORT or --rigger-config FILE, not both")
     session = RiggerSession(config, workerinput)
-    session.connect(address, config_file)
+    session.connect(address, config_file, workerinput)
     config.pluginmanager.register(session, _PLUGIN_NAME)
 
 
@@ -167,15 +194,28 @@ class RiggerSession:
         """Why this worker could not reach the dispatcher at its start (then no client)."""
         self.workers: dict[str, dict[str, Any]] = {}
         """The controller's record of each xdist worker's :meth:`output`, by worker id."""
+        self.worker: str = (workerinput or {}).get("workerid", "main")
+        self.host = os.environ.get(_HOST_ENV) or socket.gethostname()
+        self.limits = limits(config)
+        self.place: Place | None = None
+        """Where this process writes its tests' files (the fixtures'), once connected."""
+        self.elsewhere = ""
+        """Why the tests' files stay on this host (the dispatcher cannot see them), or ''."""
+        self.kept_here = 0
+        """Tests of this process whose files stayed here, unseen by the dispatcher."""
 
-    def connect(self, address: str | None, config_file: str | None) -> None:
-        """Start the embedded dispatcher (``config_file``) or reach ``address``; ping.
+    def connect(
+        self, address: str | None, config_file: str | None, workerinput: dict[str, Any] | None
+    ) -> None:
+        """Start the embedded dispatcher (``config_file``) or reach ``address``; ping; find
+        where the tests' files go (an xdist worker is told in ``workerinput``).
 
         The session's process raises a ``pytest.UsageError`` when the dispatcher does not
         answer; an xdist worker records why (:attr:`unreachable`) for the controller.
         """
         from .client import RiggerClient
         from .errors import RiggerError
+        from .pytest_artifacts import Place
 
         if config_file is not None:
             host, port = self._start_embedded(config_file)
@@ -185,9 +225,14 @@ class RiggerSession:
             host, port = parse_address(address)
             where = f"the dispatcher at --rigger {address}"
         self.address = f"{host}:{port}"
+        if workerinput is not None:
+            self.place = Place.from_input(workerinput["rigger_place"])
+            self.elsewhere = workerinput["rigger_elsewhere"]
         client = RiggerClient(host, port, token=self.token)
         try:
             client.ping()
+            if self.place is None:
+                self.place = self._find_place(client)
         except (RiggerError, OSError) as exc:
             client.close()
             self._stop_embedded()
@@ -196,6 +241,31 @@ class RiggerSession:
                 return
             raise pytest.UsageError(f"rigger_mp: cannot reach {where}: {_reason(exc)}") from None
         self.client = client
+
+    def _find_place(self, client: RiggerClient) -> Place:
+        """Where the tests' files go: the dispatcher's root when it shares this host's
+        filesystem (embedded, or on this host by its ``info``), else a local one."""
+        from .client import RemoteError
+        from .pytest_artifacts import Place
+
+        run_id = self.run_id
+        if self.artifacts_root is not None:
+            return Place(self.artifacts_root, run_id, shared=True)
+        try:
+            info = client.info()
+        except RemoteError as exc:  # a dispatcher older than the info op
+            info = {"host": None, "artifacts_root": None, "error": str(exc)}
+        root, here = info.get("artifacts_root"), socket.gethostname()
+        if info.get("host") == here and isinstance(root, str):
+            return Place(Path(root), run_id, shared=True)
+        if "error" in info:
+            self.elsewhere = f"the dispatcher at {self.address} does not say where its root is"
+        elif info.get("host") != here:
+            self.elsewhere = f"the dispatcher at {self.address} runs on {info.get('host')}"
+        else:
+            self.elsewhere = f"the dispatcher at {self.address} has no artifacts root"
+        local = Path(self.config.getoption("rigger_artifacts")).absolute()
+        return Place(local, run_id, shared=False)
 
     def _start_embedded(self, config_file: str) -> tuple[str, int]:
         from .core.config import load_config
@@ -255,6 +325,9 @@ class RiggerSession:
             text = f"{hook_name}{' ' if what else ''}{what} not fired to {self.address}: "
             text += _reason(exc, hint=False)
             self.lost.add(text)
+            if self.lost.total > 1:
+                return  # one warning per process: a dead dispatcher loses every event
+            text += "; every event not fired is listed in the rigger_mp section of the summary"
             # Under ``-W error`` (``filterwarnings = error``) warn raises: out of a hook
             # that would be an INTERNALERROR with no summary. The event is listed anyway.
             with contextlib.suppress(RiggerFireWarning):
@@ -269,6 +342,7 @@ class RiggerSession:
             "lost": list(self.lost.listed),
             "lost_count": self.lost.total,
             "unreachable": self.unreachable,
+            "kept_here": self.kept_here,
         }
 
     # -- xdist: hand the address and run_id to the workers, collect what they did ------
@@ -279,6 +353,9 @@ class RiggerSession:
         node.workerinput["rigger_address"] = self.address
         node.workerinput["rigger_run_id"] = self.run_id
         node.workerinput["rigger_token"] = self.token
+        assert self.place is not None  # found when the controller connected
+        node.workerinput["rigger_place"] = self.place.as_input()
+        node.workerinput["rigger_elsewhere"] = self.elsewhere
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -296,7 +373,7 @@ class RiggerSession:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """``start_session``, before xdist starts its workers."""
         if not self.is_worker:
-            self.fire("start_session")
+            self.fire("start_session", environment=environment(self.config, self.host))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -362,6 +439,13 @@ class RiggerSession:
                 f"({ids}) could not reach the dispatcher at {self.address}: {reason}; the "
                 f"{count:,} events of their tests were not fired"
             )
+        kept = self.kept_here + sum(int(w.get("kept_here", 0)) for w in self.workers.values())
+        if kept and self.place is not None:
+            lines.append(
+                f"rigger_mp: the files of {kept:,} test{'s' if kept != 1 else ''} stay on "
+                f"this host under {self.place.root}: {self.elsewhere}, and nothing uploads "
+                "them; their finish_test lists no attachments"
+            )
         lines.append(self.last_line(sent, lost))
         return lines
 
@@ -383,25 +467,67 @@ class RiggerSession:
     def pytest_runtest_protocol(
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, None, None]:
-        """``start_test`` before the test's setup, ``finish_test`` after its teardown."""
+        """``start_test`` before the test's setup, ``finish_test`` after its teardown:
+        one per attempt under pytest-rerunfailures, ``rerun`` counting from 0."""
+        from .pytest_story import attempts, result_of, story
+
         location, _, name = item.location
         item.stash[_REPORTS] = []
         self.fire("start_test", item.nodeid, test_name=name, test_location=location)
         yield
-        reports = item.stash.get(_REPORTS, [])
-        self.fire(
-            "finish_test",
-            item.nodeid,
-            test_name=name,
-            test_location=location,
-            test_result=outcome(reports),
-        )
+        common = {
+            "test_name": name,
+            "test_location": location,
+            "worker": self.worker,
+            "host": self.host,
+            "markers": list(dict.fromkeys(mark.name for mark in item.iter_markers())),
+            "attachments": self.attachments(item),
+        }
+        before = 0  # sections of earlier attempts: pytest keeps adding to one list
+        kept: list[pytest.TestReport] = item.stash.get(_REPORTS, [])
+        runs = attempts(kept)
+        for rerun, reports in enumerate(runs or [[]]):
+            self.fire(
+                "finish_test",
+                item.nodeid,
+                test_result=result_of(reports),
+                rerun=rerun,
+                **story(reports, before, self.limits),
+                **common,
+            )
+            before = len(reports[-1].sections) if reports else before
+
+    def artifacts_of(self, item: pytest.Item) -> Path:
+        """The test's artifact directory, created (once): the ``rigger_artifacts`` fixture."""
+        assert self.place is not None
+        relative = item.stash.get(_ARTIFACTS, None)
+        if relative is None:
+            location, _, name = item.location
+            relative = self.place.relative(location, name)
+            self.place.make(relative)
+            item.stash[_ARTIFACTS] = relative
+            self.kept_here += not self.place.shared
+        return self.place.root / relative
+
+    def attach(self, item: pytest.Item, name: str, data: Data) -> Path:
+        """Store ``data`` as ``name`` in the test's directory: the ``rigger_attach`` fixture."""
+        self.artifacts_of(item)
+        assert self.place is not None
+        return self.place.attach(item.stash[_ARTIFACTS], name, data)
+
+    def attachments(self, item: pytest.Item) -> list[dict[str, Any]]:
+        """The files in the test's directory, if a fixture made it where the dispatcher
+        sees it; else none."""
+        relative = item.stash.get(_ARTIFACTS, None)
+        if relative is None or self.place is None or not self.place.shared:
+            return []
+        return self.place.listing(relative)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, Any, None]:
-        """Keep each phase's report for :func:`outcome`."""
+        """Keep each phase's report for the test's finish_test."""
         result = yield
         with contextlib.suppress(Exception):
             item.stash.setdefault(_REPORTS, []).append(result.get_result())
@@ -463,14 +589,74 @@ def with_report(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def outcome(reports: list[pytest.TestReport]) -> str:
-    """``passed``, ``failed``, ``skipped`` or ``error`` from one test's phase reports."""
-    by_phase = {report.when: report for report in reports}
-    call = by_phase.get("call")
-    if call is not None and call.failed:
-        return "failed"
-    if any(report.failed for report in reports):
-        return "error"  # setup or teardown
-    if any(report.skipped for report in reports):
-        return "skipped"  # a skip, or an xfail that failed as expected
-    return "passed" if call is not None else "error"
+def limits(config: pytest.Config) -> Limits:
+    """``max_failure_bytes`` and ``max_capture_bytes``: the options, else the ini options."""
+    from .pytest_story import Limits
+
+    values = []
+    for key in ("failure", "capture"):
+        value = config.getoption(f"rigger_max_{key}_bytes")
+        text = str(config.getini(f"rigger_max_{key}_bytes")) if value is None else str(value)
+        if not text.strip().isdigit() or int(text) < MIN_LIMIT:
+            raise pytest.UsageError(
+                f"rigger_mp: max_{key}_bytes must be a whole number of at least {MIN_LIMIT} "
+                f"(--rigger-max-{key}-bytes or the ini option rigger_max_{key}_bytes), "
+                f"not {text!r}"
+            )
+        values.append(int(text))
+    return Limits(*values)
+
+
+def environment(config: pytest.Config, host: str) -> dict[str, Any]:
+    """The run's environment, for ``start_session``: versions, the command line, host."""
+    plugins = {
+        str(dist.project_name): str(dist.version)
+        for _, dist in config.pluginmanager.list_plugin_distinfo()
+    }
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "pytest": pytest.__version__,
+        "plugins": dict(sorted(plugins.items())),
+        "command_line": [str(arg) for arg in config.invocation_params.args],
+        "host": host,
+        "worker": "main",
+    }
+
+
+def _session(request: pytest.FixtureRequest) -> RiggerSession | None:
+    session = request.config.pluginmanager.get_plugin(_PLUGIN_NAME)
+    return session if isinstance(session, RiggerSession) and session.place else None
+
+
+@pytest.fixture
+def rigger_artifacts(request: pytest.FixtureRequest) -> Path:
+    """This test's artifact directory, created: ``<root>/<run_id>/<location>/<name>``,
+    where the dispatcher's plugins find it (see :mod:`rigger_mp.pytest_artifacts`);
+    without a dispatcher, a directory under ``tmp_path``."""
+    session = _session(request)
+    if session is None:
+        path: Path = request.getfixturevalue("tmp_path") / "rigger-artifacts"
+        path.mkdir(exist_ok=True)
+        return path
+    return session.artifacts_of(request.node)
+
+
+@pytest.fixture
+def rigger_attach(
+    request: pytest.FixtureRequest, rigger_artifacts: Path
+) -> Callable[[str, Data], Path]:
+    """``rigger_attach(name, data)``: store bytes, text or a copy of a file as ``name``
+    (a relative path: ``shots/login.png``) in this test's artifact directory; listed in
+    its ``finish_test``'s ``attachments``. Returns the file's path."""
+    session = _session(request)
+    if session is not None:
+        return lambda name, data: session.attach(request.node, name, data)
+
+    def attach(name: str, data: Data) -> Path:
+        from .pytest_artifacts import Place
+
+        place = Place(rigger_artifacts.parent, None, shared=False)
+        return place.attach(Path(rigger_artifacts.name), name, data)
+
+    return attach

@@ -22,7 +22,7 @@ import pytest
 
 from rigger_mp import Rigger, pytest_plugin
 from rigger_mp.protocol import TOKEN_ENV
-from rigger_mp.pytest_plugin import outcome
+from rigger_mp.pytest_story import result_of
 from tests.cli_plugins import Recorder, read_records
 from tests.test_cli import Served, free_port
 
@@ -305,11 +305,15 @@ def test_with_report_adds_an_instance_only_when_there_is_none() -> None:
     assert pytest_plugin.with_report(off) == off
 
 
+MAX_MESSAGE = 16 * 1024
+"""The ``served`` dispatcher's max_message_bytes: the sample suite's events fit."""
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
-    """A real ``rigger-mp serve`` (its messages bounded to 512 bytes)."""
+    """A real ``rigger-mp serve`` (its messages bounded to :data:`MAX_MESSAGE` bytes)."""
     config = tmp_path / "served.yaml"
-    config.write_text("max_message_bytes: 512\nplugins: {}\n")
+    config.write_text(f"max_message_bytes: {MAX_MESSAGE}\nplugins: {{}}\n")
     server = Served("-c", str(config), "--artifacts", str(tmp_path / "art"), cwd=tmp_path)
     yield server
     server.kill()
@@ -344,7 +348,7 @@ def test_short():
     pass
 
 
-@pytest.mark.parametrize("n", [1], ids=["x" * 600])
+@pytest.mark.parametrize("n", [1], ids=["x" * 17000])
 def test_long_name(n):
     pass
 """
@@ -362,7 +366,7 @@ def test_the_lost_events_of_every_worker_are_listed_and_fail_the_run(
     lines = summary_section(done)
     for worker in ("gw0", "gw1"):
         mine = [line for line in lines if line.startswith(f"{worker}: ")]
-        nodeid = "test_sample.py::test_long_name[" + "x" * 600 + "]"
+        nodeid = "test_sample.py::test_long_name[" + "x" * 17000 + "]"
         assert [line.split(" not fired to ")[0] for line in mine] == [
             f"{worker}: {event} {nodeid[: pytest_plugin.MAX_NAME]}..."
             for event in ("start_test", "finish_test")
@@ -561,4 +565,4 @@ def test_an_inert_run_imports_none_of_the_dispatcher(suite: Path) -> None:
 
 
 def test_outcome_of_no_reports_is_error() -> None:
-    assert outcome([]) == "error"
+    assert result_of([]) == "error"

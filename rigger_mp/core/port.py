@@ -65,5 +65,8 @@ class EventPort(Protocol):
     def stats(self) -> dict[str, Any]:
         """The dispatcher's counters (``Rigger.stats()``)."""
 
+    def info(self) -> dict[str, Any]:
+        """What a client may learn of the dispatcher (``Rigger.info()``)."""
+
     def stop(self, timeout: float | None = None) -> None:
         """Drain and stop the dispatcher (a TCP ``terminate``)."""

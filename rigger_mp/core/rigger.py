@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import socket
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +68,9 @@ class Rigger(InstanceLookup, Dispatcher):
         self._server: ServerSupervisor | None = None
         self.server_address: str | None = None
         self.server_port: int | None = None
+        self.artifacts_root: Path | None = None
+        """The artifacts root, once :func:`rigger_mp.plugins.artifacts.install` bound one;
+        :meth:`info` tells clients (the ``info`` op)."""
 
     # -- registration -------------------------------------------------------------
 
@@ -496,6 +502,17 @@ class Rigger(InstanceLookup, Dispatcher):
         if self._journal is not None:
             stats["journal"] = self._journal.stats()
         return stats
+
+    def info(self) -> dict[str, Any]:
+        """What a client may learn of this dispatcher (the ``info`` op): its host name and
+        pid, and its artifacts root (absolute; None when none is bound), so that a client
+        on the same host can write a test's files where the dispatcher's plugins look."""
+        root = self.artifacts_root
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "artifacts_root": None if root is None else str(root),
+        }
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""

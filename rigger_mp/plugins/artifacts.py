@@ -87,6 +87,7 @@ def install(rigger: Rigger, root: str | os.PathLike[str]) -> None:
     """Bind the artifact-path pre callbacks and the ``artifacts_ready`` post callback."""
     root = Path(root).absolute()
     trusted = TrustedRoot(root)
+    rigger.artifacts_root = root
 
     def artifact_path(
         test_name: str | None = None,

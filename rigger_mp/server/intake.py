@@ -8,6 +8,7 @@
                                           │ then StatusWindow.settle behind them
                                           task_status ──▶ StatusWindow.status_line
                                           stats ────────▶ EventPort.stats
+                                          info ─────────▶ EventPort.info
                                           terminate ────▶ a thread runs EventPort.stop
                                           (FENCE, n) ───▶ Fences.passed(n)
     server process ◀── reply pipe ──────  one batch of replies per read;
@@ -33,7 +34,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import protocol as proto
 from ..errors import ShuttingDown, describe_error
-from .messages import FENCE, FIRE, NO_REPLY, R_LINE, R_STATS, SEQ, STATS, STATUS, TERMINATE
+from .messages import (
+    FENCE,
+    FIRE,
+    INFO,
+    NO_REPLY,
+    R_LINE,
+    R_STATS,
+    SEQ,
+    STATS,
+    STATUS,
+    TERMINATE,
+)
 from .status_window import StatusWindow
 
 if TYPE_CHECKING:
@@ -197,6 +209,8 @@ class Intake:
                 add((rid, R_LINE, self.status.status_line(item[2])))
             elif kind == STATS:
                 self._stats(rid, add)
+            elif kind == INFO:
+                add((rid, R_LINE, proto.reply_line({"ok": True, "info": self.port.info()})))
             elif kind == TERMINATE:
                 self._terminate(rid, add)
             else:

@@ -17,6 +17,7 @@ SEQ: Final = 6  # with a journal, a FIRE item has its journal seq here, after it
 STATUS: Final = 1  # (rid, STATUS, tid)
 STATS: Final = 2  # (rid, STATS)
 TERMINATE: Final = 3  # (rid, TERMINATE)
+INFO: Final = 4  # (rid, INFO)
 READY: Final = "ready"  # the first object sent: ("ready", pid)
 FENCE: Final = "fence"  # ("fence", n): every fire acked before request n came is ahead
 NO_REPLY: Final = -1

@@ -48,6 +48,7 @@ from .channel import READ_SIZE, FrameReader, pack
 from .messages import (
     FENCE,
     FIRE,
+    INFO,
     NO_REPLY,
     R_LINE,
     READY,
@@ -1028,6 +1029,8 @@ class Conn(asyncio.BufferedProtocol):
             server.forward(self, seq, (STATUS, msg.arg))
         elif op == "stats":
             server.forward(self, seq, (STATS,))
+        elif op == "info":
+            server.forward(self, seq, (INFO,))
         elif op == "terminate":
             server.forward(self, seq, (TERMINATE,))
         else:  # pragma: no cover - parse() admits only the ops above
