@@ -87,21 +87,22 @@ class Place:
 
     def listing(self, relative: Path) -> list[dict[str, Any]]:
         """The regular files under the test's directory, ``{"name", "size"}`` sorted by
-        name, links not followed; bounded by :data:`MAX_ATTACHMENTS` and
-        :data:`MAX_ATTACHMENT_NAMES`."""
+        name, links not followed; the first :data:`MAX_ATTACHMENTS`, at most
+        :data:`MAX_ATTACHMENT_NAMES` bytes of names."""
         top = self.root / relative
-        found: list[dict[str, Any]] = []
-        names = 0
-        for folder, dirs, files in os.walk(top):  # does not descend into linked directories
-            dirs.sort()
-            for file in sorted(files):
+        files: list[tuple[str, int]] = []
+        for folder, _, names in os.walk(top):  # does not descend into linked directories
+            for file in names:
                 path = Path(folder, file)
                 info = path.lstat()
                 if not stat.S_ISREG(info.st_mode) or (file.startswith(".") and ".part-" in file):
                     continue  # a link, a FIFO, or a write still under way
-                name = PurePosixPath(*path.relative_to(top).parts).as_posix()
-                names += len(name)
-                if len(found) >= MAX_ATTACHMENTS or names > MAX_ATTACHMENT_NAMES:
-                    return found
-                found.append({"name": name, "size": info.st_size})
+                files.append((PurePosixPath(*path.relative_to(top).parts).as_posix(), info.st_size))
+        found: list[dict[str, Any]] = []
+        room = MAX_ATTACHMENT_NAMES
+        for name, size in sorted(files)[:MAX_ATTACHMENTS]:
+            room -= len(name.encode())
+            if room < 0:
+                break
+            found.append({"name": name, "size": size})
         return found

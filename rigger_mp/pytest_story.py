@@ -108,9 +108,7 @@ def detailed_outcome(reports: Sequence[pytest.TestReport]) -> str:
     return result
 
 
-def story(
-    reports: Sequence[pytest.TestReport], before: int, limits: Limits
-) -> dict[str, Any]:
+def story(reports: Sequence[pytest.TestReport], before: int, limits: Limits) -> dict[str, Any]:
     """The keys one attempt adds to its ``finish_test``, but for ``worker``, ``host``,
     ``markers``, ``rerun`` and ``attachments``, which the plugin knows.
 
@@ -151,9 +149,7 @@ def crash_of(report: pytest.TestReport, limits: Limits) -> dict[str, Any] | None
     return {"path": str(crash.path), "line": int(crash.lineno), "message": message}
 
 
-def skip_reason(
-    reports: Sequence[pytest.TestReport], outcome: str, limits: Limits
-) -> str | None:
+def skip_reason(reports: Sequence[pytest.TestReport], outcome: str, limits: Limits) -> str | None:
     """Why the test was skipped, or the xfail mark's reason; None otherwise."""
     reason: str | None = None
     if outcome in ("xfailed", "xpassed"):

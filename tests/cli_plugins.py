@@ -44,3 +44,18 @@ def read_records(path: str) -> list[dict[str, Any]]:
     """The lines a :class:`Recorder` wrote."""
     with open(path) as lines:
         return [json.loads(line) for line in lines if line.strip()]
+
+
+class StoryRecorder(RiggerBasePlugin):
+    """Appends one JSON line per session/test event with every name the event carries
+    (locals over globals; a value JSON cannot hold as its text), to the file ``path``."""
+
+    def plugin_initialize(self) -> None:
+        self._lock = threading.Lock()
+        for event in RECORDED:
+            self.register_plugin_hook(event, functools.partial(self.record, event))
+
+    def record(self, event: str, **namespace: Any) -> None:
+        line = json.dumps({"event": event, **namespace}, default=str)
+        with self._lock, open(self.data["path"], "a") as out:
+            out.write(line + "\n")
