@@ -531,3 +531,49 @@ def test_limits_below_the_minimum_are_usage_errors(suite: Path) -> None:
     )
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
     assert "max_failure_bytes must be a whole number of at least 1024" in done.stderr
+
+
+def can_rename_host() -> str | None:
+    """Why this machine cannot run a process under another host name (unshare -u), or None."""
+    try:
+        done = subprocess.run(
+            ["unshare", "-u", "sh", "-c", "hostname elsewhere"], capture_output=True, timeout=30
+        )
+    except OSError as exc:
+        return f"no unshare: {exc}"
+    return None if done.returncode == 0 else f"unshare -u: {done.stderr.decode().strip()}"
+
+
+def test_a_dispatcher_on_another_host_leaves_the_files_here_and_says_so(
+    suite: Path, served: Served
+) -> None:
+    why = can_rename_host()
+    if why is not None:
+        pytest.skip(why)
+    (suite / "test_story.py").write_text(textwrap.dedent(FIXTURES_ALONE))
+    local = suite / "kept-here"
+    command = [
+        *("unshare", "-u", "sh", "-c", 'hostname elsewhere && exec "$@"', "sh"),
+        *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2"),
+        *(f"--rigger=127.0.0.1:{served.port}", f"--rigger-artifacts={local}", "--rigger-run-id=r"),
+    ]
+    done = subprocess.run(
+        command, cwd=suite, env=pytest_env(), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert served.cmd("terminate").returncode == 0
+    assert served.finish()[0] == 0
+    [event] = [
+        e
+        for e in finished(read_records(str(suite / "events.jsonl")))
+        if e["test_name"] == "test_attaches"
+    ]
+    assert event["host"] == "elsewhere" and event["attachments"] == []
+    kept = local / "r" / "test_story.py" / "test_attaches" / "deep" / "note.txt"
+    assert kept.read_bytes() == b"bytes"
+    assert not (suite / "art" / "r").exists()  # nothing where the dispatcher looks
+    assert (
+        f"rigger_mp: the files of 2 tests stay on this host under {local}: the dispatcher at "
+        f"127.0.0.1:{served.port} runs on {socket.gethostname()}, and nothing uploads them; "
+        "their finish_test lists no attachments"
+    ) in done.stdout
