@@ -8,22 +8,57 @@ nothing unless asked:
   session (its TCP server on a free loopback port unless FILE says otherwise, so that
   xdist workers reach it too), stopped and drained at the end.
 
-Events, each carrying ``run_id`` (one per pytest run, ``--rigger-run-id`` to choose it):
+Events, each carrying ``run_id`` (one per pytest run, ``--rigger-run-id`` to choose it;
+all JSON):
 
-- ``start_session(run_id)`` and ``finish_session(run_id, exit_status)``: once per run, by
-  the process that owns the session (the xdist controller; pytest itself without xdist);
-- ``start_test(test_name, test_location)`` and ``finish_test(test_name, test_location,
-  test_result)``: by the process that runs the test (each xdist worker), around it.
+- ``start_session(run_id, environment)`` and ``finish_session(run_id, exit_status)``: once
+  per run, by the process that owns the session (the xdist controller; pytest itself
+  without xdist). ``environment`` is ``{"python", "platform", "pytest", "plugins": {dist
+  name: version}, "command_line": [args], "host", "worker": "main"}``;
+- ``start_test(test_name, test_location)`` before the test's setup, and ``finish_test``
+  after its teardown, by the process that runs the test (each xdist worker).
   ``test_location`` is the test's file, ``test_name`` the rest of its id
   (``TestClass.test_x[param]``).
 
-``test_result`` is one of ``passed``, ``failed``, ``skipped``, ``error``:
+``finish_test`` tells the test's story (:mod:`rigger_mp.pytest_story` builds it):
 
-- a failure in setup or teardown (a fixture) is ``error``, unless the test body itself
-  failed, which is ``failed``;
-- a skip in any phase is ``skipped``; an expected failure (``xfail`` that failed) is
-  ``skipped`` too, as JUnit XML counts it; an unexpected pass of a non-strict ``xfail``
-  is ``passed``, of a strict one ``failed`` (pytest fails it).
+- ``test_name``, ``test_location``, ``test_result``: ``passed``, ``failed``, ``skipped``
+  or ``error``, as JUnit XML counts them: a failure in setup or teardown (a fixture) is
+  ``error``, unless the test body itself failed, which is ``failed``; a skip in any phase
+  and an expected failure are ``skipped``; an unexpected pass of a non-strict ``xfail``
+  is ``passed``, of a strict one ``failed`` (pytest fails it);
+- ``outcome``: the same told apart: ``passed``, ``failed``, ``error``, ``skipped``,
+  ``xfailed`` or ``xpassed``;
+- ``duration``: pytest's own, setup + call + teardown, in seconds;
+- ``when``: the phase that failed or errored (``setup``, ``call``, ``teardown``), or null;
+- ``longrepr``: the failure text pytest prints (all failed phases), or null; ``crash``:
+  ``{"path", "line", "message"}`` where the failure was raised, or null;
+- ``sections``: the captured output, ``[{"when", "kind": stdout|stderr|log, "text"}]``;
+- ``skip_reason``: why it was skipped, or the ``xfail`` reason (xfailed, xpassed); else null;
+- ``worker``: the xdist worker id, or ``main``; ``host``: ``$RIGGER_MP_HOST`` if set, else
+  ``socket.gethostname()``; ``markers``: the names of the test's marks;
+- ``rerun``: 0; under pytest-rerunfailures each attempt is its own ``finish_test``
+  (``rerun`` 0, 1, ...), and the last one's outcome is the test's;
+- ``attachments``: ``[{"name", "size"}]``, the files in the test's artifact directory
+  when it ended (names relative to it, sorted; at most 1,000, 64 KiB of names), if the
+  test used ``rigger_artifacts`` or ``rigger_attach`` and the dispatcher sees its files.
+
+The bounds keep a ``finish_test`` well within the dispatcher's ``max_message_bytes``
+(1 MiB by default). Measured as sent (JSON, ``ensure_ascii``): ``longrepr``, the crash
+message and the skip reason at most ``max_failure_bytes`` each (default 64 KiB), all of
+a test's ``sections`` together at most ``max_capture_bytes`` (default 256 KiB). A text
+over its bound is cut and ends with a note saying how many bytes were cut. Set them with
+``--rigger-max-failure-bytes N`` and ``--rigger-max-capture-bytes N``, or the ini options
+``rigger_max_failure_bytes`` and ``rigger_max_capture_bytes`` (the options win; at least
+:data:`MIN_LIMIT`).
+
+Fixtures (:mod:`rigger_mp.pytest_artifacts` says where their files go):
+
+- ``rigger_artifacts``: the test's artifact directory as a ``pathlib.Path``, created:
+  ``<root>/<run_id>/<location>/<name>``, the one the dispatcher's plugins use (its
+  ``testlog``, the ``archive`` that packs it once the test has finished);
+- ``rigger_attach(name, data)``: store bytes, text or a copy of a file under ``name``, a
+  relative path (``shots/login.png``), in that directory; returns the file's path.
 
 The in-process dispatcher (``--rigger-config``) gets a ``report`` instance unless FILE has
 one (enabled or not), writing ``report.html`` into the artifacts root; it is stopped and
@@ -36,11 +71,13 @@ What a user sees, once per run (on the xdist controller, for all the workers):
 - an xdist worker that cannot reach it (it went down after the controller checked, say)
   raises nothing: its tests run, their events are counted as not fired, and the
   controller prints one line for all such workers;
-- every event that could not be fired (a ``RiggerFireWarning`` where it happened, never
-  raised, even under ``-W error``) is listed in the ``rigger_mp`` section of the terminal
-  summary, at most :data:`MAX_LOST_LISTED` per process, the rest counted; any lost event
-  fails the run
-  (exit status 1 when it would have been 0);
+- every event that could not be fired is listed in the ``rigger_mp`` section of the
+  terminal summary, at most :data:`MAX_LOST_LISTED` per process, the rest counted; any
+  lost event fails the run (exit status 1 when it would have been 0). The first one of
+  each process is also a ``RiggerFireWarning`` (never raised, even under ``-W error``):
+  one, not one per event, so that a dispatcher gone mid-run does not flood pytest's
+  warnings summary;
+- a line when tests' files stayed on this host, unseen by the dispatcher;
 - the section ends with one line: where the events went and how many were sent, summed
   over the workers.
 """
@@ -49,7 +86,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import socket
 import uuid
 import warnings
@@ -176,6 +212,8 @@ class RiggerSession:
     """One process's part of the run: its client, and the embedded dispatcher if any."""
 
     def __init__(self, config: pytest.Config, workerinput: dict[str, Any] | None) -> None:
+        from .pytest_story import limits
+
         self.config = config
         self.is_worker = workerinput is not None
         run_id = (workerinput or {}).get("rigger_run_id") or config.getoption("rigger_run_id")
@@ -196,7 +234,7 @@ class RiggerSession:
         """The controller's record of each xdist worker's :meth:`output`, by worker id."""
         self.worker: str = (workerinput or {}).get("workerid", "main")
         self.host = os.environ.get(_HOST_ENV) or socket.gethostname()
-        self.limits = limits(config)
+        self.limits: Limits = limits(config, MIN_LIMIT)
         self.place: Place | None = None
         """Where this process writes its tests' files (the fixtures'), once connected."""
         self.elsewhere = ""
@@ -373,6 +411,8 @@ class RiggerSession:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """``start_session``, before xdist starts its workers."""
         if not self.is_worker:
+            from .pytest_story import environment
+
             self.fire("start_session", environment=environment(self.config, self.host))
 
     @pytest.hookimpl(trylast=True)
@@ -587,41 +627,6 @@ def with_report(config: Mapping[str, Any]) -> dict[str, Any]:
         plugins[name] = {"plugin": "report"}
     out["plugins"] = plugins
     return out
-
-
-def limits(config: pytest.Config) -> Limits:
-    """``max_failure_bytes`` and ``max_capture_bytes``: the options, else the ini options."""
-    from .pytest_story import Limits
-
-    values = []
-    for key in ("failure", "capture"):
-        value = config.getoption(f"rigger_max_{key}_bytes")
-        text = str(config.getini(f"rigger_max_{key}_bytes")) if value is None else str(value)
-        if not text.strip().isdigit() or int(text) < MIN_LIMIT:
-            raise pytest.UsageError(
-                f"rigger_mp: max_{key}_bytes must be a whole number of at least {MIN_LIMIT} "
-                f"(--rigger-max-{key}-bytes or the ini option rigger_max_{key}_bytes), "
-                f"not {text!r}"
-            )
-        values.append(int(text))
-    return Limits(*values)
-
-
-def environment(config: pytest.Config, host: str) -> dict[str, Any]:
-    """The run's environment, for ``start_session``: versions, the command line, host."""
-    plugins = {
-        str(dist.project_name): str(dist.version)
-        for _, dist in config.pluginmanager.list_plugin_distinfo()
-    }
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "pytest": pytest.__version__,
-        "plugins": dict(sorted(plugins.items())),
-        "command_line": [str(arg) for arg in config.invocation_params.args],
-        "host": host,
-        "worker": "main",
-    }
 
 
 def _session(request: pytest.FixtureRequest) -> RiggerSession | None:

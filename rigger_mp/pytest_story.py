@@ -4,7 +4,8 @@ The pytest plugin (:mod:`rigger_mp.pytest_plugin`) keeps every ``TestReport`` a 
 produced (setup, call and teardown, for each attempt under pytest-rerunfailures) and
 hands them here when the test's protocol ends. :func:`attempts` splits them into one list
 per attempt; :func:`story` turns one attempt into the JSON-safe keys its ``finish_test``
-adds to ``test_name``, ``test_location`` and ``test_result``.
+adds to ``test_name``, ``test_location`` and ``test_result``. :func:`environment` is what
+``start_session`` says of the run; :func:`limits` reads the two bounds below.
 
 Only pytest and the standard library: pytest imports the plugin in every run.
 
@@ -19,6 +20,7 @@ much was cut.
 from __future__ import annotations
 
 import json
+import platform
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -188,3 +190,36 @@ def sections(captured: Iterable[tuple[str, str]], limits: Limits) -> list[dict[s
         section["text"] = head + note.format(f"{sum(sizes[n:]) - sent_size(head):,}")
         return found[: n + 1]
     raise AssertionError("unreachable: the sections are over the limit")  # pragma: no cover
+
+
+def limits(config: pytest.Config, least: int) -> Limits:
+    """``max_failure_bytes`` and ``max_capture_bytes``: the options, else the ini options."""
+    values = []
+    for key in ("failure", "capture"):
+        value = config.getoption(f"rigger_max_{key}_bytes")
+        text = str(config.getini(f"rigger_max_{key}_bytes")) if value is None else str(value)
+        if not text.strip().isdigit() or int(text) < least:
+            raise pytest.UsageError(
+                f"rigger_mp: max_{key}_bytes must be a whole number of at least {least} "
+                f"(--rigger-max-{key}-bytes or the ini option rigger_max_{key}_bytes), "
+                f"not {text!r}"
+            )
+        values.append(int(text))
+    return Limits(*values)
+
+
+def environment(config: pytest.Config, host: str) -> dict[str, Any]:
+    """The run's environment, for ``start_session``: versions, the command line, host."""
+    plugins = {
+        str(dist.project_name): str(dist.version)
+        for _, dist in config.pluginmanager.list_plugin_distinfo()
+    }
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "pytest": pytest.__version__,
+        "plugins": dict(sorted(plugins.items())),
+        "command_line": [str(arg) for arg in config.invocation_params.args],
+        "host": host,
+        "worker": "main",
+    }
