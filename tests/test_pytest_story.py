@@ -9,6 +9,7 @@ its names to a file, which the test reads back.
 from __future__ import annotations
 
 import json
+import multiprocessing.forkserver
 import random
 import re
 import signal
@@ -34,6 +35,12 @@ from tests.test_cli import Served
 from tests.test_pytest_plugin import pytest_env
 
 SEED = 24
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _multiprocessing_helpers() -> None:
+    """The stdlib's forkserver and resource tracker outlive tests: start them first."""
+    multiprocessing.forkserver.ensure_running()
 
 
 def png(width: int, height: int, seed: int = SEED) -> bytes:
@@ -577,3 +584,40 @@ def test_a_dispatcher_on_another_host_leaves_the_files_here_and_says_so(
         f"127.0.0.1:{served.port} runs on {socket.gethostname()}, and nothing uploads them; "
         "their finish_test lists no attachments"
     ) in done.stdout
+
+
+def test_the_server_process_boots_while_the_rest_of_the_dispatcher_starts() -> None:
+    from rigger_mp import Rigger
+    from tests.pool_plugins import SeesServer
+
+    rigger = Rigger({"server_enabled": True, "server_port": 0, "plugins": {"s": {"plugin": "s"}}})
+    rigger.register_plugin(SeesServer, "s")
+    with rigger:
+        seen = rigger.instances["s"].obj
+        assert isinstance(seen, SeesServer)
+        assert any("rigger_mp.server.process" in line for line in seen.children), seen.children
+        with RiggerClient("127.0.0.1", int(rigger.server_port or 0)) as client:
+            assert client.ping()
+
+
+def test_a_port_in_use_fails_start_before_the_pool_and_start_may_be_called_again(
+    tmp_path: Path,
+) -> None:
+    from rigger_mp import Rigger
+    from rigger_mp.server.incarnation import ServerStartError
+    from tests.conftest import child_processes
+
+    before = child_processes()
+    config: dict[str, Any] = {"server_enabled": True, "workers": 1}
+    config["plugins"] = {"a": {"plugin": "archive", "root": str(tmp_path)}}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config["server_port"] = taken.getsockname()[1]
+        rigger = Rigger(config)
+        with pytest.raises(ServerStartError):
+            rigger.start()
+        assert child_processes() == before  # no pool, no server process left
+    with rigger:  # the port is free now: the same Rigger starts
+        assert rigger.server_port == config["server_port"]
+        assert rigger.stats()["workers"]

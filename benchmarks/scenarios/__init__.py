@@ -33,6 +33,7 @@ MODULES: list[str] = [
     "compress",
     "journal",
     "dask",
+    "suite",
 ]
 """Scenario modules in the order they run; register a new area here."""
 

@@ -203,12 +203,20 @@ class Rigger(InstanceLookup, Dispatcher):
     # -- lifecycle ----------------------------------------------------------------
 
     def start(self) -> Rigger:
-        """Load the config, build the plugin instances and start the event thread."""
+        """Load the config, build the plugin instances and start the event thread.
+
+        The TCP server process is launched first (unless the pool forks its workers,
+        which would inherit its pipes), so that its interpreter boots while the pool
+        starts; it is told its settings, and takes fires, only once the rest is running.
+        """
         self._loop.begin_start()
+        server: ServerSupervisor | None = None
         try:
             settings = load_config(self.config_source)
             self.settings = settings
             self._loaded_config = settings.raw
+            if settings.server_enabled and settings.start_method != "fork":
+                server = self._launch_server(settings)
             self.instances = build_instances(settings, self.plugins, self)
             self._journal = Journaling.open(settings)  # its faults raise here, naming the file
             self._background = Background.start(self, self.instances, settings)
@@ -226,12 +234,14 @@ class Rigger(InstanceLookup, Dispatcher):
             first = journal.attach(self._loop, self._background) if journal else ((), ())
             self._loop.run(events, self._background.submit, first)
         except BaseException:
+            if server is not None:
+                server.abandon()
             self._undo_start()
             raise
         self._instances_built = True
         _live.add(self)
         if settings.server_enabled:
-            self._start_server(settings)
+            self._start_server(settings, server)
         self.log_message(
             f"rigger_mp: started with {len(self.instances)} enabled instance(s)"
             + (f", TCP on {self.server_address}:{self.server_port}" if self._server else "")
@@ -250,12 +260,20 @@ class Rigger(InstanceLookup, Dispatcher):
             self._executor = None
         self._loop.start_failed()
 
-    def _start_server(self, settings: RiggerConfig) -> None:
-        """Start the TCP server process (see rigger_mp.server); on failure, stop and raise."""
+    def _launch_server(self, settings: RiggerConfig) -> ServerSupervisor:
+        """Bind the TCP port and launch the server process (see rigger_mp.server)."""
         from ..server.supervisor import ServerSupervisor
 
         server = ServerSupervisor(self, settings)
+        server.launch()
+        return server
+
+    def _start_server(self, settings: RiggerConfig, server: ServerSupervisor | None) -> None:
+        """Greet the launched server process (launch it first if none); on failure, stop
+        and raise."""
         try:
+            if server is None:
+                server = self._launch_server(settings)
             self.server_address, self.server_port = server.start()
         except BaseException:
             self.stop()

@@ -239,6 +239,8 @@ class ServerSupervisor:
         )
         self._generation = 0
         self.restarts = 0
+        self._launched: Incarnation | None = None
+        """The first server process, launched and not yet greeted (see :meth:`launch`)."""
 
     # -- transitions (each with the lock held) ------------------------------------------
 
@@ -279,19 +281,23 @@ class ServerSupervisor:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self) -> tuple[str, int]:
-        """Bind, start the server process, wait until it listens; return the real address."""
+    def launch(self) -> None:
+        """Bind, and start the first server process without waiting for it: its
+        interpreter boots while the Rigger starts the rest (the worker pool). It does
+        nothing until :meth:`start` sends its settings, so it takes no fire before the
+        journal has been replayed."""
         sock = bind(self.address, self.port)
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self.address, self.port = host, port
-        if self.settings.http_port is not None:
-            try:
+        try:
+            if self.settings.http_port is not None:
                 self._http_sock = bind(self.settings.http_address, self.settings.http_port)
-            except BaseException:
-                sock.close()
-                raise
-            self.http_address, self.http_port = self._http_sock.getsockname()[:2]
+                self.http_address, self.http_port = self._http_sock.getsockname()[:2]
+            self._launched = self._launch()
+        except BaseException:
+            self._close_sockets()
+            raise
         if exposed_without_token(host, self.settings.server_token):
             logger.warning(
                 "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
@@ -300,12 +306,34 @@ class ServerSupervisor:
                 host,
                 port,
             )
-        try:
-            incarnation = self._spawn()
-        except BaseException:
-            sock.close()
+
+    def abandon(self) -> None:
+        """The Rigger did not start after :meth:`launch`: end the process, close the sockets."""
+        launched, self._launched = self._launched, None
+        if launched is not None:
+            launched.process.kill()
+            launched.process.wait()
+            launched.close(STOP_GRACE)
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
             self._sock = None
-            self._close_http()
+        self._close_http()
+
+    def start(self) -> tuple[str, int]:
+        """Bind and launch unless :meth:`launch` did; wait until the server process
+        listens; return the real address."""
+        if self._launched is None:
+            self.launch()
+        launched, self._launched = self._launched, None
+        assert launched is not None and self._sock is not None
+        host, port = self.address, self.port
+        try:
+            incarnation = self._greet(launched)
+        except BaseException:
+            self._close_sockets()
             raise
         with self._lock:
             self._started(incarnation)
@@ -322,7 +350,21 @@ class ServerSupervisor:
         return host, port
 
     def _spawn(self) -> Incarnation:
-        """Start a server process on the bound socket and wait until it is listening.
+        """Start a server process on the bound socket and wait until it is listening."""
+        return self._greet(self._launch())
+
+    def _greet(self, incarnation: Incarnation) -> Incarnation:
+        """Send the process just launched its settings; wait until it is listening."""
+        settings = replace(
+            self.server_settings,
+            tid_prefix=f"tcp{self._generation}-",
+            accepting=not self._state.stop_begun,
+        )
+        incarnation.greet(settings, START_TIMEOUT, STOP_GRACE)
+        return incarnation
+
+    def _launch(self) -> Incarnation:
+        """Start a server process on the bound socket; it waits for its settings.
 
         A plain ``subprocess`` rather than ``multiprocessing``: spawn and forkserver would
         re-import the user's ``__main__`` (a script without a main guard would run again),
@@ -331,11 +373,6 @@ class ServerSupervisor:
         """
         assert self._sock is not None
         self._generation += 1
-        settings = replace(
-            self.server_settings,
-            tid_prefix=f"tcp{self._generation}-",
-            accepting=not self._state.stop_begun,
-        )
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
         fds: tuple[int, ...] = (self._sock.fileno(), requests_w, replies_r)
@@ -363,9 +400,7 @@ class ServerSupervisor:
             os.close(requests_r)
             os.close(replies_w)
             raise
-        incarnation = Incarnation(process, BlockingReader(requests_r), writer)
-        incarnation.greet(settings, START_TIMEOUT, STOP_GRACE)
-        return incarnation
+        return Incarnation(process, BlockingReader(requests_r), writer)
 
     def sync(self, timeout: float | None = None) -> bool:
         """Wait until every fire the server acked before now is queued; False on timeout."""

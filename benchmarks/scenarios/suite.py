@@ -1,0 +1,235 @@
+"""A real third-party test suite under pytest-xdist, without and with the pytest plugin.
+
+- ``suite.boltons``: the boltons test suite (519 tests, from its sdist) run by
+  ``pytest -n 2`` three ways, taking turns: without the plugin, with ``--rigger`` to a
+  running ``rigger-mp serve`` (its default config: testlog, archive, report, a journal),
+  and with ``--rigger-config`` (the same plugins, in the pytest process). Wall time of
+  the whole pytest command, median of the repeats (7 in a full run). The served run may
+  cost at most 3% more than pytest alone; the embedded one at most 3% more plus its
+  fixed start-and-stop cost, measured apart:
+- ``suite.fixed``: the same three ways on a suite of one passing test, where the
+  difference is the dispatcher's start and stop alone (``--rigger-config``: the pool,
+  the TCP server process, the drain); at most 0.3 s.
+
+The sdist is fetched once with ``pip download --no-binary :all: --no-deps`` into
+``benchmarks/.peers/`` (git-ignored) and unpacked there; without network the scenario
+reports itself skipped. ``--quick`` runs ``suite.fixed`` once per subject and skips
+``suite.boltons``.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, Target, interleaved
+from rigger_mp.cli.serve import main_job_config
+
+BOLTONS = "26.2.0"
+CACHE = Path(__file__).resolve().parent.parent / ".peers" / f"boltons-{BOLTONS}"
+ALONE = "pytest -n 2 alone"
+EMBEDDED = "rigger_mp --rigger-config"
+SERVED = SUBJECT  # --rigger to a running serve
+FULL_REPEATS = 7
+SERVING = re.compile(r"rigger-mp: serving on (?P<host>[^\s:]+):(?P<port>\d+)")
+RUN_TIMEOUT = 600.0
+
+
+def fetch_boltons(log: Callable[[str], None]) -> Path | str:
+    """The unpacked boltons sdist (its ``tests`` inside), fetched on first use; or why not."""
+    source = CACHE / f"boltons-{BOLTONS}"
+    if (source / "tests").is_dir():
+        return source
+    log(f"suite: pip download boltons=={BOLTONS} (sdist) into {CACHE} (first use only)")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    download = [
+        *(sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps"),
+        *(f"boltons=={BOLTONS}", "-d", str(CACHE)),
+    ]
+    done = subprocess.run(download, capture_output=True, text=True, timeout=300, check=False)
+    archives = sorted(CACHE.glob(f"boltons-{BOLTONS}.tar.gz"))
+    if done.returncode != 0 or not archives:
+        return f"pip download boltons failed: {(done.stderr or done.stdout).strip()[-200:]}"
+    with tarfile.open(archives[0]) as tar:
+        tar.extractall(CACHE, filter="data")
+    return source if (source / "tests").is_dir() else f"no tests/ in {archives[0].name}"
+
+
+def write_config(folder: Path) -> Path:
+    """The plugins of ``serve``'s default config, as a --rigger-config file."""
+    import yaml
+
+    plugins = main_job_config(0, None, 3, False)["plugins"]
+    path = folder / "rigger.yaml"
+    path.write_text(yaml.safe_dump({"plugins": plugins}, sort_keys=False))
+    return path
+
+
+class Serve:
+    """A ``rigger-mp serve`` with its default config on a free port, for a whole scenario."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rigger_mp", "serve", "--port", "0", "--artifacts", "served"],
+            cwd=scratch,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        match = SERVING.match(self.proc.stdout.readline())  # blocks until it listens
+        if match is None:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("rigger-mp serve did not start")
+        self.address = f"{match['host']}:{match['port']}"
+
+    def stop(self) -> None:
+        """Terminate it (it drains) and wait."""
+        subprocess.run(
+            [sys.executable, "-m", "rigger_mp", "terminate", "--port", self.address.split(":")[1]],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        try:
+            self.proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def timed_pytest(cwd: Path, tests: str, *args: str) -> float:
+    """Seconds of one ``python -m pytest -q -n 2`` run (its tests may fail: boltons has a
+    network-dependent one); a run that does not finish its tests raises."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2"]
+    start = time.perf_counter()
+    done = subprocess.run(
+        [*command, tests, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    lost = any(arg.startswith("--rigger") for arg in args) and " not fired" in done.stdout
+    if done.returncode not in (0, 1) or lost:
+        raise RuntimeError(f"pytest {' '.join(args)} failed:\n{done.stdout[-2000:]}")
+    return seconds
+
+
+def three_ways(
+    ctx: RunContext, cwd: Path, tests: str, repeats: int, scratch: Path
+) -> dict[str, list[float]]:
+    """The wall times of the suite alone, served and embedded, taking turns."""
+    config = write_config(scratch)
+    serve = Serve(scratch)
+    try:
+        runs = {
+            ALONE: lambda: timed_pytest(cwd, tests),
+            SERVED: lambda: timed_pytest(cwd, tests, f"--rigger={serve.address}"),
+            EMBEDDED: lambda: timed_pytest(
+                cwd,
+                tests,
+                f"--rigger-config={config}",
+                f"--rigger-artifacts={scratch / 'embedded'}",
+            ),
+        }
+        ctx.log(f"suite: {tests} in {cwd}, {repeats} runs of each, alternated")
+        return interleaved(runs, repeats)
+    finally:
+        serve.stop()
+
+
+def measurements(
+    name: str, what: str, samples: dict[str, list[float]], targets: bool
+) -> list[Measurement]:
+    """One row per subject; the served row's target is 1.03x of pytest alone."""
+    served = (Target(">=", 1 / 1.03, peer=ALONE),) if targets else ()
+    return [
+        Measurement(name, what, ALONE, "s", samples[ALONE], False, note="no plugin"),
+        Measurement(
+            name, what, SERVED, "s", samples[SERVED], False, "--rigger to a serve", served
+        ),
+        Measurement(name, what, EMBEDDED, "s", samples[EMBEDDED], False, "in-process"),
+    ]
+
+
+def fixed(ctx: RunContext) -> list[Measurement]:
+    """A one-test suite: what the dispatcher's start and stop cost on their own."""
+    name = "suite.fixed"
+    scratch = Path(tempfile.mkdtemp(prefix="rigger_mp-bench-suite-"))
+    try:
+        (scratch / "pytest.ini").write_text("[pytest]\n")
+        (scratch / "test_one.py").write_text("def test_one():\n    pass\n")
+        repeats = 1 if ctx.quick else FULL_REPEATS
+        samples = three_ways(ctx, scratch, "test_one.py", repeats, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    cost = [e - a for e, a in zip(samples[EMBEDDED], samples[ALONE], strict=True)]
+    return [
+        *measurements(name, "one-test suite, wall time", samples, not ctx.quick),
+        Measurement(
+            name,
+            "start-and-stop cost of --rigger-config",
+            EMBEDDED,
+            "s",
+            cost,
+            False,
+            note="embedded minus alone, per round",
+            targets=(Target("<=", 0.3),),
+        ),
+    ]
+
+
+def boltons(ctx: RunContext) -> list[Measurement]:
+    """boltons' suite three ways; the embedded run against 1.03x alone plus 0.3 s."""
+    name = "suite.boltons"
+    metric = "boltons tests (519), -n 2, wall time"
+    if ctx.quick:
+        why = "a full suite takes minutes: run without --quick"
+        return [Measurement(name, metric, s, "s", [], False, skipped=why) for s in (SUBJECT,)]
+    source = fetch_boltons(ctx.log)
+    if isinstance(source, str):
+        return [Measurement(name, metric, s, "s", [], False, skipped=source) for s in (SUBJECT,)]
+    scratch = Path(tempfile.mkdtemp(prefix="rigger_mp-bench-suite-"))
+    try:
+        samples = three_ways(ctx, source, "tests", FULL_REPEATS, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    beyond = [e - 1.03 * a for e, a in zip(samples[EMBEDDED], samples[ALONE], strict=True)]
+    return [
+        *measurements(name, metric, samples, True),
+        Measurement(
+            name,
+            "--rigger-config beyond 1.03x alone",
+            EMBEDDED,
+            "s",
+            beyond,
+            False,
+            note="embedded minus 1.03 x alone, per round",
+            targets=(Target("<=", 0.3),),
+        ),
+    ]
+
+
+SCENARIOS = [
+    Scenario(
+        "suite.fixed",
+        "a one-test suite, -n 2: alone, --rigger to a serve, --rigger-config",
+        fixed,
+    ),
+    Scenario(
+        "suite.boltons",
+        f"boltons {BOLTONS}'s tests from its sdist, -n 2: alone, served, embedded",
+        boltons,
+    ),
+]
