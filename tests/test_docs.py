@@ -78,15 +78,17 @@ class Block:
 def read_blocks(page: Path) -> list[Block]:
     """The fenced blocks of ``page``, each with the marker on the line before it.
 
-    A fence may be indented (a block inside a list item); its text loses that indent.
+    A fence may be indented (a block inside a list item); its text loses that indent. It
+    may give a title after its language (``title="conftest.py"``), which the site shows.
     """
     name = page.relative_to(ROOT).as_posix()
     lines = page.read_text(encoding="utf-8").splitlines()
     blocks = []
     i = 0
     while i < len(lines):
-        fence = re.fullmatch(r"( *)```(\S*)\s*", lines[i])
+        fence = re.fullmatch(r"( *)```(\S*)(?:\s+title=\"[^\"]*\")?\s*", lines[i])
         if fence is None:
+            assert not lines[i].lstrip().startswith("```"), f"{name}:{i + 1}: a fence not read"
             i += 1
             continue
         indent = fence[1]
