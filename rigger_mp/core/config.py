@@ -76,7 +76,7 @@ class RiggerConfig:
     http_address: str = "127.0.0.1"
     http_port: int | None = None
     http_max_connections: int = 256
-    # Memory bounds of the main process (issue #11): see the README's limits table.
+    # Memory bounds of the main process (issue #11): see the docs' limits table.
     max_cached_plans: int = 10_000
     status_window: int = 10_000
     status_window_bytes: int = 16 * 1024 * 1024
