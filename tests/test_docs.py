@@ -37,7 +37,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pytest
@@ -448,6 +448,28 @@ def test_cli_reference_lists_every_command_and_option() -> None:
                     )
 
     walk(build_parser(), [])
+
+
+def test_pytest_page_lists_every_option() -> None:
+    """docs/pytest.md has a row for each option the pytest plugin adds."""
+    import rigger_mp.pytest_plugin
+
+    class Options:
+        """Takes the plugin's options as pytest's parser would, keeping their names."""
+
+        def __init__(self) -> None:
+            self.names: set[str] = set()
+
+        def getgroup(self, *args: Any, **kwargs: Any) -> Options:
+            return self
+
+        def addoption(self, *names: str, **kwargs: Any) -> None:
+            self.names.update(names)
+
+    options = Options()
+    rigger_mp.pytest_plugin.pytest_addoption(cast(pytest.Parser, options))
+    rows = set(re.findall(r"^\| `(--[\w-]+)[ `]", page_text("pytest.md"), re.MULTILINE))
+    assert options.names and options.names == rows, options.names ^ rows
 
 
 def module_names(path: Path) -> set[str]:
