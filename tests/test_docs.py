@@ -450,6 +450,19 @@ def test_cli_reference_lists_every_command_and_option() -> None:
     walk(build_parser(), [])
 
 
+def test_errors_page_lists_every_exception() -> None:
+    """docs/errors.md has a row for each exception rigger_mp exports, and for the
+    journal's."""
+    import rigger_mp
+    import rigger_mp.journal.errors
+
+    rows = set(re.findall(r"^\| `(\w+)`", page_text("errors.md"), re.MULTILINE))
+    exported = [getattr(rigger_mp, name) for name in rigger_mp.__all__]
+    exported += vars(rigger_mp.journal.errors).values()
+    exceptions = {e.__name__ for e in exported if isinstance(e, type) and issubclass(e, Exception)}
+    assert exceptions and exceptions <= rows, exceptions - rows
+
+
 def test_pytest_page_lists_every_option() -> None:
     """docs/pytest.md has a row for each option the pytest plugin adds."""
     import rigger_mp.pytest_plugin
