@@ -23,7 +23,7 @@ from ..plugins import BUILTIN
 from .calling import describe
 from .config import InstanceConfig, RiggerConfig
 from .plugin import Dispatcher, RiggerBasePlugin
-from .plugin_config import check_instance_keys
+from .plugin_config import check_instance_keys, is_file_source, located
 
 PluginClass = type[RiggerBasePlugin]
 
@@ -98,7 +98,12 @@ def instance_class(
 ) -> PluginClass:
     """The class of instance ``spec``, its keys checked against what the class declares
     (``source`` is :attr:`RiggerConfig.source`, so that an error names the file)."""
-    cls = resolve_plugin(spec.plugin, spec.ident, registered)
+    try:
+        cls = resolve_plugin(spec.plugin, spec.ident, registered)
+    except PluginError as exc:
+        if not is_file_source(source):
+            raise
+        raise PluginError(f"{located(source, spec.ident, 'plugin')}: {exc}") from exc
     check_instance_keys(cls, spec, source)
     return cls
 
