@@ -192,7 +192,9 @@ def _describe(value: Any) -> str:
 def _hint(key: Any) -> str:
     """"did you mean ...?" for a top-level key close to a known one, else the known keys."""
     close = difflib.get_close_matches(str(key), _TOP_LEVEL, n=1)
-    return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(_TOP_LEVEL))}"
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known keys: {', '.join(sorted(_TOP_LEVEL))}"
 
 
 def yaml_line(path: str, *keys: str) -> int | None:
