@@ -52,7 +52,7 @@ def test_fire_hook_returns_tid_output_or_true(client: RiggerClient, rigger: Rigg
 
 def test_data_by_position_is_a_type_error_not_a_flag(client: RiggerClient, rigger: Rigger) -> None:
     with pytest.raises(TypeError, match="positional"):
-        client.fire_hook("count", {"c": "b", "i": 1})  # type: ignore[misc, arg-type]
+        client.fire_hook("count", {"c": "b", "i": 1})  # type: ignore[call-arg, arg-type]
     assert client.fire_hook("count", wait_for_task=True, c="b", i=2) is True
     assert counter(rigger).seen == {("b", 2): 1}  # the first call fired nothing
 
