@@ -506,3 +506,34 @@ def test_every_subcommands_help_says_what_it_does() -> None:
         description = " ".join(paragraphs[1].split())
         assert not description.endswith(":"), f"{path}: no description:\n{done.stdout}"
         assert len(description.split()) >= 8, f"{path}: says too little: {description!r}"
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_a_reader_that_closes_the_pipe_ends_the_listing_quietly(
+    tmp_path: Path, json_output: bool
+) -> None:
+    """``rigger-mp journal list -j J | head -2``: no traceback, exit 0."""
+    from rigger_mp.journal import JournalStore, encode
+
+    path = tmp_path / "j.db"
+    store = JournalStore.open(path)
+    try:  # far more lines than a pipe buffers, so the writer meets the closed end
+        store.commit(
+            [(f"t{i}", "start_test", *encode("start_test", {"i": i})) for i in range(5000)]
+        )
+    finally:
+        store.close()
+    args = ["journal", "list", "-j", str(path), *(["--json"] if json_output else [])]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rigger_mp", *args],
+        env=env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()  # like head: read a line, then close
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert err == b""

@@ -315,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return _dispatch(args)
+    except BrokenPipeError:
+        # The reader went away (`rigger-mp journal list | head`): what it wanted was read.
+        _stdout_to_devnull()
+        return EXIT_OK
     except UsageError as exc:
         print(f"rigger-mp {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -327,6 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rigger-mp {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is still
+    buffered for a closed pipe does not raise again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _describe(exc: BaseException, args: argparse.Namespace) -> str:
