@@ -476,6 +476,37 @@ def test_the_token_error_says_how_to_give_one(tmp_path: Path) -> None:
         served.kill()
 
 
+def test_the_stop_hint_of_a_served_token_says_how_to_give_it(tmp_path: Path) -> None:
+    config = tmp_path / "rigger.yaml"
+    config.write_text("server_token: s3cret\nplugins: {}\n")
+    served = Served("-c", str(config), cwd=tmp_path)
+    try:
+        assert served.proc.stderr is not None
+        line = ""
+        while "stop with" not in line:
+            line = served.proc.stderr.readline()
+            assert line, "serve exited before it logged how to stop it"
+        hint = re.search(
+            r"`rigger-mp (terminate [^`]*)` with \$RIGGER_MP_TOKEN set to the "
+            r"server_token \(or --token TOKEN\)",
+            line,
+        )
+        assert hint is not None, line
+        done = subprocess.run(
+            [script(), *hint[1].split()],
+            env={**env(), "RIGGER_MP_TOKEN": "s3cret"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done
+        status, _, err = served.finish()
+        assert status == 0, err
+    finally:
+        served.kill()
+
+
 def _subcommands() -> list[list[str]]:
     """Every subcommand path of the parser: ``[serve]``, ..., ``[journal, list]``, ..."""
     import argparse
