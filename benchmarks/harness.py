@@ -110,6 +110,26 @@ def skipped(
     return Measurement(scenario, metric, subject, unit, [], higher_is_better, skipped=reason)
 
 
+def extra_missing(extra: str, *modules: str) -> str | None:
+    """Why a scenario that needs rigger_mp's ``extra`` cannot run here, or None."""
+    import importlib.util
+
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if not absent:
+        return None
+    return (
+        f"the {extra} extra is not installed ({', '.join(absent)}): "
+        f"pip install 'rigger_mp[{extra}]'"
+    )
+
+
+def skip_all(
+    scenario: str, metric: str, unit: str, subjects: Sequence[str], reason: str, higher: bool
+) -> list[Measurement]:
+    """A skipped record for each of ``subjects``, with the same reason."""
+    return [skipped(scenario, metric, s, unit, reason, higher) for s in subjects]
+
+
 def measured_or_skipped(
     scenario: str,
     metric: str,

@@ -568,3 +568,51 @@ def test_a_reader_that_closes_the_pipe_ends_the_listing_quietly(
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0
     assert err == b""
+
+
+def test_serve_http_without_the_http_extra_names_it_and_exits_2(tmp_path: Path) -> None:
+    hidden = {**env(), "PYTHONPATH": f"{ROOT / 'tests' / 'no_http_extra'}{os.pathsep}{ROOT}"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rigger_mp",
+            "serve",
+            "--port",
+            "0",
+            "--http",
+            "0",
+            "--artifacts",
+            str(tmp_path / "art"),
+        ],
+        env=hidden,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done
+    assert "http_port needs the http extra" in done.stderr
+    assert "pip install 'rigger_mp[http]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_benchmarks_skip_the_http_scenarios_without_the_http_extra(tmp_path: Path) -> None:
+    hidden = {**env(), "PYTHONPATH": f"{ROOT / 'tests' / 'no_http_extra'}{os.pathsep}{ROOT}"}
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "http", "--output", str(out)],
+        env=hidden,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done
+    records = json.loads(out.read_text())["results"]
+    assert {r["scenario"] for r in records} == {"http.fire", "http.scrape"}
+    assert all(
+        r["skipped"] == "the http extra is not installed (aiohttp, prometheus_client): "
+        "pip install 'rigger_mp[http]'"
+        for r in records
+    )

@@ -7,6 +7,7 @@ so that a typo is never silently ignored.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -219,6 +220,17 @@ def yaml_line(path: str, *keys: str) -> int | None:
     return None if key_node is None else int(key_node.start_mark.line) + 1
 
 
+def _needs_extra(source: str, key: str, extra: str, modules: tuple[str, ...]) -> None:
+    """ConfigError naming the extra to install if ``key`` is set and a module it needs is
+    not installed (looked up, not imported: the main process does not need them)."""
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if absent:
+        raise ConfigError(
+            f"{source}: {key} needs the {extra} extra ({', '.join(absent)} not installed): "
+            f"pip install 'rigger_mp[{extra}]'"
+        )
+
+
 def _read_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as stream:
@@ -264,6 +276,8 @@ def load_config(source: ConfigSource) -> RiggerConfig:
             raise ConfigError(f"{name}: {key}: expected {expected}, got {_describe(value)}")
         values[key] = value
 
+    if values.get("http_port") is not None:
+        _needs_extra(name, "http_port", "http", ("aiohttp", "prometheus_client"))
     plugins = {
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()
