@@ -616,3 +616,15 @@ def test_benchmarks_skip_the_http_scenarios_without_the_http_extra(tmp_path: Pat
         "pip install 'rigger_mp[http]'"
         for r in records
     )
+
+
+def test_fire_of_an_event_nothing_binds_warns_with_the_name_meant(served_default: Served) -> None:
+    done = served_default.cmd("fire", "strat_test", "test_name=x")
+    assert done.returncode == 0, done
+    assert done.stdout.strip()  # the tid: the event was accepted, and ran nothing
+    assert done.stderr == (
+        "rigger-mp fire: warning: no plugin or callback binds 'strat_test' at the "
+        "dispatcher; did you mean 'start_test'?\n"
+    )
+    done = served_default.cmd("fire", "start_test", "test_name=x", "test_location=t")
+    assert done.returncode == 0 and done.stderr == "", done

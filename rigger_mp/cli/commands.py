@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -333,6 +334,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _warn_if_unbound(hook: str, bound: list[str] | None) -> None:
+    """On stderr: nothing at the dispatcher binds ``hook`` (a dispatcher too old to say
+    what it binds, ``bound`` None, says nothing)."""
+    if bound is None or hook in bound:
+        return
+    close = difflib.get_close_matches(hook, bound, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "it runs nothing"
+    print(
+        f"rigger-mp fire: warning: no plugin or callback binds {hook!r} at the dispatcher; "
+        f"{hint}",
+        file=sys.stderr,
+    )
+
+
 def _stdout_to_devnull() -> None:
     """Point stdout at /dev/null, so that the interpreter's last flush of what is still
     buffered for a closed pipe does not raise again at exit."""
@@ -422,6 +437,7 @@ def _client_command(args: argparse.Namespace) -> int:
                 print("done")
             else:
                 print(output)
+            _warn_if_unbound(args.hook, client.stats().get("bound_events"))
         elif args.command == "status" and args.watch is not None:
             from .status import watch
 
