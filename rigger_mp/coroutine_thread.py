@@ -8,8 +8,8 @@ nothing::
 
     event thread                         coroutine thread (asyncio loop)
     ------------                         -------------------------------
-    run_all([c1, c2, c3]) ──schedule──▶  gather(c1, c2, c3): run concurrently
-          │ blocks on a Future               │
+    start_all([c1, c2, c3]) ─schedule─▶  gather(c1, c2, c3): run concurrently
+          │ waits on the Future              │
           ◀──────── their results ───────────┘  (a stage keeps its order: the event
                                                  thread waits for all before the next)
     submit(coro, done) ──schedule──▶     coro runs; done(result or exception) is called
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Final, TypeVar
 
@@ -103,15 +103,22 @@ class CoroutineThread:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    def run_all(self, coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
-        """Run ``coroutines`` concurrently and wait for every one of them; each one's result
-        or the exception it raised, in order. Called from a thread other than the loop's."""
+    def start_all(
+        self, coroutines: Sequence[Coroutine[Any, Any, T]]
+    ) -> Future[list[T | BaseException]]:
+        """Start ``coroutines`` to run concurrently; a future of every one's result or the
+        exception it raised, in order, set once the last has ended."""
         loop = self._loop_for(coroutines)
 
         async def gather() -> list[T | BaseException]:
             return await asyncio.gather(*coroutines, return_exceptions=True)
 
-        return asyncio.run_coroutine_threadsafe(gather(), loop).result()
+        return asyncio.run_coroutine_threadsafe(gather(), loop)
+
+    def run_all(self, coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T | BaseException]:
+        """:meth:`start_all`, then wait for the last to end (from a thread other than the
+        loop's, which would wait on itself)."""
+        return self.start_all(coroutines).result()
 
     def submit(
         self, coroutine: Coroutine[Any, Any, T], done: Callable[[Future[T]], None]
@@ -121,14 +128,6 @@ class CoroutineThread:
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop_for([coroutine]))
         future.add_done_callback(done)
         return future
-
-    def call(self, func: Callable[[], Awaitable[T]]) -> T:
-        """Run the coroutine ``func()`` on the loop and wait for its result."""
-
-        async def run() -> T:
-            return await func()
-
-        return asyncio.run_coroutine_threadsafe(run(), self._running_loop()).result()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Cancel what still runs, stop the loop and join its thread; False if the thread
