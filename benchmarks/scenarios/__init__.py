@@ -32,6 +32,7 @@ MODULES: list[str] = [
     "http",
     "compress",
     "journal",
+    "io",
     "dask",
     "suite",
 ]

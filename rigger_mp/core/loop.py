@@ -55,6 +55,8 @@ class Plan(NamedTuple):
     foreground: tuple[Callee, ...]
     background: tuple[Backgrounded, ...]
     post: tuple[Callee, ...]
+    aio: bool = False
+    """Some callable of a stage is ``async def`` (worked out once, not per event)."""
 
 
 def make_plan(
@@ -75,16 +77,19 @@ def make_plan(
             background.append((instance, hook))
         else:
             foreground.append(hook.callee)
-    return Plan(
+    stages = (
         tuple(pre.get(hook_name, {}).values()),
         tuple(foreground),
-        tuple(background),
         tuple(post.get(hook_name, {}).values()),
     )
+    aio = any(callee.is_async for stage in stages for callee in stage)
+    return Plan(stages[0], stages[1], tuple(background), stages[2], aio)
 
 
 EMPTY_PLAN: Final = Plan((), (), (), ())
 """The plan of every name nothing is bound to: shared, never cached (issue #11)."""
+MAX_UNBOUND_NAMED: Final = 100
+"""Event names that nothing binds logged (once each); past it one line says no more are."""
 MAX_CACHED_PLANS: Final = 10_000
 """Default of ``max_cached_plans``: plans kept, the least recently used dropped first."""
 
@@ -167,6 +172,7 @@ class EventLoop:
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
+        self._unbound_named: set[str] = set()  # names warned about, at most MAX_UNBOUND_NAMED
         self.journal: Journaling | None = None
         """Set by ``start()`` with a journal: fires commit first, ended events are marked."""
 
@@ -521,15 +527,16 @@ class EventLoop:
                 plan = self._new_plan(plans, hook_name)
             else:
                 plans.move_to_end(hook_name)
+            stage = events.stage_async if plan.aio else events.stage
             if plan.pre:
-                events.stage(plan.pre, local, hook_name)
+                stage(plan.pre, local, hook_name)
             if plan.background:
                 assert self._submit is not None
                 work_ids = self._submit(plan.background, local, hook_name)
             if plan.foreground:
-                events.stage(plan.foreground, local, hook_name)
+                stage(plan.foreground, local, hook_name)
             if plan.post:
-                events.stage(plan.post, local, hook_name)
+                stage(plan.post, local, hook_name)
             glob = events.global_data
             if glob:
                 result = dict(glob)
@@ -573,11 +580,32 @@ class EventLoop:
         binding changed meanwhile drops it, and this plan with it."""
         plan = self._planner(hook_name)
         if not (plan.pre or plan.foreground or plan.background or plan.post):
+            self._warn_unbound(hook_name)
             return EMPTY_PLAN
         plans[hook_name] = plan
         if len(plans) > self.max_cached_plans:
             plans.popitem(last=False)
         return plan
+
+
+    def _warn_unbound(self, hook_name: str) -> None:
+        """Log, once per name, an event that nothing binds: most often a typo in a fire or
+        a plugin left out of the config, which would otherwise run nothing in silence."""
+        named = self._unbound_named
+        if hook_name in named or len(named) > MAX_UNBOUND_NAMED:
+            return
+        named.add(hook_name)
+        if len(named) > MAX_UNBOUND_NAMED:
+            logger.warning(
+                "rigger_mp: more than %d event names that nothing binds; no more are logged",
+                MAX_UNBOUND_NAMED,
+            )
+            return
+        logger.warning(
+            "rigger_mp: no plugin or callback binds %r: its events run nothing "
+            "(a typo in the name, or a plugin with no instance in the config?)",
+            hook_name,
+        )
 
 
 def call_and_wait(loop: EventLoop, func: Callable[[], None]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..coroutine_thread import CoroutineThread
 from ..deadline import Deadline
 from ..errors import PluginError, describe_error
 from ..pool.background import Background
@@ -62,6 +63,7 @@ class Rigger(InstanceLookup, Dispatcher):
         self._callback_seq = 0
         self._loop = EventLoop(self._plan_for, self.report_failure)
         self._executor: ThreadPoolExecutor | None = None
+        self._coroutines = CoroutineThread()  # async def callables; no thread until one runs
         self._background: Background | None = None
         self._journal: Journaling | None = None
         # The TCP server (rigger_mp.server), when server_enabled: its real address.
@@ -219,7 +221,9 @@ class Rigger(InstanceLookup, Dispatcher):
                 server = self._launch_server(settings)
             self.instances = build_instances(settings, self.plugins, self)
             self._journal = Journaling.open(settings)  # its faults raise here, naming the file
-            self._background = Background.start(self, self.instances, settings)
+            self._background = Background.start(
+                self, self.instances, settings, self._coroutines
+            )
             if settings.threaded:
                 self._executor = ThreadPoolExecutor(
                     max_workers=max(2, min(32, len(self.instances))),
@@ -227,7 +231,9 @@ class Rigger(InstanceLookup, Dispatcher):
                     initializer=self._loop.adopt_thread,
                 )
             squash = settings.squash_exceptions if self._squash is None else self._squash
-            events = EventRunner(self._globals, squash, self.report_failure, self._executor)
+            events = EventRunner(
+                self._globals, squash, self.report_failure, self._executor, self._coroutines
+            )
             self._runner = events
             self._loop.max_cached_plans = settings.max_cached_plans
             journal = self._journal
@@ -258,6 +264,8 @@ class Rigger(InstanceLookup, Dispatcher):
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
+        self._coroutines.stop()
+        self._coroutines = CoroutineThread()  # start() may be called again
         self._loop.start_failed()
 
     def _launch_server(self, settings: RiggerConfig) -> ServerSupervisor:
@@ -335,6 +343,8 @@ class Rigger(InstanceLookup, Dispatcher):
         background.close(drained=ended, timeout=deadline.left())
         if self._executor is not None:
             self._executor.shutdown(wait=ended)
+        if not self._coroutines.stop(deadline.left()):  # after the I/O lane has ended
+            logger.error("rigger_mp: the coroutine thread did not end in time")
         if self._server is not None:  # after the drain: its replies still reach clients
             self._server.stop(deadline.timeout)
         if self._journal is not None:  # its last done marks, then the file's locks
@@ -514,6 +524,7 @@ class Rigger(InstanceLookup, Dispatcher):
             "failures_total": self._loop.failures.total,
             "recent_failures": self._loop.failures.recent(),
             "plans_cached": self._loop.cached_plans(),
+            "bound_events": self._bound_events(),
         }
         if self._server is not None:
             stats["server"] = self._server.stats()
@@ -531,6 +542,14 @@ class Rigger(InstanceLookup, Dispatcher):
             "pid": os.getpid(),
             "artifacts_root": None if root is None else str(root),
         }
+
+    def _bound_events(self) -> list[str]:
+        """The event names some plugin hook or callback is bound to now (for ``stats()``,
+        so that a client can tell a typo from an event that runs nothing on purpose)."""
+        names = {name for i in self.instances.values() for name in [*i.obj.callbacks]}
+        for table in (self.pre_callbacks, self.post_callbacks):
+            names.update(name for name, bound in [*table.items()] if bound)
+        return sorted(names)
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""
