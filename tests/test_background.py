@@ -62,6 +62,9 @@ class Port:
     def stats(self) -> dict[str, Any]:
         return {}
 
+    def info(self) -> dict[str, Any]:
+        return {}
+
     def stop(self, timeout: float | None = None) -> None:
         pass
 
