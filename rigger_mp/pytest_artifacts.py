@@ -39,7 +39,8 @@ MAX_ATTACHMENT_NAMES = 64 * 1024
 """Bytes of names listed in one ``finish_test``'s ``attachments``; likewise."""
 
 Data = bytes | str | os.PathLike[str]
-"""What ``rigger_attach`` takes: bytes, text (written as UTF-8) or a file to copy."""
+"""What ``rigger_attach`` takes: bytes, text (a ``str``, written as UTF-8) or a file to copy
+(a path object: a ``str`` is text)."""
 
 
 @dataclass(frozen=True)

@@ -651,9 +651,10 @@ def rigger_artifacts(request: pytest.FixtureRequest) -> Path:
 def rigger_attach(
     request: pytest.FixtureRequest, rigger_artifacts: Path
 ) -> Callable[[str, Data], Path]:
-    """``rigger_attach(name, data)``: store bytes, text or a copy of a file as ``name``
-    (a relative path: ``shots/login.png``) in this test's artifact directory; listed in
-    its ``finish_test``'s ``attachments``. Returns the file's path."""
+    """``rigger_attach(name, data)``: store bytes, text (a ``str``) or a copy of a file (a
+    ``pathlib.Path``) as ``name`` (a relative path: ``shots/login.png``) in this test's
+    artifact directory; listed in its ``finish_test``'s ``attachments``. Returns the
+    file's path."""
     session = _session(request)
     if session is not None:
         return lambda name, data: session.attach(request.node, name, data)
