@@ -358,6 +358,8 @@ def test_the_info_op_names_the_host_and_the_artifacts_root(suite: Path, served: 
 
 
 FIXTURES_ALONE = """
+import pathlib
+
 import pytest
 
 
@@ -365,6 +367,9 @@ def test_attaches(rigger_attach, rigger_artifacts):
     path = rigger_attach("deep/note.txt", b"bytes")
     assert path == rigger_artifacts / "deep" / "note.txt"
     assert path.read_bytes() == b"bytes"
+    copied = rigger_attach("copy.py", pathlib.Path(__file__))  # a path: the file, copied
+    assert copied.read_bytes() == pathlib.Path(__file__).read_bytes()
+    assert rigger_attach("text.txt", "a str is text").read_text() == "a str is text"
 
 
 def test_refuses_a_name_that_climbs_out(rigger_attach):
