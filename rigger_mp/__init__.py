@@ -17,8 +17,9 @@ The package is laid out by process role; each subpackage is what one process run
                 status, journal
       plugins/  built-in plugins: archive, testlog, report, and artifacts (artifact paths)
       compat/   riggerlib 3.1.6's API on top of core
-      protocol.py, client.py, errors.py, pytest_plugin.py, and the helpers every role
-      uses: deadline.py (a timeout as a deadline), lifecycle.py (phase enums, legal moves),
+      protocol.py, client.py, errors.py, pytest_plugin.py (with pytest_story.py: what a
+      finish_test tells; pytest_artifacts.py: the fixtures' files), and the helpers every
+      role uses: deadline.py (a timeout as a deadline), lifecycle.py (phase enums, legal moves),
       safe_paths.py (files created without following links, paths kept inside a root)
 
 ``import rigger_mp`` loads only ``errors``: the names below are imported on first use.
