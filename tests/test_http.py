@@ -181,7 +181,7 @@ def test_a_body_over_max_message_bytes_is_too_large_declared_or_chunked() -> Non
             assert status == 413 and json.loads(data)["error"]["code"] == "too_large"
         with socket.create_connection((HOST, http_port(rigger)), timeout=WAIT) as sock:
             sock.sendall(
-                b"POST /fire HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"POST /fire HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n"
             )
             for _ in range(3):  # no Content-Length: counted as it arrives

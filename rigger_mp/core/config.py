@@ -76,6 +76,7 @@ class RiggerConfig:
     http_address: str = "127.0.0.1"
     http_port: int | None = None
     http_max_connections: int = 256
+    http_allowed_hosts: list[str] = field(default_factory=list)
     # Memory bounds of the main process (issue #11): see the README's limits table.
     max_cached_plans: int = 10_000
     status_window: int = 10_000
@@ -159,6 +160,10 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an integer from 0 to 65535, or null (no HTTP)",
     ),
     "http_max_connections": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "http_allowed_hosts": (
+        lambda v: isinstance(v, list) and all(_is_str(h) and h.strip() for h in v),
+        "a list of host names (besides loopback and http_address)",
+    ),
     # Memory bounds of the main process (issue #11).
     "max_cached_plans": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "status_window": (lambda v: _is_int(v) and v >= 1, "a positive integer"),

@@ -20,7 +20,9 @@ fourth fd, so the port survives server restarts. Bounds: a body of at most
 ``too_many_connections`` and are closed); an idle keep-alive connection closes after
 ``idle_timeout``; POSTs must say ``Content-Type: application/json`` (a browser's form or
 ``no-cors`` fetch from another site cannot, so a page cannot fire into a dispatcher on
-localhost); a token set means ``Authorization: Bearer <token>`` on every data endpoint.
+localhost); ``Host`` and ``Origin`` are checked before routing (:mod:`.http_guard`: a page
+under a host name rebound to 127.0.0.1 gets ``bad_host``); a token set means
+``Authorization: Bearer <token>`` on every data endpoint.
 
 Backpressure, as TCP has it: while the pipe to the main process holds more than
 ``PIPE_HIGH_WATER`` (:mod:`.process`), a TCP connection is not read; a request that would
@@ -46,6 +48,7 @@ from aiohttp import web
 
 from .. import protocol as proto
 from . import metrics
+from .http_guard import Guard
 from .messages import STATS, STATUS, TERMINATE
 from .process import Conn, ConnState, Server, ServerState
 from .process import main as process_main
@@ -71,6 +74,8 @@ STATUS_OF: Final = {
     proto.HOOK_FAILED: 500,
     proto.NOT_SERIALIZABLE: 500,
     proto.INTERNAL: 500,
+    proto.BAD_HOST: 421,
+    proto.BAD_ORIGIN: 403,
 }
 """The HTTP status of a reply by its error code (200 when ``ok``)."""
 
@@ -198,6 +203,7 @@ class HttpFront:
         self.sock = sock
         self.limit = server.settings.http_max_connections
         self.token = server.settings.token
+        self.guard = Guard(server.settings.http_address, server.settings.http_allowed_hosts)
         self.connections_open = 0
         self.connections_total = 0
         self.refusing = 0
@@ -295,6 +301,9 @@ class HttpFront:
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         method, path = request.method, request.path
+        refused = self.guard.refusal(method, request.headers)
+        if refused is not None:  # before the token: a rebound page learns nothing more
+            raise _HttpError(refused[0], refused[1], status=refused[2])
         if path in self.assets:
             self._expect(method, "GET")
             body, kind = self.assets[path]

@@ -201,6 +201,8 @@ class ServerSupervisor:
             journal=settings.journal,
             journal_sync=settings.journal_sync,
             http_max_connections=settings.http_max_connections,
+            http_address=settings.http_address,
+            http_allowed_hosts=tuple(settings.http_allowed_hosts),
             max_connections=settings.max_connections,
             drain_timeout=settings.drain_timeout,
             auth_timeout=settings.auth_timeout,
