@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import ConfigError, PluginError, RiggerError, describe_error
+from ..printable import printable
 from ..protocol import DEFAULT_PORT, TOKEN_ENV, UNAUTHORIZED
 
 EXIT_OK = 0
@@ -316,13 +317,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except UsageError as exc:
-        print(f"rigger-mp {args.command}: error: {exc}", file=sys.stderr)
+        message = printable(f"rigger-mp {args.command}: error: {exc}", keep_lines=True)
+        print(message, file=sys.stderr)
         return EXIT_USAGE
     except (ConfigError, PluginError) as exc:
         print(f"rigger-mp {args.command}: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (RiggerError, OSError) as exc:
-        print(f"rigger-mp {args.command}: {_describe(exc, args)}", file=sys.stderr)
+        print(
+            printable(f"rigger-mp {args.command}: {_describe(exc, args)}", keep_lines=True),
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"rigger-mp {args.command}: interrupted", file=sys.stderr)
@@ -409,7 +414,7 @@ def _client_command(args: argparse.Namespace) -> int:
             elif args.wait:
                 print("done")
             else:
-                print(output)
+                print(printable(str(output)))  # the tid, as the server sent it
         elif args.command == "status" and args.watch is not None:
             from .status import watch
 

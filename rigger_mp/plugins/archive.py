@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import logging
 import lzma
 import os
 import shutil
@@ -71,11 +70,12 @@ if sys.version_info >= (3, 14):
 else:  # the backport of the 3.14 module: same API, one code path
     from backports import zstd
 
+from .. import printable
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
 from .artifacts import TrustedRoot
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 
 class Format(NamedTuple):

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import sys
 from hmac import compare_digest
@@ -46,6 +45,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .. import printable
 from .. import protocol as proto
 from . import metrics
 from .http_guard import Guard
@@ -53,7 +53,7 @@ from .messages import STATS, STATUS, TERMINATE
 from .process import Conn, ConnState, Server, ServerState
 from .process import main as process_main
 
-logger = logging.getLogger("rigger_mp.server")
+logger = printable.logger("rigger_mp.server")
 
 REFUSE_TIMEOUT: Final = 2.0
 """How long a connection over the limit may take to send its request before it is dropped."""

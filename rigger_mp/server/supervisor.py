@@ -42,7 +42,6 @@ import atexit
 import contextlib
 import enum
 import ipaddress
-import logging
 import os
 import socket
 import subprocess
@@ -52,6 +51,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
+from .. import printable
 from ..core.config import RiggerConfig
 from ..deadline import Deadline
 from .channel import BlockingReader, QueuedWriter
@@ -67,7 +67,7 @@ from .messages import (
 if TYPE_CHECKING:
     from ..core.port import EventPort
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 START_TIMEOUT: Final = 60.0
 """How long a new server process may take to start listening."""
