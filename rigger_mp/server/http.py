@@ -16,9 +16,11 @@ framing differs: one request, one JSON reply, with an HTTP status for its error 
 
 The listening socket is bound by the main process (:mod:`.supervisor`) and passed as the
 fourth fd, so the port survives server restarts. Bounds: a body of at most
-``max_message_bytes``; ``http_max_connections`` open at once (more get a 503
-``too_many_connections`` and are closed); an idle keep-alive connection closes after
-``idle_timeout``; POSTs must say ``Content-Type: application/json`` (a browser's form or
+``max_message_bytes``; a connection that waits on its client for ``idle_timeout`` (headers
+or a body that never end, an idle keep-alive) is closed; ``http_max_connections`` open
+at once, past which a new one closes the connection waiting longest on its client, or
+gets a 503 ``too_many_connections`` if none does (:mod:`.http_stalls`); POSTs must say
+``Content-Type: application/json`` (a browser's form or
 ``no-cors`` fetch from another site cannot, so a page cannot fire into a dispatcher on
 localhost); ``Host`` and ``Origin`` are checked before routing (:mod:`.http_guard`: a page
 under a host name rebound to 127.0.0.1 gets ``bad_host``); a token set means
@@ -49,6 +51,7 @@ from .. import printable
 from .. import protocol as proto
 from . import metrics
 from .http_guard import Guard
+from .http_stalls import Stalls
 from .messages import STATS, STATUS, TERMINATE
 from .process import Conn, ConnState, Server, ServerState
 from .process import main as process_main
@@ -177,14 +180,20 @@ class _Refuse(asyncio.Protocol):
 
 
 class _Counted(web.Server):
-    """aiohttp's low-level server, which tells the front when a connection has gone."""
+    """aiohttp's low-level server, which tells the front when a connection opens (it
+    waits on its client for a request) and when it has gone."""
 
     front: HttpFront
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.front.stalls.waiting(handler)
 
     def connection_lost(
         self, handler: web.RequestHandler, exc: BaseException | None = None
     ) -> None:
         super().connection_lost(handler, exc)
+        self.front.stalls.busy(handler)
         self.front.connections_open -= 1
         gone = self.front.waiting.get(handler)
         if gone is not None and not gone.done():
@@ -223,6 +232,7 @@ class HttpFront:
         """The connections with a request waiting for the pipe: resolved if one closes."""
         self.backlog_waits = 0
         self.dropped_unread = 0
+        self.stalls = Stalls(server.loop, server.settings.idle_timeout)
         server.backlog_listeners.append(self._backlogged)
 
     def start(self) -> None:
@@ -259,9 +269,10 @@ class HttpFront:
             self.drained = None
 
     def _protocol(self) -> asyncio.BaseProtocol:
-        """A request handler, or a refusal once ``http_max_connections`` are open."""
+        """A request handler, or a refusal once ``http_max_connections`` are open and
+        none of them waits on its client (else the one waiting longest makes room)."""
         assert self.http is not None
-        if self.connections_open >= self.limit:
+        if self.connections_open >= self.limit and not self.stalls.evict():
             self.refused += 1
             code = proto.TOO_MANY_CONNECTIONS
             self.errors[code] = self.errors.get(code, 0) + 1
@@ -280,12 +291,15 @@ class HttpFront:
             "errors": dict(self.errors),
             "backlog_waits": self.backlog_waits,
             "dropped_unread": self.dropped_unread,
+            "timed_out": self.stalls.timed_out,
+            "evicted": self.stalls.evicted,
         }
 
     # -- requests --------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests += 1
+        self.stalls.busy(request.protocol)
         try:
             return await self._route(request)
         except _Gone:
@@ -298,6 +312,9 @@ class HttpFront:
             if exc.code == proto.TOO_LARGE:
                 response.force_close()  # the rest of the body is not read
             return response
+        finally:  # the response is the client's to read, then the next request
+            if request.transport is not None:
+                self.stalls.waiting(request.protocol)
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         method, path = request.method, request.path
@@ -397,11 +414,17 @@ class HttpFront:
         if length is not None and length > limit:
             raise self._too_large(length)
         chunks, size = [], 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large(size)
-            chunks.append(chunk)
+        self.stalls.waiting(request.protocol)  # a body that never ends is closed
+        try:
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large(size)
+                chunks.append(chunk)
+        except ConnectionError:  # closed by its client, or for stalling
+            raise _Gone from None
+        finally:
+            self.stalls.busy(request.protocol)
         return b"".join(chunks)
 
     def _too_large(self, size: int) -> _HttpError:
