@@ -51,6 +51,7 @@ from .. import printable
 from .. import protocol as proto
 from . import metrics
 from .http_guard import Guard
+from .http_noise import Noise
 from .http_stalls import Stalls
 from .messages import STATS, STATUS, TERMINATE
 from .process import Conn, ConnState, Server, ServerState
@@ -245,6 +246,7 @@ class HttpFront:
             keepalive_timeout=self.server.settings.idle_timeout,
             access_log=None,
             auto_decompress=False,  # a small gzip body must not grow past the bound
+            logger=Noise(),  # a malformed request is logged once per LOG_EVERY, counted
         )
         http.front = self
         self.http = http
