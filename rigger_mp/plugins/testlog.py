@@ -49,6 +49,7 @@ class TestLog(RiggerBasePlugin):
                 f"testlog {self.ident!r}: no artifacts root (call "
                 f"rigger_mp.plugins.artifacts.install), so {artifact_path!r} is not written"
             )
+        os.makedirs(root, exist_ok=True)  # the operator's: made as it is, link or not
         relative = inside(root, artifact_path) / f"{self.ident}.log"
         fd = open_file(root, relative, os.O_WRONLY | os.O_CREAT | mode)
         with os.fdopen(fd, "w", encoding="utf-8") as log:
