@@ -14,6 +14,7 @@ The escaping is ``repr``'s, without the quotes: ``\\n``, ``\\r``, ``\\t``, ``\\x
 from __future__ import annotations
 
 import logging
+import numbers
 import re
 import traceback
 from collections.abc import Mapping
@@ -63,11 +64,12 @@ class _Shown:
         return printable(str(self.value))
 
     def __repr__(self) -> str:
-        return printable(repr(self.value))
+        shown = repr(self.value)  # a str's repr escapes already: not twice
+        return shown if shown.isprintable() else printable(shown)
 
 
 def _shown(arg: Any) -> Any:
-    if isinstance(arg, (int, float)):  # %d and %.1f still work; nothing to escape
+    if isinstance(arg, numbers.Number):  # %d and %.1f still work; nothing to escape
         return arg
     return _Shown(arg)
 
@@ -80,8 +82,10 @@ class EscapeControls(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
+        if isinstance(record.msg, str):  # a template of ours: its line breaks are meant
             record.msg = printable(record.msg, keep_lines=True)
+        else:  # anything passed alone (an exception, say): escaped whole
+            record.msg = printable(str(record.msg))
         args = record.args
         if isinstance(args, Mapping):
             record.args = {key: _shown(value) for key, value in args.items()}

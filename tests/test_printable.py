@@ -67,6 +67,17 @@ def test_a_failing_event_is_logged_escaped(caplog: pytest.LogCaptureFixture) -> 
     assert not any(line.startswith("fake line") for line in text.splitlines())
 
 
+def test_a_record_of_any_shape_is_escaped(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("rigger_mp")
+    with caplog.at_level(logging.INFO, logger="rigger_mp"):
+        log.error(ValueError(HOSTILE))  # an object alone as the message
+        log.info("%(name)s ran", {"name": HOSTILE})  # arguments by name
+        log.info("%d events named %r", 3, HOSTILE)  # a number stays a number
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert_escaped(text)
+    assert "3 events named 'evil\\x1b]0;pwned" in text
+
+
 def test_journal_list_and_show_escape_hook_names_and_data(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     store = JournalStore.open(path)
