@@ -61,7 +61,9 @@ class _Shown:
         self.value = value
 
     def __str__(self) -> str:
-        return printable(str(self.value))
+        # An exception's text may be a traceback (a worker's): its lines are kept, as a
+        # traceback's are; any other argument is escaped whole (a name has no lines).
+        return printable(str(self.value), keep_lines=isinstance(self.value, BaseException))
 
     def __repr__(self) -> str:
         shown = repr(self.value)  # a str's repr escapes already: not twice
@@ -96,22 +98,13 @@ class EscapeControls(logging.Filter):
         return True
 
 
-_OWN_LINES: Final = (  # what the traceback module writes itself: frames, headers
-    "  File ",
-    "Traceback (most recent call last):",
-    "\nDuring handling",
-    "\nThe above",
-)
-
-
 def _traceback(exc: BaseException) -> str:
-    """The traceback as ``Formatter.formatException`` writes it, each exception's message
-    escaped whole (a ``\n`` in it does not start a line) and the frames as they are."""
+    """The traceback as ``Formatter.formatException`` writes it, control characters
+    escaped but its line breaks (an exception's message may hold a worker's traceback)."""
     parts = []
     for chunk in traceback.TracebackException.from_exception(exc).format():
         body = chunk.removesuffix("\n")
-        own = body.startswith(_OWN_LINES)
-        parts.append(printable(body, keep_lines=own) + chunk[len(body) :])
+        parts.append(printable(body, keep_lines=True) + chunk[len(body) :])
     return "".join(parts).removesuffix("\n")
 
 
