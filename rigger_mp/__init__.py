@@ -49,7 +49,7 @@ Data flow over TCP (server.process in its own process, server.intake in the main
     socket (bound once, in the main process). End-of-file on the reply pipe tells the
     server process that the main process is gone, and it exits.
 
-Data flow in the main process (core.loop, core.stage)::
+Data flow in the main process (core.event_thread, core.event_runner)::
 
     fire_hook(name, **kw) ──▶ Task (core.task: a Future, with tid) returned at once
          │

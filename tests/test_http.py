@@ -23,8 +23,8 @@ parser = pytest.importorskip("prometheus_client.parser")
 text_string_to_metric_families = parser.text_string_to_metric_families
 
 from rigger_mp import Rigger  # noqa: E402
+from rigger_mp.core.event_thread import MAX_HOOK_COUNTERS, OTHER_HOOKS  # noqa: E402
 from rigger_mp.core.failures import MAX_FAILURES  # noqa: E402
-from rigger_mp.core.loop import MAX_HOOK_COUNTERS, OTHER_HOOKS  # noqa: E402
 
 TOKEN = "s3cret-token"
 

@@ -28,7 +28,7 @@ from rigger_mp.server import supervisor as supervisor_module
 from rigger_mp.server.channel import BlockingReader
 from rigger_mp.server.intake import Intake
 from rigger_mp.server.messages import FIRE
-from rigger_mp.server.supervisor import ServerSupervisor, State
+from rigger_mp.server.supervisor import Phase, ServerSupervisor
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 
 EVENTS = 300
@@ -383,7 +383,7 @@ def test_stop_does_not_hang_when_the_server_dies_as_it_begins() -> None:
         stopper.join(WAIT)
     assert not hung, "stop() waited for a fence that no server will answer"
     assert not rigger.running
-    assert supervisor._state is State.STOPPED  # stop() ran to its end
+    assert supervisor._phase is Phase.STOPPED  # stop() ran to its end
 
 
 def test_an_unreadable_pipe_replaces_the_server_instead_of_stopping_the_intake(
@@ -439,29 +439,29 @@ def test_a_fence_answered_by_its_servers_death_is_not_left_owed() -> None:
         rigger.stop()
 
 
-def state_of(supervisor: ServerSupervisor) -> State:
-    """The supervisor's state, read afresh (mypy would keep it narrowed between reads)."""
-    return supervisor._state
+def phase_of(supervisor: ServerSupervisor) -> Phase:
+    """The supervisor's phase, read afresh (mypy would keep it narrowed between reads)."""
+    return supervisor._phase
 
 
-def test_the_supervisor_state_follows_restarts_quiesce_and_stop() -> None:
+def test_the_supervisor_phase_follows_restarts_quiesce_and_stop() -> None:
     rigger = make_rigger()
     supervisor = rigger._server
-    assert supervisor is not None and state_of(supervisor) is State.SERVING
+    assert supervisor is not None and phase_of(supervisor) is Phase.SERVING
     try:
         old = server_pid(rigger)
         os.kill(old, signal.SIGKILL)
         with RiggerClient(HOST, port_of(rigger)) as client:  # served by its replacement
             assert client.fire_hook("count", wait_for_task=True, c="after")
-        assert state_of(supervisor) is State.SERVING and server_pid(rigger) != old
+        assert phase_of(supervisor) is Phase.SERVING and server_pid(rigger) != old
         supervisor.quiesce(WAIT)
-        assert state_of(supervisor) is State.QUIESCING
+        assert phase_of(supervisor) is Phase.QUIESCING
         assert supervisor._current is not None and supervisor._thread is not None
         supervisor._current.process.kill()
         supervisor._thread.join(WAIT)  # no new server once quiescing
-        assert state_of(supervisor) is State.QUIESCED and supervisor._current is None
+        assert phase_of(supervisor) is Phase.QUIESCED and supervisor._current is None
         assert supervisor.sync(0)  # no server left to hold acked fires: answered at once
     finally:
         rigger.stop()
-    assert state_of(supervisor) is State.STOPPED
+    assert phase_of(supervisor) is Phase.STOPPED
     assert rigger.stats()["server"]["restarts"] == 1

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .stage import ExcInfo
+    from .event_runner import ExcInfo
     from .task import Task
 
 EventSpec = tuple[str, str, dict[str, Any]]

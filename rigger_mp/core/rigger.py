@@ -1,6 +1,6 @@
 """The dispatcher's facade: registration, config, instances, start/stop, stats.
 
-The queue, its thread and admission are the :class:`~rigger_mp.core.loop.EventLoop`'s;
+The queue, its thread and admission are the :class:`~rigger_mp.core.event_thread.EventThread`'s;
 the :class:`Rigger` is the :class:`~rigger_mp.core.port.EventPort` that the pool side and
 the TCP intake use, and hands the port's event calls on to its loop.
 """
@@ -21,12 +21,12 @@ from ..errors import PluginError, describe_error
 from ..pool.background import Background
 from .calling import Callee, describe
 from .config import ConfigSource, RiggerConfig, load_config
+from .event_runner import EventRunner, ExcInfo
+from .event_thread import EventThread, Phase, Plan, call_and_wait, make_plan
 from .journaling import Journaling
 from .loading import InstanceLookup, PluginClass, PluginInstance, build_instances
-from .loop import EventLoop, Phase, Plan, call_and_wait, make_plan
 from .plugin import Dispatcher, RiggerBasePlugin
 from .port import EventSpec
-from .stage import EventRunner, ExcInfo
 from .task import Task
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class Rigger(InstanceLookup, Dispatcher):
         self._instances_built = False
         self._lock = threading.Lock()  # guards the callback tables and _callback_seq
         self._callback_seq = 0
-        self._loop = EventLoop(self._plan_for, self.report_failure)
+        self._events = EventThread(self._plan_for, self.report_failure)
         self._executor: ThreadPoolExecutor | None = None
         self._background: Background | None = None
         self._journal: Journaling | None = None
@@ -101,7 +101,7 @@ class Rigger(InstanceLookup, Dispatcher):
             callee = Callee(callback, f"{ctype} callback {name!r} of {hook_name!r}")
             # Copy on write: the event thread reads these tables without a lock.
             table[hook_name] = {**table.get(hook_name, {}), name: callee}
-            self._loop.forget_plans()
+            self._events.forget_plans()
         return name
 
     def unregister_hook_callback(self, hook_name: str, ctype: str, name: str) -> None:
@@ -113,7 +113,7 @@ class Rigger(InstanceLookup, Dispatcher):
                 raise KeyError(f"no {ctype} callback named {name!r} for {hook_name!r}")
             del bound[name]
             table[hook_name] = bound
-            self._loop.forget_plans()
+            self._events.forget_plans()
 
     def _callback_table(self, ctype: str) -> dict[str, dict[str, Callee]]:
         if ctype == "pre":
@@ -145,7 +145,7 @@ class Rigger(InstanceLookup, Dispatcher):
             target.clear()
             target.update(new)
 
-        call_and_wait(self._loop, replace)
+        call_and_wait(self._events, replace)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -198,7 +198,7 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def start(self) -> Rigger:
         """Load the config, build the plugin instances and start the event thread."""
-        self._loop.begin_start()
+        self._events.begin_start()
         try:
             settings = load_config(self.config_source)
             self.settings = settings
@@ -210,15 +210,15 @@ class Rigger(InstanceLookup, Dispatcher):
                 self._executor = ThreadPoolExecutor(
                     max_workers=max(2, min(32, len(self.instances))),
                     thread_name_prefix="rigger_mp-hook",
-                    initializer=self._loop.adopt_thread,
+                    initializer=self._events.adopt_thread,
                 )
             squash = settings.squash_exceptions if self._squash is None else self._squash
-            events = EventRunner(self._globals, squash, self.report_failure, self._executor)
-            self._runner = events
-            self._loop.max_cached_plans = settings.max_cached_plans
+            runner = EventRunner(self._globals, squash, self.report_failure, self._executor)
+            self._runner = runner
+            self._events.max_cached_plans = settings.max_cached_plans
             journal = self._journal
-            first = journal.attach(self._loop, self._background) if journal else ((), ())
-            self._loop.run(events, self._background.submit, first)
+            first = journal.attach(self._events, self._background) if journal else ((), ())
+            self._events.run(runner, self._background.submit, first)
         except BaseException:
             self._undo_start()
             raise
@@ -237,12 +237,12 @@ class Rigger(InstanceLookup, Dispatcher):
         if self._background is not None:
             self._background.close(drained=False)
             self._background = None
-        Journaling.detach(self._loop, self._journal)
+        Journaling.detach(self._events, self._journal)
         self._journal = None
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
-        self._loop.start_failed()
+        self._events.start_failed()
 
     def _start_server(self, settings: RiggerConfig) -> None:
         """Start the TCP server process (see rigger_mp.server); on failure, stop and raise."""
@@ -270,15 +270,15 @@ class Rigger(InstanceLookup, Dispatcher):
         with :class:`ShuttingDown`, logged and counted as abandoned; so are backgrounded
         hooks not finished by then.
         """
-        if not self._loop.begin_stop(timeout):
+        if not self._events.begin_stop(timeout):
             return
         deadline = Deadline(timeout)
         self._fence_intake(deadline)
         ended = self._drain(deadline)
         self._release(ended, deadline)
         _live.discard(self)
-        self._loop.finish()
-        events = self._loop.counters()
+        self._events.finish()
+        events = self._events.counters()
         self.log_message(
             f"rigger_mp: stopped: {events['done']} event(s) done, {events['failed']} failed, "
             f"{events['abandoned']} abandoned"
@@ -288,7 +288,7 @@ class Rigger(InstanceLookup, Dispatcher):
         """Queue every event the TCP server acked, then take no more from the intake."""
         if self._server is not None:
             self._server.quiesce(deadline.left())
-        self._loop.close_intake()
+        self._events.close_intake()
 
     def _drain(self, deadline: Deadline) -> bool:
         """Run the accepted events and their backgrounded hooks; True if the event thread
@@ -300,7 +300,7 @@ class Rigger(InstanceLookup, Dispatcher):
             background.close(drained=False, timeout=0)  # end what still runs
         # With every event run and the pool done or ended, only merge jobs and the stop
         # signal are left for the event thread: its end needs no deadline.
-        return self._loop.drain(Deadline(None) if settled.events_ran else deadline)
+        return self._events.drain(Deadline(None) if settled.events_ran else deadline)
 
     def _release(self, ended: bool, deadline: Deadline) -> None:
         """End the pool (drained if the event thread ended), the hook threads, the server."""
@@ -318,7 +318,7 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` has finished (say, after a TCP ``terminate``)."""
-        stopped = self._loop.wait_stopped(timeout)
+        stopped = self._events.wait_stopped(timeout)
         if stopped and self._server is not None:
             self._server.wait_terminated(timeout)
         return stopped
@@ -337,7 +337,7 @@ class Rigger(InstanceLookup, Dispatcher):
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return self._loop.phase is Phase.RUNNING
+        return self._events.phase is Phase.RUNNING
 
     # -- events -------------------------------------------------------------------
 
@@ -347,13 +347,13 @@ class Rigger(InstanceLookup, Dispatcher):
         The task's result is the event's final namespace: the globals overlaid by
         the event's locals.
         """
-        return self._loop.fire(hook_name, kwargs)
+        return self._events.fire(hook_name, kwargs)
 
     def fire_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Task]:
         """Queue ``(hook_name, kwargs)`` events in order, as :meth:`fire_hook` would each;
         their tasks. With a journal, one commit for them all (``fire_hook`` in a loop waits
         for a commit per event). All or nothing: none is queued if one is refused."""
-        return self._loop.fire_many(events)
+        return self._events.fire_many(events)
 
     def accept_batch(
         self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
@@ -366,7 +366,7 @@ class Rigger(InstanceLookup, Dispatcher):
         :meth:`stop`). All or nothing: else :class:`ShuttingDown` and none is queued.
         ``seqs``: the events' journal seqs (the server process committed them).
         """
-        tasks = self._loop.accept_batch(events, seqs)
+        tasks = self._events.accept_batch(events, seqs)
         if seqs and self._journal is not None:
             self._journal.received(seqs[-1])
         return tasks
@@ -381,7 +381,7 @@ class Rigger(InstanceLookup, Dispatcher):
         try:
             specs, seqs = journal.undelivered()
             if specs:
-                self._loop.accept_batch(specs, seqs)
+                self._events.accept_batch(specs, seqs)
         except Exception as exc:
             logger.error(
                 "rigger_mp: the fires a dead server process left in the journal stay "
@@ -400,7 +400,7 @@ class Rigger(InstanceLookup, Dispatcher):
         """
         if self._background is None:
             return True
-        if self._server is not None and not self._loop.on_event_thread():
+        if self._server is not None and not self._events.on_event_thread():
             # Events the TCP server acked may still be in its pipe: queue them first.
             deadline = Deadline(timeout)
             if not self._server.sync(timeout):
@@ -414,37 +414,37 @@ class Rigger(InstanceLookup, Dispatcher):
         This is how other threads change the global namespace: its only writer is
         the event thread.
         """
-        self._loop.call_soon(func)
+        self._events.call_soon(func)
 
     def _plan_for(self, hook_name: str) -> Plan:
-        """Who runs for ``hook_name`` under the bindings of now (the loop caches it)."""
+        """Who runs for ``hook_name`` under the bindings of now (the event thread caches it)."""
         return make_plan(self.instances, self.pre_callbacks, self.post_callbacks, hook_name)
 
     def plugin_hooks_changed(self) -> None:
         """Forget the cached plans: a plugin bound a hook after start."""
-        self._loop.forget_plans()
+        self._events.forget_plans()
 
-    # -- the port (rigger_mp.core.port.EventPort), handed on to the loop ----------
+    # -- the port (rigger_mp.core.port.EventPort), handed on to the event thread ----------
 
     def backlog(self) -> int:
         """Events and jobs queued for the event thread and not yet taken."""
-        return self._loop.backlog()
+        return self._events.backlog()
 
     def accepted_count(self) -> int:
         """Events accepted since start, from every source."""
-        return self._loop.accepted_count()
+        return self._events.accepted_count()
 
     def on_event_thread(self) -> bool:
         """Whether the calling thread runs events (a wait on an event would deadlock)."""
-        return self._loop.on_event_thread()
+        return self._events.on_event_thread()
 
     def adopt_thread(self) -> None:
         """Treat the calling thread as one that runs events (see EventPort)."""
-        self._loop.adopt_thread()
+        self._events.adopt_thread()
 
     def events_running(self) -> bool:
         """Whether the event thread is alive to run queued jobs."""
-        return self._loop.events_running()
+        return self._events.events_running()
 
     # -- failures and counters ----------------------------------------------------
 
@@ -453,7 +453,7 @@ class Rigger(InstanceLookup, Dispatcher):
         internal job): kept in the recent failures, then :meth:`handle_failure`, which must
         not raise."""
         try:
-            self._loop.failures.add(None, None, exc_info[1])
+            self._events.failures.add(None, None, exc_info[1])
         except Exception:
             logger.exception("rigger_mp: keeping a failure failed")
         try:
@@ -479,17 +479,17 @@ class Rigger(InstanceLookup, Dispatcher):
         the mean events done per second; events by name (``hooks``); the last failures
         (``recent_failures``); the plans cached; the TCP server's counters when it runs."""
         background = self._background
-        events = self._loop.counters()
-        uptime = self._loop.uptime()
+        events = self._events.counters()
+        uptime = self._events.uptime()
         stats: dict[str, Any] = {
             **(Background.idle_stats() if background is None else background.stats()),
             "uptime": uptime,
             "events_per_second": events["done"] / uptime if uptime > 0 else 0.0,
             "events": events,
-            "hooks": self._loop.hook_counters(),
-            "failures_total": self._loop.failures.total,
-            "recent_failures": self._loop.failures.recent(),
-            "plans_cached": self._loop.cached_plans(),
+            "hooks": self._events.hook_counters(),
+            "failures_total": self._events.failures.total,
+            "recent_failures": self._events.failures.recent(),
+            "plans_cached": self._events.cached_plans(),
         }
         if self._server is not None:
             stats["server"] = self._server.stats()
@@ -499,7 +499,7 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""
-        return self._loop.uptime()
+        return self._events.uptime()
 
 
 # Riggers that were started and not stopped: stopped (drained) at interpreter exit, so

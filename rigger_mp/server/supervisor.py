@@ -4,7 +4,7 @@ server processes it starts, replaces and stops.
 ::
 
     Rigger ─ start, sync, quiesce, stop, stats ─▶ ServerSupervisor ─ spawn, kill ─▶ server process
-                                                   │ (State)           (FENCE, STOP)  (.process)
+                                                   │ (Phase)           (FENCE, STOP)  (.process)
                                        its thread: ▼                          │
           ┌──────────────── Intake.serve(incarnation) (.intake) ◀── requests pipe
           │                   fires ──▶ EventPort.accept_batch; StatusWindow (.status_window)
@@ -23,7 +23,7 @@ has been read: once a stop has begun (quiesce), the thread ends and closes the
 listening socket; otherwise the death is logged, the fires it had committed to the
 journal and not yet written into the pipe are queued (``server_gone``), and a new server
 process is started.
-Where the supervisor is in that life is one :class:`State`.
+Where the supervisor is in that life is one :class:`Phase`.
 
 What "accepted" means to the rest of the dispatcher is kept by fences (see
 :mod:`.fences`): :meth:`ServerSupervisor.sync` asks the server for one and returns once
@@ -146,12 +146,12 @@ def _child_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-class State(enum.Enum):
+class Phase(enum.Enum):
     """Where a supervisor is in its life; it moves only by its transition methods.
 
     SERVING and RESTARTING alternate as server processes die and are replaced until a
     stop begins; quiesce() then moves to QUIESCING, QUIESCED once no server process is
-    left; stop() moves any state to STOPPING, and STOPPED when it returns.
+    left; stop() moves any phase to STOPPING, and STOPPED when it returns.
     """
 
     STARTING = "starting"
@@ -182,8 +182,8 @@ class State(enum.Enum):
         return self in _FENCES_ANSWERED
 
 
-_STOP_BEGUN: Final = frozenset({State.QUIESCING, State.QUIESCED, State.STOPPING, State.STOPPED})
-_FENCES_ANSWERED: Final = frozenset({State.QUIESCED, State.STOPPING, State.STOPPED})
+_STOP_BEGUN: Final = frozenset({Phase.QUIESCING, Phase.QUIESCED, Phase.STOPPING, Phase.STOPPED})
+_FENCES_ANSWERED: Final = frozenset({Phase.QUIESCED, Phase.STOPPING, Phase.STOPPED})
 
 
 class ServerSupervisor:
@@ -219,8 +219,8 @@ class ServerSupervisor:
         self.http_address: str | None = None
         self.http_port: int | None = None
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # guards _state and _current
-        self._state = State.STARTING
+        self._lock = threading.Lock()  # guards _phase and _current
+        self._phase = Phase.STARTING
         self._current: Incarnation | None = None  # the live server process, if any
         self._pid: int | None = None  # of the last one started
         # Set once a stop begins (quiesce or stop): ends a restart's back-off and the
@@ -242,40 +242,40 @@ class ServerSupervisor:
 
     # -- transitions (each with the lock held) ------------------------------------------
 
-    def _started(self, incarnation: Incarnation) -> State:
+    def _started(self, incarnation: Incarnation) -> Phase:
         """A server process has started and listens: serve it."""
         self._current = incarnation
         self._pid = incarnation.process.pid
-        if self._state in (State.STARTING, State.RESTARTING):
-            self._state = State.SERVING
-        return self._state
+        if self._phase in (Phase.STARTING, Phase.RESTARTING):
+            self._phase = Phase.SERVING
+        return self._phase
 
     def _exited(self) -> bool:
         """The live server process's pipe reached end-of-file: True to start another."""
         self._current = None
-        if self._state is State.SERVING:
-            self._state = State.RESTARTING
+        if self._phase is Phase.SERVING:
+            self._phase = Phase.RESTARTING
         return self._may_restart()
 
     def _may_restart(self) -> bool:
         """True if a server process is to be started now (not once a stop has begun)."""
-        if self._state is State.QUIESCING:
-            self._state = State.QUIESCED
-        return self._state is State.RESTARTING
+        if self._phase is Phase.QUIESCING:
+            self._phase = Phase.QUIESCED
+        return self._phase is Phase.RESTARTING
 
     def _begin_quiesce(self) -> None:
-        if not self._state.stop_begun:
-            self._state = State.QUIESCING
+        if not self._phase.stop_begun:
+            self._phase = Phase.QUIESCING
 
     def _begin_stop(self) -> bool:
         """False if stop() has begun already."""
-        if self._state in (State.STOPPING, State.STOPPED):
+        if self._phase in (Phase.STOPPING, Phase.STOPPED):
             return False
-        self._state = State.STOPPING
+        self._phase = Phase.STOPPING
         return True
 
     def _stopped(self) -> None:
-        self._state = State.STOPPED
+        self._phase = Phase.STOPPED
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -334,7 +334,7 @@ class ServerSupervisor:
         settings = replace(
             self.server_settings,
             tid_prefix=f"tcp{self._generation}-",
-            accepting=not self._state.stop_begun,
+            accepting=not self._phase.stop_begun,
         )
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
@@ -410,11 +410,11 @@ class ServerSupervisor:
         """
         n = self._fences.ask()
         with self._lock:
-            done = self._state.fences_answered
+            done = self._phase.fences_answered
             current = self._current
             # Once quiescing, every fence quiesces: one numbered after quiesce()'s but
             # sent before it must not answer it while the server still takes fires.
-            quiesce = quiesce or self._state.stop_begun
+            quiesce = quiesce or self._phase.stop_begun
         if done:
             self._fences.passed(n)
         elif current is not None:
@@ -456,7 +456,7 @@ class ServerSupervisor:
         """
         while not self._stop_event.wait(self._heartbeat):
             with self._lock:
-                serving = self._state is State.SERVING
+                serving = self._phase is Phase.SERVING
             if not serving:
                 continue
             silent = self._intake.silent
@@ -611,14 +611,14 @@ class ServerSupervisor:
                 delay = min(5.0, max(0.5, delay * 2))
                 continue
             with self._lock:
-                state = self._started(incarnation)
+                phase = self._started(incarnation)
             self.restarts += 1
             asked = self._fences.outstanding()
             if asked:  # asked while this one started (it may have acked since): ask it
                 with self._lock:  # read after `asked`: see _ask_fence
-                    quiescing = self._state.stop_begun
+                    quiescing = self._phase.stop_begun
                 self._send_fence(incarnation, asked, quiescing)
-            if state in (State.STOPPING, State.STOPPED):  # this one must go too
+            if phase in (Phase.STOPPING, Phase.STOPPED):  # this one must go too
                 incarnation.writer.send(STOP)
             logger.warning(
                 "rigger_mp: TCP server restarted (pid %s) on %s:%d",

@@ -112,4 +112,3 @@ class EventRunner:
         if first_error is not None:
             raise first_error
         return results
-

@@ -1,4 +1,4 @@
-"""The event loop: admission, the queue, the thread that runs events, the drain at stop.
+"""The event thread: admission, the queue, the thread that runs events, the drain at stop.
 
 ::
 
@@ -9,9 +9,9 @@
                                                                    _Call: run the job
                                                                    _STOP: end when empty
 
-One :class:`Phase` says what the loop takes and does; :meth:`EventLoop.begin_start`,
-:meth:`~EventLoop.run`, :meth:`~EventLoop.begin_stop`, :meth:`~EventLoop.close_intake`,
-:meth:`~EventLoop.drain` and :meth:`~EventLoop.finish` are its transitions. The facade
+One :class:`Phase` says what the event thread takes and does; :meth:`EventThread.begin_start`,
+:meth:`~EventThread.run`, :meth:`~EventThread.begin_stop`, :meth:`~EventThread.close_intake`,
+:meth:`~EventThread.drain` and :meth:`~EventThread.finish` are its transitions. The facade
 (:class:`~rigger_mp.core.rigger.Rigger`) orders them with the pool and the server.
 """
 
@@ -30,11 +30,11 @@ from ..deadline import Deadline
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
 from .calling import Callee, describe
+from .event_runner import EventRunner, ExcInfo, annotate
 from .failures import FailureRing
 from .loading import PluginInstance
 from .plugin import PluginHook
 from .port import EventSpec
-from .stage import EventRunner, ExcInfo, annotate
 from .task import Task
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ MAX_CACHED_PLANS: Final = 10_000
 
 
 class Phase(enum.Enum):
-    """Where the loop is in its life, and so what it accepts."""
+    """Where the event thread is in its life, and so what it accepts."""
 
     NEW = "new"
     """Made, not started: nothing is accepted."""
@@ -120,7 +120,7 @@ _EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
 _STOP_PHASES: Final = frozenset({Phase.STOPPING, Phase.DRAINING, Phase.ABANDONING})
 _STOP: Final = object()
 MAX_HOOK_COUNTERS: Final = 256
-"""Event names counted one by one in :meth:`EventLoop.hook_counters`; events of names
+"""Event names counted one by one in :meth:`EventThread.hook_counters`; events of names
 beyond these (a client may invent any number) are counted under :data:`OTHER_HOOKS`."""
 OTHER_HOOKS: Final = "(other)"
 
@@ -134,7 +134,7 @@ class _Call:
         self.func = func
 
 
-class EventLoop:
+class EventThread:
     """The queue and the one thread that runs its events, in the order they were accepted.
 
     ``planner`` works out a :class:`Plan` for an event name (cached here until
@@ -172,7 +172,7 @@ class EventLoop:
 
     @property
     def phase(self) -> Phase:
-        """The loop's phase now."""
+        """The phase now."""
         return self._phase
 
     # -- admission ------------------------------------------------------------------------
@@ -402,7 +402,7 @@ class EventLoop:
         self._started_at = time.monotonic()
 
     def begin_stop(self, timeout: float | None) -> bool:
-        """RUNNING → STOPPING: True for the caller that is to stop the loop.
+        """RUNNING → STOPPING: True for the caller that is to stop the thread.
 
         False when there is nothing to stop; a second caller while a stop runs waits
         (up to ``timeout``) for it to end, then gets False. A thread that runs events
@@ -580,10 +580,10 @@ class EventLoop:
         return plan
 
 
-def call_and_wait(loop: EventLoop, func: Callable[[], None]) -> None:
-    """Run ``func`` on ``loop``'s event thread after what is queued now, and wait for it;
+def call_and_wait(events: EventThread, func: Callable[[], None]) -> None:
+    """Run ``func`` on the event thread after what is queued now, and wait for it;
     in this thread when there is no event thread or this is one."""
-    if not loop.events_running() or loop.on_event_thread():
+    if not events.events_running() or events.on_event_thread():
         func()
         return
     done = threading.Event()
@@ -594,5 +594,5 @@ def call_and_wait(loop: EventLoop, func: Callable[[], None]) -> None:
         finally:
             done.set()
 
-    loop.call_soon(job)
+    events.call_soon(job)
     done.wait()
