@@ -84,7 +84,8 @@ def make_plan(
 
 
 EMPTY_PLAN: Final = Plan((), (), (), ())
-"""The plan of every name nothing is bound to: shared, never cached (issue #11)."""
+"""The plan of every name nothing is bound to: shared, never cached, so that clients
+firing names no one listens to cannot fill the plan cache."""
 MAX_CACHED_PLANS: Final = 10_000
 """Default of ``max_cached_plans``: plans kept, the least recently used dropped first."""
 
@@ -558,7 +559,8 @@ class EventThread:
             self._report_failure((type(exc), exc, exc.__traceback__))
 
     def _unwatched_failure(self, task: Task, exc: BaseException) -> None:
-        """Promise 4: an event failed and no one waits on it: report it (logged by default).
+        """An event failed and no one waits on it: report it (logged by default), so that
+        no accepted event fails unseen.
 
         Logged once, when it fails; a waiter that comes later still gets the exception.
         """

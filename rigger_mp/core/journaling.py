@@ -1,4 +1,4 @@
-"""The main process's side of the journal (issue #13): open, replay, append, done marks.
+"""The main process's side of the journal: open, replay, append, done marks.
 
 ::
 
