@@ -99,9 +99,7 @@ if TYPE_CHECKING:
         RiggerTimeout,
     )
     from .core.config import RiggerConfig, load_config
-    from .core.loading import PluginInstance
-    from .core.merge import recursive_update
-    from .core.plugin import RiggerBasePlugin
+    from .core.plugin import PluginInstance, RiggerBasePlugin
     from .core.rigger import Rigger
     from .core.task import Task
     from .errors import (
@@ -114,6 +112,7 @@ if TYPE_CHECKING:
         ShuttingDown,
         WouldDeadlock,
     )
+    from .merge import recursive_update
 
 # PEP 562: every name below is imported on first use, so that ``import rigger_mp`` (and
 # the pytest plugin when it is not enabled, and the server process) stays cheap.
@@ -133,9 +132,9 @@ _LAZY = {
     "RiggerTimeout": ".client",
     "RiggerConfig": ".core.config",
     "load_config": ".core.config",
-    "recursive_update": ".core.merge",
+    "recursive_update": ".merge",
     "RiggerBasePlugin": ".core.plugin",
-    "PluginInstance": ".core.loading",
+    "PluginInstance": ".core.plugin",
     "Rigger": ".core.rigger",
     "Task": ".core.task",
 }

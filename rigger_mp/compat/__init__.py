@@ -9,7 +9,7 @@ README's "Porting from riggerlib" section lists every difference that remains.
 
 from __future__ import annotations
 
-from ..core.merge import recursive_update
+from ..merge import recursive_update
 from .client import RiggerClient
 from .plugin import RiggerBasePlugin
 from .rigger import Rigger

@@ -33,15 +33,15 @@ from typing import Any
 
 import yaml
 
-from ..core.calling import describe
 from ..core.config import RiggerConfig
 from ..core.loading import PluginClass, resolve_plugin
-from ..core.merge import recursive_update
 from ..core.port import EventSpec
 from ..core.rigger import Rigger as _Rigger
 from ..core.task import Task
 from ..deadline import Deadline
 from ..errors import PluginError, ShuttingDown
+from ..merge import recursive_update
+from ..naming import describe
 from ._warn import warn_once
 
 # Top-level keys rigger_mp's config takes from a riggerlib config; the rest stay in

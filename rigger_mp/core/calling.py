@@ -101,8 +101,3 @@ class Callee:
     def __repr__(self) -> str:
         return f"<Callee {self.label}>"
 
-
-def describe(func: Callable[..., Any]) -> str:
-    """A readable name for a callable: its qualified name where it has one."""
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
-    return str(name) if name else repr(func)

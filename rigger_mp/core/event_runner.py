@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
 
+from ..merge import recursive_update
 from .calling import Callee, Updates
-from .merge import recursive_update
 
 ExcInfo = tuple[type[BaseException], BaseException, Any]
 FailureHandler = Callable[[ExcInfo], None]

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from ..deadline import Deadline
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
-from .calling import Callee, describe
+from ..naming import describe
+from .calling import Callee
 from .event_runner import EventRunner, ExcInfo, annotate
 from .failures import FailureRing
-from .loading import PluginInstance
-from .plugin import PluginHook
+from .plugin import PluginHook, PluginInstance
 from .port import EventSpec
 from .task import Task
 

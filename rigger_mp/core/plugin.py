@@ -1,16 +1,26 @@
-"""The plugin base class: what a plugin author subclasses."""
+"""The plugin API: the base class a plugin author subclasses, and what a plugin host uses.
+
+A host is the main process or a worker process: each builds plugin instances from their
+class, imported by its ``package.module:Class`` path (:func:`import_class`), and runs
+their hooks (:class:`PluginHook`).
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .calling import Callee, describe
+from ..errors import PluginError
+from ..naming import describe
+from .calling import Callee
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from .config import InstanceConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,3 +119,32 @@ class RiggerBasePlugin:
             return None
 
         return inner  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PluginInstance:
+    """A loaded plugin instance: riggerlib's ``RiggerPluginInstance``."""
+
+    ident: str
+    obj: RiggerBasePlugin
+    data: Mapping[str, Any]
+    config: InstanceConfig
+
+
+def import_class(path: str) -> type[RiggerBasePlugin]:
+    """Import ``package.module:Class`` and check that it is a plugin class."""
+    module_name, _, qualname = path.partition(":")
+    if not module_name or not qualname:
+        raise PluginError(f"{path!r} is not of the form 'package.module:Class'")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginError(f"cannot import module {module_name!r}: {exc}") from exc
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise PluginError(f"module {module_name!r} has no attribute {qualname!r}") from None
+    if not (isinstance(obj, type) and issubclass(obj, RiggerBasePlugin)):
+        raise PluginError(f"{path!r} is {obj!r}, not a subclass of RiggerBasePlugin")
+    return obj

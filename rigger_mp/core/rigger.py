@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..deadline import Deadline
 from ..errors import PluginError, describe_error
+from ..naming import describe
 from ..pool.background import Background
-from .calling import Callee, describe
+from .calling import Callee
 from .config import ConfigSource, RiggerConfig, load_config
 from .event_runner import EventRunner, ExcInfo
 from .event_thread import EventThread, Phase, Plan, call_and_wait, make_plan
 from .journaling import Journaling
-from .loading import InstanceLookup, PluginClass, PluginInstance, build_instances
-from .plugin import Dispatcher, RiggerBasePlugin
+from .loading import InstanceLookup, PluginClass, build_instances
+from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin
 from .port import EventSpec
 from .task import Task
 

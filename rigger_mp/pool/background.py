@@ -18,19 +18,18 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ..core.calling import describe
 from ..core.config import RiggerConfig
-from ..core.loading import import_class
-from ..core.merge import recursive_update
+from ..core.plugin import import_class
 from ..deadline import Deadline
 from ..errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
+from ..merge import recursive_update
+from ..naming import describe
 from .interface import Failure, InstanceSpec, WorkerInfo, WorkerPool, describe_items
 from .local import LocalPool
 
 if TYPE_CHECKING:
-    from ..core.loading import PluginInstance
-    from ..core.plugin import PluginHook
+    from ..core.plugin import PluginHook, PluginInstance
     from ..core.port import EventPort
 
 logger = logging.getLogger("rigger_mp")
