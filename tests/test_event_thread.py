@@ -87,6 +87,15 @@ def test_a_failed_start_goes_back_to_new_and_may_start_again() -> None:
         events.begin_start()
 
 
+def test_nothing_is_admitted_before_start() -> None:
+    events = EventThread(lambda name: NO_PLAN, no_failure)
+    with pytest.raises(ShuttingDown, match="new"):
+        events.accept_batch([("t1", "ev", {})])
+    with pytest.raises(ShuttingDown, match="new"):
+        events.fire("ev", {})
+    assert events.counters()["accepted"] == 0
+
+
 def test_admission_in_each_stop_phase(events: EventThread) -> None:
     assert events.fire("e", {}).result(timeout=10) == {}
     assert events.begin_stop(None) is True

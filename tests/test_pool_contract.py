@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from rigger_mp import Rigger
+from rigger_mp.core.rigger import parts_of
 
 POOLS = ["local", "dask"]
 PLUGINS = "tests.contract_plugins"
@@ -120,9 +121,9 @@ def read_pid(fifo: Path) -> int:
 
 
 def pool_of(rigger: Rigger) -> Any:
-    background = rigger._background
+    background = parts_of(rigger).background
     assert background is not None
-    return background._pool
+    return background.pool
 
 
 def lines(path: Path) -> list[list[str]]:

@@ -168,8 +168,8 @@ class EventThread:
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
-        self.journal: Journaling | None = None
-        """Set by ``start()`` with a journal: fires commit first, ended events are marked."""
+        # Given by run() with a journal: fires commit first, ended events are marked.
+        self._journal: Journaling | None = None
 
     @property
     def phase(self) -> Phase:
@@ -205,7 +205,7 @@ class EventThread:
             # _hook()'s cache hit inline, as is _counts_of()'s below: once per event
             (self._by_hook.get(hook_name) or self._hook(hook_name))[0] += 1
             task = Task(str(self._accepted), hook_name, kwargs, self._runners)
-            if self.journal is None:
+            if self._journal is None:
                 self._queue.put(task)
                 return task
         self._journaled([task], [(hook_name, kwargs)])
@@ -228,7 +228,7 @@ class EventThread:
                 self._hook(hook_name)[0] += 1
                 tasks.append(Task(str(first + i), hook_name, kwargs, runners))
             self._accepted += len(tasks)
-            if self.journal is None:
+            if self._journal is None:
                 for task in tasks:
                     self._queue.put(task)
                 return tasks
@@ -241,13 +241,13 @@ class EventThread:
 
         A failed commit fails the events (counted failed) and raises to the caller.
         """
-        assert self.journal is not None
+        assert self._journal is not None
         try:
             if len(tasks) == 1:
-                tasks[0].seq = self.journal.append(tasks[0].tid, *specs[0])
+                tasks[0].seq = self._journal.append(tasks[0].tid, *specs[0])
             else:
                 rows = [(task.tid, *spec) for task, spec in zip(tasks, specs, strict=True)]
-                for task, seq in zip(tasks, self.journal.append_many(rows), strict=True):
+                for task, seq in zip(tasks, self._journal.append_many(rows), strict=True):
                     task.seq = seq
         except BaseException as exc:
             with self._lock:
@@ -362,6 +362,10 @@ class EventThread:
         """How many plans are cached now."""
         return len(self._plans)
 
+    def cached_plan_names(self) -> list[str]:
+        """The event names whose plans are cached now, least recently used first."""
+        return list(self._plans)
+
     # -- transitions ----------------------------------------------------------------------
 
     def _move(self, to: Phase) -> None:
@@ -384,11 +388,14 @@ class EventThread:
         self,
         events: EventRunner,
         submit: Submit,
+        journal: Journaling | None = None,
         first: tuple[Sequence[EventSpec], Sequence[int]] = ((), ()),
     ) -> None:
         """STARTING → RUNNING: start the event thread on ``events``; hooks to background go
-        to ``submit``. ``first``: journaled events (specs, seqs) to run before any other."""
-        self._events, self._submit = events, submit
+        to ``submit``. With a ``journal``, fires commit to it before they are queued and
+        ended events are marked in it; ``first``: journaled events (specs, seqs) to run
+        before any other."""
+        self._events, self._submit, self._journal = events, submit, journal
         for (tid, hook_name, kwargs), seq in zip(*first, strict=True):
             task = Task(tid, hook_name, kwargs, self._runners)
             task.seq = seq
@@ -548,8 +555,8 @@ class EventThread:
             self._done += 1
             (self._by_hook.get(hook_name) or self._by_hook[OTHER_HOOKS])[1] += 1
             task.set_result(result)
-        if task.seq is not None and self.journal is not None:
-            self.journal.ended(task.seq, work_ids)
+        if task.seq is not None and self._journal is not None:
+            self._journal.ended(task.seq, work_ids)
 
     def _run_call(self, call: _Call) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -34,8 +35,17 @@ class Dispatcher:
     def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Future[dict[str, Any]]:
         raise NotImplementedError
 
-    def plugin_hooks_changed(self) -> None:
-        """A plugin bound a hook: forget what was worked out from the old bindings."""
+
+_binding_watchers: weakref.WeakKeyDictionary[Dispatcher, Callable[[], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def watch_bindings(dispatcher: Dispatcher, changed: Callable[[], None]) -> None:
+    """Call ``changed`` whenever a plugin of ``dispatcher`` binds a hook (a dispatcher
+    that caches who runs for an event forgets it then). Kept only while ``dispatcher``
+    lives, and no method of its public API: the plugin tells it through this table."""
+    _binding_watchers[dispatcher] = changed
 
 
 @dataclass(frozen=True)
@@ -96,7 +106,9 @@ class RiggerBasePlugin:
         label = f"hook {event!r} of instance {self.ident!r} ({describe(callback)})"
         self.callbacks[event] = PluginHook(event, Callee(callback, label), bg)
         if self._rigger is not None:
-            self._rigger.plugin_hooks_changed()
+            changed = _binding_watchers.get(self._rigger)
+            if changed is not None:
+                changed()
 
     def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Future[dict[str, Any]]:
         """Fire an event from inside a hook; it runs after the current event."""

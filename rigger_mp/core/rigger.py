@@ -1,8 +1,10 @@
 """The dispatcher's facade: registration, config, instances, start/stop, stats.
 
-The queue, its thread and admission are the :class:`~rigger_mp.core.event_thread.EventThread`'s;
-the :class:`Rigger` is the :class:`~rigger_mp.core.port.EventPort` that the pool side and
-the TCP intake use, and hands the port's event calls on to its loop.
+The queue, its thread and admission are the
+:class:`~rigger_mp.core.event_thread.EventThread`'s. The pool side and the TCP intake
+never see the :class:`Rigger`: ``start()`` builds them a
+:class:`~rigger_mp.core.dispatcher_port.DispatcherPort` from the event thread and the
+journal, so that the Rigger's public API stays riggerlib's and the documented one.
 """
 
 from __future__ import annotations
@@ -11,23 +13,23 @@ import atexit
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..deadline import Deadline
-from ..errors import PluginError, describe_error
+from ..errors import PluginError
 from ..naming import describe
 from ..pool.background import Background
 from .calling import Callee
 from .config import ConfigSource, RiggerConfig, load_config
+from .dispatcher_port import DispatcherPort
 from .event_runner import EventRunner, ExcInfo
 from .event_thread import EventThread, Phase, Plan, call_and_wait, make_plan
 from .journaling import Journaling
 from .loading import InstanceLookup, PluginClass, build_instances
-from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin
-from .port import EventSpec
+from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin, watch_bindings
 from .task import Task
 
 if TYPE_CHECKING:
@@ -58,7 +60,9 @@ class Rigger(InstanceLookup, Dispatcher):
         self._instances_built = False
         self._lock = threading.Lock()  # guards the callback tables and _callback_seq
         self._callback_seq = 0
-        self._events = EventThread(self._plan_for, self.report_failure)
+        self._events = EventThread(self._plan_for, self._report_failure)
+        watch_bindings(self, self._events.forget_plans)  # a plugin bound a hook after start
+        self._port: DispatcherPort | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._background: Background | None = None
         self._journal: Journaling | None = None
@@ -205,8 +209,11 @@ class Rigger(InstanceLookup, Dispatcher):
             self.settings = settings
             self._loaded_config = settings.raw
             self.instances = build_instances(settings, self.plugins, self)
-            self._journal = Journaling.open(settings)  # its faults raise here, naming the file
-            self._background = Background.start(self, self.instances, settings)
+            # Its faults raise here, naming the file.
+            journal = self._journal = Journaling.open(settings, self._events.call_soon)
+            port = self._port = self._make_port(self._events, journal)
+            settled = journal.settled if journal is not None else None
+            self._background = Background.start(port, self.instances, settings, settled)
             if settings.threaded:
                 self._executor = ThreadPoolExecutor(
                     max_workers=max(2, min(32, len(self.instances))),
@@ -214,12 +221,11 @@ class Rigger(InstanceLookup, Dispatcher):
                     initializer=self._events.adopt_thread,
                 )
             squash = settings.squash_exceptions if self._squash is None else self._squash
-            runner = EventRunner(self._globals, squash, self.report_failure, self._executor)
+            runner = EventRunner(self._globals, squash, self._report_failure, self._executor)
             self._runner = runner
             self._events.max_cached_plans = settings.max_cached_plans
-            journal = self._journal
-            first = journal.attach(self._events, self._background) if journal else ((), ())
-            self._events.run(runner, self._background.submit, first)
+            first = journal.claim() if journal is not None else ((), ())
+            self._events.run(runner, self._background.submit, journal, first)
         except BaseException:
             self._undo_start()
             raise
@@ -227,6 +233,7 @@ class Rigger(InstanceLookup, Dispatcher):
         _live.add(self)
         if settings.server_enabled:
             self._start_server(settings)
+        _parts[self] = Parts(self._events, port, self._background, journal, self._server)
         self.log_message(
             f"rigger_mp: started with {len(self.instances)} enabled instance(s)"
             + (f", TCP on {self.server_address}:{self.server_port}" if self._server else "")
@@ -238,8 +245,10 @@ class Rigger(InstanceLookup, Dispatcher):
         if self._background is not None:
             self._background.close(drained=False)
             self._background = None
-        Journaling.detach(self._events, self._journal)
-        self._journal = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self._port = None
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
@@ -249,7 +258,8 @@ class Rigger(InstanceLookup, Dispatcher):
         """Start the TCP server process (see rigger_mp.server); on failure, stop and raise."""
         from ..server.supervisor import ServerSupervisor
 
-        server = ServerSupervisor(self, settings)
+        assert self._port is not None
+        server = ServerSupervisor(self._port, settings)
         try:
             self.server_address, self.server_port = server.start()
         except BaseException:
@@ -356,40 +366,6 @@ class Rigger(InstanceLookup, Dispatcher):
         for a commit per event). All or nothing: none is queued if one is refused."""
         return self._events.fire_many(events)
 
-    def accept_batch(
-        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
-    ) -> list[Task]:
-        """Queue ``(tid, hook_name, kwargs)`` events, accepted (tids given) elsewhere, in order.
-
-        The TCP intake's entry point: one lock acquisition per batch instead of one per
-        event. ``kwargs`` dicts become the events' locals as they are (not copied). Also
-        taken during a stop, until the intake has passed the server's fence (see
-        :meth:`stop`). All or nothing: else :class:`ShuttingDown` and none is queued.
-        ``seqs``: the events' journal seqs (the server process committed them).
-        """
-        tasks = self._events.accept_batch(events, seqs)
-        if seqs and self._journal is not None:
-            self._journal.received(seqs[-1])
-        return tasks
-
-    def server_gone(self) -> None:
-        """A TCP server process died and the intake has read all it wrote (its successor
-        not started yet): with a journal, queue the fires it committed and never passed on,
-        so that they run now rather than at the next start. Logged, never raised."""
-        journal = self._journal
-        if journal is None:
-            return
-        try:
-            specs, seqs = journal.undelivered()
-            if specs:
-                self._events.accept_batch(specs, seqs)
-        except Exception as exc:
-            logger.error(
-                "rigger_mp: the fires a dead server process left in the journal stay "
-                "pending and run at the next start: %s",
-                describe_error(exc),
-            )
-
     def wait_background(self, timeout: float | None = None) -> bool:
         """Wait until every event accepted so far has run and its backgrounded hooks ended.
 
@@ -421,35 +397,14 @@ class Rigger(InstanceLookup, Dispatcher):
         """Who runs for ``hook_name`` under the bindings of now (the event thread caches it)."""
         return make_plan(self.instances, self.pre_callbacks, self.post_callbacks, hook_name)
 
-    def plugin_hooks_changed(self) -> None:
-        """Forget the cached plans: a plugin bound a hook after start."""
-        self._events.forget_plans()
-
-    # -- the port (rigger_mp.core.port.EventPort), handed on to the event thread ----------
-
-    def backlog(self) -> int:
-        """Events and jobs queued for the event thread and not yet taken."""
-        return self._events.backlog()
-
-    def accepted_count(self) -> int:
-        """Events accepted since start, from every source."""
-        return self._events.accepted_count()
-
-    def on_event_thread(self) -> bool:
-        """Whether the calling thread runs events (a wait on an event would deadlock)."""
-        return self._events.on_event_thread()
-
-    def adopt_thread(self) -> None:
-        """Treat the calling thread as one that runs events (see EventPort)."""
-        self._events.adopt_thread()
-
-    def events_running(self) -> bool:
-        """Whether the event thread is alive to run queued jobs."""
-        return self._events.events_running()
-
     # -- failures and counters ----------------------------------------------------
 
-    def report_failure(self, exc_info: ExcInfo) -> None:
+    def _make_port(self, events: EventThread, journal: Journaling | None) -> DispatcherPort:
+        """The port ``start()`` hands the pool side and the TCP intake (compat builds its
+        own, which changes how the intake's batches are accepted)."""
+        return DispatcherPort(events, journal, self, self._report_failure)
+
+    def _report_failure(self, exc_info: ExcInfo) -> None:
         """A failure no waiter sees (a squashed callable, an event no one waits on, an
         internal job): kept in the recent failures, then :meth:`handle_failure`, which must
         not raise."""
@@ -463,8 +418,8 @@ class Rigger(InstanceLookup, Dispatcher):
             logger.exception("rigger_mp: handle_failure() itself failed")
 
     def handle_failure(self, exc_info: ExcInfo) -> None:
-        """Called with a failure no waiter sees (see :meth:`report_failure`); the default
-        logs it with its traceback."""
+        """Called with a failure no waiter sees (a squashed callable, an event no one waits
+        on, a backgrounded hook); the default logs it with its traceback."""
         logger.error("rigger_mp: a callable failed: %s", exc_info[1], exc_info=exc_info)
 
     def log_message(self, msg: str) -> None:
@@ -501,6 +456,27 @@ class Rigger(InstanceLookup, Dispatcher):
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""
         return self._events.uptime()
+
+
+class Parts(NamedTuple):
+    """What a started :class:`Rigger` is made of: see :func:`parts_of`."""
+
+    events: EventThread
+    port: DispatcherPort
+    background: Background
+    journal: Journaling | None
+    server: ServerSupervisor | None
+
+
+_parts: weakref.WeakKeyDictionary[Rigger, Parts] = weakref.WeakKeyDictionary()
+
+
+def parts_of(rigger: Rigger) -> Parts:
+    """The parts of ``rigger`` as its ``start()`` made them (KeyError if it never
+    started): the seam through which tests and diagnostics look at the event thread, the
+    port, the background side, the journal and the server supervisor. Not part of the
+    Rigger's API, which stays riggerlib's and the documented one."""
+    return _parts[rigger]
 
 
 # Riggers that were started and not stopped: stopped (drained) at interpreter exit, so

@@ -539,6 +539,33 @@ class ServerSupervisor:
         """The pid of the last server process started."""
         return self._pid
 
+    # -- what tests and diagnostics may look at ----------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        """Where the supervisor is in its life now."""
+        return self._phase
+
+    @property
+    def current(self) -> Incarnation | None:
+        """The live server process, if any."""
+        return self._current
+
+    @property
+    def intake(self) -> Intake:
+        """The intake that reads each server process's pipe."""
+        return self._intake
+
+    @property
+    def fences(self) -> Fences:
+        """The fences asked of the server processes and their answers."""
+        return self._fences
+
+    @property
+    def intake_thread(self) -> threading.Thread | None:
+        """The thread that runs the intake on one server process after another."""
+        return self._thread
+
     def stats(self) -> dict[str, Any]:
         """What the main process knows of the server."""
         return {
