@@ -10,7 +10,8 @@ import pytest
 
 from rigger_mp import RiggerError, ShuttingDown
 from rigger_mp.core.event_runner import EventRunner, ExcInfo
-from rigger_mp.core.event_thread import EventThread, Phase, Plan
+from rigger_mp.core.event_thread import EventThread, Phase
+from rigger_mp.core.plans import Plan
 from rigger_mp.deadline import Deadline
 from rigger_mp.lifecycle import move
 from tests.conftest import rigger_threads

@@ -24,16 +24,15 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final
 
 from ..deadline import Deadline
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
 from ..naming import describe
-from .calling import Callee
 from .event_runner import EventRunner, ExcInfo, annotate
 from .failures import FailureRing
-from .plugin import PluginHook, PluginInstance
+from .plans import MAX_CACHED_PLANS, Backgrounded, Plan, new_plan
 from .port import EventSpec
 from .task import Task
 
@@ -42,52 +41,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("rigger_mp")
 
-Backgrounded = tuple[PluginInstance, PluginHook]
 Submit = Callable[[tuple[Backgrounded, ...], dict[str, Any], str], Sequence[int]]
 """Where an event's backgrounded hooks go: ``(hooks, event locals, event name)``; the
 work ids it submitted."""
-
-
-class Plan(NamedTuple):
-    """The callables one event name runs, stage by stage."""
-
-    pre: tuple[Callee, ...]
-    foreground: tuple[Callee, ...]
-    background: tuple[Backgrounded, ...]
-    post: tuple[Callee, ...]
-
-
-def make_plan(
-    instances: Mapping[str, PluginInstance],
-    pre: Mapping[str, Mapping[str, Callee]],
-    post: Mapping[str, Mapping[str, Callee]],
-    hook_name: str,
-) -> Plan:
-    """Who runs for ``hook_name``: its pre and post callbacks, and the instances' hooks
-    bound to it, split into foreground and backgrounded ones."""
-    foreground: list[Callee] = []
-    background: list[Backgrounded] = []
-    for instance in instances.values():
-        hook = instance.obj.callbacks.get(hook_name)
-        if hook is None:
-            continue
-        if hook.bg or instance.config.background:
-            background.append((instance, hook))
-        else:
-            foreground.append(hook.callee)
-    return Plan(
-        tuple(pre.get(hook_name, {}).values()),
-        tuple(foreground),
-        tuple(background),
-        tuple(post.get(hook_name, {}).values()),
-    )
-
-
-EMPTY_PLAN: Final = Plan((), (), (), ())
-"""The plan of every name nothing is bound to: shared, never cached, so that clients
-firing names no one listens to cannot fill the plan cache."""
-MAX_CACHED_PLANS: Final = 10_000
-"""Default of ``max_cached_plans``: plans kept, the least recently used dropped first."""
 
 
 class Phase(enum.Enum):
@@ -526,7 +482,7 @@ class EventThread:
             plans = self._plans  # the cache hit inline: this runs once per event
             plan = plans.get(hook_name)
             if plan is None:
-                plan = self._new_plan(plans, hook_name)
+                plan = new_plan(self._planner, plans, hook_name, self.max_cached_plans)
             else:
                 plans.move_to_end(hook_name)
             if plan.pre:
@@ -574,19 +530,6 @@ class EventThread:
         note = f"rigger_mp: event {task.hook_name!r} (tid {task.tid}) failed while no one waited"
         annotate(exc, note)
         self._report_failure((type(exc), exc, exc.__traceback__))
-
-    def _new_plan(self, plans: OrderedDict[str, Plan], hook_name: str) -> Plan:
-        """``hook_name``'s plan on a cache miss, kept in ``plans`` (least recently used
-        dropped beyond the cap) until a binding changes; the shared :data:`EMPTY_PLAN`,
-        uncached, if nothing is bound. ``plans`` is the cache taken before the miss: a
-        binding changed meanwhile drops it, and this plan with it."""
-        plan = self._planner(hook_name)
-        if not (plan.pre or plan.foreground or plan.background or plan.post):
-            return EMPTY_PLAN
-        plans[hook_name] = plan
-        if len(plans) > self.max_cached_plans:
-            plans.popitem(last=False)
-        return plan
 
 
 def call_and_wait(events: EventThread, func: Callable[[], None]) -> None:

@@ -26,9 +26,10 @@ from .calling import Callee
 from .config import ConfigSource, RiggerConfig, load_config
 from .dispatcher_port import DispatcherPort
 from .event_runner import EventRunner, ExcInfo
-from .event_thread import EventThread, Phase, Plan, call_and_wait, make_plan
+from .event_thread import EventThread, Phase, call_and_wait
 from .journaling import Journaling
 from .loading import InstanceLookup, PluginClass, build_instances
+from .plans import Plan, make_plan
 from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin, watch_bindings
 from .task import Task
 

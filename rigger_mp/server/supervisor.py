@@ -49,11 +49,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from ..core.config import RiggerConfig
 from ..deadline import Deadline
+from ..lifecycle import move
 from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
 from .incarnation import Incarnation, ServerStartError
@@ -109,6 +111,18 @@ def exposed_without_token(host: str, token: str | None) -> bool:
         return True
 
 
+def warn_if_exposed(host: str, port: int, token: str | None) -> None:
+    """Log that anyone may fire and terminate when ``host`` is reachable without a token."""
+    if exposed_without_token(host, token):
+        logger.warning(
+            "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
+            "and no server_token is set: anyone who can connect may fire events and "
+            "terminate the dispatcher",
+            host,
+            port,
+        )
+
+
 _PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """This rigger_mp's package directory: the server process loads exactly this one."""
 
@@ -147,7 +161,7 @@ def _child_env() -> dict[str, str]:
 
 
 class Phase(enum.Enum):
-    """Where a supervisor is in its life; it moves only by its transition methods.
+    """Where a supervisor is in its life; it moves only along ``_EDGES``.
 
     SERVING and RESTARTING alternate as server processes die and are replaced until a
     stop begins; quiesce() then moves to QUIESCING, QUIESCED once no server process is
@@ -184,6 +198,36 @@ class Phase(enum.Enum):
 
 _STOP_BEGUN: Final = frozenset({Phase.QUIESCING, Phase.QUIESCED, Phase.STOPPING, Phase.STOPPED})
 _FENCES_ANSWERED: Final = frozenset({Phase.QUIESCED, Phase.STOPPING, Phase.STOPPED})
+_EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
+    Phase.STARTING: frozenset({Phase.SERVING}),
+    Phase.SERVING: frozenset({Phase.RESTARTING, Phase.QUIESCING, Phase.STOPPING}),
+    Phase.RESTARTING: frozenset({Phase.SERVING, Phase.QUIESCING, Phase.STOPPING}),
+    Phase.QUIESCING: frozenset({Phase.QUIESCED, Phase.STOPPING}),
+    Phase.QUIESCED: frozenset({Phase.STOPPING}),
+    Phase.STOPPING: frozenset({Phase.STOPPED}),
+}
+
+
+def server_settings(settings: RiggerConfig) -> ServerSettings:
+    """What a server process is told of the config (each process gets its own tids)."""
+    return ServerSettings(
+        token=settings.server_token,
+        max_message_bytes=settings.max_message_bytes,
+        idle_timeout=settings.idle_timeout,
+        stop_grace=STOP_GRACE,
+        journal=settings.journal,
+        journal_sync=settings.journal_sync,
+        http_max_connections=settings.http_max_connections,
+        max_connections=settings.max_connections,
+        drain_timeout=settings.drain_timeout,
+        auth_timeout=settings.auth_timeout,
+        max_auth_failures=settings.max_auth_failures,
+        max_protocol_errors=settings.max_protocol_errors,
+        max_messages_per_turn=settings.max_messages_per_turn,
+        max_buffered_replies_bytes=settings.max_buffered_replies_bytes,
+        max_json_depth=settings.max_json_depth,
+        max_hook_name_length=settings.max_hook_name_length,
+    )
 
 
 class ServerSupervisor:
@@ -193,24 +237,7 @@ class ServerSupervisor:
     def __init__(self, rigger: EventPort, settings: RiggerConfig) -> None:
         self.rigger = rigger
         self.settings = settings
-        self.server_settings = ServerSettings(
-            token=settings.server_token,
-            max_message_bytes=settings.max_message_bytes,
-            idle_timeout=settings.idle_timeout,
-            stop_grace=STOP_GRACE,
-            journal=settings.journal,
-            journal_sync=settings.journal_sync,
-            http_max_connections=settings.http_max_connections,
-            max_connections=settings.max_connections,
-            drain_timeout=settings.drain_timeout,
-            auth_timeout=settings.auth_timeout,
-            max_auth_failures=settings.max_auth_failures,
-            max_protocol_errors=settings.max_protocol_errors,
-            max_messages_per_turn=settings.max_messages_per_turn,
-            max_buffered_replies_bytes=settings.max_buffered_replies_bytes,
-            max_json_depth=settings.max_json_depth,
-            max_hook_name_length=settings.max_hook_name_length,
-        )
+        self.server_settings = server_settings(settings)
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
@@ -240,42 +267,42 @@ class ServerSupervisor:
         self._generation = 0
         self.restarts = 0
 
-    # -- transitions (each with the lock held) ------------------------------------------
+    # -- transitions (each with the lock held), along _EDGES -----------------------------
+
+    def _move(self, to: Phase) -> None:
+        self._phase = move(_EDGES, self._phase, to)
 
     def _started(self, incarnation: Incarnation) -> Phase:
         """A server process has started and listens: serve it."""
         self._current = incarnation
         self._pid = incarnation.process.pid
         if self._phase in (Phase.STARTING, Phase.RESTARTING):
-            self._phase = Phase.SERVING
+            self._move(Phase.SERVING)
         return self._phase
 
     def _exited(self) -> bool:
         """The live server process's pipe reached end-of-file: True to start another."""
         self._current = None
         if self._phase is Phase.SERVING:
-            self._phase = Phase.RESTARTING
+            self._move(Phase.RESTARTING)
         return self._may_restart()
 
     def _may_restart(self) -> bool:
         """True if a server process is to be started now (not once a stop has begun)."""
         if self._phase is Phase.QUIESCING:
-            self._phase = Phase.QUIESCED
+            self._move(Phase.QUIESCED)
         return self._phase is Phase.RESTARTING
 
     def _begin_quiesce(self) -> None:
         if not self._phase.stop_begun:
-            self._phase = Phase.QUIESCING
+            self._move(Phase.QUIESCING)
 
     def _begin_stop(self) -> bool:
         """False if stop() has begun already."""
         if self._phase in (Phase.STOPPING, Phase.STOPPED):
             return False
-        self._phase = Phase.STOPPING
+        self._move(Phase.STOPPING)
         return True
-
-    def _stopped(self) -> None:
-        self._phase = Phase.STOPPED
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -292,14 +319,7 @@ class ServerSupervisor:
                 sock.close()
                 raise
             self.http_address, self.http_port = self._http_sock.getsockname()[:2]
-        if exposed_without_token(host, self.settings.server_token):
-            logger.warning(
-                "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
-                "and no server_token is set: anyone who can connect may fire events and "
-                "terminate the dispatcher",
-                host,
-                port,
-            )
+        warn_if_exposed(host, port, self.settings.server_token)
         try:
             incarnation = self._spawn()
         except BaseException:
@@ -521,7 +541,7 @@ class ServerSupervisor:
         self._intake.status.clear()
         self._fences.passed()  # nothing more will be queued: wake whoever still waits
         with self._lock:
-            self._stopped()
+            self._move(Phase.STOPPED)
 
     def _close_http(self) -> None:
         if self._http_sock is not None:
