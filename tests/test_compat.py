@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
+from rigger_mp import RiggerClient as ModernClient
 from rigger_mp import ShuttingDown
 from rigger_mp.compat import Rigger, RiggerBasePlugin, RiggerClient, _warn
 
@@ -267,6 +268,27 @@ def test_9_events_fired_before_start_are_queued_in_order(rigger: Messages) -> No
     assert early.result(5)["x"] == 1
     last.result(5)
     assert rigger.global_data["seen"] == [1, 2, 3]
+
+
+def test_9_tcp_fires_are_held_until_initialized_and_get_config(rigger: Messages) -> None:
+    """The intake's batches are held like in-process events, and get ``config`` too."""
+    rigger.config = {
+        "server_enabled": True,
+        "server_port": 0,
+        **plugins(rec={"plugin": "recorder", "enabled": True}),
+    }
+    rigger.register_plugin(Recorder, "recorder")
+    rigger.parse_config()
+    obj = rigger.get_instance_obj("rec")
+    assert isinstance(obj, Recorder) and rigger.server_port is not None
+    with ModernClient("127.0.0.1", rigger.server_port, timeout=30) as client:
+        client.fire_hook("ev", x=1)  # acked: in the intake once wait_background returns
+        assert rigger.wait_background(30)
+        assert obj.calls == []  # held: initialized is not set yet
+        rigger.initialized = True
+        assert client.fire_hook("ev", wait_for_task=True, x=2) is True
+    config = rigger.config
+    assert obj.calls == [("ev", {"x": 1, "config": config}), ("ev", {"x": 2, "config": config})]
 
 
 def test_9_an_event_fired_after_stop_is_dropped_with_a_warning(

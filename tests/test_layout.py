@@ -92,3 +92,25 @@ def test_the_pool_and_the_server_use_core_only_for_the_dispatchers_interface() -
         if dep.startswith("rigger_mp.core")
     }
     assert uses <= DISPATCHER_INTERFACE, sorted(uses - DISPATCHER_INTERFACE)
+
+
+def test_the_rigger_keeps_only_its_public_api() -> None:
+    """What the pool side and the intake need is the port's, not the Rigger's."""
+    from rigger_mp import Rigger
+    from rigger_mp.compat import Rigger as CompatRigger
+    from rigger_mp.core.dispatcher_port import DispatcherPort
+
+    internal = {
+        "accept_batch",
+        "server_gone",
+        "adopt_thread",
+        "on_event_thread",
+        "backlog",
+        "accepted_count",
+        "events_running",
+        "report_failure",
+        "plugin_hooks_changed",
+    }
+    assert not internal & set(dir(Rigger))
+    assert not internal & set(dir(CompatRigger))
+    assert {"accept_batch", "server_gone"} <= set(dir(DispatcherPort))

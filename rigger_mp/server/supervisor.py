@@ -232,10 +232,11 @@ def server_settings(settings: RiggerConfig) -> ServerSettings:
 
 class ServerSupervisor:
     """Starts, restarts and stops the TCP server process of one Rigger; the facade the
-    Rigger uses for it (its thread runs the :class:`Intake` on each process in turn)."""
+    Rigger uses for it (its thread runs the :class:`Intake` on each process in turn).
+    ``dispatcher`` is the port ``Rigger.start()`` built, not the Rigger."""
 
-    def __init__(self, rigger: EventPort, settings: RiggerConfig) -> None:
-        self.rigger = rigger
+    def __init__(self, dispatcher: EventPort, settings: RiggerConfig) -> None:
+        self.dispatcher = dispatcher
         self.settings = settings
         self.server_settings = server_settings(settings)
         self.address = settings.server_address
@@ -257,7 +258,7 @@ class ServerSupervisor:
         self._fences = Fences(min(FENCE_TIMEOUT, self._heartbeat * HEARTBEAT_MISSES))
         self._beater: threading.Thread | None = None
         self._intake = Intake(
-            rigger,
+            dispatcher,
             self._fences,
             self._stop_event,
             status_window=settings.status_window,
@@ -548,7 +549,7 @@ class ServerSupervisor:
             self._http_sock.close()
 
     def _at_exit(self) -> None:
-        self.rigger.stop()
+        self.dispatcher.stop()
 
     def wait_terminated(self, timeout: float | None = None) -> None:
         """Join the thread that carried out a TCP ``terminate`` (if any)."""
@@ -627,7 +628,8 @@ class ServerSupervisor:
                 self.address,
                 self.port,
             )
-            self.rigger.server_gone()  # what it committed and never passed on, before its successor
+            # What it committed and never passed on, before its successor starts.
+            self.dispatcher.server_gone()
             current = self._restart(quick_death=lived < 1.0)
         # No server process will run again: refuse connections at once rather than leave
         # them in the backlog until stop() closes the socket.
