@@ -21,7 +21,8 @@ The package is laid out by process role; each subpackage is what one process run
       compat/   riggerlib 3.1.6's API on top of core
       protocol.py, client.py, errors.py, pytest_plugin.py, and the helpers every role
       uses: deadline.py (a timeout as a deadline), lifecycle.py (phase enums, legal moves),
-      merge.py (recursive_update), naming.py (readable names of callables)
+      merge.py (recursive_update), naming.py (readable names of callables), safe_paths.py
+      (files created without following links, paths kept inside a root)
 
 ``Rigger.start()`` hands pool/ and server/ a ``DispatcherPort`` (the event thread and the
 journal behind the ``EventPort`` interface) and never itself: they import from core/
@@ -128,6 +129,7 @@ if TYPE_CHECKING:
         PluginError,
         RiggerError,
         ShuttingDown,
+        UnsafePath,
         WouldDeadlock,
     )
     from .merge import recursive_update
@@ -142,6 +144,7 @@ _LAZY = {
     "PluginError": ".errors",
     "RiggerError": ".errors",
     "ShuttingDown": ".errors",
+    "UnsafePath": ".errors",
     "WouldDeadlock": ".errors",
     "FireManyError": ".client",
     "RemoteError": ".client",
@@ -193,6 +196,7 @@ __all__ = [
     "RiggerTimeout",
     "ShuttingDown",
     "Task",
+    "UnsafePath",
     "WouldDeadlock",
     "load_config",
     "recursive_update",
