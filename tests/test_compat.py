@@ -26,6 +26,7 @@ import pytest
 from rigger_mp import RiggerClient as ModernClient
 from rigger_mp import ShuttingDown
 from rigger_mp.compat import Rigger, RiggerBasePlugin, RiggerClient, _warn
+from tests.conftest import Dispatchers
 
 PROGRAMS = Path(__file__).parent / "compat_programs"
 RIGGERLIB = "riggerlib==3.1.6"
@@ -81,10 +82,9 @@ def fresh_warnings() -> Iterator[None]:
 
 
 @pytest.fixture
-def rigger() -> Iterator[Messages]:
-    r = Messages(None)
-    yield r
-    r.stop()
+def rigger(dispatchers: Dispatchers) -> Messages:
+    """A compat Rigger the test starts its own way (riggerlib's sequence), stopped after."""
+    return dispatchers.add(Messages(None))
 
 
 def free_port() -> int:
@@ -208,8 +208,8 @@ def test_6_callables_may_name_config(rigger: Messages) -> None:
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[Messages, int]]:
-    r = Messages(None)
+def served(dispatchers: Dispatchers) -> Iterator[tuple[Messages, int]]:
+    r = dispatchers.add(Messages(None))
     started(r, {"server_enabled": True, "server_port": 0, "squash_exceptions": False,
                 **plugins(bad={"plugin": "failing", "enabled": True})})
     r.register_hook_callback("echo", "pre", lambda n: ({"doubled": 2 * n}, None))
