@@ -241,6 +241,11 @@ class Rigger(InstanceLookup, Dispatcher):
         )
         return self
 
+    def _make_port(self, events: EventThread, journal: Journaling | None) -> DispatcherPort:
+        """The port ``start()`` hands the pool side and the TCP intake (compat builds its
+        own, which changes how the intake's batches are accepted)."""
+        return DispatcherPort(events, journal, self, self._report_failure)
+
     def _undo_start(self) -> None:
         """``start()`` raised: end what it had started, so that it may be called again."""
         if self._background is not None:
@@ -399,11 +404,6 @@ class Rigger(InstanceLookup, Dispatcher):
         return make_plan(self.instances, self.pre_callbacks, self.post_callbacks, hook_name)
 
     # -- failures and counters ----------------------------------------------------
-
-    def _make_port(self, events: EventThread, journal: Journaling | None) -> DispatcherPort:
-        """The port ``start()`` hands the pool side and the TCP intake (compat builds its
-        own, which changes how the intake's batches are accepted)."""
-        return DispatcherPort(events, journal, self, self._report_failure)
 
     def _report_failure(self, exc_info: ExcInfo) -> None:
         """A failure no waiter sees (a squashed callable, an event no one waits on, an
