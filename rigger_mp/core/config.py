@@ -6,6 +6,8 @@ so that a typo is never silently ignored.
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +32,8 @@ class InstanceConfig:
     ident: str
     plugin: str
     enabled: bool
-    background: bool
+    background: bool | str
+    """True: every hook in the worker pool; "io": every hook in the I/O lane."""
     data: dict[str, Any]
 
 
@@ -77,7 +80,11 @@ class RiggerConfig:
     http_address: str = "127.0.0.1"
     http_port: int | None = None
     http_max_connections: int = 256
-    # Memory bounds of the main process, whatever names clients invent: see the limits table.
+    # The I/O lane (rigger_mp.pool.io_lane): async def hooks with bg="io".
+    io_concurrency: int = 64
+    io_timeout: float = 300.0
+    # Memory bounds of the main process, whatever names clients invent: see the docs'
+    # limits table.
     max_cached_plans: int = 10_000
     status_window: int = 10_000
     status_window_bytes: int = 16 * 1024 * 1024
@@ -160,6 +167,9 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an integer from 0 to 65535, or null (no HTTP)",
     ),
     "http_max_connections": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    # The I/O lane: hooks in flight at once, and how long each may take.
+    "io_concurrency": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "io_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     # Memory bounds of the main process: each cache and window has a cap.
     "max_cached_plans": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "status_window": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
@@ -178,7 +188,7 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
 _INSTANCE_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "plugin": (lambda v: _is_str(v) and v != "", "a non-empty string"),
     "enabled": (_is_bool, "a boolean"),
-    "background": (_is_bool, "a boolean"),
+    "background": (lambda v: _is_bool(v) or v == "io", "a boolean or io"),
 }
 
 
@@ -187,6 +197,47 @@ def _describe(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def _hint(key: Any) -> str:
+    """"did you mean ...?" for a top-level key close to a known one, else the known keys."""
+    close = difflib.get_close_matches(str(key), _TOP_LEVEL, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known keys: {', '.join(sorted(_TOP_LEVEL))}"
+
+
+def yaml_line(path: str, *keys: str) -> int | None:
+    """The 1-based line of the nested mapping key ``keys`` in the YAML file ``path``, if
+    found. The file is composed again (``yaml.compose`` keeps each node's mark) only once
+    a fault is found; a file changed or gone since it was loaded gives None."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            node: yaml.Node | None = yaml.compose(stream, Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return None
+    key_node: yaml.Node | None = None
+    for name in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        key_node, node = next(
+            ((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == name),
+            (None, None),
+        )
+        if key_node is None:
+            return None
+    return None if key_node is None else int(key_node.start_mark.line) + 1
+
+
+def _needs_extra(source: str, key: str, extra: str, modules: tuple[str, ...]) -> None:
+    """ConfigError naming the extra to install if ``key`` is set and a module it needs is
+    not installed (looked up, not imported: the main process does not need them)."""
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if absent:
+        raise ConfigError(
+            f"{source}: {key} needs the {extra} extra ({', '.join(absent)} not installed): "
+            f"pip install 'rigger_mp[{extra}]'"
+        )
 
 
 def _read_yaml(path: str) -> Any:
@@ -206,6 +257,7 @@ def _read_yaml(path: str) -> Any:
 def load_config(source: ConfigSource) -> RiggerConfig:
     """Validate ``source`` (a YAML path, a mapping, or ``None`` for the defaults)."""
     data: Any
+    from_file = isinstance(source, (str, os.PathLike))
     if source is None:
         name, data = "<defaults>", {}
     elif isinstance(source, Mapping):
@@ -225,20 +277,29 @@ def load_config(source: ConfigSource) -> RiggerConfig:
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in _TOP_LEVEL:
-            known = ", ".join(sorted(_TOP_LEVEL))
-            raise ConfigError(f"{name}: unknown key {key!r} (known keys: {known})")
+            line = yaml_line(name, str(key)) if from_file else None
+            at = "" if line is None else f" on line {line}"
+            raise ConfigError(f"{name}: unknown key {key!r}{at}; {_hint(key)}")
         check, expected = _TOP_LEVEL[key]
         if not check(value):
             raise ConfigError(f"{name}: {key}: expected {expected}, got {_describe(value)}")
         values[key] = value
 
+    if values.get("http_port") is not None:
+        _needs_extra(name, "http_port", "http", ("aiohttp", "prometheus_client"))
     plugins = {
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()
     }
     if values.get("journal") is not None:
         values["journal"] = os.fspath(values["journal"])
-    seconds = ("idle_timeout", "server_heartbeat", "dask_connect_timeout", "drain_timeout")
+    seconds = (
+        "idle_timeout",
+        "server_heartbeat",
+        "dask_connect_timeout",
+        "drain_timeout",
+        "io_timeout",
+    )
     for key in (*seconds, "auth_timeout"):
         if values.get(key) is not None:
             values[key] = float(values[key])

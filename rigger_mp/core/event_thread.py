@@ -32,7 +32,7 @@ from ..lifecycle import move
 from ..naming import describe
 from .event_runner import EventRunner, ExcInfo, annotate
 from .failures import FailureRing
-from .plans import MAX_CACHED_PLANS, Backgrounded, Plan, new_plan
+from .plans import MAX_CACHED_PLANS, Backgrounded, Plan, UnboundNames, new_plan
 from .port import EventSpec
 from .task import Task
 
@@ -126,6 +126,7 @@ class EventThread:
         self._stopped = threading.Event()
         # Given by run() with a journal: fires commit first, ended events are marked.
         self._journal: Journaling | None = None
+        self._unbound = UnboundNames()  # names nothing binds, logged once each
 
     @property
     def phase(self) -> Phase:
@@ -482,18 +483,21 @@ class EventThread:
             plans = self._plans  # the cache hit inline: this runs once per event
             plan = plans.get(hook_name)
             if plan is None:
-                plan = new_plan(self._planner, plans, hook_name, self.max_cached_plans)
+                plan = new_plan(
+                    self._planner, plans, hook_name, self.max_cached_plans, self._unbound.warn
+                )
             else:
                 plans.move_to_end(hook_name)
+            stage = events.stage_async if plan.aio else events.stage
             if plan.pre:
-                events.stage(plan.pre, local, hook_name)
+                stage(plan.pre, local, hook_name)
             if plan.background:
                 assert self._submit is not None
                 work_ids = self._submit(plan.background, local, hook_name)
             if plan.foreground:
-                events.stage(plan.foreground, local, hook_name)
+                stage(plan.foreground, local, hook_name)
             if plan.post:
-                events.stage(plan.post, local, hook_name)
+                stage(plan.post, local, hook_name)
             glob = events.global_data
             if glob:
                 result = dict(glob)

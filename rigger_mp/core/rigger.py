@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ..coroutine_thread import CoroutineThread
 from ..deadline import Deadline
 from ..errors import PluginError
 from ..naming import describe
@@ -65,6 +66,7 @@ class Rigger(InstanceLookup, Dispatcher):
         watch_bindings(self, self._events.forget_plans)  # a plugin bound a hook after start
         self._port: DispatcherPort | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._coroutines = CoroutineThread()  # async def callables; no thread until one runs
         self._background: Background | None = None
         self._journal: Journaling | None = None
         # The TCP server (rigger_mp.server), when server_enabled: its real address.
@@ -214,7 +216,9 @@ class Rigger(InstanceLookup, Dispatcher):
             journal = self._journal = Journaling.open(settings, self._events.call_soon)
             port = self._port = self._make_port(self._events, journal)
             settled = journal.settled if journal is not None else None
-            self._background = Background.start(port, self.instances, settings, settled)
+            self._background = Background.start(
+                port, self.instances, settings, self._coroutines, settled
+            )
             if settings.threaded:
                 self._executor = ThreadPoolExecutor(
                     max_workers=max(2, min(32, len(self.instances))),
@@ -222,7 +226,9 @@ class Rigger(InstanceLookup, Dispatcher):
                     initializer=self._events.adopt_thread,
                 )
             squash = settings.squash_exceptions if self._squash is None else self._squash
-            runner = EventRunner(self._globals, squash, self._report_failure, self._executor)
+            runner = EventRunner(
+                self._globals, squash, self._report_failure, self._executor, self._coroutines
+            )
             self._runner = runner
             self._events.max_cached_plans = settings.max_cached_plans
             first = journal.claim() if journal is not None else ((), ())
@@ -258,6 +264,8 @@ class Rigger(InstanceLookup, Dispatcher):
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
+        self._coroutines.stop()
+        self._coroutines = CoroutineThread()  # start() may be called again
         self._events.start_failed()
 
     def _start_server(self, settings: RiggerConfig) -> None:
@@ -328,6 +336,8 @@ class Rigger(InstanceLookup, Dispatcher):
         background.close(drained=ended, timeout=deadline.left())
         if self._executor is not None:
             self._executor.shutdown(wait=ended)
+        if not self._coroutines.stop(deadline.left()):  # after the I/O lane has ended
+            logger.error("rigger_mp: the coroutine thread did not end in time")
         if self._server is not None:  # after the drain: its replies still reach clients
             self._server.stop(deadline.timeout)
         if self._journal is not None:  # its last done marks, then the file's locks
@@ -447,12 +457,21 @@ class Rigger(InstanceLookup, Dispatcher):
             "failures_total": self._events.failures.total,
             "recent_failures": self._events.failures.recent(),
             "plans_cached": self._events.cached_plans(),
+            "bound_events": self._bound_events(),
         }
         if self._server is not None:
             stats["server"] = self._server.stats()
         if self._journal is not None:
             stats["journal"] = self._journal.stats()
         return stats
+
+    def _bound_events(self) -> list[str]:
+        """The event names some plugin hook or callback is bound to now (for ``stats()``,
+        so that a client can tell a typo from an event that runs nothing on purpose)."""
+        names = {name for i in self.instances.values() for name in [*i.obj.callbacks]}
+        for table in (self.pre_callbacks, self.post_callbacks):
+            names.update(name for name, bound in [*table.items()] if bound)
+        return sorted(names)
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""
