@@ -8,7 +8,9 @@ What riggerlib did that :class:`rigger_mp.Rigger` does not, and how this class d
       parse_config (unknown keys ignored)      hands the core only the keys it knows
     queue thread made in __init__, events      events (in-process and TCP) are held until the
       dropped until initialized = True         dispatcher runs and initialized is True, then
-                                               queued in the order they came
+                                               queued in the order they came (TCP batches
+                                               through the port compat builds for the
+                                               intake, _IntakePort)
     squash_exceptions and global_data read     properties: written before start, used at
       as attributes at every event             start; written after, applied to the running
                                                event thread
