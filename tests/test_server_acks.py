@@ -17,12 +17,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pytest
 
 from rigger_mp import RiggerClient
+from rigger_mp.core.config import load_config
+from rigger_mp.core.port import EventPort
 from rigger_mp.server import intake
 from rigger_mp.server import supervisor as supervisor_module
 from rigger_mp.server.channel import BlockingReader
@@ -469,3 +471,12 @@ def test_the_supervisor_phase_follows_restarts_quiesce_and_stop() -> None:
         rigger.stop()
     assert phase_of(supervisor) is Phase.STOPPED
     assert rigger.stats()["server"]["restarts"] == 1
+
+
+def test_the_supervisor_moves_only_along_its_table_of_legal_moves() -> None:
+    """A stop of a supervisor that never started is a bug: it fails at once, and the phase
+    stays where it was (no process or thread is started by the constructor)."""
+    supervisor = ServerSupervisor(cast(EventPort, None), load_config({}))
+    with pytest.raises(RuntimeError, match="no move from STARTING to STOPPING"):
+        supervisor.stop()
+    assert supervisor.phase is Phase.STARTING
