@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from ._tcp import HOST, WAIT, counter
 from .browser import chromium, dump_url
 
 TOKEN = "s3cret-token"
-ENDPOINTS: tuple[tuple[str, str, dict[str, object] | None], ...] = (
+ENDPOINTS: tuple[tuple[str, str, dict[str, Any] | None], ...] = (
     ("POST", "/fire", {"hook_name": "count", "data": {"c": "forged"}, "wait_for_task": True}),
     ("POST", "/terminate", {}),
     ("GET", "/stats", None),
