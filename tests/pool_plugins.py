@@ -83,12 +83,3 @@ class LambdaPlugin(RiggerBasePlugin):
     def plugin_initialize(self) -> None:
         self.register_plugin_hook("work", lambda: None, bg=True)
 
-
-class SeesServer(RiggerBasePlugin):
-    """Records, while its instance is built, the command lines of this process's children
-    (``children`` in the globals): whether the TCP server process is up by then."""
-
-    def plugin_initialize(self) -> None:
-        import psutil
-
-        self.children = [" ".join(p.cmdline()) for p in psutil.Process().children()]

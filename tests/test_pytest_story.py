@@ -590,18 +590,33 @@ def test_a_dispatcher_on_another_host_leaves_the_files_here_and_says_so(
     ) in done.stdout
 
 
-def test_the_server_process_boots_while_the_rest_of_the_dispatcher_starts() -> None:
-    from rigger_mp import Rigger
-    from tests.pool_plugins import SeesServer
+def test_the_server_process_boots_while_the_worker_pool_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psutil
 
-    rigger = Rigger({"server_enabled": True, "server_port": 0, "plugins": {"s": {"plugin": "s"}}})
-    rigger.register_plugin(SeesServer, "s")
-    with rigger:
-        seen = rigger.instances["s"].obj
-        assert isinstance(seen, SeesServer)
-        assert any("rigger_mp.server.process" in line for line in seen.children), seen.children
-        with RiggerClient("127.0.0.1", int(rigger.server_port or 0)) as client:
-            assert client.ping()
+    import rigger_mp.core.rigger
+    from rigger_mp import Rigger
+    from rigger_mp.pool.background import Background
+
+    seen: list[list[str]] = []
+
+    class Spy(Background):
+        """Background, noting this process's children when the pool is about to start."""
+
+        @classmethod
+        def start(cls, *args: Any, **kwargs: Any) -> Background:
+            seen.append([" ".join(p.cmdline()) for p in psutil.Process().children()])
+            return Background.start(*args, **kwargs)
+
+    monkeypatch.setattr(rigger_mp.core.rigger, "Background", Spy)
+    with (
+        Rigger({"server_enabled": True, "server_port": 0}) as rigger,
+        RiggerClient("127.0.0.1", int(rigger.server_port or 0)) as client,
+    ):
+        assert client.ping()
+    [children] = seen
+    assert any("rigger_mp.server.process" in line for line in children), children
 
 
 def test_a_port_in_use_fails_start_before_the_pool_and_start_may_be_called_again(
