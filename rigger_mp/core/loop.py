@@ -169,6 +169,9 @@ class EventLoop:
         self._stopped = threading.Event()
         self.journal: Journaling | None = None
         """Set by ``start()`` with a journal: fires commit first, ended events are marked."""
+        self.tid_prefix = ""
+        """Put before the accepted count to make an in-process event's tid (with a
+        journal, its boot number: a tid is not given twice in the journal's life)."""
 
     @property
     def phase(self) -> Phase:
@@ -203,7 +206,7 @@ class EventLoop:
             self._accepted += 1
             # _hook()'s cache hit inline, as is _counts_of()'s below: once per event
             (self._by_hook.get(hook_name) or self._hook(hook_name))[0] += 1
-            task = Task(str(self._accepted), hook_name, kwargs, self._runners)
+            task = Task(self.tid_prefix + str(self._accepted), hook_name, kwargs, self._runners)
             if self.journal is None:
                 self._queue.put(task)
                 return task
@@ -222,10 +225,10 @@ class EventLoop:
             if not self._admits(intake=False):
                 raise ShuttingDown(f"{len(specs)} event(s): the dispatcher is {self._phase.value}")
             tasks = []
-            runners, first = self._runners, self._accepted + 1
+            runners, first, prefix = self._runners, self._accepted + 1, self.tid_prefix
             for i, (hook_name, kwargs) in enumerate(specs):
                 self._hook(hook_name)[0] += 1
-                tasks.append(Task(str(first + i), hook_name, kwargs, runners))
+                tasks.append(Task(prefix + str(first + i), hook_name, kwargs, runners))
             self._accepted += len(tasks)
             if self.journal is None:
                 for task in tasks:
@@ -514,6 +517,8 @@ class EventLoop:
         task.local = None
         assert local is not None
         work_ids: Sequence[int] = ()
+        if task.seq is not None and self.journal is not None:
+            self.journal.started(task.seq)
         try:
             plans = self._plans  # the cache hit inline: this runs once per event
             plan = plans.get(hook_name)
