@@ -153,8 +153,8 @@ class GroupCommitter:
                     self._queue.put(_WAKE)
                 else:
                     self._leader = Leader.IDLE
-                    if self._done or self._carried:  # the thread saw their wake-up and left
-                        self._queue.put(_DONE)  # them to this leader, which has finished
+                    if self._done:  # the thread saw their wake-up and left them to this
+                        self._queue.put(_DONE)  # leader, which has finished
                 if self._stopping:
                     self._stopping = False
                     self._queue.put(None)  # the thread waited for this commit to stop
@@ -259,16 +259,16 @@ class GroupCommitter:
         self,
     ) -> tuple[list[tuple[Sequence[NewRow], Callback]], list[int], float] | None:
         """The leader's next group: pending appends (up to MAX_GROUP_ROWS), all done marks
-        and when the first of those came; None, and the lead given up, when there is
-        nothing."""
+        (those of a failed commit first) and when the first new one came; None, and the
+        lead given up, when there is nothing new."""
         with self._gate:
             pending = self._pending
             since = self._done_since
             self._done_armed = False  # before the marks are taken: one added later re-arms
             marks = self._done
             done = [marks.popleft() for _ in range(len(marks))]
-            if not pending and not done and not self._carried:
-                self._leader = Leader.IDLE
+            if not pending and not done:  # marks of a failed commit wait for the next group,
+                self._leader = Leader.IDLE  # not retried on their own while it fails
                 return None
             count = 0
             for taken, (rows, _) in enumerate(pending):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from .errors import JournalError, JournalFull
 
-SLOTS = 1 << 14
+SLOTS = 1 << 13
 """Events one map tells apart: a pending event is found unless this many later events
 started while it waited (on its backgrounded hooks, say)."""
 MASK = SLOTS - 1
