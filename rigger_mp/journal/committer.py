@@ -315,6 +315,7 @@ class GroupCounters:
         self.append_commits = 0
         self.max_group = 0
         self.last_commit_seconds = 0.0
+        self.max_commit_seconds = 0.0
         self.last_done_lag = 0.0
         self.max_done_lag = 0.0
 
@@ -342,6 +343,7 @@ class GroupCounters:
             "mean_group_size": self.appended / groups if groups else 0.0,
             "max_group_size": self.max_group,
             "last_commit_seconds": self.last_commit_seconds,
+            "max_commit_seconds": self.max_commit_seconds,
             "last_done_lag_seconds": self.last_done_lag,
             "max_done_lag_seconds": self.max_done_lag,
         }
@@ -367,7 +369,8 @@ def commit_group(
         error.__cause__ = exc
         log.error("%s", error)
         return error
-    counters.last_commit_seconds = time.perf_counter() - started
+    took = counters.last_commit_seconds = time.perf_counter() - started
+    counters.max_commit_seconds = max(counters.max_commit_seconds, took)
     counters.commits += 1
     counters.appended += len(rows)
     counters.done_marks += len(done)
