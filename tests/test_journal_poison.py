@@ -88,7 +88,8 @@ def test_a_poison_event_alone_is_dead_lettered_and_the_events_behind_it_run(
     for _ in range(2):  # the replays: the poison runs first, and kills again
         serve_until_killed(tmp_path, config)
     err = finish(tmp_path, config)  # journal_max_attempts (3) runs: dead-lettered at this start
-    assert f"1 event(s) moved to the dead letters after 3 attempt(s) without finishing: {tids[BEFORE]}" in err
+    moved = "1 event(s) moved to the dead letters after 3 attempt(s) without finishing"
+    assert f"{moved}: {tids[BEFORE]} ('poison')" in err
     assert [line for line in (tmp_path / "runs").read_text().splitlines() if "poison" in line] == [
         "poison 0 1",
         "poison 0 2",

@@ -23,7 +23,6 @@ again, as it would without the map.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import mmap
 import os
@@ -121,24 +120,18 @@ class RunMap:
 
     def started(self, seq: int) -> None:
         """Event ``seq`` starts (on the event thread)."""
-        try:
-            self._slots[seq & MASK] = seq << 1
-        except ValueError:  # closed under an event thread left running at a stop
-            pass
+        self._slots[seq & MASK] = seq << 1
 
     def finished(self, seq: int) -> None:
         """Event ``seq`` and its backgrounded hooks have ended."""
-        try:
-            self._slots[seq & MASK] = (seq << 1) | 1
-        except ValueError:
-            pass
+        self._slots[seq & MASK] = (seq << 1) | 1
 
     def close(self) -> None:
-        """Unmap the file (what was stored stays in it)."""
-        mapped, self._mmap = self._mmap, None
-        if mapped is None:
-            return
-        slots, self._slots = self._slots, memoryview(bytearray(8 * SLOTS)).cast("q")
-        slots.release()
-        with contextlib.suppress(BufferError):  # a store under way: the unmap is left to GC
-            mapped.close()
+        """Stop writing the file (what was stored stays in it).
+
+        The mapping is not closed here but dropped: an event thread left running at a
+        stop may be storing into it this instant. It is unmapped once nothing holds it;
+        stores from now on go to a scratch buffer.
+        """
+        self._slots = memoryview(bytearray(8 * SLOTS)).cast("q")
+        self._mmap = None
