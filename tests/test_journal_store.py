@@ -399,3 +399,17 @@ def test_a_store_without_checkpoints_leaves_them_to_the_owner(tmp_path: Path) ->
     finally:
         server.close()
         owner.close()
+
+
+def test_a_run_map_that_is_a_link_is_neither_followed_nor_read(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    os.symlink(target, runs_path(str(path)))
+    store = JournalStore.open(path)  # the open reads no map through the link
+    try:
+        with pytest.raises(JournalError, match="symbolic link"):
+            RunMap.start(store.path, store.journal_id, store.generation)
+    finally:
+        store.close()
+    assert target.read_bytes() == b"keep"

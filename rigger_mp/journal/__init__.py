@@ -7,8 +7,9 @@ is deleted once it and its backgrounded hooks finished; a memory-mapped run map
 attempt is counted only for an event that was running; ``start()`` replays what is left
 (:meth:`JournalStore.claim_replay`), dead-lettering events that used up their attempts.
 
-This package imports only the standard library and :mod:`rigger_mp.errors`, so both the
-main process and the TCP server process can use it::
+This package imports only the standard library, :mod:`rigger_mp.errors` and
+:mod:`rigger_mp.safe_paths`, so both the main process and the TCP server process can
+use it::
 
     JournalStore.open(path)       the file: schema, locks, validation, reads and writes
     GroupCommitter(store)         its writer (a lone caller, or its thread): append() blocks,

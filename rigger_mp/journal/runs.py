@@ -30,6 +30,8 @@ import struct
 from array import array
 from dataclasses import dataclass
 
+from ..errors import UnsafePath
+from ..safe_paths import open_no_follow
 from .errors import JournalError, JournalFull
 
 SLOTS = 1 << 13
@@ -60,8 +62,8 @@ def read_runs(journal: str, journal_id: bytes) -> Runs | None:
     """The map beside ``journal`` if it is this journal's (else None: none, another
     journal's, or not a map)."""
     try:
-        fd = os.open(runs_path(journal), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+        fd = open_no_follow(runs_path(journal), os.O_RDONLY)
+    except (OSError, UnsafePath):
         return None
     try:
         with os.fdopen(fd, "rb") as file:
@@ -97,10 +99,9 @@ class RunMap:
         """A fresh map for run ``boot`` of ``journal`` (its blocks allocated now, so that a
         full disk is a :class:`JournalFull` here, not a SIGBUS at a store later)."""
         path = runs_path(journal)
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, flags, 0o600)
-        except OSError as exc:
+            fd = open_no_follow(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except (OSError, UnsafePath) as exc:
             raise JournalError(f"journal {journal}: cannot open {path}: {exc}") from exc
         try:
             if os.fstat(fd).st_size != SIZE:
