@@ -142,6 +142,44 @@ def test_stop_with_an_event_still_running_leaves_it_for_the_next_start(tmp_path:
         left.close()
 
 
+def test_a_done_mark_is_committed_while_a_later_event_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The done mark goes to the committer as its event ends, not behind the events
+    queued after it: here one that blocks until the mark is committed."""
+    rigger = make(tmp_path / "j.db").start()
+    try:
+        journal = rigger._journal
+        assert journal is not None
+        commit = journal.store.commit
+        committed: list[int] = []
+        came = threading.Event()
+
+        def watched(rows: Any, done: Any = ()) -> range:
+            result = commit(rows, done)
+            committed.extend(done)
+            if committed:
+                came.set()
+            return result
+
+        monkeypatch.setattr(journal.store, "commit", watched)
+        first, blocker = rigger.fire_many([("ev", {"x": 1}), ("block", {})])
+        first.result(timeout=10)
+        assert came.wait(10) and first.seq in committed
+        assert not blocker.done()  # still blocked: the mark did not wait for it
+        reader = peek(tmp_path / "j.db")
+        try:
+            assert [e.tid for e in reader.pending()] == [blocker.tid]
+        finally:
+            reader.close()
+        gate(rigger).gate.set()
+        blocker.result(timeout=10)
+    finally:
+        gate(rigger).gate.set()
+        rigger.stop()
+    assert rigger.stats()["journal"]["max_done_lag_seconds"] > 0
+
+
 def test_a_failed_commit_fails_the_fire_and_nothing_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import describe_error
@@ -100,7 +100,7 @@ class GroupCommitter:
     def __init__(self, store: JournalStore, name: str = "rigger_mp-journal") -> None:
         self.store = store
         self._queue: queue.SimpleQueue[_Token] = queue.SimpleQueue()  # the thread's wake-ups
-        self._gate = threading.Lock()  # guards the three below; "not closed, then add"
+        self._gate = threading.Lock()  # guards _closed, _pending, _leader: "not closed, then add"
         self._closed = False
         self._pending: list[tuple[Sequence[NewRow], Callback]] = []
         # Done marks: appended by any thread without the gate; taken by the leader.
@@ -187,11 +187,6 @@ class GroupCommitter:
             self._queue.put(_DONE)
         elif len(marks) == DONE_BATCH:
             self._queue.put(_WAKE)
-
-    def done_many(self, seqs: Iterable[int]) -> None:
-        """Mark events done (see :meth:`done`)."""
-        for seq in seqs:
-            self.done(seq)
 
     def close(self) -> None:
         """Commit what was queued, then stop the thread (the store stays open)."""
