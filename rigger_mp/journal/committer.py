@@ -22,7 +22,8 @@ of its group; its done marks are carried into the next group (deleting a row twi
 harmless). Done marks never make anyone wait. The first one after a commit wakes the
 thread, which commits them (with any appends pending) :data:`DONE_LINGER` after that first
 mark came: so a done mark is committed within ``DONE_LINGER`` of its event's end, plus
-the commit under way if there is one, however many events run meanwhile.
+the commits ahead of it (this thread's under way, the other process's holding the file)
+and its own, however many events run meanwhile.
 """
 
 from __future__ import annotations
