@@ -175,9 +175,7 @@ class EventLoop:
         self._unbound_named: set[str] = set()  # names warned about, at most MAX_UNBOUND_NAMED
         self.journal: Journaling | None = None
         """Set by ``start()`` with a journal: fires commit first, ended events are marked."""
-        self.tid_prefix = ""
-        """Put before the accepted count to make an in-process event's tid (with a
-        journal, its boot number: a tid is not given twice in the journal's life)."""
+        self.tid_prefix = ""  # before each tid; with a journal its boot number (never reused)
 
     @property
     def phase(self) -> Phase:
