@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rigger_mp.journal import JournalStore, RunMap
+from rigger_mp.journal import JournalStore
+from rigger_mp.journal.runs import RunMap
 
 
 def died_running(path: Path, *seqs: int, finished: tuple[int, ...] = ()) -> None:

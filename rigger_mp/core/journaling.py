@@ -36,11 +36,11 @@ from ..journal import (
     Entry,
     GroupCommitter,
     JournalStore,
-    RunMap,
     Sync,
     encode_rows,
     replay_locals,
 )
+from ..journal.runs import RunMap
 from .config import RiggerConfig
 from .port import EventSpec
 

@@ -3,7 +3,7 @@
 An SQLite file in WAL mode holds every accepted, unfinished event. A fire is accepted
 once its row is committed; commits are grouped (:class:`GroupCommitter`); an event's row
 is deleted once it and its backgrounded hooks finished; a memory-mapped run map
-(:class:`RunMap`) says which events started and finished, so that after a crash an
+(:class:`.runs.RunMap`) says which events started and finished, so that after a crash an
 attempt is counted only for an event that was running; ``start()`` replays what is left
 (:meth:`JournalStore.claim_replay`), dead-lettering events that used up their attempts.
 
@@ -14,7 +14,8 @@ use it::
     JournalStore.open(path)       the file: schema, locks, validation, reads and writes
     GroupCommitter(store)         its writer (a lone caller, or its thread): append() blocks,
                                   done() does not
-    RunMap.start(path, id, boot)  the events that started and finished (the main process)
+    runs.RunMap.start(...)        the events that started and finished (the main process
+                                  alone: not imported here, the server process never needs it)
     encode / decode               event data as marshal when exact, else pickle; a fire's line
 """
 
@@ -30,7 +31,6 @@ from .errors import (
     JournalFull,
     JournalLocked,
 )
-from .runs import RunMap
 from .store import SYNC_LEVELS, Entry, JournalStore, NewRow, Sync, tid_prefix
 
 REPLAY_KEY = "rigger_replay"
@@ -68,7 +68,6 @@ __all__ = [
     "JournalLocked",
     "JournalStore",
     "NewRow",
-    "RunMap",
     "Sync",
     "decode",
     "encode",

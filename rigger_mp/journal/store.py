@@ -45,7 +45,6 @@ from typing import Any, Literal
 from .codec import FORMATS, decode
 from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked
 from .locks import OwnerLock, WriterLock
-from .runs import read_runs
 
 log = logging.getLogger("rigger_mp.journal")
 
@@ -336,6 +335,8 @@ class JournalStore:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
             meta = dict(db.execute("SELECT key, value FROM meta"))
+            from .runs import read_runs  # the owner's alone: the server process never loads it
+
             runs = read_runs(self.path, meta["id"])
             if runs is not None and runs.boot > meta["runs_applied"]:
                 self._count_runs(runs.boot, runs.started, runs.finished)
