@@ -392,3 +392,31 @@ def test_the_lane_never_has_more_than_io_concurrency_hooks_in_flight() -> None:
         server.close()
     assert server.served == 20
     assert server.most == 4  # reached, and never passed
+
+
+def test_systemexit_in_an_async_hook_fails_its_event_and_the_next_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Exits(RiggerBasePlugin):
+        def plugin_initialize(self) -> None:
+            self.register_plugin_hook("go", self.go)
+            self.register_plugin_hook("upload", self.upload, bg="io")
+
+        async def go(self) -> None:
+            raise SystemExit("hook exits")
+
+        async def upload(self) -> None:
+            raise KeyboardInterrupt
+
+    rigger = Rigger({"plugins": {"e": {"plugin": "exits"}, "p": {"plugin": "plain"}}})
+    rigger.register_plugin(Exits, "exits")
+    rigger.register_plugin(Plain, "plain")
+    with rigger:
+        exc = rigger.fire_hook("go").exception(WAIT)
+        assert isinstance(exc, RuntimeError) and isinstance(exc.__cause__, SystemExit)
+        assert str(exc).endswith("Exits.go) raised SystemExit: hook exits")
+        rigger.fire_hook("upload").result(WAIT)
+        assert rigger.wait_background(WAIT)
+        assert rigger.stats()["background"]["failed"] == 1
+        assert isinstance(rigger.fire_hook("go").exception(WAIT), Exception)  # still runs
+    assert "failed (the main process):" in caplog.text and "KeyboardInterrupt" in caplog.text
