@@ -420,3 +420,33 @@ def test_systemexit_in_an_async_hook_fails_its_event_and_the_next_runs(
         assert rigger.stats()["background"]["failed"] == 1
         assert isinstance(rigger.fire_hook("go").exception(WAIT), Exception)  # still runs
     assert "failed (the main process):" in caplog.text and "KeyboardInterrupt" in caplog.text
+
+
+def test_check_configured_keeps_an_async_hook_async() -> None:
+    class Conf(RiggerBasePlugin):
+        def plugin_initialize(self) -> None:
+            self.register_plugin_hook("go", self.go)
+            self.register_plugin_hook("upload", self.upload, bg="io")  # refused if not async
+
+        @RiggerBasePlugin.check_configured
+        async def go(self, item: str) -> tuple[None, dict[str, Any]]:
+            await asyncio.sleep(0)
+            return None, {"went": [item]}
+
+        @RiggerBasePlugin.check_configured
+        async def upload(self, item: str) -> tuple[None, dict[str, Any]]:
+            await asyncio.sleep(0)
+            return None, {"uploaded": [item]}
+
+    rigger = Rigger({"plugins": {"c": {"plugin": "conf"}}})
+    rigger.register_plugin(Conf, "conf")
+    with rigger:
+        for item in ("before", "after"):
+            if item == "after":
+                rigger.configure_plugin("c")
+            rigger.fire_hook("go", item=item).result(WAIT)
+            rigger.fire_hook("upload", item=item).result(WAIT)
+        assert rigger.wait_background(WAIT)
+        assert rigger.stats()["background"]["failed"] == 0
+    assert rigger.global_data["went"] == ["after"]
+    assert rigger.global_data["uploaded"] == ["after"]
