@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +16,8 @@ import pytest
 from rigger_mp import PluginError, Rigger, RiggerBasePlugin
 from rigger_mp.coroutine_thread import THREAD_NAME
 from rigger_mp.journal import JournalStore
+from rigger_mp.pool.interface import Failure
+from rigger_mp.pool.io_lane import IoLane
 
 WAIT = 30.0
 
@@ -450,3 +454,53 @@ def test_check_configured_keeps_an_async_hook_async() -> None:
         assert rigger.stats()["background"]["failed"] == 0
     assert rigger.global_data["went"] == ["after"]
     assert rigger.global_data["uploaded"] == ["after"]
+
+
+class LateCallbacks:
+    """A coroutine thread as the real one may behave: a coroutine's future is already done
+    when ``submit`` returns, its done callback not yet called (the loop's thread is about
+    to call it)."""
+
+    def __init__(self) -> None:
+        self.later: list[Callable[[], None]] = []
+
+    def submit(
+        self, coroutine: Coroutine[Any, Any, Any], done: Callable[[Future[Any]], None]
+    ) -> Future[Any]:
+        coroutine.close()
+        future: Future[Any] = Future()
+        future.set_result(None)
+        self.later.append(lambda: done(future))
+        return future
+
+
+class Reports:
+    """A ResultSink that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, list[int], int]] = []
+
+    def completed(
+        self,
+        count: int,
+        updates: list[Mapping[str, Any]],
+        failures: list[Failure],
+        ids: Sequence[int] = (),
+    ) -> None:
+        self.reports.append((count, list(ids), len(failures)))
+
+    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
+        raise AssertionError("not expected")
+
+
+def test_a_lane_hook_that_ends_as_stop_begins_is_reported_not_lost() -> None:
+    coroutines = LateCallbacks()
+    lane = IoLane({}, coroutines, concurrency=2, timeout=WAIT)  # type: ignore[arg-type]
+    sink = Reports()
+    lane.start(sink)
+    lane.submit([(1, "i", "upload", pickle.dumps({}))])
+    # It had ended, so stop() does not hand it back as abandoned: its end is reported.
+    assert lane.stop(abandon=True, timeout=0) == []
+    for call in coroutines.later:
+        call()
+    assert sink.reports == [(1, [1], 0)]
