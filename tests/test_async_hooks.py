@@ -447,6 +447,7 @@ def test_check_configured_keeps_an_async_hook_async() -> None:
     with rigger:
         for item in ("before", "after"):
             if item == "after":
+                assert rigger.wait_background(WAIT)  # the lane hook ran unconfigured
                 rigger.configure_plugin("c")
             rigger.fire_hook("go", item=item).result(WAIT)
             rigger.fire_hook("upload", item=item).result(WAIT)
@@ -504,3 +505,20 @@ def test_a_lane_hook_that_ends_as_stop_begins_is_reported_not_lost() -> None:
     for call in coroutines.later:
         call()
     assert sink.reports == [(1, [1], 0)]
+
+
+def test_background_io_with_a_plain_hook_gives_advice_that_works() -> None:
+    class Mixed(RiggerBasePlugin):
+        def plugin_initialize(self) -> None:
+            self.register_plugin_hook("go", self.go, bg=False)  # bg=False is the default
+
+        def go(self) -> None:
+            pass
+
+    rigger = Rigger({"plugins": {"m": {"plugin": "mixed", "background": "io"}}})
+    rigger.register_plugin(Mixed, "mixed")
+    with pytest.raises(PluginError, match="has background: io") as info:
+        rigger.start()
+    # bg=False does not take a hook out of its instance's background: not advised.
+    assert "bg=False" not in str(info.value)
+    assert "bg='io'" in str(info.value)

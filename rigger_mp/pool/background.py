@@ -100,8 +100,9 @@ def io_hooks(instance: PluginInstance) -> list[PluginHook]:
         if not hook.callee.is_async:
             raise PluginError(
                 f"instance {instance.ident!r} has background: io, which runs async def hooks, "
-                f"but its {hook.callee.label} is not one: make it async, or bind it with "
-                "bg=False (or bg=True for the worker pool)"
+                f"but its {hook.callee.label} is not one: make it async, or drop "
+                "background: io and bind the async hooks alone with bg='io' (an instance's "
+                "background applies to every hook of it, whatever bg says)"
             )
     return hooks
 
