@@ -25,7 +25,7 @@ from rigger_mp.journal import FIRE_LINE, JournalStore, decode
 from rigger_mp.journal.locks import WriterLock
 from rigger_mp.server import journaling as server_journaling
 from rigger_mp.server.journaling import Ack, ServerJournal
-from rigger_mp.server.messages import FIRE, NO_REPLY
+from rigger_mp.server.pipe_messages import FIRE, NO_REPLY
 from tests.test_journal_wired import gate, make, peek
 
 

@@ -27,7 +27,7 @@ from rigger_mp.server import intake
 from rigger_mp.server import supervisor as supervisor_module
 from rigger_mp.server.channel import BlockingReader
 from rigger_mp.server.intake import Intake
-from rigger_mp.server.messages import FIRE
+from rigger_mp.server.pipe_messages import FIRE
 from rigger_mp.server.supervisor import ServerSupervisor, State
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 

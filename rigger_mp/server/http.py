@@ -8,7 +8,7 @@ by aiohttp on the server process's own event loop (the ``http`` extra).
                         └──── await HttpCall.reply ◀── put(line) ◀── Server.release / deliver
 
 An HTTP request is served by the same machinery as a TCP message: its body is parsed by
-:func:`rigger_mp.protocol.parse`, and the :class:`~.process.Server` accepts the fire
+:func:`rigger_mp.protocol.parse`, and the :class:`~.router.Server` accepts the fire
 (tid, ack once in the pipe) or forwards the request to the main process for an
 :class:`HttpCall`, a pseudo-connection whose one reply resolves a future. So the reply
 object, the error codes, the token and the bounds are the TCP protocol's; only the
@@ -23,7 +23,7 @@ fourth fd, so the port survives server restarts. Bounds: a body of at most
 localhost); a token set means ``Authorization: Bearer <token>`` on every data endpoint.
 
 Backpressure, as TCP has it: while the pipe to the main process holds more than
-``PIPE_HIGH_WATER`` (:mod:`.process`), a TCP connection is not read; a request that would
+``PIPE_HIGH_WATER`` (:mod:`.channel`), a TCP connection is not read; a request that would
 go to the main process (fire, tasks, stats, metrics, terminate) waits likewise, before
 its body is read (aiohttp then stops reading that socket), and goes on once the pipe
 has drained. A request whose connection closes while it waits is dropped unread: it was
@@ -46,9 +46,9 @@ from aiohttp import web
 
 from .. import protocol as proto
 from . import metrics
-from .messages import STATS, STATUS, TERMINATE
-from .process import Conn, ConnState, Server, ServerState
+from .pipe_messages import STATS, STATUS, TERMINATE
 from .process import main as process_main
+from .router import Server, ServerState
 
 logger = logging.getLogger("rigger_mp.server")
 
@@ -89,15 +89,17 @@ def main(argv: list[str]) -> None:
     process_main(argv[:3], on_start=lambda server: HttpFront(server, http_sock).start())
 
 
-class HttpCall(Conn):
-    """A pseudo-connection for one HTTP request: the one reply line the server puts
-    resolves :attr:`reply`. It is never in ``Server.conns``: only ``put``, ``flush`` and
-    ``state`` are what the server uses of a connection it replies to."""
+class HttpCall:
+    """The :class:`~.reply_target.ReplyTarget` of one HTTP request: the one reply line
+    the server puts resolves :attr:`reply` (the handler writes the response)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:  # no Conn state needed
-        self.state = ConnState.OPEN
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.rids: set[int] = set()  # the server's bookkeeping of replies owed
         self.reply: asyncio.Future[bytes] = loop.create_future()
+
+    @property
+    def lost(self) -> bool:
+        return False  # a request whose connection closed still gets its reply, unread
 
     def put(self, seq: int, line: bytes) -> bool:
         if not self.reply.done():
@@ -105,6 +107,9 @@ class HttpCall(Conn):
         return False  # nothing to flush: the handler writes the response
 
     def flush(self) -> None:
+        pass
+
+    def answered(self, now: float) -> None:
         pass
 
     def error(self, seq: int, code: str, message: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import RiggerError
 from .channel import BlockingReader, QueuedWriter
-from .messages import READY, ServerSettings
+from .pipe_messages import READY, ServerSettings
 
 
 class ServerStartError(RiggerError):

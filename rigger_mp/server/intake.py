@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .. import protocol as proto
 from ..errors import ShuttingDown, describe_error
-from .messages import FENCE, FIRE, NO_REPLY, R_LINE, R_STATS, SEQ, STATS, STATUS, TERMINATE
+from .pipe_messages import FENCE, FIRE, NO_REPLY, R_LINE, R_STATS, SEQ, STATS, STATUS, TERMINATE
 from .status_window import StatusWindow
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from .. import protocol as proto
 from ..journal import FIRE_LINE, JournalError, JournalStore, NewRow, Sync
 from ..journal.committer import GroupCounters, Outcome, commit_group
-from .messages import FIRE, NO_REPLY, ServerSettings
+from .pipe_messages import FIRE, NO_REPLY, ServerSettings
 
 TURN_ROWS = 1024
 """Fires of one loop turn above which their commit runs without waiting for the turn's

@@ -58,7 +58,7 @@ from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
 from .incarnation import Incarnation, ServerStartError
 from .intake import Intake
-from .messages import (
+from .pipe_messages import (
     FENCE,
     STOP,
     ServerSettings,
