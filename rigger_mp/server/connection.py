@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Final
 
 from .. import protocol as proto
 from ..lifecycle import move
-from .pipe_messages import STATS, STATUS, TERMINATE
 from .router import ServerState
 
 if TYPE_CHECKING:
@@ -280,11 +279,12 @@ class Connection(asyncio.BufferedProtocol):
             else:
                 self.error(seq, proto.SHUTTING_DOWN, "the server is stopping")
         elif op == "task_status":
-            server.forward(self, seq, (STATUS, msg.arg))
+            assert msg.arg is not None
+            server.ask_status(self, seq, msg.arg)
         elif op == "stats":
-            server.forward(self, seq, (STATS,))
+            server.ask_stats(self, seq)
         elif op == "terminate":
-            server.forward(self, seq, (TERMINATE,))
+            server.ask_terminate(self, seq)
         else:  # pragma: no cover - parse() admits only the ops above
             self.error(seq, proto.UNKNOWN_OP, f"op {op!r} is not served")
 

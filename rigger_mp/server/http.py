@@ -3,7 +3,7 @@ by aiohttp on the server process's own event loop (the ``http`` extra).
 
 ::
 
-    client ─HTTP─▶ HttpFront._handle ─ proto.parse ─▶ Server.fire / Server.forward(HttpCall)
+    client ─HTTP─▶ HttpFront._handle ─ proto.parse ─▶ Server.fire / Server.ask_*(HttpCall)
                         ▲                                   │ (the TCP path: tid, ack, pipe)
                         └──── await HttpCall.reply ◀── put(line) ◀── Server.release / deliver
 
@@ -38,6 +38,8 @@ import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
+from functools import partial
 from hmac import compare_digest
 from importlib.resources import files
 from typing import Any, Final
@@ -46,7 +48,6 @@ from aiohttp import web
 
 from .. import protocol as proto
 from . import metrics
-from .pipe_messages import STATS, STATUS, TERMINATE
 from .process import main as process_main
 from .router import Server, ServerState
 
@@ -429,21 +430,22 @@ class HttpFront:
         server.flush_outbox()
         return await call.reply
 
-    async def _forward(self, item: tuple[Any, ...]) -> bytes:
+    async def _forward(self, ask: Callable[[HttpCall, int], None]) -> bytes:
+        """Forward a request with ``ask`` (one of ``Server.ask_*``); its one reply line."""
         self._serving()
         call = HttpCall(self.server.loop)
-        self.server.forward(call, 0, item)
+        ask(call, 0)
         self.server.flush_outbox()
         return await call.reply
 
     async def _task(self, tid: str) -> bytes:
         if not tid or len(tid) > MAX_TID:
             raise _HttpError(proto.BAD_REQUEST, f"a tid of 1 to {MAX_TID} characters")
-        return await self._forward((STATUS, tid))
+        return await self._forward(partial(self.server.ask_status, tid=tid))
 
     async def _stats_line(self) -> bytes:
         """One stats request to the main process, with this front's counters added."""
-        line = await self._forward((STATS,))
+        line = await self._forward(self.server.ask_stats)
         reply = json.loads(line)
         stats = reply.get("stats")
         if isinstance(stats, dict) and isinstance(stats.get("server"), dict):
@@ -454,7 +456,7 @@ class HttpFront:
     async def _terminate(self) -> bytes:
         if self.server.state is ServerState.STOPPING:
             return proto.OK_LINE
-        return await self._forward((TERMINATE,))
+        return await self._forward(self.server.ask_terminate)
 
     def _json(
         self, line: bytes, headers: dict[str, str] | None = None, status: int | None = None

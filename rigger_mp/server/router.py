@@ -2,7 +2,7 @@
 
 ::
 
-    Connection / HttpCall ── fire, forward ──▶ Server.outbox ── flush_outbox ──▶ PipeWriter
+    Connection / HttpCall ── fire, ask_* ──▶ Server.outbox ── flush_outbox ──▶ PipeWriter
       (ReplyTarget)                              (one batch per read)            (requests pipe)
           ▲                                                                           │
           └── put, flush ◀── release (acks, once a batch is in the pipe) ◀────────────┘
@@ -32,19 +32,25 @@ from .. import protocol as proto
 from ..lifecycle import move
 from .channel import READ_SIZE, pack
 from .pipe_messages import (
-    FENCE,
-    FIRE,
     NO_REPLY,
-    R_LINE,
-    READY,
-    STOP,
+    Fence,
+    FencePassed,
+    Fires,
+    Ready,
+    Reply,
+    Request,
     ServerSettings,
+    StatsRequest,
+    StatusRequest,
+    Stop,
+    TerminateRequest,
 )
 from .throttle import Throttled
 
 if TYPE_CHECKING:
     from .channel import PipeReader, PipeWriter
     from .journaling import ServerJournal
+    from .pipe_messages import Answer
     from .reply_target import Ack, ReplyTarget
 
 logger = logging.getLogger("rigger_mp.server")
@@ -62,7 +68,7 @@ def default_max_connections() -> int:
 class ServerState(enum.Enum):
     """Where the server process is in its life: ACCEPTING, then REFUSING once a quiescing
     fence came (or from the start, for a process started while the dispatcher stops),
-    then STOPPING once STOP came."""
+    then STOPPING once :class:`~.pipe_messages.Stop` came."""
 
     ACCEPTING = "accepting"
     """Fires are accepted (acked, forwarded)."""
@@ -134,7 +140,9 @@ class Server:
         self.pending: dict[int, tuple[ReplyTarget, int]] = {}
         self.next_rid = 0
         self.fires = 0
-        self.outbox: list[tuple[Any, ...]] = []
+        self.outbox: list[Request] = []
+        self.run: Fires | None = None
+        """The :class:`Fires` at the end of the outbox, which the next fire joins."""
         self.acks: list[Ack] = []
         self.state = _ACCEPTING if settings.accepting else _REFUSING
         self.main_paused = False
@@ -172,17 +180,33 @@ class Server:
     def attach(self, to_main: PipeWriter, from_main: PipeReader, listener: Listener) -> None:
         """The pipes are connected and the socket listens: tell the main process."""
         self.to_main, self.from_main, self.listener = to_main, from_main, listener
-        to_main.write(pack((READY, os.getpid())), [])
+        to_main.write(pack(Ready(os.getpid())), [])
 
     # -- to the main process -------------------------------------------------------
 
-    def forward(self, conn: ReplyTarget, seq: int, item: tuple[Any, ...]) -> None:
-        """Send ``item`` to the main process with the next rid; its reply goes to ``conn``."""
+    def _owe(self, target: ReplyTarget, seq: int) -> int:
+        """The next rid: the main process's reply to it goes to message ``seq`` of ``target``."""
         rid = self.next_rid
         self.next_rid = rid + 1
-        self.pending[rid] = (conn, seq)
-        conn.rids.add(rid)
-        self.outbox.append((rid, *item))
+        self.pending[rid] = (target, seq)
+        target.rids.add(rid)
+        return rid
+
+    def _request(self, request: Request) -> None:
+        self.run = None
+        self.outbox.append(request)
+
+    def ask_status(self, target: ReplyTarget, seq: int, tid: str) -> None:
+        """Forward ``task_status`` of ``tid``; the reply goes to message ``seq`` of ``target``."""
+        self._request(StatusRequest(self._owe(target, seq), tid))
+
+    def ask_stats(self, target: ReplyTarget, seq: int) -> None:
+        """Forward ``stats``; the reply goes to message ``seq`` of ``target``."""
+        self._request(StatsRequest(self._owe(target, seq)))
+
+    def ask_terminate(self, target: ReplyTarget, seq: int) -> None:
+        """Forward ``terminate``; the reply (once drained) goes to message ``seq``."""
+        self._request(TerminateRequest(self._owe(target, seq)))
 
     def fire(self, conn: ReplyTarget, seq: int, msg: proto.Fire, line: bytes) -> None:
         """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
@@ -192,10 +216,19 @@ class Server:
         if self.journal is not None:
             self.journal.add(tid, msg.hook_name, line)
         if msg.mode == proto.ACK:
-            self.outbox.append((NO_REPLY, FIRE, msg.hook_name, msg.data, msg.mode, tid))
+            rid = NO_REPLY
             self.acks.append((conn, seq, tid))
         else:
-            self.forward(conn, seq, (FIRE, msg.hook_name, msg.data, msg.mode, tid))
+            rid = self._owe(conn, seq)
+        run = self.run
+        if run is None:
+            run = self.run = Fires([], [], [], [], [])
+            self.outbox.append(run)
+        run.rids.append(rid)
+        run.hook_names.append(msg.hook_name)
+        run.data.append(msg.data)
+        run.modes.append(msg.mode)
+        run.tids.append(tid)
 
     def flush_outbox(self) -> None:
         """Send what one read of a connection produced, as one batch, at once.
@@ -208,12 +241,13 @@ class Server:
             return
         batch, self.outbox = self.outbox, []
         acks, self.acks = self.acks, []
+        self.run = None
         if self.journal is not None:
             self.journal.send(batch, acks)
         else:
             self.send_batch(batch, acks)
 
-    def send_batch(self, batch: list[tuple[Any, ...]], acks: list[Ack]) -> None:
+    def send_batch(self, batch: list[Request], acks: list[Ack]) -> None:
         """Write ``batch`` into the pipe as one frame (item by item if it does not pickle)."""
         if self.to_main is None:
             return
@@ -224,14 +258,15 @@ class Server:
             return
         self.to_main.write(frame, acks)
 
-    def _send_one_by_one(self, batch: list[tuple[Any, ...]], acks: list[Ack]) -> None:
-        """A batch did not pickle: send its items one by one; those that fail get an error
-        reply, the others go on as usual (``acks`` are in the order of the acked fires)."""
+    def _send_one_by_one(self, batch: list[Request], acks: list[Ack]) -> None:
+        """A batch did not pickle: send its requests one by one (each fire alone); those
+        that fail get an error reply, the others go on as usual (``acks`` are in the order
+        of the acked fires)."""
         assert self.to_main is not None
         owed = iter(acks)
         touched: set[ReplyTarget] = set()
-        for item in batch:
-            rid = item[0]
+        for item in _one_by_one(batch):
+            rid = item.rids[0] if isinstance(item, Fires) else item.rid
             ack = next(owed) if rid == NO_REPLY else None
             try:
                 frame = pack([item])
@@ -282,9 +317,9 @@ class Server:
             self.state = move(SERVER_MOVES, _ACCEPTING, _REFUSING)
         self.flush_outbox()
         if self.journal is not None:
-            self.journal.send_frame(pack((FENCE, n)))
+            self.journal.send_frame(pack(FencePassed(n)))
         elif self.to_main is not None:
-            self.to_main.write(pack((FENCE, n)), [])
+            self.to_main.write(pack(FencePassed(n)), [])
 
     def main_backlogged(self, paused: bool) -> None:
         """The pipe to the main process is full (or drained): stop (resume) reading clients."""
@@ -344,17 +379,18 @@ class Server:
 
     # -- from the main process -----------------------------------------------------
 
-    def deliver(self, batch: list[tuple[int, int, Any]]) -> None:
-        """Route the main process's replies to their connections, in order."""
+    def deliver(self, batch: list[Answer]) -> None:
+        """Route the main process's replies to their targets, in order."""
         pending = self.pending
         touched: list[ReplyTarget] = []
-        for rid, kind, payload in batch:
+        for item in batch:
+            rid = item.rid
             entry = pending.pop(rid, None)
-            if entry is None:  # its connection was lost meanwhile
+            if entry is None:  # its target was lost meanwhile
                 continue
             conn, seq = entry
             conn.rids.discard(rid)
-            line = payload if kind == R_LINE else self._stats_line(payload)
+            line = item.line if isinstance(item, Reply) else self._stats_line(item.stats)
             if conn.put(seq, line):
                 touched.append(conn)
         if touched:
@@ -389,11 +425,11 @@ class Server:
                 proto.NOT_SERIALIZABLE, f"stats {proto.unserializable(stats, exc)}"
             )
 
-    def control(self, obj: Any) -> None:
-        """A control object from the main process: a :data:`FENCE` request or :data:`STOP`."""
-        if type(obj) is tuple and obj[0] == FENCE:
-            self.fence(obj[1], obj[2])
-        elif obj == STOP:
+    def control(self, obj: object) -> None:
+        """A control object from the main process: a :class:`Fence` or :class:`Stop`."""
+        if type(obj) is Fence:
+            self.fence(obj.n, obj.quiesce)
+        elif type(obj) is Stop:
             self.stop()
         else:
             logger.error("rigger_mp server: unknown control object %r ignored", obj)
@@ -468,3 +504,25 @@ class Server:
                 end.close_now()
         if not self.finished.done():
             self.finished.set_result(None)
+
+
+def _one_by_one(batch: list[Request]) -> list[Request]:
+    """``batch`` with each run of fires cut into runs of one fire."""
+    out: list[Request] = []
+    for item in batch:
+        if type(item) is not Fires:
+            out.append(item)
+            continue
+        seqs = item.seqs
+        for i, tid in enumerate(item.tids):
+            out.append(
+                Fires(
+                    [item.rids[i]],
+                    [item.hook_names[i]],
+                    [item.data[i]],
+                    [item.modes[i]],
+                    [tid],
+                    None if seqs is None else [seqs[i]],
+                )
+            )
+    return out
