@@ -19,8 +19,10 @@ SERVER_MODULES = {
     "rigger_mp.server.acceptor",
     "rigger_mp.server.channel",
     "rigger_mp.server.connection",
+    "rigger_mp.server.http_refusal",
     "rigger_mp.server.pipe_messages",
     "rigger_mp.server.process",
+    "rigger_mp.server.reply_order",
     "rigger_mp.server.router",
     "rigger_mp.server.throttle",
 }

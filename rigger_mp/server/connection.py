@@ -1,10 +1,11 @@
 """One client connection of the server process's JSON-lines port.
 
 Messages are numbered as they arrive (``seq_in``); replies are written in that order
-(``seq_out`` is the next one due; replies that come early wait in ``early``). A read is
-handled ``max_messages_per_turn`` messages at a time (the rest waits in ``frames`` for a
-later loop turn, with reading paused), so one flooding client cannot starve the others.
-A connection is a :class:`~.reply_target.ReplyTarget`: the server hands it its replies.
+(:class:`~.reply_order.ReplyOrder`). A read is handled ``max_messages_per_turn``
+messages at a time (the rest waits in ``frames`` for a later loop turn, with reading
+paused), so one flooding client cannot starve the others. Before any line is handled,
+a connection that starts as an HTTP request is refused (:mod:`.http_refusal`). A
+connection is a :class:`~.reply_target.ReplyTarget`: the server hands it its replies.
 Its life is one :class:`ConnState`, moved along :data:`CONN_MOVES`.
 """
 
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Final
 
 from .. import protocol as proto
 from ..lifecycle import move
+from .http_refusal import REFUSAL, looks_like_http
+from .reply_order import ReplyOrder
 from .router import ServerState
 
 if TYPE_CHECKING:
@@ -60,9 +63,9 @@ class Connection(asyncio.BufferedProtocol):
         self.framer = proto.Framer()
         self.authed = server.token is None
         self.seq_in = 0
-        self.seq_out = 0
-        self.early: dict[int, bytes] = {}
-        self.out: list[bytes] = []
+        self.replies = ReplyOrder()
+        self.head: bytearray | None = bytearray()
+        """The first bytes read, until they tell whether this is an HTTP request."""
         self.state = _OPEN
         self.write_paused = False
         self.reading = True
@@ -116,6 +119,28 @@ class Connection(asyncio.BufferedProtocol):
     def data_received(self, data: bytes) -> None:
         if self.state is not _OPEN:
             return
+        if self.head is not None:
+            head = self.head
+            head += data
+            verdict = looks_like_http(head)
+            if verdict is None:  # too few bytes yet to tell
+                return
+            self.head = None
+            if verdict:
+                self._refuse_http()
+                return
+            data = bytes(head)
+        self._read(data)
+
+    def _refuse_http(self) -> None:
+        """The connection starts as an HTTP request: one ``bad_request``, then close."""
+        self.server.errors["http_refused"] += 1
+        self.seq_in = 1
+        self.error(0, proto.BAD_REQUEST, REFUSAL)
+        self.finish()
+
+    def _read(self, data: bytes) -> None:
+        """Handle the frames ``data`` completes (some on later turns if many)."""
         frames = self.framer.feed(data)
         if self.frames is not None:  # read before pause_reading took effect
             self.frames += frames
@@ -173,6 +198,9 @@ class Connection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         # The client is done sending (``nc -N``, shutdown(SHUT_WR)); a message left
         # unended counts as its last one. Keep the socket open to write the replies.
+        head, self.head = self.head, None
+        if head and self.state is _OPEN:  # too short to be an HTTP request
+            self._read(bytes(head))
         rest = self.framer.finish()
         if self.state is _OPEN and rest and not proto.is_blank(rest):
             if self.frames is not None:
@@ -188,8 +216,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = move(CONN_MOVES, self.state, _LOST)
-        self.early.clear()
-        self.out.clear()
+        self.replies.clear()
         self.frames = None
         for timer in (self.timer, self.auth_timer, self.drain_timer):
             if timer is not None:
@@ -249,7 +276,7 @@ class Connection(asyncio.BufferedProtocol):
     def _fault(self, seq: int, exc: Exception) -> None:
         """Handling message ``seq`` raised: answer it ``internal`` unless it has a reply."""
         self.server.faults(exc_info=exc)
-        if seq < self.seq_out or seq in self.early:
+        if self.replies.has(seq):
             return
         self.error(seq, proto.INTERNAL, f"{type(exc).__name__}: {exc}")
 
@@ -336,18 +363,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def put(self, seq: int, line: bytes) -> bool:
         """Queue the reply to message ``seq``; True if it (and maybe more) can be written."""
-        if self.state is _LOST:
+        if self.state is _LOST or not self.replies.put(seq, line):
             return False
-        if seq != self.seq_out:
-            self.early[seq] = line
-            return False
-        self.out.append(line)
-        seq += 1
-        early = self.early
-        while early and seq in early:
-            self.out.append(early.pop(seq))
-            seq += 1
-        self.seq_out = seq
         if not self.reading:
             self.update_reading()
         return True
@@ -357,13 +374,16 @@ class Connection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or self.state is _LOST:
             return
-        if self.out:
-            transport.write(b"".join(self.out))
-            self.out.clear()
+        if self.replies.due:
+            transport.write(self.replies.take())
             size = transport.get_write_buffer_size()
             if size or self.buffered:
                 self.server.account(self, size)
-        if self.state is _FINISHING and self.seq_out == self.seq_in and not transport.is_closing():
+        if (
+            self.state is _FINISHING
+            and self.replies.next == self.seq_in
+            and not transport.is_closing()
+        ):
             self._close()
 
     def answered(self, now: float) -> None:
@@ -439,7 +459,7 @@ class Connection(asyncio.BufferedProtocol):
             or self.write_paused
             or server.main_paused
             or server.replies_paused
-            or self.seq_in - self.seq_out > MAX_OWED
+            or self.seq_in - self.replies.next > MAX_OWED
         )
 
     def update_reading(self) -> None:
@@ -471,7 +491,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         idle = self.server.settings.idle_timeout
         now = self.loop.time()
-        if self.seq_out != self.seq_in or self.frames is not None:  # not idle: busy
+        if self.replies.next != self.seq_in or self.frames is not None:  # not idle: busy
             self.timer = self.loop.call_at(now + idle, self._check_idle)
             return
         deadline = self.last_active + idle
@@ -490,7 +510,7 @@ class Connection(asyncio.BufferedProtocol):
         self.server.errors["auth_timeout"] += 1
         timeout = self.server.settings.auth_timeout
         self._stop_reading()
-        if self.seq_out == self.seq_in:
+        if self.replies.next == self.seq_in:
             self.transport.write(
                 proto.error_line(
                     proto.UNAUTHORIZED,
