@@ -17,6 +17,7 @@ SERVER_MODULES = {
     "rigger_mp.server",
     "rigger_mp.lifecycle",
     "rigger_mp.server.acceptor",
+    "rigger_mp.server.auth",
     "rigger_mp.server.channel",
     "rigger_mp.server.connection",
     "rigger_mp.server.http_refusal",

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from hmac import compare_digest
 from typing import TYPE_CHECKING, Final
 
 from .. import protocol as proto
 from ..lifecycle import move
+from .auth import TokenCheck
 from .http_refusal import REFUSAL, looks_like_http
 from .reply_order import ReplyOrder
 from .router import ServerState
@@ -61,7 +61,7 @@ class Connection(asyncio.BufferedProtocol):
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.framer = proto.Framer()
-        self.authed = server.token is None
+        self.auth = TokenCheck(server.token, server.settings.max_auth_failures)
         self.seq_in = 0
         self.replies = ReplyOrder()
         self.head: bytearray | None = bytearray()
@@ -79,7 +79,6 @@ class Connection(asyncio.BufferedProtocol):
         self.refused = 0
         """Messages answered with an error by this process (they do not count as activity)."""
         self.protocol_errors = 0
-        self.auth_failures = 0
         self.buffered = 0
         self.drain_limited = False
         self.last_active = 0.0
@@ -101,7 +100,7 @@ class Connection(asyncio.BufferedProtocol):
         settings = server.settings
         self.last_active = self.loop.time()
         self.timer = self.loop.call_at(self.last_active + settings.idle_timeout, self._check_idle)
-        if not self.authed:
+        if not self.auth.authed:
             self.auth_timer = self.loop.call_later(settings.auth_timeout, self._auth_expired)
         if server.state is _STOPPING:
             self.finish()
@@ -261,7 +260,7 @@ class Connection(asyncio.BufferedProtocol):
         server.messages += 1
         try:
             if type(msg) is proto.Fire:
-                if not self.authed:
+                if not self.auth.authed:
                     self.error(seq, proto.UNAUTHORIZED, 'send {"op": "auth", ...} first')
                 elif server.state is not _ACCEPTING:
                     self.error(seq, proto.SHUTTING_DOWN, "the dispatcher is stopping")
@@ -284,50 +283,22 @@ class Connection(asyncio.BufferedProtocol):
         server = self.server
         op = msg.op
         if op == "auth":
-            token = server.token
             assert msg.arg is not None
-            # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which plain
-            # UTF-8 cannot encode; it is simply not the token.
-            if token is None or compare_digest(msg.arg.encode("utf-8", "surrogatepass"), token):
-                self.authed = True
+            refusal = self.auth.check(msg.arg)
+            if refusal is None:
                 if self.auth_timer is not None:
                     self.auth_timer.cancel()
                     self.auth_timer = None
                 self.put(seq, proto.OK_LINE)
-            else:
-                self._wrong_token(seq)
-        elif not self.authed:
+                return
+            self.error(seq, proto.UNAUTHORIZED, refusal)
+            if self.auth.exhausted:
+                server.errors["auth_failures_closed"] += 1
+                self.finish()
+        elif not self.auth.authed:
             self.error(seq, proto.UNAUTHORIZED, 'send {"op": "auth", ...} first')
-        elif op == "ping":
-            self.put(seq, proto.OK_LINE)
-        elif server.state is _STOPPING:
-            if op == "terminate":
-                self.put(seq, proto.OK_LINE)
-            else:
-                self.error(seq, proto.SHUTTING_DOWN, "the server is stopping")
-        elif op == "task_status":
-            assert msg.arg is not None
-            server.ask_status(self, seq, msg.arg)
-        elif op == "stats":
-            server.ask_stats(self, seq)
-        elif op == "terminate":
-            server.ask_terminate(self, seq)
-        else:  # pragma: no cover - parse() admits only the ops above
-            self.error(seq, proto.UNKNOWN_OP, f"op {op!r} is not served")
-
-    def _wrong_token(self, seq: int) -> None:
-        self.auth_failures = n = self.auth_failures + 1
-        limit = self.server.settings.max_auth_failures
-        if n < limit:
-            self.error(seq, proto.UNAUTHORIZED, "wrong token")
-            return
-        self.server.errors["auth_failures_closed"] += 1
-        self.error(
-            seq,
-            proto.UNAUTHORIZED,
-            f"wrong token; {n} failed auths (max_auth_failures {limit}): closing the connection",
-        )
-        self.finish()
+        else:
+            server.op(self, seq, msg)
 
     def error(self, seq: int, code: str, message: str) -> None:
         """Answer message ``seq`` with an error; past ``max_protocol_errors``, close after it."""
@@ -505,7 +476,7 @@ class Connection(asyncio.BufferedProtocol):
     def _auth_expired(self) -> None:
         """A token is required and none was accepted within ``auth_timeout``: say so, close."""
         self.auth_timer = None
-        if self.authed or self.state is _LOST or self.transport is None:
+        if self.auth.authed or self.state is _LOST or self.transport is None:
             return
         self.server.errors["auth_timeout"] += 1
         timeout = self.server.settings.auth_timeout

@@ -208,6 +208,27 @@ class Server:
         """Forward ``terminate``; the reply (once drained) goes to message ``seq``."""
         self._request(TerminateRequest(self._owe(target, seq)))
 
+    def op(self, target: ReplyTarget, seq: int, msg: proto.Op) -> None:
+        """Serve an op other than ``auth`` (of an authenticated client): answer ``ping``
+        here, forward the others."""
+        op = msg.op
+        if op == "ping":
+            target.put(seq, proto.OK_LINE)
+        elif self.state is _STOPPING:
+            if op == "terminate":
+                target.put(seq, proto.OK_LINE)
+            else:
+                target.error(seq, proto.SHUTTING_DOWN, "the server is stopping")
+        elif op == "task_status":
+            assert msg.arg is not None
+            self.ask_status(target, seq, msg.arg)
+        elif op == "stats":
+            self.ask_stats(target, seq)
+        elif op == "terminate":
+            self.ask_terminate(target, seq)
+        else:  # pragma: no cover - parse() admits only the ops above
+            target.error(seq, proto.UNKNOWN_OP, f"op {op!r} is not served")
+
     def fire(self, conn: ReplyTarget, seq: int, msg: proto.Fire, line: bytes) -> None:
         """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
         its batch is in the pipe (with a journal: once committed, then in the pipe)."""
