@@ -25,6 +25,7 @@ SERVER_MODULES = {
     "rigger_mp.server.process",
     "rigger_mp.server.reply_order",
     "rigger_mp.server.router",
+    "rigger_mp.server.stats_snapshot",
     "rigger_mp.server.throttle",
 }
 JOURNAL_MODULES = {

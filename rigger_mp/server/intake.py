@@ -101,6 +101,7 @@ class Intake:
         self.refused = 0
         self.lost = 0
         self.pauses = 0
+        self.stats_computed = 0
 
     def serve(self, current: Incarnation) -> None:
         """Handle the batches of one server process until its pipe reaches end-of-file.
@@ -207,7 +208,7 @@ class Intake:
             elif isinstance(item, StatusRequest):
                 add(Reply(item.rid, self.status.status_line(item.tid)))
             elif isinstance(item, StatsRequest):
-                self._stats(item.rid, add)
+                self._stats(add)
             elif isinstance(item, TerminateRequest):
                 self._terminate(item.rid, add)
             else:
@@ -287,17 +288,22 @@ class Intake:
             line = self._too_large("the event ran, but its output", len(line), task.tid)
         send([Reply(rid, line)])
 
-    def _stats(self, rid: int, add: Callable[[Answer], None]) -> None:
-        """Answer ``stats``: the dispatcher's, to which the server adds its own counters."""
+    def _stats(self, add: Callable[[Answer], None]) -> None:
+        """Answer ``stats``: the dispatcher's, to which the server adds its own counters.
+
+        The server process asks at most once per 100 ms, however often it is asked
+        (:mod:`.stats_snapshot`); :attr:`stats_computed` counts the times.
+        """
+        self.stats_computed += 1
         stats = self.port.stats()
         try:
             size = len(proto.reply_line({"ok": True, "stats": stats}))
         except (TypeError, ValueError):  # the server answers not_serializable
             size = 0
         if size > self.max_reply_bytes:
-            add(Reply(rid, self._too_large("the stats", size)))
+            add(StatsReply(None, self._too_large("the stats", size)))
         else:
-            add(StatsReply(rid, stats))
+            add(StatsReply(stats))
 
     def _too_large(self, what: str, size: int, tid: str | None = None) -> bytes:
         """The ``reply_too_large`` line that replaces a reply of ``size`` bytes."""

@@ -12,7 +12,7 @@ message is declared here, once::
 
     server process ◀── reply pipe ───── main process
       ServerSettings                      the first object
-      [Reply | StatsReply, ...]           replies, by request id (rid)
+      [Reply | StatsReply, ...]           replies, by request id (rid); stats
       Fence(n, quiesce) / Stop()          control
 
 Named tuples, and fires as one :class:`Fires` per run, a column per field: a named tuple
@@ -64,9 +64,9 @@ class StatusRequest(NamedTuple):
 
 
 class StatsRequest(NamedTuple):
-    """``stats``: the dispatcher's counters."""
-
-    rid: int
+    """``stats``: the dispatcher's counters. The server process asks at most one at a
+    time (its :class:`~.stats_snapshot.StatsSnapshot` answers every request meanwhile),
+    so the reply needs no rid."""
 
 
 class TerminateRequest(NamedTuple):
@@ -96,10 +96,11 @@ class Reply(NamedTuple):
 
 
 class StatsReply(NamedTuple):
-    """The dispatcher's stats for request ``rid``; the server process adds its own."""
+    """The dispatcher's stats for the :class:`StatsRequest` asked; the server process adds
+    its own counters. ``error``: the error line that replaces stats too large to send."""
 
-    rid: int
-    stats: dict[str, Any]
+    stats: dict[str, Any] | None
+    error: bytes | None = None
 
 
 Answer = Reply | StatsReply

@@ -45,12 +45,13 @@ from .pipe_messages import (
     Stop,
     TerminateRequest,
 )
+from .stats_snapshot import StatsSnapshot, stats_line
 from .throttle import Throttled
 
 if TYPE_CHECKING:
     from .channel import PipeReader, PipeWriter
     from .journaling import ServerJournal
-    from .pipe_messages import Answer
+    from .pipe_messages import Answer, StatsReply
     from .reply_target import Ack, ReplyTarget
 
 logger = logging.getLogger("rigger_mp.server")
@@ -173,6 +174,8 @@ class Server:
             from .journaling import ServerJournal
 
             self.journal = ServerJournal.open(self, settings)
+        self.stats = StatsSnapshot(loop.time, lambda: self._request(StatsRequest()))
+        """The dispatcher's stats, asked of the main process at most once per ``MAX_AGE``."""
         self.faults = Throttled(
             logging.ERROR, "rigger_mp server: handling a message failed; it got an error reply"
         )
@@ -201,8 +204,11 @@ class Server:
         self._request(StatusRequest(self._owe(target, seq), tid))
 
     def ask_stats(self, target: ReplyTarget, seq: int) -> None:
-        """Forward ``stats``; the reply goes to message ``seq`` of ``target``."""
-        self._request(StatsRequest(self._owe(target, seq)))
+        """Answer ``stats`` from the snapshot if it is fresh, else once the main process
+        has sent new ones (asked at most once per ``MAX_AGE``: :mod:`.stats_snapshot`)."""
+        reply = self.stats.want(target, seq)
+        if reply is not None:
+            target.put(seq, stats_line(reply, self.counters()))
 
     def ask_terminate(self, target: ReplyTarget, seq: int) -> None:
         """Forward ``terminate``; the reply (once drained) goes to message ``seq``."""
@@ -287,6 +293,9 @@ class Server:
         owed = iter(acks)
         touched: set[ReplyTarget] = set()
         for item in _one_by_one(batch):
+            if isinstance(item, StatsRequest):  # no data: it always pickles
+                self.to_main.write(pack([item]), [])
+                continue
             rid = item.rids[0] if isinstance(item, Fires) else item.rid
             ack = next(owed) if rid == NO_REPLY else None
             try:
@@ -405,14 +414,16 @@ class Server:
         pending = self.pending
         touched: list[ReplyTarget] = []
         for item in batch:
+            if not isinstance(item, Reply):
+                touched += self._stats_arrived(item)
+                continue
             rid = item.rid
             entry = pending.pop(rid, None)
             if entry is None:  # its target was lost meanwhile
                 continue
             conn, seq = entry
             conn.rids.discard(rid)
-            line = item.line if isinstance(item, Reply) else self._stats_line(item.stats)
-            if conn.put(seq, line):
+            if conn.put(seq, item.line):
                 touched.append(conn)
         if touched:
             now = self.loop.time()
@@ -421,30 +432,34 @@ class Server:
         if self.state is _STOPPING:
             self._check_finished()
 
-    def _stats_line(self, stats: dict[str, Any]) -> bytes:
-        server = stats.setdefault("server", {})
-        if isinstance(server, dict):
-            server["process"] = {
-                "pid": os.getpid(),
-                "connections_open": len(self.conns),
-                "connections_total": self.connections_total,
-                "messages": self.messages,
-                "errors": dict(self.errors),
-                "waiting_on_main": len(self.pending),
-                "replies_dropped": self.replies_dropped,
-                "buffered_replies_bytes": self.buffered,
-                "replies_pauses": self.replies_pauses,
-                "max_connections": self.max_connections,
-                "accept_pauses": 0 if self.listener is None else self.listener.pauses,
-            }
-            if self.journal is not None:
-                server["process"]["journal"] = self.journal.stats()
-        try:
-            return proto.reply_line({"ok": True, "stats": stats})
-        except (TypeError, ValueError) as exc:
-            return proto.error_line(
-                proto.NOT_SERIALIZABLE, f"stats {proto.unserializable(stats, exc)}"
-            )
+    def counters(self) -> dict[str, Any]:
+        """This process's own counters: ``server.process`` in the stats."""
+        counters = {
+            "pid": os.getpid(),
+            "connections_open": len(self.conns),
+            "connections_total": self.connections_total,
+            "messages": self.messages,
+            "errors": dict(self.errors),
+            "waiting_on_main": len(self.pending),
+            "replies_dropped": self.replies_dropped,
+            "buffered_replies_bytes": self.buffered,
+            "replies_pauses": self.replies_pauses,
+            "max_connections": self.max_connections,
+            "accept_pauses": 0 if self.listener is None else self.listener.pauses,
+            "stats_asked": self.stats.asked,
+            "stats_waiting": len(self.stats.waiting),
+        }
+        if self.journal is not None:
+            counters["journal"] = self.journal.stats()
+        return counters
+
+    def _stats_arrived(self, reply: StatsReply) -> list[ReplyTarget]:
+        """Answer every ``stats`` request that waited for ``reply``; those to flush."""
+        waiting = self.stats.arrived(reply)
+        if not waiting:
+            return []
+        line = stats_line(reply, self.counters())
+        return [target for target, seq in waiting if target.put(seq, line)]
 
     def control(self, obj: object) -> None:
         """A control object from the main process: a :class:`Fence` or :class:`Stop`."""
@@ -487,7 +502,7 @@ class Server:
             self._check_finished()
 
     def _check_finished(self) -> None:
-        if not self.pending and not self.conns:
+        if not self.pending and not self.stats.waiting and not self.conns:
             self._close_main()
 
     def _abort_all(self) -> None:
@@ -501,6 +516,7 @@ class Server:
         for conn in list(self.conns):
             conn.abort()
         self.pending.clear()
+        self.stats.waiting.clear()
         self._close_main()
 
     def _close_main(self) -> None:

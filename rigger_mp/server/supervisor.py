@@ -546,6 +546,7 @@ class ServerSupervisor:
             "refused": self._intake.refused,
             "lost": self._intake.lost,
             "intake_pauses": self._intake.pauses,
+            "stats_computed": self._intake.stats_computed,
             "status_window": len(self._intake.status),
             "http_address": self.http_address,
             "http_port": self.http_port,
