@@ -1,4 +1,4 @@
-"""How the journal groups its writes (issue #13): fire_many, done marks, the server's turn.
+"""How the journal groups its writes: fire_many, done marks, the server's turn.
 
 - ``Rigger.fire_many``: one commit for the batch, all or nothing, with or without a journal.
 - Done marks: the event thread hands on those of a run of events at once, one commit.
