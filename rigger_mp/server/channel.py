@@ -29,6 +29,8 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from .pipe_messages import Replies
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -138,8 +140,8 @@ class QueuedWriter:
         self._thread.start()
 
     def send(self, obj: Any) -> None:
-        """Queue ``obj``: a list of replies (merged with lists queued next to it) or any
-        other object, sent alone."""
+        """Queue ``obj``: a :class:`~.pipe_messages.Replies` (joined with those queued
+        next to it) or any other object, sent alone."""
         self._queue.put(obj)
 
     def close(self) -> None:
@@ -157,19 +159,19 @@ class QueuedWriter:
         obj = get()
         while True:
             after = None
-            if type(obj) is list:
-                lists = [obj]
-                while True:  # every list queued meanwhile goes into the same frame
+            if type(obj) is Replies:
+                batches = [obj]
+                while True:  # every batch queued meanwhile goes into the same frame
                     try:
                         after = get_nowait()
                     except queue.Empty:
                         break
-                    if type(after) is not list:
+                    if type(after) is not Replies:
                         break
-                    lists.append(after)
+                    batches.append(after)
                     after = None
-                if len(lists) > 1:
-                    obj = [reply for replies in lists for reply in replies]
+                if len(batches) > 1:
+                    obj = Replies.join(batches)
             if obj is _CLOSE:
                 break
             if not broken:
@@ -209,11 +211,11 @@ class PipeOwner(Protocol):
     def main_backlogged(self, paused: bool) -> None:
         """The pipe holds more than :data:`PIPE_HIGH_WATER` (or has drained)."""
 
-    def deliver(self, batch: list[Any]) -> None:
+    def deliver(self, replies: Replies) -> None:
         """A batch of replies came from the main process."""
 
-    def control(self, obj: Any) -> None:
-        """A control object (not a batch) came from the main process."""
+    def receive(self, obj: object) -> None:
+        """Any other message came from the main process."""
 
 
 class PipeWriter:
@@ -297,7 +299,7 @@ class PipeWriter:
 
 
 class PipeReader:
-    """The server process's end of the reply pipe: reply batches and control objects,
+    """The server process's end of the reply pipe: reply batches and other messages,
     read when the loop says the pipe is readable."""
 
     def __init__(self, owner: PipeOwner, fd: int) -> None:
@@ -322,10 +324,10 @@ class PipeReader:
             return
         owner = self.owner
         for obj in self.frames.feed(self.view[:n].tobytes()):
-            if type(obj) is list:
+            if type(obj) is Replies:
                 owner.deliver(obj)
             else:
-                owner.control(obj)
+                owner.receive(obj)
 
     def close_now(self) -> None:
         if not self.closed:

@@ -36,10 +36,9 @@ from .. import protocol as proto
 from ..errors import ShuttingDown, describe_error
 from .pipe_messages import (
     NO_REPLY,
-    Answer,
     FencePassed,
     Fires,
-    Reply,
+    Replies,
     Request,
     StatsReply,
     StatsRequest,
@@ -127,7 +126,7 @@ class Intake:
         while True:
             # Everything one read brought, from any number of batches, is answered by
             # one write: the busier the server, the bigger the batches.
-            replies: list[Answer] = []
+            replies = Replies([], [])
             for batch in batches:
                 if type(batch) is not list:
                     if type(batch) is FencePassed:
@@ -137,7 +136,7 @@ class Intake:
                     handle(batch, writer.send, replies)
                 except Exception:  # a bug here must not stop the intake for good
                     self._bug(current, batch)
-            if replies:
+            if replies.rids:
                 writer.send(replies)
             if self.port.backlog() > MAX_BACKLOG:
                 self._wait_for_room()
@@ -194,23 +193,22 @@ class Intake:
         self,
         batch: list[Request],
         send: Callable[[Any], None],
-        replies: list[Answer],
+        replies: Replies,
     ) -> None:
         """Fire a batch of events and answer its requests into ``replies``, in order.
 
         Each run of fires is accepted as one :meth:`EventPort.accept_batch`. Replies that
         wait for an event are sent later with ``send``.
         """
-        add = replies.append
         for item in batch:
             if isinstance(item, Fires):
-                self._fire(item, send, add)
+                self._fire(item, send, replies)
             elif isinstance(item, StatusRequest):
-                add(Reply(item.rid, self.status.status_line(item.tid)))
+                replies.add(item.rid, self.status.status_line(item.tid))
             elif isinstance(item, StatsRequest):
-                self._stats(add)
+                send(self._stats())
             elif isinstance(item, TerminateRequest):
-                self._terminate(item.rid, add)
+                self._terminate(item.rid, replies)
             else:
                 logger.error("rigger_mp: the TCP intake ignored an unknown request %r", item)
 
@@ -218,7 +216,7 @@ class Intake:
         self,
         fires: Fires,
         send: Callable[[Any], None],
-        add: Callable[[Answer], None],
+        replies: Replies,
     ) -> None:
         """Queue a run of fires the server accepted.
 
@@ -229,7 +227,7 @@ class Intake:
             specs = list(zip(fires.tids, fires.hook_names, fires.data, strict=True))
             tasks = self.port.accept_batch(specs, fires.seqs)
         except Exception as exc:
-            self._refuse(fires, exc, add)
+            self._refuse(fires, exc, replies)
             return
         self.status.remember(tasks)
         self.port.call_soon(partial(self.status.settle, tasks))  # runs after their events
@@ -243,7 +241,7 @@ class Intake:
         self,
         fires: Fires,
         exc: Exception,
-        add: Callable[[Answer], None],
+        replies: Replies,
     ) -> None:
         """The dispatcher would not queue ``fires``: tell whoever waits, log the acked ones.
 
@@ -258,7 +256,7 @@ class Intake:
         acked = [tid for rid, tid in zip(fires.rids, fires.tids, strict=True) if rid == NO_REPLY]
         for rid in fires.rids:
             if rid != NO_REPLY:
-                add(Reply(rid, line))
+                replies.add(rid, line)
         self.refused += len(fires.tids) - len(acked)
         if acked:
             self.lost += len(acked)
@@ -286,9 +284,9 @@ class Intake:
             line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
         if len(line) > self.max_reply_bytes:
             line = self._too_large("the event ran, but its output", len(line), task.tid)
-        send([Reply(rid, line)])
+        send(Replies([rid], [line]))
 
-    def _stats(self, add: Callable[[Answer], None]) -> None:
+    def _stats(self) -> StatsReply:
         """Answer ``stats``: the dispatcher's, to which the server adds its own counters.
 
         The server process asks at most once per 100 ms, however often it is asked
@@ -301,9 +299,8 @@ class Intake:
         except (TypeError, ValueError):  # the server answers not_serializable
             size = 0
         if size > self.max_reply_bytes:
-            add(StatsReply(None, self._too_large("the stats", size)))
-        else:
-            add(StatsReply(stats))
+            return StatsReply(None, self._too_large("the stats", size))
+        return StatsReply(stats)
 
     def _too_large(self, what: str, size: int, tid: str | None = None) -> bytes:
         """The ``reply_too_large`` line that replaces a reply of ``size`` bytes."""
@@ -314,11 +311,11 @@ class Intake:
             tid,
         )
 
-    def _terminate(self, rid: int, add: Callable[[Answer], None]) -> None:
+    def _terminate(self, rid: int, replies: Replies) -> None:
         """Start a clean stop on a thread of its own; the reply waits for the drain."""
         with self._lock:
             if self._terminates is None:  # stop() has begun
-                add(Reply(rid, proto.OK_LINE))
+                replies.add(rid, proto.OK_LINE)
                 return
             self._terminates.append((self._serving, rid))  # rids are per process
             if self._terminator is not None:
@@ -344,7 +341,7 @@ class Intake:
             waiting, self._terminates = self._terminates, None
         rids = [rid for inc, rid in waiting or () if inc is current]
         if rids and current is not None:
-            current.writer.send([Reply(rid, proto.OK_LINE) for rid in rids])
+            current.writer.send(Replies(rids, [proto.OK_LINE] * len(rids)))
 
     def wait_terminated(self, timeout: float | None = None) -> None:
         """Join the thread that carried out a TCP ``terminate`` (if any)."""

@@ -12,13 +12,14 @@ message is declared here, once::
 
     server process ◀── reply pipe ───── main process
       ServerSettings                      the first object
-      [Reply | StatsReply, ...]           replies, by request id (rid); stats
+      Replies                             reply lines, by request id (rid)
+      StatsReply                          the stats asked
       Fence(n, quiesce) / Stop()          control
 
-Named tuples, and fires as one :class:`Fires` per run, a column per field: a named tuple
-costs its class's ``__reduce__`` when pickled (a Python call per object, about ten
-times a plain tuple's cost), so per fire that would tax the hot path; per run of fires it
-costs less than the plain tuples did.
+Named tuples; fires and replies go as one :class:`Fires` or :class:`Replies` per batch,
+a column per field: a named tuple costs its class's ``__reduce__`` when pickled (a
+Python call per object, five to twenty times a plain tuple's cost), so one per fire or
+reply would tax the hot path; one per batch costs less than the plain tuples did.
 """
 
 from __future__ import annotations
@@ -88,11 +89,23 @@ Request = Fires | StatusRequest | StatsRequest | TerminateRequest
 # -- main process -> server process ------------------------------------------------------
 
 
-class Reply(NamedTuple):
-    """The reply line to request ``rid``."""
+class Replies(NamedTuple):
+    """Reply lines: ``lines[i]`` answers request ``rids[i]``."""
 
-    rid: int
-    line: bytes
+    rids: list[int]
+    lines: list[bytes]
+
+    def add(self, rid: int, line: bytes) -> None:
+        self.rids.append(rid)
+        self.lines.append(line)
+
+    @staticmethod
+    def join(batches: list[Replies]) -> Replies:
+        """One batch holding the replies of ``batches``, in order."""
+        return Replies(
+            [rid for batch in batches for rid in batch.rids],
+            [line for batch in batches for line in batch.lines],
+        )
 
 
 class StatsReply(NamedTuple):
@@ -101,10 +114,6 @@ class StatsReply(NamedTuple):
 
     stats: dict[str, Any] | None
     error: bytes | None = None
-
-
-Answer = Reply | StatsReply
-"""An item of a batch on the reply pipe."""
 
 
 class Fence(NamedTuple):

@@ -37,9 +37,10 @@ from .pipe_messages import (
     FencePassed,
     Fires,
     Ready,
-    Reply,
+    Replies,
     Request,
     ServerSettings,
+    StatsReply,
     StatsRequest,
     StatusRequest,
     Stop,
@@ -51,7 +52,6 @@ from .throttle import Throttled
 if TYPE_CHECKING:
     from .channel import PipeReader, PipeWriter
     from .journaling import ServerJournal
-    from .pipe_messages import Answer, StatsReply
     from .reply_target import Ack, ReplyTarget
 
 logger = logging.getLogger("rigger_mp.server")
@@ -409,22 +409,22 @@ class Server:
 
     # -- from the main process -----------------------------------------------------
 
-    def deliver(self, batch: list[Answer]) -> None:
+    def deliver(self, replies: Replies) -> None:
         """Route the main process's replies to their targets, in order."""
         pending = self.pending
         touched: list[ReplyTarget] = []
-        for item in batch:
-            if not isinstance(item, Reply):
-                touched += self._stats_arrived(item)
-                continue
-            rid = item.rid
+        for rid, line in zip(replies.rids, replies.lines, strict=True):
             entry = pending.pop(rid, None)
             if entry is None:  # its target was lost meanwhile
                 continue
             conn, seq = entry
             conn.rids.discard(rid)
-            if conn.put(seq, item.line):
+            if conn.put(seq, line):
                 touched.append(conn)
+        self._answered(touched)
+
+    def _answered(self, touched: list[ReplyTarget]) -> None:
+        """Replies from the main process were put to ``touched``: write them."""
         if touched:
             now = self.loop.time()
             for conn in touched:
@@ -461,14 +461,17 @@ class Server:
         line = stats_line(reply, self.counters())
         return [target for target, seq in waiting if target.put(seq, line)]
 
-    def control(self, obj: object) -> None:
-        """A control object from the main process: a :class:`Fence` or :class:`Stop`."""
-        if type(obj) is Fence:
+    def receive(self, obj: object) -> None:
+        """A message from the main process other than replies: the stats asked, a
+        :class:`Fence` or :class:`Stop`."""
+        if type(obj) is StatsReply:
+            self._answered(self._stats_arrived(obj))
+        elif type(obj) is Fence:
             self.fence(obj.n, obj.quiesce)
         elif type(obj) is Stop:
             self.stop()
         else:
-            logger.error("rigger_mp server: unknown control object %r ignored", obj)
+            logger.error("rigger_mp server: unknown message %r ignored", obj)
 
     # -- stopping --------------------------------------------------------------------
 
