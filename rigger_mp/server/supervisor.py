@@ -33,7 +33,7 @@ from then on (``stop`` does that before it drains). So an acked event is never d
 by a clean stop nor missed by ``wait_background``. A heartbeat thread asks for a fence
 every ``server_heartbeat`` seconds, so a server process that stopped or wedged is killed
 and replaced even when nobody waits on it. This module never imports
-:mod:`.process` (asyncio): the server runs in a process of its own.
+:mod:`.process` or its modules (asyncio): the server runs in a process of its own.
 """
 
 from __future__ import annotations
