@@ -444,7 +444,8 @@ class HttpFront:
         return await self._forward(partial(self.server.ask_status, tid=tid))
 
     async def _stats_line(self) -> bytes:
-        """One stats request to the main process, with this front's counters added."""
+        """The stats (at most 100 ms old: :mod:`.stats_snapshot`), with this front's
+        counters added."""
         line = await self._forward(self.server.ask_stats)
         reply = json.loads(line)
         stats = reply.get("stats")
