@@ -27,6 +27,7 @@ SERVER_MODULES = {
     "rigger_mp.server.router",
     "rigger_mp.server.stats_snapshot",
     "rigger_mp.server.throttle",
+    "rigger_mp.printable",  # its loggers escape what events put in their records
 }
 JOURNAL_MODULES = {
     # With a journal the server process commits before it acks: it loads
@@ -39,6 +40,7 @@ JOURNAL_MODULES = {
     "rigger_mp.journal.errors",
     "rigger_mp.journal.locks",
     "rigger_mp.journal.store",
+    "rigger_mp.safe_paths",  # the journal and its lock files follow no link
 }
 NEVER_IN_THE_SERVER = {"multiprocessing.managers", "psutil", "yaml"}
 

@@ -79,6 +79,7 @@ class RiggerConfig:
     http_address: str = "127.0.0.1"
     http_port: int | None = None
     http_max_connections: int = 256
+    http_allowed_hosts: list[str] = field(default_factory=list)
     # The I/O lane (rigger_mp.pool.io_lane): async def hooks with bg="io".
     io_concurrency: int = 64
     io_timeout: float = 300.0
@@ -165,6 +166,10 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an integer from 0 to 65535, or null (no HTTP)",
     ),
     "http_max_connections": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "http_allowed_hosts": (
+        lambda v: isinstance(v, list) and all(_is_str(h) and h.strip() for h in v),
+        "a list of host names (besides loopback and http_address)",
+    ),
     # The I/O lane: hooks in flight at once, and how long each may take.
     "io_concurrency": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "io_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),

@@ -23,11 +23,11 @@ next start, so delivery is at-least-once.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from .. import printable
 from ..journal import (
     FIRE_LINE,
     Entry,
@@ -55,7 +55,7 @@ class Settling(Protocol):
 
     on_settled: Callable[[Sequence[int]], None] | None
 
-logger = logging.getLogger("rigger_mp.journal")
+logger = printable.logger("rigger_mp.journal")
 
 MAX_DEAD_LOGGED = 20
 """Dead-lettered events named one by one at start; the rest only counted."""

@@ -13,12 +13,12 @@ the interpreter runs is found by the next ``start()``.
 from __future__ import annotations
 
 import importlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from .. import printable
 from ..errors import PluginError
 from ..plugins import BUILTIN
 from .calling import describe
@@ -26,7 +26,7 @@ from .config import InstanceConfig, RiggerConfig
 from .plugin import Dispatcher, RiggerBasePlugin
 from .plugin_config import check_instance_keys, is_file_source, located
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 PluginClass = type[RiggerBasePlugin]
 

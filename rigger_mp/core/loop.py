@@ -18,7 +18,6 @@ One :class:`Phase` says what the loop takes and does; :meth:`EventLoop.begin_sta
 from __future__ import annotations
 
 import enum
-import logging
 import queue
 import threading
 import time
@@ -26,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from .. import printable
 from ..deadline import Deadline
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
@@ -40,7 +40,7 @@ from .task import Task
 if TYPE_CHECKING:
     from .journaling import Journaling
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 Backgrounded = tuple[PluginInstance, PluginHook]
 Submit = Callable[[tuple[Backgrounded, ...], dict[str, Any], str], Sequence[int]]

@@ -8,7 +8,6 @@ the TCP intake use, and hands the port's event calls on to its loop.
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .. import printable
 from ..coroutine_thread import CoroutineThread
 from ..deadline import Deadline
 from ..errors import PluginError, describe_error
@@ -33,7 +33,7 @@ from .task import Task
 if TYPE_CHECKING:
     from ..server.supervisor import ServerSupervisor
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 
 class Rigger(InstanceLookup, Dispatcher):

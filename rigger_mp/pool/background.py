@@ -11,13 +11,13 @@ so that the event thread stays the only writer of the global namespace.
 from __future__ import annotations
 
 import enum
-import logging
 import pickle
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+from .. import printable
 from ..core.calling import describe
 from ..core.config import RiggerConfig
 from ..core.loading import import_class
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..core.port import EventPort
     from ..coroutine_thread import CoroutineThread
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 _Result = tuple[int, list[Mapping[str, Any]], list[Failure], Sequence[int]]
 

@@ -9,7 +9,6 @@ and the item it is running, so that the main process knows what was lost if it d
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import pickle
 import signal
@@ -22,6 +21,7 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
+from .. import printable
 from ..core.loading import import_class
 from ..core.plugin import Dispatcher, RiggerBasePlugin
 from ..deadline import Deadline
@@ -238,7 +238,7 @@ def leave(grace: float) -> NoReturn:
             thread.join(deadline.left())
     left = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
     if len(left) > 1:
-        logging.getLogger("rigger_mp").warning(
+        printable.logger("rigger_mp").warning(
             "rigger_mp: worker %d exits leaving thread(s) a hook started: %s",
             os.getpid(),
             ", ".join(n for n in left if n != threading.current_thread().name),

@@ -20,7 +20,6 @@ declared in :mod:`.pipe_messages`.
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import queue
@@ -36,7 +35,9 @@ if TYPE_CHECKING:
 
     from .reply_target import Ack
 
-logger = logging.getLogger("rigger_mp")
+from .. import printable
+
+logger = printable.logger("rigger_mp")
 
 _HEADER: Final = struct.Struct("!I")
 HEADER_SIZE: Final = _HEADER.size

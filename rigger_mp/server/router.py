@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from .. import printable
 from .. import protocol as proto
 from ..lifecycle import move
 from .channel import READ_SIZE, pack
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from .journaling import ServerJournal
     from .reply_target import Ack, ReplyTarget
 
-logger = logging.getLogger("rigger_mp.server")
+logger = printable.logger("rigger_mp.server")
 
 
 def default_max_connections() -> int:

@@ -42,7 +42,6 @@ import atexit
 import contextlib
 import enum
 import ipaddress
-import logging
 import os
 import socket
 import subprocess
@@ -52,6 +51,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
+from .. import printable
 from ..core.config import RiggerConfig
 from ..deadline import Deadline
 from .channel import BlockingReader, QueuedWriter
@@ -63,7 +63,7 @@ from .pipe_messages import Fence, ServerSettings, Stop
 if TYPE_CHECKING:
     from ..core.port import EventPort
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 START_TIMEOUT: Final = 60.0
 """How long a new server process may take to start listening."""
@@ -197,6 +197,8 @@ class ServerSupervisor:
             journal=settings.journal,
             journal_sync=settings.journal_sync,
             http_max_connections=settings.http_max_connections,
+            http_address=settings.http_address,
+            http_allowed_hosts=tuple(settings.http_allowed_hosts),
             max_connections=settings.max_connections,
             drain_timeout=settings.drain_timeout,
             auth_timeout=settings.auth_timeout,

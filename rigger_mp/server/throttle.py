@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Final
 
-logger = logging.getLogger("rigger_mp.server")
+from .. import printable
+
+logger = printable.logger("rigger_mp.server")
 
 LOG_EVERY: Final = 10.0
 """Seconds between two log records of one kind that an attacker can cause (accept
