@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,23 +16,22 @@ import pytest
 
 from ._http import Http, http_port, make_http_rigger  # skips loudly without the http extra
 from ._tcp import HOST, WAIT, Raw, counter, port_of, server_pid
+from .conftest import Dispatchers
 from .test_cli import Served, env
 
 parser = pytest.importorskip("prometheus_client.parser")
 text_string_to_metric_families = parser.text_string_to_metric_families
 
 from rigger_mp import Rigger  # noqa: E402
+from rigger_mp.core.event_thread import MAX_HOOK_COUNTERS, OTHER_HOOKS  # noqa: E402
 from rigger_mp.core.failures import MAX_FAILURES  # noqa: E402
-from rigger_mp.core.loop import MAX_HOOK_COUNTERS, OTHER_HOOKS  # noqa: E402
 
 TOKEN = "s3cret-token"
 
 
 @pytest.fixture
-def rigger() -> Iterator[Rigger]:
-    rigger = make_http_rigger()
-    yield rigger
-    rigger.stop()
+def rigger(dispatchers: Dispatchers) -> Rigger:
+    return dispatchers.add(make_http_rigger())
 
 
 def served(rigger: Rigger, token: str | None = None) -> None:

@@ -22,8 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 from .. import printable
-from ..core.loading import import_class
-from ..core.plugin import Dispatcher, RiggerBasePlugin
+from ..core.plugin import Dispatcher, RiggerBasePlugin, import_class
 from ..deadline import Deadline
 from ..errors import PluginError, RiggerError
 from .interface import InstanceSpec, WorkItem
