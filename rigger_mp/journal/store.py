@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import logging
 import os
 import sqlite3
 import threading
@@ -43,13 +42,14 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import printable
 from ..errors import UnsafePath
 from ..safe_paths import open_no_follow, refuse_link
 from .codec import FORMATS, decode
 from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked
 from .locks import OwnerLock, WriterLock
 
-log = logging.getLogger("rigger_mp.journal")
+log = printable.logger("rigger_mp.journal")
 
 APPLICATION_ID = 0x52474D4A  # "RGMJ": a rigger_mp journal, not just any SQLite file
 SCHEMA_VERSION = 3
