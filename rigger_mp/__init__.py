@@ -11,9 +11,12 @@ The package is laid out by process role; each subpackage is what one process run
       pool/     backgrounded hooks: interface (WorkerPool, ResultSink), background (the
                 dispatcher's side), local (LocalPool) + worker (the worker process),
                 dask + dask_worker (DaskPool), messages
-      server/   the TCP intake: process (the asyncio server process), channel + messages
-                (its pipes), and in the main process supervisor (spawn, restart, stop),
-                intake (the intake loop), fences, status_window, incarnation
+      server/   the TCP intake. In the server process (asyncio): process (its entry),
+                acceptor, connection (+ auth, reply_order, http_refusal), router (tids,
+                acks, backpressure, stop), stats_snapshot, throttle, http (the HTTP
+                front); between the two: channel (the pipes) + pipe_messages; in the
+                main process: supervisor (spawn, restart, stop), intake (the intake
+                loop), fences, status_window, incarnation
       journal/  the SQLite journal (used by the main and the server process)
       cli/      rigger-mp: commands, serve, demo (+ demo_client, its client process),
                 status, journal
@@ -33,22 +36,23 @@ only that interface, the config type, the plugin API and ``Task``.
 
 Data flow over TCP (server.process in its own process, server.intake in the main)::
 
-    RiggerClient, nc, ...                server process              main process
-    ---------------------                (server.process)            (server.intake)
-    JSON line ──TCP──▶ Conn ─ parse, validate ─┐
-      (\\n or \\0 ends it)  answers ping/auth/  │ a fire gets its tid here;
-                          bad input itself      │ one batch per read
-                                                ▼
-      ok + tid ◀──────── once its batch is in ─ requests pipe ──▶ intake thread
-      (plain fire)        the pipe               (server.channel)  queues the fires
-                                                                   (port.accept_batch),
-                                                                   answers task_status
-                                                                   (server.status_window),
-                                                                   stats, terminate
-    reply line ◀──TCP── Conn ◀─ in order, ◀─ reply pipe ◀─────────────┤
-                        per connection                                │ grab_result /
-                        (seq numbers)                 done-callback ◀─┘ wait_for_task:
-                                                      of the Task       when it finishes
+    RiggerClient, nc, ...      server process                    main process
+    ---------------------      (server.process)                  (server.intake)
+    JSON line ──TCP──▶ Acceptor ─▶ Connection ─ parse, validate ─┐
+      (\\n or \\0 ends it)      refuses HTTP; answers auth,    │ Router: a fire gets its
+                               bad input itself; stats from    │ tid here; one batch per
+                               StatsSnapshot (100 ms)          │ read
+                                                               ▼
+      ok + tid ◀──────── once its batch is in ─ requests pipe ──────▶ intake thread
+      (plain fire)        the pipe              (server.channel:      queues each Fires run
+                                                Fires, StatusRequest, (port.accept_batch),
+                                                StatsRequest, ...)    answers task_status
+                                                                      (server.status_window),
+                                                                      stats, terminate
+    reply line ◀──TCP── Connection ◀─ in order ◀─ reply pipe ◀────────┤
+                        (ReplyOrder, by        (Replies, StatsReply)  │ grab_result /
+                        seq numbers)           done-callback ◀────────┘ wait_for_task:
+                                               of the Task              when it finishes
 
     What is written into the requests pipe outlives the server process, so an acked
     fire is never lost with it. A fence request (stop, wait_background; server.fences)

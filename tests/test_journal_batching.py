@@ -1,4 +1,4 @@
-"""How the journal groups its writes (issue #13): fire_many, done marks, the server's turn.
+"""How the journal groups its writes: fire_many, done marks, the server's turn.
 
 - ``Rigger.fire_many``: one commit for the batch, all or nothing, with or without a journal.
 - Done marks: the event thread hands on those of a run of events at once, one commit.
@@ -25,7 +25,7 @@ from rigger_mp.journal import FIRE_LINE, JournalStore, decode
 from rigger_mp.journal.locks import WriterLock
 from rigger_mp.server import journaling as server_journaling
 from rigger_mp.server.journaling import Ack, ServerJournal
-from rigger_mp.server.messages import FIRE, NO_REPLY
+from rigger_mp.server.pipe_messages import NO_REPLY, Fires, Request, StatusRequest
 from tests.test_journal_wired import gate, make, peek
 
 
@@ -141,23 +141,39 @@ class Host:
         self.to_main = self
         self.pending: dict[int, tuple[Any, int]] = {}
         self.errors: Counter[str] = Counter()
-        self.sent: list[tuple[list[tuple[Any, ...]], list[Ack]]] = []
+        self.sent: list[tuple[list[Any], list[Ack]]] = []
         self.replies: list[tuple[Any, int, bytes]] = []
 
     def reply_all(self, replies: list[tuple[Any, int, bytes]]) -> None:
         self.replies.extend(replies)
 
-    def send_batch(self, batch: list[tuple[Any, ...]], acks: list[Ack]) -> None:
+    def send_batch(self, batch: list[Request], acks: list[Ack]) -> None:
         self.sent.append((batch, acks))
 
     def write(self, frame: bytes, acks: list[Ack]) -> None:
         self.sent.append(([("frame", frame)], acks))
 
 
-def fire(journal: ServerJournal, tid: str, x: int) -> tuple[Any, ...]:
-    line = json.dumps({"hook_name": "ev", "data": {"x": x}}).encode()
-    journal.add(tid, "ev", line)
-    return (NO_REPLY, FIRE, "ev", {"x": x}, proto.ACK, tid)
+def fires(journal: ServerJournal, tids: list[str], rids: list[int] | None = None) -> Fires:
+    """A run of fires ``{"x": i}`` journaled as the server journals them (acked: NO_REPLY)."""
+    for x, tid in enumerate(tids):
+        journal.add(tid, "ev", json.dumps({"hook_name": "ev", "data": {"x": x}}).encode())
+    n = len(tids)
+    modes = [proto.ACK if rid == NO_REPLY else proto.WAIT for rid in rids or [NO_REPLY] * n]
+    return Fires(rids or [NO_REPLY] * n, ["ev"] * n, [{"x": x} for x in range(n)], modes, tids)
+
+
+def sizes(host: Host) -> list[int]:
+    """The fires of each batch sent into the pipe, in order (a control frame counts 1)."""
+    return [
+        sum(len(item.tids) if isinstance(item, Fires) else 1 for item in batch)
+        for batch, _ in host.sent
+    ]
+
+
+def seqs(sent: list[tuple[list[Any], list[Ack]]]) -> list[int]:
+    """The journal seqs the fires of these batches carry, in order."""
+    return [s for batch, _ in sent for item in batch for s in item.seqs or ()]
 
 
 def test_the_fires_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
@@ -170,7 +186,7 @@ def test_the_fires_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
         async def turn() -> None:
             # Three connections' reads in one turn, a fence behind them.
             for conn in range(3):
-                batch = [fire(journal, f"{conn}-{i}", i) for i in range(2)]
+                batch: list[Request] = [fires(journal, [f"{conn}-{i}" for i in range(2)])]
                 journal.send(batch, [(conn, i, f"{conn}-{i}") for i in range(2)])
             journal.send_frame(b"fence")
             assert host.sent == [] and journal.busy()  # nothing goes before the commit
@@ -179,8 +195,8 @@ def test_the_fires_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
         loop.run_until_complete(turn())
         stats = journal.stats()
         assert stats["commits"] == 1 and stats["appended"] == 6 and stats["groups"] == 1
-        assert [len(batch) for batch, _ in host.sent] == [2, 2, 2, 1]  # in order, fence last
-        assert [item[-1] for batch, _ in host.sent[:3] for item in batch] == list(range(1, 7))
+        assert sizes(host) == [2, 2, 2, 1]  # in order, fence last
+        assert seqs(host.sent[:3]) == list(range(1, 7))
         rows = store.pending()
         assert {r.fmt for r in rows} == {FIRE_LINE}
         assert decode(rows[5].fmt, rows[5].blob) == {"x": 1}
@@ -203,18 +219,18 @@ def test_a_turn_past_turn_rows_commits_what_it_has_at_once(
 
         async def turn() -> list[int]:
             for conn in range(4):
-                batch = [fire(journal, f"{conn}-{i}", i) for i in range(2)]
+                batch: list[Request] = [fires(journal, [f"{conn}-{i}" for i in range(2)])]
                 journal.send(batch, [(conn, i, f"{conn}-{i}") for i in range(2)])
             journal.send_frame(b"fence")
-            early = [len(batch) for batch, _ in host.sent]
+            early = sizes(host)
             await asyncio.sleep(0)  # the end of the turn: the rest is committed
             return early
 
         assert loop.run_until_complete(turn()) == [2, 2, 2]
         stats = journal.stats()
         assert stats["commits"] == 2 and stats["appended"] == 8
-        assert [len(batch) for batch, _ in host.sent] == [2, 2, 2, 2, 1]  # fence last
-        assert [item[-1] for batch, _ in host.sent[:4] for item in batch] == list(range(1, 9))
+        assert sizes(host) == [2, 2, 2, 2, 1]  # fence last
+        assert seqs(host.sent[:4]) == list(range(1, 9))
         assert not journal.busy()
     finally:
         journal.close()
@@ -234,9 +250,8 @@ def test_a_failed_turn_commit_answers_journal_failed(
 
         monkeypatch.setattr(journal.store, "commit", full)
         host.pending[5] = ("waiter", 9)
-        status = (6, 1, "t-1")  # a STATUS request in the same batch still goes through
-        batch = [fire(journal, "a", 1), (5, FIRE, "ev", {"x": 2}, proto.WAIT, "b"), status]
-        journal.add("b", "ev", b'{"hook_name": "ev", "data": {"x": 2}}')
+        status = StatusRequest(6, "t-1")  # a request in the same batch still goes through
+        batch: list[Request] = [fires(journal, ["a", "b"], [NO_REPLY, 5]), status]
         journal.send(batch, [("conn", 0, "a")])
         loop.run_until_complete(asyncio.sleep(0))
         assert host.sent == [([status], [])]

@@ -547,7 +547,7 @@ def test_intake_stops_reading_while_too_many_events_wait(
 
 
 def test_a_held_reply_stops_reading_from_its_connection(rigger: Rigger) -> None:
-    from rigger_mp.server.process import MAX_OWED
+    from rigger_mp.server.connection import MAX_OWED
 
     plugin = counter(rigger)
     pings = max(MAX_OWED * 10, 1_000_000)  # more than the socket buffers both ways hold

@@ -29,7 +29,7 @@ from rigger_mp.server import intake
 from rigger_mp.server import supervisor as supervisor_module
 from rigger_mp.server.channel import BlockingReader
 from rigger_mp.server.intake import Intake
-from rigger_mp.server.messages import FIRE
+from rigger_mp.server.pipe_messages import Fence, Fires, Request
 from rigger_mp.server.supervisor import Phase, ServerSupervisor
 from tests._tcp import (
     HOST,
@@ -62,8 +62,8 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
     gate = Held()
     handle = Intake._handle
 
-    def held_handle(self: Intake, batch: list[tuple[Any, ...]], *args: Any) -> None:
-        if any(item[1] == FIRE for item in batch):
+    def held_handle(self: Intake, batch: list[Request], *args: Any) -> None:
+        if any(isinstance(item, Fires) for item in batch):
             if not gate.entered.is_set():
                 gate.entered.set()
                 gate.release.wait(WAIT)
@@ -298,7 +298,7 @@ def test_a_fence_asked_while_stop_quiesces_quiesces_the_server_too() -> None:
     taken, go = threading.Event(), threading.Event()
 
     def held_send(obj: Any) -> None:  # stop() is preempted before it sends its fence
-        if type(obj) is tuple and obj[0] == "fence" and obj[2] and not taken.is_set():
+        if isinstance(obj, Fence) and obj.quiesce and not taken.is_set():
             taken.set()
             go.wait(WAIT)
         send(obj)

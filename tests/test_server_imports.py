@@ -15,13 +15,22 @@ SERVER_MODULES = {
     "rigger_mp",
     "rigger_mp.protocol",
     "rigger_mp.server",
+    "rigger_mp.lifecycle",
+    "rigger_mp.server.acceptor",
+    "rigger_mp.server.auth",
     "rigger_mp.server.channel",
-    "rigger_mp.server.messages",
+    "rigger_mp.server.connection",
+    "rigger_mp.server.http_refusal",
+    "rigger_mp.server.pipe_messages",
     "rigger_mp.server.process",
+    "rigger_mp.server.reply_order",
+    "rigger_mp.server.router",
+    "rigger_mp.server.stats_snapshot",
+    "rigger_mp.server.throttle",
     "rigger_mp.printable",  # its loggers escape what events put in their records
 }
 JOURNAL_MODULES = {
-    # With a journal (issue #13) the server process commits before it acks: it loads
+    # With a journal the server process commits before it acks: it loads
     # its side and the journal package (stdlib + rigger_mp.errors), nothing else.
     "rigger_mp.errors",
     "rigger_mp.server.journaling",
@@ -52,7 +61,7 @@ def modules_after(statement: str) -> set[str]:
     return set(loaded)
 
 
-def test_the_server_process_imports_only_the_server_channel_messages_and_protocol() -> None:
+def test_the_server_process_imports_only_the_server_channel_pipe_messages_and_protocol() -> None:
     # The imports of the command the supervisor starts the server process with.
     imports = supervisor._SERVER_MAIN.split("; main(")[0]
     assert "rigger_mp.server.process" in imports

@@ -10,6 +10,12 @@ how each side learns that the other is gone, without polling.
 
 Frames are a 4-byte big-endian length and a pickle. Only rigger_mp's own processes write
 to these pipes; data from the network is parsed as JSON in the server before it gets here.
+
+The main process's ends: :class:`BlockingReader` (the requests pipe, read by the intake
+thread) and :class:`QueuedWriter` (the reply pipe, written by a thread of its own). The
+server process's ends, driven by its asyncio loop without blocking it: :class:`PipeWriter`
+(the requests pipe) and :class:`PipeReader` (the reply pipe). What the pipes carry is
+declared in :mod:`.pipe_messages`.
 """
 
 from __future__ import annotations
@@ -19,7 +25,15 @@ import pickle
 import queue
 import struct
 import threading
-from typing import Any, Final
+from collections import deque
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from .pipe_messages import Replies
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .reply_target import Ack
 
 from .. import printable
 
@@ -30,6 +44,8 @@ HEADER_SIZE: Final = _HEADER.size
 READ_SIZE: Final = 64 * 1024
 """Pipe reads go into one preallocated buffer of this size: a fresh ``os.read`` buffer of
 256 KiB or more is an mmap/munmap pair per read, which cost more than the whole hop."""
+PIPE_HIGH_WATER: Final = 4 * 1024 * 1024
+"""Bytes waiting for the main process above which the server process reads no client."""
 
 
 def pack(obj: Any) -> bytes:
@@ -125,8 +141,8 @@ class QueuedWriter:
         self._thread.start()
 
     def send(self, obj: Any) -> None:
-        """Queue ``obj``: a list of replies (merged with lists queued next to it) or any
-        other object, sent alone."""
+        """Queue ``obj``: a :class:`~.pipe_messages.Replies` (joined with those queued
+        next to it) or any other object, sent alone."""
         self._queue.put(obj)
 
     def close(self) -> None:
@@ -144,19 +160,19 @@ class QueuedWriter:
         obj = get()
         while True:
             after = None
-            if type(obj) is list:
-                lists = [obj]
-                while True:  # every list queued meanwhile goes into the same frame
+            if type(obj) is Replies:
+                batches = [obj]
+                while True:  # every batch queued meanwhile goes into the same frame
                     try:
                         after = get_nowait()
                     except queue.Empty:
                         break
-                    if type(after) is not list:
+                    if type(after) is not Replies:
                         break
-                    lists.append(after)
+                    batches.append(after)
                     after = None
-                if len(lists) > 1:
-                    obj = [reply for replies in lists for reply in replies]
+                if len(batches) > 1:
+                    obj = Replies.join(batches)
             if obj is _CLOSE:
                 break
             if not broken:
@@ -180,3 +196,142 @@ class QueuedWriter:
 
 
 _CLOSE: Final = object()
+
+
+class PipeOwner(Protocol):
+    """What the server process's pipe ends tell the server (and the loop they run on)."""
+
+    loop: asyncio.AbstractEventLoop
+
+    def main_gone(self) -> None:
+        """The main process died or closed its pipe."""
+
+    def release(self, acks: list[Ack]) -> None:
+        """The frame these acks came with is wholly in the pipe: write them."""
+
+    def main_backlogged(self, paused: bool) -> None:
+        """The pipe holds more than :data:`PIPE_HIGH_WATER` (or has drained)."""
+
+    def deliver(self, replies: Replies) -> None:
+        """A batch of replies came from the main process."""
+
+    def receive(self, obj: object) -> None:
+        """Any other message came from the main process."""
+
+
+class PipeWriter:
+    """The server process's end of the requests pipe, written without blocking the loop.
+
+    What the pipe cannot take at once is buffered; above :data:`PIPE_HIGH_WATER` the
+    clients stop being read until it drains, so memory stays bounded when the main
+    process falls behind. The acks that come with a frame are released once its last
+    byte is in the pipe (``sent`` counts the bytes written so far).
+    """
+
+    def __init__(self, owner: PipeOwner, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.owner = owner
+        self.fd = fd
+        self.buf = bytearray()
+        self.sent = 0
+        self.held: deque[tuple[int, list[Ack]]] = deque()
+        self.paused = False
+        self.closing = False
+        self.closed = False
+
+    def write(self, frame: bytes, acks: list[Ack]) -> None:
+        if self.closed or self.closing:
+            return
+        if self.buf:
+            self.buf += frame
+        else:
+            try:
+                written = os.write(self.fd, frame)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # EPIPE: the main process is gone
+                self.owner.main_gone()
+                return
+            self.sent += written
+            if written == len(frame):
+                if acks:
+                    self.owner.release(acks)
+                return
+            self.buf += memoryview(frame)[written:]
+            self.owner.loop.add_writer(self.fd, self._drain)
+        if acks:
+            self.held.append((self.sent + len(self.buf), acks))
+        if not self.paused and len(self.buf) > PIPE_HIGH_WATER:
+            self.paused = True
+            self.owner.main_backlogged(True)
+
+    def _drain(self) -> None:
+        try:
+            written = os.write(self.fd, self.buf)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.owner.main_gone()
+            return
+        del self.buf[:written]
+        self.sent += written
+        held = self.held
+        while held and held[0][0] <= self.sent:
+            self.owner.release(held.popleft()[1])
+        if self.paused and len(self.buf) <= PIPE_HIGH_WATER // 4:
+            self.paused = False
+            self.owner.main_backlogged(False)
+        if not self.buf:
+            self.owner.loop.remove_writer(self.fd)
+            if self.closing:
+                self.owner.main_gone()
+
+    def close(self) -> None:
+        """Close once everything buffered is written; then the process may end."""
+        self.closing = True
+        if not self.buf:
+            self.owner.main_gone()
+
+    def close_now(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.owner.loop.remove_writer(self.fd)
+            os.close(self.fd)
+
+
+class PipeReader:
+    """The server process's end of the reply pipe: reply batches and other messages,
+    read when the loop says the pipe is readable."""
+
+    def __init__(self, owner: PipeOwner, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.owner = owner
+        self.fd = fd
+        self.frames = FrameReader()
+        self.buf = bytearray(READ_SIZE)
+        self.view = memoryview(self.buf)
+        self.closed = False
+        owner.loop.add_reader(fd, self._ready)
+
+    def _ready(self) -> None:
+        try:
+            n = os.readv(self.fd, [self.buf])
+        except BlockingIOError:
+            return
+        except OSError:
+            n = 0
+        if not n:  # end-of-file: the main process has gone
+            self.owner.main_gone()
+            return
+        owner = self.owner
+        for obj in self.frames.feed(self.view[:n].tobytes()):
+            if type(obj) is Replies:
+                owner.deliver(obj)
+            else:
+                owner.receive(obj)
+
+    def close_now(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.owner.loop.remove_reader(self.fd)
+            os.close(self.fd)

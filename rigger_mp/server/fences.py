@@ -4,8 +4,8 @@
 
     sync()/quiesce()            supervisor                server process       intake thread
     ----------------            ----------                --------------       -------------
-    n = ask() ───────────────▶ sent(n, now) ──(FENCE, n)─▶ flushes its acks,
-                                (owed since now)           writes (FENCE, n)
+    n = ask() ───────────────▶ sent(n, now) ─ Fence(n) ──▶ flushes its acks,
+                                (owed since now)           writes FencePassed(n)
                                                            behind them ───────▶ passed(n)
     wait(n) ◀──────────────────────────────── notify ◀──────────────────────────────┘
 

@@ -3,12 +3,12 @@ by aiohttp on the server process's own event loop (the ``http`` extra).
 
 ::
 
-    client ─HTTP─▶ HttpFront._handle ─ proto.parse ─▶ Server.fire / Server.forward(HttpCall)
+    client ─HTTP─▶ HttpFront._handle ─ proto.parse ─▶ Server.fire / Server.ask_*(HttpCall)
                         ▲                                   │ (the TCP path: tid, ack, pipe)
                         └──── await HttpCall.reply ◀── put(line) ◀── Server.release / deliver
 
 An HTTP request is served by the same machinery as a TCP message: its body is parsed by
-:func:`rigger_mp.protocol.parse`, and the :class:`~.process.Server` accepts the fire
+:func:`rigger_mp.protocol.parse`, and the :class:`~.router.Server` accepts the fire
 (tid, ack once in the pipe) or forwards the request to the main process for an
 :class:`HttpCall`, a pseudo-connection whose one reply resolves a future. So the reply
 object, the error codes, the token and the bounds are the TCP protocol's; only the
@@ -27,7 +27,7 @@ under a host name rebound to 127.0.0.1 gets ``bad_host``); a token set means
 ``Authorization: Bearer <token>`` on every data endpoint.
 
 Backpressure, as TCP has it: while the pipe to the main process holds more than
-``PIPE_HIGH_WATER`` (:mod:`.process`), a TCP connection is not read; a request that would
+``PIPE_HIGH_WATER`` (:mod:`.channel`), a TCP connection is not read; a request that would
 go to the main process (fire, tasks, stats, metrics, terminate) waits likewise, before
 its body is read (aiohttp then stops reading that socket), and goes on once the pipe
 has drained. A request whose connection closes while it waits is dropped unread: it was
@@ -41,6 +41,8 @@ import asyncio
 import json
 import socket
 import sys
+from collections.abc import Callable
+from functools import partial
 from hmac import compare_digest
 from importlib.resources import files
 from typing import Any, Final
@@ -53,9 +55,8 @@ from . import metrics
 from .http_guard import Guard
 from .http_noise import Noise
 from .http_stalls import Stalls
-from .messages import STATS, STATUS, TERMINATE
-from .process import Conn, ConnState, Server, ServerState
 from .process import main as process_main
+from .router import Server, ServerState
 
 logger = printable.logger("rigger_mp.server")
 
@@ -98,15 +99,17 @@ def main(argv: list[str]) -> None:
     process_main(argv[:3], on_start=lambda server: HttpFront(server, http_sock).start())
 
 
-class HttpCall(Conn):
-    """A pseudo-connection for one HTTP request: the one reply line the server puts
-    resolves :attr:`reply`. It is never in ``Server.conns``: only ``put``, ``flush`` and
-    ``state`` are what the server uses of a connection it replies to."""
+class HttpCall:
+    """The :class:`~.reply_target.ReplyTarget` of one HTTP request: the one reply line
+    the server puts resolves :attr:`reply` (the handler writes the response)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:  # no Conn state needed
-        self.state = ConnState.OPEN
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.rids: set[int] = set()  # the server's bookkeeping of replies owed
         self.reply: asyncio.Future[bytes] = loop.create_future()
+
+    @property
+    def lost(self) -> bool:
+        return False  # a request whose connection closed still gets its reply, unread
 
     def put(self, seq: int, line: bytes) -> bool:
         if not self.reply.done():
@@ -114,6 +117,9 @@ class HttpCall(Conn):
         return False  # nothing to flush: the handler writes the response
 
     def flush(self) -> None:
+        pass
+
+    def answered(self, now: float) -> None:
         pass
 
     def error(self, seq: int, code: str, message: str) -> None:
@@ -458,21 +464,23 @@ class HttpFront:
         server.flush_outbox()
         return await call.reply
 
-    async def _forward(self, item: tuple[Any, ...]) -> bytes:
+    async def _forward(self, ask: Callable[[HttpCall, int], None]) -> bytes:
+        """Forward a request with ``ask`` (one of ``Server.ask_*``); its one reply line."""
         self._serving()
         call = HttpCall(self.server.loop)
-        self.server.forward(call, 0, item)
+        ask(call, 0)
         self.server.flush_outbox()
         return await call.reply
 
     async def _task(self, tid: str) -> bytes:
         if not tid or len(tid) > MAX_TID:
             raise _HttpError(proto.BAD_REQUEST, f"a tid of 1 to {MAX_TID} characters")
-        return await self._forward((STATUS, tid))
+        return await self._forward(partial(self.server.ask_status, tid=tid))
 
     async def _stats_line(self) -> bytes:
-        """One stats request to the main process, with this front's counters added."""
-        line = await self._forward((STATS,))
+        """The stats (at most 100 ms old: :mod:`.stats_snapshot`), with this front's
+        counters added."""
+        line = await self._forward(self.server.ask_stats)
         reply = json.loads(line)
         stats = reply.get("stats")
         if isinstance(stats, dict) and isinstance(stats.get("server"), dict):
@@ -483,7 +491,7 @@ class HttpFront:
     async def _terminate(self) -> bytes:
         if self.server.state is ServerState.STOPPING:
             return proto.OK_LINE
-        return await self._forward((TERMINATE,))
+        return await self._forward(self.server.ask_terminate)
 
     def _json(
         self, line: bytes, headers: dict[str, str] | None = None, status: int | None = None

@@ -2,7 +2,7 @@
 
 aiohttp logs a traceback for every malformed request (2,000 of them wrote over a
 megabyte). :class:`Noise` is the logger the front gives aiohttp: each record becomes a
-call of a :class:`~.process.Throttled` logger, one record per ``LOG_EVERY`` seconds with
+call of a :class:`~.throttle.Throttled` logger, one record per ``LOG_EVERY`` seconds with
 a count of the rest. A malformed request (aiohttp's ``HttpProcessingError``: a bad
 request line, header, length, chunk) is the client's fault: a warning without a
 traceback. Anything else is a fault on this side: an error with the traceback of the
@@ -16,7 +16,7 @@ import logging
 
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .process import Throttled
+from .throttle import Throttled
 
 
 class Noise(logging.Logger):

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import RiggerError
 from .channel import BlockingReader, QueuedWriter
-from .messages import READY, ServerSettings
+from .pipe_messages import Ready, ServerSettings
 
 
 class ServerStartError(RiggerError):
@@ -40,7 +40,7 @@ class Incarnation:
                     f"the TCP server process did not start within {timeout:.0f} s"
                 )
             objs = self.reader.recv()
-            if not (type(objs[0]) is tuple and objs[0][0] == READY):
+            if type(objs[0]) is not Ready:
                 raise ServerStartError(f"the TCP server process sent {objs[0]!r} first")
         except BaseException as exc:
             process.kill()

@@ -3,19 +3,20 @@
 ::
 
     server process ── requests pipe ──▶ Intake.serve(incarnation), one read at a time:
-                                          fires ─────────▶ EventPort.accept_batch (in pipe order)
+                                          Fires ─────────▶ EventPort.accept_batch (in pipe order)
                                                            │ refused: shutting_down / lost
                                           │ then StatusWindow.settle behind them
-                                          task_status ──▶ StatusWindow.status_line
-                                          stats ────────▶ EventPort.stats
-                                          info ─────────▶ EventPort.info
-                                          terminate ────▶ a thread runs EventPort.stop
-                                          (FENCE, n) ───▶ Fences.passed(n)
+                                          StatusRequest ─▶ StatusWindow.status_line
+                                          StatsRequest ──▶ EventPort.stats
+                                          InfoRequest ───▶ EventPort.info
+                                          TerminateRequest ▶ a thread runs EventPort.stop
+                                          FencePassed(n) ▶ Fences.passed(n)
     server process ◀── reply pipe ──────  one batch of replies per read;
                    ◀──────────────────── done-callbacks of grab_result / wait_for_task
 
 The server process has already accepted the fires in the pipe (given tids, acked the
-plain ones): the intake queues each run of them with one :meth:`EventPort.accept_batch`
+plain ones): the intake queues each run of them (one :class:`~.pipe_messages.Fires`)
+with one :meth:`EventPort.accept_batch`
 and answers the other requests with one batch per read. Above :data:`MAX_BACKLOG`
 queued events it reads no more until the event thread has caught up. A batch that
 raises is a bug: the server is killed, the batch's acked fires counted as ``lost``, and
@@ -34,17 +35,17 @@ from typing import TYPE_CHECKING, Any, Final
 from .. import printable
 from .. import protocol as proto
 from ..errors import ShuttingDown, describe_error
-from .messages import (
-    FENCE,
-    FIRE,
-    INFO,
+from .pipe_messages import (
     NO_REPLY,
-    R_LINE,
-    R_STATS,
-    SEQ,
-    STATS,
-    STATUS,
-    TERMINATE,
+    FencePassed,
+    Fires,
+    InfoRequest,
+    Replies,
+    Request,
+    StatsReply,
+    StatsRequest,
+    StatusRequest,
+    TerminateRequest,
 )
 from .status_window import StatusWindow
 
@@ -101,6 +102,7 @@ class Intake:
         self.refused = 0
         self.lost = 0
         self.pauses = 0
+        self.stats_computed = 0
 
     def serve(self, current: Incarnation) -> None:
         """Handle the batches of one server process until its pipe reaches end-of-file.
@@ -126,17 +128,17 @@ class Intake:
         while True:
             # Everything one read brought, from any number of batches, is answered by
             # one write: the busier the server, the bigger the batches.
-            replies: list[tuple[int, int, Any]] = []
+            replies = Replies([], [])
             for batch in batches:
                 if type(batch) is not list:
-                    if batch[0] == FENCE:
-                        self.fences.passed(batch[1])
+                    if type(batch) is FencePassed:
+                        self.fences.passed(batch.n)
                     continue
                 try:
                     handle(batch, writer.send, replies)
                 except Exception:  # a bug here must not stop the intake for good
                     self._bug(current, batch)
-            if replies:
+            if replies.rids:
                 writer.send(replies)
             if self.port.backlog() > MAX_BACKLOG:
                 self._wait_for_room()
@@ -152,7 +154,7 @@ class Intake:
         """End a wait for room (a stop has begun: the drain runs the events anyway)."""
         self._room.set()
 
-    def _bug(self, current: Incarnation, batch: list[tuple[Any, ...]]) -> None:
+    def _bug(self, current: Incarnation, batch: list[Request]) -> None:
         """Handling ``batch`` raised: log it, count its acked fires as lost, replace the server.
 
         The batches behind it are still handled, up to the server's end-of-file. Its
@@ -160,7 +162,13 @@ class Intake:
         """
         current.process.kill()
         try:
-            acked = [str(i[5]) for i in batch if i[1] == FIRE and i[0] == NO_REPLY]
+            acked = [
+                str(tid)
+                for item in batch
+                if type(item) is Fires
+                for rid, tid in zip(item.rids, item.tids, strict=True)
+                if rid == NO_REPLY
+            ]
             tids = _first_tids(acked)
         except Exception:  # the batch itself is malformed: say so, count nothing
             acked, tids = [], "(unreadable batch)"
@@ -185,70 +193,59 @@ class Intake:
 
     def _handle(
         self,
-        batch: list[tuple[Any, ...]],
+        batch: list[Request],
         send: Callable[[Any], None],
-        replies: list[tuple[int, int, Any]],
+        replies: Replies,
     ) -> None:
         """Fire a batch of events and answer its requests into ``replies``, in order.
 
-        Each run of consecutive fires is accepted as one :meth:`EventPort.accept_batch`.
-        Replies that wait for an event are sent later with ``send``.
+        Each run of fires is accepted as one :meth:`EventPort.accept_batch`. Replies that
+        wait for an event are sent later with ``send``.
         """
-        add = replies.append
-        fires: list[tuple[Any, ...]] = []
         for item in batch:
-            kind = item[1]
-            if kind == FIRE:
-                fires.append(item)
-                continue
-            if fires:
-                self._fire(fires, send, add)
-                fires = []
-            rid = item[0]
-            if kind == STATUS:
-                add((rid, R_LINE, self.status.status_line(item[2])))
-            elif kind == STATS:
-                self._stats(rid, add)
-            elif kind == INFO:
-                add((rid, R_LINE, proto.reply_line({"ok": True, "info": self.port.info()})))
-            elif kind == TERMINATE:
-                self._terminate(rid, add)
+            if isinstance(item, Fires):
+                self._fire(item, send, replies)
+            elif isinstance(item, StatusRequest):
+                replies.add(item.rid, self.status.status_line(item.tid))
+            elif isinstance(item, StatsRequest):
+                send(self._stats())
+            elif isinstance(item, InfoRequest):
+                replies.add(item.rid, proto.reply_line({"ok": True, "info": self.port.info()}))
+            elif isinstance(item, TerminateRequest):
+                self._terminate(item.rid, replies)
             else:
-                add((rid, R_LINE, proto.error_line(proto.INTERNAL, f"unknown request {kind!r}")))
-        if fires:
-            self._fire(fires, send, add)
+                logger.error("rigger_mp: the TCP intake ignored an unknown request %r", item)
 
     def _fire(
         self,
-        fires: list[tuple[Any, ...]],
+        fires: Fires,
         send: Callable[[Any], None],
-        add: Callable[[tuple[int, int, Any]], None],
+        replies: Replies,
     ) -> None:
-        """Queue ``(rid, FIRE, hook_name, data, mode, tid)`` items the server accepted.
+        """Queue a run of fires the server accepted.
 
         Plain fires were acked by the server already; the others are answered when
         their event has run.
         """
         try:
-            specs = [(item[5], item[2], item[3]) for item in fires]
-            # Journaled fires carry their seq last (see rigger_mp.server.journaling).
-            seqs = [item[6] for item in fires] if len(fires[0]) > SEQ else None
-            tasks = self.port.accept_batch(specs, seqs)
+            specs = list(zip(fires.tids, fires.hook_names, fires.data, strict=True))
+            tasks = self.port.accept_batch(specs, fires.seqs)
         except Exception as exc:
-            self._refuse(fires, exc, add)
+            self._refuse(fires, exc, replies)
             return
         self.status.remember(tasks)
         self.port.call_soon(partial(self.status.settle, tasks))  # runs after their events
         self.accepted += len(tasks)
-        for item, task in zip(fires, tasks, strict=True):
-            if item[0] != NO_REPLY:
-                task.add_done_callback(partial(self._finished, send, item[0], item[4]))
+        finished = self._finished
+        for rid, mode, task in zip(fires.rids, fires.modes, tasks, strict=True):
+            if rid != NO_REPLY:
+                task.add_done_callback(partial(finished, send, rid, mode))
 
     def _refuse(
         self,
-        fires: list[tuple[Any, ...]],
+        fires: Fires,
         exc: Exception,
-        add: Callable[[tuple[int, int, Any]], None],
+        replies: Replies,
     ) -> None:
         """The dispatcher would not queue ``fires``: tell whoever waits, log the acked ones.
 
@@ -258,13 +255,13 @@ class Intake:
         if isinstance(exc, ShuttingDown):
             line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
         else:
-            logger.exception("rigger_mp: queueing %d event(s) from TCP failed", len(fires))
+            logger.exception("rigger_mp: queueing %d event(s) from TCP failed", len(fires.tids))
             line = proto.error_line(proto.INTERNAL, describe_error(exc))
-        acked = [item[5] for item in fires if item[0] == NO_REPLY]
-        for item in fires:
-            if item[0] != NO_REPLY:
-                add((item[0], R_LINE, line))
-        self.refused += len(fires) - len(acked)
+        acked = [tid for rid, tid in zip(fires.rids, fires.tids, strict=True) if rid == NO_REPLY]
+        for rid in fires.rids:
+            if rid != NO_REPLY:
+                replies.add(rid, line)
+        self.refused += len(fires.tids) - len(acked)
         if acked:
             self.lost += len(acked)
             logger.error(
@@ -291,19 +288,23 @@ class Intake:
             line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
         if len(line) > self.max_reply_bytes:
             line = self._too_large("the event ran, but its output", len(line), task.tid)
-        send([(rid, R_LINE, line)])
+        send(Replies([rid], [line]))
 
-    def _stats(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
-        """Answer ``stats``: the dispatcher's, to which the server adds its own counters."""
+    def _stats(self) -> StatsReply:
+        """Answer ``stats``: the dispatcher's, to which the server adds its own counters.
+
+        The server process asks at most once per 100 ms, however often it is asked
+        (:mod:`.stats_snapshot`); :attr:`stats_computed` counts the times.
+        """
+        self.stats_computed += 1
         stats = self.port.stats()
         try:
             size = len(proto.reply_line({"ok": True, "stats": stats}))
         except (TypeError, ValueError):  # the server answers not_serializable
             size = 0
         if size > self.max_reply_bytes:
-            add((rid, R_LINE, self._too_large("the stats", size)))
-        else:
-            add((rid, R_STATS, stats))
+            return StatsReply(None, self._too_large("the stats", size))
+        return StatsReply(stats)
 
     def _too_large(self, what: str, size: int, tid: str | None = None) -> bytes:
         """The ``reply_too_large`` line that replaces a reply of ``size`` bytes."""
@@ -314,11 +315,11 @@ class Intake:
             tid,
         )
 
-    def _terminate(self, rid: int, add: Callable[[tuple[int, int, Any]], None]) -> None:
+    def _terminate(self, rid: int, replies: Replies) -> None:
         """Start a clean stop on a thread of its own; the reply waits for the drain."""
         with self._lock:
             if self._terminates is None:  # stop() has begun
-                add((rid, R_LINE, proto.OK_LINE))
+                replies.add(rid, proto.OK_LINE)
                 return
             self._terminates.append((self._serving, rid))  # rids are per process
             if self._terminator is not None:
@@ -344,7 +345,7 @@ class Intake:
             waiting, self._terminates = self._terminates, None
         rids = [rid for inc, rid in waiting or () if inc is current]
         if rids and current is not None:
-            current.writer.send([(rid, R_LINE, proto.OK_LINE) for rid in rids])
+            current.writer.send(Replies(rids, [proto.OK_LINE] * len(rids)))
 
     def wait_terminated(self, timeout: float | None = None) -> None:
         """Join the thread that carried out a TCP ``terminate`` (if any)."""

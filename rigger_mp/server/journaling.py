@@ -1,4 +1,4 @@
-"""The server process's side of the journal (issue #13): commit a turn's fires, then ack.
+"""The server process's side of the journal: commit a turn's fires, then ack.
 
 Redis-AOF style, in the asyncio loop itself: no thread. Each fire parsed is journaled as
 the message line it came in (:data:`~rigger_mp.journal.FIRE_LINE`: no re-encoding, the
@@ -12,7 +12,7 @@ clients flood, the first batches go into the pipe, and their acks out, while the
 still reads the others: the main process and the clients work meanwhile, instead of
 waiting for one commit of the whole turn. Then the batches go into the pipe in the order
 they came, so the pipe order is the accepted order, and the fences behind them too.
-Committed: each fire item gets its seq appended (index :data:`~.messages.SEQ`) and the
+Committed: each :class:`~.pipe_messages.Fires` run gets its fires' journal seqs and the
 batch goes into the pipe, its acks released as before. Failed: every fire of the batch
 is answered ``journal_failed`` and none goes into the pipe; its other requests still do.
 
@@ -20,8 +20,8 @@ The commit blocks the loop while it runs: with ``journal_sync: full`` that inclu
 fsync, as Redis's ``appendfsync always`` does. Reads that arrive meanwhile wait in the
 kernel and make the next group larger.
 
-This module imports only the journal package, the messages and the protocol, as
-:mod:`.process` does: the server process never loads the dispatcher.
+This module imports only the journal package, the pipe messages and the protocol, as the
+server process's other modules do: it never loads the dispatcher.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from .. import protocol as proto
 from ..journal import FIRE_LINE, JournalError, JournalStore, NewRow, Sync
 from ..journal.committer import GroupCounters, Outcome, commit_group
-from .messages import FIRE, NO_REPLY, ServerSettings
+from .pipe_messages import NO_REPLY, Fires, Request, ServerSettings
 
 TURN_ROWS = 1024
 """Fires of one loop turn above which their commit runs without waiting for the turn's
@@ -45,7 +45,7 @@ Ack = tuple[Any, int, str]
 
 
 class Host(Protocol):
-    """What this module uses of :class:`~rigger_mp.server.process.Server` (no import of it:
+    """What this module uses of :class:`~rigger_mp.server.router.Server` (no import of it:
     that module imports this one)."""
 
     loop: asyncio.AbstractEventLoop
@@ -56,7 +56,7 @@ class Host(Protocol):
     def reply_all(self, replies: list[tuple[Any, int, bytes]]) -> None:
         """Write these replies to their connections (those still open)."""
 
-    def send_batch(self, batch: list[tuple[Any, ...]], acks: list[Ack]) -> None:
+    def send_batch(self, batch: list[Request], acks: list[Ack]) -> None:
         """Write ``batch`` into the pipe, its acks released once it is there."""
 
 
@@ -67,7 +67,7 @@ class _Out:
 
     def __init__(
         self,
-        batch: list[tuple[Any, ...]],
+        batch: list[Request],
         acks: list[Ack],
         rows: list[NewRow],
         frame: bytes | None,
@@ -109,7 +109,7 @@ class ServerJournal:
         """Journal a fire, as the message ``line`` it came in, with the next :meth:`send`."""
         self._rows.append((tid, hook_name, FIRE_LINE, line))
 
-    def send(self, batch: list[tuple[Any, ...]], acks: list[Ack]) -> None:
+    def send(self, batch: list[Request], acks: list[Ack]) -> None:
         """Send ``batch`` into the pipe once its fires are committed, behind earlier ones."""
         rows, self._rows = self._rows, []
         out = _Out(batch, acks, rows, None)
@@ -179,15 +179,17 @@ class ServerJournal:
         outcome, batch = out.outcome, out.batch
         if isinstance(outcome, range):
             if out.rows:
-                seqs = iter(outcome)
+                start = 0
                 for index, item in enumerate(batch):
-                    if item[1] == FIRE:
-                        batch[index] = (*item, next(seqs))
+                    if type(item) is Fires:
+                        end = start + len(item.tids)
+                        batch[index] = item._replace(seqs=list(outcome[start:end]))
+                        start = end
             server.send_batch(batch, out.acks)
             return
         assert isinstance(outcome, JournalError)
         self._refuse(out, outcome)
-        rest = [item for item in batch if item[1] != FIRE]
+        rest = [item for item in batch if type(item) is not Fires]
         if rest:
             server.send_batch(rest, [])
 
@@ -199,14 +201,14 @@ class ServerJournal:
         replies = [(conn, seq, proto.error_line(code, text, tid)) for conn, seq, tid in out.acks]
         fires = 0
         for item in out.batch:
-            if item[1] != FIRE:
+            if type(item) is not Fires:
                 continue
-            fires += 1
-            rid, tid = item[0], item[5]
-            if rid != NO_REPLY:
-                entry = server.pending.pop(rid, None)
-                if entry is not None:
-                    replies.append((entry[0], entry[1], proto.error_line(code, text, tid)))
+            fires += len(item.tids)
+            for rid, tid in zip(item.rids, item.tids, strict=True):
+                if rid != NO_REPLY:
+                    entry = server.pending.pop(rid, None)
+                    if entry is not None:
+                        replies.append((entry[0], entry[1], proto.error_line(code, text, tid)))
         self.failed_fires += fires
         server.errors[code] += fires
         server.reply_all(replies)

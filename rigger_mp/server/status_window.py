@@ -3,10 +3,10 @@
 A task is kept as it is while it is queued or running. The intake queues a
 :meth:`StatusWindow.settle` job behind each batch it fires; run on the event thread after
 the batch's events, it swaps every task that has run for its small status record (done,
-or failed with the clipped error), so the window holds no event's namespace (issue #11:
-a 1 MB message of ``[[],[],...]`` kept 24 MB). The window is bounded in count
-(``status_window``) and in bytes (``status_window_bytes``, estimated per record); the
-oldest are forgotten first.
+or failed with the clipped error), so the window holds no event's namespace (a task
+kept whole held its event's: a 1 MB message of ``[[],[],...]`` kept 24 MB). The window
+is bounded in count (``status_window``) and in bytes (``status_window_bytes``, estimated
+per record); the oldest are forgotten first.
 """
 
 from __future__ import annotations

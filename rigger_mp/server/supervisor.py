@@ -4,11 +4,11 @@ server processes it starts, replaces and stops.
 ::
 
     Rigger ─ start, sync, quiesce, stop, stats ─▶ ServerSupervisor ─ spawn, kill ─▶ server process
-                                                   │ (Phase)           (FENCE, STOP)  (.process)
+                                                   │ (Phase)           (Fence, Stop)  (.process)
                                        its thread: ▼                          │
           ┌──────────────── Intake.serve(incarnation) (.intake) ◀── requests pipe
           │                   fires ──▶ EventPort.accept_batch; StatusWindow (.status_window)
-          │                   (FENCE, n) ──▶ Fences.passed(n) (.fences) ◀── sync/quiesce wait
+          │                   FencePassed(n) ─▶ Fences.passed(n) (.fences) ◀── sync/quiesce wait
           └▶ at end-of-file: EventPort.server_gone (journaled fires it never passed on),
              then replace the process (back-off); or end once a stop has begun
 
@@ -33,7 +33,7 @@ from then on (``stop`` does that before it drains). So an acked event is never d
 by a clean stop nor missed by ``wait_background``. A heartbeat thread asks for a fence
 every ``server_heartbeat`` seconds, so a server process that stopped or wedged is killed
 and replaced even when nobody waits on it. This module never imports
-:mod:`.process` (asyncio): the server runs in a process of its own.
+:mod:`.process` or its modules (asyncio): the server runs in a process of its own.
 """
 
 from __future__ import annotations
@@ -60,11 +60,7 @@ from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
 from .incarnation import Incarnation, ServerStartError
 from .intake import Intake
-from .messages import (
-    FENCE,
-    STOP,
-    ServerSettings,
-)
+from .pipe_messages import Fence, ServerSettings, Stop
 
 if TYPE_CHECKING:
     from ..core.port import EventPort
@@ -471,7 +467,7 @@ class ServerSupervisor:
 
     def _send_fence(self, incarnation: Incarnation, n: int, quiesce: bool) -> None:
         if self._fences.sent(n):  # else answered meanwhile (its server's end-of-file)
-            incarnation.writer.send((FENCE, n, quiesce))
+            incarnation.writer.send(Fence(n, quiesce))
 
     def _await_fence(self, n: int, timeout: float | None) -> bool:
         """Wait until fence ``n`` is answered; False if ``timeout`` ran out first.
@@ -540,7 +536,7 @@ class ServerSupervisor:
             atexit.unregister(self._at_exit)
         self._intake.answer_terminates(current)  # `terminate` is answered once drained
         if current is not None:
-            current.writer.send(STOP)
+            current.writer.send(Stop())
         limit = STOP_GRACE + 5.0 if timeout is None else max(timeout, 1.0)
         if self._beater is not None and self._beater is not threading.current_thread():
             self._beater.join()  # ends at once: _stop_event is set
@@ -619,6 +615,7 @@ class ServerSupervisor:
             "refused": self._intake.refused,
             "lost": self._intake.lost,
             "intake_pauses": self._intake.pauses,
+            "stats_computed": self._intake.stats_computed,
             "status_window": len(self._intake.status),
             "http_address": self.http_address,
             "http_port": self.http_port,
@@ -687,7 +684,7 @@ class ServerSupervisor:
                     quiescing = self._phase.stop_begun
                 self._send_fence(incarnation, asked, quiescing)
             if phase in (Phase.STOPPING, Phase.STOPPED):  # this one must go too
-                incarnation.writer.send(STOP)
+                incarnation.writer.send(Stop())
             logger.warning(
                 "rigger_mp: TCP server restarted (pid %s) on %s:%d",
                 incarnation.process.pid,
