@@ -31,7 +31,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -262,7 +262,9 @@ class Snapshot:
     session_seconds: float | None
     exit_status: int | None
     environment: Environment
-    cases: tuple[Case, ...]
+    cases: Collection[Case]
+    """The run's own cases, not a copy: copying 100,000 of them would hold up the event
+    thread (the garbage collector runs on such an allocation), and nothing changes them."""
     hosts: tuple[str, ...]
     workers: tuple[str, ...]
     unlisted: Mapping[str, int]
@@ -390,7 +392,7 @@ class Runs:
             session_seconds=run.session_seconds,
             exit_status=run.exit_status,
             environment=run.environment,
-            cases=tuple(run.cases.values()),
+            cases=run.cases.values(),
             hosts=tuple(sorted(run.hosts)),
             workers=tuple(sorted(run.workers, key=lambda w: (len(w), w))),
             unlisted=dict(run.unlisted),
