@@ -11,6 +11,7 @@ the reason), since a browser test that silently never runs proves nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -118,12 +119,17 @@ def screenshot_url(
 
 
 def evaluate(
-    page: Path, expression: str, fragment: str = "", size: tuple[int, int] = (1200, 900)
+    page: Path,
+    expression: str,
+    fragment: str = "",
+    size: tuple[int, int] = (1200, 900),
+    screenshot: Path | None = None,
 ) -> Any:
     """The value of the JavaScript ``expression`` in ``page`` (opened as a file:// URL
     with ``fragment``) once it has loaded: layout and scroll position included, which a
-    dumped DOM does not show. Drives Chromium over the DevTools protocol (aiohttp's
-    WebSocket client)."""
+    dumped DOM does not show; with ``screenshot``, a PNG of the viewport is written there
+    after the expression (a promise is awaited: say, for the images). Drives Chromium
+    over the DevTools protocol (aiohttp's WebSocket client)."""
     with tempfile.TemporaryDirectory(prefix="rigger_mp-chromium-") as profile:
         proc = subprocess.Popen(
             [
@@ -150,7 +156,9 @@ def evaluate(
                 raise AssertionError(f"chromium exited {proc.wait()} before DevTools listened")
             url = page.absolute().as_uri() + fragment
             return asyncio.run(
-                asyncio.wait_for(_devtools_evaluate(address, url, expression), TIMEOUT)
+                asyncio.wait_for(
+                    _devtools_evaluate(address, url, expression, size, screenshot), TIMEOUT
+                )
             )
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -160,7 +168,9 @@ def evaluate(
                 proc.stderr.close()
 
 
-async def _devtools_evaluate(browser_ws: str, url: str, expression: str) -> Any:
+async def _devtools_evaluate(
+    browser_ws: str, url: str, expression: str, size: tuple[int, int], screenshot: Path | None
+) -> Any:
     import aiohttp
 
     http = "http://" + browser_ws.split("/")[2]
@@ -184,6 +194,13 @@ async def _devtools_evaluate(browser_ws: str, url: str, expression: str) -> Any:
                 raise AssertionError(f"DevTools closed before answering {method}")
 
             await call("Page.enable")
+            await call(  # the viewport itself, whatever the window's frame takes
+                "Emulation.setDeviceMetricsOverride",
+                width=size[0],
+                height=size[1],
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             await ws.send_json({"id": 0, "method": "Page.navigate", "params": {"url": url}})
             async for message in ws:  # the navigation's answer comes before its load event
                 if json.loads(message.data).get("method") == "Page.loadEventFired":
@@ -193,4 +210,7 @@ async def _devtools_evaluate(browser_ws: str, url: str, expression: str) -> Any:
             )
             if "exceptionDetails" in value:
                 raise AssertionError(f"{expression}: {value['exceptionDetails']}")
+            if screenshot is not None:
+                shot = await call("Page.captureScreenshot", format="png")
+                screenshot.write_bytes(base64.b64decode(shot["data"]))
             return value["result"].get("value")

@@ -87,7 +87,7 @@ def test_the_file_is_valid_and_counts_what_the_events_said(
     }
     assert sum(s.tests for s in suites) == _story.JUNIT_COUNTS["tests"]
     for suite in suites:
-        props = {p.name: p.value for p in suite.properties()}
+        props = {p.name: p.value for p in suite.properties()}  # type: ignore[no-untyped-call]
         assert props["run_id"] == "run-1" and props["python"] == "3.11.7"
         if suite.hostname:
             assert props["host"] == suite.hostname and props["worker"] in suite.name

@@ -175,7 +175,8 @@ def render(snapshot: Snapshot) -> bytes:
         if key != "skipped":  # the schema has no skipped count on <testsuites>
             top.set(key, str(number))
     top.set("time", seconds_text(total_time))
-    return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(top, encoding="utf-8")
+    body: bytes = ET.tostring(top, encoding="utf-8", xml_declaration=True)
+    return body
 
 
 def _suite(

@@ -299,7 +299,7 @@ def _slowest(slowest: list[tuple[float, str, str]]) -> str:
     for took, location, name in slowest:
         parts.append(
             f'<tr><td class="num">{esc(duration_text(took))}</td>'
-            f'<td class="wrap">{esc(location)}</td><td class="wrap">{esc(name)}</td></tr>'
+            f'<td class="location">{esc(location)}</td><td class="name">{esc(name)}</td></tr>'
         )
     parts.append("</tbody></table>")
     return "".join(parts)

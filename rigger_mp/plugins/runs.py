@@ -60,6 +60,7 @@ DEFAULT_MAX_TEXT_BYTES: Final = 64 * 1024 * 1024
 BUCKETS: Final = (0.01, 0.1, 1.0, 10.0, 60.0, 300.0)
 """Upper bounds (seconds) of the duration chart's bars; the last bar is above 300 s."""
 CUT_NOTE: Final = "\n[... cut: {key} ({limit:,} bytes) reached]"
+"""Ends a cut text (its bytes are not counted against the bound: at most one a text)."""
 
 
 def text(value: Any, limit: int = MAX_TEXT) -> str:
@@ -438,19 +439,21 @@ class Runs:
         case.text_bytes = 0
         room = max(0, limits.max_text_bytes - self.held[1])
         if longrepr:
-            longrepr = cut(longrepr, min(limits.max_failure_bytes, room), _key(limits, room))
-            case.text_bytes += size(longrepr)
+            limit = min(limits.max_failure_bytes, room)
+            longrepr = cut(longrepr, limit, _key(limits, room))
+            case.text_bytes += min(size(longrepr), limit)  # the cut note is not counted
         case.longrepr = longrepr or None
         kept, left = [], min(limits.max_capture_bytes, max(0, room - case.text_bytes))
         for section in sections:
             if not section.text or left < 0:
                 continue
             body = cut(section.text, left, _key(limits, room, "max_capture_bytes"))
-            left = max(0, left - size(body))
+            used = min(size(body), left)
+            left -= used
+            case.text_bytes += used
             if body is not section.text:  # cut: the note says by what; later ones go
                 left = -1
             kept.append(Section(section.when, section.kind, body))
-            case.text_bytes += size(body)
         case.sections = tuple(kept)
         self._add(0, case.text_bytes)
 

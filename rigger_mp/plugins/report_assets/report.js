@@ -120,7 +120,8 @@
     if (extra.f || extra.c) {
       var failure = el(td, "details", "", "failure");
       failure.open = expand.checked;
-      var title = (extra.w ? "failed in " + extra.w : "failure") + (extra.c ? ": " + extra.c : "");
+      var failed = test[0] === "error" ? "error" : "failed";
+      var title = (extra.w ? failed + " in " + extra.w : failed) + (extra.c ? ": " + extra.c : "");
       el(failure, "summary", title);
       if (extra.f) el(failure, "pre", extra.f);
     }
