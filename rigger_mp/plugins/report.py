@@ -109,7 +109,8 @@ class ReportPlugin(RiggerBasePlugin):
         self.writer = Writer(f"report {self.ident}")
         self.handoff_seconds = 0.0
         """The longest time a finish_session of this instance held the event thread."""
-        self._last: tuple[Snapshot, Links] | None = None
+        self._last: Snapshot | None = None
+        """The last run written, kept for :meth:`rewrite` (not counted in the bounds)."""
         for event in ("start_session", "start_test", "finish_test", "finish_session"):
             self.register_plugin_hook(event)
 
@@ -171,15 +172,16 @@ class ReportPlugin(RiggerBasePlugin):
         try:
             self.write(snapshot, links)
         finally:
-            self._last = (snapshot, links)
+            self._last = snapshot
             self.runs.release(snapshot)
 
     def rewrite(self) -> Path | None:
-        """Write the last run's report again (its archives may have been made since)."""
+        """After ``stop()``: write the last run's report again, with the archives' state
+        read now (made or failed since; the event thread that owned it has ended)."""
         self.writer.wait()
         if self._last is None:
             return None
-        return self.write(*self._last)
+        return self.write(self._last, self._links(self._last))
 
     def write(self, snapshot: Snapshot, links: Links) -> Path:
         """Write ``snapshot``'s report (and, with a run id, its summary and the index)."""
