@@ -221,3 +221,11 @@ def test_a_failing_write_is_logged_and_the_next_one_runs(
     assert done.is_set()
     assert re.search(r"w: writing the first file failed", caplog.text)
     assert "disk full" in caplog.text
+
+
+def test_a_missing_root_is_made(tmp_path: Path) -> None:
+    root = tmp_path / "not" / "yet"
+    with Rigger(config(root)) as rigger:
+        fire_run(rigger, "r", ["passed"])
+    assert len(page_data(root / "r" / "report.html")["tests"]) == 1
+    assert (root / "r" / "junit.xml").is_file()

@@ -48,7 +48,7 @@ from ..safe_paths import write_atomically
 from .report import DEFAULT_DIR, LIMIT_KEYS, limits_of
 from .run_index import RUN_FILE, write_index
 from .run_writer import Writer
-from .runs import UNFINISHED, Case, Runs, Snapshot, ordered
+from .runs import UNFINISHED, Case, Runs, Snapshot, made_root, ordered
 
 logger = logging.getLogger("rigger_mp")
 
@@ -143,7 +143,7 @@ class JUnitPlugin(RiggerBasePlugin):
 
     def write(self, snapshot: Snapshot) -> Path:
         """Write ``snapshot``'s ``junit.xml``; with a run id, list it in the index too."""
-        root = Path(self.dir).absolute()
+        root = made_root(self.dir)
         name = snapshot.dir_name
         relative = JUNIT_NAME if name is None else f"{name}/{JUNIT_NAME}"
         target = write_atomically(root, relative, render(snapshot))

@@ -51,7 +51,7 @@ from .archive import ArchivePlugin
 from .report_page import Links, render
 from .run_index import write_index, write_summary
 from .run_writer import Writer
-from .runs import MAX_SHORT, Limits, Runs, Snapshot, run_dir_name, text
+from .runs import MAX_SHORT, Limits, Runs, Snapshot, made_root, run_dir_name, text
 
 logger = logging.getLogger("rigger_mp")
 
@@ -185,7 +185,7 @@ class ReportPlugin(RiggerBasePlugin):
 
     def write(self, snapshot: Snapshot, links: Links) -> Path:
         """Write ``snapshot``'s report (and, with a run id, its summary and the index)."""
-        root = self.root
+        root = made_root(self.dir)
         name = snapshot.dir_name
         relative = REPORT_NAME if name is None else f"{name}/{REPORT_NAME}"
         target = write_atomically(root, relative, render(snapshot, links).encode("utf-8"))

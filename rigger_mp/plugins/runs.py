@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from .artifacts import safe_part
@@ -106,6 +107,14 @@ def bucket(took: float) -> int:
 def size(value: str) -> int:
     """``value``'s length in UTF-8 bytes."""
     return len(value.encode("utf-8", "replace"))
+
+
+def made_root(directory: str) -> Path:
+    """The configured root (trusted: the operator's), absolute, made if missing; what is
+    below it is made with :mod:`rigger_mp.safe_paths`."""
+    root = Path(directory).absolute()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def run_dir_name(run_id: str) -> str | None:
