@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rigger_mp import Rigger
+from rigger_mp import Rigger, RiggerBasePlugin
 from rigger_mp.plugins import run_index
 from rigger_mp.plugins.report import ReportPlugin
 from rigger_mp.plugins.run_writer import Writer
@@ -229,3 +229,26 @@ def test_a_missing_root_is_made(tmp_path: Path) -> None:
         fire_run(rigger, "r", ["passed"])
     assert len(page_data(root / "r" / "report.html")["tests"]) == 1
     assert (root / "r" / "junit.xml").is_file()
+
+
+def test_stop_lets_each_plugin_finish_and_logs_one_that_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[float | None] = []
+
+    class Finishes(RiggerBasePlugin):
+        def plugin_stop(self, timeout: float | None) -> None:
+            calls.append(timeout)
+
+    class Raises(RiggerBasePlugin):
+        def plugin_stop(self, timeout: float | None) -> None:
+            raise RuntimeError("cannot finish")
+
+    rigger = Rigger({"plugins": {"a": {"plugin": "raises"}, "b": {"plugin": "finishes"}}})
+    rigger.register_plugin(Raises, "raises")
+    rigger.register_plugin(Finishes, "finishes")
+    rigger.start()
+    with caplog.at_level(logging.ERROR, "rigger_mp"):
+        rigger.stop(timeout=30)
+    assert len(calls) == 1 and calls[0] is not None and 0 < calls[0] <= 30
+    assert "plugin_stop of instance 'a' failed" in caplog.text and "cannot finish" in caplog.text
