@@ -42,10 +42,26 @@ def junit_schema(request: pytest.FixtureRequest) -> xmlschema.XMLSchema:
             download = root / "sdist"
             try:
                 proc = subprocess.run(
-                    [sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:",
-                     "--no-deps", "--disable-pip-version-check", "--timeout", "20",
-                     "-d", str(download), f"pytest=={version}"],
-                    capture_output=True, text=True, timeout=120, check=False,
+                    [
+                        sys.executable,
+                        "-m",
+                        "pip",
+                        "download",
+                        "-q",
+                        "--no-binary",
+                        ":all:",
+                        "--no-deps",
+                        "--disable-pip-version-check",
+                        "--timeout",
+                        "20",
+                        "-d",
+                        str(download),
+                        f"pytest=={version}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    check=False,
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 pytest.skip(f"cannot fetch pytest {version}'s sdist for its JUnit XSD: {exc}")

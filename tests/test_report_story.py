@@ -88,8 +88,17 @@ def test_everything_sent_stays_text(page: Path) -> None:
     # The environment block: rendered here, escaped.
     env = text[text.index('id="environment"') :]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;amp;" in env
-    for fact in ("3.11.7", "Linux-6.1-x86_64", "9.2.0", "rerunfailures 16.7", "xdist 3.8.0",
-                 "ci-host-1, ci-host-2", "gw0, gw1", "run-1", "-n 2 --rigger-config"):
+    for fact in (
+        "3.11.7",
+        "Linux-6.1-x86_64",
+        "9.2.0",
+        "rerunfailures 16.7",
+        "xdist 3.8.0",
+        "ci-host-1, ci-host-2",
+        "gw0, gw1",
+        "run-1",
+        "-n 2 --rigger-config",
+    ):
         assert fact in env, fact
 
 
@@ -98,8 +107,7 @@ def test_failure_text_and_sections_are_bounded_per_test_and_in_total() -> None:
 
     def finish(name: str, longrepr: Any, sections: Any) -> None:
         runs.finish_test(
-            {"test_name": name, "test_result": "failed", "longrepr": longrepr,
-             "sections": sections}
+            {"test_name": name, "test_result": "failed", "longrepr": longrepr, "sections": sections}
         )
 
     finish("a", "é" * 1000, [{"when": "call", "kind": "stdout", "text": "x" * 40}] * 3)
@@ -116,9 +124,18 @@ def test_failure_text_and_sections_are_bounded_per_test_and_in_total() -> None:
     last = run.cases[("", "t9")].longrepr
     assert last == CUT_NOTE.format(key="max_text_bytes", limit=0)
     # Malformed values are dropped, not trusted.
-    runs.finish_test({"test_name": "bad", "longrepr": 3, "sections": {"a": 1},
-                      "attachments": [{"name": 5}, "x", {"name": "ok"}] * 100,
-                      "markers": ["m"] * 1000, "rerun": -4, "crash": "no", "outcome": "<b>"})
+    runs.finish_test(
+        {
+            "test_name": "bad",
+            "longrepr": 3,
+            "sections": {"a": 1},
+            "attachments": [{"name": 5}, "x", {"name": "ok"}] * 100,
+            "markers": ["m"] * 1000,
+            "rerun": -4,
+            "crash": "no",
+            "outcome": "<b>",
+        }
+    )
     bad = run.cases[("", "bad")]
     assert (bad.longrepr, bad.sections, bad.crash, bad.rerun) == (None, (), None, 0)
     assert len(bad.attachments) == 21 and len(bad.markers) == 64
@@ -136,7 +153,10 @@ def test_the_limits_are_config_keys() -> None:
 def test_attachment_names_cannot_climb_out(tmp_path: Path) -> None:
     with Rigger(report_config(tmp_path)) as rigger:
         rigger.fire_hook(
-            "finish_test", run_id="r", test_name="t", test_result="passed",
+            "finish_test",
+            run_id="r",
+            test_name="t",
+            test_result="passed",
             artifact_path=str(tmp_path / "r" / "t"),
             attachments=[{"name": n} for n in ("../../../etc/passwd", "/etc/passwd", "a/../b")],
         )
@@ -155,20 +175,22 @@ def test_browser_shows_the_failure_collapsed_and_expands_it(page: Path) -> None:
         assert dom.count("<details") == 4  # the failure and three sections
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # text, in <pre>
         assert len(Dom(dom).rows) == 2  # the test and its detail row
-    assert "<details class=\"failure\">" in closed
-    assert "<details class=\"failure\" open=\"\">" in opened
+    assert '<details class="failure">' in closed
+    assert '<details class="failure" open="">' in opened
     assert len(re.findall(r'<details class="section \w+" open="">', opened)) == 3
     imgs = re.findall(r"<img [^>]*>", opened)
-    assert len(imgs) == 1 and 'src="./tests/test_login.py/test_bad_password/shots/login.png"' in (
-        imgs[0]
+    assert (
+        len(imgs) == 1
+        and 'src="./tests/test_login.py/test_bad_password/shots/login.png"' in (imgs[0])
     )
     assert Dom(opened).tags.get("script") == 2
 
 
 def test_browser_loads_the_thumbnail_under_the_pages_policy(page: Path) -> None:
     width = browser.evaluate(
-        page, "new Promise(r => { const i = document.images[0]; "
-              "i.complete ? r(i.naturalWidth) : i.onload = () => r(i.naturalWidth); })",
+        page,
+        "new Promise(r => { const i = document.images[0]; "
+        "i.complete ? r(i.naturalWidth) : i.onload = () => r(i.naturalWidth); })",
         "#result=failed&open=1",
     )
     assert width == 320  # the PNG itself, by its relative URL
@@ -190,7 +212,9 @@ def test_browser_a_link_to_a_filtered_view_shows_the_list(
     page: Path, fragment: str, at_list: bool
 ) -> None:
     top = browser.evaluate(
-        page, "document.getElementById('tests').getBoundingClientRect().top", fragment,
+        page,
+        "document.getElementById('tests').getBoundingClientRect().top",
+        fragment,
         size=(1000, 600),
     )
     assert (abs(top) < 2) if at_list else top > 300, top

@@ -142,8 +142,11 @@ def test_a_planted_link_at_the_run_directory_is_not_followed(
     assert os.listdir(outside) == []  # nothing written through the link
     refused = [r.getMessage() for r in caplog.records if "writing" in r.getMessage()]
     assert len(refused) == 2  # the report and the JUnit file, each logged
-    assert all(r.exc_info and "symbolic link" in str(r.exc_info[1]) for r in caplog.records
-               if "writing" in r.getMessage())
+    assert all(
+        r.exc_info and "symbolic link" in str(r.exc_info[1])
+        for r in caplog.records
+        if "writing" in r.getMessage()
+    )
     assert len(page_data(root / "fine" / "report.html")["tests"]) == 1  # the next run is fine
 
 
@@ -153,8 +156,12 @@ def test_the_index_reads_run_files_as_hostile_input(tmp_path: Path) -> None:
         "broken": b"{not json",
         "list": b"[1, 2]",
         "evil": json.dumps(
-            {"run_id": "<img src=x onerror=alert(1)>", "counts": {"<b>x</b>": 2, "n": "NaN"},
-             "finished": 1e300, "exit_status": True}
+            {
+                "run_id": "<img src=x onerror=alert(1)>",
+                "counts": {"<b>x</b>": 2, "n": "NaN"},
+                "finished": 1e300,
+                "exit_status": True,
+            }
         ).encode(),
     }
     for name, data in planted.items():

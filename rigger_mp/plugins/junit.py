@@ -235,9 +235,7 @@ def _case(case: Case, counts: dict[str, int]) -> ET.Element:
     elif kind == "skipped":
         counts["skipped"] += 1
         label = "pytest.xfail" if outcome == "xfailed" else "pytest.skip"
-        ET.SubElement(
-            element, "skipped", type=label, message=xml_text(case.skip_reason or outcome)
-        )
+        ET.SubElement(element, "skipped", type=label, message=xml_text(case.skip_reason or outcome))
     earlier = [a for a in case.attempts[:-1] if a in ("failed", "error")]
     for n, attempt in enumerate(earlier, 1):
         tag = "flakyFailure" if outcome == "passed" else "rerunFailure"

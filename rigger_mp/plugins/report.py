@@ -130,9 +130,13 @@ class ReportPlugin(RiggerBasePlugin):
         self.runs.start_session(run_id, environment)
 
     def start_test(
-        self, test_name: Any = None, test_location: Any = "", run_id: Any = None
+        self,
+        test_name: Any = None,
+        test_location: Any = "",
+        run_id: Any = None,
+        artifact_path: Any = None,
     ) -> None:
-        self.runs.start_test(run_id, test_location, test_name)
+        self.runs.start_test(run_id, test_location, test_name, artifact_path)
 
     def finish_test(
         self,

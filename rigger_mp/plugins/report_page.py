@@ -231,9 +231,7 @@ def render(snapshot: Snapshot, links: Links) -> str:
         )
     results = sorted(counts, key=lambda k: (RANK.get(k, 3), k))
     flaky = sum(1 for c in cases if c.flaky)
-    summary = _summary(
-        snapshot, counts, results, flaky, sum(durations) + snapshot.unlisted_seconds
-    )
+    summary = _summary(snapshot, counts, results, flaky, sum(durations) + snapshot.unlisted_seconds)
     summary += "\n" + _chart(buckets) + "\n" + _slowest(slowest) + "\n" + _environment(snapshot)
     title = "rigger_mp report" + (f": run {snapshot.run_id}" if snapshot.run_id else "")
     js = "\n" + asset("report.js") + "\n"

@@ -207,8 +207,7 @@ def environment(value: Any) -> Environment:
     plugins = value.get("plugins")
     pairs = (
         tuple(
-            (text(k, MAX_SHORT), text(v, MAX_SHORT))
-            for k, v in list(plugins.items())[:MAX_NAMES]
+            (text(k, MAX_SHORT), text(v, MAX_SHORT)) for k, v in list(plugins.items())[:MAX_NAMES]
         )
         if isinstance(plugins, Mapping)
         else ()
@@ -334,7 +333,7 @@ class Runs:
             run.name(run.hosts, run.environment.host)
             run.name(run.workers, run.environment.worker)
 
-    def start_test(self, run_id: Any, location: Any, name: Any) -> None:
+    def start_test(self, run_id: Any, location: Any, name: Any, artifact_path: Any = None) -> None:
         if name is None:
             return
         run = self.run(run_id)
@@ -342,6 +341,7 @@ class Runs:
         if case is not None:
             case.result = case.outcome = UNFINISHED
             case.duration, case.started = None, time.monotonic()
+            case.artifact_path = _artifact_path(artifact_path) or case.artifact_path
 
     def finish_test(self, event: Mapping[str, Any]) -> None:
         """One ``finish_test``: ``event`` holds the names of the contract."""
@@ -377,9 +377,7 @@ class Runs:
         case.markers = _markers(event.get("markers"))
         case.attachments = _attachments(event.get("attachments"))
         case.skip_reason = optional_text(event.get("skip_reason"))
-        path = event.get("artifact_path")
-        if isinstance(path, str) and len(path) <= 4096:
-            case.artifact_path = path
+        case.artifact_path = _artifact_path(event.get("artifact_path")) or case.artifact_path
         longrepr = optional_text(event.get("longrepr"), 4 * self.limits.max_failure_bytes)
         if longrepr or case.longrepr is None:  # an earlier attempt's stays if this has none
             self._set_text(case, longrepr, _sections(event.get("sections")))
@@ -471,6 +469,11 @@ def _key(limits: Limits, room: int, own: str = "max_failure_bytes") -> str:
     """The bound that cuts a text: the total one when it is the tighter."""
     per_test = limits.max_capture_bytes if own == "max_capture_bytes" else limits.max_failure_bytes
     return "max_text_bytes" if room < per_test else own
+
+
+def _artifact_path(value: Any) -> str | None:
+    """A test's artifact directory as an event gave it (checked where it is used)."""
+    return value if isinstance(value, str) and 0 < len(value) <= 4096 else None
 
 
 def _markers(value: Any) -> tuple[str, ...]:
