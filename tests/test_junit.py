@@ -4,11 +4,7 @@ source distribution, fetched once into pytest's cache)."""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import subprocess
-import sys
-import tarfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,55 +21,12 @@ from rigger_mp.errors import UnsafePath
 from rigger_mp.plugins import junit
 from rigger_mp.plugins.junit import JUnitPlugin, class_and_name, xml_text
 from rigger_mp.pytest_plugin import with_report
-from tests import _story
-
-XSD = "testing/example_scripts/junit-10.xsd"
+from tests import _junit_schema, _story
 
 
 @pytest.fixture(scope="session")
 def junit_schema(request: pytest.FixtureRequest) -> xmlschema.XMLSchema:
-    """pytest's junit-10.xsd, from the sdist of the installed pytest (kept in the cache)."""
-    version = pytest.__version__
-    root = Path(str(request.config.cache.mkdir(f"pytest-{version}-junit-xsd")))
-    xsd = root / "junit-10.xsd"
-    with open(root / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers fetch it once between them
-        if not xsd.exists():
-            download = root / "sdist"
-            try:
-                proc = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pip",
-                        "download",
-                        "-q",
-                        "--no-binary",
-                        ":all:",
-                        "--no-deps",
-                        "--disable-pip-version-check",
-                        "--timeout",
-                        "20",
-                        "-d",
-                        str(download),
-                        f"pytest=={version}",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=120,
-                    check=False,
-                )
-            except (OSError, subprocess.SubprocessError) as exc:
-                pytest.skip(f"cannot fetch pytest {version}'s sdist for its JUnit XSD: {exc}")
-            if proc.returncode != 0:
-                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                pytest.skip(f"cannot fetch pytest {version}'s sdist (the package index): {tail}")
-            (sdist,) = download.glob("pytest-*.tar.gz")
-            with tarfile.open(sdist) as archive:
-                member = archive.extractfile(f"pytest-{version}/{XSD}")
-                assert member is not None, f"pytest {version}'s sdist has no {XSD}"
-                xsd.write_bytes(member.read())
-    return xmlschema.XMLSchema(str(xsd))
+    return _junit_schema.load(request.config)
 
 
 def config(root: Path, **keys: Any) -> dict[str, Any]:
