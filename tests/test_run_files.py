@@ -176,6 +176,7 @@ def test_the_index_reads_run_files_as_hostile_input(tmp_path: Path) -> None:
     assert index.rows[0][0][4] == "2 <b>x</b>" and index.rows[0][0][5] == "\u2014"
 
 
+@pytest.mark.timeout(600)  # 100,000 events and two files of 100,000 tests, on a busy machine
 def test_finish_session_hands_100000_tests_to_a_writer_and_stop_waits_for_it(
     tmp_path: Path,
 ) -> None:
