@@ -140,6 +140,29 @@ def test_failure_text_and_sections_are_bounded_per_test_and_in_total() -> None:
     assert (bad.longrepr, bad.sections, bad.crash, bad.rerun) == (None, (), None, 0)
     assert len(bad.attachments) == 21 and len(bad.markers) == 64
     assert bad.outcome == "unknown"
+    # Values of the wrong type anywhere, unhashable ones included, are not trusted either.
+    runs.finish_test(
+        {
+            "test_name": ["n"],
+            "test_location": {"a": 1},
+            "test_result": {"r": 1},
+            "outcome": ["failed"],
+            "sections": [{"text": "out", "kind": ["stdout"], "when": {"w": 1}}],
+            "crash": {"path": 1, "line": "12", "message": ["m"]},
+            "worker": 5,
+            "host": ["h"],
+            "duration": "1",
+            "rerun": "2",
+            "when": 3,
+            "skip_reason": 4,
+            "artifact_path": 5,
+        }
+    )
+    odd = run.cases[("{'a': 1}", "['n']")]
+    assert (odd.outcome, odd.result) == ("{'r': 1}", "{'r': 1}")
+    assert odd.sections[0].kind == "other" and odd.crash is not None
+    assert (odd.crash.line, odd.worker, odd.host, odd.when) == (None, None, None, None)
+    assert (odd.skip_reason, odd.artifact_path, odd.rerun) == (None, None, 0)
 
 
 def test_the_limits_are_config_keys() -> None:

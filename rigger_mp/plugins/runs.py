@@ -352,7 +352,8 @@ class Runs:
         location, name = text(event.get("test_location", "")), text(event.get("test_name"))
         result = text(event["test_result"], 40) if event.get("test_result") is not None else ""
         outcome = event.get("outcome")
-        outcome = outcome if outcome in OUTCOMES else (result or "unknown")
+        if not (isinstance(outcome, str) and outcome in OUTCOMES):  # a list is unhashable
+            outcome = result or "unknown"
         took = seconds(event.get("duration"))
         worker = optional_text(event.get("worker"), MAX_SHORT)
         host = optional_text(event.get("host"), MAX_SHORT)
@@ -502,7 +503,7 @@ def _sections(value: Any) -> list[Section]:
             out.append(
                 Section(
                     text(item.get("when") or "", MAX_SHORT),
-                    kind if kind in SECTION_KINDS else "other",
+                    kind if isinstance(kind, str) and kind in SECTION_KINDS else "other",
                     item["text"][: 4 * DEFAULT_MAX_CAPTURE_BYTES],
                 )
             )
