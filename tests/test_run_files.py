@@ -19,6 +19,7 @@ from rigger_mp import Rigger, RiggerBasePlugin
 from rigger_mp.plugins import run_index
 from rigger_mp.plugins.report import ReportPlugin
 from rigger_mp.plugins.run_writer import Writer
+from tests import _story, browser
 from tests.test_report import page_data
 
 HANDOFF_BOUND = 0.100
@@ -260,3 +261,22 @@ def test_stop_lets_each_plugin_finish_and_logs_one_that_raises(
         rigger.stop(timeout=30)
     assert len(calls) == 1 and calls[0] is not None and 0 < calls[0] <= 30
     assert "plugin_stop of instance 'a' failed" in caplog.text and "cannot finish" in caplog.text
+
+
+def test_browser_shows_the_index_and_a_screenshot_for_the_docs(tmp_path: Path) -> None:
+    with Rigger(config(tmp_path)) as rigger:
+        for run_id in ("nightly-2026-12-06", "nightly-2026-12-07"):
+            _story.fire_run(rigger, tmp_path, run_id)
+    shot = tmp_path / "runs-index.png"
+    rows = browser.evaluate(
+        tmp_path / "index.html",
+        "Array.from(document.querySelectorAll('#runs tbody tr'), tr => tr.cells[0].innerText)",
+        size=(1000, 300),
+        screenshot=shot,
+    )
+    assert rows == ["nightly-2026-12-07", "nightly-2026-12-06"]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("RIGGER_MP_WRITE_DOCS"):
+        (Path(__file__).resolve().parent.parent / "docs" / "runs-index.png").write_bytes(
+            shot.read_bytes()
+        )

@@ -147,8 +147,8 @@ def render(found: list[dict[str, Any]], root: Path) -> str:
         status = "\u2014" if run["exit_status"] is None else str(run["exit_status"])
         rows.append(
             f'<tr><td class="wrap"><a href="./{here}/report.html">{esc(run["run_id"])}</a></td>'
-            f"<td>{esc(_clock(run['finished']))}</td><td class=num>{esc(took)}</td>"
-            f"<td class=num>{sum(counts.values()):,}</td><td>{tally}</td>"
+            f"<td class=num>{esc(_clock(run['finished']))}</td><td class=num>{esc(took)}</td>"
+            f"<td class=num>{sum(counts.values()):,}</td><td class=tally>{tally}</td>"
             f"<td class=num>{esc(status)}</td><td>{' '.join(links)}</td></tr>"
         )
     more = ""
@@ -179,9 +179,11 @@ _PAGE = """<!DOCTYPE html>
 body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; }}
 th, td {{ text-align: left; padding: .25em .7em; border-bottom: 1px solid #eee; }}
-td.wrap {{ overflow-wrap: anywhere; }}
+td.wrap {{ overflow-wrap: anywhere; min-width: 10em; }}
+td.tally span {{ white-space: nowrap; }}
 .num {{ text-align: right; white-space: nowrap; }}
-.r-failed {{ color: #c62828; }} .r-error {{ color: #ad1457; }}
+td.num:nth-child(2) {{ text-align: left; }}
+.r-failed {{ color: #c62828; }} .r-error, .r-unfinished {{ color: #ad1457; }}
 .r-passed {{ color: #2e7d32; }} .r-skipped, .r-xfailed {{ color: #8d6e00; }}
 .r-flaky, .r-xpassed {{ color: #6a1b9a; }}
 </style>
