@@ -36,11 +36,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-import xml.etree.ElementTree as ET
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final
+from xml.sax.saxutils import escape, quoteattr
 
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
@@ -157,93 +157,105 @@ class JUnitPlugin(RiggerBasePlugin):
 
 
 def render(snapshot: Snapshot) -> bytes:
-    """The whole ``junit.xml`` of ``snapshot``."""
+    """The whole ``junit.xml`` of ``snapshot``.
+
+    Written as strings, not an element tree: 100,000 elements would live until the end
+    and make the garbage collector walk the whole heap, holding the interpreter (and so
+    the event thread) for hundreds of milliseconds; strings it does not track."""
     suites: dict[tuple[str, str], list[Case]] = defaultdict(list)
     for case in ordered(snapshot.cases):
         suites[(case.host or "", case.worker or "")].append(case)
-    top = ET.Element("testsuites", name="rigger_mp")
-    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    totals = {"tests": 0, "failures": 0, "errors": 0}
     total_time = 0.0
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(snapshot.started or time.time()))
+    parts = []
     for (host, worker), cases in sorted(suites.items()):
         suite, counts, took = _suite(snapshot, host, worker, cases, stamp)
-        top.append(suite)
+        parts.append(suite)
         total_time += took
-        for key, number in counts.items():
-            totals[key] += number
-    for key, number in totals.items():
-        if key != "skipped":  # the schema has no skipped count on <testsuites>
-            top.set(key, str(number))
-    top.set("time", seconds_text(total_time))
-    body: bytes = ET.tostring(top, encoding="utf-8", xml_declaration=True)
-    return body
+        for key in totals:  # the schema has no skipped count on <testsuites>
+            totals[key] += counts[key]
+    top = _attributes({"name": "rigger_mp", **totals, "time": seconds_text(total_time)})
+    body = f'<?xml version="1.0" encoding="utf-8"?>\n<testsuites{top}>' + "".join(parts)
+    return (body + "</testsuites>\n").encode("utf-8")
+
+
+def _attributes(attrs: Mapping[str, object]) -> str:
+    """`` name="value"`` for each attribute, escaped (quotes, newlines and tabs too)."""
+    return "".join(f" {key}={quoteattr(xml_text(str(value)))}" for key, value in attrs.items())
+
+
+def _element(tag: str, attrs: Mapping[str, object], text: str | None = None) -> str:
+    if not text:
+        return f"<{tag}{_attributes(attrs)} />"
+    return f"<{tag}{_attributes(attrs)}>{escape(xml_text(text))}</{tag}>"
 
 
 def _suite(
     snapshot: Snapshot, host: str, worker: str, cases: list[Case], stamp: str
-) -> tuple[ET.Element, dict[str, int], float]:
+) -> tuple[str, dict[str, int], float]:
     label = " ".join(p for p in (host, worker) if p)
     name = (snapshot.run_id or "rigger_mp") + (f" [{label}]" if label else "")
-    suite = ET.Element("testsuite", name=xml_text(name), timestamp=stamp)
-    if host:
-        suite.set("hostname", xml_text(host))
     env = snapshot.environment
-    props = ET.SubElement(suite, "properties")
-    for key, value in (
-        ("run_id", snapshot.run_id),
-        ("host", host),
-        ("worker", worker),
-        ("python", env.python),
-        ("platform", env.platform),
-        ("pytest", env.pytest),
-        ("unlisted", str(sum(snapshot.unlisted.values())) if snapshot.unlisted else None),
-    ):
-        if value:
-            ET.SubElement(props, "property", name=key, value=xml_text(value))
+    props = "".join(
+        _element("property", {"name": key, "value": value})
+        for key, value in (
+            ("run_id", snapshot.run_id),
+            ("host", host),
+            ("worker", worker),
+            ("python", env.python),
+            ("platform", env.platform),
+            ("pytest", env.pytest),
+            ("unlisted", str(sum(snapshot.unlisted.values())) if snapshot.unlisted else None),
+        )
+        if value
+    )
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     took = 0.0
+    body = []
     for case in cases:
-        suite.append(_case(case, counts))
+        body.append(_case(case, counts))
         took += case.duration or 0.0
-    for key, number in counts.items():
-        suite.set(key, str(number))
-    suite.set("time", seconds_text(took))
-    return suite, counts, took
+    attrs: dict[str, object] = {"name": name, "timestamp": stamp}
+    if host:
+        attrs["hostname"] = host
+    attrs.update(counts)
+    attrs["time"] = seconds_text(took)
+    suite = f"<testsuite{_attributes(attrs)}><properties>{props}</properties>"
+    return suite + "".join(body) + "</testsuite>", counts, took
 
 
-def _case(case: Case, counts: dict[str, int]) -> ET.Element:
+def _case(case: Case, counts: dict[str, int]) -> str:
     classname, name = class_and_name(case.location, case.name)
-    element = ET.Element("testcase", classname=xml_text(classname), name=xml_text(name))
-    element.set("time", seconds_text(case.duration or 0.0))
+    attrs = {"classname": classname, "name": name, "time": seconds_text(case.duration or 0.0)}
     counts["tests"] += 1
-    text = xml_text(case.longrepr or "")
-    message = xml_text(case.crash.message if case.crash is not None else "")
+    text = case.longrepr or ""
+    message = case.crash.message if case.crash is not None else ""
     outcome, kind = case.outcome, verdict(case)
+    inner = []
     if kind == "unfinished":
         counts["errors"] += 1
-        ET.SubElement(element, "error", message="the test never finished (no finish_test)")
+        inner.append(_element("error", {"message": "the test never finished (no finish_test)"}))
     elif kind == "error":
         counts["errors"] += 1
         where = f"error in {case.when}" if case.when else "error"
-        failure = ET.SubElement(element, "error", message=message or where, type=where)
-        failure.text = text
+        inner.append(_element("error", {"message": message or where, "type": where}, text))
     elif kind == "failure":
         counts["failures"] += 1
         what = "xpassed (strict)" if outcome == "xpassed" else "failed"
-        failure = ET.SubElement(element, "failure", message=message or what, type=what)
-        failure.text = text
+        inner.append(_element("failure", {"message": message or what, "type": what}, text))
     elif kind == "skipped":
         counts["skipped"] += 1
         label = "pytest.xfail" if outcome == "xfailed" else "pytest.skip"
-        ET.SubElement(element, "skipped", type=label, message=xml_text(case.skip_reason or outcome))
+        inner.append(_element("skipped", {"type": label, "message": case.skip_reason or outcome}))
     earlier = [a for a in case.attempts[:-1] if a in ("failed", "error")]
     for n, attempt in enumerate(earlier, 1):
         tag = "flakyFailure" if outcome == "passed" else "rerunFailure"
-        rerun = ET.SubElement(element, tag, type=attempt, message=f"attempt {n} {attempt}")
-        if outcome == "passed" and n == len(earlier):
-            rerun.text = text  # the failure text kept from the attempt that failed
-    _output(element, case)
-    return element
+        # The failure text kept from the attempt that failed, with the last such attempt.
+        kept = text if outcome == "passed" and n == len(earlier) else None
+        inner.append(_element(tag, {"type": attempt, "message": f"attempt {n} {attempt}"}, kept))
+    inner.extend(_output(case))
+    return f"<testcase{_attributes(attrs)}>" + "".join(inner) + "</testcase>"
 
 
 def verdict(case: Case) -> str | None:
@@ -261,26 +273,15 @@ def verdict(case: Case) -> str | None:
     return by_outcome.get(case.outcome, "error")  # a result no one knows did not pass
 
 
-def _output(element: ET.Element, case: Case) -> None:
+def _output(case: Case) -> list[str]:
     """``system-out`` (stdout and log sections) and ``system-err`` (stderr sections)."""
     out: list[str] = []
     err: list[str] = []
     for section in case.sections:
         header = f"----- {section.when} {section.kind} -----\n".replace("  ", " ")
         (err if section.kind == "stderr" else out).append(header + section.text)
-    if out:
-        ET.SubElement(element, "system-out").text = xml_text("\n".join(out))
-    if err:
-        ET.SubElement(element, "system-err").text = xml_text("\n".join(err))
-
-
-def with_junit(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` with a ``junit`` instance, unless it has one (even disabled:
-    that is how a config says no JUnit file); the host fills in its ``dir``."""
-    out = dict(config)
-    plugins = dict(out.get("plugins") or {})
-    if not any(isinstance(s, Mapping) and s.get("plugin") == "junit" for s in plugins.values()):
-        name = "junit" if "junit" not in plugins else "rigger_mp_junit"
-        plugins[name] = {"plugin": "junit"}
-    out["plugins"] = plugins
-    return out
+    return [
+        _element(tag, {}, "\n".join(texts))
+        for tag, texts in (("system-out", out), ("system-err", err))
+        if texts
+    ]

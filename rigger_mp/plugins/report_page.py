@@ -121,6 +121,10 @@ def _size(path: str) -> str:
 
 def script_json(data: Any) -> str:
     """JSON that is safe inside a ``<script>`` element: no ``<``, ``>``, ``&``, U+2028/9."""
+    return _json(data)
+
+
+def _json(data: Any) -> str:
     out = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     for char, escape in (
         ("<", "\\u003c"),
@@ -211,23 +215,29 @@ def render(snapshot: Snapshot, links: Links) -> str:
             table.append(name or "")
         return names[name]
 
+    # Each test's JSON is made at once and its list dropped: the page of 100,000 tests
+    # then keeps strings, which the garbage collector does not track, instead of 100,000
+    # lists that would survive into its oldest generation and make it walk the whole heap
+    # (holding the interpreter, and so the event thread, for hundreds of milliseconds).
     tests = []
     for c in cases:
         state, archive_href, note = links.archive(c.artifact_path)
         tests.append(
-            [
-                c.outcome,
-                c.location,
-                c.name,
-                None if c.duration is None else round(c.duration, 6),
-                index(c.worker),
-                index(c.host),
-                links.directory(c.artifact_path),
-                state,
-                archive_href,
-                note,
-                _extra(c, links),
-            ]
+            _json(
+                [
+                    c.outcome,
+                    c.location,
+                    c.name,
+                    None if c.duration is None else round(c.duration, 6),
+                    index(c.worker),
+                    index(c.host),
+                    links.directory(c.artifact_path),
+                    state,
+                    archive_href,
+                    note,
+                    _extra(c, links),
+                ]
+            )
         )
     results = sorted(counts, key=lambda k: (RANK.get(k, 3), k))
     flaky = sum(1 for c in cases if c.flaky)
@@ -236,14 +246,15 @@ def render(snapshot: Snapshot, links: Links) -> str:
     title = "rigger_mp report" + (f": run {snapshot.run_id}" if snapshot.run_id else "")
     js = "\n" + asset("report.js") + "\n"
     digest = base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
-    data = {"results": results, "flaky": flaky, "names": table, "tests": tests}
+    head = _json({"results": results, "flaky": flaky, "names": table})
+    data = head[:-1] + ',"tests":[' + ",".join(tests) + "]}"
     return string.Template(asset("report.html")).substitute(
         title=html.escape(title),
         css=asset("report.css"),
         js=js,
         script_hash=f"sha256-{digest}",
         summary=summary,
-        data=script_json(data),
+        data=data,
     )
 
 
