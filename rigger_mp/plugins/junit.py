@@ -45,10 +45,10 @@ from xml.sax.saxutils import escape, quoteattr
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
 from ..safe_paths import write_atomically
-from .report import DEFAULT_DIR, LIMIT_KEYS, limits_of
+from .report import DEFAULT_DIR
 from .run_index import RUN_FILE, write_index
 from .run_writer import Writer
-from .runs import UNFINISHED, Case, Runs, Snapshot, made_root, ordered
+from .runs import LIMIT_KEYS, UNFINISHED, Case, Runs, Snapshot, limits_of, made_root, ordered
 
 logger = logging.getLogger("rigger_mp")
 

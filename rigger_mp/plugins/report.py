@@ -51,33 +51,13 @@ from .archive import ArchivePlugin
 from .report_page import Links, render
 from .run_index import write_index, write_summary
 from .run_writer import Writer
-from .runs import MAX_SHORT, Limits, Runs, Snapshot, made_root, run_dir_name, text
+from .runs import LIMIT_KEYS, Runs, Snapshot, limits_of, made_root
 
 logger = logging.getLogger("rigger_mp")
 
 REPORT_NAME: Final = "report.html"
 DEFAULT_DIR: Final = "rigger-artifacts"
 """Where the report goes when no host fills in ``dir``: serve's and pytest's default root."""
-
-
-def limits_of(data: Mapping[str, Any], where: str) -> Limits:
-    """The bounds an instance's config sets (checked; defaults where unset)."""
-    defaults = Limits()
-    values = {}
-    for key in ("max_tests", "max_failure_bytes", "max_capture_bytes", "max_text_bytes"):
-        value = data.get(key, getattr(defaults, key))
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise PluginError(f"{where}: {key} must be an integer >= 0")
-        values[key] = value
-    return Limits(**values)
-
-
-LIMIT_KEYS: Final[ConfigKeys] = {
-    "max_tests": int,
-    "max_failure_bytes": int,
-    "max_capture_bytes": int,
-    "max_text_bytes": int,
-}
 
 
 class ReportPlugin(RiggerBasePlugin):
@@ -97,7 +77,6 @@ class ReportPlugin(RiggerBasePlugin):
         if not isinstance(self.dir, str) or not self.dir:
             raise PluginError(f"{where}: dir must be a directory path")
         self.limits = limits_of(data, where)
-        self.max_tests = self.limits.max_tests
         if self.archive is not None and not isinstance(self.archive, str):
             raise PluginError(f"{where}: archive must be an instance name or null")
         if data.get("background"):
@@ -113,16 +92,6 @@ class ReportPlugin(RiggerBasePlugin):
         """The last run written, kept for :meth:`rewrite` (not counted in the bounds)."""
         for event in ("start_session", "start_test", "finish_test", "finish_session"):
             self.register_plugin_hook(event)
-
-    @property
-    def root(self) -> Path:
-        """The artifacts root the reports are written under."""
-        return Path(self.dir).absolute()
-
-    def path_of(self, run_id: str) -> Path:
-        """Where the report of ``run_id`` is written."""
-        name = run_dir_name(text(run_id, MAX_SHORT))
-        return self.root / REPORT_NAME if name is None else self.root / name / REPORT_NAME
 
     # -- the events --------------------------------------------------------------------
 

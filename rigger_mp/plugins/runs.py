@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from ..core.plugin import ConfigKeys
+from ..errors import PluginError
 from .artifacts import safe_part
 
 logger = logging.getLogger("rigger_mp")
@@ -130,6 +132,26 @@ class Limits:
     max_failure_bytes: int = DEFAULT_MAX_FAILURE_BYTES
     max_capture_bytes: int = DEFAULT_MAX_CAPTURE_BYTES
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+
+
+def limits_of(data: Mapping[str, Any], where: str) -> Limits:
+    """The bounds an instance's config sets (checked; defaults where unset)."""
+    defaults = Limits()
+    values = {}
+    for key in ("max_tests", "max_failure_bytes", "max_capture_bytes", "max_text_bytes"):
+        value = data.get(key, getattr(defaults, key))
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise PluginError(f"{where}: {key} must be an integer >= 0")
+        values[key] = value
+    return Limits(**values)
+
+
+LIMIT_KEYS: Final[ConfigKeys] = {  # the config keys of the bounds
+    "max_tests": int,
+    "max_failure_bytes": int,
+    "max_capture_bytes": int,
+    "max_text_bytes": int,
+}
 
 
 @dataclass(frozen=True, slots=True)
