@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import ConfigError, PluginError, RiggerError, describe_error
+from ..printable import printable
 from ..protocol import DEFAULT_PORT, TOKEN_ENV, UNAUTHORIZED
 
 EXIT_OK = 0
@@ -321,17 +322,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stdout_to_devnull()
         return EXIT_OK
     except UsageError as exc:
-        print(f"rigger-mp {args.command}: error: {exc}", file=sys.stderr)
+        message = printable(f"rigger-mp {args.command}: error: {exc}", keep_lines=True)
+        print(message, file=sys.stderr)
         return EXIT_USAGE
     except (ConfigError, PluginError) as exc:
         print(f"rigger-mp {args.command}: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (RiggerError, OSError) as exc:
-        print(f"rigger-mp {args.command}: {_describe(exc, args)}", file=sys.stderr)
+        print(
+            printable(f"rigger-mp {args.command}: {_describe(exc, args)}", keep_lines=True),
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"rigger-mp {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _bound_events(client: Any) -> list[str] | None:
+    """What the dispatcher binds, for the warning after a fire; None if it cannot say.
+    The event was accepted already: a failure here must not make the command fail (a
+    script would retry, and fire it twice)."""
+    try:
+        bound = client.stats().get("bound_events")
+    except (RiggerError, OSError):
+        return None
+    return bound if isinstance(bound, list) else None
 
 
 def _warn_if_unbound(hook: str, bound: list[str] | None) -> None:
@@ -436,8 +452,8 @@ def _client_command(args: argparse.Namespace) -> int:
             elif args.wait:
                 print("done")
             else:
-                print(output)
-            _warn_if_unbound(args.hook, client.stats().get("bound_events"))
+                print(printable(str(output)))  # the tid, as the server sent it
+            _warn_if_unbound(args.hook, _bound_events(client))
         elif args.command == "status" and args.watch is not None:
             from .status import watch
 

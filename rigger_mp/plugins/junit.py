@@ -33,7 +33,6 @@ run's snapshot to a writer thread, like the report; ``stop()`` waits for it.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections import defaultdict
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 from xml.sax.saxutils import escape, quoteattr
 
+from .. import printable
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
 from ..safe_paths import write_atomically
@@ -50,7 +50,7 @@ from .run_index import RUN_FILE, write_index
 from .run_writer import Writer
 from .runs import LIMIT_KEYS, UNFINISHED, Case, Runs, Snapshot, limits_of, made_root, ordered
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 JUNIT_NAME: Final = "junit.xml"
 _NOT_XML = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

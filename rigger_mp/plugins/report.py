@@ -37,13 +37,13 @@ The page itself: :mod:`.report_page`.
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
+from .. import printable
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
 from ..safe_paths import write_atomically
@@ -53,7 +53,7 @@ from .run_index import write_index, write_summary
 from .run_writer import Writer
 from .runs import LIMIT_KEYS, Runs, Snapshot, limits_of, made_root
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 REPORT_NAME: Final = "report.html"
 DEFAULT_DIR: Final = "rigger-artifacts"

@@ -12,13 +12,14 @@ A job that raises is logged (nobody waits on it), and the next job runs.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 
-logger = logging.getLogger("rigger_mp")
+from .. import printable
+
+logger = printable.logger("rigger_mp")
 
 
 class Writer:

@@ -26,7 +26,6 @@ test's outcome, and the failure text of an earlier attempt is kept when the last
 from __future__ import annotations
 
 import heapq
-import logging
 import math
 import threading
 import time
@@ -36,11 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .. import printable
 from ..core.plugin import ConfigKeys
 from ..errors import PluginError
 from .artifacts import safe_part
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 MAX_TEXT: Final = 1000
 """Longest test name, location, path or reason kept (characters)."""

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import printable
 from ..errors import ConfigError, RiggerError, describe_error
 
 try:
@@ -65,7 +66,7 @@ from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem
 from .local import MAX_BATCH, PREFETCH
 from .messages import MSG_DONE, MSG_FIRE
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 TARGET_BATCH_SECONDS = 0.05
 """Work per batch: a Dask task costs a few milliseconds, so batches are larger than

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import math
 import multiprocessing
 import multiprocessing.connection as mpc
@@ -61,13 +60,14 @@ from typing import Any, Final
 
 import psutil
 
+from .. import printable
 from ..deadline import Deadline
 from ..errors import PluginError
 from ..lifecycle import move
 from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem, describe_items
 from .messages import MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 PREFETCH = 2
 """Unfinished batches a worker may hold: one running, one waiting in its queue."""

@@ -37,7 +37,8 @@ class ServerSettings:
     stop_grace: float = 10.0
     """After a stop, how long connections may take to receive their last replies."""
     tid_prefix: str = ""
-    """Put before this process's fire counter to make a tid: unique per server process."""
+    """Put before this process's fire counter to make a tid: unique per server process
+    (with a journal, the journal's boot number goes first: unique for the file's life)."""
     accepting: bool = True
     """False for a process started while the dispatcher stops: every fire is refused."""
     journal: str | None = None
@@ -45,6 +46,9 @@ class ServerSettings:
     journal_sync: str = "normal"
     http_max_connections: int = 256
     """HTTP connections open at once (the HTTP front, when its socket is passed)."""
+    http_address: str = "127.0.0.1"
+    http_allowed_hosts: tuple[str, ...] = ()
+    """Host names the HTTP front answers to besides loopback and ``http_address``."""
     # -- connection bounds (issue #11); the config keys of the same names --
     max_connections: int | None = None
     """Connections served at once; past it a new one gets a ``busy`` line and is closed.
