@@ -20,7 +20,9 @@ The package is laid out by process role; each subpackage is what one process run
       journal/  the SQLite journal (used by the main and the server process)
       cli/      rigger-mp: commands, serve, demo (+ demo_client, its client process),
                 status, journal
-      plugins/  built-in plugins: archive, testlog, report, and artifacts (artifact paths)
+      plugins/  built-in plugins: archive, testlog, report (+ report_page), junit, and
+                artifacts (artifact paths); runs (a test run's story, for report and
+                junit), run_writer (their files, off the event thread), run_index
       compat/   riggerlib 3.1.6's API on top of core
       protocol.py, client.py, errors.py, pytest_plugin.py (with pytest_story.py: what a
       finish_test tells; pytest_artifacts.py: the fixtures' files), and the helpers every

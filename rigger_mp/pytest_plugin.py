@@ -618,13 +618,14 @@ def _reason(exc: BaseException, hint: bool = True) -> str:
 
 
 def with_report(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` with a ``report`` instance, unless it has one (even disabled:
-    that is how a config says no report); the host fills in its ``dir``."""
+    """A copy of ``config`` with a ``report`` and a ``junit`` instance, each unless it has
+    one (even disabled: that is how a config says no report); the host fills in ``dir``."""
     out = dict(config)
     plugins = dict(out.get("plugins") or {})
-    if not any(isinstance(s, Mapping) and s.get("plugin") == "report" for s in plugins.values()):
-        name = "report" if "report" not in plugins else "rigger_mp_report"
-        plugins[name] = {"plugin": "report"}
+    for plugin in ("report", "junit"):
+        if not any(isinstance(s, Mapping) and s.get("plugin") == plugin for s in plugins.values()):
+            name = plugin if plugin not in plugins else f"rigger_mp_{plugin}"
+            plugins[name] = {"plugin": plugin}
     out["plugins"] = plugins
     return out
 

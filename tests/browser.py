@@ -1,5 +1,5 @@
 """Headless Chromium for the tests: load a page, return its DOM after the scripts ran,
-or take a screenshot.
+take a screenshot, or evaluate an expression in it (layout, scroll position).
 
 Each call runs one ``chromium --headless`` process in its own process group with a fresh
 profile directory, waits for it to exit, and ends whatever is left of its group. Where
@@ -10,13 +10,17 @@ the reason), since a browser test that silently never runs proves nothing.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +119,101 @@ def screenshot_url(
         ]
     )
     return out
+
+
+def evaluate(
+    page: Path,
+    expression: str,
+    fragment: str = "",
+    size: tuple[int, int] = (1200, 900),
+    screenshot: Path | None = None,
+) -> Any:
+    """The value of the JavaScript ``expression`` in ``page`` (opened as a file:// URL
+    with ``fragment``) once it has loaded: layout and scroll position included, which a
+    dumped DOM does not show; with ``screenshot``, a PNG of the viewport is written there
+    after the expression (a promise is awaited: say, for the images). Drives Chromium
+    over the DevTools protocol (aiohttp's WebSocket client)."""
+    with tempfile.TemporaryDirectory(prefix="rigger_mp-chromium-") as profile:
+        proc = subprocess.Popen(
+            [
+                chromium(),
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                f"--window-size={size[0]},{size[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:  # Chromium names its DevTools address first
+                if line.startswith("DevTools listening on "):
+                    address = line.split()[-1]
+                    break
+            else:
+                raise AssertionError(f"chromium exited {proc.wait()} before DevTools listened")
+            url = page.absolute().as_uri() + fragment
+            return asyncio.run(
+                asyncio.wait_for(
+                    _devtools_evaluate(address, url, expression, size, screenshot), TIMEOUT
+                )
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
+async def _devtools_evaluate(
+    browser_ws: str, url: str, expression: str, size: tuple[int, int], screenshot: Path | None
+) -> Any:
+    import aiohttp
+
+    http = "http://" + browser_ws.split("/")[2]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{http}/json/list") as answer:
+            targets = await answer.json()
+        target = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
+        async with session.ws_connect(target, max_msg_size=0) as ws:
+            ids = iter(range(1, 1000))
+
+            async def call(method: str, **params: Any) -> dict[str, Any]:
+                ident = next(ids)
+                await ws.send_json({"id": ident, "method": method, "params": params})
+                async for message in ws:
+                    data = json.loads(message.data)
+                    if data.get("id") == ident:
+                        if "error" in data:
+                            raise AssertionError(f"{method}: {data['error']}")
+                        result: dict[str, Any] = data["result"]
+                        return result
+                raise AssertionError(f"DevTools closed before answering {method}")
+
+            await call("Page.enable")
+            await call(  # the viewport itself, whatever the window's frame takes
+                "Emulation.setDeviceMetricsOverride",
+                width=size[0],
+                height=size[1],
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            await ws.send_json({"id": 0, "method": "Page.navigate", "params": {"url": url}})
+            async for message in ws:  # the navigation's answer comes before its load event
+                if json.loads(message.data).get("method") == "Page.loadEventFired":
+                    break
+            value = await call(
+                "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+            )
+            if "exceptionDetails" in value:
+                raise AssertionError(f"{expression}: {value['exceptionDetails']}")
+            if screenshot is not None:
+                shot = await call("Page.captureScreenshot", format="png")
+                screenshot.write_bytes(base64.b64decode(shot["data"]))
+            return value["result"].get("value")

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import junitparser
 import pytest
 
 from rigger_mp import Rigger, pytest_plugin
@@ -243,21 +244,35 @@ def test_the_embedded_dispatcher_writes_the_report_and_says_where(
 ) -> None:
     config, record = recorder_config(suite)
     art = suite / "art"
-    done = run_pytest(suite, f"--rigger-config={config}", f"--rigger-artifacts={art}", *xdist)
+    done = run_pytest(
+        suite, f"--rigger-config={config}", f"--rigger-artifacts={art}",
+        "--rigger-run-id=run-1", *xdist,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     check_events(read_records(str(record)))  # the dispatcher drained before pytest exited
-    page = (art / "report.html").read_text()
+    page = (art / "run-1" / "report.html").read_text()
     assert all(html.escape(name) in page for name in EXPECTED)
     assert summary_section(done) == [
         f"rigger_mp: {EVENTS} events sent to the in-process dispatcher; artifacts: {art}; "
-        f"report: {art / 'report.html'}"
+        f"report: {art / 'run-1' / 'report.html'}"
     ]
+    # The JUnit file beside it counts what pytest said, test by test.
+    xml = junitparser.JUnitXml.fromfile(str(art / "run-1" / "junit.xml"))
+    kinds = {junitparser.Failure: "failed", junitparser.Error: "error",
+             junitparser.Skipped: "skipped"}
+    seen = {
+        ".".join([*case.classname.split(".")[1:], case.name]):  # test_sample.TestGroup
+        kinds[type(case.result[0])] if case.result else "passed"
+        for suite_ in xml for case in suite_
+    }
+    assert seen == EXPECTED
+    assert (art / "index.html").is_file()
 
 
 def test_the_report_goes_to_the_default_artifacts_root(suite: Path) -> None:
     config, _ = recorder_config(suite)
-    done = run_pytest(suite, f"--rigger-config={config}")
-    report = suite / "rigger-artifacts" / "report.html"
+    done = run_pytest(suite, f"--rigger-config={config}", "--rigger-run-id=R")
+    report = suite / "rigger-artifacts" / "R" / "report.html"
     assert report.is_file(), done.stdout + done.stderr
     assert summary_section(done)[-1].endswith(f"; report: {report}")
 
@@ -267,10 +282,13 @@ def test_a_config_with_its_own_report_instance_keeps_it(suite: Path) -> None:
     config, _ = recorder_config(
         suite, f"  pages:\n    plugin: report\n    dir: {mine}\n  report:\n    plugin: testlog\n"
     )
-    done = run_pytest(suite, f"--rigger-config={config}", f"--rigger-artifacts={suite / 'art'}")
-    assert (mine / "report.html").is_file(), done.stdout + done.stderr
-    assert not (suite / "art" / "report.html").exists()  # one report, the config's
-    assert summary_section(done)[-1].endswith(f"; report: {mine / 'report.html'}")
+    done = run_pytest(
+        suite, f"--rigger-config={config}", f"--rigger-artifacts={suite / 'art'}",
+        "--rigger-run-id=R",
+    )
+    assert (mine / "R" / "report.html").is_file(), done.stdout + done.stderr
+    assert not list((suite / "art").rglob("report.html"))  # one report, the config's
+    assert summary_section(done)[-1].endswith(f"; report: {mine / 'R' / 'report.html'}")
 
 
 def test_a_disabled_report_instance_means_no_report(suite: Path) -> None:
@@ -278,7 +296,7 @@ def test_a_disabled_report_instance_means_no_report(suite: Path) -> None:
     art = suite / "art"
     done = run_pytest(suite, f"--rigger-config={config}", f"--rigger-artifacts={art}")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert not (art / "report.html").exists()
+    assert not list(art.rglob("report.html"))
     assert summary_section(done) == [
         f"rigger_mp: {EVENTS} events sent to the in-process dispatcher; artifacts: {art}"
     ]
@@ -296,11 +314,22 @@ def test_a_typo_in_the_config_is_one_error_line_naming_the_file_and_line(suite: 
 
 
 def test_with_report_adds_an_instance_only_when_there_is_none() -> None:
-    assert pytest_plugin.with_report({}) == {"plugins": {"report": {"plugin": "report"}}}
-    taken = {"plugins": {"report": {"plugin": "testlog"}}}
-    assert pytest_plugin.with_report(taken)["plugins"]["rigger_mp_report"] == {"plugin": "report"}
-    assert taken == {"plugins": {"report": {"plugin": "testlog"}}}  # a copy
-    off = {"plugins": {"r": {"plugin": "report", "enabled": False}}}
+    assert pytest_plugin.with_report({}) == {
+        "plugins": {"report": {"plugin": "report"}, "junit": {"plugin": "junit"}}
+    }
+    taken = {"plugins": {"report": {"plugin": "testlog"}, "junit": {"plugin": "testlog"}}}
+    added = pytest_plugin.with_report(taken)["plugins"]
+    assert added["rigger_mp_report"] == {"plugin": "report"}
+    assert added["rigger_mp_junit"] == {"plugin": "junit"}
+    assert taken == {
+        "plugins": {"report": {"plugin": "testlog"}, "junit": {"plugin": "testlog"}}
+    }  # a copy
+    off = {
+        "plugins": {
+            "r": {"plugin": "report", "enabled": False},
+            "j": {"plugin": "junit", "enabled": False},
+        }
+    }
     assert pytest_plugin.with_report(off) == off
 
 

@@ -18,9 +18,10 @@ import pytest
 
 from rigger_mp import PluginError, Rigger, RiggerClient
 from rigger_mp.core.loading import resolve_plugin
-from rigger_mp.plugins import artifacts, report
+from rigger_mp.plugins import artifacts, report, report_page, runs
 from rigger_mp.plugins.archive import FORMATS, ArchivePlugin
-from rigger_mp.plugins.report import Links, ReportPlugin, script_json
+from rigger_mp.plugins.report import ReportPlugin
+from rigger_mp.plugins.report_page import Links, script_json
 from tests import browser
 
 HOSTILE_NAME = "<script>alert(1)</script>"
@@ -53,6 +54,12 @@ def fire_session(rigger: Rigger, tests: list[tuple[str, str, str, float]], run_i
         rigger.fire_hook("start_test", **where)
         rigger.fire_hook("finish_test", test_result=result, duration=seconds, **where)
     rigger.fire_hook("finish_session", run_id=run_id, exit_status=1).result(30)
+
+
+def run_page(root: Path, run_id: str) -> Path:
+    """Where the report of ``run_id`` is: in the run's directory, if it has an id."""
+    name = runs.run_dir_name(run_id)
+    return root / "report.html" if name is None else root / name / "report.html"
 
 
 def page_data(page: Path) -> dict[str, Any]:
@@ -136,13 +143,14 @@ def test_script_json_cannot_leave_its_script_element() -> None:
 def test_hostile_names_are_text_in_the_html(tmp_path: Path) -> None:
     with Rigger(report_config(tmp_path)) as rigger:
         fire_session(rigger, SESSION, "r<1>")
-    text = (tmp_path / "report.html").read_text("utf-8")
+    page = tmp_path / "r_1_" / "report.html"
+    text = page.read_text("utf-8")
     # Only the page's own two script elements, and no element a name could have made.
     assert text.count("<script") == 2 and text.count("</script>") == 2
     assert "<img" not in text and "<b>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # the slowest table (HTML)
     assert "<title>rigger_mp report: run r&lt;1&gt;</title>" in text
-    names = {t[2] for t in page_data(tmp_path / "report.html")["tests"]}
+    names = {t[2] for t in page_data(page)["tests"]}
     assert HOSTILE_NAME in names
 
 
@@ -177,8 +185,9 @@ def test_max_tests_bounds_the_rows_and_the_report_says_so(tmp_path: Path) -> Non
         fire_session(rigger, SESSION, "r")
         instance = rigger.get_instance_obj("report")
         assert isinstance(instance, ReportPlugin)
-        assert instance._listed == 0  # the finished session's rows left the bound
-    page = tmp_path / "report.html"
+        instance.writer.wait()
+        assert instance.runs.held == (0, 0)  # the written run's tests left the bound
+    page = run_page(tmp_path, "r")
     assert len(page_data(page)["tests"]) == 3
     dom = Dom(page.read_text("utf-8"))
     assert dom.counts["count-all"] == len(SESSION)
@@ -222,10 +231,13 @@ def test_many_sources_interleaved_give_the_same_report(tmp_path: Path) -> None:
             for thread in threads:
                 thread.join()
             controller.fire_hook("finish_session", run_id="R", wait_for_task=True)
-        over_tcp = page_data(tmp_path / "report.html")["tests"]
+        instance = rigger.get_instance_obj("report")
+        assert isinstance(instance, ReportPlugin)
+        instance.writer.wait()
+        over_tcp = page_data(run_page(tmp_path, "R"))["tests"]
         shuffled = random.sample(tests, len(tests))
         fire_session(rigger, shuffled, "R")
-    in_order = page_data(tmp_path / "report.html")["tests"]
+    in_order = page_data(run_page(tmp_path, "R"))["tests"]
     assert len(over_tcp) == len(tests)
     assert all(t[3] is not None and t[3] >= 0 for t in over_tcp)  # measured
     assert [t[:3] for t in over_tcp] == [t[:3] for t in in_order]
@@ -235,14 +247,14 @@ def test_many_sources_interleaved_give_the_same_report(tmp_path: Path) -> None:
 def test_a_run_is_reported_alone_and_old_open_runs_are_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(report, "MAX_SESSIONS", 2)
+    monkeypatch.setattr(runs, "MAX_RUNS", 2)
     with Rigger(report_config(tmp_path)) as rigger:
         for run_id in ("a", "b", "c"):  # "a" is dropped when "c" opens
             rigger.fire_hook("start_test", test_name=f"t_{run_id}", run_id=run_id)
         rigger.fire_hook("finish_session", run_id="b").result(30)
-        assert [t[2] for t in page_data(tmp_path / "report.html")["tests"]] == ["t_b"]
         rigger.fire_hook("finish_session", run_id="a").result(30)
-        assert page_data(tmp_path / "report.html")["tests"] == []
+    assert [t[2] for t in page_data(run_page(tmp_path, "b"))["tests"]] == ["t_b"]
+    assert page_data(run_page(tmp_path, "a"))["tests"] == []
 
 
 def test_durations_are_measured_unless_the_event_carries_one(tmp_path: Path) -> None:
@@ -255,7 +267,7 @@ def test_durations_are_measured_unless_the_event_carries_one(tmp_path: Path) -> 
                 "finish_test", test_name=f"bad {bad!r}", test_result="passed", duration=bad
             )
         rigger.fire_hook("finish_session").result(30)
-    durations = {t[2]: t[3] for t in page_data(tmp_path / "report.html")["tests"]}
+    durations = {t[2]: t[3] for t in page_data(run_page(tmp_path, ""))["tests"]}
     assert durations.pop("carried") == 2.5
     assert 0 <= durations.pop("measured") < 30
     assert set(durations.values()) == {None}
@@ -282,10 +294,13 @@ def test_archives_are_linked_present_pending_or_failed(tmp_path: Path) -> None:
         shutil.rmtree(root / "tests/t.py/gone")
         rigger.fire_hook("pack", artifact_path=str(root / "tests/t.py/gone"))
         rigger.fire_hook("finish_session").result(30)
-        before = {t[2]: t[4:] for t in page_data(root / "report.html")["tests"]}
+        instance = rigger.get_instance_obj("report")
+        assert isinstance(instance, ReportPlugin)
+        instance.writer.wait()
+        before = {t[2]: t[6:10] for t in page_data(root / "report.html")["tests"]}
         rigger.fire_hook("pack", artifact_path=str(root / "tests/t.py/later")).result(30)
     assert report.rewrite_reports(rigger.instances) == [root / "report.html"]
-    after = {t[2]: t[4:] for t in page_data(root / "report.html")["tests"]}
+    after = {t[2]: t[6:10] for t in page_data(root / "report.html")["tests"]}
     archiver = rigger.get_instance_obj("arch")
     assert isinstance(archiver, ArchivePlugin)
     ext = FORMATS[archiver.format].suffix  # whichever the archive plugin defaults to
@@ -329,9 +344,9 @@ def test_config_is_checked_and_the_plugin_is_built_in(tmp_path: Path) -> None:
 
 
 def test_the_page_assets_ship_with_the_package() -> None:
-    js = report._asset("report.js")
+    js = report_page.asset("report.js")
     assert "</script" not in js.lower() and "fetch(" not in js
-    assert "$title" in report._asset("report.html")
+    assert "$title" in report_page.asset("report.html")
 
 
 # -- in Chromium -------------------------------------------------------------------------
@@ -345,7 +360,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "start_test", test_name="hangs", test_location="tests/test_cart.py", run_id="run-1"
         )
         fire_session(rigger, SESSION, "run-1")
-    return root / "report.html"
+    return run_page(root, "run-1")
 
 
 def test_browser_shows_the_counts_and_rows_of_the_events(page: Path) -> None:
@@ -444,11 +459,11 @@ def test_serve_writes_the_report_and_prints_its_path_after_the_drain(tmp_path: P
     finally:
         served.kill()
     assert status == 0, err
-    assert out.splitlines()[-1] == f"rigger-mp: report: {root.absolute() / 'report.html'}"
-    tests = page_data(root / "report.html")["tests"]
+    assert out.splitlines()[-1] == f"rigger-mp: report: {root.absolute() / 'S' / 'report.html'}"
+    tests = page_data(root / "S" / "report.html")["tests"]
     assert [(t[0], t[2]) for t in tests] == [("failed", "t1"), ("failed", "t2"), ("passed", "t0")]
     for t in tests:  # rewritten after the drain: every archive is made
-        assert t[5] == "present" and t[6].startswith(f"./S/tests/test_s.py/{t[2]}.tar."), t
+        assert t[7] == "present" and t[8].startswith(f"./tests/test_s.py/{t[2]}.tar."), t
 
 
 def test_demo_prints_the_report_path(tmp_path: Path) -> None:
@@ -456,6 +471,9 @@ def test_demo_prints_the_report_path(tmp_path: Path) -> None:
 
     done = rigger_mp("demo", "--tests", "2", "--workers", "1", "--dir", str(tmp_path), timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
-    page = tmp_path / "artifacts" / "report.html"
-    assert done.stdout.splitlines()[-1] == f"report: {page}"
-    assert [t[5] for t in page_data(page)["tests"]] == ["present", "present"]
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith("report: "), last
+    page = Path(last.removeprefix("report: "))  # the run's own directory
+    assert page.name == "report.html" and page.parent.parent == tmp_path / "artifacts"
+    assert (page.parent / "junit.xml").is_file()  # serve's default config writes it too
+    assert [t[7] for t in page_data(page)["tests"]] == ["present", "present"]

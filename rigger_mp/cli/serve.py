@@ -47,7 +47,8 @@ def main_job_config(
     archive_format: str = "zst",
 ) -> dict[str, Any]:
     """The main job's dispatcher: per-test log, archiver backgrounded on artifacts_ready,
-    and the session's report.html in the artifacts root (see ``report.with_dir``).
+    and each run's report.html and junit.xml in the artifacts root (see
+    ``report.with_dir``).
 
     The archiver takes its root from :func:`rigger_mp.plugins.artifacts.install`.
     """
@@ -67,6 +68,7 @@ def main_job_config(
                 "remove_originals": remove_originals,
             },
             "report": {"plugin": "report"},
+            "junit": {"plugin": "junit"},
         },
     }
 

@@ -324,6 +324,7 @@ class Rigger(InstanceLookup, Dispatcher):
         deadline = Deadline(timeout)
         self._fence_intake(deadline)
         ended = self._drain(deadline)
+        self._stop_plugins(deadline)
         self._release(ended, deadline)
         _live.discard(self)
         self._events.finish()
@@ -332,6 +333,15 @@ class Rigger(InstanceLookup, Dispatcher):
             f"rigger_mp: stopped: {events['done']} event(s) done, {events['failed']} failed, "
             f"{events['abandoned']} abandoned"
         )
+
+    def _stop_plugins(self, deadline: Deadline) -> None:
+        """Let each plugin finish its work off the event thread (a report being written),
+        so that its files are complete when stop() returns; one that raises is logged."""
+        for ident, instance in self.instances.items():
+            try:
+                instance.obj.plugin_stop(deadline.left())
+            except Exception:
+                logger.exception("rigger_mp: plugin_stop of instance %r failed", ident)
 
     def _fence_intake(self, deadline: Deadline) -> None:
         """Queue every event the TCP server acked, then take no more from the intake."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 BUILTIN: dict[str, str] = {
     "archive": "rigger_mp.plugins.archive:ArchivePlugin",
+    "junit": "rigger_mp.plugins.junit:JUnitPlugin",
     "report": "rigger_mp.plugins.report:ReportPlugin",
     "testlog": "rigger_mp.plugins.testlog:TestLog",
 }
