@@ -7,8 +7,9 @@ The package is laid out by process role; each subpackage is what one process run
                 stage (one stage of an event), task, plugin, config, loading, port (the
                 EventPort that pool/ and server/ use), merge
       pool/     backgrounded hooks: interface (WorkerPool, ResultSink), background (the
-                dispatcher's side), local (LocalPool) + worker (the worker process),
-                dask + dask_worker (DaskPool), messages
+                dispatcher's side), batches (what both pools share), worker_messages,
+                local (LocalPool) + processes, worker_handle, worker (the worker process),
+                dask + dask_links, dask_worker (DaskPool)
       server/   the TCP intake: process (the asyncio server process), channel + messages
                 (its pipes), and in the main process supervisor (spawn, restart, stop),
                 intake (the intake loop), fences, status_window, incarnation

@@ -25,7 +25,7 @@ from ..core.merge import recursive_update
 from ..deadline import Deadline
 from ..errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
-from .interface import Failure, InstanceSpec, WorkerInfo, WorkerPool, describe_items
+from .interface import Failure, InstanceSpec, WorkerInfo, WorkerPool, WorkItem, describe_items
 from .local import LocalPool
 
 if TYPE_CHECKING:
@@ -218,7 +218,7 @@ class Background:
                 self._submit_failed(instance.ident, hook_name, exc)
                 continue
             self._next_id += 1
-            items.append((self._next_id, instance.ident, hook_name, payload))
+            items.append(WorkItem(self._next_id, instance.ident, hook_name, payload))
         if not items:
             return []
         self._submitted += len(items)
@@ -231,7 +231,7 @@ class Background:
             self.completed(len(items), [], [Failure.of(i, None, reason) for i in items])
         else:
             self._pool.submit(items)
-        return [item[0] for item in items]
+        return [item.work_id for item in items]
 
     def _submit_failed(self, ident: str, event: str, exc: Exception) -> None:
         self._submitted += 1
