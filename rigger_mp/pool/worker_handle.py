@@ -85,14 +85,13 @@ class WorkerHandle:
     eof: bool = False
     meter: CpuMeter | None = None
     started: float = field(default_factory=time.monotonic)
+    pid: int | None = field(init=False)
+    """Kept apart from the process object, which is closed once the worker has ended."""
 
     def __post_init__(self) -> None:
-        if self.process.pid is not None:
-            self.meter = CpuMeter.of(self.process.pid)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
+        self.pid = self.process.pid
+        if self.pid is not None:
+            self.meter = CpuMeter.of(self.pid)
 
     def takes_work(self) -> bool:
         """Whether a batch may be sent to it."""
@@ -104,7 +103,7 @@ class WorkerHandle:
 
     def info(self) -> WorkerInfo | None:
         """pid, resident memory, CPU use and tasks done (None if gone)."""
-        pid, meter = self.process.pid, self.meter
+        pid, meter = self.pid, self.meter
         if pid is None or meter is None:
             return None
         try:
