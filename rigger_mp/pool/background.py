@@ -447,8 +447,10 @@ def _stats_of(counters: _Counters, workers: list[WorkerInfo]) -> dict[str, Any]:
         "workers": [
             {
                 "pid": w.pid,
+                "address": w.address,
                 "rss_bytes": w.rss_bytes,
                 "cpu_percent": w.cpu_percent,
+                "cpu_seconds": w.cpu_seconds,
                 "tasks_done": w.tasks_done,
             }
             for w in workers
