@@ -62,9 +62,9 @@ from ..deadline import Deadline
 from ..lifecycle import move
 from .batches import PREFETCH, Cutter, Outcome, SentBatch, report
 from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem, describe_items
-from .processes import Spawner, default_start_method, end_process, exit_cause
-from .worker_handle import WorkerHandle
-from .worker_messages import NO_BATCH, Batch, Done, Fire, Retire, Stop, WorkerMessage
+from .processes import Spawner, default_start_method, exit_cause
+from .worker_handle import WorkerHandle, end_process
+from .worker_messages import NO_BATCH, Batch, Done, Fire, Retire, WorkerMessage
 
 logger = logging.getLogger("rigger_mp")
 
@@ -223,7 +223,7 @@ class LocalPool:
         with self._cond:
             live = list(self._workers)
         for worker in live:
-            self._tell_stop(worker, abandon)
+            worker.tell_stop(abandon)
         self._wake()
         collector = self._collector
         if collector is not None:
@@ -237,17 +237,6 @@ class LocalPool:
             self._move(Phase.STOPPED)
             left, self._left = self._left, []
         return left
-
-    @staticmethod
-    def _tell_stop(worker: WorkerHandle, abandon: bool) -> None:
-        """Ask a worker to end once it has run what it holds (``abandon``: end it now)."""
-        if not abandon:
-            try:
-                worker.queue.put(Stop())
-                return
-            except Exception:  # the manager is gone: end the worker instead
-                pass
-        end_process(worker.process, signal.SIGTERM)
 
     def _end_workers(self, deadline: Deadline, terminated: bool) -> None:
         """The workers did not end by the deadline: terminate them (unless ``terminated``
@@ -364,22 +353,8 @@ class LocalPool:
                 if is_sentinel:
                     self._ended(worker)
                 else:
-                    self._read(worker, drain=False)
-
-    def _read(self, worker: WorkerHandle, drain: bool) -> None:
-        """Handle the messages waiting on a worker's pipe (all of them up to EOF if ``drain``)."""
-        conn = worker.conn
-        try:
-            while True:
-                msg = conn.recv()
-                self._handle(worker, msg)
-                if not drain and not conn.poll():
-                    return
-        except (EOFError, OSError):
-            worker.eof = True
-        except Exception:  # a message the worker died half-way through writing
-            logger.exception("rigger_mp: unreadable result from worker %s", worker.pid)
-            worker.eof = True
+                    for msg in worker.messages(drain=False):
+                        self._handle(worker, msg)
 
     def _handle(self, worker: WorkerHandle, msg: WorkerMessage) -> None:
         if isinstance(msg, Done):
@@ -412,7 +387,8 @@ class LocalPool:
         """A worker process ended: settle what it held, then replace it (or the pool broke,
         or its manager died and the pool is rebuilt)."""
         if not worker.eof:
-            self._read(worker, drain=True)
+            for msg in worker.messages(drain=True):
+                self._handle(worker, msg)
         worker.process.join()
         exitcode = worker.process.exitcode
         cause = exit_cause(exitcode)
@@ -519,7 +495,7 @@ class LocalPool:
                 self._cond.notify()
             phase = self._phase
         if phase.stopping:
-            self._tell_stop(fresh, phase is not Phase.STOPPING)
+            fresh.tell_stop(phase is not Phase.STOPPING)
 
     def _rebuild(self) -> None:
         """The manager process died: end its workers, start a new manager and workers.

@@ -9,7 +9,6 @@ waits on beside the workers' sentinels (no polling).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
@@ -44,15 +43,6 @@ def exit_cause(exitcode: int | None) -> str:
             name = "an unknown signal"
         return f"was killed by signal {name} ({-exitcode})"
     return f"exited with code {exitcode}"
-
-
-def end_process(process: BaseProcess, signum: signal.Signals) -> None:
-    """Terminate (SIGTERM) or kill (SIGKILL) ``process``, unless it has been closed."""
-    with contextlib.suppress(ValueError):
-        if signum is signal.SIGKILL:
-            process.kill()
-        else:
-            process.terminate()
 
 
 _helpers_started: set[int] = set()  # pids of the processes that started them here

@@ -8,8 +8,11 @@ items it never started from the ones lost with it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -19,6 +22,9 @@ import psutil
 
 from .batches import SentBatch
 from .interface import WorkerInfo, WorkItem
+from .worker_messages import Stop, WorkerMessage
+
+logger = logging.getLogger("rigger_mp")
 
 STARTUP_SECONDS = 30.0
 """A worker that dies idle later than this after its start is not failing to start (an
@@ -26,6 +32,15 @@ idle worker killed hours later, say), so it does not count as a failed start."""
 CPU_SAMPLE_SECONDS = 0.1
 """Two looks at a worker's CPU closer than this reuse the last figure: over a shorter
 time the figure says more about the clock than about the worker."""
+
+
+def end_process(process: BaseProcess, signum: signal.Signals) -> None:
+    """Terminate (SIGTERM) or kill (SIGKILL) ``process``, unless it has been closed."""
+    with contextlib.suppress(ValueError):
+        if signum is signal.SIGKILL:
+            process.kill()
+        else:
+            process.terminate()
 
 
 @dataclass(eq=False)
@@ -112,6 +127,34 @@ class WorkerHandle:
         except psutil.Error:
             return None
         return WorkerInfo(pid, rss, percent, self.tasks_done, cpu_seconds)
+
+    def tell_stop(self, abandon: bool) -> None:
+        """Ask it to end once it has run what it holds (``abandon``: end it now)."""
+        if not abandon:
+            try:
+                self.queue.put(Stop())
+                return
+            except Exception:  # the manager is gone: end the worker instead
+                pass
+        end_process(self.process, signal.SIGTERM)
+
+    def messages(self, drain: bool) -> Iterator[WorkerMessage]:
+        """The messages waiting on its pipe; all of them up to end of file if ``drain``.
+
+        Sets :attr:`eof` when the pipe has ended (or holds a message cut short by the
+        worker's death, which is logged).
+        """
+        conn = self.conn
+        try:
+            while True:
+                yield conn.recv()
+                if not drain and not conn.poll():
+                    return
+        except (EOFError, OSError):
+            self.eof = True
+        except Exception:  # a message the worker died half-way through writing
+            logger.exception("rigger_mp: unreadable result from worker %s", self.pid)
+            self.eof = True
 
     def running_item(self) -> WorkItem | None:
         """The item it is running now, read from its slot (under the pool's lock)."""
