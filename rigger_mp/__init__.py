@@ -19,7 +19,8 @@ The package is laid out by process role; each subpackage is what one process run
       plugins/  built-in plugins: archive, testlog, report, and artifacts (artifact paths)
       compat/   riggerlib 3.1.6's API on top of core
       protocol.py, client.py, errors.py, pytest_plugin.py, and the helpers every role
-      uses: deadline.py (a timeout as a deadline), lifecycle.py (phase enums, legal moves)
+      uses: deadline.py (a timeout as a deadline), lifecycle.py (phase enums, legal moves),
+      safe_paths.py (files created without following links, paths kept inside a root)
 
 ``import rigger_mp`` loads only ``errors``: the names below are imported on first use.
 
@@ -113,6 +114,7 @@ if TYPE_CHECKING:
         PluginError,
         RiggerError,
         ShuttingDown,
+        UnsafePath,
         WouldDeadlock,
     )
 
@@ -126,6 +128,7 @@ _LAZY = {
     "PluginError": ".errors",
     "RiggerError": ".errors",
     "ShuttingDown": ".errors",
+    "UnsafePath": ".errors",
     "WouldDeadlock": ".errors",
     "FireManyError": ".client",
     "RemoteError": ".client",
@@ -177,6 +180,7 @@ __all__ = [
     "RiggerTimeout",
     "ShuttingDown",
     "Task",
+    "UnsafePath",
     "WouldDeadlock",
     "load_config",
     "recursive_update",

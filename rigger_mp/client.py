@@ -89,11 +89,16 @@ class RiggerClient:
         self,
         hook_name: str,
         /,
+        *,
         grab_result: bool = False,
         wait_for_task: bool = False,
         **kwargs: Any,
     ) -> Any:
         """Fire an event: the tid; with ``grab_result`` its output; with ``wait_for_task`` True.
+
+        The event's data are keyword arguments (``fire_hook("start_test", test_name="t")``);
+        the flags are keyword-only, so a mapping passed by position is a ``TypeError``
+        instead of being read as ``grab_result``.
 
         A failed event raises :class:`RemoteError` (code ``hook_failed``) when waited on.
         """

@@ -43,3 +43,9 @@ class BackgroundError(RiggerError):
     The message names the instance, the event, the worker's pid and carries the
     traceback text from the worker (the exception itself stays in the worker).
     """
+
+
+class UnsafePath(RiggerError, ValueError):
+    """A path was refused: it is absolute or climbs out with ``..`` where a relative one is
+    needed, lies outside its root, or a symbolic link stands where a file or directory is
+    to be created (see :mod:`rigger_mp.safe_paths`). The message names the path."""

@@ -171,17 +171,15 @@ def parse(
         msg = _decode(frame.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ProtocolError(BAD_JSON, f"not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except RecursionError:
-        raise ProtocolError(BAD_JSON, "nested too deeply") from None
+    except RecursionError:  # deeper than the decoder goes: deeper than any allowed depth
+        raise ProtocolError(BAD_REQUEST, _too_deep(max_depth)) from None
     except ValueError as exc:  # json.JSONDecodeError, NaN, too many digits
         raise ProtocolError(BAD_JSON, f"invalid JSON: {exc}") from None
     if type(msg) is not dict:
         raise ProtocolError(BAD_REQUEST, f"a message must be a JSON object, not {_json_type(msg)}")
     # Counting brackets is C-fast and bounds the depth: the walk runs only when it might fail.
     if frame.count(b"[") + frame.count(b"{") > max_depth and nested_deeper(msg, max_depth):
-        raise ProtocolError(
-            BAD_REQUEST, f"objects and arrays nest deeper than max_json_depth ({max_depth})"
-        )
+        raise ProtocolError(BAD_REQUEST, _too_deep(max_depth))
     if "op" in msg:
         return _parse_op(msg)
     hook_name = msg.get("hook_name")
@@ -208,6 +206,10 @@ def parse(
         wait = _flag(msg, "wait_for_task")
         mode = GRAB if grab else WAIT if wait else ACK
     return Fire(hook_name, data, mode)
+
+
+def _too_deep(max_depth: int) -> str:
+    return f"objects and arrays nest deeper than max_json_depth ({max_depth})"
 
 
 def nested_deeper(obj: Any, limit: int) -> bool:

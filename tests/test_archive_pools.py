@@ -59,6 +59,7 @@ def test_a_directory_missing_on_the_worker_fails_clearly(
     [failure] = [f for f in stats["recent_failures"] if str(gone) in f["traceback"]]
     text = failure["traceback"]
     assert failure["error"].startswith("BackgroundError: backgrounded hook 'done'")
+    assert "is not there on host" in failure["error"]  # the worker's exception, not its stack
     assert f"artifact directory {str(gone)!r} is not there on host" in text
     assert "must be on a filesystem shared with the Dask workers" in text
     assert any(name in text for name in worker_names(pool_name, rigger)), text

@@ -476,6 +476,37 @@ def test_the_token_error_says_how_to_give_one(tmp_path: Path) -> None:
         served.kill()
 
 
+def test_the_stop_hint_of_a_served_token_says_how_to_give_it(tmp_path: Path) -> None:
+    config = tmp_path / "rigger.yaml"
+    config.write_text("server_token: s3cret\nplugins: {}\n")
+    served = Served("-c", str(config), cwd=tmp_path)
+    try:
+        assert served.proc.stderr is not None
+        line = ""
+        while "stop with" not in line:
+            line = served.proc.stderr.readline()
+            assert line, "serve exited before it logged how to stop it"
+        hint = re.search(
+            r"`rigger-mp (terminate [^`]*)` with \$RIGGER_MP_TOKEN set to the "
+            r"server_token \(or --token TOKEN\)",
+            line,
+        )
+        assert hint is not None, line
+        done = subprocess.run(
+            [script(), *hint[1].split()],
+            env={**env(), "RIGGER_MP_TOKEN": "s3cret"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done
+        status, _, err = served.finish()
+        assert status == 0, err
+    finally:
+        served.kill()
+
+
 def _subcommands() -> list[list[str]]:
     """Every subcommand path of the parser: ``[serve]``, ..., ``[journal, list]``, ..."""
     import argparse
@@ -506,3 +537,94 @@ def test_every_subcommands_help_says_what_it_does() -> None:
         description = " ".join(paragraphs[1].split())
         assert not description.endswith(":"), f"{path}: no description:\n{done.stdout}"
         assert len(description.split()) >= 8, f"{path}: says too little: {description!r}"
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_a_reader_that_closes_the_pipe_ends_the_listing_quietly(
+    tmp_path: Path, json_output: bool
+) -> None:
+    """``rigger-mp journal list -j J | head -2``: no traceback, exit 0."""
+    from rigger_mp.journal import JournalStore, encode
+
+    path = tmp_path / "j.db"
+    store = JournalStore.open(path)
+    try:  # far more lines than a pipe buffers, so the writer meets the closed end
+        store.commit(
+            [(f"t{i}", "start_test", *encode("start_test", {"i": i})) for i in range(5000)]
+        )
+    finally:
+        store.close()
+    args = ["journal", "list", "-j", str(path), *(["--json"] if json_output else [])]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rigger_mp", *args],
+        env=env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()  # like head: read a line, then close
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert err == b""
+
+
+def test_serve_http_without_the_http_extra_names_it_and_exits_2(tmp_path: Path) -> None:
+    hidden = {**env(), "PYTHONPATH": f"{ROOT / 'tests' / 'no_http_extra'}{os.pathsep}{ROOT}"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rigger_mp",
+            "serve",
+            "--port",
+            "0",
+            "--http",
+            "0",
+            "--artifacts",
+            str(tmp_path / "art"),
+        ],
+        env=hidden,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done
+    assert "http_port needs the http extra" in done.stderr
+    assert "pip install 'rigger_mp[http]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_benchmarks_skip_the_http_scenarios_without_the_http_extra(tmp_path: Path) -> None:
+    hidden = {**env(), "PYTHONPATH": f"{ROOT / 'tests' / 'no_http_extra'}{os.pathsep}{ROOT}"}
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "http", "--output", str(out)],
+        env=hidden,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done
+    records = json.loads(out.read_text())["results"]
+    assert {r["scenario"] for r in records} == {"http.fire", "http.scrape"}
+    assert all(
+        r["skipped"] == "the http extra is not installed (aiohttp, prometheus_client): "
+        "pip install 'rigger_mp[http]'"
+        for r in records
+    )
+
+
+def test_fire_of_an_event_nothing_binds_warns_with_the_name_meant(served_default: Served) -> None:
+    done = served_default.cmd("fire", "strat_test", "test_name=x")
+    assert done.returncode == 0, done
+    assert done.stdout.strip()  # the tid: the event was accepted, and ran nothing
+    assert done.stderr == (
+        "rigger-mp fire: warning: no plugin or callback binds 'strat_test' at the "
+        "dispatcher; did you mean 'start_test'?\n"
+    )
+    done = served_default.cmd("fire", "start_test", "test_name=x", "test_location=t")
+    assert done.returncode == 0 and done.stderr == "", done

@@ -50,6 +50,13 @@ def test_fire_hook_returns_tid_output_or_true(client: RiggerClient, rigger: Rigg
     assert counter(rigger).seen == {("a", 1): 1, ("a", 2): 1, ("a", 3): 1}
 
 
+def test_data_by_position_is_a_type_error_not_a_flag(client: RiggerClient, rigger: Rigger) -> None:
+    with pytest.raises(TypeError, match="positional"):
+        client.fire_hook("count", {"c": "b", "i": 1})  # type: ignore[call-arg, arg-type]
+    assert client.fire_hook("count", wait_for_task=True, c="b", i=2) is True
+    assert counter(rigger).seen == {("b", 2): 1}  # the first call fired nothing
+
+
 def test_failed_event_raises_remote_error_with_code_and_tid(client: RiggerClient) -> None:
     with pytest.raises(RemoteError) as info:
         client.fire_hook("fail", wait_for_task=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rigger_mp import ConfigError, Rigger, load_config
+from rigger_mp import ConfigError, PluginError, Rigger, load_config
 
 
 def test_defaults() -> None:
@@ -93,13 +93,30 @@ def test_bad_values_name_the_key(config: dict[object, object], fragment: str) ->
     assert "<mapping>" in str(info.value)
 
 
-def test_bad_key_in_file_names_file(tmp_path: Path) -> None:
+def test_bad_key_in_file_names_file_line_and_the_key_meant(tmp_path: Path) -> None:
     path = tmp_path / "typo.yaml"
-    path.write_text("squash_exception: true\n")
+    path.write_text("threaded: false\nsquash_exception: true\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    assert str(path) in str(info.value)
-    assert "squash_exception" in str(info.value)
+    assert str(info.value) == (
+        f"{path}: unknown key 'squash_exception' on line 2; did you mean 'squash_exceptions'?"
+    )
+
+
+def test_a_key_like_no_other_lists_the_known_keys() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"zzzzqqqq": 1})
+    assert "unknown key 'zzzzqqqq'; known keys: auth_timeout, " in str(info.value)
+    assert "did you mean" not in str(info.value)
+
+
+def test_a_plugin_that_cannot_be_imported_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "rigger.yaml"
+    path.write_text("plugins:\n  thing:\n    enabled: true\n    plugin: nomodule_here:Thing\n")
+    with pytest.raises(PluginError) as info:
+        Rigger(str(path)).start()
+    assert str(info.value).startswith(f"{path}, line 4: instance 'thing': plugin ")
+    assert "cannot import module 'nomodule_here'" in str(info.value)
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def test_nesting_up_to_the_limit_parses_and_pickles() -> None:
     pickle.dumps(msg.data)
 
 
-@pytest.mark.parametrize("depth", [proto.MAX_JSON_DEPTH + 1, 300, 600])
+@pytest.mark.parametrize("depth", [proto.MAX_JSON_DEPTH + 1, 300, 600, 2_000, 100_000])
 def test_nesting_past_the_limit_is_bad_request_before_anything_is_pickled(depth: int) -> None:
     with pytest.raises(proto.ProtocolError) as info:
         proto.parse(nested(depth))

@@ -29,6 +29,9 @@ class Page(HTMLParser):
         self.tracebacks: list[str] = []
         self.polylines = 0
         self.body: dict[str, str | None] = {}
+        self.classes: dict[str, str | None] = {}  # id -> class
+        self.heads: list[str] = []  # the failure cards' titles
+        self.hidden: set[str] = set()  # ids of elements with the hidden attribute
         self._open: list[tuple[str, str | None, str | None]] = []  # (tag, id, class)
         self.feed(text)
 
@@ -43,6 +46,12 @@ class Page(HTMLParser):
             self.workers.append([])
         if tag == "pre" and a.get("class") == "traceback":
             self.tracebacks.append("")
+        if tag == "div" and a.get("class") == "head":
+            self.heads.append("")
+        if a.get("id"):
+            self.classes[str(a["id"])] = a.get("class")
+            if "hidden" in a:
+                self.hidden.add(str(a["id"]))
         if tag in ("link", "meta", "line", "polygon"):
             return
         self._open.append((tag, a.get("id"), a.get("class")))
@@ -61,6 +70,8 @@ class Page(HTMLParser):
             self.workers[-1].append(data)
         if self._open and self._open[-1][2] == "traceback":
             self.tracebacks[-1] += data
+        if self._open and self._open[-1][2] == "head":
+            self.heads[-1] += data
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,6 +108,7 @@ def test_the_live_page_shows_the_dispatchers_figures(tmp_path: Path) -> None:
         assert page.text["accepted"] == str(stats["events"]["accepted"]) == "44"
         assert page.text["done"] == str(stats["events"]["done"]) == "41"
         assert page.text["failed"] == "3"
+        assert page.classes["failed-figure"] == "figure bad"  # red: some failed
         assert page.text["queued"] == "0"
         assert page.text["background"] == "0 / 0 / 4 / 0"
         pids = sorted(str(w["pid"]) for w in stats["workers"])
@@ -105,6 +117,7 @@ def test_the_live_page_shows_the_dispatchers_figures(tmp_path: Path) -> None:
         assert all(row[1].endswith("MiB") and row[2].endswith("%") for row in page.workers)
         assert len(page.tracebacks) == 3
         assert all("ValueError: boom" in tb and "Traceback" in tb for tb in page.tracebacks)
+        assert len(page.heads) == 3 and all(h.endswith(" · ValueError: boom") for h in page.heads)
         assert "3 in all" in page.text["failure-count"]
         assert page.polylines == 2  # events/s and queue depth, drawn from the polls
         shot = tmp_path / "live.png"
@@ -124,5 +137,25 @@ def test_without_the_token_the_page_says_why_it_shows_nothing() -> None:
         page = Page(browser.dump_url(f"http://127.0.0.1:{http_port(rigger)}/"))
         assert "unauthorized" in page.text["status"]
         assert page.text["accepted"] == "\u2013"  # the placeholder dash
+        assert page.text["failures"] == "\u2013"  # unknown, not "none"
+        assert "token-hint" not in page.hidden
+        assert "has a server_token: open this page as http://127.0.0.1:" in page.text["token-hint"]
+        assert "/#token=YOUR_TOKEN" in page.text["token-hint"]
+    finally:
+        rigger.stop()
+
+
+def test_no_failures_are_not_drawn_in_red() -> None:
+    browser.chromium()
+    rigger = make_http_rigger(plugins={"counter": {"plugin": "counting"}})
+    try:
+        port = http_port(rigger)
+        with Http(port) as client:
+            client.fire("count", data={"c": "page", "i": 0})
+        page = Page(browser.dump_url(f"http://127.0.0.1:{port}/?interval=200"))
+        assert page.text["failed"] == "0"
+        assert page.classes["failed-figure"] == "figure"
+        assert page.text["failures"] == "none"
+        assert "token-hint" in page.hidden
     finally:
         rigger.stop()

@@ -24,8 +24,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, Target, interleaved
-from benchmarks.harness import skipped as skipped_record
+from benchmarks.harness import (
+    SUBJECT,
+    Measurement,
+    RunContext,
+    Scenario,
+    Target,
+    extra_missing,
+    interleaved,
+    skip_all,
+)
 from benchmarks.scenarios.background import (
     LEVEL,
     PPE,
@@ -47,17 +55,7 @@ DASK_CONFIG: dict[str, Any] = {"pool": "dask", "dask_workers": WORKERS}
 
 def missing() -> str | None:
     """Why Dask cannot be measured, or None."""
-    try:
-        import distributed  # noqa: F401
-    except ImportError as exc:
-        return f"the dask extra is not installed: pip install 'rigger_mp[dask]' ({exc})"
-    return None
-
-
-def skip_all(
-    name: str, metric: str, unit: str, subjects: list[str], reason: str, higher: bool
-) -> list[Measurement]:
-    return [skipped_record(name, metric, s, unit, reason, higher) for s in subjects]
+    return extra_missing("dask", "distributed")
 
 
 def repeats(ctx: RunContext) -> int:

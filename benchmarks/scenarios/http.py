@@ -23,7 +23,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, Target, interleaved
+from benchmarks.harness import (
+    SUBJECT,
+    Measurement,
+    RunContext,
+    Scenario,
+    Target,
+    extra_missing,
+    interleaved,
+    skip_all,
+)
 from benchmarks.scenarios.tcp import ROOT, TIMEOUT, TrivialPlugin, run_clients
 from rigger_mp import Rigger
 
@@ -154,8 +163,17 @@ def _fire_rate(served: Served, subject: str, clients: int, events: int) -> Calla
     return sample
 
 
+def missing() -> str | None:
+    """Why the HTTP front cannot be measured, or None."""
+    return extra_missing("http", "aiohttp", "prometheus_client")
+
+
 def fire(ctx: RunContext) -> list[Measurement]:
     name, unit = "http.fire", "events/s"
+    reason = missing()
+    if reason is not None:
+        metric = "keep-alive clients, fire and wait for each ack"
+        return skip_all(name, metric, unit, [SUBJECT, TCP], reason, True)
     served = Served()
     out: list[Measurement] = []
     try:
@@ -210,6 +228,9 @@ def scrape(ctx: RunContext) -> list[Measurement]:
     events = ctx.pick(200_000, 5_000)
     name, unit = "http.scrape", "events/s"
     metric = "TCP fire_many handled end to end, /metrics scraped every 100 ms or not"
+    reason = missing()
+    if reason is not None:
+        return skip_all(name, metric, unit, [SUBJECT, NO_SCRAPE], reason, True)
     served = Served()
     try:
         got = interleaved({s: _flow(served, s, events) for s in (SUBJECT, NO_SCRAPE)}, ctx.repeats)

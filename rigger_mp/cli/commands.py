@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -315,6 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return _dispatch(args)
+    except BrokenPipeError:
+        # The reader went away (`rigger-mp journal list | head`): what it wanted was read.
+        _stdout_to_devnull()
+        return EXIT_OK
     except UsageError as exc:
         print(f"rigger-mp {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -327,6 +332,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rigger-mp {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _warn_if_unbound(hook: str, bound: list[str] | None) -> None:
+    """On stderr: nothing at the dispatcher binds ``hook`` (a dispatcher too old to say
+    what it binds, ``bound`` None, says nothing)."""
+    if bound is None or hook in bound:
+        return
+    close = difflib.get_close_matches(hook, bound, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "it runs nothing"
+    print(
+        f"rigger-mp fire: warning: no plugin or callback binds {hook!r} at the dispatcher; "
+        f"{hint}",
+        file=sys.stderr,
+    )
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is still
+    buffered for a closed pipe does not raise again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _describe(exc: BaseException, args: argparse.Namespace) -> str:
@@ -410,6 +437,7 @@ def _client_command(args: argparse.Namespace) -> int:
                 print("done")
             else:
                 print(output)
+            _warn_if_unbound(args.hook, client.stats().get("bound_events"))
         elif args.command == "status" and args.watch is not None:
             from .status import watch
 

@@ -33,7 +33,7 @@ from ..core.rigger import Rigger
 from ..deadline import Deadline
 from ..errors import PluginError
 from ..plugins import artifacts, report
-from ..protocol import DEFAULT_PORT
+from ..protocol import DEFAULT_PORT, TOKEN_ENV
 from .status import human_duration
 
 logger = logging.getLogger("rigger_mp.serve")
@@ -280,6 +280,19 @@ def abandon_now(rigger: Rigger, why: str) -> NoReturn:
     os._exit(1)
 
 
+def terminate_hint(rigger: Rigger) -> str:
+    """The ``rigger-mp terminate`` command that stops this dispatcher, as a log line says
+    it: its host when not the command's default, and how to give the token it needs."""
+    settings = rigger.settings
+    assert settings is not None and rigger.server_port is not None
+    host = rigger.server_address
+    command = "rigger-mp terminate" + (f" --host {host}" if host != "127.0.0.1" else "")
+    command = f"`{command} --port {rigger.server_port}`"
+    if settings.server_token is not None:
+        command += f" with ${TOKEN_ENV} set to the server_token (or --token TOKEN)"
+    return command
+
+
 def serve(
     path: str | None,
     host: str | None = None,
@@ -320,12 +333,11 @@ def serve(
                 flush=True,
             )
         logger.info(
-            "plugins: %s; artifacts under %s; journal: %s; stop with Ctrl-C, SIGTERM or "
-            "`rigger-mp terminate --port %s`",
+            "plugins: %s; artifacts under %s; journal: %s; stop with Ctrl-C, SIGTERM or %s",
             ", ".join(f"{i} ({p.config.plugin})" for i, p in rigger.instances.items()) or "none",
             os.path.abspath(artifacts_root),
             config.get("journal") or "none",
-            rigger.server_port,
+            terminate_hint(rigger),
         )
         rigger.stop_begun.wait()
         logger.info(

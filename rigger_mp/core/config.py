@@ -6,6 +6,8 @@ so that a typo is never silently ignored.
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -188,6 +190,47 @@ def _describe(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
+def _hint(key: Any) -> str:
+    """"did you mean ...?" for a top-level key close to a known one, else the known keys."""
+    close = difflib.get_close_matches(str(key), _TOP_LEVEL, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known keys: {', '.join(sorted(_TOP_LEVEL))}"
+
+
+def yaml_line(path: str, *keys: str) -> int | None:
+    """The 1-based line of the nested mapping key ``keys`` in the YAML file ``path``, if
+    found. The file is composed again (``yaml.compose`` keeps each node's mark) only once
+    a fault is found; a file changed or gone since it was loaded gives None."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            node: yaml.Node | None = yaml.compose(stream, Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return None
+    key_node: yaml.Node | None = None
+    for name in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        key_node, node = next(
+            ((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == name),
+            (None, None),
+        )
+        if key_node is None:
+            return None
+    return None if key_node is None else int(key_node.start_mark.line) + 1
+
+
+def _needs_extra(source: str, key: str, extra: str, modules: tuple[str, ...]) -> None:
+    """ConfigError naming the extra to install if ``key`` is set and a module it needs is
+    not installed (looked up, not imported: the main process does not need them)."""
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if absent:
+        raise ConfigError(
+            f"{source}: {key} needs the {extra} extra ({', '.join(absent)} not installed): "
+            f"pip install 'rigger_mp[{extra}]'"
+        )
+
+
 def _read_yaml(path: str) -> Any:
     try:
         with open(path, encoding="utf-8") as stream:
@@ -205,6 +248,7 @@ def _read_yaml(path: str) -> Any:
 def load_config(source: ConfigSource) -> RiggerConfig:
     """Validate ``source`` (a YAML path, a mapping, or ``None`` for the defaults)."""
     data: Any
+    from_file = isinstance(source, (str, os.PathLike))
     if source is None:
         name, data = "<defaults>", {}
     elif isinstance(source, Mapping):
@@ -224,13 +268,16 @@ def load_config(source: ConfigSource) -> RiggerConfig:
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in _TOP_LEVEL:
-            known = ", ".join(sorted(_TOP_LEVEL))
-            raise ConfigError(f"{name}: unknown key {key!r} (known keys: {known})")
+            line = yaml_line(name, str(key)) if from_file else None
+            at = "" if line is None else f" on line {line}"
+            raise ConfigError(f"{name}: unknown key {key!r}{at}; {_hint(key)}")
         check, expected = _TOP_LEVEL[key]
         if not check(value):
             raise ConfigError(f"{name}: {key}: expected {expected}, got {_describe(value)}")
         values[key] = value
 
+    if values.get("http_port") is not None:
+        _needs_extra(name, "http_port", "http", ("aiohttp", "prometheus_client"))
     plugins = {
         ident: _instance(name, ident, spec)
         for ident, spec in (values.pop("plugins", None) or {}).items()

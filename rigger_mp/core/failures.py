@@ -15,6 +15,22 @@ MAX_TRACEBACK_CHARS: Final = 4000
 """The end of a traceback kept per failure (its last lines say what failed)."""
 
 
+MAX_SUMMARY_CHARS: Final = 300
+"""The one-line summary of a failure (a live page's card title) is cut here."""
+
+
+def summary(exc: BaseException) -> str:
+    """One line that says what failed: ``Type: first line of the message``, and where the
+    message carries a traceback (a backgrounded hook's, from its worker) the exception
+    that traceback ends with, since a cut line of traceback says nothing."""
+    first, _, rest = str(exc).partition("\n")
+    last = next((line.strip() for line in reversed(rest.splitlines()) if line.strip()), "")
+    text = f"{type(exc).__name__}: {first}".rstrip(": ")
+    if last:
+        text = f"{text.rstrip(':')}: {last}"
+    return text if len(text) <= MAX_SUMMARY_CHARS else text[: MAX_SUMMARY_CHARS - 3] + "..."
+
+
 class FailureRing:
     """The last :data:`MAX_FAILURES` failures: when, which event, the traceback text."""
 
@@ -40,7 +56,7 @@ class FailureRing:
             "time": time.time(),
             "hook_name": hook_name,
             "tid": tid,
-            "error": f"{type(exc).__name__}: {exc}"[:300],
+            "error": summary(exc),
             "traceback": text,
         }
         with self._lock:

@@ -13,6 +13,7 @@ the interpreter runs is found by the next ``start()``.
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -23,7 +24,9 @@ from ..plugins import BUILTIN
 from .calling import describe
 from .config import InstanceConfig, RiggerConfig
 from .plugin import Dispatcher, RiggerBasePlugin
-from .plugin_config import check_instance_keys
+from .plugin_config import check_instance_keys, is_file_source, located
+
+logger = logging.getLogger("rigger_mp")
 
 PluginClass = type[RiggerBasePlugin]
 
@@ -98,7 +101,12 @@ def instance_class(
 ) -> PluginClass:
     """The class of instance ``spec``, its keys checked against what the class declares
     (``source`` is :attr:`RiggerConfig.source`, so that an error names the file)."""
-    cls = resolve_plugin(spec.plugin, spec.ident, registered)
+    try:
+        cls = resolve_plugin(spec.plugin, spec.ident, registered)
+    except PluginError as exc:
+        if not is_file_source(source):
+            raise
+        raise PluginError(f"{located(source, spec.ident, 'plugin')}: {exc}") from exc
     check_instance_keys(cls, spec, source)
     return cls
 
@@ -147,7 +155,20 @@ class InstanceLookup:
 def build_instances(
     settings: RiggerConfig, registered: Mapping[str, PluginClass], rigger: Dispatcher
 ) -> dict[str, PluginInstance]:
-    """The enabled instances of the config, each built from its plugin class."""
+    """The enabled instances of the config, each built from its plugin class.
+
+    A plugin given to ``register_plugin`` that no instance of the config names is logged:
+    it would never run, and nothing else would say so.
+    """
+    named = {spec.plugin for spec in settings.plugins.values()}
+    for name in sorted(set(registered) - named):
+        logger.warning(
+            "rigger_mp: plugin %r is registered but no instance in %s uses it, so it never "
+            "runs (add plugins: {<instance>: {plugin: %s}} to the config)",
+            name,
+            settings.source,
+            name,
+        )
     instances: dict[str, PluginInstance] = {}
     for ident, spec in settings.plugins.items():
         cls = instance_class(spec, settings.source, registered)

@@ -85,6 +85,8 @@ def make_plan(
 
 EMPTY_PLAN: Final = Plan((), (), (), ())
 """The plan of every name nothing is bound to: shared, never cached (issue #11)."""
+MAX_UNBOUND_NAMED: Final = 100
+"""Event names that nothing binds logged (once each); past it one line says no more are."""
 MAX_CACHED_PLANS: Final = 10_000
 """Default of ``max_cached_plans``: plans kept, the least recently used dropped first."""
 
@@ -167,6 +169,7 @@ class EventLoop:
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
+        self._unbound_named: set[str] = set()  # names warned about, at most MAX_UNBOUND_NAMED
         self.journal: Journaling | None = None
         """Set by ``start()`` with a journal: fires commit first, ended events are marked."""
 
@@ -573,11 +576,32 @@ class EventLoop:
         binding changed meanwhile drops it, and this plan with it."""
         plan = self._planner(hook_name)
         if not (plan.pre or plan.foreground or plan.background or plan.post):
+            self._warn_unbound(hook_name)
             return EMPTY_PLAN
         plans[hook_name] = plan
         if len(plans) > self.max_cached_plans:
             plans.popitem(last=False)
         return plan
+
+
+    def _warn_unbound(self, hook_name: str) -> None:
+        """Log, once per name, an event that nothing binds: most often a typo in a fire or
+        a plugin left out of the config, which would otherwise run nothing in silence."""
+        named = self._unbound_named
+        if hook_name in named or len(named) > MAX_UNBOUND_NAMED:
+            return
+        named.add(hook_name)
+        if len(named) > MAX_UNBOUND_NAMED:
+            logger.warning(
+                "rigger_mp: more than %d event names that nothing binds; no more are logged",
+                MAX_UNBOUND_NAMED,
+            )
+            return
+        logger.warning(
+            "rigger_mp: no plugin or callback binds %r: its events run nothing "
+            "(a typo in the name, or a plugin with no instance in the config?)",
+            hook_name,
+        )
 
 
 def call_and_wait(loop: EventLoop, func: Callable[[], None]) -> None:

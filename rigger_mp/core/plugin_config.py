@@ -17,10 +17,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-import yaml
-
 from ..errors import ConfigError
-from .config import _INSTANCE_KEYS, InstanceConfig
+from .config import _INSTANCE_KEYS, InstanceConfig, yaml_line
 from .plugin import ConfigKeys, RiggerBasePlugin
 
 INSTANCE_KEYS = frozenset(_INSTANCE_KEYS)
@@ -93,25 +91,11 @@ def _on_line(source: str, ident: str, key: Any) -> str:
 
 def key_line(path: str, ident: str, key: Any) -> int | None:
     """The 1-based line of ``plugins.<ident>.<key>`` in the YAML file ``path``, if found."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            node = yaml.compose(stream, Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError):
-        return None  # the file changed or went since it was loaded: no line, still an error
-    for name in ("plugins", ident):
-        found = _entry(node, name)
-        if found is None:
-            return None
-        node = found[1]
-    found = _entry(node, str(key))
-    return None if found is None else int(found[0].start_mark.line) + 1
+    return yaml_line(path, "plugins", ident, str(key))
 
 
-def _entry(node: yaml.Node | None, name: str) -> tuple[yaml.Node, yaml.Node] | None:
-    """The (key node, value node) pair of key ``name`` in a mapping node."""
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    for key_node, value_node in node.value:
-        if isinstance(key_node, yaml.ScalarNode) and key_node.value == name:
-            return key_node, value_node
-    return None
+def located(source: str, ident: str, key: str) -> str:
+    """Where ``plugins.<ident>.<key>`` is, for an error message: ``FILE, line N``, the
+    file alone when the key is not found there, or "the config" for a mapping."""
+    line = key_line(source, ident, key) if is_file_source(source) else None
+    return _origin(source) + ("" if line is None else f", line {line}")

@@ -490,12 +490,21 @@ class Rigger(InstanceLookup, Dispatcher):
             "failures_total": self._loop.failures.total,
             "recent_failures": self._loop.failures.recent(),
             "plans_cached": self._loop.cached_plans(),
+            "bound_events": self._bound_events(),
         }
         if self._server is not None:
             stats["server"] = self._server.stats()
         if self._journal is not None:
             stats["journal"] = self._journal.stats()
         return stats
+
+    def _bound_events(self) -> list[str]:
+        """The event names some plugin hook or callback is bound to now (for ``stats()``,
+        so that a client can tell a typo from an event that runs nothing on purpose)."""
+        names = {name for i in self.instances.values() for name in [*i.obj.callbacks]}
+        for table in (self.pre_callbacks, self.post_callbacks):
+            names.update(name for name, bound in [*table.items()] if bound)
+        return sorted(names)
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""

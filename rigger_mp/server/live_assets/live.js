@@ -75,6 +75,7 @@
     $("accepted").textContent = fmt(ev.accepted);
     $("done").textContent = fmt(ev.done);
     $("failed").textContent = fmt(ev.failed);
+    $("failed-figure").classList.toggle("bad", (ev.failed || 0) > 0);  // red only when some failed
     $("queued").textContent = fmt(ev.queued);
     $("rate").textContent = rate.toFixed(1);
     const bg = stats.background || {};
@@ -106,11 +107,25 @@
     }));
   }
 
+  // Without the token the page can show nothing: say how to open it with one.
+  function tokenHint() {
+    const hint = $("token-hint");
+    hint.textContent = (token ? "The token in this address was refused. " : "") +
+      "This dispatcher has a server_token: open this page as " +
+      location.origin + location.pathname + "#token=YOUR_TOKEN (the token stays in your " +
+      "browser: the part after # is never sent to the server).";
+    hint.hidden = false;
+  }
+
   async function poll() {
     try {
       const response = await fetch("stats", { headers: headers, cache: "no-store" });
       const reply = await response.json();
-      if (!reply.ok) throw new Error(reply.error ? reply.error.code + ": " + reply.error.message : response.status);
+      if (!reply.ok) {
+        if (reply.error && reply.error.code === "unauthorized") tokenHint();
+        throw new Error(reply.error ? reply.error.code + ": " + reply.error.message : response.status);
+      }
+      $("token-hint").hidden = true;
       show(reply.stats);
       $("status").textContent = "updated " + new Date().toLocaleTimeString() + " · every " + INTERVAL / 1000 + " s";
       document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
