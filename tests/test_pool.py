@@ -24,7 +24,8 @@ import pytest
 
 from rigger_mp import PluginError, Rigger, RiggerBasePlugin
 from rigger_mp.pool.interface import Failure, WorkItem
-from rigger_mp.pool.local import STARTUP_FAILURES, LocalPool, default_start_method, exit_cause
+from rigger_mp.pool.local import STARTUP_FAILURES, LocalPool
+from rigger_mp.pool.processes import default_start_method, exit_cause
 from tests.conftest import assert_processes_gone, child_processes
 
 PLUGINS = "tests.pool_plugins"

@@ -33,7 +33,8 @@ def hog_on(rigger: Rigger) -> dict[str, Any]:
     rigger.fire_hook("hog", cpu=CPU)
     assert rigger.wait_background(120)
     pid = rigger.global_data["hog_pids"][-1]
-    (worker,) = [w for w in rigger.stats()["workers"] if w["pid"] == pid]
+    workers: list[dict[str, Any]] = rigger.stats()["workers"]
+    (worker,) = [w for w in workers if w["pid"] == pid]
     return worker
 
 
