@@ -143,3 +143,41 @@ def test_stop_right_after_the_manager_and_workers_die_waits_on_nothing(fifo: Pat
     assert background["done"] + background["failed"] + background["abandoned"] == 21
     assert background["failed"] >= 1  # the blocked hook, whose worker was killed
     assert_processes_gone(child_processes() - before | ours)
+
+
+def test_every_worker_killed_at_once_is_replaced_and_the_queued_hooks_run(
+    tmp_path: Path, fifo: Path
+) -> None:
+    """The manager lives: each dead worker is replaced; the hooks they ran fail, the
+    queued ones run on the replacements."""
+    before = child_processes()
+    rigger = Rigger(
+        {
+            "workers": 2,
+            "plugins": {
+                "f": {"plugin": f"{PLUGINS}:FifoPlugin"},
+                "p": {"plugin": f"{PLUGINS}:PidPlugin"},
+            },
+        }
+    ).start()
+    try:
+        workers = {w["pid"] for w in rigger.stats()["workers"]}
+        fifos = [fifo, tmp_path / "fifo2"]  # one each: two writers could meet one reader
+        os.mkfifo(fifos[1])
+        os.mkfifo(f"{fifos[1]}.never")
+        for path in fifos:
+            rigger.fire_hook("block", fifo=str(path))
+        assert {read_pid(path) for path in fifos} == workers  # both busy
+        for n in range(4):
+            rigger.fire_hook("work", n=n)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        assert rigger.wait_background(60)
+        background = rigger.stats()["background"]
+        assert (background["done"], background["failed"]) == (4, 2)
+        assert not set(rigger.global_data["pids"]) & workers
+        assert len(rigger.stats()["workers"]) == 2
+    finally:
+        rigger.stop(timeout=30)
+    assert rigger.stats()["background"]["abandoned"] == 0
+    assert_processes_gone(child_processes() - before)

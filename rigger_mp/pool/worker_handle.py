@@ -130,13 +130,13 @@ class WorkerHandle:
 
     def tell_stop(self, abandon: bool) -> None:
         """Ask it to end once it has run what it holds (``abandon``: end it now)."""
-        if not abandon:
-            try:
-                self.queue.put(Stop())
-                return
-            except Exception:  # the manager is gone: end the worker instead
-                pass
-        end_process(self.process, signal.SIGTERM)
+        if abandon:
+            end_process(self.process, signal.SIGTERM)
+            return
+        with contextlib.suppress(Exception):
+            # When the manager is gone the put fails, and so does the worker's next get:
+            # it then exits by itself, handing back what it had not started.
+            self.queue.put(Stop())
 
     def messages(self, drain: bool) -> Iterator[WorkerMessage]:
         """The messages waiting on its pipe; all of them up to end of file if ``drain``.
