@@ -62,7 +62,7 @@ class FireManyError(RemoteError):
 
 
 class RiggerClient:
-    """A client of a Rigger's TCP server (see the README's wire protocol section).
+    """A client of a Rigger's TCP server (see ``docs/protocol.md``).
 
     ``timeout`` bounds connecting and each wait for a reply (``None``: wait forever).
     ``token`` is sent with ``auth`` on every (re)connection when given.

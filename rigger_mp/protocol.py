@@ -11,7 +11,8 @@ A message is one UTF-8 JSON object ended by ``\\n``; a ``\\0`` also ends one (ri
     {"ok": true, "tid": "17", "output": {...}}                fire with grab_result
     {"ok": false, "error": {"code": "bad_json", "message": "..."}}
 
-The README's "TCP server and wire protocol" section is the reference for users.
+The reference for users is the docs' protocol page (``docs/protocol.md``); the
+error codes are listed in ``docs/errors.md``.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ MODULES: list[str] = [
     "http",
     "compress",
     "journal",
+    "io",
     "dask",
 ]
 """Scenario modules in the order they run; register a new area here."""

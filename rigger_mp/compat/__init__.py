@@ -4,7 +4,8 @@
 ``from rigger_mp.compat import ...``. Where riggerlib's behaviour was unsafe (silently
 dropping a call, reporting a failure as a success), compat keeps it and logs a warning
 once (logger ``rigger_mp.compat``) that says what the modern API does instead. The
-README's "Porting from riggerlib" section lists every difference that remains.
+docs' "Porting from riggerlib" page (``docs/porting.md``) lists every difference that
+remains.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..core.plugin import Dispatcher
+from ..core.plugin import Background, Dispatcher
 from ..core.plugin import RiggerBasePlugin as _RiggerBasePlugin
 from ._warn import warn_once
 from .rigger import Rigger
@@ -28,7 +28,7 @@ class RiggerBasePlugin(_RiggerBasePlugin):
         super().__init__(ident, data, _rigger_instance)
 
     def register_plugin_hook(
-        self, event: str, callback: Callable[..., Any] | None = None, bg: bool = False
+        self, event: str, callback: Callable[..., Any] | None = None, bg: Background = False
     ) -> None:
         """Bind ``callback`` (default: the method named like ``event``) to ``event``.
 

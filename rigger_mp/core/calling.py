@@ -20,13 +20,15 @@ _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEY
 class Callee:
     """A callable with its parameter names read once from its signature."""
 
-    __slots__ = ("func", "label", "names", "required", "takes_all")
+    __slots__ = ("func", "is_async", "label", "names", "required", "takes_all")
 
     def __init__(self, func: Callable[..., Any], label: str) -> None:
         if not callable(func):
             raise TypeError(f"{label}: {func!r} is not callable")
         self.func = func
         self.label = label
+        self.is_async = is_async_callable(func)
+        """An ``async def`` callable: awaited on the dispatcher's coroutine thread."""
         try:
             params = inspect.signature(func).parameters.values()
         except (TypeError, ValueError) as exc:
@@ -100,6 +102,15 @@ class Callee:
 
     def __repr__(self) -> str:
         return f"<Callee {self.label}>"
+
+
+def is_async_callable(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` returns a coroutine to await: an ``async def`` function or
+    method, or an object whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - an instance's own __call__
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def describe(func: Callable[..., Any]) -> str:

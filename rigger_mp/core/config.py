@@ -32,7 +32,8 @@ class InstanceConfig:
     ident: str
     plugin: str
     enabled: bool
-    background: bool
+    background: bool | str
+    """True: every hook in the worker pool; "io": every hook in the I/O lane."""
     data: dict[str, Any]
 
 
@@ -78,7 +79,10 @@ class RiggerConfig:
     http_address: str = "127.0.0.1"
     http_port: int | None = None
     http_max_connections: int = 256
-    # Memory bounds of the main process (issue #11): see the README's limits table.
+    # The I/O lane (rigger_mp.pool.io_lane): async def hooks with bg="io".
+    io_concurrency: int = 64
+    io_timeout: float = 300.0
+    # Memory bounds of the main process (issue #11): see the docs' limits table.
     max_cached_plans: int = 10_000
     status_window: int = 10_000
     status_window_bytes: int = 16 * 1024 * 1024
@@ -161,6 +165,9 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an integer from 0 to 65535, or null (no HTTP)",
     ),
     "http_max_connections": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    # The I/O lane: hooks in flight at once, and how long each may take.
+    "io_concurrency": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "io_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     # Memory bounds of the main process (issue #11).
     "max_cached_plans": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "status_window": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
@@ -179,7 +186,7 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
 _INSTANCE_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "plugin": (lambda v: _is_str(v) and v != "", "a non-empty string"),
     "enabled": (_is_bool, "a boolean"),
-    "background": (_is_bool, "a boolean"),
+    "background": (lambda v: _is_bool(v) or v == "io", "a boolean or io"),
 }
 
 
@@ -284,7 +291,13 @@ def load_config(source: ConfigSource) -> RiggerConfig:
     }
     if values.get("journal") is not None:
         values["journal"] = os.fspath(values["journal"])
-    seconds = ("idle_timeout", "server_heartbeat", "dask_connect_timeout", "drain_timeout")
+    seconds = (
+        "idle_timeout",
+        "server_heartbeat",
+        "dask_connect_timeout",
+        "drain_timeout",
+        "io_timeout",
+    )
     for key in (*seconds, "auth_timeout"):
         if values.get(key) is not None:
             values[key] = float(values[key])

@@ -55,6 +55,8 @@ class Plan(NamedTuple):
     foreground: tuple[Callee, ...]
     background: tuple[Backgrounded, ...]
     post: tuple[Callee, ...]
+    aio: bool = False
+    """Some callable of a stage is ``async def`` (worked out once, not per event)."""
 
 
 def make_plan(
@@ -75,12 +77,13 @@ def make_plan(
             background.append((instance, hook))
         else:
             foreground.append(hook.callee)
-    return Plan(
+    stages = (
         tuple(pre.get(hook_name, {}).values()),
         tuple(foreground),
-        tuple(background),
         tuple(post.get(hook_name, {}).values()),
     )
+    aio = any(callee.is_async for stage in stages for callee in stage)
+    return Plan(stages[0], stages[1], tuple(background), stages[2], aio)
 
 
 EMPTY_PLAN: Final = Plan((), (), (), ())
@@ -524,15 +527,16 @@ class EventLoop:
                 plan = self._new_plan(plans, hook_name)
             else:
                 plans.move_to_end(hook_name)
+            stage = events.stage_async if plan.aio else events.stage
             if plan.pre:
-                events.stage(plan.pre, local, hook_name)
+                stage(plan.pre, local, hook_name)
             if plan.background:
                 assert self._submit is not None
                 work_ids = self._submit(plan.background, local, hook_name)
             if plan.foreground:
-                events.stage(plan.foreground, local, hook_name)
+                stage(plan.foreground, local, hook_name)
             if plan.post:
-                events.stage(plan.post, local, hook_name)
+                stage(plan.post, local, hook_name)
             glob = events.global_data
             if glob:
                 result = dict(glob)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
 
 from .calling import Callee, describe
 
@@ -28,13 +28,36 @@ class Dispatcher:
         """A plugin bound a hook: forget what was worked out from the old bindings."""
 
 
+IO_LANE: Final = "io"
+"""``bg`` (or an instance's ``background``) for the I/O lane: an ``async def`` hook run on
+the dispatcher's coroutine thread without holding up the events behind it."""
+
+Background = bool | Literal["io"]
+"""Where a hook runs: False in its event's stages, True in the worker pool, "io" in the
+I/O lane."""
+
+
 @dataclass(frozen=True)
 class PluginHook:
-    """One plugin's binding of an event: the callee and whether it is backgrounded."""
+    """One plugin's binding of an event: the callee and where it runs (see Background)."""
 
     event: str
     callee: Callee
-    bg: bool
+    bg: Background
+
+
+def check_lane(label: str, callee: Callee, bg: Any) -> None:
+    """TypeError unless ``bg`` is a place where ``callee`` can run: the I/O lane takes only
+    ``async def`` hooks, and a worker process does not run coroutines."""
+    if bg not in (False, True, IO_LANE):
+        raise TypeError(f"{label}: bg must be False, True or {IO_LANE!r}, not {bg!r}")
+    if bg == IO_LANE and not callee.is_async:
+        raise TypeError(f"{label}: bg={IO_LANE!r} runs an async def hook; this one is not")
+    if bg is True and callee.is_async:
+        raise TypeError(
+            f"{label}: an async def hook cannot run in the worker pool (bg=True); use "
+            f"bg={IO_LANE!r} to run it without holding up the events behind it"
+        )
 
 
 class RiggerBasePlugin:
@@ -67,12 +90,14 @@ class RiggerBasePlugin:
         """Bind hooks here with :meth:`register_plugin_hook`."""
 
     def register_plugin_hook(
-        self, event: str, callback: Callable[..., Any] | None = None, bg: bool = False
+        self, event: str, callback: Callable[..., Any] | None = None, bg: Background = False
     ) -> None:
         """Bind ``callback`` (default: the method named like ``event``) to ``event``.
 
         One callable per event per plugin; a second binding replaces the first.
-        ``bg=True`` runs the hook in the worker pool instead of the event's thread.
+        ``bg=True`` runs the hook in the worker pool instead of the event's thread;
+        ``bg="io"`` runs an ``async def`` hook in the I/O lane: on the dispatcher's
+        coroutine thread, without holding up the events behind it.
         """
         if not isinstance(event, str) or not event:
             raise TypeError(f"plugin {self.ident!r}: event name must be a non-empty string")
@@ -84,7 +109,9 @@ class RiggerBasePlugin:
                     f"{event!r} to bind; pass callback="
                 )
         label = f"hook {event!r} of instance {self.ident!r} ({describe(callback)})"
-        self.callbacks[event] = PluginHook(event, Callee(callback, label), bg)
+        callee = Callee(callback, label)
+        check_lane(label, callee, bg)
+        self.callbacks[event] = PluginHook(event, callee, bg)
         if self._rigger is not None:
             self._rigger.plugin_hooks_changed()
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ..coroutine_thread import CoroutineThread
 from ..deadline import Deadline
 from ..errors import PluginError, describe_error
 from ..pool.background import Background
@@ -59,6 +60,7 @@ class Rigger(InstanceLookup, Dispatcher):
         self._callback_seq = 0
         self._loop = EventLoop(self._plan_for, self.report_failure)
         self._executor: ThreadPoolExecutor | None = None
+        self._coroutines = CoroutineThread()  # async def callables; no thread until one runs
         self._background: Background | None = None
         self._journal: Journaling | None = None
         # The TCP server (rigger_mp.server), when server_enabled: its real address.
@@ -205,7 +207,9 @@ class Rigger(InstanceLookup, Dispatcher):
             self._loaded_config = settings.raw
             self.instances = build_instances(settings, self.plugins, self)
             self._journal = Journaling.open(settings)  # its faults raise here, naming the file
-            self._background = Background.start(self, self.instances, settings)
+            self._background = Background.start(
+                self, self.instances, settings, self._coroutines
+            )
             if settings.threaded:
                 self._executor = ThreadPoolExecutor(
                     max_workers=max(2, min(32, len(self.instances))),
@@ -213,7 +217,9 @@ class Rigger(InstanceLookup, Dispatcher):
                     initializer=self._loop.adopt_thread,
                 )
             squash = settings.squash_exceptions if self._squash is None else self._squash
-            events = EventRunner(self._globals, squash, self.report_failure, self._executor)
+            events = EventRunner(
+                self._globals, squash, self.report_failure, self._executor, self._coroutines
+            )
             self._runner = events
             self._loop.max_cached_plans = settings.max_cached_plans
             journal = self._journal
@@ -242,6 +248,8 @@ class Rigger(InstanceLookup, Dispatcher):
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
+        self._coroutines.stop()
+        self._coroutines = CoroutineThread()  # start() may be called again
         self._loop.start_failed()
 
     def _start_server(self, settings: RiggerConfig) -> None:
@@ -311,6 +319,8 @@ class Rigger(InstanceLookup, Dispatcher):
         background.close(drained=ended, timeout=deadline.left())
         if self._executor is not None:
             self._executor.shutdown(wait=ended)
+        if not self._coroutines.stop(deadline.left()):  # after the I/O lane has ended
+            logger.error("rigger_mp: the coroutine thread did not end in time")
         if self._server is not None:  # after the drain: its replies still reach clients
             self._server.stop(deadline.timeout)
         if self._journal is not None:  # its last done marks, then the file's locks

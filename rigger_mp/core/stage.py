@@ -3,6 +3,10 @@
 Each stage's callables all see the namespace as it was when the stage began; their
 updates are merged when the whole stage has finished (the order of callables within a
 stage is not promised, so no callable may depend on another's updates in that stage).
+
+A stage with ``async def`` callables (:meth:`EventRunner.stage_async`) starts them all
+on the dispatcher's :class:`~rigger_mp.coroutine_thread.CoroutineThread`, where they run
+concurrently, runs its plain callables meanwhile, and ends when the last has ended.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
 
+from ..coroutine_thread import CoroutineThread
 from .calling import Callee, Updates
 from .merge import recursive_update
 
@@ -23,6 +28,14 @@ def annotate(exc: BaseException, text: str) -> None:
     add_note = getattr(exc, "add_note", None)
     if add_note is not None:
         add_note(text)
+
+
+def _as_failure(outcome: BaseException, callee: Callee) -> Exception:
+    """What an awaited callable raised, as the failure of its stage: a cancellation (the
+    dispatcher stopped under it) becomes an error naming the callable."""
+    if isinstance(outcome, Exception):
+        return outcome
+    return RuntimeError(f"{callee.label} was cancelled ({type(outcome).__name__})")
 
 
 class EventRunner:
@@ -38,11 +51,13 @@ class EventRunner:
         squash_exceptions: bool,
         on_failure: FailureHandler,
         executor: Executor | None,
+        coroutines: CoroutineThread | None = None,
     ) -> None:
         self.global_data = global_data
         self.squash_exceptions = squash_exceptions
         self.on_failure = on_failure
         self.executor = executor
+        self.coroutines = coroutines or CoroutineThread()
 
     def stage(self, callees: Sequence[Callee], local: dict[str, Any], event: str) -> None:
         """Run one stage and merge its updates into ``local`` and the globals."""
@@ -61,6 +76,60 @@ class EventRunner:
             results = self._call_concurrently(callees, local, event)
         else:
             results = [self._call(callee, local, event) for callee in callees]
+        self._merge(results, local)
+
+    def stage_async(self, callees: Sequence[Callee], local: dict[str, Any], event: str) -> None:
+        """Run one stage that has ``async def`` callables: they are awaited concurrently on
+        the coroutine thread while the plain ones run here; every one has ended before the
+        stage's updates merge or its first failure is raised."""
+        glob = self.global_data
+        awaited: list[Callee] = []
+        coroutines = []
+        results: list[Updates | None] = []
+        first: Exception | None = None
+        for callee in callees:
+            if callee.is_async:
+                try:
+                    coroutines.append(callee.func(**callee.arguments(local, glob)))
+                    awaited.append(callee)
+                except Exception as exc:  # missing arguments: fails as a plain call would
+                    first = self._failed_in_stage(exc, callee, event, first)
+        pending = self.coroutines.start_all(coroutines) if coroutines else None
+        for callee in callees:
+            if not callee.is_async:
+                try:
+                    results.append(callee.call(local, glob))
+                except Exception as exc:
+                    first = self._failed_in_stage(exc, callee, event, first)
+        outcomes = pending.result() if pending is not None else []
+        for callee, outcome in zip(awaited, outcomes, strict=True):
+            try:
+                if isinstance(outcome, BaseException):
+                    raise _as_failure(outcome, callee)
+                results.append(callee.check(outcome))
+            except Exception as exc:
+                first = self._failed_in_stage(exc, callee, event, first)
+        if first is not None:
+            raise first
+        self._merge(results, local)
+
+    def _failed_in_stage(
+        self, exc: Exception, callee: Callee, event: str, first: Exception | None
+    ) -> Exception | None:
+        """The stage's first error to raise once every callable has ended; a failure after
+        it is logged, so that nothing is lost."""
+        if first is None:
+            try:
+                self._failed(exc, callee, event)
+            except Exception as raised:
+                return raised
+            return None
+        annotate(exc, f"rigger_mp: raised by {callee.label} during event {event!r}")
+        self.on_failure((type(exc), exc, exc.__traceback__))
+        return first
+
+    def _merge(self, results: Sequence[Updates | None], local: dict[str, Any]) -> None:
+        """Merge a stage's updates into ``local`` and the globals, once it has ended."""
         local_acc: dict[str, Any] = {}
         global_acc: dict[str, Any] = {}
         for updates in results:

@@ -26,12 +26,17 @@ from ..deadline import Deadline
 from ..errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
 from .interface import Failure, InstanceSpec, WorkerInfo, WorkerPool, WorkItem, describe_items
+from .io_lane import IoLane
 from .local import LocalPool
+
+IO_LANE: Final = "io"
+"""A hook's ``bg`` (or an instance's ``background``) for the I/O lane."""
 
 if TYPE_CHECKING:
     from ..core.loading import PluginInstance
     from ..core.plugin import PluginHook
     from ..core.port import EventPort
+    from ..coroutine_thread import CoroutineThread
 
 logger = logging.getLogger("rigger_mp")
 
@@ -77,9 +82,29 @@ class Settled(NamedTuple):
     """Every event accepted so far had run (its hooks may still be in the pool)."""
 
 
+def placement(instance: PluginInstance, hook: PluginHook) -> bool | str:
+    """Where ``hook`` runs: its own ``bg`` when set, else its instance's ``background``
+    (False: the event's stages; True: the worker pool; ``"io"``: the I/O lane)."""
+    return hook.bg or instance.config.background
+
+
 def is_backgrounded(instance: PluginInstance) -> bool:
     """Whether any hook of ``instance`` runs in the worker pool."""
-    return instance.config.background or any(h.bg for h in instance.obj.callbacks.values())
+    return any(placement(instance, h) is True for h in instance.obj.callbacks.values())
+
+
+def io_hooks(instance: PluginInstance) -> list[PluginHook]:
+    """The hooks of ``instance`` that run in the I/O lane; a PluginError if one of them
+    is not ``async def`` (an instance with ``background: io``)."""
+    hooks = [h for h in instance.obj.callbacks.values() if placement(instance, h) == IO_LANE]
+    for hook in hooks:
+        if not hook.callee.is_async:
+            raise PluginError(
+                f"instance {instance.ident!r} has background: io, which runs async def hooks, "
+                f"but its {hook.callee.label} is not one: make it async, or bind it with "
+                "bg=False (or bg=True for the worker pool)"
+            )
+    return hooks
 
 
 def instance_spec(instance: PluginInstance) -> InstanceSpec:
@@ -116,7 +141,7 @@ def instance_spec(instance: PluginInstance) -> InstanceSpec:
     if found is not cls:
         raise PluginError(f"{why} is not the object that name imports ({found!r})")
     for event, hook in instance.obj.callbacks.items():
-        if not (hook.bg or instance.config.background):
+        if placement(instance, hook) is not True:
             continue
         func = hook.callee.func
         if getattr(func, "__self__", None) is instance.obj:
@@ -164,9 +189,12 @@ def make_pool(settings: RiggerConfig, specs: Mapping[str, InstanceSpec]) -> Work
 class Background:
     """Backgrounded hooks of one :class:`~rigger_mp.core.rigger.Rigger`: submit, settle, wait."""
 
-    def __init__(self, rigger: EventPort, pool: WorkerPool | None) -> None:
+    def __init__(
+        self, rigger: EventPort, pool: WorkerPool | None, lane: IoLane | None = None
+    ) -> None:
         self._rigger = rigger
         self._pool = pool
+        self._lane = lane
         self._lock = threading.Lock()  # guards the inbox, _flush_queued and the phase
         self._inbox: list[_Result] = []
         self._flush_queued = False
@@ -185,18 +213,28 @@ class Background:
 
     @classmethod
     def start(
-        cls, rigger: EventPort, instances: Mapping[str, PluginInstance], settings: RiggerConfig
+        cls,
+        rigger: EventPort,
+        instances: Mapping[str, PluginInstance],
+        settings: RiggerConfig,
+        coroutines: CoroutineThread,
     ) -> Background:
-        """Check the backgrounded instances and start a pool if there are any."""
+        """Check the backgrounded instances and start a pool if there are any, and the
+        I/O lane if a hook runs there (it starts no thread until its first hook)."""
         specs = {
             ident: instance_spec(instance)
             for ident, instance in instances.items()
             if is_backgrounded(instance)
         }
+        lane = None
+        if any([io_hooks(instance) for instance in instances.values()]):
+            lane = IoLane(instances, coroutines, settings.io_concurrency, settings.io_timeout)
         pool = make_pool(settings, specs) if specs else None
-        background = cls(rigger, pool)
+        background = cls(rigger, pool, lane)
         if pool is not None:
             pool.start(background)
+        if lane is not None:
+            lane.start(background)
         return background
 
     # -- the event thread ---------------------------------------------------------------
@@ -210,7 +248,8 @@ class Background:
         """Hand the event's backgrounded hooks to the pool with a snapshot of their arguments;
         the work ids of the items submitted."""
         glob = self._rigger.global_data
-        items = []
+        items: list[WorkItem] = []
+        lane_items: list[WorkItem] = []
         for instance, hook in hooks:
             try:
                 payload = pickle.dumps(hook.callee.arguments(local, glob), pickle.HIGHEST_PROTOCOL)
@@ -218,20 +257,22 @@ class Background:
                 self._submit_failed(instance.ident, hook_name, exc)
                 continue
             self._next_id += 1
-            items.append(WorkItem(self._next_id, instance.ident, hook_name, payload))
-        if not items:
-            return []
-        self._submitted += len(items)
-        if self._pool is None or not self._phase.pool_open:
-            reason = (
-                "no worker pool runs: no instance or hook was backgrounded at start()"
-                if self._pool is None
-                else "the worker pool is stopped"
-            )
+            item = WorkItem(self._next_id, instance.ident, hook_name, payload)
+            (lane_items if placement(instance, hook) == IO_LANE else items).append(item)
+        self._submitted += len(items) + len(lane_items)
+        if items:
+            self._hand_to(self._pool, items, "no instance or hook was backgrounded at start()")
+        if lane_items:
+            self._hand_to(self._lane, lane_items, "no I/O-lane hook was bound at start()")
+        return [item.work_id for item in (*items, *lane_items)]
+
+    def _hand_to(self, pool: WorkerPool | None, items: list[WorkItem], why_none: str) -> None:
+        """Submit ``items`` to ``pool``, or report them not run if there is none."""
+        if pool is None or not self._phase.pool_open:
+            reason = "the worker pool is stopped" if pool is not None else why_none
             self.completed(len(items), [], [Failure.of(i, None, reason) for i in items])
         else:
-            self._pool.submit(items)
-        return [item.work_id for item in items]
+            pool.submit(items)
 
     def _submit_failed(self, ident: str, event: str, exc: Exception) -> None:
         self._submitted += 1
@@ -394,10 +435,11 @@ class Background:
                 return
             to = Phase.POOL_ENDED if self._phase is Phase.OPEN else Phase.ENDED
             self._phase = move(_EDGES, self._phase, to)
-        pool = self._pool
-        if pool is None:
-            return
-        left = pool.stop(abandon=not drained, timeout=timeout)
+        deadline = Deadline(timeout)
+        left: list[WorkItem] = []
+        for pool in (self._lane, self._pool):
+            if pool is not None:
+                left += pool.stop(abandon=not drained, timeout=deadline.left())
         if left:
             with self._cond:
                 self._abandoned += len(left)
@@ -417,6 +459,8 @@ class Background:
         """``background`` counters and the ``workers`` list for ``Rigger.stats()``."""
         pool = self._pool if self._phase.pool_open else None
         running = pool.running() if pool is not None else 0
+        if self._lane is not None and self._phase.pool_open:
+            running += self._lane.running()
         with self._cond:
             unsettled = self._submitted - self._finished
             counters = _Counters(

@@ -1,10 +1,10 @@
-"""Every Python and shell example of README.md runs as written.
+"""Every Python and shell example of README.md and of the docs site (docs/) runs as written.
 
 Each ```python, ```sh, ```bash and ```console block is one test, run in a tmp dir of its
 own: Python with this venv's interpreter, shell with ``bash -e``, a console block command
 by command (each ``$ `` line, with its continuation lines), its output compared with the
-lines the README shows under it (a JSON line as a subset of the real one: the README
-leaves out what the reader does not need). ``rigger-mp`` is on PATH from this venv.
+lines the page shows under it (a JSON line as a subset of the real one: a page leaves
+out what the reader does not need). ``rigger-mp`` is on PATH from this venv.
 
 A block may be preceded by a marker line the test reads:
 
@@ -13,7 +13,8 @@ A block may be preceded by a marker line the test reads:
   ``needs-server http`` it also serves HTTP, whose port replaces ``8080``;
   ``requires=PROGRAM`` skips the block, saying so, where PROGRAM is not installed.
 - ``<!-- readme-test: file NAME -->`` on a block of any language: the block is not run,
-  it is written to NAME in every block's tmp dir (a config file the examples read).
+  it is written to NAME in the tmp dir of every block of the same page (a config file
+  the page's examples read).
 - ``<!-- readme-test: synopsis -->``: command lines with placeholders, not meant to run;
   each names a real subcommand and only options its ``--help`` lists.
 - ``<!-- readme-test: skip REASON -->``: cannot run here (installs from the package index,
@@ -34,10 +35,9 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pytest
@@ -45,10 +45,12 @@ import pytest
 from tests.conftest import assert_processes_gone
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 RUN = {"python": "python", "sh": "shell", "bash": "shell", "console": "console"}
 MARKER = re.compile(r"<!-- readme-test: (?P<kind>[a-z-]+)(?: (?P<arg>.*?))? -->")
 KINDS = ("needs-server", "file", "synopsis", "skip")
+# Blocks that are not run: output, diagrams and trees (text); configs, checked below.
+SHOWN = ("text", "yaml", "toml")
 DEFAULT_PORT, DEFAULT_HTTP_PORT = "21212", "8080"
 SERVING = re.compile(r"rigger-mp: serving on [\d.]+:(?P<port>\d+) \(pid \d+\)")
 HTTP = re.compile(r"rigger-mp: HTTP on http://[\d.]+:(?P<port>\d+)/")
@@ -57,6 +59,7 @@ TIMEOUT = 180
 
 @dataclass(frozen=True)
 class Block:
+    page: str  # relative to the repository root
     line: int  # of the opening fence, 1-based
     lang: str
     text: str
@@ -64,33 +67,48 @@ class Block:
     arg: str
 
     @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
+
+    @property
     def ident(self) -> str:
-        return f"L{self.line}-{self.lang}" + (f"-{self.kind}" if self.kind else "")
+        return f"{self.where}-{self.lang}" + (f"-{self.kind}" if self.kind else "")
 
 
-def read_blocks() -> list[Block]:
-    """The fenced blocks of README.md, each with the marker on the line before it."""
-    lines = README.read_text(encoding="utf-8").splitlines()
+def read_blocks(page: Path) -> list[Block]:
+    """The fenced blocks of ``page``, each with the marker on the line before it.
+
+    A fence may be indented (a block inside a list item); its text loses that indent. It
+    may give a title after its language (``title="conftest.py"``), which the site shows.
+    """
+    name = page.relative_to(ROOT).as_posix()
+    lines = page.read_text(encoding="utf-8").splitlines()
     blocks = []
     i = 0
     while i < len(lines):
-        fence = re.fullmatch(r"```(\S*)\s*", lines[i])
+        fence = re.fullmatch(r"( *)```(\S*)(?:\s+title=\"[^\"]*\")?\s*", lines[i])
         if fence is None:
+            assert not lines[i].lstrip().startswith("```"), f"{name}:{i + 1}: a fence not read"
             i += 1
             continue
-        end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+        indent = fence[1]
+        end = next(j for j in range(i + 1, len(lines)) if lines[j].strip().startswith("```"))
         marker = MARKER.fullmatch(lines[i - 1].strip()) if i else None
         kind, arg = (marker["kind"], marker["arg"] or "") if marker else (None, "")
-        assert kind is None or kind in KINDS, f"README.md:{i}: unknown marker {kind!r}"
-        text = "\n".join(lines[i + 1 : end]) + "\n"
-        blocks.append(Block(i + 1, fence[1], text, kind, arg))
+        assert kind is None or kind in KINDS, f"{name}:{i}: unknown marker {kind!r}"
+        body = [line.removeprefix(indent) for line in lines[i + 1 : end]]
+        blocks.append(Block(name, i + 1, fence[2], "\n".join(body) + "\n", kind, arg))
         i = end + 1
     return blocks
 
 
-BLOCKS = read_blocks()
-FILES = {b.arg: b.text for b in BLOCKS if b.kind == "file"}
+BLOCKS = [block for page in PAGES for block in read_blocks(page)]
 EXAMPLES = [b for b in BLOCKS if b.lang in RUN and b.kind != "file"]
+
+
+def page_files(page: str) -> dict[str, str]:
+    """The ``file`` blocks of ``page``: name -> text."""
+    return {b.arg: b.text for b in BLOCKS if b.page == page and b.kind == "file"}
 
 
 def venv_env(**extra: str) -> dict[str, str]:
@@ -253,15 +271,15 @@ def subset(shown: Any, real: Any) -> bool:
 
 def check_output(command: str, shown: list[str], out: str) -> None:
     real = out.splitlines()
-    assert len(real) == len(shown), f"$ {command}\nthe README shows {shown}, it printed {real}"
+    assert len(real) == len(shown), f"$ {command}\nthe page shows {shown}, it printed {real}"
     for want, got in zip(shown, real, strict=True):
         try:
             want_json = json.loads(want)
         except ValueError:
-            assert got == want, f"$ {command}\nthe README shows {want!r}, it printed {got!r}"
+            assert got == want, f"$ {command}\nthe page shows {want!r}, it printed {got!r}"
             continue
         assert subset(want_json, json.loads(got)), (
-            f"$ {command}\nthe README shows {want}, it printed {got}"
+            f"$ {command}\nthe page shows {want}, it printed {got}"
         )
 
 
@@ -274,7 +292,7 @@ def check_synopsis(block: Block) -> None:
         line = re.split(r"\s#", line, maxsplit=1)[0].strip()
         if not line:
             continue
-        assert line.startswith("rigger-mp "), f"README.md:{block.line}: {line!r}"
+        assert line.startswith("rigger-mp "), f"{block.where}: {line!r}"
         for segment in split_alternatives(line.removeprefix("rigger-mp ")):
             words = segment.split()
             path = []
@@ -285,7 +303,7 @@ def check_synopsis(block: Block) -> None:
             helptext = subcommand(parser, path).format_help()
             for option in re.findall(r"(?<![\w-])--?[a-zA-Z][\w-]*", segment):
                 assert option in helptext, (
-                    f"README.md:{block.line}: rigger-mp {' '.join(path)} has no {option}"
+                    f"{block.where}: rigger-mp {' '.join(path)} has no {option}"
                 )
 
 
@@ -310,19 +328,11 @@ def subcommand(parser: argparse.ArgumentParser, path: list[str]) -> argparse.Arg
     return parser
 
 
-@pytest.fixture
-def block_dir(tmp_path: Path) -> Iterator[Path]:
-    """A tmp dir holding the README's ``file`` blocks."""
-    for name, text in FILES.items():
-        (tmp_path / name).write_text(text, encoding="utf-8")
-    yield tmp_path
-
-
 @pytest.mark.parametrize("block", EXAMPLES, ids=[b.ident for b in EXAMPLES])
-def test_readme_block_runs_as_written(block: Block, block_dir: Path) -> None:
+def test_block_runs_as_written(block: Block, tmp_path: Path) -> None:
     if block.kind == "skip":
-        assert block.arg, f"README.md:{block.line}: a skip marker must say why"
-        pytest.skip(f"README.md:{block.line}: {block.arg}")
+        assert block.arg, f"{block.where}: a skip marker must say why"
+        pytest.skip(f"{block.where}: {block.arg}")
     if block.kind == "synopsis":
         check_synopsis(block)
         return
@@ -330,14 +340,17 @@ def test_readme_block_runs_as_written(block: Block, block_dir: Path) -> None:
     for option in options:
         program = option.removeprefix("requires=")
         if program != option and shutil.which(program) is None:
-            pytest.skip(f"README.md:{block.line}: needs {program}, which is not installed")
-    if "http" in options:  # the http extra, as the README says
+            pytest.skip(f"{block.where}: needs {program}, which is not installed")
+    if "http" in options:  # the http extra, as the docs say
         pytest.importorskip("aiohttp", reason="HTTP example: aiohttp is missing")
         pytest.importorskip("prometheus_client", reason="HTTP example: prometheus_client")
+    block_dir = tmp_path  # with the page's file blocks
+    for name, text in page_files(block.page).items():
+        (block_dir / name).write_text(text, encoding="utf-8")
     server = Server(block_dir, http="http" in options) if block.kind == "needs-server" else None
     try:
         text = block.text if server is None else server.substitute(block.text)
-        what = f"README.md:{block.line} ({block.lang})"
+        what = f"{block.where} ({block.lang})"
         kind = RUN[block.lang]
         if kind == "python":
             (block_dir / "block.py").write_text(text, encoding="utf-8")
@@ -354,11 +367,174 @@ def test_readme_block_runs_as_written(block: Block, block_dir: Path) -> None:
 
 
 def test_the_markers_are_read() -> None:
-    """Every marker sits right before a block, and the README has what this file tests."""
-    lines = README.read_text(encoding="utf-8").splitlines()
-    for number, line in enumerate(lines):
-        if MARKER.search(line):
-            assert lines[number + 1].startswith("```"), f"README.md:{number + 1}: {line}"
+    """Every marker sits right before a block, every block says its language, and the
+    pages have what this file tests."""
+    for page in PAGES:
+        lines = page.read_text(encoding="utf-8").splitlines()
+        name = page.relative_to(ROOT).as_posix()
+        for number, line in enumerate(lines):
+            if MARKER.fullmatch(line.strip()):  # a line of its own (not one quoted in text)
+                assert lines[number + 1].lstrip().startswith("```"), f"{name}:{number + 1}: {line}"
+    for block in BLOCKS:
+        assert block.lang in (*RUN, *SHOWN), f"{block.where}: a block of language {block.lang!r}"
     langs = {b.lang for b in EXAMPLES if b.kind not in ("skip", "synopsis")}
     assert {"python", "sh", "console"} <= langs, langs
-    assert len([b for b in EXAMPLES if b.kind == "skip"]) <= 5  # kept few
+    skipped = {b.text for b in EXAMPLES if b.kind == "skip"}  # one example on two pages: one
+    assert len(skipped) <= 5  # kept few
+
+
+CHECKED = [b for b in BLOCKS if b.lang in ("yaml", "toml") and b.kind is None]
+
+
+@pytest.mark.parametrize("block", CHECKED, ids=[b.ident for b in CHECKED])
+def test_config_block_is_valid(block: Block, tmp_path: Path) -> None:
+    """A YAML block is a config ``rigger-mp serve --check`` accepts; a TOML block parses."""
+    if block.lang == "toml":
+        tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+        tomllib.loads(block.text)
+        return
+    (tmp_path / "block.yaml").write_text(block.text, encoding="utf-8")
+    run(["rigger-mp", "serve", "--check", "-c", "block.yaml"], tmp_path, block.where)
+
+
+# -- the reference pages against the code -------------------------------------------------
+
+
+def page_text(name: str) -> str:
+    return (ROOT / "docs" / name).read_text(encoding="utf-8")
+
+
+def table_keys(text: str) -> set[str]:
+    """The first cells of a page's table rows that are one word in backticks."""
+    return set(re.findall(r"^\| `([a-z_]+)` \|", text, re.MULTILINE))
+
+
+def test_config_reference_lists_every_key() -> None:
+    """docs/config.md has a row for each top-level key RiggerConfig reads, and no row for
+    a key it does not (the plugin-instance tables aside)."""
+    from dataclasses import fields
+
+    from rigger_mp import RiggerConfig
+
+    keys = {f.name for f in fields(RiggerConfig)} - {"source", "raw"}
+    text = page_text("config.md")
+    top_level = text[: text.index("## Plugin instances")]
+    assert table_keys(top_level) == keys, table_keys(top_level) ^ keys
+
+
+def test_cli_reference_lists_every_command_and_option() -> None:
+    """docs/cli.md names every rigger-mp command, with a section each, and every option."""
+    from rigger_mp.cli.commands import build_parser
+
+    text = page_text("cli.md")
+    headings = {
+        h for line in re.findall(r"^## (.+)$", text, re.MULTILINE) for h in line.split(", ")
+    }
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    command = f"rigger-mp {' '.join([*path, name])}"
+                    if path:  # a subcommand's subcommand: in the synopsis
+                        assert command in text, f"docs/cli.md: no {command}"
+                    else:
+                        assert name in headings, f"docs/cli.md: no section for {command}"
+                    walk(sub, [*path, name])
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert re.search(rf"(?<![\w-]){option}(?![\w-])", text), (
+                        f"docs/cli.md: rigger-mp {' '.join(path)} {option} is not documented"
+                    )
+
+    walk(build_parser(), [])
+
+
+def test_errors_page_lists_every_exception() -> None:
+    """docs/errors.md has a row for each exception rigger_mp exports, and for the
+    journal's."""
+    import rigger_mp
+    import rigger_mp.journal.errors
+
+    rows = set(re.findall(r"^\| `(\w+)`", page_text("errors.md"), re.MULTILINE))
+    exported = [getattr(rigger_mp, name) for name in rigger_mp.__all__]
+    exported += vars(rigger_mp.journal.errors).values()
+    exceptions = {e.__name__ for e in exported if isinstance(e, type) and issubclass(e, Exception)}
+    assert exceptions and exceptions <= rows, exceptions - rows
+
+
+def test_pytest_page_lists_every_option() -> None:
+    """docs/pytest.md has a row for each option the pytest plugin adds."""
+    import rigger_mp.pytest_plugin
+
+    class Options:
+        """Takes the plugin's options as pytest's parser would, keeping their names."""
+
+        def __init__(self) -> None:
+            self.names: set[str] = set()
+
+        def getgroup(self, *args: Any, **kwargs: Any) -> Options:
+            return self
+
+        def addoption(self, *names: str, **kwargs: Any) -> None:
+            self.names.update(names)
+
+    options = Options()
+    rigger_mp.pytest_plugin.pytest_addoption(cast(pytest.Parser, options))
+    rows = set(re.findall(r"^\| `(--[\w-]+)[ `]", page_text("pytest.md"), re.MULTILINE))
+    assert options.names and options.names == rows, options.names ^ rows
+
+
+def module_names(path: Path) -> set[str]:
+    """The names a module assigns at its top level or in a class body."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_limits_table_names_real_bounds() -> None:
+    """Each constant the limits table names is assigned in the module it names, and each
+    config key it names is a key (or a plugin's key, or a serve option)."""
+    from dataclasses import fields
+
+    from rigger_mp import RiggerConfig
+
+    text = page_text("operating.md")
+    table = text[text.index("## Limits") : text.index("## Security")]
+    rows = [line.split(" | ")[1] for line in table.splitlines() if line.startswith("| ")][2:]
+    keys = {f.name for f in fields(RiggerConfig)}
+    named = 0
+    for cell in rows:
+        for constants, module in re.findall(r"((?:`[A-Z_]+`(?:, )?)+) \(([\w/]+\.py)\)", cell):
+            defined = module_names(ROOT / "rigger_mp" / module)
+            for constant in re.findall(r"`([A-Z_]+)`", constants):
+                assert constant in defined, f"the limits table: {constant} is not in {module}"
+                named += 1
+        if "(plugin key)" not in cell:
+            for key in re.findall(r"`([a-z_]+)`", cell):
+                assert key in keys, f"the limits table: {key} is not a config key"
+    assert named >= 10  # the table was read
+
+
+def test_performance_page_quotes_the_committed_results() -> None:
+    """docs/performance.md names the date and commit of each results file it quotes."""
+    text = page_text("performance.md")
+    for name in ("latest.json", "journal.json"):
+        doc = json.loads((ROOT / "benchmarks" / "results" / name).read_text(encoding="utf-8"))
+        date, commit = doc["run"]["started"][:10], doc["machine"]["git_commit"]
+        assert f"{date}" in text and f"commit {commit}" in text, (name, date, commit)
+
+
+def test_readme_links_lead_somewhere() -> None:
+    """Every relative link of README.md names a file of the repository."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\((?!https?://|#)([^)#]+)(?:#[^)]*)?\)", text)
+    assert links
+    for link in links:
+        assert (ROOT / link).exists(), f"README.md links to {link}, which does not exist"
