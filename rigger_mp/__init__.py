@@ -9,7 +9,7 @@ The package is laid out by process role; each subpackage is what one process run
       pool/     backgrounded hooks: interface (WorkerPool, ResultSink), background (the
                 dispatcher's side), batches (what both pools share), worker_messages,
                 local (LocalPool) + processes, worker_handle, worker (the worker process),
-                dask + dask_links, dask_worker (DaskPool)
+                dask + dask_links, dask_worker (DaskPool), io_lane (the I/O lane)
       server/   the TCP intake: process (the asyncio server process), channel + messages
                 (its pipes), and in the main process supervisor (spawn, restart, stop),
                 intake (the intake loop), fences, status_window, incarnation
