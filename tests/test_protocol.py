@@ -104,7 +104,7 @@ def test_ops_parse() -> None:
         (b'{"hook_name": "x"} trailing', proto.BAD_JSON, "Extra data"),
         (b"\xff\xfe\x00garbage", proto.BAD_JSON, "not UTF-8"),
         (b'{"hook_name": "x", "data": {"v": NaN}}', proto.BAD_JSON, "NaN"),
-        (b"[" * 100_000, proto.BAD_JSON, ""),
+        (b"[" * 100_000, proto.BAD_REQUEST, "max_json_depth"),
         (b"[1, 2]", proto.BAD_REQUEST, "an array"),
         (b"42", proto.BAD_REQUEST, "a number"),
         (b'"text"', proto.BAD_REQUEST, "a string"),
