@@ -3,9 +3,11 @@
 The package is laid out by process role; each subpackage is what one process runs::
 
     rigger_mp/
-      core/     the main process: Rigger (the facade), loop (queue, event thread, admission),
-                stage (one stage of an event), task, plugin, config, loading, port (the
-                EventPort that pool/ and server/ use), merge
+      core/     the main process: Rigger (the facade), event_thread (the queue, its
+                thread, admission), event_runner (the stages of one event), plans, task,
+                plugin (the plugin API), config, loading, journaling, failures, port (the
+                EventPort interface pool/ and server/ use) and dispatcher_port (the one
+                object that implements it, built by start())
       pool/     backgrounded hooks: interface (WorkerPool, ResultSink), background (the
                 dispatcher's side), batches (what both pools share), worker_messages,
                 local (LocalPool) + processes, worker_handle, worker (the worker process),
@@ -20,7 +22,12 @@ The package is laid out by process role; each subpackage is what one process run
       compat/   riggerlib 3.1.6's API on top of core
       protocol.py, client.py, errors.py, pytest_plugin.py, and the helpers every role
       uses: deadline.py (a timeout as a deadline), lifecycle.py (phase enums, legal moves),
-      safe_paths.py (files created without following links, paths kept inside a root)
+      merge.py (recursive_update), naming.py (readable names of callables), safe_paths.py
+      (files created without following links, paths kept inside a root)
+
+``Rigger.start()`` hands pool/ and server/ a ``DispatcherPort`` (the event thread and the
+journal behind the ``EventPort`` interface) and never itself: they import from core/
+only that interface, the config type, the plugin API and ``Task``.
 
 ``import rigger_mp`` loads only ``errors``: the names below are imported on first use.
 
@@ -34,7 +41,7 @@ Data flow over TCP (server.process in its own process, server.intake in the main
                                                 ▼
       ok + tid ◀──────── once its batch is in ─ requests pipe ──▶ intake thread
       (plain fire)        the pipe               (server.channel)  queues the fires
-                                                                   (EventPort.accept_batch),
+                                                                   (port.accept_batch),
                                                                    answers task_status
                                                                    (server.status_window),
                                                                    stats, terminate
@@ -51,7 +58,7 @@ Data flow over TCP (server.process in its own process, server.intake in the main
     socket (bound once, in the main process). End-of-file on the reply pipe tells the
     server process that the main process is gone, and it exits.
 
-Data flow in the main process (core.loop, core.stage)::
+Data flow in the main process (core.event_thread, core.event_runner, core.plans)::
 
     fire_hook(name, **kw) ──▶ Task (core.task: a Future, with tid) returned at once
          │
@@ -66,6 +73,17 @@ Data flow in the main process (core.loop, core.stage)::
 
     call_soon(func) ──▶ the same queue: how other threads update the globals, which
                         only the event thread writes.
+
+What ``start()`` wires together (core.rigger), each part given what it uses::
+
+    Journaling.open(config, call_soon) ──────────────┬──────────────────────────┐
+         │ (core.journaling; None without a journal) │ settled                  │ received,
+         ▼                                           ▼                          │ undelivered
+    EventThread.run(runner, submit, journal)    Background.start(port, ...,     │
+      (commit before queueing, done marks)        on_settled)  (pool.background)│
+                                                     ▲                          ▼
+    DispatcherPort(event thread, journal, ...) ──────┴──────▶ ServerSupervisor(port) ─▶ Intake
+      (core.dispatcher_port: the EventPort)                   (server.supervisor, .intake)
 
 Backgrounded hooks (after the pre callbacks; pool.background, then pool.local or
 pool.dask; see pool.local for the details)::
@@ -101,9 +119,7 @@ if TYPE_CHECKING:
         RiggerTimeout,
     )
     from .core.config import RiggerConfig, load_config
-    from .core.loading import PluginInstance
-    from .core.merge import recursive_update
-    from .core.plugin import RiggerBasePlugin
+    from .core.plugin import PluginInstance, RiggerBasePlugin
     from .core.rigger import Rigger
     from .core.task import Task
     from .errors import (
@@ -117,6 +133,7 @@ if TYPE_CHECKING:
         UnsafePath,
         WouldDeadlock,
     )
+    from .merge import recursive_update
 
 # PEP 562: every name below is imported on first use, so that ``import rigger_mp`` (and
 # the pytest plugin when it is not enabled, and the server process) stays cheap.
@@ -137,9 +154,9 @@ _LAZY = {
     "RiggerTimeout": ".client",
     "RiggerConfig": ".core.config",
     "load_config": ".core.config",
-    "recursive_update": ".core.merge",
+    "recursive_update": ".merge",
     "RiggerBasePlugin": ".core.plugin",
-    "PluginInstance": ".core.loading",
+    "PluginInstance": ".core.plugin",
     "Rigger": ".core.rigger",
     "Task": ".core.task",
 }

@@ -1,6 +1,7 @@
 """Lifecycles: each component keeps one enum, moved only along the edges it names.
 
-A component (the event loop, the worker pool, the background side) writes its phases
+A component (the event thread, which is the dispatcher's lifecycle, the server
+supervisor, the worker pool, the background side) writes its phases
 as an :class:`~enum.Enum` and its legal moves as a table ``{phase: phases it may go
 to}``; each named transition calls :func:`move`, so an impossible move (a bug) fails at
 once instead of leaving a mix of flags no one designed.

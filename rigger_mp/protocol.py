@@ -60,6 +60,11 @@ BUSY: Final = "busy"
 TOO_MANY_CONNECTIONS: Final = "too_many_connections"
 """The HTTP front has ``http_max_connections`` open: this one is answered 503 and closed
 (HTTP's ``busy``)."""
+BAD_HOST: Final = "bad_host"
+"""The HTTP request's ``Host`` is not loopback, ``http_address`` or one of
+``http_allowed_hosts`` (HTTP 421): a page under a rebound host name cannot reach the front."""
+BAD_ORIGIN: Final = "bad_origin"
+"""A state-changing HTTP request carries an ``Origin`` other than the front's own (HTTP 403)."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -76,6 +81,8 @@ ERROR_CODES: Final = (
     REPLY_TOO_LARGE,
     BUSY,
     TOO_MANY_CONNECTIONS,
+    BAD_HOST,
+    BAD_ORIGIN,
 )
 
 # -- messages ----------------------------------------------------------------------

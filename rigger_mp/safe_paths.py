@@ -13,7 +13,8 @@ path that others may write into goes through this module:
 - :func:`open_no_follow` opens one configured path (a journal's lock file, say) without
   following a link in its last component, and only if it is a regular file.
 - :func:`write_atomically` writes a whole file under a root by way of a new temporary
-  name (``O_EXCL``), renamed over the final name once complete.
+  name (``O_EXCL``), renamed over the final name once complete; :func:`atomic_file`
+  does the same for a file streamed in pieces (an archive).
 
 A refused path raises :class:`~rigger_mp.errors.UnsafePath`, naming it; nothing is
 created, truncated or written.
@@ -28,6 +29,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from .errors import UnsafePath
 
@@ -153,6 +155,36 @@ def refuse_link(path: str | os.PathLike[str]) -> None:
         raise UnsafePath(f"{os.fspath(path)} is a symbolic link; not followed")
 
 
+@contextlib.contextmanager
+def atomic_file(
+    root: str | os.PathLike[str], relative: str | os.PathLike[str], mode: int = 0o644
+) -> Iterator[BinaryIO]:
+    """A binary file to stream ``root/relative`` into, whole or not at all: a new
+    temporary file (``O_EXCL``, no link followed) in the same directory, made below
+    ``root`` without following a link, renamed over the final name (a rename replaces a
+    link there, never writes through it) when the block ends without an exception, else
+    removed. The directories stay open meanwhile, so a link planted during the write
+    cannot move it."""
+    parts = relative_parts(relative)
+    shown = Path(root).joinpath(*parts)
+    with opened_dir(root, parts[:-1], create=True) as parent:
+        partial = f".{parts[-1]}.part-{os.getpid()}-{next(_partials)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = _open_in(parent, partial, flags, mode, shown)
+        except FileExistsError:  # left by a killed process that had this pid
+            os.unlink(partial, dir_fd=parent)
+            fd = _open_in(parent, partial, flags, mode, shown)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                yield out
+            os.replace(partial, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial, dir_fd=parent)
+            raise
+
+
 def write_atomically(
     root: str | os.PathLike[str],
     relative: str | os.PathLike[str],
@@ -161,26 +193,14 @@ def write_atomically(
     *,
     fsync: bool = False,
 ) -> Path:
-    """Write ``data`` to ``root/relative`` whole or not at all: into a new temporary file
-    (``O_EXCL``, no link followed) in the same directory, renamed over the final name
-    (a rename replaces a link there, never writes through it). Returns the path."""
-    parts = relative_parts(relative)
-    shown = Path(root).joinpath(*parts)
-    with opened_dir(root, parts[:-1], create=True) as parent:
-        partial = f".{parts[-1]}.part-{os.getpid()}-{next(_partials)}"
-        fd = _open_in(parent, partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, shown)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                if fsync:
-                    out.flush()
-                    os.fsync(out.fileno())
-            os.replace(partial, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial, dir_fd=parent)
-            raise
-    return shown
+    """Write ``data`` to ``root/relative`` whole or not at all (:func:`atomic_file`).
+    Returns the path."""
+    with atomic_file(root, relative, mode) as out:
+        out.write(data)
+        if fsync:
+            out.flush()
+            os.fsync(out.fileno())
+    return Path(root).joinpath(*relative_parts(relative))
 
 
 def inside(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:

@@ -9,6 +9,8 @@ from collections import Counter
 from typing import Any, TypeVar
 
 from rigger_mp import Rigger, RiggerBasePlugin
+from rigger_mp.core.rigger import parts_of
+from rigger_mp.server.supervisor import ServerSupervisor
 
 T = TypeVar("T")
 
@@ -73,6 +75,13 @@ def port_of(rigger: Rigger) -> int:
     """The port the Rigger's TCP server listens on."""
     assert rigger.server_port is not None
     return rigger.server_port
+
+
+def supervisor_of(rigger: Rigger) -> ServerSupervisor:
+    """The supervisor of a started Rigger's TCP server."""
+    server = parts_of(rigger).server
+    assert server is not None
+    return server
 
 
 def server_pid(rigger: Rigger) -> int:

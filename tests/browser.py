@@ -93,10 +93,13 @@ def screenshot(
     return out
 
 
-def dump_url(url: str, budget_ms: int = 5000) -> str:
+def dump_url(url: str, budget_ms: int = 5000, host_rules: str | None = None) -> str:
     """The serialised DOM of ``url`` (an http:// page) after ``budget_ms`` of virtual
-    time: its fetches and timers have run (virtual time waits on the network)."""
-    return _run([f"--virtual-time-budget={budget_ms}", "--dump-dom", url])
+    time: its fetches and timers have run (virtual time waits on the network).
+    ``host_rules``: Chromium's ``--host-resolver-rules`` (``MAP evil.example 127.0.0.1``
+    makes a host name resolve to loopback in this browser only)."""
+    rules = [f"--host-resolver-rules={host_rules}"] if host_rules else []
+    return _run([*rules, f"--virtual-time-budget={budget_ms}", "--dump-dom", url])
 
 
 def screenshot_url(

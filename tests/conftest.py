@@ -1,14 +1,21 @@
-"""Shared fixtures: every test is checked for leaked rigger_mp threads and processes."""
+"""Shared fixtures: every test is checked for leaked rigger_mp threads and processes;
+``dispatchers`` starts Riggers and checks that each one stopped."""
 
 from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 import pytest
+
+if TYPE_CHECKING:
+    from rigger_mp import Rigger, RiggerBasePlugin
+
+R = TypeVar("R", bound="Rigger")
 
 
 def rigger_threads() -> list[threading.Thread]:
@@ -69,3 +76,54 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+class Dispatchers:
+    """The Riggers one test starts; the ``dispatchers`` fixture stops each after the test
+    (within ``stop_timeout`` seconds; None: no bound) and checks that it stopped."""
+
+    def __init__(self, stop_timeout: float | None = None) -> None:
+        self.stop_timeout = stop_timeout
+        self.started: list[Rigger] = []
+
+    def start(
+        self,
+        config: Mapping[str, Any] | None = None,
+        plugins: Mapping[str, type[RiggerBasePlugin]] | None = None,
+    ) -> Rigger:
+        """A started :class:`Rigger` of ``config``, with ``plugins`` registered by name."""
+        from rigger_mp import Rigger
+
+        rigger = Rigger(dict(config) if config is not None else None)
+        for name, cls in (plugins or {}).items():
+            rigger.register_plugin(cls, name)
+        return self.add(rigger.start())
+
+    def add(self, rigger: R) -> R:
+        """Stop (and check) after the test a Rigger started elsewhere (a helper, compat)."""
+        self.started.append(rigger)
+        return rigger
+
+    def stop_all(self) -> None:
+        """Stop every Rigger (the last first); fail if one that started did not stop."""
+        from rigger_mp.core.rigger import parts_of
+
+        for rigger in reversed(self.started):
+            rigger.stop(self.stop_timeout)
+        running = [rigger for rigger in self.started if rigger.running]
+        assert not running, f"Riggers still running after stop(): {running}"
+        for rigger in self.started:
+            try:
+                parts_of(rigger)  # a KeyError if it never started: nothing to check
+            except KeyError:
+                continue
+            assert rigger.wait_stopped(0), f"{rigger!r}: stop() did not end"
+
+
+@pytest.fixture
+def dispatchers() -> Iterator[Dispatchers]:
+    """Start Riggers with ``dispatchers.start(config, plugins)`` (or hand one started
+    elsewhere to ``dispatchers.add``): each is stopped after the test and checked."""
+    started = Dispatchers()
+    yield started
+    started.stop_all()

@@ -17,6 +17,7 @@ import pytest
 from rigger_mp import Rigger
 from rigger_mp.plugins.archive import totals
 from tests import test_pool_contract as contract
+from tests.conftest import Dispatchers
 from tests.test_pool_contract import PoolConfig, pool_of, run
 
 # The contract suite's fixtures: its pools, its module-scoped cluster, its riggers.
@@ -43,7 +44,7 @@ def test_a_directory_missing_on_the_worker_fails_clearly(
     tmp_path: Path,
     pool_name: str,
     pool_config: PoolConfig,
-    riggers: list[Rigger],
+    riggers: Dispatchers,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     gone = tmp_path / "never_here"
@@ -70,7 +71,7 @@ def test_a_directory_missing_on_the_worker_fails_clearly(
 
 
 def test_a_directory_removed_before_the_hook_runs_fails(
-    tmp_path: Path, pool_config: PoolConfig, riggers: list[Rigger]
+    tmp_path: Path, pool_config: PoolConfig, riggers: Dispatchers
 ) -> None:
     """It exists where the event is fired, not where (and when) the worker looks."""
     folder = tmp_path / "t"

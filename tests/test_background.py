@@ -9,8 +9,8 @@ import pytest
 
 from rigger_mp import RiggerBasePlugin
 from rigger_mp.core.config import InstanceConfig
-from rigger_mp.core.loading import PluginInstance
-from rigger_mp.core.stage import ExcInfo
+from rigger_mp.core.event_runner import ExcInfo
+from rigger_mp.core.plugin import PluginInstance
 from rigger_mp.core.task import Task
 from rigger_mp.pool.background import Background, Settled
 from rigger_mp.pool.interface import ResultSink, WorkerInfo, WorkItem

@@ -25,13 +25,12 @@ from rigger_mp import (
     RiggerTimeout,
 )
 from tests._tcp import HOST, WAIT, counter, make_rigger, port_of, server_pid
+from tests.conftest import Dispatchers
 
 
 @pytest.fixture
-def rigger() -> Iterator[Rigger]:
-    r = make_rigger(idle_timeout=0.5)
-    yield r
-    r.stop()
+def rigger(dispatchers: Dispatchers) -> Rigger:
+    return dispatchers.add(make_rigger(idle_timeout=0.5))
 
 
 @pytest.fixture

@@ -23,8 +23,10 @@ from typing import Any
 import psutil
 import pytest
 
+from rigger_mp import RiggerClient as ModernClient
 from rigger_mp import ShuttingDown
 from rigger_mp.compat import Rigger, RiggerBasePlugin, RiggerClient, _warn
+from tests.conftest import Dispatchers
 
 PROGRAMS = Path(__file__).parent / "compat_programs"
 RIGGERLIB = "riggerlib==3.1.6"
@@ -80,10 +82,9 @@ def fresh_warnings() -> Iterator[None]:
 
 
 @pytest.fixture
-def rigger() -> Iterator[Messages]:
-    r = Messages(None)
-    yield r
-    r.stop()
+def rigger(dispatchers: Dispatchers) -> Messages:
+    """A compat Rigger the test starts its own way (riggerlib's sequence), stopped after."""
+    return dispatchers.add(Messages(None))
 
 
 def free_port() -> int:
@@ -207,8 +208,8 @@ def test_6_callables_may_name_config(rigger: Messages) -> None:
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[Messages, int]]:
-    r = Messages(None)
+def served(dispatchers: Dispatchers) -> Iterator[tuple[Messages, int]]:
+    r = dispatchers.add(Messages(None))
     started(r, {"server_enabled": True, "server_port": 0, "squash_exceptions": False,
                 **plugins(bad={"plugin": "failing", "enabled": True})})
     r.register_hook_callback("echo", "pre", lambda n: ({"doubled": 2 * n}, None))
@@ -267,6 +268,27 @@ def test_9_events_fired_before_start_are_queued_in_order(rigger: Messages) -> No
     assert early.result(5)["x"] == 1
     last.result(5)
     assert rigger.global_data["seen"] == [1, 2, 3]
+
+
+def test_9_tcp_fires_are_held_until_initialized_and_get_config(rigger: Messages) -> None:
+    """The intake's batches are held like in-process events, and get ``config`` too."""
+    rigger.config = {
+        "server_enabled": True,
+        "server_port": 0,
+        **plugins(rec={"plugin": "recorder", "enabled": True}),
+    }
+    rigger.register_plugin(Recorder, "recorder")
+    rigger.parse_config()
+    obj = rigger.get_instance_obj("rec")
+    assert isinstance(obj, Recorder) and rigger.server_port is not None
+    with ModernClient("127.0.0.1", rigger.server_port, timeout=30) as client:
+        client.fire_hook("ev", x=1)  # acked: in the intake once wait_background returns
+        assert rigger.wait_background(30)
+        assert obj.calls == []  # held: initialized is not set yet
+        rigger.initialized = True
+        assert client.fire_hook("ev", wait_for_task=True, x=2) is True
+    config = rigger.config
+    assert obj.calls == [("ev", {"x": 1, "config": config}), ("ev", {"x": 2, "config": config})]
 
 
 def test_9_an_event_fired_after_stop_is_dropped_with_a_warning(

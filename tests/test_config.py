@@ -84,6 +84,9 @@ def test_yaml_is_read_safely(tmp_path: Path) -> None:
         ({"plugins": {"a": {"plugin": "t", "enabled": 1}}}, "plugins.a.enabled: expected a"),
         ({"plugins": {"a": {"plugin": 3}}}, "plugins.a.plugin: expected a non-empty string"),
         ({"plugins": {3: {"plugin": "t"}}}, "instance names must be non-empty strings"),
+        ({"http_allowed_hosts": "ci.example"}, "http_allowed_hosts: expected a list of host"),
+        ({"http_allowed_hosts": ["ok", ""]}, "http_allowed_hosts: expected a list of host"),
+        ({"http_allowed_hosts": [3]}, "http_allowed_hosts: expected a list of host"),
     ],
 )
 def test_bad_values_name_the_key(config: dict[object, object], fragment: str) -> None:

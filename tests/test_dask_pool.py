@@ -20,6 +20,7 @@ import pytest
 
 from rigger_mp import ConfigError, Rigger, RiggerError
 from rigger_mp.core.config import load_config
+from rigger_mp.core.rigger import parts_of
 
 PLUGIN = "tests.contract_plugins:CountPlugin"
 
@@ -111,9 +112,9 @@ def test_own_cluster_builds_once_per_worker_and_again_on_a_replacement(
     try:
         built = [lines.get(timeout=60) for _ in range(3)]  # the main process and 2 workers
         pids = {int(pid) for _, pid in built} - {os.getpid()}
-        background = rigger._background
+        background = parts_of(rigger).background
         assert background is not None
-        pool: Any = background._pool
+        pool: Any = background.pool
         workers = pool.workers()
         assert {w.pid for w in workers} == pids and len(pids) == 2
         assert all(w.address.startswith("tcp://127.0.0.1:") for w in workers)

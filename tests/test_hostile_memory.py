@@ -17,7 +17,8 @@ import pytest
 
 from rigger_mp import Rigger
 from rigger_mp import protocol as proto
-from rigger_mp.core.stage import ExcInfo
+from rigger_mp.core.event_runner import ExcInfo
+from rigger_mp.core.rigger import parts_of
 from rigger_mp.core.task import Task
 from rigger_mp.server.status_window import StatusWindow
 from tests._tcp import WAIT, Counting, Raw, counter, make_rigger, port_of
@@ -82,7 +83,8 @@ def test_the_plan_cache_keeps_the_most_recently_used_within_its_cap() -> None:
             rigger.fire_hook(f"bound{i}")
         settled(rigger)
         assert rigger.stats()["plans_cached"] == 50
-        plans = rigger._loop._plans  # the hot name, used all along, was never dropped
+        # The hot name, used all along, was never dropped.
+        plans = parts_of(rigger).events.cached_plan_names()
         assert "hot" in plans and "bound199" in plans and "bound0" not in plans
         rigger.fire_hook("bound0").result(WAIT)  # a dropped plan is simply worked out again
     assert len(seen) == 401

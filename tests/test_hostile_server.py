@@ -15,17 +15,15 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from rigger_mp import Rigger
 from rigger_mp import protocol as proto
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of
-from tests.conftest import assert_processes_gone
+from tests.conftest import Dispatchers, assert_processes_gone
 from tests.test_cli import SERVING, env
 
 TOKEN = "s3cret"
@@ -49,18 +47,13 @@ def server_stats(port: int, token: str | None = None) -> dict[str, Any]:
 
 
 @pytest.fixture
-def riggers() -> Iterator[list[Rigger]]:
+def riggers(dispatchers: Dispatchers) -> Dispatchers:
     """Riggers a test starts (with its own config), stopped after it."""
-    started: list[Rigger] = []
-    yield started
-    for rigger in started:
-        rigger.stop()
+    return dispatchers
 
 
-def start(riggers: list[Rigger], **config: Any) -> int:
-    rigger = make_rigger(**config)
-    riggers.append(rigger)
-    return port_of(rigger)
+def start(riggers: Dispatchers, **config: Any) -> int:
+    return port_of(riggers.add(make_rigger(**config)))
 
 
 def wait_peer_gone(sock: socket.socket, timeout: float = WAIT) -> bool:
@@ -81,7 +74,7 @@ def small_window(port: int) -> socket.socket:
 # -- 1. max_connections; out of file descriptors --------------------------------------------
 
 
-def test_past_max_connections_a_client_gets_busy_and_is_closed(riggers: list[Rigger]) -> None:
+def test_past_max_connections_a_client_gets_busy_and_is_closed(riggers: Dispatchers) -> None:
     port = start(riggers, max_connections=3)
     held = [Raw(port) for _ in range(3)]
     try:
@@ -210,7 +203,7 @@ def test_by_default_max_connections_stays_below_the_fd_limit(tmp_path: Path) -> 
 # -- 2. a client that does not read its replies ----------------------------------------------
 
 
-def test_a_client_that_never_reads_is_aborted_after_drain_timeout(riggers: list[Rigger]) -> None:
+def test_a_client_that_never_reads_is_aborted_after_drain_timeout(riggers: Dispatchers) -> None:
     port = start(riggers, drain_timeout=0.5, max_protocol_errors=10**9)
     sock = small_window(port)
     try:
@@ -226,7 +219,7 @@ def test_a_client_that_never_reads_is_aborted_after_drain_timeout(riggers: list[
     assert server_stats(port)["errors"]["drain_timeout"] == 1
 
 
-def test_a_closed_connection_with_unread_replies_is_aborted_too(riggers: list[Rigger]) -> None:
+def test_a_closed_connection_with_unread_replies_is_aborted_too(riggers: Dispatchers) -> None:
     """``transport.close`` waits for the client to read: the drain deadline bounds that.
     Here the server closes it (no auth in time) while ~10 MB of replies are unread."""
     port = start(
@@ -260,7 +253,7 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
 # -- 3. unauthenticated connections, wrong tokens, errors -------------------------------------
 
 
-def test_no_auth_within_auth_timeout_closes_the_connection(riggers: list[Rigger]) -> None:
+def test_no_auth_within_auth_timeout_closes_the_connection(riggers: Dispatchers) -> None:
     port = start(riggers, server_token=TOKEN, auth_timeout=0.5)
     with Raw(port) as raw:
         raw.send(b"\n")  # a blank line is no auth
@@ -271,7 +264,7 @@ def test_no_auth_within_auth_timeout_closes_the_connection(riggers: list[Rigger]
     assert_served(port, TOKEN)
 
 
-def test_blank_and_refused_lines_do_not_keep_a_connection_alive(riggers: list[Rigger]) -> None:
+def test_blank_and_refused_lines_do_not_keep_a_connection_alive(riggers: Dispatchers) -> None:
     port = start(riggers, idle_timeout=0.5, max_protocol_errors=1_000_000)
     done = threading.Event()
     with Raw(port) as raw:
@@ -295,7 +288,7 @@ def test_blank_and_refused_lines_do_not_keep_a_connection_alive(riggers: list[Ri
     assert server_stats(port)["errors"]["idle_timeout"] == 1
 
 
-def test_max_auth_failures_then_the_connection_is_closed(riggers: list[Rigger]) -> None:
+def test_max_auth_failures_then_the_connection_is_closed(riggers: Dispatchers) -> None:
     port = start(riggers, server_token=TOKEN, max_auth_failures=5)
     with Raw(port) as raw:
         raw.send(b'{"op":"auth","token":"guess"}\n' * 10 + b'{"op":"ping"}\n')
@@ -305,7 +298,7 @@ def test_max_auth_failures_then_the_connection_is_closed(riggers: list[Rigger]) 
     assert_served(port, TOKEN)
 
 
-def test_max_protocol_errors_then_the_connection_is_closed(riggers: list[Rigger]) -> None:
+def test_max_protocol_errors_then_the_connection_is_closed(riggers: Dispatchers) -> None:
     port = start(riggers, max_protocol_errors=10)
     with Raw(port) as raw:
         raw.send(b'{"op":"ping"}\n' + b"x\n" * 50 + b'{"op":"ping"}\n')
@@ -358,7 +351,7 @@ class Flooder:
         self.sock.close()
 
 
-def test_flooding_clients_do_not_starve_a_ping(riggers: list[Rigger]) -> None:
+def test_flooding_clients_do_not_starve_a_ping(riggers: Dispatchers) -> None:
     """While 4 clients flood, a 5th one's ping is answered after at most a few turns'
     worth of flood messages (64 KB reads of 2-byte messages were once handled 32,768 at
     a time, per client per turn)."""
@@ -384,7 +377,7 @@ def test_flooding_clients_do_not_starve_a_ping(riggers: list[Rigger]) -> None:
 
 
 def test_a_lone_surrogate_token_is_a_wrong_token_and_the_batch_is_answered(
-    riggers: list[Rigger],
+    riggers: Dispatchers,
 ) -> None:
     port = start(riggers, server_token=TOKEN)
     with Raw(port) as raw:
@@ -407,11 +400,11 @@ def nested_fire(depth: int, **extra: Any) -> bytes:
     return ('{"hook_name":"count","data":{"x":' + inner + "}" + keys + "}\n").encode()
 
 
-def test_a_message_that_cannot_be_forwarded_gets_its_own_error(riggers: list[Rigger]) -> None:
+def test_a_message_that_cannot_be_forwarded_gets_its_own_error(riggers: Dispatchers) -> None:
     """A message parsed but too deep to pickle (max_json_depth raised past what pickle
     takes) is answered alone; the other messages of its read go on."""
     port = start(riggers, max_json_depth=900)
-    rigger = riggers[-1]
+    rigger = riggers.started[-1]
     with Raw(port) as raw:
         raw.send(
             b'{"hook_name":"count","data":{"c":1}}\n'
@@ -432,9 +425,9 @@ def test_a_message_that_cannot_be_forwarded_gets_its_own_error(riggers: list[Rig
     assert_served(port)
 
 
-def test_a_lost_connection_drops_the_replies_it_was_owed(riggers: list[Rigger]) -> None:
+def test_a_lost_connection_drops_the_replies_it_was_owed(riggers: Dispatchers) -> None:
     port = start(riggers)
-    plugin = counter(riggers[-1])
+    plugin = counter(riggers.started[-1])
     raw = Raw(port)
     raw.send({"hook_name": "block", "grab_result": True})
     assert plugin.entered.wait(WAIT)
@@ -453,7 +446,7 @@ def test_a_lost_connection_drops_the_replies_it_was_owed(riggers: list[Rigger]) 
 
 
 def test_too_many_buffered_reply_bytes_stop_reading_every_connection(
-    riggers: list[Rigger],
+    riggers: Dispatchers,
 ) -> None:
     port = start(riggers, max_buffered_replies_bytes=65536, max_protocol_errors=10**9)
     hog = small_window(port)
@@ -493,7 +486,7 @@ def _as_raw(sock: socket.socket) -> Raw:
 # -- 7. the parse limits come from the config -------------------------------------------------
 
 
-def test_max_json_depth_and_max_hook_name_length_are_config_keys(riggers: list[Rigger]) -> None:
+def test_max_json_depth_and_max_hook_name_length_are_config_keys(riggers: Dispatchers) -> None:
     port = start(riggers, max_json_depth=4, max_hook_name_length=8)
     with Raw(port) as raw:
         reply = raw.request({"hook_name": "h" * 9})

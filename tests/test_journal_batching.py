@@ -19,7 +19,7 @@ import pytest
 
 from rigger_mp import protocol as proto
 from rigger_mp.client import RiggerClient
-from rigger_mp.core.rigger import Rigger
+from rigger_mp.core.rigger import Rigger, parts_of
 from rigger_mp.errors import ShuttingDown
 from rigger_mp.journal import FIRE_LINE, JournalStore, decode
 from rigger_mp.journal.locks import WriterLock
@@ -68,7 +68,8 @@ def test_fire_many_is_all_or_nothing(tmp_path: Path) -> None:
     try:
         with pytest.raises(TypeError):
             rigger.fire_many([("ev", {"x": 1}), (7, {})])  # type: ignore[list-item]
-        assert rigger.accepted_count() == 0 and journal_stats(rigger)["appended"] == 0
+        assert parts_of(rigger).port.accepted_count() == 0
+        assert journal_stats(rigger)["appended"] == 0
     finally:
         rigger.stop()
     with pytest.raises(ShuttingDown):
@@ -80,7 +81,7 @@ def test_threads_firing_at_once_share_commits(tmp_path: Path) -> None:
     """8 threads' fire_hook calls, queued while a commit is stalled: they form one group."""
     rigger = make(tmp_path / "j.db").start()
     try:
-        journal = rigger._journal
+        journal = parts_of(rigger).journal
         assert journal is not None
         committer = journal.committer
         submitted = threading.Semaphore(0)

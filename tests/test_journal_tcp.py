@@ -24,6 +24,7 @@ from rigger_mp.journal.store import WAL_LIMIT
 from rigger_mp.server.intake import MAX_BACKLOG
 from tests._disk import fill
 from tests._tcp import instance, server_pid
+from tests.conftest import Dispatchers
 
 
 class Sizes(RiggerBasePlugin):
@@ -53,17 +54,14 @@ def _size(path: str) -> int:
         return 0
 
 
-def serve(journal: Path) -> Rigger:
-    rigger = Rigger(
-        {
-            "journal": str(journal),
-            "server_enabled": True,
-            "server_port": 0,
-            "plugins": {"s": {"plugin": "sizes", "journal": str(journal)}},
-        }
-    )
-    rigger.register_plugin(Sizes, "sizes")
-    return rigger.start()
+def serve(dispatchers: Dispatchers, journal: Path) -> Rigger:
+    config = {
+        "journal": str(journal),
+        "server_enabled": True,
+        "server_port": 0,
+        "plugins": {"s": {"plugin": "sizes", "journal": str(journal)}},
+    }
+    return dispatchers.start(config, {"sizes": Sizes})
 
 
 def sizes(rigger: Rigger) -> Sizes:
@@ -71,9 +69,9 @@ def sizes(rigger: Rigger) -> Sizes:
 
 
 def test_a_full_disk_answers_journal_failed_and_those_fires_never_run(
-    tiny_disk: Path,
+    tiny_disk: Path, dispatchers: Dispatchers
 ) -> None:
-    rigger = serve(tiny_disk / "j.db")
+    rigger = serve(dispatchers, tiny_disk / "j.db")
     assert rigger.server_port is not None
     client = RiggerClient("127.0.0.1", rigger.server_port)
     refused: list[Any] = []
@@ -101,12 +99,14 @@ def test_a_full_disk_answers_journal_failed_and_those_fires_never_run(
     assert stats["failed_fires"] == 1 and stats["failed_commits"] >= 1
 
 
-def test_tcp_traffic_leaves_the_journal_the_size_of_what_is_pending(tmp_path: Path) -> None:
+def test_tcp_traffic_leaves_the_journal_the_size_of_what_is_pending(
+    tmp_path: Path, dispatchers: Dispatchers
+) -> None:
     """~44 MB of events through the server process's commits and the main process's done
     marks and checkpoints: the file and its WAL stay within what can be pending (without
     the main process's checkpoints the WAL reached 170 MB), and empty at rest."""
     journal = tmp_path / "j.db"
-    rigger = serve(journal)
+    rigger = serve(dispatchers, journal)
     assert rigger.server_port is not None
     client = RiggerClient("127.0.0.1", rigger.server_port)
     pad = "p" * 180
@@ -133,7 +133,7 @@ def test_tcp_traffic_leaves_the_journal_the_size_of_what_is_pending(tmp_path: Pa
 
 
 def test_fires_a_dead_server_committed_and_never_passed_on_run_after_its_restart(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, dispatchers: Dispatchers
 ) -> None:
     """A server process whose pipe was full held committed fires it had not yet written
     into it (nor acked). Three such rows are committed here through a second connection,
@@ -142,7 +142,7 @@ def test_fires_a_dead_server_committed_and_never_passed_on_run_after_its_restart
     for the next start. One that does not decode is logged and left pending; delivered
     fires and an in-process row are left alone."""
     journal = tmp_path / "j.db"
-    rigger = serve(journal)
+    rigger = serve(dispatchers, journal)
     assert rigger.server_port is not None
     client = RiggerClient("127.0.0.1", rigger.server_port)
     side = JournalStore.open(journal, owner=False, checkpoints=False)

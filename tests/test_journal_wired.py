@@ -11,7 +11,7 @@ import pytest
 
 from rigger_mp import RiggerBasePlugin
 from rigger_mp.core import journaling
-from rigger_mp.core.rigger import Rigger
+from rigger_mp.core.rigger import Rigger, parts_of
 from rigger_mp.journal import (
     MARSHAL,
     JournalCommitError,
@@ -137,7 +137,7 @@ def test_a_failed_commit_fails_the_fire_and_nothing_runs(
 ) -> None:
     rigger = make(tmp_path / "j.db").start()
     try:
-        journal = rigger._journal
+        journal = parts_of(rigger).journal
         assert journal is not None
 
         def broken(*args: Any, **kwargs: Any) -> range:
@@ -159,7 +159,7 @@ def test_full_sync_reads_back_full(tmp_path: Path) -> None:
     rigger = make(path, journal_sync="full").start()
     try:
         rigger.fire_hook("block")
-        journal = rigger._journal
+        journal = parts_of(rigger).journal
         assert journal is not None and journal.store.sync == "full"
         with journal.store._lock:
             level = journal.store._db.execute("PRAGMA synchronous").fetchone()[0]

@@ -74,3 +74,44 @@ def test_the_worker_does_not_import_the_pool_that_starts_it() -> None:
     assert "rigger_mp.pool.processes" in graph["rigger_mp.pool.local"]
     assert "rigger_mp.pool.worker" in graph["rigger_mp.pool.processes"]
     assert not {"rigger_mp.pool.local", "rigger_mp.pool.processes"} & graph["rigger_mp.pool.worker"]
+
+
+DISPATCHER_INTERFACE = {
+    "rigger_mp.core.port",  # the port: what the pool side and the intake may ask
+    "rigger_mp.core.config",  # the config type they are started with
+    "rigger_mp.core.plugin",  # the plugin API a worker hosts plugins through
+    "rigger_mp.core.task",  # what the port's accept_batch returns
+}
+
+
+def test_the_pool_and_the_server_use_core_only_for_the_dispatchers_interface() -> None:
+    uses = {
+        dep
+        for name, deps in import_graph().items()
+        if name.startswith(("rigger_mp.pool", "rigger_mp.server"))
+        for dep in deps
+        if dep.startswith("rigger_mp.core")
+    }
+    assert uses <= DISPATCHER_INTERFACE, sorted(uses - DISPATCHER_INTERFACE)
+
+
+def test_the_rigger_keeps_only_its_public_api() -> None:
+    """What the pool side and the intake need is the port's, not the Rigger's."""
+    from rigger_mp import Rigger
+    from rigger_mp.compat import Rigger as CompatRigger
+    from rigger_mp.core.dispatcher_port import DispatcherPort
+
+    internal = {
+        "accept_batch",
+        "server_gone",
+        "adopt_thread",
+        "on_event_thread",
+        "backlog",
+        "accepted_count",
+        "events_running",
+        "report_failure",
+        "plugin_hooks_changed",
+    }
+    assert not internal & set(dir(Rigger))
+    assert not internal & set(dir(CompatRigger))
+    assert {"accept_batch", "server_gone"} <= set(dir(DispatcherPort))

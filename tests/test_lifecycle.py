@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from rigger_mp import Rigger, RiggerBasePlugin, RiggerError, ShuttingDown, WouldDeadlock
+from rigger_mp.core.rigger import parts_of
 from tests.conftest import rigger_threads
 
 
@@ -166,7 +167,7 @@ def test_a_second_stop_waits_for_the_first_to_finish_draining() -> None:
     rigger.fire_hook("hold")
     tasks = [rigger.fire_hook("tick") for _ in range(3)]
     # Learn when the first stop() has begun: it queues the stop signal once it is stopping.
-    loop = rigger._loop
+    loop = parts_of(rigger).events
     queue, stopping = loop._queue, threading.Event()
 
     class Watched:

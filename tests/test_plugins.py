@@ -172,6 +172,19 @@ def test_hook_bound_after_start_is_seen_by_later_events() -> None:
         assert rigger.fire_hook("late_event").result()["late"] is True
 
 
+def test_hook_bound_after_start_replaces_the_cached_plan_of_its_event() -> None:
+    rigger = Rigger({"plugins": {"r": {"plugin": "rec"}}})
+    rigger.register_plugin(Recorder, "rec")
+    rigger.register_hook_callback("late_event", "pre", lambda: None)  # so its plan is cached
+    with rigger:
+        assert "late" not in rigger.fire_hook("late_event").result()
+        assert rigger.stats()["plans_cached"] == 1
+        obj = rigger.get_instance_obj("r")
+        assert obj is not None
+        obj.register_plugin_hook("late_event", lambda: ({"late": True}, None))
+        assert rigger.fire_hook("late_event").result()["late"] is True
+
+
 def test_riggerlib_style_parse_config_and_log_message(caplog: pytest.LogCaptureFixture) -> None:
     rigger = Rigger({"plugins": {"r": {"plugin": "rec"}}})
     rigger.register_plugin(Recorder, "rec")

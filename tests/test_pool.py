@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from rigger_mp import PluginError, Rigger, RiggerBasePlugin
 from rigger_mp.pool.interface import Failure, WorkItem
 from rigger_mp.pool.local import STARTUP_FAILURES, LocalPool
 from rigger_mp.pool.processes import default_start_method, exit_cause
-from tests.conftest import assert_processes_gone, child_processes
+from tests.conftest import Dispatchers, assert_processes_gone, child_processes
 
 PLUGINS = "tests.pool_plugins"
 METHODS = ["forkserver", "spawn"]
@@ -71,23 +71,17 @@ def read_pid(fifo: Path) -> int:
 
 
 @pytest.fixture
-def started() -> Iterator[list[Rigger]]:
-    """Riggers a test starts; each is stopped (and its processes checked) afterwards."""
-    riggers: list[Rigger] = []
-    before = child_processes()
-    yield riggers
-    for rigger in riggers:
-        rigger.stop(timeout=10)
-    assert_processes_gone(child_processes() - before)
+def started(dispatchers: Dispatchers) -> Dispatchers:
+    """The shared fixture, each stop bounded: a pool that hangs fails its test, not the run."""
+    dispatchers.stop_timeout = 10
+    return dispatchers
 
 
-def run(started: list[Rigger], cfg: dict[str, Any]) -> Rigger:
-    rigger = Rigger(cfg).start()
-    started.append(rigger)
-    return rigger
+def run(started: Dispatchers, cfg: dict[str, Any]) -> Rigger:
+    return started.start(cfg)
 
 
-def test_backgrounded_hooks_run_in_workers(method: str, started: list[Rigger]) -> None:
+def test_backgrounded_hooks_run_in_workers(method: str, started: Dispatchers) -> None:
     rigger = run(started, config(method, {"p": plugin("PidPlugin")}))
     rigger.register_hook_callback("work", "pre", lambda n: ({"artifact_path": f"/a/{n}"}, None))
     post_saw: list[set[str]] = []
@@ -120,7 +114,7 @@ def test_backgrounded_hooks_run_in_workers(method: str, started: list[Rigger]) -
 
 
 def test_instance_background_flag_builds_instances_in_workers(
-    method: str, started: list[Rigger]
+    method: str, started: Dispatchers
 ) -> None:
     rigger = run(
         started, config(method, {"i": plugin("InstancePlugin", background=True)}, workers=1)
@@ -133,7 +127,7 @@ def test_instance_background_flag_builds_instances_in_workers(
 
 
 def test_killed_worker_is_replaced_and_its_hook_failed(
-    method: str, started: list[Rigger], fifo: Path, caplog: pytest.LogCaptureFixture
+    method: str, started: Dispatchers, fifo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rigger = run(
         started,
@@ -158,7 +152,7 @@ def test_killed_worker_is_replaced_and_its_hook_failed(
 
 
 def test_exit_and_exception_in_worker_are_reported(
-    method: str, started: list[Rigger], caplog: pytest.LogCaptureFixture
+    method: str, started: Dispatchers, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "rigger_mp")
     rigger = run(
@@ -178,7 +172,7 @@ def test_exit_and_exception_in_worker_are_reported(
     assert "exited with code 3" in text
 
 
-def test_recycling_by_task_count(method: str, started: list[Rigger]) -> None:
+def test_recycling_by_task_count(method: str, started: Dispatchers) -> None:
     rigger = run(
         started,
         config(method, {"p": plugin("PidPlugin")}, workers=1, max_tasks_per_worker=2),
@@ -192,7 +186,7 @@ def test_recycling_by_task_count(method: str, started: list[Rigger]) -> None:
     assert rigger.stats()["background"]["failed"] == 0
 
 
-def test_recycling_by_memory(method: str, started: list[Rigger]) -> None:
+def test_recycling_by_memory(method: str, started: Dispatchers) -> None:
     rigger = run(
         started,
         config(method, {"m": plugin("MemoryPlugin")}, workers=1, worker_memory_limit_mb=100),
@@ -225,7 +219,7 @@ def test_stop_leaves_no_worker_or_manager(method: str) -> None:
 
 
 def test_stop_timeout_abandons_and_counts(
-    started: list[Rigger], fifo: Path, caplog: pytest.LogCaptureFixture
+    started: Dispatchers, fifo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = child_processes()
     rigger = Rigger(config(default_start_method(), {"f": plugin("FifoPlugin")})).start()
@@ -239,7 +233,7 @@ def test_stop_timeout_abandons_and_counts(
     assert_processes_gone(child_processes() - before)
 
 
-def test_fire_hook_in_worker_fires_in_main(method: str, started: list[Rigger]) -> None:
+def test_fire_hook_in_worker_fires_in_main(method: str, started: Dispatchers) -> None:
     rigger = run(started, config(method, {"j": plugin("FirePlugin")}, workers=1))
     fired: list[tuple[str, int]] = []
     rigger.register_hook_callback(

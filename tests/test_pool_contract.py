@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from rigger_mp import Rigger
+from rigger_mp.core.rigger import parts_of
+from tests.conftest import Dispatchers
 
 POOLS = ["local", "dask"]
 PLUGINS = "tests.contract_plugins"
@@ -83,17 +85,14 @@ def plugin(name: str, **data: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def riggers() -> Iterator[list[Rigger]]:
-    started: list[Rigger] = []
-    yield started
-    for rigger in started:
-        rigger.stop(timeout=10)
+def riggers(dispatchers: Dispatchers) -> Dispatchers:
+    """The shared fixture, each stop bounded: a pool that hangs fails its test, not the run."""
+    dispatchers.stop_timeout = 10
+    return dispatchers
 
 
-def run(riggers: list[Rigger], base: dict[str, Any], plugins: dict[str, Any]) -> Rigger:
-    rigger = Rigger({**base, "plugins": plugins}).start()
-    riggers.append(rigger)
-    return rigger
+def run(riggers: Dispatchers, base: dict[str, Any], plugins: dict[str, Any]) -> Rigger:
+    return riggers.start({**base, "plugins": plugins})
 
 
 @pytest.fixture
@@ -120,9 +119,9 @@ def read_pid(fifo: Path) -> int:
 
 
 def pool_of(rigger: Rigger) -> Any:
-    background = rigger._background
+    background = parts_of(rigger).background
     assert background is not None
-    return background._pool
+    return background.pool
 
 
 def lines(path: Path) -> list[list[str]]:
@@ -133,7 +132,7 @@ def lines(path: Path) -> list[list[str]]:
 
 
 def test_results_and_global_updates_come_back(
-    pool_config: PoolConfig, riggers: list[Rigger], tmp_path: Path
+    pool_config: PoolConfig, riggers: Dispatchers, tmp_path: Path
 ) -> None:
     log = tmp_path / "log"
     rigger = run(riggers, pool_config(), {"c": plugin("CountPlugin", log=str(log))})
@@ -156,7 +155,7 @@ def test_results_and_global_updates_come_back(
 
 
 def test_cheap_items_are_batched_heavy_ones_travel_alone(
-    pool_config: PoolConfig, riggers: list[Rigger]
+    pool_config: PoolConfig, riggers: Dispatchers
 ) -> None:
     rigger = run(riggers, pool_config(), {"c": plugin("CountPlugin")})
     pool = pool_of(rigger)
@@ -174,7 +173,7 @@ def test_cheap_items_are_batched_heavy_ones_travel_alone(
 def test_a_failed_hook_is_reported_with_worker_and_traceback(
     pool_name: str,
     pool_config: PoolConfig,
-    riggers: list[Rigger],
+    riggers: Dispatchers,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rigger = run(riggers, pool_config(), {"f": {"plugin": "tests.pool_plugins:FifoPlugin"}})
@@ -192,7 +191,7 @@ def test_a_failed_hook_is_reported_with_worker_and_traceback(
 
 
 def test_fire_hook_in_a_worker_fires_in_the_main_process(
-    pool_config: PoolConfig, riggers: list[Rigger]
+    pool_config: PoolConfig, riggers: Dispatchers
 ) -> None:
     rigger = run(riggers, pool_config(), {"j": {"plugin": "tests.pool_plugins:FirePlugin"}})
     fired: list[tuple[str, int]] = []
@@ -207,7 +206,7 @@ def test_fire_hook_in_a_worker_fires_in_the_main_process(
 
 
 def test_each_worker_builds_each_instance_once(
-    pool_config: PoolConfig, riggers: list[Rigger], tmp_path: Path
+    pool_config: PoolConfig, riggers: Dispatchers, tmp_path: Path
 ) -> None:
     inits, log = tmp_path / "inits", tmp_path / "log"
     plugins = {ident: plugin("CountPlugin", inits=str(inits), log=str(log)) for ident in ("a", "b")}
@@ -223,7 +222,7 @@ def test_each_worker_builds_each_instance_once(
 
 
 def test_stop_timeout_abandons_what_a_worker_runs(
-    pool_config: PoolConfig, riggers: list[Rigger], fifo: Path, caplog: pytest.LogCaptureFixture
+    pool_config: PoolConfig, riggers: Dispatchers, fifo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rigger = Rigger({**pool_config(), "plugins": {"f": plugin("BlockPlugin", fifo=str(fifo))}})
     rigger.start()
@@ -253,7 +252,7 @@ def kill_config(pool_name: str) -> Iterator[dict[str, Any]]:
 def test_worker_killed_mid_batch(
     pool_name: str,
     kill_config: dict[str, Any],
-    riggers: list[Rigger],
+    riggers: Dispatchers,
     fifo: Path,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,

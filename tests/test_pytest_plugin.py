@@ -24,6 +24,7 @@ from rigger_mp import Rigger, pytest_plugin
 from rigger_mp.protocol import TOKEN_ENV
 from rigger_mp.pytest_plugin import outcome
 from tests.cli_plugins import Recorder, read_records
+from tests.conftest import Dispatchers
 from tests.test_cli import Served, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,23 +125,21 @@ def suite(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def dispatcher(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Rigger, Path]]:
+def dispatcher(
+    tmp_path: Path, request: pytest.FixtureRequest, dispatchers: Dispatchers
+) -> tuple[Rigger, Path]:
     """A dispatcher in this process with a Recorder and its TCP server on a free port.
 
     Indirect parametrization gives its ``server_token``.
     """
     record = tmp_path / "events.jsonl"
-    rigger = Rigger(
-        {
-            "server_enabled": True,
-            "server_port": 0,
-            "server_token": getattr(request, "param", None),
-            "plugins": {"rec": {"plugin": "recorder", "path": str(record)}},
-        }
-    )
-    rigger.register_plugin(Recorder, "recorder")
-    with rigger:
-        yield rigger, record
+    config = {
+        "server_enabled": True,
+        "server_port": 0,
+        "server_token": getattr(request, "param", None),
+        "plugins": {"rec": {"plugin": "recorder", "path": str(record)}},
+    }
+    return dispatchers.start(config, {"recorder": Recorder}), record
 
 
 def pytest_env(env_token: str | None = None, **extra: str) -> dict[str, str]:

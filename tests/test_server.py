@@ -23,13 +23,14 @@ from rigger_mp import Rigger, RiggerClient
 from rigger_mp.server.incarnation import ServerStartError
 from rigger_mp.server.supervisor import exposed_without_token
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
+from tests.conftest import Dispatchers
 
 TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture
-def rigger() -> Iterator[Rigger]:
-    r = make_rigger(idle_timeout=0.5)
+def rigger(dispatchers: Dispatchers) -> Iterator[Rigger]:
+    r = dispatchers.add(make_rigger(idle_timeout=0.5))
     yield r
     pid = server_pid(r)
     r.stop()

@@ -17,19 +17,30 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import pytest
 
 from rigger_mp import RiggerClient
+from rigger_mp.core.config import load_config
+from rigger_mp.core.port import EventPort
 from rigger_mp.server import intake
 from rigger_mp.server import supervisor as supervisor_module
 from rigger_mp.server.channel import BlockingReader
 from rigger_mp.server.intake import Intake
 from rigger_mp.server.messages import FIRE
-from rigger_mp.server.supervisor import ServerSupervisor, State
-from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
+from rigger_mp.server.supervisor import Phase, ServerSupervisor
+from tests._tcp import (
+    HOST,
+    WAIT,
+    Raw,
+    counter,
+    make_rigger,
+    port_of,
+    server_pid,
+    supervisor_of,
+)
 
 EVENTS = 300
 
@@ -141,8 +152,7 @@ def test_acked_events_survive_the_server_being_killed_before_they_were_queued(
 def test_stop_queues_every_acked_event_before_it_drains(held: Held) -> None:
     rigger = make_rigger()
     pid = server_pid(rigger)
-    assert rigger._server is not None
-    quiescing = spy(rigger._server, "quiesce")
+    quiescing = spy(supervisor_of(rigger), "quiesce")
     with Raw(port_of(rigger)) as raw:
         fire_and_read_acks(raw, held, "acked")
     stopper = threading.Thread(target=rigger.stop)
@@ -160,8 +170,7 @@ def test_stop_queues_every_acked_event_before_it_drains(held: Held) -> None:
 def test_wait_background_waits_for_acked_events_not_yet_queued(held: Held) -> None:
     rigger = make_rigger()
     try:
-        assert rigger._server is not None
-        syncing = spy(rigger._server, "sync")
+        syncing = spy(supervisor_of(rigger), "sync")
         with Raw(port_of(rigger)) as raw:
             fire_and_read_acks(raw, held, "acked")
         done: list[bool] = []
@@ -182,8 +191,7 @@ def test_after_quiesce_fires_are_refused_and_other_requests_served() -> None:
     try:
         with Raw(port_of(rigger)) as raw:
             tid = raw.request({"hook_name": "count", "data": {"i": 1}, "wait_for_task": True})
-            assert rigger._server is not None
-            rigger._server.quiesce(WAIT)
+            supervisor_of(rigger).quiesce(WAIT)
             for message in (
                 {"hook_name": "count", "data": {"i": 2}},
                 {"hook_name": "count", "data": {"i": 3}, "grab_result": True},
@@ -205,15 +213,14 @@ def test_stop_reads_past_a_full_backlog_instead_of_waiting_on_the_events(
     monkeypatch.setattr(intake, "MAX_BACKLOG", 3)
     rigger = make_rigger()
     plugin = counter(rigger)
-    assert rigger._server is not None
-    quiesce = rigger._server.quiesce
+    quiesce = supervisor_of(rigger).quiesce
     quiesced = threading.Event()
 
     def spied_quiesce(timeout: float | None = None) -> None:
         quiesce(timeout)
         quiesced.set()
 
-    rigger._server.quiesce = spied_quiesce  # type: ignore[method-assign]
+    supervisor_of(rigger).quiesce = spied_quiesce  # type: ignore[method-assign]
     stopper = threading.Thread(target=rigger.stop)
     try:
         rigger.fire_hook("block")
@@ -284,8 +291,9 @@ def test_after_an_intake_bug_what_the_server_sent_is_still_queued(
 
 def test_a_fence_asked_while_stop_quiesces_quiesces_the_server_too() -> None:
     rigger = make_rigger()
-    assert rigger._server is not None and rigger._server._current is not None
-    writer = rigger._server._current.writer
+    current = supervisor_of(rigger).current
+    assert current is not None
+    writer = current.writer
     send = writer.send
     taken, go = threading.Event(), threading.Event()
 
@@ -300,7 +308,7 @@ def test_a_fence_asked_while_stop_quiesces_quiesces_the_server_too() -> None:
     stopper.start()
     try:
         assert taken.wait(WAIT)
-        assert rigger._server.sync(WAIT)  # wait_background() on another thread does this
+        assert supervisor_of(rigger).sync(WAIT)  # wait_background() on another thread does this
         # Answered, that fence must have quiesced the server: no fire is acked after it.
         with Raw(port_of(rigger)) as raw:
             reply = raw.request({"hook_name": "count", "data": {"i": 1}})
@@ -337,11 +345,11 @@ def test_a_short_wait_does_not_kill_an_idle_healthy_server(
     rigger = make_rigger()
     try:
         old = server_pid(rigger)
-        supervisor = rigger._server
-        assert supervisor is not None and supervisor._current is not None
+        supervisor = supervisor_of(rigger)
+        assert supervisor.current is not None
         # The intake has waited on the idle server's pipe far longer than FENCE_TIMEOUT.
         since = time.monotonic() - 100 * supervisor_module.FENCE_TIMEOUT
-        supervisor._intake.silent = (supervisor._current, since)
+        supervisor.intake.silent = (supervisor.current, since)
         with caplog.at_level(logging.ERROR, logger="rigger_mp"):
             rigger.wait_background(timeout=0)  # a poll: its fence was only just sent
             assert rigger.wait_background(WAIT)
@@ -353,9 +361,8 @@ def test_a_short_wait_does_not_kill_an_idle_healthy_server(
 
 def test_stop_does_not_hang_when_the_server_dies_as_it_begins() -> None:
     rigger = make_rigger()
-    supervisor = rigger._server
-    assert supervisor is not None
-    room = supervisor._intake._room
+    supervisor = supervisor_of(rigger)
+    room = supervisor.intake._room
 
     class DyingRoom:
         """quiesce() sets the room just before it asks for its fence: die right then
@@ -368,22 +375,22 @@ def test_stop_does_not_hang_when_the_server_dies_as_it_begins() -> None:
             if self.died:
                 return
             self.died = True
-            assert supervisor is not None and supervisor._current is not None
-            supervisor._current.process.kill()
-            assert supervisor._thread is not None
-            supervisor._thread.join(WAIT)  # the intake read it to its end-of-file
+            assert supervisor.current is not None
+            supervisor.current.process.kill()
+            assert supervisor.intake_thread is not None
+            supervisor.intake_thread.join(WAIT)  # the intake read it to its end-of-file
 
-    supervisor._intake._room = DyingRoom()  # type: ignore[assignment]
+    supervisor.intake._room = DyingRoom()  # type: ignore[assignment]
     stopper = threading.Thread(target=rigger.stop)
     stopper.start()
     stopper.join(WAIT)
     hung = stopper.is_alive()
     if hung:
-        supervisor._fences.passed()  # let it finish before failing
+        supervisor.fences.passed()  # let it finish before failing
         stopper.join(WAIT)
     assert not hung, "stop() waited for a fence that no server will answer"
     assert not rigger.running
-    assert supervisor._state is State.STOPPED  # stop() ran to its end
+    assert supervisor.phase is Phase.STOPPED  # stop() ran to its end
 
 
 def test_an_unreadable_pipe_replaces_the_server_instead_of_stopping_the_intake(
@@ -420,48 +427,56 @@ def test_an_unreadable_pipe_replaces_the_server_instead_of_stopping_the_intake(
 def test_a_fence_answered_by_its_servers_death_is_not_left_owed() -> None:
     rigger = make_rigger()
     try:
-        supervisor = rigger._server
-        assert supervisor is not None
+        supervisor = supervisor_of(rigger)
         send_fence = supervisor._send_fence
 
         def dying_send(incarnation: Any, n: int, quiesce: bool) -> None:
             # The server dies between _ask_fence choosing it and the send; its
             # end-of-file answers fence n before the send records it as owed.
             incarnation.process.kill()
-            assert supervisor._fences.wait(n, WAIT)
+            assert supervisor.fences.wait(n, WAIT)
             send_fence(incarnation, n, quiesce)
 
         supervisor._send_fence = dying_send  # type: ignore[method-assign]
         assert supervisor.sync(WAIT)
         # A stale entry would make the silence rule kill the next, healthy server.
-        assert not supervisor._fences.owed()
+        assert not supervisor.fences.owed()
     finally:
         rigger.stop()
 
 
-def state_of(supervisor: ServerSupervisor) -> State:
-    """The supervisor's state, read afresh (mypy would keep it narrowed between reads)."""
-    return supervisor._state
+def phase_of(supervisor: ServerSupervisor) -> Phase:
+    """The supervisor's phase, read afresh (mypy would keep it narrowed between reads)."""
+    return supervisor.phase
 
 
-def test_the_supervisor_state_follows_restarts_quiesce_and_stop() -> None:
+def test_the_supervisor_phase_follows_restarts_quiesce_and_stop() -> None:
     rigger = make_rigger()
-    supervisor = rigger._server
-    assert supervisor is not None and state_of(supervisor) is State.SERVING
+    supervisor = supervisor_of(rigger)
+    assert phase_of(supervisor) is Phase.SERVING
     try:
         old = server_pid(rigger)
         os.kill(old, signal.SIGKILL)
         with RiggerClient(HOST, port_of(rigger)) as client:  # served by its replacement
             assert client.fire_hook("count", wait_for_task=True, c="after")
-        assert state_of(supervisor) is State.SERVING and server_pid(rigger) != old
+        assert phase_of(supervisor) is Phase.SERVING and server_pid(rigger) != old
         supervisor.quiesce(WAIT)
-        assert state_of(supervisor) is State.QUIESCING
-        assert supervisor._current is not None and supervisor._thread is not None
-        supervisor._current.process.kill()
-        supervisor._thread.join(WAIT)  # no new server once quiescing
-        assert state_of(supervisor) is State.QUIESCED and supervisor._current is None
+        assert phase_of(supervisor) is Phase.QUIESCING
+        assert supervisor.current is not None and supervisor.intake_thread is not None
+        supervisor.current.process.kill()
+        supervisor.intake_thread.join(WAIT)  # no new server once quiescing
+        assert phase_of(supervisor) is Phase.QUIESCED and supervisor.current is None
         assert supervisor.sync(0)  # no server left to hold acked fires: answered at once
     finally:
         rigger.stop()
-    assert state_of(supervisor) is State.STOPPED
+    assert phase_of(supervisor) is Phase.STOPPED
     assert rigger.stats()["server"]["restarts"] == 1
+
+
+def test_the_supervisor_moves_only_along_its_table_of_legal_moves() -> None:
+    """A stop of a supervisor that never started is a bug: it fails at once, and the phase
+    stays where it was (no process or thread is started by the constructor)."""
+    supervisor = ServerSupervisor(cast(EventPort, None), load_config({}))
+    with pytest.raises(RuntimeError, match="no move from STARTING to STOPPING"):
+        supervisor.stop()
+    assert supervisor.phase is Phase.STARTING

@@ -18,6 +18,7 @@ SERVER_MODULES = {
     "rigger_mp.server.channel",
     "rigger_mp.server.messages",
     "rigger_mp.server.process",
+    "rigger_mp.printable",  # its loggers escape what events put in their records
 }
 JOURNAL_MODULES = {
     # With a journal (issue #13) the server process commits before it acks: it loads
@@ -30,6 +31,7 @@ JOURNAL_MODULES = {
     "rigger_mp.journal.errors",
     "rigger_mp.journal.locks",
     "rigger_mp.journal.store",
+    "rigger_mp.safe_paths",  # the journal and its lock files follow no link
 }
 NEVER_IN_THE_SERVER = {"multiprocessing.managers", "psutil", "yaml"}
 

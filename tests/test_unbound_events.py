@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from rigger_mp import Rigger, RiggerBasePlugin
-from rigger_mp.core.loop import MAX_UNBOUND_NAMED
+from rigger_mp.core.plans import MAX_UNBOUND_NAMED
 
 
 class Starter(RiggerBasePlugin):

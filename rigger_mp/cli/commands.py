@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..errors import ConfigError, PluginError, RiggerError, describe_error
+from ..printable import printable
 from ..protocol import DEFAULT_PORT, TOKEN_ENV, UNAUTHORIZED
 
 EXIT_OK = 0
@@ -321,13 +322,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stdout_to_devnull()
         return EXIT_OK
     except UsageError as exc:
-        print(f"rigger-mp {args.command}: error: {exc}", file=sys.stderr)
+        message = printable(f"rigger-mp {args.command}: error: {exc}", keep_lines=True)
+        print(message, file=sys.stderr)
         return EXIT_USAGE
     except (ConfigError, PluginError) as exc:
         print(f"rigger-mp {args.command}: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (RiggerError, OSError) as exc:
-        print(f"rigger-mp {args.command}: {_describe(exc, args)}", file=sys.stderr)
+        print(
+            printable(f"rigger-mp {args.command}: {_describe(exc, args)}", keep_lines=True),
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"rigger-mp {args.command}: interrupted", file=sys.stderr)
@@ -436,7 +441,7 @@ def _client_command(args: argparse.Namespace) -> int:
             elif args.wait:
                 print("done")
             else:
-                print(output)
+                print(printable(str(output)))  # the tid, as the server sent it
             _warn_if_unbound(args.hook, client.stats().get("bound_events"))
         elif args.command == "status" and args.watch is not None:
             from .status import watch

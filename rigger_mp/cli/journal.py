@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from ..journal import MARSHAL, PICKLE, Entry, JournalError, JournalStore, plain_json
+from ..printable import printable
 from .status import human_duration
 
 
@@ -102,11 +103,12 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'state':<8} {'seq':>8}  {'tid':<16} {'hook':<20} {'age':>10} {'attempts':>8}"]
     for row in rows:
         line = (
-            f"{row['state']:<8} {row['seq']:>8}  {row['tid']:<16} {row['hook']:<20} "
+            f"{row['state']:<8} {row['seq']:>8}  {printable(row['tid']):<16} "
+            f"{printable(row['hook']):<20} "
             f"{human_duration(row['age_seconds']):>10} {row['attempts']:>8}"
         )
         if row["state"] == "dead":
-            line += f"  {row['reason']}"
+            line += f"  {printable(str(row['reason']))}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -130,20 +132,21 @@ def _show(entry: Entry, now: float, unpickle: bool) -> dict[str, Any]:
 
 
 def _show_text(row: dict[str, Any]) -> str:
-    lines = [f"{key}: {row[key]}" for key in row if key not in ("data", "error")]
+    lines = [printable(f"{key}: {row[key]}") for key in row if key not in ("data", "error")]
     if "error" in row:
-        lines.append(f"data: {row['error']}")
+        lines.append(printable(f"data: {row['error']}"))
     elif row["format"] == PICKLE and row["data"] is None:
         lines.append(
             f"data: pickle, {row['bytes']} bytes (not unpickled: --unpickle shows it, "
             "running the pickle's imports)"
         )
     elif row["format"] == PICKLE:
-        lines.append(f"data (pickle, unpickled): {row['data']}")
+        lines.append(printable(f"data (pickle, unpickled): {row['data']}"))
     elif isinstance(row["data"], str):
-        lines.append(f"data ({row['format']}, not plain JSON): {row['data']}")
-    else:
-        lines.append("data: " + json.dumps(row["data"], indent=2, sort_keys=True))
+        lines.append(printable(f"data ({row['format']}, not plain JSON): {row['data']}"))
+    else:  # JSON escapes every control character (ensure_ascii) but DEL
+        data = json.dumps(row["data"], indent=2, sort_keys=True)
+        lines.append("data: " + printable(data, keep_lines=True))
     return "\n".join(lines)
 
 
@@ -161,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
         elif command == "show":
             entries = store.find(args.tid)
             if not entries:
-                raise JournalError(f"no event with tid {args.tid} in journal {store.path}")
+                raise JournalError(
+                f"no event with tid {printable(args.tid)} in journal {store.path}"
+            )
             shown = [_show(e, now, args.unpickle) for e in entries]
             out = shown
             text = "\n\n".join(_show_text(row) for row in shown)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 import os
 import signal
 import sys
@@ -27,6 +26,7 @@ from typing import Any, NoReturn
 import psutil
 import yaml
 
+from .. import printable
 from ..core.config import ConfigSource, load_config
 from ..core.loading import check_config_keys, instance_class
 from ..core.rigger import Rigger
@@ -36,7 +36,7 @@ from ..plugins import artifacts, report
 from ..protocol import DEFAULT_PORT, TOKEN_ENV
 from .status import human_duration
 
-logger = logging.getLogger("rigger_mp.serve")
+logger = printable.logger("rigger_mp.serve")
 
 
 def main_job_config(

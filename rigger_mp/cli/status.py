@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from ..printable import printable
+
 CLEAR = "\x1b[H\x1b[2J"
 """Cursor home, clear screen: between two tables of ``status --watch``."""
 
@@ -80,7 +82,7 @@ def format_status(stats: Mapping[str, Any], where: str) -> str:
                 f"{f'{cpu:.1f}%' if isinstance(cpu, (int, float)) else '?':>6}  "
                 f"{worker.get('tasks_done', '?'):>8}"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"  # a server may lie
 
 
 def watch(

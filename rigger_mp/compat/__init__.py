@@ -10,7 +10,7 @@ remains.
 
 from __future__ import annotations
 
-from ..core.merge import recursive_update
+from ..merge import recursive_update
 from .client import RiggerClient
 from .plugin import RiggerBasePlugin
 from .rigger import Rigger

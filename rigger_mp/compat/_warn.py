@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 
-logger = logging.getLogger("rigger_mp.compat")
+from .. import printable
+
+logger = printable.logger("rigger_mp.compat")
 
 _seen: set[str] = set()
 _lock = threading.Lock()

@@ -8,7 +8,9 @@ What riggerlib did that :class:`rigger_mp.Rigger` does not, and how this class d
       parse_config (unknown keys ignored)      hands the core only the keys it knows
     queue thread made in __init__, events      events (in-process and TCP) are held until the
       dropped until initialized = True         dispatcher runs and initialized is True, then
-                                               queued in the order they came
+                                               queued in the order they came (TCP batches
+                                               through the port compat builds for the
+                                               intake, _IntakePort)
     squash_exceptions and global_data read     properties: written before start, used at
       as attributes at every event             start; written after, applied to the running
                                                event thread
@@ -29,19 +31,24 @@ import functools
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import yaml
 
-from ..core.calling import describe
 from ..core.config import RiggerConfig
+from ..core.dispatcher_port import DispatcherPort
+from ..core.event_runner import ExcInfo
+from ..core.event_thread import EventThread
+from ..core.journaling import Journaling
 from ..core.loading import PluginClass, resolve_plugin
-from ..core.merge import recursive_update
 from ..core.port import EventSpec
 from ..core.rigger import Rigger as _Rigger
 from ..core.task import Task
 from ..deadline import Deadline
 from ..errors import PluginError, ShuttingDown
+from ..merge import recursive_update
+from ..naming import describe
 from ._warn import warn_once
 
 # Top-level keys rigger_mp's config takes from a riggerlib config; the rest stay in
@@ -64,8 +71,9 @@ class _BackgroundThread:
     globals); their local updates are dropped, as riggerlib dropped them.
     """
 
-    def __init__(self, rigger: Rigger) -> None:
+    def __init__(self, rigger: Rigger, report_failure: Callable[[ExcInfo], None]) -> None:
         self._rigger = rigger
+        self._report_failure = report_failure
         self._jobs: collections.deque[tuple[Callable[..., Any], dict[str, Any]] | None] = (
             collections.deque()
         )
@@ -124,13 +132,53 @@ class _BackgroundThread:
             global_updates = result[1] if result else None
         except Exception as exc:
             if rigger.squash_exceptions:
-                rigger.report_failure((type(exc), exc, exc.__traceback__))
+                self._report_failure((type(exc), exc, exc.__traceback__))
             else:
                 rigger.log_message(exc)
             return
         if global_updates:
             self._merges.append(global_updates)
             rigger.call_soon(self.apply_merges)
+
+
+class _IntakePort(DispatcherPort):
+    """The port compat's Rigger hands the TCP intake: its batches get ``config`` in their
+    locals and are held, like in-process events, until the dispatcher runs and
+    ``initialized`` is True.
+
+    ``hold`` adds ``config`` and returns the stand-in tasks of a batch it held, or None
+    once nothing is held; ``finished`` is told of each task queued.
+    """
+
+    def __init__(
+        self,
+        events: EventThread,
+        journal: Journaling | None,
+        host: Rigger,
+        report_failure: Callable[[ExcInfo], None],
+        hold: Callable[[Sequence[EventSpec]], list[Task] | None],
+        finished: Callable[[Future[dict[str, Any]]], None],
+    ) -> None:
+        super().__init__(events, journal, host, report_failure)
+        self._hold = hold
+        self._finished = finished
+
+    def accept_batch(
+        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
+    ) -> list[Task]:
+        """Hold the batch, or queue it (a held event's journal seq is not kept: it is
+        replayed at the next start)."""
+        held = self._hold(events)
+        if held is not None:
+            return held
+        tasks = super().accept_batch(events, seqs)
+        for task in tasks:
+            task.add_done_callback(self._finished)
+        return tasks
+
+    def accept_held(self, event: EventSpec) -> Task:
+        """Queue an event this port held, now that holding has ended."""
+        return super().accept_batch([event])[0]
 
 
 class Rigger(_Rigger):
@@ -153,6 +201,7 @@ class Rigger(_Rigger):
         self._backgrounded: set[str] = set()
         self._disabled: dict[str, Any] = {}
         self._bg: _BackgroundThread | None = None
+        self._intake_port: _IntakePort | None = None
         self._keeper: threading.Thread | None = None
         self._compat_stopped = threading.Event()
         super().__init__(None)
@@ -233,7 +282,7 @@ class Rigger(_Rigger):
         """Start the core with the keys it knows from ``self.config``; then run held events."""
         config = self.config if isinstance(self.config, Mapping) else {}
         self.config_source = self._core_config(config)
-        self._bg = _BackgroundThread(self) if self._backgrounded else None
+        self._bg = _BackgroundThread(self, self._report_failure) if self._backgrounded else None
         self._core_writing = True
         try:
             super().start()
@@ -296,7 +345,8 @@ class Rigger(_Rigger):
 
     def stop(self, timeout: float | None = None) -> None:
         """Run what is held and what the background thread has, then stop as the core does."""
-        if self.running and not self.on_event_thread():
+        port = self._intake_port
+        if self.running and port is not None and not port.on_event_thread():
             if self._held:
                 warn_once(
                     "held-at-stop",
@@ -310,7 +360,7 @@ class Rigger(_Rigger):
         bg, self._bg = self._bg, None
         if bg is not None:
             bg.close()
-            if not self.events_running():  # merges the event thread did not get to
+            if port is None or not port.events_running():  # merges the event thread left
                 bg.apply_merges()
         self._compat_stopped.set()
         keeper = self._keeper
@@ -327,8 +377,8 @@ class Rigger(_Rigger):
     def _settle(self, timeout: float | None) -> bool:
         """Until the events queued and the background thread's jobs (and what they fire) ran."""
         deadline = Deadline(timeout)
-        bg = self._bg
-        while self.events_running():
+        bg, port = self._bg, self._intake_port
+        while port is not None and port.events_running():
             seen = bg.submitted if bg is not None else 0
             if bg is not None and not bg.wait_idle(deadline.left()):
                 return False
@@ -363,21 +413,24 @@ class Rigger(_Rigger):
         task.add_done_callback(self._finished)
         return task
 
-    def accept_batch(
-        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
-    ) -> list[Task]:
-        """The TCP intake's entry: ``config`` added to each event; held like the others
-        (a held event's journal seq is not kept: it is replayed at the next start)."""
+    def _make_port(self, events: EventThread, journal: Journaling | None) -> DispatcherPort:
+        """The intake's port: its batches are held like in-process events (see _IntakePort)."""
+        port = _IntakePort(
+            events, journal, self, self._report_failure, self._hold_batch, self._finished
+        )
+        self._intake_port = port
+        return port
+
+    def _hold_batch(self, events: Sequence[EventSpec]) -> list[Task] | None:
+        """The TCP intake's batch: ``config`` added to each event; their stand-ins if they
+        are held, None if they are to be queued now."""
         config = self.config
         for _tid, _name, kwargs in events:
             kwargs["config"] = config
         with self._hold_lock:
             if self._held is not None:
                 return [self._hold(tid, name, kwargs) for tid, name, kwargs in events]
-        tasks = super().accept_batch(events, seqs)
-        for task in tasks:
-            task.add_done_callback(self._finished)
-        return tasks
+        return None
 
     def _hold(self, tid: str | None, hook_name: str, kwargs: dict[str, Any]) -> Task:
         """Keep an event until :meth:`_release_held`; its stand-in task finishes with it."""
@@ -396,7 +449,8 @@ class Rigger(_Rigger):
                     if tid is None:
                         task = super().fire_hook(hook_name, **kwargs)
                     else:
-                        task = super().accept_batch([(tid, hook_name, kwargs)])[0]
+                        assert self._intake_port is not None  # a batch came from it
+                        task = self._intake_port.accept_held((tid, hook_name, kwargs))
                 except ShuttingDown as exc:
                     stand_in.set_running_or_notify_cancel()
                     stand_in.set_exception(exc)

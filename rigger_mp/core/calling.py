@@ -111,9 +111,3 @@ def is_async_callable(func: Callable[..., Any]) -> bool:
         return True
     call = getattr(func, "__call__", None)  # noqa: B004 - an instance's own __call__
     return call is not None and inspect.iscoroutinefunction(call)
-
-
-def describe(func: Callable[..., Any]) -> str:
-    """A readable name for a callable: its qualified name where it has one."""
-    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
-    return str(name) if name else repr(func)

@@ -51,7 +51,8 @@ class RiggerConfig:
     server_token: str | None = None
     max_message_bytes: int = 1024 * 1024
     idle_timeout: float = 300.0
-    # -- TCP connection bounds (issue #11): see ServerSettings for what each bounds --
+    # -- TCP connection bounds, so that no client can exhaust the server process: --
+    # -- see ServerSettings for what each bounds --
     max_connections: int | None = None
     drain_timeout: float = 30.0
     auth_timeout: float = 10.0
@@ -71,7 +72,7 @@ class RiggerConfig:
     dask_workers: int | None = None
     dask_connect_timeout: float = 30.0
     dask_listen: str | None = None
-    # The journal (issue #13): see rigger_mp.core.journaling.
+    # The journal, so that accepted events survive a crash: see rigger_mp.core.journaling.
     journal: str | None = None
     journal_sync: str = "normal"
     journal_max_attempts: int = 3
@@ -79,10 +80,12 @@ class RiggerConfig:
     http_address: str = "127.0.0.1"
     http_port: int | None = None
     http_max_connections: int = 256
+    http_allowed_hosts: list[str] = field(default_factory=list)
     # The I/O lane (rigger_mp.pool.io_lane): async def hooks with bg="io".
     io_concurrency: int = 64
     io_timeout: float = 300.0
-    # Memory bounds of the main process (issue #11): see the docs' limits table.
+    # Memory bounds of the main process, whatever names clients invent: see the docs'
+    # limits table.
     max_cached_plans: int = 10_000
     status_window: int = 10_000
     status_window_bytes: int = 16 * 1024 * 1024
@@ -120,7 +123,7 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "server_token": (_optional(lambda v: _is_str(v) and v != ""), "a non-empty string or null"),
     "max_message_bytes": (lambda v: _is_int(v) and v >= 64, "an integer of at least 64"),
     "idle_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
-    # -- TCP connection bounds (issue #11) --
+    # -- TCP connection bounds: a client meets each as an error code, never a hang --
     "max_connections": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
     "drain_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     "auth_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
@@ -165,16 +168,20 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         "an integer from 0 to 65535, or null (no HTTP)",
     ),
     "http_max_connections": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "http_allowed_hosts": (
+        lambda v: isinstance(v, list) and all(_is_str(h) and h.strip() for h in v),
+        "a list of host names (besides loopback and http_address)",
+    ),
     # The I/O lane: hooks in flight at once, and how long each may take.
     "io_concurrency": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "io_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
-    # Memory bounds of the main process (issue #11).
+    # Memory bounds of the main process: each cache and window has a cap.
     "max_cached_plans": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "status_window": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "status_window_bytes": (lambda v: _is_int(v) and v >= 4096, "an integer of at least 4096"),
     "max_reply_bytes": (lambda v: _is_int(v) and v >= 256, "an integer of at least 256"),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
-    # The journal (issue #13): off without a path.
+    # The journal (accepted events survive a crash): off without a path.
     "journal": (
         _optional(lambda v: isinstance(v, (str, os.PathLike)) and os.fspath(v) != ""),
         "a file path or null (no journal)",

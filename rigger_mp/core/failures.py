@@ -43,7 +43,7 @@ class FailureRing:
     def add(self, hook_name: str | None, tid: str | None, exc: BaseException) -> None:
         """Keep ``exc`` (its traceback formatted now, while it is at hand).
 
-        The event loop keeps a failed event with its name, then may report the same
+        The event thread keeps a failed event with its name, then may report the same
         exception again (no one waited on it): that second add is skipped.
         """
         if exc is self._last:

@@ -1,9 +1,10 @@
-"""The main process's side of the journal (issue #13): open, replay, append, done marks.
+"""The main process's side of the journal: open, replay, append, done marks.
 
 ::
 
-    start()      open the file (its faults raise, naming it) → attach: claim_replay →
-                 replay first
+    start()      open the file (its faults raise, naming it), handed to the event thread
+                 (appends, ended), the background side (settled) and the port (received,
+                 undelivered) → claim: claim_replay → replay first
     fire_hook    append(tid, hook, kwargs) blocks until its group is committed → task.seq
     fire_many    append_many(events): one group for the batch
     TCP fires    committed by the server process (rigger_mp.server.journaling); their seq
@@ -23,11 +24,11 @@ next start, so delivery is at-least-once.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from .. import printable
 from ..journal import (
     FIRE_LINE,
     Entry,
@@ -40,31 +41,25 @@ from ..journal import (
 from .config import RiggerConfig
 from .port import EventSpec
 
-
-class Loop(Protocol):
-    """What :meth:`Journaling.attach` uses of the event loop (no import: it imports us)."""
-
-    journal: Journaling | None
-
-    def call_soon(self, func: Callable[[], None]) -> None:
-        """Run ``func`` on the event thread after what is queued now."""
-
-
-class Settling(Protocol):
-    """What :meth:`Journaling.attach` uses of the background side."""
-
-    on_settled: Callable[[Sequence[int]], None] | None
-
-logger = logging.getLogger("rigger_mp.journal")
+logger = printable.logger("rigger_mp.journal")
 
 MAX_DEAD_LOGGED = 20
 """Dead-lettered events named one by one at start; the rest only counted."""
 
 
 class Journaling:
-    """The journal of one started :class:`~rigger_mp.core.rigger.Rigger` (main process)."""
+    """The journal of one started :class:`~rigger_mp.core.rigger.Rigger` (main process).
 
-    def __init__(self, store: JournalStore, max_attempts: int) -> None:
+    ``call_soon`` queues a job on the event thread behind the events queued now (the
+    done marks of a run of events go in one job); ``None``: they are handed on at once.
+    """
+
+    def __init__(
+        self,
+        store: JournalStore,
+        max_attempts: int,
+        call_soon: Callable[[Callable[[], None]], None] | None = None,
+    ) -> None:
         self.store = store
         self.max_attempts = max_attempts
         self.committer = GroupCommitter(store)
@@ -73,36 +68,23 @@ class Journaling:
         self._owner: dict[int, int] = {}  # work id -> seq of the event that submitted it
         self._final: dict[str, Any] | None = None  # the stats at close
         self._finished: list[int] = []  # done marks the event thread has not handed on
-        self._call_soon: Callable[[Callable[[], None]], None] | None = None
+        self._call_soon = call_soon
         # The highest seq of a server-committed fire the intake has queued (at start:
         # of any row, all an earlier run's). The intake thread's, after start.
         self._delivered = 0
 
     @classmethod
-    def open(cls, settings: RiggerConfig) -> Journaling | None:
+    def open(
+        cls, settings: RiggerConfig, call_soon: Callable[[Callable[[], None]], None]
+    ) -> Journaling | None:
         """The journal the config names (None without one); faults raise, naming the file."""
         if settings.journal is None:
             return None
         sync: Sync = "full" if settings.journal_sync == "full" else "normal"
         store = JournalStore.open(settings.journal, sync=sync)
-        return cls(store, settings.journal_max_attempts)
+        return cls(store, settings.journal_max_attempts, call_soon)
 
     # -- start ------------------------------------------------------------------------
-
-    def attach(self, loop: Loop, background: Settling) -> tuple[list[EventSpec], list[int]]:
-        """Hook into ``loop`` (commits before fires, done marks) and ``background`` (its
-        settled items); the events to replay first (see :meth:`claim`)."""
-        loop.journal = self
-        background.on_settled = self.settled
-        self._call_soon = loop.call_soon
-        return self.claim()
-
-    @staticmethod
-    def detach(loop: Loop, journal: Journaling | None) -> None:
-        """``start()`` failed: unhook ``journal`` (if any) from ``loop`` and close it."""
-        if journal is not None:
-            loop.journal = None
-            journal.close()
 
     def claim(self) -> tuple[list[EventSpec], list[int]]:
         """The events to replay first, as ``(specs, seqs)`` in accepted order.

@@ -12,45 +12,24 @@ the interpreter runs is found by the next ``start()``.
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from .. import printable
 from ..errors import PluginError
+from ..naming import describe
 from ..plugins import BUILTIN
-from .calling import describe
 from .config import InstanceConfig, RiggerConfig
-from .plugin import Dispatcher, RiggerBasePlugin
+from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin, import_class
 from .plugin_config import check_instance_keys, is_file_source, located
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 PluginClass = type[RiggerBasePlugin]
 
 ENTRY_POINT_GROUP = "rigger_mp.plugins"
 """The entry point group other packages use to provide plugins: ``name = "pkg.mod:Class"``."""
-
-
-def import_class(path: str) -> PluginClass:
-    """Import ``package.module:Class`` and check that it is a plugin class."""
-    module_name, _, qualname = path.partition(":")
-    if not module_name or not qualname:
-        raise PluginError(f"{path!r} is not of the form 'package.module:Class'")
-    try:
-        obj: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise PluginError(f"cannot import module {module_name!r}: {exc}") from exc
-    for part in qualname.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise PluginError(f"module {module_name!r} has no attribute {qualname!r}") from None
-    if not (isinstance(obj, type) and issubclass(obj, RiggerBasePlugin)):
-        raise PluginError(f"{path!r} is {obj!r}, not a subclass of RiggerBasePlugin")
-    return obj
 
 
 def discover_plugins() -> dict[str, dict[str, str]]:
@@ -117,16 +96,6 @@ def check_config_keys(settings: RiggerConfig) -> None:
     mapping, whose own check can name only "the config"."""
     for spec in settings.plugins.values():
         instance_class(spec, settings.source, {})
-
-
-@dataclass(frozen=True)
-class PluginInstance:
-    """A loaded plugin instance: riggerlib's ``RiggerPluginInstance``."""
-
-    ident: str
-    obj: RiggerBasePlugin
-    data: Mapping[str, Any]
-    config: InstanceConfig
 
 
 class InstanceLookup:

@@ -1,16 +1,27 @@
-"""The plugin base class: what a plugin author subclasses."""
+"""The plugin API: the base class a plugin author subclasses, and what a plugin host uses.
+
+A host is the main process or a worker process: each builds plugin instances from their
+class, imported by its ``package.module:Class`` path (:func:`import_class`), and runs
+their hooks (:class:`PluginHook`).
+"""
 
 from __future__ import annotations
 
 import functools
+import importlib
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
 
-from .calling import Callee, describe
+from ..errors import PluginError
+from ..naming import describe
+from .calling import Callee
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from .config import InstanceConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,8 +35,17 @@ class Dispatcher:
     def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Future[dict[str, Any]]:
         raise NotImplementedError
 
-    def plugin_hooks_changed(self) -> None:
-        """A plugin bound a hook: forget what was worked out from the old bindings."""
+
+_binding_watchers: weakref.WeakKeyDictionary[Dispatcher, Callable[[], None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def watch_bindings(dispatcher: Dispatcher, changed: Callable[[], None]) -> None:
+    """Call ``changed`` whenever a plugin of ``dispatcher`` binds a hook (a dispatcher
+    that caches who runs for an event forgets it then). Kept only while ``dispatcher``
+    lives, and no method of its public API: the plugin tells it through this table."""
+    _binding_watchers[dispatcher] = changed
 
 
 IO_LANE: Final = "io"
@@ -113,7 +133,9 @@ class RiggerBasePlugin:
         check_lane(label, callee, bg)
         self.callbacks[event] = PluginHook(event, callee, bg)
         if self._rigger is not None:
-            self._rigger.plugin_hooks_changed()
+            changed = _binding_watchers.get(self._rigger)
+            if changed is not None:
+                changed()
 
     def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Future[dict[str, Any]]:
         """Fire an event from inside a hook; it runs after the current event."""
@@ -136,3 +158,32 @@ class RiggerBasePlugin:
             return None
 
         return inner  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PluginInstance:
+    """A loaded plugin instance: riggerlib's ``RiggerPluginInstance``."""
+
+    ident: str
+    obj: RiggerBasePlugin
+    data: Mapping[str, Any]
+    config: InstanceConfig
+
+
+def import_class(path: str) -> type[RiggerBasePlugin]:
+    """Import ``package.module:Class`` and check that it is a plugin class."""
+    module_name, _, qualname = path.partition(":")
+    if not module_name or not qualname:
+        raise PluginError(f"{path!r} is not of the form 'package.module:Class'")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise PluginError(f"cannot import module {module_name!r}: {exc}") from exc
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise PluginError(f"module {module_name!r} has no attribute {qualname!r}") from None
+    if not (isinstance(obj, type) and issubclass(obj, RiggerBasePlugin)):
+        raise PluginError(f"{path!r} is {obj!r}, not a subclass of RiggerBasePlugin")
+    return obj

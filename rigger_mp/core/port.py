@@ -2,8 +2,9 @@
 
 :class:`~rigger_mp.pool.background.Background` and
 :class:`~rigger_mp.server.supervisor.ServerSupervisor` are given an :class:`EventPort`
-(the :class:`~rigger_mp.core.rigger.Rigger` they serve) and call nothing else of it, the
-way pluggy hands ``hook_execute`` to its callers instead of itself.
+(:class:`~rigger_mp.core.dispatcher_port.DispatcherPort`, built by ``Rigger.start()``
+from the event thread and the journal) and call nothing else of the dispatcher, the way
+pluggy hands ``_hookexec`` to its callers instead of itself.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .stage import ExcInfo
+    from .event_runner import ExcInfo
     from .task import Task
 
 EventSpec = tuple[str, str, dict[str, Any]]

@@ -1,39 +1,43 @@
 """The dispatcher's facade: registration, config, instances, start/stop, stats.
 
-The queue, its thread and admission are the :class:`~rigger_mp.core.loop.EventLoop`'s;
-the :class:`Rigger` is the :class:`~rigger_mp.core.port.EventPort` that the pool side and
-the TCP intake use, and hands the port's event calls on to its loop.
+The queue, its thread and admission are the
+:class:`~rigger_mp.core.event_thread.EventThread`'s. The pool side and the TCP intake
+never see the :class:`Rigger`: ``start()`` builds them a
+:class:`~rigger_mp.core.dispatcher_port.DispatcherPort` from the event thread and the
+journal, so that the Rigger's public API stays riggerlib's and the documented one.
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .. import printable
 from ..coroutine_thread import CoroutineThread
 from ..deadline import Deadline
-from ..errors import PluginError, describe_error
+from ..errors import PluginError
+from ..naming import describe
 from ..pool.background import Background
-from .calling import Callee, describe
+from .calling import Callee
 from .config import ConfigSource, RiggerConfig, load_config
+from .dispatcher_port import DispatcherPort
+from .event_runner import EventRunner, ExcInfo
+from .event_thread import EventThread, Phase, call_and_wait
 from .journaling import Journaling
-from .loading import InstanceLookup, PluginClass, PluginInstance, build_instances
-from .loop import EventLoop, Phase, Plan, call_and_wait, make_plan
-from .plugin import Dispatcher, RiggerBasePlugin
-from .port import EventSpec
-from .stage import EventRunner, ExcInfo
+from .loading import InstanceLookup, PluginClass, build_instances
+from .plans import Plan, make_plan
+from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin, watch_bindings
 from .task import Task
 
 if TYPE_CHECKING:
     from ..server.supervisor import ServerSupervisor
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 
 class Rigger(InstanceLookup, Dispatcher):
@@ -58,7 +62,9 @@ class Rigger(InstanceLookup, Dispatcher):
         self._instances_built = False
         self._lock = threading.Lock()  # guards the callback tables and _callback_seq
         self._callback_seq = 0
-        self._loop = EventLoop(self._plan_for, self.report_failure)
+        self._events = EventThread(self._plan_for, self._report_failure)
+        watch_bindings(self, self._events.forget_plans)  # a plugin bound a hook after start
+        self._port: DispatcherPort | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._coroutines = CoroutineThread()  # async def callables; no thread until one runs
         self._background: Background | None = None
@@ -103,7 +109,7 @@ class Rigger(InstanceLookup, Dispatcher):
             callee = Callee(callback, f"{ctype} callback {name!r} of {hook_name!r}")
             # Copy on write: the event thread reads these tables without a lock.
             table[hook_name] = {**table.get(hook_name, {}), name: callee}
-            self._loop.forget_plans()
+            self._events.forget_plans()
         return name
 
     def unregister_hook_callback(self, hook_name: str, ctype: str, name: str) -> None:
@@ -115,7 +121,7 @@ class Rigger(InstanceLookup, Dispatcher):
                 raise KeyError(f"no {ctype} callback named {name!r} for {hook_name!r}")
             del bound[name]
             table[hook_name] = bound
-            self._loop.forget_plans()
+            self._events.forget_plans()
 
     def _callback_table(self, ctype: str) -> dict[str, dict[str, Callee]]:
         if ctype == "pre":
@@ -147,7 +153,7 @@ class Rigger(InstanceLookup, Dispatcher):
             target.clear()
             target.update(new)
 
-        call_and_wait(self._loop, replace)
+        call_and_wait(self._events, replace)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -200,31 +206,33 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def start(self) -> Rigger:
         """Load the config, build the plugin instances and start the event thread."""
-        self._loop.begin_start()
+        self._events.begin_start()
         try:
             settings = load_config(self.config_source)
             self.settings = settings
             self._loaded_config = settings.raw
             self.instances = build_instances(settings, self.plugins, self)
-            self._journal = Journaling.open(settings)  # its faults raise here, naming the file
+            # Its faults raise here, naming the file.
+            journal = self._journal = Journaling.open(settings, self._events.call_soon)
+            port = self._port = self._make_port(self._events, journal)
+            settled = journal.settled if journal is not None else None
             self._background = Background.start(
-                self, self.instances, settings, self._coroutines
+                port, self.instances, settings, self._coroutines, settled
             )
             if settings.threaded:
                 self._executor = ThreadPoolExecutor(
                     max_workers=max(2, min(32, len(self.instances))),
                     thread_name_prefix="rigger_mp-hook",
-                    initializer=self._loop.adopt_thread,
+                    initializer=self._events.adopt_thread,
                 )
             squash = settings.squash_exceptions if self._squash is None else self._squash
-            events = EventRunner(
-                self._globals, squash, self.report_failure, self._executor, self._coroutines
+            runner = EventRunner(
+                self._globals, squash, self._report_failure, self._executor, self._coroutines
             )
-            self._runner = events
-            self._loop.max_cached_plans = settings.max_cached_plans
-            journal = self._journal
-            first = journal.attach(self._loop, self._background) if journal else ((), ())
-            self._loop.run(events, self._background.submit, first)
+            self._runner = runner
+            self._events.max_cached_plans = settings.max_cached_plans
+            first = journal.claim() if journal is not None else ((), ())
+            self._events.run(runner, self._background.submit, journal, first)
         except BaseException:
             self._undo_start()
             raise
@@ -232,31 +240,40 @@ class Rigger(InstanceLookup, Dispatcher):
         _live.add(self)
         if settings.server_enabled:
             self._start_server(settings)
+        _parts[self] = Parts(self._events, port, self._background, journal, self._server)
         self.log_message(
             f"rigger_mp: started with {len(self.instances)} enabled instance(s)"
             + (f", TCP on {self.server_address}:{self.server_port}" if self._server else "")
         )
         return self
 
+    def _make_port(self, events: EventThread, journal: Journaling | None) -> DispatcherPort:
+        """The port ``start()`` hands the pool side and the TCP intake (compat builds its
+        own, which changes how the intake's batches are accepted)."""
+        return DispatcherPort(events, journal, self, self._report_failure)
+
     def _undo_start(self) -> None:
         """``start()`` raised: end what it had started, so that it may be called again."""
         if self._background is not None:
             self._background.close(drained=False)
             self._background = None
-        Journaling.detach(self._loop, self._journal)
-        self._journal = None
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self._port = None
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
         self._coroutines.stop()
         self._coroutines = CoroutineThread()  # start() may be called again
-        self._loop.start_failed()
+        self._events.start_failed()
 
     def _start_server(self, settings: RiggerConfig) -> None:
         """Start the TCP server process (see rigger_mp.server); on failure, stop and raise."""
         from ..server.supervisor import ServerSupervisor
 
-        server = ServerSupervisor(self, settings)
+        assert self._port is not None
+        server = ServerSupervisor(self._port, settings)
         try:
             self.server_address, self.server_port = server.start()
         except BaseException:
@@ -278,15 +295,15 @@ class Rigger(InstanceLookup, Dispatcher):
         with :class:`ShuttingDown`, logged and counted as abandoned; so are backgrounded
         hooks not finished by then.
         """
-        if not self._loop.begin_stop(timeout):
+        if not self._events.begin_stop(timeout):
             return
         deadline = Deadline(timeout)
         self._fence_intake(deadline)
         ended = self._drain(deadline)
         self._release(ended, deadline)
         _live.discard(self)
-        self._loop.finish()
-        events = self._loop.counters()
+        self._events.finish()
+        events = self._events.counters()
         self.log_message(
             f"rigger_mp: stopped: {events['done']} event(s) done, {events['failed']} failed, "
             f"{events['abandoned']} abandoned"
@@ -296,7 +313,7 @@ class Rigger(InstanceLookup, Dispatcher):
         """Queue every event the TCP server acked, then take no more from the intake."""
         if self._server is not None:
             self._server.quiesce(deadline.left())
-        self._loop.close_intake()
+        self._events.close_intake()
 
     def _drain(self, deadline: Deadline) -> bool:
         """Run the accepted events and their backgrounded hooks; True if the event thread
@@ -308,7 +325,7 @@ class Rigger(InstanceLookup, Dispatcher):
             background.close(drained=False, timeout=0)  # end what still runs
         # With every event run and the pool done or ended, only merge jobs and the stop
         # signal are left for the event thread: its end needs no deadline.
-        return self._loop.drain(Deadline(None) if settled.events_ran else deadline)
+        return self._events.drain(Deadline(None) if settled.events_ran else deadline)
 
     def _release(self, ended: bool, deadline: Deadline) -> None:
         """End the pool (drained if the event thread ended), the hook threads, the server."""
@@ -328,7 +345,7 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Block until :meth:`stop` has finished (say, after a TCP ``terminate``)."""
-        stopped = self._loop.wait_stopped(timeout)
+        stopped = self._events.wait_stopped(timeout)
         if stopped and self._server is not None:
             self._server.wait_terminated(timeout)
         return stopped
@@ -347,7 +364,7 @@ class Rigger(InstanceLookup, Dispatcher):
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return self._loop.phase is Phase.RUNNING
+        return self._events.phase is Phase.RUNNING
 
     # -- events -------------------------------------------------------------------
 
@@ -357,47 +374,13 @@ class Rigger(InstanceLookup, Dispatcher):
         The task's result is the event's final namespace: the globals overlaid by
         the event's locals.
         """
-        return self._loop.fire(hook_name, kwargs)
+        return self._events.fire(hook_name, kwargs)
 
     def fire_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Task]:
         """Queue ``(hook_name, kwargs)`` events in order, as :meth:`fire_hook` would each;
         their tasks. With a journal, one commit for them all (``fire_hook`` in a loop waits
         for a commit per event). All or nothing: none is queued if one is refused."""
-        return self._loop.fire_many(events)
-
-    def accept_batch(
-        self, events: Sequence[EventSpec], seqs: Sequence[int] | None = None
-    ) -> list[Task]:
-        """Queue ``(tid, hook_name, kwargs)`` events, accepted (tids given) elsewhere, in order.
-
-        The TCP intake's entry point: one lock acquisition per batch instead of one per
-        event. ``kwargs`` dicts become the events' locals as they are (not copied). Also
-        taken during a stop, until the intake has passed the server's fence (see
-        :meth:`stop`). All or nothing: else :class:`ShuttingDown` and none is queued.
-        ``seqs``: the events' journal seqs (the server process committed them).
-        """
-        tasks = self._loop.accept_batch(events, seqs)
-        if seqs and self._journal is not None:
-            self._journal.received(seqs[-1])
-        return tasks
-
-    def server_gone(self) -> None:
-        """A TCP server process died and the intake has read all it wrote (its successor
-        not started yet): with a journal, queue the fires it committed and never passed on,
-        so that they run now rather than at the next start. Logged, never raised."""
-        journal = self._journal
-        if journal is None:
-            return
-        try:
-            specs, seqs = journal.undelivered()
-            if specs:
-                self._loop.accept_batch(specs, seqs)
-        except Exception as exc:
-            logger.error(
-                "rigger_mp: the fires a dead server process left in the journal stay "
-                "pending and run at the next start: %s",
-                describe_error(exc),
-            )
+        return self._events.fire_many(events)
 
     def wait_background(self, timeout: float | None = None) -> bool:
         """Wait until every event accepted so far has run and its backgrounded hooks ended.
@@ -410,7 +393,7 @@ class Rigger(InstanceLookup, Dispatcher):
         """
         if self._background is None:
             return True
-        if self._server is not None and not self._loop.on_event_thread():
+        if self._server is not None and not self._events.on_event_thread():
             # Events the TCP server acked may still be in its pipe: queue them first.
             deadline = Deadline(timeout)
             if not self._server.sync(timeout):
@@ -424,46 +407,20 @@ class Rigger(InstanceLookup, Dispatcher):
         This is how other threads change the global namespace: its only writer is
         the event thread.
         """
-        self._loop.call_soon(func)
+        self._events.call_soon(func)
 
     def _plan_for(self, hook_name: str) -> Plan:
-        """Who runs for ``hook_name`` under the bindings of now (the loop caches it)."""
+        """Who runs for ``hook_name`` under the bindings of now (the event thread caches it)."""
         return make_plan(self.instances, self.pre_callbacks, self.post_callbacks, hook_name)
-
-    def plugin_hooks_changed(self) -> None:
-        """Forget the cached plans: a plugin bound a hook after start."""
-        self._loop.forget_plans()
-
-    # -- the port (rigger_mp.core.port.EventPort), handed on to the loop ----------
-
-    def backlog(self) -> int:
-        """Events and jobs queued for the event thread and not yet taken."""
-        return self._loop.backlog()
-
-    def accepted_count(self) -> int:
-        """Events accepted since start, from every source."""
-        return self._loop.accepted_count()
-
-    def on_event_thread(self) -> bool:
-        """Whether the calling thread runs events (a wait on an event would deadlock)."""
-        return self._loop.on_event_thread()
-
-    def adopt_thread(self) -> None:
-        """Treat the calling thread as one that runs events (see EventPort)."""
-        self._loop.adopt_thread()
-
-    def events_running(self) -> bool:
-        """Whether the event thread is alive to run queued jobs."""
-        return self._loop.events_running()
 
     # -- failures and counters ----------------------------------------------------
 
-    def report_failure(self, exc_info: ExcInfo) -> None:
+    def _report_failure(self, exc_info: ExcInfo) -> None:
         """A failure no waiter sees (a squashed callable, an event no one waits on, an
         internal job): kept in the recent failures, then :meth:`handle_failure`, which must
         not raise."""
         try:
-            self._loop.failures.add(None, None, exc_info[1])
+            self._events.failures.add(None, None, exc_info[1])
         except Exception:
             logger.exception("rigger_mp: keeping a failure failed")
         try:
@@ -472,8 +429,8 @@ class Rigger(InstanceLookup, Dispatcher):
             logger.exception("rigger_mp: handle_failure() itself failed")
 
     def handle_failure(self, exc_info: ExcInfo) -> None:
-        """Called with a failure no waiter sees (see :meth:`report_failure`); the default
-        logs it with its traceback."""
+        """Called with a failure no waiter sees (a squashed callable, an event no one waits
+        on, a backgrounded hook); the default logs it with its traceback."""
         logger.error("rigger_mp: a callable failed: %s", exc_info[1], exc_info=exc_info)
 
     def log_message(self, msg: str) -> None:
@@ -489,17 +446,17 @@ class Rigger(InstanceLookup, Dispatcher):
         the mean events done per second; events by name (``hooks``); the last failures
         (``recent_failures``); the plans cached; the TCP server's counters when it runs."""
         background = self._background
-        events = self._loop.counters()
-        uptime = self._loop.uptime()
+        events = self._events.counters()
+        uptime = self._events.uptime()
         stats: dict[str, Any] = {
             **(Background.idle_stats() if background is None else background.stats()),
             "uptime": uptime,
             "events_per_second": events["done"] / uptime if uptime > 0 else 0.0,
             "events": events,
-            "hooks": self._loop.hook_counters(),
-            "failures_total": self._loop.failures.total,
-            "recent_failures": self._loop.failures.recent(),
-            "plans_cached": self._loop.cached_plans(),
+            "hooks": self._events.hook_counters(),
+            "failures_total": self._events.failures.total,
+            "recent_failures": self._events.failures.recent(),
+            "plans_cached": self._events.cached_plans(),
             "bound_events": self._bound_events(),
         }
         if self._server is not None:
@@ -518,7 +475,28 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""
-        return self._loop.uptime()
+        return self._events.uptime()
+
+
+class Parts(NamedTuple):
+    """What a started :class:`Rigger` is made of: see :func:`parts_of`."""
+
+    events: EventThread
+    port: DispatcherPort
+    background: Background
+    journal: Journaling | None
+    server: ServerSupervisor | None
+
+
+_parts: weakref.WeakKeyDictionary[Rigger, Parts] = weakref.WeakKeyDictionary()
+
+
+def parts_of(rigger: Rigger) -> Parts:
+    """The parts of ``rigger`` as its ``start()`` made them (KeyError if it never
+    started): the seam through which tests and diagnostics look at the event thread, the
+    port, the background side, the journal and the server supervisor. Not part of the
+    Rigger's API, which stays riggerlib's and the documented one."""
+    return _parts[rigger]
 
 
 # Riggers that were started and not stopped: stopped (drained) at interpreter exit, so

@@ -1,4 +1,4 @@
-"""The journal: accepted events survive a crash of any process (issue #13).
+"""The journal: accepted events survive a crash of any process.
 
 An SQLite file in WAL mode holds every accepted, unfinished event. A fire is accepted
 once its row is committed; commits are grouped (:class:`GroupCommitter`); an event's row

@@ -25,19 +25,19 @@ harmless). Done marks never make anyone wait; alone, they linger up to
 from __future__ import annotations
 
 import enum
-import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .. import printable
 from ..errors import describe_error
 from .codec import encode
 from .errors import JournalCommitError, JournalError
 from .store import JournalStore, NewRow
 
-log = logging.getLogger("rigger_mp.journal")
+log = printable.logger("rigger_mp.journal")
 
 MAX_GROUP_ROWS = 8192
 """Most rows per transaction, so one commit's latency stays bounded under a flood."""

@@ -9,6 +9,18 @@
 
 Neither touches the database file itself: closing any other descriptor of that file would
 drop the POSIX locks SQLite holds on it.
+
+Both files are opened without following a link (:func:`~rigger_mp.safe_paths.open_no_follow`):
+a link planted at ``<journal>-lock`` would otherwise have the dispatcher truncate the file it
+points to and write its pid there. A refused path is a :class:`JournalError` naming it.
+
+At a clean stop the owner removes both files (:meth:`OwnerLock.release` with ``remove``),
+unlinking each while it still holds its flock. Another process may have opened the old
+file just before the unlink and be waiting on its flock (a writer) or be about to try it
+(a second owner): once it holds the lock, it finds that the path no longer names the file
+it locked (:func:`_lock`) and starts again on the path, which a newcomer creates afresh. So
+the removal never gives two processes "the" lock at once, and a crash leaves the files
+behind, harmless: the next owner locks them as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +31,9 @@ import fcntl
 import os
 from collections.abc import Iterator
 
+from ..errors import UnsafePath
+from ..printable import printable
+from ..safe_paths import open_no_follow
 from .errors import JournalError, JournalFull, JournalLocked
 
 
@@ -32,9 +47,47 @@ def writer_lock_path(path: str) -> str:
 
 def _open(path: str, journal: str) -> int:
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return open_no_follow(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except UnsafePath as exc:
+        raise JournalError(f"journal {journal}: refused its lock file: {exc}") from None
     except OSError as exc:
         raise JournalError(f"journal {journal}: cannot open its lock file {path}: {exc}") from exc
+
+
+class _Busy(Exception):
+    """Another process holds the lock (``LOCK_NB``); ``holder`` is what it wrote there."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def _lock(path: str, journal: str, fd: int, flags: int) -> int:
+    """``flock(fd, flags)``, and a descriptor of the file ``path`` names once locked:
+    ``fd``, or a new one (``fd`` closed) if the file was removed or replaced meanwhile
+    (its owner stopped cleanly). With ``LOCK_NB``, :class:`_Busy` (the descriptor closed)
+    if another process holds it."""
+    while True:
+        try:
+            fcntl.flock(fd, flags)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise _Busy(printable(holder)) from None
+        try:
+            now = os.lstat(path)
+        except FileNotFoundError:
+            now = None
+        held = os.fstat(fd)
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)  # a file nobody else will lock again: start over on the path
+        fd = _open(path, journal)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 class OwnerLock:
@@ -44,13 +97,11 @@ class OwnerLock:
         self.path = owner_lock_path(journal)
         fd = _open(self.path, journal)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+            fd = _lock(self.path, journal, fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except _Busy as busy:
             raise JournalLocked(
                 f"journal {journal} is in use by another dispatcher or rigger-mp journal "
-                f"(pid {holder}, holding {self.path}); stop it or choose another journal"
+                f"(pid {busy.holder}, holding {self.path}); stop it or choose another journal"
             ) from None
         try:
             os.ftruncate(fd, 0)
@@ -61,8 +112,11 @@ class OwnerLock:
             raise kind(f"journal {journal}: cannot write {self.path}: {exc}") from exc
         self._fd: int | None = fd
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Give up the claim; ``remove``: unlink the lock file first, while held."""
         if self._fd is not None:
+            if remove:
+                _remove(self.path)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
@@ -75,6 +129,7 @@ class WriterLock:
     """
 
     def __init__(self, journal: str) -> None:
+        self.journal = journal
         self.path = writer_lock_path(journal)
         self._fd: int | None = _open(self.path, journal)
 
@@ -83,13 +138,21 @@ class WriterLock:
         fd = self._fd
         if fd is None:
             raise JournalError(f"{self.path}: the journal is closed")
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            self._fd = fd = _lock(self.path, self.journal, fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._fd = None  # _lock closed it if it gave up on a new one
+            raise
         try:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def close(self) -> None:
+    def close(self, remove: bool = False) -> None:
+        """Close; ``remove`` (the owner, at a clean stop): unlink the file, under its lock."""
         if self._fd is not None:
+            if remove:
+                with self.held():
+                    _remove(self.path)
             os.close(self._fd)
             self._fd = None

@@ -34,8 +34,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain
+from pathlib import Path
 from typing import Any, Literal
 
+from ..errors import UnsafePath
+from ..safe_paths import open_no_follow, refuse_link
 from .codec import FORMATS, decode
 from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked
 from .locks import OwnerLock, WriterLock
@@ -154,6 +157,51 @@ def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
     return runs
 
 
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+"""The files SQLite opens beside the journal by name (and creates, following links)."""
+
+
+def _checked_file(path: str) -> tuple[int, int]:
+    """Create the journal file if missing, following no link (a link at ``path``,
+    dangling or not, is refused, and so is one at a file SQLite opens beside it); the
+    file's (device, inode).
+
+    Python's ``sqlite3`` cannot pass ``SQLITE_OPEN_NOFOLLOW`` (an ``sqlite3_open_v2``
+    flag, not a URI parameter), so the journal is created here with ``O_NOFOLLOW`` and
+    SQLite opens it with ``mode=rw``, which never creates. SQLite still opens the file
+    and its ``-wal``/``-shm`` by name, following links: whoever can write into the
+    journal's directory could swap one in between this check and that open. :func:`_still`
+    narrows that after the open; a directory only the dispatcher's user may write closes it.
+    """
+    try:
+        for suffix in _SIDE_FILES:
+            refuse_link(path + suffix)
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except UnsafePath as exc:
+        raise JournalError(f"journal {path}: refused: {exc}") from None
+    except OSError as exc:
+        raise _fault(path, exc, "opening") from exc
+    try:  # closed before SQLite opens it: closing it later would drop SQLite's locks
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return info.st_dev, info.st_ino
+
+
+def _still(path: str, checked: tuple[int, int]) -> None:
+    """The journal SQLite opened is still the file checked, and no link stands beside it."""
+    try:
+        info = os.lstat(path)
+        for suffix in _SIDE_FILES:
+            refuse_link(path + suffix)
+    except UnsafePath as exc:
+        raise JournalError(f"journal {path}: refused: {exc}") from None
+    except OSError as exc:
+        raise _fault(path, exc, "opening") from exc
+    if (info.st_dev, info.st_ino) != checked:
+        raise JournalError(f"journal {path}: refused: the file was replaced while it was opened")
+
+
 class JournalStore:
     """An open journal file. Use :meth:`open`; every method may raise :class:`JournalError`."""
 
@@ -209,17 +257,20 @@ class JournalStore:
         db: sqlite3.Connection | None = None
         try:
             writer = WriterLock(path)
+            checked = _checked_file(path)
             try:
                 db = sqlite3.connect(
-                    path,
+                    Path(path).absolute().as_uri() + "?mode=rw",  # never creates: done above
                     timeout=BUSY_TIMEOUT_MS / 1000,
                     isolation_level=None,
                     check_same_thread=False,
+                    uri=True,
                 )
             except sqlite3.Error as exc:
                 raise _fault(path, exc, "opening") from exc
             store = cls(path, db, writer, lock, sync)
             store._prepare(max_pages, bump_generation=owner, checkpoints=checkpoints)
+            _still(path, checked)
             return store
         except BaseException:
             if db is not None:
@@ -306,9 +357,11 @@ class JournalStore:
                 pass  # the WAL stays beside the file and is read at the next open
             finally:
                 self._db.close()
-                self._writer.close()
+                # The owner removes the lock files, each under its lock (see .locks).
+                owner = self._owner is not None
+                self._writer.close(remove=owner)
                 if self._owner is not None:
-                    self._owner.release()
+                    self._owner.release(remove=True)
                     self._owner = None
 
     # -- writing ------------------------------------------------------------------

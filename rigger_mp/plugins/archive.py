@@ -26,8 +26,11 @@ fails the hook (logged, counted, raised to a waiter); nothing is packed or delet
 which is inside the root.
 
 Archives stream: ``tarfile`` writes into the compressor's file object, which writes into
-``<archive>.part-<pid>``, renamed over the final name only once complete; memory stays
-flat whatever the size of the directory. The partial file is created with the mode of the
+a hidden ``.<archive>.part-<pid>-<n>``, renamed over the final name only once complete;
+memory stays flat whatever the size of the directory. The partial file and any directory
+made on the way are created below the artifacts root (or ``dest``) without following a
+link (:func:`rigger_mp.safe_paths.atomic_file`): a link planted there is refused, naming
+it, and nothing is written through it. The partial file is created with the mode of the
 directory it packs (read and write bits only; the umask may only remove more), so an
 archive is never more readable than its directory.
 
@@ -53,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import logging
 import lzma
 import os
 import shutil
@@ -71,11 +73,13 @@ if sys.version_info >= (3, 14):
 else:  # the backport of the 3.14 module: same API, one code path
     from backports import zstd
 
+from .. import printable
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
-from ..errors import PluginError
+from ..errors import PluginError, UnsafePath
+from ..safe_paths import atomic_file
 from .artifacts import TrustedRoot
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 
 class Format(NamedTuple):
@@ -168,8 +172,8 @@ class ArchivePlugin(RiggerBasePlugin):
         start = time.perf_counter()
         base = os.path.basename(path)
         target = self.target(path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        bytes_in = self._pack(path, base, target, stat.S_IMODE(os.stat(path).st_mode) & 0o666)
+        where = self._where(target, artifacts_root)
+        bytes_in = self._pack(path, base, where, stat.S_IMODE(os.stat(path).st_mode) & 0o666)
         totals = self._totals
         totals["seconds"] += time.perf_counter() - start  # packing only
         totals["archives"] += 1
@@ -205,13 +209,19 @@ class ArchivePlugin(RiggerBasePlugin):
         logger.error("rigger_mp: archive %r: refused: %r %s", self.ident, path, problem)
         raise PluginError(f"archive {self.ident!r}: refused artifact_path {path!r}: {problem}")
 
-    def _pack(self, path: str, base: str, target: str, mode: int) -> int:
-        """Stream ``path`` into ``target`` by way of a partial file; return the bytes in."""
-        partial = f"{target}.part-{os.getpid()}"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)  # left by a killed process that had our pid
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(partial, flags, mode)
+    def _where(self, target: str, artifacts_root: str | None) -> tuple[str, str]:
+        """``target`` as (a trusted root, a path below it) to create it through
+        :func:`~rigger_mp.safe_paths.atomic_file`: ``dest`` (the operator's, made if
+        missing), else the artifacts root, below which no link is followed."""
+        if self.dest:
+            os.makedirs(self.dest, exist_ok=True)
+            return self.dest, os.path.basename(target)
+        root = os.path.realpath(self.root if self.root is not None else str(artifacts_root))
+        return root, os.path.relpath(target, root)
+
+    def _pack(self, path: str, base: str, where: tuple[str, str], mode: int) -> int:
+        """Stream ``path`` into the archive ``where`` names by way of a partial file
+        (no link followed on the way); return the bytes in."""
         bytes_in = 0
 
         def tally(member: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -222,16 +232,16 @@ class ArchivePlugin(RiggerBasePlugin):
 
         try:
             with (
-                os.fdopen(fd, "wb") as raw,
+                atomic_file(*where, mode) as raw,
                 self._compressor(raw, base) as packed,
                 tarfile.TarFile(fileobj=packed, mode="w", copybufsize=COPY_BUFFER) as tar,
             ):
                 tar.add(path, arcname=base, filter=tally)
-            os.replace(partial, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
-            raise
+        except UnsafePath as exc:
+            self._totals["errors"] += 1
+            self._errors.append({"path": path, "error": str(exc)})
+            logger.error("rigger_mp: archive %r: refused: %s", self.ident, exc)
+            raise PluginError(f"archive {self.ident!r}: refused: {exc}") from None
         return bytes_in
 
     def _compressor(self, raw: IO[bytes], base: str) -> IO[bytes]:

@@ -42,7 +42,6 @@ import hashlib
 import heapq
 import html
 import json
-import logging
 import math
 import os
 import string
@@ -55,11 +54,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+from .. import printable
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
 from ..errors import PluginError
 from .archive import ArchivePlugin
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 REPORT_NAME = "report.html"
 DEFAULT_DIR = "rigger-artifacts"

@@ -11,20 +11,20 @@ so that the event thread stays the only writer of the global namespace.
 from __future__ import annotations
 
 import enum
-import logging
 import pickle
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from ..core.calling import describe
+from .. import printable
 from ..core.config import RiggerConfig
-from ..core.loading import import_class
-from ..core.merge import recursive_update
+from ..core.plugin import import_class
 from ..deadline import Deadline
 from ..errors import BackgroundError, PluginError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
+from ..merge import recursive_update
+from ..naming import describe
 from .interface import Failure, InstanceSpec, WorkerInfo, WorkerPool, WorkItem, describe_items
 from .io_lane import IoLane
 from .local import LocalPool
@@ -33,12 +33,11 @@ IO_LANE: Final = "io"
 """A hook's ``bg`` (or an instance's ``background``) for the I/O lane."""
 
 if TYPE_CHECKING:
-    from ..core.loading import PluginInstance
-    from ..core.plugin import PluginHook
+    from ..core.plugin import PluginHook, PluginInstance
     from ..core.port import EventPort
     from ..coroutine_thread import CoroutineThread
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 _Result = tuple[int, list[Mapping[str, Any]], list[Failure], Sequence[int]]
 
@@ -187,12 +186,16 @@ def make_pool(settings: RiggerConfig, specs: Mapping[str, InstanceSpec]) -> Work
 
 
 class Background:
-    """Backgrounded hooks of one :class:`~rigger_mp.core.rigger.Rigger`: submit, settle, wait."""
+    """Backgrounded hooks of one dispatcher, reached through its port: submit, settle, wait."""
 
     def __init__(
-        self, rigger: EventPort, pool: WorkerPool | None, lane: IoLane | None = None
+        self,
+        port: EventPort,
+        pool: WorkerPool | None,
+        lane: IoLane | None = None,
+        on_settled: Callable[[Sequence[int]], None] | None = None,
     ) -> None:
-        self._rigger = rigger
+        self._port = port
         self._pool = pool
         self._lane = lane
         self._lock = threading.Lock()  # guards the inbox, _flush_queued and the phase
@@ -208,19 +211,23 @@ class Background:
         self._done = 0
         self._failed = 0
         self._abandoned = 0
-        self.on_settled: Callable[[Sequence[int]], None] | None = None
-        """Told the work ids of settled items (the journal's done marks), when set."""
+        # Told the work ids of settled items (the journal's done marks), when given.
+        self._on_settled = on_settled
 
     @classmethod
     def start(
         cls,
-        rigger: EventPort,
+        port: EventPort,
         instances: Mapping[str, PluginInstance],
         settings: RiggerConfig,
         coroutines: CoroutineThread,
+        on_settled: Callable[[Sequence[int]], None] | None = None,
     ) -> Background:
         """Check the backgrounded instances and start a pool if there are any, and the
-        I/O lane if a hook runs there (it starts no thread until its first hook)."""
+        I/O lane if a hook runs there (it starts no thread until its first hook).
+
+        ``on_settled`` is told the work ids of the items that finished or failed (the
+        journal's done marks)."""
         specs = {
             ident: instance_spec(instance)
             for ident, instance in instances.items()
@@ -230,7 +237,7 @@ class Background:
         if any([io_hooks(instance) for instance in instances.values()]):
             lane = IoLane(instances, coroutines, settings.io_concurrency, settings.io_timeout)
         pool = make_pool(settings, specs) if specs else None
-        background = cls(rigger, pool, lane)
+        background = cls(port, pool, lane, on_settled)
         if pool is not None:
             pool.start(background)
         if lane is not None:
@@ -247,7 +254,7 @@ class Background:
     ) -> list[int]:
         """Hand the event's backgrounded hooks to the pool with a snapshot of their arguments;
         the work ids of the items submitted."""
-        glob = self._rigger.global_data
+        glob = self._port.global_data
         items: list[WorkItem] = []
         lane_items: list[WorkItem] = []
         for instance, hook in hooks:
@@ -298,7 +305,7 @@ class Background:
             else:
                 self._flush_queued = queue_flush = True
         if queue_flush:
-            self._rigger.call_soon(self._flush)
+            self._port.call_soon(self._flush)
         else:
             self._flush()
 
@@ -312,9 +319,9 @@ class Background:
             )
             return
         # Like a hook's, this thread's events are accepted while the dispatcher drains.
-        self._rigger.adopt_thread()
+        self._port.adopt_thread()
         try:
-            self._rigger.fire_hook(hook_name, **kwargs)
+            self._port.fire_hook(hook_name, **kwargs)
         except ShuttingDown as exc:
             logger.error(
                 "rigger_mp: event %r fired by a backgrounded hook was dropped: %s", hook_name, exc
@@ -329,9 +336,9 @@ class Background:
             self._flush_queued = False
         if not inbox:
             return
-        glob = self._rigger.global_data
+        glob = self._port.global_data
         settled = done = failed = 0
-        on_settled = self.on_settled
+        on_settled = self._on_settled
         with self._apply_lock:
             for count, updates, failures, ids in inbox:
                 if on_settled is not None:
@@ -355,7 +362,7 @@ class Background:
             f"backgrounded hook {failure.event!r} of instance {failure.ident!r} failed "
             f"({where}):\n{failure.text.rstrip()}"
         )
-        self._rigger.report_failure((BackgroundError, exc, None))
+        self._port.report_failure((BackgroundError, exc, None))
 
     # -- waiting ----------------------------------------------------------------------------
 
@@ -372,12 +379,12 @@ class Background:
         Events fired meanwhile (by hooks, say) are waited for too: it returns when a pass
         sees no new event.
         """
-        rigger = self._rigger
-        if rigger.on_event_thread():
+        port = self._port
+        if port.on_event_thread():
             raise WouldDeadlock("wait_background() called from a hook would wait on itself")
         deadline = Deadline(timeout)
         while True:
-            accepted = rigger.accepted_count()
+            accepted = port.accepted_count()
             target = self._mark(deadline)
             if target is None:
                 return Settled(False, False)
@@ -385,9 +392,9 @@ class Background:
                 while self._finished < target:
                     left = deadline.left()
                     if left == 0.0 or not self._cond.wait(left):
-                        ran = rigger.accepted_count() == accepted
+                        ran = port.accepted_count() == accepted
                         return Settled(self._finished >= target and ran, ran)
-            if rigger.accepted_count() == accepted:
+            if port.accepted_count() == accepted:
                 return Settled(True, True)
 
     def _mark(self, deadline: Deadline) -> int | None:
@@ -400,11 +407,11 @@ class Background:
             marker.set()
 
         with self._lock:
-            if self._phase.direct or not self._rigger.events_running():
+            if self._phase.direct or not self._port.events_running():
                 return self._submitted
             self._markers.append(marker)
         try:
-            self._rigger.call_soon(mark)
+            self._port.call_soon(mark)
             if not marker.wait(deadline.left()):
                 return None
         finally:
@@ -467,6 +474,11 @@ class Background:
                 max(0, unsettled - running), running, self._done, self._failed, self._abandoned
             )
         return _stats_of(counters, pool.workers() if pool is not None else [])
+
+    @property
+    def pool(self) -> WorkerPool | None:
+        """The worker pool, if one was started (none without backgrounded instances)."""
+        return self._pool
 
     @staticmethod
     def idle_stats() -> dict[str, Any]:

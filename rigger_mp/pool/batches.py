@@ -11,17 +11,17 @@ failures that :func:`report` hands to the dispatcher's
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from .. import printable
 from .interface import Failure, ResultSink, WorkItem
 from .worker_messages import Done
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 PREFETCH = 2
 """Unfinished batches a worker may hold: one running, one waiting to run."""

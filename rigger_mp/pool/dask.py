@@ -47,6 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .. import printable
 from ..errors import ConfigError, RiggerError, describe_error
 from ..lifecycle import move
 
@@ -64,7 +65,7 @@ from .dask_worker import Claim, Claimed, RiggerWorkerPlugin, run_batch
 from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem
 from .worker_messages import Done, Fire
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 TARGET_BATCH_SECONDS = 0.05
 """Work per batch: a Dask task costs a few milliseconds, so batches are larger than

@@ -9,7 +9,6 @@ each message to the pool, and tells it when the connection ends (the worker is g
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
@@ -21,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import printable
 from .dask_worker import Hello
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 
 @dataclass(eq=False)

@@ -38,7 +38,7 @@ from ..lifecycle import move
 from .interface import Failure, ResultSink, WorkerInfo, WorkItem
 
 if TYPE_CHECKING:
-    from ..core.loading import PluginInstance
+    from ..core.plugin import PluginInstance
     from ..coroutine_thread import CoroutineThread
 
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import multiprocessing.connection as mpc
 import os
 import signal
@@ -58,6 +57,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from .. import printable
 from ..deadline import Deadline
 from ..lifecycle import move
 from .batches import PREFETCH, Cutter, Outcome, SentBatch, report
@@ -66,7 +66,7 @@ from .processes import Spawner, default_start_method, exit_cause
 from .worker_handle import WorkerHandle, end_process
 from .worker_messages import NO_BATCH, Batch, Done, Fire, Retire, WorkerMessage
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 TARGET_BATCH_SECONDS = 0.02
 """Work per batch the feeder aims at: big batches for cheap hooks, one item for heavy ones."""

@@ -10,7 +10,6 @@ what was lost if it dies.
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing
 import multiprocessing.connection as mpc
 import os
@@ -25,8 +24,8 @@ from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
-from ..core.loading import import_class
-from ..core.plugin import Dispatcher, RiggerBasePlugin
+from .. import printable
+from ..core.plugin import Dispatcher, RiggerBasePlugin, import_class
 from ..deadline import Deadline
 from ..errors import PluginError, RiggerError
 from .interface import InstanceSpec, WorkItem
@@ -270,7 +269,7 @@ def leave(grace: float) -> NoReturn:
             thread.join(deadline.left())
     left = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
     if len(left) > 1:
-        logging.getLogger("rigger_mp").warning(
+        printable.logger("rigger_mp").warning(
             "rigger_mp: worker %d exits leaving thread(s) a hook started: %s",
             os.getpid(),
             ", ".join(n for n in left if n != threading.current_thread().name),

@@ -9,7 +9,6 @@ items it never started from the ones lost with it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -20,11 +19,12 @@ from typing import Any
 
 import psutil
 
+from .. import printable
 from .batches import SentBatch
 from .interface import WorkerInfo, WorkItem
 from .worker_messages import Stop, WorkerMessage
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 STARTUP_SECONDS = 30.0
 """A worker that dies idle later than this after its start is not failing to start (an

@@ -14,7 +14,6 @@ to these pipes; data from the network is parsed as JSON in the server before it 
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import queue
@@ -22,7 +21,9 @@ import struct
 import threading
 from typing import Any, Final
 
-logger = logging.getLogger("rigger_mp")
+from .. import printable
+
+logger = printable.logger("rigger_mp")
 
 _HEADER: Final = struct.Struct("!I")
 HEADER_SIZE: Final = _HEADER.size

@@ -16,11 +16,15 @@ framing differs: one request, one JSON reply, with an HTTP status for its error 
 
 The listening socket is bound by the main process (:mod:`.supervisor`) and passed as the
 fourth fd, so the port survives server restarts. Bounds: a body of at most
-``max_message_bytes``; ``http_max_connections`` open at once (more get a 503
-``too_many_connections`` and are closed); an idle keep-alive connection closes after
-``idle_timeout``; POSTs must say ``Content-Type: application/json`` (a browser's form or
+``max_message_bytes``; a connection that waits on its client for ``idle_timeout`` (headers
+or a body that never end, an idle keep-alive) is closed; ``http_max_connections`` open
+at once, past which a new one closes the connection waiting longest on its client, or
+gets a 503 ``too_many_connections`` if none does (:mod:`.http_stalls`); POSTs must say
+``Content-Type: application/json`` (a browser's form or
 ``no-cors`` fetch from another site cannot, so a page cannot fire into a dispatcher on
-localhost); a token set means ``Authorization: Bearer <token>`` on every data endpoint.
+localhost); ``Host`` and ``Origin`` are checked before routing (:mod:`.http_guard`: a page
+under a host name rebound to 127.0.0.1 gets ``bad_host``); a token set means
+``Authorization: Bearer <token>`` on every data endpoint.
 
 Backpressure, as TCP has it: while the pipe to the main process holds more than
 ``PIPE_HIGH_WATER`` (:mod:`.process`), a TCP connection is not read; a request that would
@@ -35,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import sys
 from hmac import compare_digest
@@ -44,13 +47,17 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from .. import printable
 from .. import protocol as proto
 from . import metrics
+from .http_guard import Guard
+from .http_noise import Noise
+from .http_stalls import Stalls
 from .messages import STATS, STATUS, TERMINATE
 from .process import Conn, ConnState, Server, ServerState
 from .process import main as process_main
 
-logger = logging.getLogger("rigger_mp.server")
+logger = printable.logger("rigger_mp.server")
 
 REFUSE_TIMEOUT: Final = 2.0
 """How long a connection over the limit may take to send its request before it is dropped."""
@@ -71,6 +78,8 @@ STATUS_OF: Final = {
     proto.HOOK_FAILED: 500,
     proto.NOT_SERIALIZABLE: 500,
     proto.INTERNAL: 500,
+    proto.BAD_HOST: 421,
+    proto.BAD_ORIGIN: 403,
 }
 """The HTTP status of a reply by its error code (200 when ``ok``)."""
 
@@ -172,14 +181,20 @@ class _Refuse(asyncio.Protocol):
 
 
 class _Counted(web.Server):
-    """aiohttp's low-level server, which tells the front when a connection has gone."""
+    """aiohttp's low-level server, which tells the front when a connection opens (it
+    waits on its client for a request) and when it has gone."""
 
     front: HttpFront
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.front.stalls.waiting(handler)
 
     def connection_lost(
         self, handler: web.RequestHandler, exc: BaseException | None = None
     ) -> None:
         super().connection_lost(handler, exc)
+        self.front.stalls.busy(handler)
         self.front.connections_open -= 1
         gone = self.front.waiting.get(handler)
         if gone is not None and not gone.done():
@@ -198,6 +213,7 @@ class HttpFront:
         self.sock = sock
         self.limit = server.settings.http_max_connections
         self.token = server.settings.token
+        self.guard = Guard(server.settings.http_address, server.settings.http_allowed_hosts)
         self.connections_open = 0
         self.connections_total = 0
         self.refusing = 0
@@ -217,6 +233,7 @@ class HttpFront:
         """The connections with a request waiting for the pipe: resolved if one closes."""
         self.backlog_waits = 0
         self.dropped_unread = 0
+        self.stalls = Stalls(server.loop, server.settings.idle_timeout)
         server.backlog_listeners.append(self._backlogged)
 
     def start(self) -> None:
@@ -229,6 +246,7 @@ class HttpFront:
             keepalive_timeout=self.server.settings.idle_timeout,
             access_log=None,
             auto_decompress=False,  # a small gzip body must not grow past the bound
+            logger=Noise(),  # a malformed request is logged once per LOG_EVERY, counted
         )
         http.front = self
         self.http = http
@@ -253,9 +271,10 @@ class HttpFront:
             self.drained = None
 
     def _protocol(self) -> asyncio.BaseProtocol:
-        """A request handler, or a refusal once ``http_max_connections`` are open."""
+        """A request handler, or a refusal once ``http_max_connections`` are open and
+        none of them waits on its client (else the one waiting longest makes room)."""
         assert self.http is not None
-        if self.connections_open >= self.limit:
+        if self.connections_open >= self.limit and not self.stalls.evict():
             self.refused += 1
             code = proto.TOO_MANY_CONNECTIONS
             self.errors[code] = self.errors.get(code, 0) + 1
@@ -274,12 +293,15 @@ class HttpFront:
             "errors": dict(self.errors),
             "backlog_waits": self.backlog_waits,
             "dropped_unread": self.dropped_unread,
+            "timed_out": self.stalls.timed_out,
+            "evicted": self.stalls.evicted,
         }
 
     # -- requests --------------------------------------------------------------------
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.requests += 1
+        self.stalls.busy(request.protocol)
         try:
             return await self._route(request)
         except _Gone:
@@ -292,9 +314,15 @@ class HttpFront:
             if exc.code == proto.TOO_LARGE:
                 response.force_close()  # the rest of the body is not read
             return response
+        finally:  # the response is the client's to read, then the next request
+            if request.transport is not None:
+                self.stalls.waiting(request.protocol)
 
     async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
         method, path = request.method, request.path
+        refused = self.guard.refusal(method, request.headers)
+        if refused is not None:  # before the token: a rebound page learns nothing more
+            raise _HttpError(refused[0], refused[1], status=refused[2])
         if path in self.assets:
             self._expect(method, "GET")
             body, kind = self.assets[path]
@@ -388,11 +416,17 @@ class HttpFront:
         if length is not None and length > limit:
             raise self._too_large(length)
         chunks, size = [], 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large(size)
-            chunks.append(chunk)
+        self.stalls.waiting(request.protocol)  # a body that never ends is closed
+        try:
+            async for chunk in request.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise self._too_large(size)
+                chunks.append(chunk)
+        except ConnectionError:  # closed by its client, or for stalling
+            raise _Gone from None
+        finally:
+            self.stalls.busy(request.protocol)
         return b"".join(chunks)
 
     def _too_large(self, size: int) -> _HttpError:

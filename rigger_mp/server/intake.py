@@ -24,13 +24,13 @@ returns to the supervisor (:mod:`.supervisor`), which replaces or retires the pr
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
+from .. import printable
 from .. import protocol as proto
 from ..errors import ShuttingDown, describe_error
 from .messages import FENCE, FIRE, NO_REPLY, R_LINE, R_STATS, SEQ, STATS, STATUS, TERMINATE
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .fences import Fences
     from .incarnation import Incarnation
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 MAX_BACKLOG: Final = 50_000
 """Events queued and not yet run above which the intake stops reading requests until the

@@ -45,6 +45,9 @@ class ServerSettings:
     journal_sync: str = "normal"
     http_max_connections: int = 256
     """HTTP connections open at once (the HTTP front, when its socket is passed)."""
+    http_address: str = "127.0.0.1"
+    http_allowed_hosts: tuple[str, ...] = ()
+    """Host names the HTTP front answers to besides loopback and ``http_address``."""
     # -- connection bounds (issue #11); the config keys of the same names --
     max_connections: int | None = None
     """Connections served at once; past it a new one gets a ``busy`` line and is closed.

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..printable import printable
+
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _EVENT_OUTCOMES: Final = ("accepted", "done", "failed", "abandoned")
 
@@ -56,7 +58,7 @@ class StatsCollector(Collector):
                 for outcome in _EVENT_OUTCOMES:
                     value = _num(counts, outcome)
                     if value is not None:
-                        by_hook.add_metric([str(name), outcome], value)
+                        by_hook.add_metric([printable(str(name)), outcome], value)
         yield by_hook
         yield from self._gauge("rigger_mp_events_queued", "Events queued now", events, "queued")
         yield from self._gauge("rigger_mp_uptime_seconds", "Seconds since start()", stats, "uptime")
@@ -114,7 +116,7 @@ class StatsCollector(Collector):
         for worker in workers if isinstance(workers, list) else []:
             if not isinstance(worker, Mapping):
                 continue
-            pid = [str(worker.get("pid"))]
+            pid = [printable(str(worker.get("pid")))]
             for family, key in ((rss, "rss_bytes"), (cpu, "cpu_percent"), (tasks, "tasks_done")):
                 value = _num(worker, key)
                 if value is not None:

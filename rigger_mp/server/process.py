@@ -43,6 +43,7 @@ from collections.abc import Callable
 from hmac import compare_digest
 from typing import TYPE_CHECKING, Any, Final
 
+from .. import printable
 from .. import protocol as proto
 from .channel import READ_SIZE, FrameReader, pack
 from .messages import (
@@ -61,7 +62,7 @@ from .messages import (
 if TYPE_CHECKING:
     from .journaling import ServerJournal
 
-logger = logging.getLogger("rigger_mp.server")
+logger = printable.logger("rigger_mp.server")
 
 PIPE_HIGH_WATER: Final = 4 * 1024 * 1024
 """Bytes waiting for the main process above which no client is read."""

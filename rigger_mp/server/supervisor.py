@@ -4,7 +4,7 @@ server processes it starts, replaces and stops.
 ::
 
     Rigger ─ start, sync, quiesce, stop, stats ─▶ ServerSupervisor ─ spawn, kill ─▶ server process
-                                                   │ (State)           (FENCE, STOP)  (.process)
+                                                   │ (Phase)           (FENCE, STOP)  (.process)
                                        its thread: ▼                          │
           ┌──────────────── Intake.serve(incarnation) (.intake) ◀── requests pipe
           │                   fires ──▶ EventPort.accept_batch; StatusWindow (.status_window)
@@ -23,7 +23,7 @@ has been read: once a stop has begun (quiesce), the thread ends and closes the
 listening socket; otherwise the death is logged, the fires it had committed to the
 journal and not yet written into the pipe are queued (``server_gone``), and a new server
 process is started.
-Where the supervisor is in that life is one :class:`State`.
+Where the supervisor is in that life is one :class:`Phase`.
 
 What "accepted" means to the rest of the dispatcher is kept by fences (see
 :mod:`.fences`): :meth:`ServerSupervisor.sync` asks the server for one and returns once
@@ -42,18 +42,20 @@ import atexit
 import contextlib
 import enum
 import ipaddress
-import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
+from .. import printable
 from ..core.config import RiggerConfig
 from ..deadline import Deadline
+from ..lifecycle import move
 from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
 from .incarnation import Incarnation, ServerStartError
@@ -67,7 +69,7 @@ from .messages import (
 if TYPE_CHECKING:
     from ..core.port import EventPort
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 START_TIMEOUT: Final = 60.0
 """How long a new server process may take to start listening."""
@@ -109,6 +111,18 @@ def exposed_without_token(host: str, token: str | None) -> bool:
         return True
 
 
+def warn_if_exposed(host: str, port: int, token: str | None) -> None:
+    """Log that anyone may fire and terminate when ``host`` is reachable without a token."""
+    if exposed_without_token(host, token):
+        logger.warning(
+            "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
+            "and no server_token is set: anyone who can connect may fire events and "
+            "terminate the dispatcher",
+            host,
+            port,
+        )
+
+
 _PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """This rigger_mp's package directory: the server process loads exactly this one."""
 
@@ -146,12 +160,12 @@ def _child_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-class State(enum.Enum):
-    """Where a supervisor is in its life; it moves only by its transition methods.
+class Phase(enum.Enum):
+    """Where a supervisor is in its life; it moves only along ``_EDGES``.
 
     SERVING and RESTARTING alternate as server processes die and are replaced until a
     stop begins; quiesce() then moves to QUIESCING, QUIESCED once no server process is
-    left; stop() moves any state to STOPPING, and STOPPED when it returns.
+    left; stop() moves any phase to STOPPING, and STOPPED when it returns.
     """
 
     STARTING = "starting"
@@ -182,35 +196,51 @@ class State(enum.Enum):
         return self in _FENCES_ANSWERED
 
 
-_STOP_BEGUN: Final = frozenset({State.QUIESCING, State.QUIESCED, State.STOPPING, State.STOPPED})
-_FENCES_ANSWERED: Final = frozenset({State.QUIESCED, State.STOPPING, State.STOPPED})
+_STOP_BEGUN: Final = frozenset({Phase.QUIESCING, Phase.QUIESCED, Phase.STOPPING, Phase.STOPPED})
+_FENCES_ANSWERED: Final = frozenset({Phase.QUIESCED, Phase.STOPPING, Phase.STOPPED})
+_EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
+    Phase.STARTING: frozenset({Phase.SERVING}),
+    Phase.SERVING: frozenset({Phase.RESTARTING, Phase.QUIESCING, Phase.STOPPING}),
+    Phase.RESTARTING: frozenset({Phase.SERVING, Phase.QUIESCING, Phase.STOPPING}),
+    Phase.QUIESCING: frozenset({Phase.QUIESCED, Phase.STOPPING}),
+    Phase.QUIESCED: frozenset({Phase.STOPPING}),
+    Phase.STOPPING: frozenset({Phase.STOPPED}),
+}
+
+
+def server_settings(settings: RiggerConfig) -> ServerSettings:
+    """What a server process is told of the config (each process gets its own tids)."""
+    return ServerSettings(
+        token=settings.server_token,
+        max_message_bytes=settings.max_message_bytes,
+        idle_timeout=settings.idle_timeout,
+        stop_grace=STOP_GRACE,
+        journal=settings.journal,
+        journal_sync=settings.journal_sync,
+        http_max_connections=settings.http_max_connections,
+        http_address=settings.http_address,
+        http_allowed_hosts=tuple(settings.http_allowed_hosts),
+        max_connections=settings.max_connections,
+        drain_timeout=settings.drain_timeout,
+        auth_timeout=settings.auth_timeout,
+        max_auth_failures=settings.max_auth_failures,
+        max_protocol_errors=settings.max_protocol_errors,
+        max_messages_per_turn=settings.max_messages_per_turn,
+        max_buffered_replies_bytes=settings.max_buffered_replies_bytes,
+        max_json_depth=settings.max_json_depth,
+        max_hook_name_length=settings.max_hook_name_length,
+    )
 
 
 class ServerSupervisor:
     """Starts, restarts and stops the TCP server process of one Rigger; the facade the
-    Rigger uses for it (its thread runs the :class:`Intake` on each process in turn)."""
+    Rigger uses for it (its thread runs the :class:`Intake` on each process in turn).
+    ``dispatcher`` is the port ``Rigger.start()`` built, not the Rigger."""
 
-    def __init__(self, rigger: EventPort, settings: RiggerConfig) -> None:
-        self.rigger = rigger
+    def __init__(self, dispatcher: EventPort, settings: RiggerConfig) -> None:
+        self.dispatcher = dispatcher
         self.settings = settings
-        self.server_settings = ServerSettings(
-            token=settings.server_token,
-            max_message_bytes=settings.max_message_bytes,
-            idle_timeout=settings.idle_timeout,
-            stop_grace=STOP_GRACE,
-            journal=settings.journal,
-            journal_sync=settings.journal_sync,
-            http_max_connections=settings.http_max_connections,
-            max_connections=settings.max_connections,
-            drain_timeout=settings.drain_timeout,
-            auth_timeout=settings.auth_timeout,
-            max_auth_failures=settings.max_auth_failures,
-            max_protocol_errors=settings.max_protocol_errors,
-            max_messages_per_turn=settings.max_messages_per_turn,
-            max_buffered_replies_bytes=settings.max_buffered_replies_bytes,
-            max_json_depth=settings.max_json_depth,
-            max_hook_name_length=settings.max_hook_name_length,
-        )
+        self.server_settings = server_settings(settings)
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
@@ -219,8 +249,8 @@ class ServerSupervisor:
         self.http_address: str | None = None
         self.http_port: int | None = None
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # guards _state and _current
-        self._state = State.STARTING
+        self._lock = threading.Lock()  # guards _phase and _current
+        self._phase = Phase.STARTING
         self._current: Incarnation | None = None  # the live server process, if any
         self._pid: int | None = None  # of the last one started
         # Set once a stop begins (quiesce or stop): ends a restart's back-off and the
@@ -230,7 +260,7 @@ class ServerSupervisor:
         self._fences = Fences(min(FENCE_TIMEOUT, self._heartbeat * HEARTBEAT_MISSES))
         self._beater: threading.Thread | None = None
         self._intake = Intake(
-            rigger,
+            dispatcher,
             self._fences,
             self._stop_event,
             status_window=settings.status_window,
@@ -240,42 +270,42 @@ class ServerSupervisor:
         self._generation = 0
         self.restarts = 0
 
-    # -- transitions (each with the lock held) ------------------------------------------
+    # -- transitions (each with the lock held), along _EDGES -----------------------------
 
-    def _started(self, incarnation: Incarnation) -> State:
+    def _move(self, to: Phase) -> None:
+        self._phase = move(_EDGES, self._phase, to)
+
+    def _started(self, incarnation: Incarnation) -> Phase:
         """A server process has started and listens: serve it."""
         self._current = incarnation
         self._pid = incarnation.process.pid
-        if self._state in (State.STARTING, State.RESTARTING):
-            self._state = State.SERVING
-        return self._state
+        if self._phase in (Phase.STARTING, Phase.RESTARTING):
+            self._move(Phase.SERVING)
+        return self._phase
 
     def _exited(self) -> bool:
         """The live server process's pipe reached end-of-file: True to start another."""
         self._current = None
-        if self._state is State.SERVING:
-            self._state = State.RESTARTING
+        if self._phase is Phase.SERVING:
+            self._move(Phase.RESTARTING)
         return self._may_restart()
 
     def _may_restart(self) -> bool:
         """True if a server process is to be started now (not once a stop has begun)."""
-        if self._state is State.QUIESCING:
-            self._state = State.QUIESCED
-        return self._state is State.RESTARTING
+        if self._phase is Phase.QUIESCING:
+            self._move(Phase.QUIESCED)
+        return self._phase is Phase.RESTARTING
 
     def _begin_quiesce(self) -> None:
-        if not self._state.stop_begun:
-            self._state = State.QUIESCING
+        if not self._phase.stop_begun:
+            self._move(Phase.QUIESCING)
 
     def _begin_stop(self) -> bool:
         """False if stop() has begun already."""
-        if self._state in (State.STOPPING, State.STOPPED):
+        if self._phase in (Phase.STOPPING, Phase.STOPPED):
             return False
-        self._state = State.STOPPING
+        self._move(Phase.STOPPING)
         return True
-
-    def _stopped(self) -> None:
-        self._state = State.STOPPED
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -292,14 +322,7 @@ class ServerSupervisor:
                 sock.close()
                 raise
             self.http_address, self.http_port = self._http_sock.getsockname()[:2]
-        if exposed_without_token(host, self.settings.server_token):
-            logger.warning(
-                "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
-                "and no server_token is set: anyone who can connect may fire events and "
-                "terminate the dispatcher",
-                host,
-                port,
-            )
+        warn_if_exposed(host, port, self.settings.server_token)
         try:
             incarnation = self._spawn()
         except BaseException:
@@ -334,7 +357,7 @@ class ServerSupervisor:
         settings = replace(
             self.server_settings,
             tid_prefix=f"tcp{self._generation}-",
-            accepting=not self._state.stop_begun,
+            accepting=not self._phase.stop_begun,
         )
         requests_r, requests_w = os.pipe()
         replies_r, replies_w = os.pipe()
@@ -410,11 +433,11 @@ class ServerSupervisor:
         """
         n = self._fences.ask()
         with self._lock:
-            done = self._state.fences_answered
+            done = self._phase.fences_answered
             current = self._current
             # Once quiescing, every fence quiesces: one numbered after quiesce()'s but
             # sent before it must not answer it while the server still takes fires.
-            quiesce = quiesce or self._state.stop_begun
+            quiesce = quiesce or self._phase.stop_begun
         if done:
             self._fences.passed(n)
         elif current is not None:
@@ -456,7 +479,7 @@ class ServerSupervisor:
         """
         while not self._stop_event.wait(self._heartbeat):
             with self._lock:
-                serving = self._state is State.SERVING
+                serving = self._phase is Phase.SERVING
             if not serving:
                 continue
             silent = self._intake.silent
@@ -521,14 +544,14 @@ class ServerSupervisor:
         self._intake.status.clear()
         self._fences.passed()  # nothing more will be queued: wake whoever still waits
         with self._lock:
-            self._stopped()
+            self._move(Phase.STOPPED)
 
     def _close_http(self) -> None:
         if self._http_sock is not None:
             self._http_sock.close()
 
     def _at_exit(self) -> None:
-        self.rigger.stop()
+        self.dispatcher.stop()
 
     def wait_terminated(self, timeout: float | None = None) -> None:
         """Join the thread that carried out a TCP ``terminate`` (if any)."""
@@ -538,6 +561,33 @@ class ServerSupervisor:
     def pid(self) -> int | None:
         """The pid of the last server process started."""
         return self._pid
+
+    # -- what tests and diagnostics may look at ----------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        """Where the supervisor is in its life now."""
+        return self._phase
+
+    @property
+    def current(self) -> Incarnation | None:
+        """The live server process, if any."""
+        return self._current
+
+    @property
+    def intake(self) -> Intake:
+        """The intake that reads each server process's pipe."""
+        return self._intake
+
+    @property
+    def fences(self) -> Fences:
+        """The fences asked of the server processes and their answers."""
+        return self._fences
+
+    @property
+    def intake_thread(self) -> threading.Thread | None:
+        """The thread that runs the intake on one server process after another."""
+        return self._thread
 
     def stats(self) -> dict[str, Any]:
         """What the main process knows of the server."""
@@ -580,7 +630,8 @@ class ServerSupervisor:
                 self.address,
                 self.port,
             )
-            self.rigger.server_gone()  # what it committed and never passed on, before its successor
+            # What it committed and never passed on, before its successor starts.
+            self.dispatcher.server_gone()
             current = self._restart(quick_death=lived < 1.0)
         # No server process will run again: refuse connections at once rather than leave
         # them in the backlog until stop() closes the socket.
@@ -611,14 +662,14 @@ class ServerSupervisor:
                 delay = min(5.0, max(0.5, delay * 2))
                 continue
             with self._lock:
-                state = self._started(incarnation)
+                phase = self._started(incarnation)
             self.restarts += 1
             asked = self._fences.outstanding()
             if asked:  # asked while this one started (it may have acked since): ask it
                 with self._lock:  # read after `asked`: see _ask_fence
-                    quiescing = self._state.stop_begun
+                    quiescing = self._phase.stop_begun
                 self._send_fence(incarnation, asked, quiescing)
-            if state in (State.STOPPING, State.STOPPED):  # this one must go too
+            if phase in (Phase.STOPPING, Phase.STOPPED):  # this one must go too
                 incarnation.writer.send(STOP)
             logger.warning(
                 "rigger_mp: TCP server restarted (pid %s) on %s:%d",

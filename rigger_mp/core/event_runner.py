@@ -16,8 +16,8 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 from ..coroutine_thread import CoroutineThread
+from ..merge import recursive_update
 from .calling import Callee, Updates
-from .merge import recursive_update
 
 ExcInfo = tuple[type[BaseException], BaseException, Any]
 FailureHandler = Callable[[ExcInfo], None]
@@ -181,4 +181,3 @@ class EventRunner:
         if first_error is not None:
             raise first_error
         return results
-

@@ -1,4 +1,4 @@
-"""The event loop: admission, the queue, the thread that runs events, the drain at stop.
+"""The event thread: admission, the queue, the thread that runs events, the drain at stop.
 
 ::
 
@@ -9,93 +9,45 @@
                                                                    _Call: run the job
                                                                    _STOP: end when empty
 
-One :class:`Phase` says what the loop takes and does; :meth:`EventLoop.begin_start`,
-:meth:`~EventLoop.run`, :meth:`~EventLoop.begin_stop`, :meth:`~EventLoop.close_intake`,
-:meth:`~EventLoop.drain` and :meth:`~EventLoop.finish` are its transitions. The facade
+One :class:`Phase` says what the event thread takes and does; :meth:`EventThread.begin_start`,
+:meth:`~EventThread.run`, :meth:`~EventThread.begin_stop`, :meth:`~EventThread.close_intake`,
+:meth:`~EventThread.drain` and :meth:`~EventThread.finish` are its transitions. The facade
 (:class:`~rigger_mp.core.rigger.Rigger`) orders them with the pool and the server.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 import queue
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final
 
+from .. import printable
 from ..deadline import Deadline
 from ..errors import RiggerError, ShuttingDown, WouldDeadlock
 from ..lifecycle import move
-from .calling import Callee, describe
+from ..naming import describe
+from .event_runner import EventRunner, ExcInfo, annotate
 from .failures import FailureRing
-from .loading import PluginInstance
-from .plugin import PluginHook
+from .plans import MAX_CACHED_PLANS, Backgrounded, Plan, UnboundNames, new_plan
 from .port import EventSpec
-from .stage import EventRunner, ExcInfo, annotate
 from .task import Task
 
 if TYPE_CHECKING:
     from .journaling import Journaling
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
-Backgrounded = tuple[PluginInstance, PluginHook]
 Submit = Callable[[tuple[Backgrounded, ...], dict[str, Any], str], Sequence[int]]
 """Where an event's backgrounded hooks go: ``(hooks, event locals, event name)``; the
 work ids it submitted."""
 
 
-class Plan(NamedTuple):
-    """The callables one event name runs, stage by stage."""
-
-    pre: tuple[Callee, ...]
-    foreground: tuple[Callee, ...]
-    background: tuple[Backgrounded, ...]
-    post: tuple[Callee, ...]
-    aio: bool = False
-    """Some callable of a stage is ``async def`` (worked out once, not per event)."""
-
-
-def make_plan(
-    instances: Mapping[str, PluginInstance],
-    pre: Mapping[str, Mapping[str, Callee]],
-    post: Mapping[str, Mapping[str, Callee]],
-    hook_name: str,
-) -> Plan:
-    """Who runs for ``hook_name``: its pre and post callbacks, and the instances' hooks
-    bound to it, split into foreground and backgrounded ones."""
-    foreground: list[Callee] = []
-    background: list[Backgrounded] = []
-    for instance in instances.values():
-        hook = instance.obj.callbacks.get(hook_name)
-        if hook is None:
-            continue
-        if hook.bg or instance.config.background:
-            background.append((instance, hook))
-        else:
-            foreground.append(hook.callee)
-    stages = (
-        tuple(pre.get(hook_name, {}).values()),
-        tuple(foreground),
-        tuple(post.get(hook_name, {}).values()),
-    )
-    aio = any(callee.is_async for stage in stages for callee in stage)
-    return Plan(stages[0], stages[1], tuple(background), stages[2], aio)
-
-
-EMPTY_PLAN: Final = Plan((), (), (), ())
-"""The plan of every name nothing is bound to: shared, never cached (issue #11)."""
-MAX_UNBOUND_NAMED: Final = 100
-"""Event names that nothing binds logged (once each); past it one line says no more are."""
-MAX_CACHED_PLANS: Final = 10_000
-"""Default of ``max_cached_plans``: plans kept, the least recently used dropped first."""
-
-
 class Phase(enum.Enum):
-    """Where the loop is in its life, and so what it accepts."""
+    """Where the event thread is in its life, and so what it accepts."""
 
     NEW = "new"
     """Made, not started: nothing is accepted."""
@@ -125,7 +77,7 @@ _EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
 _STOP_PHASES: Final = frozenset({Phase.STOPPING, Phase.DRAINING, Phase.ABANDONING})
 _STOP: Final = object()
 MAX_HOOK_COUNTERS: Final = 256
-"""Event names counted one by one in :meth:`EventLoop.hook_counters`; events of names
+"""Event names counted one by one in :meth:`EventThread.hook_counters`; events of names
 beyond these (a client may invent any number) are counted under :data:`OTHER_HOOKS`."""
 OTHER_HOOKS: Final = "(other)"
 
@@ -139,7 +91,7 @@ class _Call:
         self.func = func
 
 
-class EventLoop:
+class EventThread:
     """The queue and the one thread that runs its events, in the order they were accepted.
 
     ``planner`` works out a :class:`Plan` for an event name (cached here until
@@ -172,13 +124,13 @@ class EventLoop:
         self._started_at: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
-        self._unbound_named: set[str] = set()  # names warned about, at most MAX_UNBOUND_NAMED
-        self.journal: Journaling | None = None
-        """Set by ``start()`` with a journal: fires commit first, ended events are marked."""
+        # Given by run() with a journal: fires commit first, ended events are marked.
+        self._journal: Journaling | None = None
+        self._unbound = UnboundNames()  # names nothing binds, logged once each
 
     @property
     def phase(self) -> Phase:
-        """The loop's phase now."""
+        """The phase now."""
         return self._phase
 
     # -- admission ------------------------------------------------------------------------
@@ -210,7 +162,7 @@ class EventLoop:
             # _hook()'s cache hit inline, as is _counts_of()'s below: once per event
             (self._by_hook.get(hook_name) or self._hook(hook_name))[0] += 1
             task = Task(str(self._accepted), hook_name, kwargs, self._runners)
-            if self.journal is None:
+            if self._journal is None:
                 self._queue.put(task)
                 return task
         self._journaled([task], [(hook_name, kwargs)])
@@ -233,7 +185,7 @@ class EventLoop:
                 self._hook(hook_name)[0] += 1
                 tasks.append(Task(str(first + i), hook_name, kwargs, runners))
             self._accepted += len(tasks)
-            if self.journal is None:
+            if self._journal is None:
                 for task in tasks:
                     self._queue.put(task)
                 return tasks
@@ -246,13 +198,13 @@ class EventLoop:
 
         A failed commit fails the events (counted failed) and raises to the caller.
         """
-        assert self.journal is not None
+        assert self._journal is not None
         try:
             if len(tasks) == 1:
-                tasks[0].seq = self.journal.append(tasks[0].tid, *specs[0])
+                tasks[0].seq = self._journal.append(tasks[0].tid, *specs[0])
             else:
                 rows = [(task.tid, *spec) for task, spec in zip(tasks, specs, strict=True)]
-                for task, seq in zip(tasks, self.journal.append_many(rows), strict=True):
+                for task, seq in zip(tasks, self._journal.append_many(rows), strict=True):
                     task.seq = seq
         except BaseException as exc:
             with self._lock:
@@ -367,6 +319,10 @@ class EventLoop:
         """How many plans are cached now."""
         return len(self._plans)
 
+    def cached_plan_names(self) -> list[str]:
+        """The event names whose plans are cached now, least recently used first."""
+        return list(self._plans)
+
     # -- transitions ----------------------------------------------------------------------
 
     def _move(self, to: Phase) -> None:
@@ -389,11 +345,14 @@ class EventLoop:
         self,
         events: EventRunner,
         submit: Submit,
+        journal: Journaling | None = None,
         first: tuple[Sequence[EventSpec], Sequence[int]] = ((), ()),
     ) -> None:
         """STARTING → RUNNING: start the event thread on ``events``; hooks to background go
-        to ``submit``. ``first``: journaled events (specs, seqs) to run before any other."""
-        self._events, self._submit = events, submit
+        to ``submit``. With a ``journal``, fires commit to it before they are queued and
+        ended events are marked in it; ``first``: journaled events (specs, seqs) to run
+        before any other."""
+        self._events, self._submit, self._journal = events, submit, journal
         for (tid, hook_name, kwargs), seq in zip(*first, strict=True):
             task = Task(tid, hook_name, kwargs, self._runners)
             task.seq = seq
@@ -408,7 +367,7 @@ class EventLoop:
         self._started_at = time.monotonic()
 
     def begin_stop(self, timeout: float | None) -> bool:
-        """RUNNING → STOPPING: True for the caller that is to stop the loop.
+        """RUNNING → STOPPING: True for the caller that is to stop the thread.
 
         False when there is nothing to stop; a second caller while a stop runs waits
         (up to ``timeout``) for it to end, then gets False. A thread that runs events
@@ -524,7 +483,9 @@ class EventLoop:
             plans = self._plans  # the cache hit inline: this runs once per event
             plan = plans.get(hook_name)
             if plan is None:
-                plan = self._new_plan(plans, hook_name)
+                plan = new_plan(
+                    self._planner, plans, hook_name, self.max_cached_plans, self._unbound.warn
+                )
             else:
                 plans.move_to_end(hook_name)
             stage = events.stage_async if plan.aio else events.stage
@@ -554,8 +515,8 @@ class EventLoop:
             self._done += 1
             (self._by_hook.get(hook_name) or self._by_hook[OTHER_HOOKS])[1] += 1
             task.set_result(result)
-        if task.seq is not None and self.journal is not None:
-            self.journal.ended(task.seq, work_ids)
+        if task.seq is not None and self._journal is not None:
+            self._journal.ended(task.seq, work_ids)
 
     def _run_call(self, call: _Call) -> None:
         try:
@@ -565,7 +526,8 @@ class EventLoop:
             self._report_failure((type(exc), exc, exc.__traceback__))
 
     def _unwatched_failure(self, task: Task, exc: BaseException) -> None:
-        """Promise 4: an event failed and no one waits on it: report it (logged by default).
+        """An event failed and no one waits on it: report it (logged by default), so that
+        no accepted event fails unseen.
 
         Logged once, when it fails; a waiter that comes later still gets the exception.
         """
@@ -573,45 +535,11 @@ class EventLoop:
         annotate(exc, note)
         self._report_failure((type(exc), exc, exc.__traceback__))
 
-    def _new_plan(self, plans: OrderedDict[str, Plan], hook_name: str) -> Plan:
-        """``hook_name``'s plan on a cache miss, kept in ``plans`` (least recently used
-        dropped beyond the cap) until a binding changes; the shared :data:`EMPTY_PLAN`,
-        uncached, if nothing is bound. ``plans`` is the cache taken before the miss: a
-        binding changed meanwhile drops it, and this plan with it."""
-        plan = self._planner(hook_name)
-        if not (plan.pre or plan.foreground or plan.background or plan.post):
-            self._warn_unbound(hook_name)
-            return EMPTY_PLAN
-        plans[hook_name] = plan
-        if len(plans) > self.max_cached_plans:
-            plans.popitem(last=False)
-        return plan
 
-
-    def _warn_unbound(self, hook_name: str) -> None:
-        """Log, once per name, an event that nothing binds: most often a typo in a fire or
-        a plugin left out of the config, which would otherwise run nothing in silence."""
-        named = self._unbound_named
-        if hook_name in named or len(named) > MAX_UNBOUND_NAMED:
-            return
-        named.add(hook_name)
-        if len(named) > MAX_UNBOUND_NAMED:
-            logger.warning(
-                "rigger_mp: more than %d event names that nothing binds; no more are logged",
-                MAX_UNBOUND_NAMED,
-            )
-            return
-        logger.warning(
-            "rigger_mp: no plugin or callback binds %r: its events run nothing "
-            "(a typo in the name, or a plugin with no instance in the config?)",
-            hook_name,
-        )
-
-
-def call_and_wait(loop: EventLoop, func: Callable[[], None]) -> None:
-    """Run ``func`` on ``loop``'s event thread after what is queued now, and wait for it;
+def call_and_wait(events: EventThread, func: Callable[[], None]) -> None:
+    """Run ``func`` on the event thread after what is queued now, and wait for it;
     in this thread when there is no event thread or this is one."""
-    if not loop.events_running() or loop.on_event_thread():
+    if not events.events_running() or events.on_event_thread():
         func()
         return
     done = threading.Event()
@@ -622,5 +550,5 @@ def call_and_wait(loop: EventLoop, func: Callable[[], None]) -> None:
         finally:
             done.set()
 
-    loop.call_soon(job)
+    events.call_soon(job)
     done.wait()

@@ -1,4 +1,7 @@
-"""Merging namespace updates: the one rule every stage of every event uses."""
+"""Merging namespace updates: the one rule every stage of every event uses.
+
+The main process, the pool side and compat merge with it alike, so it belongs to no role.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,114 @@
+"""Plans: who runs for an event name, stage by stage, worked out once and cached.
+
+The event thread asks its planner (the Rigger's bindings of now) on a cache miss and
+keeps the plan until a binding changes; names nothing is bound to share one empty plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Final, NamedTuple
+
+from .calling import Callee
+from .plugin import PluginHook, PluginInstance
+
+logger = logging.getLogger("rigger_mp")
+
+Backgrounded = tuple[PluginInstance, PluginHook]
+
+
+class Plan(NamedTuple):
+    """The callables one event name runs, stage by stage."""
+
+    pre: tuple[Callee, ...]
+    foreground: tuple[Callee, ...]
+    background: tuple[Backgrounded, ...]
+    post: tuple[Callee, ...]
+    aio: bool = False
+    """Some callable of a stage is ``async def`` (worked out once, not per event)."""
+
+
+def make_plan(
+    instances: Mapping[str, PluginInstance],
+    pre: Mapping[str, Mapping[str, Callee]],
+    post: Mapping[str, Mapping[str, Callee]],
+    hook_name: str,
+) -> Plan:
+    """Who runs for ``hook_name``: its pre and post callbacks, and the instances' hooks
+    bound to it, split into foreground and backgrounded ones."""
+    foreground: list[Callee] = []
+    background: list[Backgrounded] = []
+    for instance in instances.values():
+        hook = instance.obj.callbacks.get(hook_name)
+        if hook is None:
+            continue
+        if hook.bg or instance.config.background:
+            background.append((instance, hook))
+        else:
+            foreground.append(hook.callee)
+    stages = (
+        tuple(pre.get(hook_name, {}).values()),
+        tuple(foreground),
+        tuple(post.get(hook_name, {}).values()),
+    )
+    aio = any(callee.is_async for stage in stages for callee in stage)
+    return Plan(stages[0], stages[1], tuple(background), stages[2], aio)
+
+
+EMPTY_PLAN: Final = Plan((), (), (), ())
+"""The plan of every name nothing is bound to: shared, never cached, so that clients
+firing names no one listens to cannot fill the plan cache."""
+MAX_UNBOUND_NAMED: Final = 100
+"""Event names that nothing binds logged (once each); past it one line says no more are."""
+MAX_CACHED_PLANS: Final = 10_000
+"""Default of ``max_cached_plans``: plans kept, the least recently used dropped first."""
+
+
+def new_plan(
+    planner: Callable[[str], Plan],
+    plans: OrderedDict[str, Plan],
+    hook_name: str,
+    cap: int,
+    unbound: Callable[[str], None],
+) -> Plan:
+    """``hook_name``'s plan on a cache miss, kept in ``plans`` (least recently used
+    dropped beyond ``cap``) until a binding changes; the shared :data:`EMPTY_PLAN`,
+    uncached, if nothing is bound (``unbound`` is told the name). ``plans`` is the cache
+    taken before the miss: a binding changed meanwhile drops it, and this plan with it."""
+    plan = planner(hook_name)
+    if not (plan.pre or plan.foreground or plan.background or plan.post):
+        unbound(hook_name)
+        return EMPTY_PLAN
+    plans[hook_name] = plan
+    if len(plans) > cap:
+        plans.popitem(last=False)
+    return plan
+
+
+class UnboundNames:
+    """Logs, once per name, an event that nothing binds: most often a typo in a fire or
+    a plugin left out of the config, which would otherwise run nothing in silence. At
+    most :data:`MAX_UNBOUND_NAMED` names are kept (a client may invent any number)."""
+
+    def __init__(self) -> None:
+        self._named: set[str] = set()
+
+    def warn(self, hook_name: str) -> None:
+        """Log ``hook_name`` unless it was logged already or the cap was reached."""
+        named = self._named
+        if hook_name in named or len(named) > MAX_UNBOUND_NAMED:
+            return
+        named.add(hook_name)
+        if len(named) > MAX_UNBOUND_NAMED:
+            logger.warning(
+                "rigger_mp: more than %d event names that nothing binds; no more are logged",
+                MAX_UNBOUND_NAMED,
+            )
+            return
+        logger.warning(
+            "rigger_mp: no plugin or callback binds %r: its events run nothing "
+            "(a typo in the name, or a plugin with no instance in the config?)",
+            hook_name,
+        )
