@@ -20,10 +20,10 @@ a subclass of it that changes how the intake's batches are accepted.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import printable
 from ..errors import describe_error
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .port import EventSpec
     from .task import Task
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 
 class Host(Protocol):

@@ -6,15 +6,15 @@ keeps the plan until a binding changes; names nothing is bound to share one empt
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Final, NamedTuple
 
+from .. import printable
 from .calling import Callee
 from .plugin import PluginHook, PluginInstance
 
-logger = logging.getLogger("rigger_mp")
+logger = printable.logger("rigger_mp")
 
 Backgrounded = tuple[PluginInstance, PluginHook]
 
