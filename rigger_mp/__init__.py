@@ -76,7 +76,7 @@ Data flow in the main process (core.event_thread, core.event_runner, core.plans)
 
 What ``start()`` wires together (core.rigger), each part given what it uses::
 
-    Journaling.open(config, call_soon) ──────────────┬──────────────────────────┐
+    Journaling.open(config) ─────────────────────────┬──────────────────────────┐
          │ (core.journaling; None without a journal) │ settled                  │ received,
          ▼                                           ▼                          │ undelivered
     EventThread.run(runner, submit, journal)    Background.start(port, ...,     │

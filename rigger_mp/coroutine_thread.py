@@ -98,7 +98,15 @@ class CoroutineThread:
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
         try:
-            loop.run_forever()
+            while True:
+                try:
+                    loop.run_forever()
+                    break  # stop() stopped it
+                except (SystemExit, KeyboardInterrupt):
+                    # A coroutine raised it: asyncio re-raises it out of the loop, which
+                    # would end this thread and leave every waiter waiting for ever; the
+                    # task that raised it holds it as its outcome, so run on.
+                    continue
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()

@@ -118,13 +118,20 @@ def open_file(
 
 
 def _open_in(parent: int, name: str, flags: int, mode: int, shown: Path) -> int:
+    # Non-blocking first: opened blocking, a FIFO planted there waits for ever for a peer.
+    nofollow = flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=parent)
+        fd = os.open(name, nofollow, mode, dir_fd=parent)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafePath(f"{shown} is a symbolic link; not followed") from None
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader, opened for writing
+            raise UnsafePath(f"{shown} is not a regular file") from None
         raise
-    return _regular(fd, shown)
+    fd = _regular(fd, shown)
+    if not flags & os.O_NONBLOCK:
+        os.set_blocking(fd, True)
+    return fd
 
 
 def _regular(fd: int, shown: str | os.PathLike[str]) -> int:
@@ -142,6 +149,8 @@ def open_no_follow(path: str | os.PathLike[str], flags: int, mode: int = 0o600) 
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafePath(f"{os.fspath(path)} is a symbolic link; not followed") from None
+        if exc.errno == errno.ENXIO:  # a FIFO with no reader, opened for writing
+            raise UnsafePath(f"{os.fspath(path)} is not a regular file") from None
         raise
     fd = _regular(fd, path)
     os.set_blocking(fd, True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from rigger_mp import RiggerBasePlugin
 
@@ -22,7 +23,8 @@ def _append(path: str, line: str) -> None:
 
 
 class Counted(RiggerBasePlugin):
-    """``ev(k)``: appends ``<tag> <k> <attempt>``; ``poison`` SIGKILLs its own process.
+    """``ev(k)``: appends ``<tag> <k> <attempt> <end>`` (``end``: ``time.monotonic()`` as the
+    hook ends, the same clock in every process); ``poison`` SIGKILLs its own process.
 
     Config: ``path``; ``tag`` (default ``fg``); ``kill_after_replays``: SIGKILL the process
     when this many replayed events have run in it (a crash during the replay).
@@ -34,7 +36,8 @@ class Counted(RiggerBasePlugin):
         self.register_plugin_hook("poison", self.poison)
 
     def ev(self, k: int, rigger_replay: bool = False, rigger_attempt: int = 1) -> None:
-        _append(self.data["path"], f"{self.data.get('tag', 'fg')} {k} {rigger_attempt}")
+        tag = self.data.get("tag", "fg")
+        _append(self.data["path"], f"{tag} {k} {rigger_attempt} {time.monotonic():.6f}")
         if rigger_replay:
             self.replays += 1
             if self.replays == self.data.get("kill_after_replays"):

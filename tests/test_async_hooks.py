@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +16,8 @@ import pytest
 from rigger_mp import PluginError, Rigger, RiggerBasePlugin
 from rigger_mp.coroutine_thread import THREAD_NAME
 from rigger_mp.journal import JournalStore
+from rigger_mp.pool.interface import Failure
+from rigger_mp.pool.io_lane import IoLane
 
 WAIT = 30.0
 
@@ -392,3 +396,129 @@ def test_the_lane_never_has_more_than_io_concurrency_hooks_in_flight() -> None:
         server.close()
     assert server.served == 20
     assert server.most == 4  # reached, and never passed
+
+
+def test_systemexit_in_an_async_hook_fails_its_event_and_the_next_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Exits(RiggerBasePlugin):
+        def plugin_initialize(self) -> None:
+            self.register_plugin_hook("go", self.go)
+            self.register_plugin_hook("upload", self.upload, bg="io")
+
+        async def go(self) -> None:
+            raise SystemExit("hook exits")
+
+        async def upload(self) -> None:
+            raise KeyboardInterrupt
+
+    rigger = Rigger({"plugins": {"e": {"plugin": "exits"}, "p": {"plugin": "plain"}}})
+    rigger.register_plugin(Exits, "exits")
+    rigger.register_plugin(Plain, "plain")
+    with rigger:
+        exc = rigger.fire_hook("go").exception(WAIT)
+        assert isinstance(exc, RuntimeError) and isinstance(exc.__cause__, SystemExit)
+        assert str(exc).endswith("Exits.go) raised SystemExit: hook exits")
+        rigger.fire_hook("upload").result(WAIT)
+        assert rigger.wait_background(WAIT)
+        assert rigger.stats()["background"]["failed"] == 1
+        assert isinstance(rigger.fire_hook("go").exception(WAIT), Exception)  # still runs
+    assert "failed (the main process):" in caplog.text and "KeyboardInterrupt" in caplog.text
+
+
+def test_check_configured_keeps_an_async_hook_async() -> None:
+    class Conf(RiggerBasePlugin):
+        def plugin_initialize(self) -> None:
+            self.register_plugin_hook("go", self.go)
+            self.register_plugin_hook("upload", self.upload, bg="io")  # refused if not async
+
+        @RiggerBasePlugin.check_configured
+        async def go(self, item: str) -> tuple[None, dict[str, Any]]:
+            await asyncio.sleep(0)
+            return None, {"went": [item]}
+
+        @RiggerBasePlugin.check_configured
+        async def upload(self, item: str) -> tuple[None, dict[str, Any]]:
+            await asyncio.sleep(0)
+            return None, {"uploaded": [item]}
+
+    rigger = Rigger({"plugins": {"c": {"plugin": "conf"}}})
+    rigger.register_plugin(Conf, "conf")
+    with rigger:
+        for item in ("before", "after"):
+            if item == "after":
+                assert rigger.wait_background(WAIT)  # the lane hook ran unconfigured
+                rigger.configure_plugin("c")
+            rigger.fire_hook("go", item=item).result(WAIT)
+            rigger.fire_hook("upload", item=item).result(WAIT)
+        assert rigger.wait_background(WAIT)
+        assert rigger.stats()["background"]["failed"] == 0
+    assert rigger.global_data["went"] == ["after"]
+    assert rigger.global_data["uploaded"] == ["after"]
+
+
+class LateCallbacks:
+    """A coroutine thread as the real one may behave: a coroutine's future is already done
+    when ``submit`` returns, its done callback not yet called (the loop's thread is about
+    to call it)."""
+
+    def __init__(self) -> None:
+        self.later: list[Callable[[], None]] = []
+
+    def submit(
+        self, coroutine: Coroutine[Any, Any, Any], done: Callable[[Future[Any]], None]
+    ) -> Future[Any]:
+        coroutine.close()
+        future: Future[Any] = Future()
+        future.set_result(None)
+        self.later.append(lambda: done(future))
+        return future
+
+
+class Reports:
+    """A ResultSink that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, list[int], int]] = []
+
+    def completed(
+        self,
+        count: int,
+        updates: list[Mapping[str, Any]],
+        failures: list[Failure],
+        ids: Sequence[int] = (),
+    ) -> None:
+        self.reports.append((count, list(ids), len(failures)))
+
+    def fire(self, hook_name: str, kwargs: dict[str, Any]) -> None:
+        raise AssertionError("not expected")
+
+
+def test_a_lane_hook_that_ends_as_stop_begins_is_reported_not_lost() -> None:
+    coroutines = LateCallbacks()
+    lane = IoLane({}, coroutines, concurrency=2, timeout=WAIT)  # type: ignore[arg-type]
+    sink = Reports()
+    lane.start(sink)
+    lane.submit([(1, "i", "upload", pickle.dumps({}))])
+    # It had ended, so stop() does not hand it back as abandoned: its end is reported.
+    assert lane.stop(abandon=True, timeout=0) == []
+    for call in coroutines.later:
+        call()
+    assert sink.reports == [(1, [1], 0)]
+
+
+def test_background_io_with_a_plain_hook_gives_advice_that_works() -> None:
+    class Mixed(RiggerBasePlugin):
+        def plugin_initialize(self) -> None:
+            self.register_plugin_hook("go", self.go, bg=False)  # bg=False is the default
+
+        def go(self) -> None:
+            pass
+
+    rigger = Rigger({"plugins": {"m": {"plugin": "mixed", "background": "io"}}})
+    rigger.register_plugin(Mixed, "mixed")
+    with pytest.raises(PluginError, match="has background: io") as info:
+        rigger.start()
+    # bg=False does not take a hook out of its instance's background: not advised.
+    assert "bg=False" not in str(info.value)
+    assert "bg='io'" in str(info.value)

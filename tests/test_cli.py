@@ -628,3 +628,20 @@ def test_fire_of_an_event_nothing_binds_warns_with_the_name_meant(served_default
     )
     done = served_default.cmd("fire", "start_test", "test_name=x", "test_location=t")
     assert done.returncode == 0 and done.stderr == "", done
+
+
+def test_a_fire_that_was_accepted_succeeds_even_if_asking_what_is_bound_fails() -> None:
+    """The warning's stats() comes after the accepted fire: its failure must not make
+    `rigger-mp fire` fail (a script would retry and fire the event twice)."""
+    from rigger_mp.cli.commands import _bound_events
+
+    class Flaky:
+        def stats(self) -> dict[str, object]:
+            raise ConnectionResetError("server went away")
+
+    class Old:
+        def stats(self) -> dict[str, object]:
+            return {"events": {}}  # a dispatcher that does not say what it binds
+
+    assert _bound_events(Flaky()) is None
+    assert _bound_events(Old()) is None

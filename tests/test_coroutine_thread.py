@@ -111,3 +111,29 @@ def test_stop_cancels_what_still_runs() -> None:
     assert runner.stop(30)
     assert cancelled.is_set()
     assert loop_threads() == []
+
+
+@pytest.mark.parametrize("escape", [SystemExit, KeyboardInterrupt])
+def test_a_coroutine_that_raises_systemexit_does_not_end_the_loop(
+    escape: type[BaseException],
+) -> None:
+    runner = CoroutineThread()
+
+    async def exits() -> None:
+        raise escape("from a hook")
+
+    async def fine() -> int:
+        await asyncio.sleep(0)
+        return 1
+
+    try:
+        # The whole call comes back: before, the loop's thread died with the exception
+        # and this future was never set.
+        outcome, second = runner.start_all([exits(), fine()]).result(30)
+        assert second == 1
+        assert isinstance(outcome, escape) and str(outcome) == "from a hook"
+        assert isinstance(runner.submit(exits(), lambda _: None).exception(30), escape)
+        assert runner.run_all([fine()]) == [1]  # the loop still runs
+        assert [t.name for t in loop_threads()] == [THREAD_NAME]
+    finally:
+        assert runner.stop(10)

@@ -11,6 +11,7 @@ import pytest
 
 from rigger_mp.cli.commands import main
 from rigger_mp.journal import JournalStore, encode
+from tests._runs import died_running
 
 
 class Outcome(enum.Enum):
@@ -24,6 +25,11 @@ def journal_with_events(path: Path) -> None:
     store = JournalStore.open(path)
     try:
         store.commit([("1", "start_test", *encode("start_test", {"test_name": "old"}))])
+    finally:
+        store.close()
+    died_running(path, 1)  # its one run did not finish
+    store = JournalStore.open(path)
+    try:
         store.claim_replay(max_attempts=1)
         store.commit(
             [
@@ -52,17 +58,20 @@ def test_list_shows_pending_and_dead(tmp_path: Path, capsys: pytest.CaptureFixtu
     journal_with_events(path)
     events = run_json(capsys, "list", "-j", str(path))["events"]
     assert [(e["state"], e["tid"], e["hook"], e["attempts"]) for e in events] == [
-        ("pending", "tcp1-1", "start_test", 1),
-        ("pending", "2", "finish_test", 1),
+        ("pending", "tcp1-1", "start_test", 0),
+        ("pending", "2", "finish_test", 0),
         ("dead", "1", "start_test", 1),
     ]
     assert all(e["age_seconds"] >= 0 for e in events)
-    assert "journal_max_attempts (1)" in events[2]["reason"]
+    last_error = "the dispatcher died or stopped during each of its 1 run(s)"
+    assert events[2]["last_error"].startswith(last_error)
+    assert "last_error" not in events[0]
     status, out, _ = run(capsys, "list", "-j", str(path))
     assert status == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["state", "seq", "tid", "hook", "age", "attempts"]
+    assert lines[0].split() == ["state", "seq", "tid", "hook", "age", "attempts", "last", "error"]
     assert lines[1].split()[:3] == ["pending", "2", "tcp1-1"] and "3 event(s)" in lines[-1]
+    assert lines[3].split()[:3] == ["dead", "1", "1"] and last_error in lines[3]
 
 
 def test_show_prints_json_data_and_pickles_only_when_asked(
@@ -96,21 +105,46 @@ def test_retry_and_purge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     journal_with_events(path)
     assert run_json(capsys, "retry", "1", "-j", str(path)) == {"retried": ["1"]}
     store = JournalStore.open(path)
-    run_, dead = store.claim_replay(max_attempts=1)  # the retried one runs first, attempt 1
+    run_, dead = store.claim_replay(max_attempts=1)  # the retried one runs first, attempts reset
     store.close()
-    assert [(e.tid, e.attempts) for e in run_] == [("1", 1)]
-    assert [e.tid for e in dead] == ["tcp1-1", "2"]
+    assert [(e.tid, e.attempts) for e in run_] == [("1", 0), ("tcp1-1", 0), ("2", 0)]
+    assert dead == []
+    died_running(path, 1, 2, 3)  # each of the three started once and did not finish
+    store = JournalStore.open(path)
+    assert [e.tid for e in store.claim_replay(max_attempts=1)[1]] == ["1", "tcp1-1", "2"]
+    store.close()
     assert run_json(capsys, "retry", "--all-dead", "-j", str(path)) == {
-        "retried": ["tcp1-1", "2"]
+        "retried": ["1", "tcp1-1", "2"]
     }
+    died_running(path, 2, 3)
     store = JournalStore.open(path)
     store.claim_replay(max_attempts=1)
-    store.claim_replay(max_attempts=1)
     store.close()
-    assert run_json(capsys, "purge", "--dead", "-j", str(path)) == {"purged": 3}
-    assert run_json(capsys, "list", "-j", str(path))["events"] == []
+    assert run_json(capsys, "purge", "--dead", "-j", str(path)) == {"purged": 2}
+    assert [e["tid"] for e in run_json(capsys, "list", "-j", str(path))["events"]] == ["1"]
     status, _, err = run(capsys, "retry", "9", "-j", str(path))
     assert status == 1 and "no dead event with tid 9" in err
+
+
+def test_purge_by_tid_deletes_pending_and_dead_events(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "j.db"
+    journal_with_events(path)
+    status, _, err = run(capsys, "purge", "2", "nope", "-j", str(path))
+    assert status == 1 and "no event with tid nope" in err  # all or nothing
+    assert len(run_json(capsys, "list", "-j", str(path))["events"]) == 3
+    purged = run_json(capsys, "purge", "2", "1", "-j", str(path))["purged"]
+    assert [(e["state"], e["tid"]) for e in purged] == [("pending", "2"), ("dead", "1")]
+    assert [e["tid"] for e in run_json(capsys, "list", "-j", str(path))["events"]] == ["tcp1-1"]
+    status, out, _ = run(capsys, "purge", "tcp1-1", "-j", str(path))
+    assert status == 0 and "1 event(s) deleted" in out and "pending tcp1-1 (start_test)" in out
+    store = JournalStore.open(path)
+    try:
+        assert store.counts() == (0, 0)
+        assert list(store.commit([("n", "ev", *encode("ev", {}))])) == [4]  # seqs not reused
+    finally:
+        store.close()
 
 
 def test_refused_while_a_dispatcher_holds_the_journal(
@@ -120,11 +154,13 @@ def test_refused_while_a_dispatcher_holds_the_journal(
     journal_with_events(path)
     holder = JournalStore.open(path)  # what a running dispatcher's main process holds
     try:
-        status, out, err = run(capsys, "list", "-j", str(path))
+        for command in (["list"], ["purge", "tcp1-1"]):
+            status, out, err = run(capsys, *command, "-j", str(path))
+            assert status == 1 and not out
+            assert f"journal {path} is in use by another dispatcher" in err
     finally:
         holder.close()
-    assert status == 1 and not out
-    assert f"journal {path} is in use by another dispatcher" in err
+    assert len(run_json(capsys, "list", "-j", str(path))["events"]) == 3  # nothing purged
 
 
 def test_a_missing_or_corrupt_journal_is_named(
@@ -145,7 +181,7 @@ def test_every_journal_command_has_help(command: str, capsys: pytest.CaptureFixt
     assert f"rigger-mp journal {command}" in capsys.readouterr().out
 
 
-def test_purge_needs_dead_and_retry_needs_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
+def test_purge_and_retry_need_a_choice(capsys: pytest.CaptureFixture[str]) -> None:
     for args in (["purge", "-j", "x.db"], ["retry", "-j", "x.db"]):
         with pytest.raises(SystemExit) as exit_info:
             main(["journal", *args])

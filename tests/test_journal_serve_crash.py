@@ -1,11 +1,12 @@
 """Issue #13 end to end: a ``rigger-mp serve`` with a journal, SIGKILLed, started again.
 
-Four clients fire 5,000 events each with ``fire_many`` (in chunks: a chunk whose replies
-all came back is what the client heard ``ok`` for); the serve process (the main one) is
+Clients fire 5,000 events each with ``fire_many`` (in chunks: a chunk whose replies all
+came back is what the client heard ``ok`` for); the serve process (the main one) is
 SIGKILLed mid-burst; a second serve on the same journal replays. Every event heard ``ok``
-must reach the hook at least once (the hook appends a line per run to a file), and the
-runs beyond one are no more than the events pending in the journal at the kill: those
-accepted and not done, the only ones that may run twice.
+must reach the hook at least once (the hook appends a line per run to a file). Only an
+event running at the kill runs twice: the run map says which events had finished, their
+done marks not yet committed, and those are not run again. The done marks themselves are
+committed within DONE_LINGER of the event's end, plus the commits that hold the file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from typing import Any
 import yaml
 
 from rigger_mp.client import RiggerClient
-from rigger_mp.journal import JournalStore
+from rigger_mp.journal import Entry, JournalStore
+from rigger_mp.journal.committer import DONE_LINGER
 from tests.conftest import assert_processes_gone
 from tests.test_cli import Served, env, rigger_mp
 
@@ -68,8 +71,9 @@ def serve_until_killed(tmp_path: Path, config: Path) -> None:
     assert proc.wait(timeout=60) == -signal.SIGKILL
 
 
-def burst_and_kill(served: Served) -> set[int]:
-    """Fire from 4 clients; SIGKILL serve once KILL_AFTER were heard; the keys heard ok."""
+def burst_and_kill(served: Served, clients: int = CLIENTS, before_kill: Any = None) -> set[int]:
+    """Fire from ``clients`` clients; SIGKILL serve once KILL_AFTER were heard; the keys
+    heard ok. ``before_kill()`` runs just before the signal."""
     heard: set[int] = set()
     lock = threading.Condition()
 
@@ -87,22 +91,26 @@ def burst_and_kill(served: Served) -> set[int]:
         finally:
             rc.close()
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
     for thread in threads:
         thread.start()
+    kill_after = KILL_AFTER * clients // CLIENTS
     with lock:
-        lock.wait_for(lambda: len(heard) >= KILL_AFTER or not any(t.is_alive() for t in threads))
+        lock.wait_for(lambda: len(heard) >= kill_after or not any(t.is_alive() for t in threads))
+    if before_kill is not None:
+        before_kill()
     served.proc.send_signal(signal.SIGKILL)
     for thread in threads:
         thread.join()
     served.proc.communicate()
     assert_processes_gone(served.children)
     with lock:
-        assert len(heard) < CLIENTS * EVENTS, "the burst ended before the kill"
+        assert len(heard) < clients * EVENTS, "the burst ended before the kill"
         return set(heard)
 
 
 def pending_count(tmp_path: Path) -> int:
+    """Events pending once the run map of the dead dispatcher is counted (an owner open)."""
     store = JournalStore.open(tmp_path / "j.db")
     try:
         return store.counts()[0]
@@ -110,10 +118,24 @@ def pending_count(tmp_path: Path) -> int:
         store.close()
 
 
-def runs(tmp_path: Path, tag: str = "fg") -> Counter[int]:
+def pending_at_kill(tmp_path: Path) -> list[Entry]:
+    """The rows as the dead dispatcher left them (a non-owner open counts no run map)."""
+    store = JournalStore.open(tmp_path / "j.db", owner=False)
+    try:
+        return store.pending()
+    finally:
+        store.close()
+
+
+def run_lines(tmp_path: Path, tag: str = "fg") -> list[list[str]]:
+    """The hook's lines, split: tag, k, attempt (and when an ``ev`` ended)."""
     path = tmp_path / "runs"
     lines = path.read_text().splitlines() if path.exists() else []
-    return Counter(int(line.split()[1]) for line in lines if line.split()[0] == tag)
+    return [line.split() for line in lines if line.split()[0] == tag]
+
+
+def runs(tmp_path: Path, tag: str = "fg") -> Counter[int]:
+    return Counter(int(fields[1]) for fields in run_lines(tmp_path, tag))
 
 
 def restart_and_finish(tmp_path: Path, config: Path) -> dict[str, Any]:
@@ -132,23 +154,25 @@ def restart_and_finish(tmp_path: Path, config: Path) -> dict[str, Any]:
     return stats
 
 
-def check(tmp_path: Path, heard: set[int], in_flight: int, tag: str = "fg") -> None:
+def check(tmp_path: Path, heard: set[int], running: int, tag: str = "fg") -> None:
+    """Every event heard ok ran; at most ``running`` started twice (those running at a
+    kill), and each saw ``rigger_attempt`` 2 when it did, every other replayed event 1."""
     seen = runs(tmp_path, tag)
     missing = heard - set(seen)
     assert not missing, f"{len(missing)} event(s) acked and never run, e.g. {sorted(missing)[:5]}"
-    extra = sum(n - 1 for k, n in seen.items() if k >= 0)
-    assert extra <= in_flight, (extra, in_flight)
+    twice = {k for k, n in seen.items() if k >= 0 and n > 1}
+    assert all(seen[k] == 2 for k in twice), twice
+    # Those that started again (one that was killed before this hook ran is among them).
+    again = {int(f[1]) for f in run_lines(tmp_path, tag) if f[2] == "2"}
+    assert twice <= again and len(again) <= running, (twice, again, running)
 
 
 def test_sigkill_mid_burst_loses_no_acked_event(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     heard = burst_and_kill(serve(tmp_path, config))
-    in_flight = pending_count(tmp_path)
-    assert in_flight > 0  # the kill found work queued: the replay has something to do
+    assert pending_count(tmp_path) > 0  # the kill found work queued: the replay has some
     stats = restart_and_finish(tmp_path, config)
-    check(tmp_path, heard, in_flight)
-    replayed = [line for line in (tmp_path / "runs").read_text().splitlines() if line[-2:] == " 2"]
-    assert len(replayed) == in_flight  # each replayed event saw rigger_attempt == 2
+    check(tmp_path, heard, running=1)  # the one running at the kill, if one was
     assert stats["journal"]["pending"] >= 0 and stats["server"]["process"]["journal"]["commits"]
     assert pending_count(tmp_path) == 0
 
@@ -158,20 +182,58 @@ def test_sigkill_during_the_replay_too(tmp_path: Path) -> None:
     heard = burst_and_kill(serve(tmp_path, config))
     first = pending_count(tmp_path)
     assert first > 10
-    # The second start dies after 10 replayed events: a crash in the middle of the replay.
+    before = len(run_lines(tmp_path))
+    # The second start dies in the 10th replayed event: a crash in the middle of the replay.
     serve_until_killed(tmp_path, write_config(tmp_path, name="dying.yaml", kill_after_replays=10))
-    second = pending_count(tmp_path)
-    assert second <= first
+    replayed = run_lines(tmp_path)[before:]
+    assert len(replayed) == 10 and replayed[-1][2] == "1"  # the 10th had not started before
+    assert pending_count(tmp_path) == first - 9  # the 9 that finished are not pending
     restart_and_finish(tmp_path, config)
-    check(tmp_path, heard, first + second)
-    assert max(int(line.split()[2]) for line in (tmp_path / "runs").read_text().splitlines()) == 3
+    check(tmp_path, heard, running=2)  # one running at each kill
+    assert runs(tmp_path)[int(replayed[-1][1])] == 2
     assert pending_count(tmp_path) == 0
+
+
+def test_done_marks_come_within_done_linger_under_a_16_client_burst(tmp_path: Path) -> None:
+    """From the hooks' own clock: at the kill, no event that had ended more than
+    DONE_LINGER and the commits a done mark may wait behind (the main process's one under
+    way, the server process's holding the file) and its own before it is still pending;
+    after the restart, an event that ran again had ended less than that before the kill,
+    or was running. The commits are the longest each process made in this run."""
+    config = write_config(tmp_path)
+    served = serve(tmp_path, config)
+    longest: list[float] = []
+
+    def before_kill() -> None:
+        client = RiggerClient("127.0.0.1", int(served.port), timeout=30)
+        stats = client.stats()
+        client.close()
+        main, server = stats["journal"], stats["server"]["process"]["journal"]
+        longest.extend((main["max_commit_seconds"], server["max_commit_seconds"]))
+        longest.append(time.monotonic())
+
+    heard = burst_and_kill(served, clients=16, before_kill=before_kill)
+    main_commit, server_commit, killed = longest
+    bound = DONE_LINGER + 2 * main_commit + server_commit
+    ended = {int(fields[1]): float(fields[3]) for fields in run_lines(tmp_path)}
+    pending = pending_at_kill(tmp_path)
+    assert len(pending) > 100  # the kill found a backlog
+    late = [
+        (e.tid, round(killed - ended[k], 3))
+        for e in pending
+        if (k := e.data()["k"]) in ended and killed - ended[k] >= bound
+    ]
+    assert not late, (bound, late[:10])
+    restart_and_finish(tmp_path, config)
+    check(tmp_path, heard, running=1)
+    twice = [k for k, n in runs(tmp_path).items() if n > 1]
+    assert all(killed - ended[k] < bound for k in twice if k in ended), (bound, twice)
 
 
 def test_sigkill_with_backgrounded_hooks_in_flight(tmp_path: Path) -> None:
     config = write_config(tmp_path, background=True)
     heard = burst_and_kill(serve(tmp_path, config))
-    in_flight = pending_count(tmp_path)
+    in_flight = pending_count(tmp_path)  # running, or waiting on its backgrounded hook
     restart_and_finish(tmp_path, config)
     check(tmp_path, heard, in_flight, "fg")
     check(tmp_path, heard, in_flight, "bg")  # an event is done only once its bg hook is

@@ -29,8 +29,10 @@ from rigger_mp.journal import (
     encode_rows,
     replay_locals,
 )
+from rigger_mp.journal.runs import RunMap, runs_path
 from rigger_mp.journal.store import PAGE_SIZE, WAL_AUTOCHECKPOINT, WAL_LIMIT
 from tests._disk import fill
+from tests._runs import died_running
 
 
 class Color(enum.IntEnum):
@@ -58,9 +60,9 @@ def test_appends_come_back_in_order_with_consecutive_seqs(store: JournalStore) -
     assert list(first) == [1, 2] and list(second) == [3]
     pending = store.pending()
     assert [(e.seq, e.tid, e.hook, e.attempts) for e in pending] == [
-        (1, "1", "ev", 1),
-        (2, "2", "ev", 1),
-        (3, "tcp1-1", "start_test", 1),
+        (1, "1", "ev", 0),
+        (2, "2", "ev", 0),
+        (3, "tcp1-1", "start_test", 0),
     ]
     assert pending[2].data() == {"test_name": "t"}
     assert [e.seq for e in store.pending(after=2)] == [3]
@@ -70,7 +72,7 @@ def test_a_group_over_several_statements_keeps_its_order_and_seqs(store: Journal
     """2,500 rows go in as INSERTs of 1,024, 1,024, 256, 128, 64 and 4 rows; each row's seq
     follows the one before, across the statements, above a dead row's seq."""
     store.commit([row("old")])
-    store.claim_replay(max_attempts=1)  # seq 1 dead: the group starts above it
+    store.bury([1], "test")  # seq 1 dead: the group starts above it
     seqs = store.commit([row(f"t{i}", i=i) for i in range(2500)])
     assert list(seqs) == list(range(2, 2502))
     pending = store.pending()
@@ -84,12 +86,35 @@ def test_done_marks_delete_and_a_new_seq_is_above_every_row(store: JournalStore)
     store.commit([row("1"), row("2"), row("3")])
     store.commit([], done=[3, 1])
     assert [e.tid for e in store.pending()] == ["2"]
-    assert list(store.commit([row("4")])) == [3]  # above 2: seqs order replay
+    assert list(store.commit([row("4")])) == [4]  # above 3, deleted: a seq names one event
     assert store.counts() == (2, 0)
-    store.claim_replay(max_attempts=1)  # both dead, with their seqs
-    assert list(store.commit([row("5")])) == [4]  # above the dead too: retry keeps theirs
+    store.bury([2, 4], "test")
+    assert list(store.commit([row("5")])) == [5]  # above the dead too: retry keeps theirs
     store.retry()
-    assert [(e.seq, e.tid) for e in store.pending()] == [(2, "2"), (3, "4"), (4, "5")]
+    assert [(e.seq, e.tid) for e in store.pending()] == [(2, "2"), (4, "4"), (5, "5")]
+
+
+def test_a_seq_is_never_given_twice_in_the_life_of_the_file(tmp_path: Path) -> None:
+    """Whatever deletes the highest rows (done marks, a purge, the dead letters purged),
+    across owner opens, and from the server process's connection too."""
+    path = tmp_path / "j.db"
+    given: list[int] = []
+    for boot in range(3):
+        store = JournalStore.open(path)
+        server = JournalStore.open(path, owner=False, checkpoints=False)
+        try:
+            given += server.commit([row(f"{boot}-a"), row(f"{boot}-b")])
+            store.commit([], done=given[-2:])  # done marks alone, the highest included
+            given += server.commit([row(f"{boot}-c")])
+            store.bury([given[-1]], "test")
+            given += store.commit([row(f"{boot}-d")])
+            assert [e.tid for e in store.purge([f"{boot}-d"])] == [f"{boot}-d"]
+            assert store.purge_dead() == 1
+            assert store.counts() == (0, 0)
+        finally:
+            server.close()
+            store.close()
+    assert given == list(range(1, 13))
 
 
 def test_a_one_event_commit_writes_one_page(tmp_path: Path) -> None:
@@ -173,43 +198,79 @@ def test_data_is_marshalled_when_exact_and_pickled_otherwise() -> None:
     assert isinstance(info.value, TypeError)
 
 
-def test_replay_counts_attempts_and_dead_letters_the_spent(store: JournalStore) -> None:
-    store.commit([row("1"), row("2"), row("3")])
+def test_an_attempt_is_a_run_that_started_and_did_not_finish(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    store = JournalStore.open(path)
+    store.commit([row("1"), row("2"), row("3"), row("4")])
+    store.close()
+    died_running(path, 2, finished=(1,))  # 1 finished (its done mark lost), 2 was running
+    store = JournalStore.open(path)
     run, dead = store.claim_replay(max_attempts=3)
-    assert [(e.tid, e.attempts) for e in run] == [("1", 2), ("2", 2), ("3", 2)] and not dead
+    assert [(e.tid, e.attempts) for e in run] == [("2", 1), ("3", 0), ("4", 0)] and not dead
     locals_ = replay_locals(run[0])
-    assert locals_[REPLAY_KEY] is True and locals_[ATTEMPT_KEY] == 2
-    store.commit([], done=[2])  # event 2 finished on its second run
+    assert locals_[REPLAY_KEY] is True and locals_[ATTEMPT_KEY] == 2  # its second run
+    assert replay_locals(run[1])[ATTEMPT_KEY] == 1  # 3 never started: this is its first
+    store.close()
+    for _ in range(2):  # 2 crashes the dispatcher at each start; 3 and 4 never start
+        died_running(path, 2)
+    store = JournalStore.open(path)
     run, dead = store.claim_replay(max_attempts=3)
-    assert [(e.tid, e.attempts) for e in run] == [("1", 3), ("3", 3)]
-    store.commit([row("4")])  # a new event after the replay
-    run, dead = store.claim_replay(max_attempts=3)
-    assert [(e.tid, e.attempts) for e in run] == [("4", 2)]
-    assert [(e.tid, e.attempts) for e in dead] == [("1", 3), ("3", 3)]
-    assert dead[0].reason is not None and "journal_max_attempts (3)" in dead[0].reason
-    assert [e.tid for e in store.dead()] == ["1", "3"]
-    assert store.counts() == (1, 2)
+    assert [(e.tid, e.attempts) for e in run] == [("3", 0), ("4", 0)]
+    assert [(e.tid, e.attempts) for e in dead] == [("2", 3)]
+    assert dead[0].reason is not None and "journal_max_attempts 3" in dead[0].reason
+    assert [e.tid for e in store.dead()] == ["2"]
+    assert store.counts() == (2, 1)
+    store.close()
+
+
+def test_a_run_map_is_counted_once_and_only_for_its_own_journal(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    store = JournalStore.open(path)
+    store.commit([row("1"), row("2")])
+    store.close()
+    died_running(path, 1)
+    for _ in range(3):  # opens that start no map of their own (rigger-mp journal)
+        store = JournalStore.open(path)
+        assert [e.attempts for e in store.pending()] == [1, 0]
+        store.close()
+    other = JournalStore.open(tmp_path / "other.db")  # a map written for another journal
+    runs = RunMap.start(str(path), other.journal_id, other.generation + 10)
+    runs.started(2)
+    runs.close()
+    other.close()
+    store = JournalStore.open(path)
+    assert [e.attempts for e in store.pending()] == [1, 0]
+    store.close()
+    for damage in (b"", b"garbage"):  # a map cut short, or not a map: not read
+        died_running(path, 2)
+        with open(runs_path(str(path)), "r+b") as file:
+            file.truncate(100)
+            file.write(damage)
+        store = JournalStore.open(path)
+        assert [e.attempts for e in store.pending()] == [1, 0]
+        store.close()
 
 
 def test_retry_moves_dead_back_in_their_order_and_purge_deletes(store: JournalStore) -> None:
     store.commit([row("1"), row("2"), row("3")])
-    store.claim_replay(max_attempts=1)  # all three dead
+    store.bury([1, 2, 3], "test")  # all three dead
     with pytest.raises(JournalError, match="no dead event with tid nope"):
         store.retry(["2", "nope"])
     assert store.counts() == (0, 3)  # all or nothing
     assert [e.tid for e in store.retry(["3"])] == ["3"]
     store.commit([row("4")])
     assert [e.tid for e in store.retry()] == ["1", "2"]
+    store.bury([4], "test")
     run, dead = store.claim_replay(max_attempts=1)
-    assert [(e.tid, e.attempts) for e in run] == [("1", 1), ("2", 1), ("3", 1)]
-    assert [e.tid for e in dead] == ["4"]
+    assert [(e.tid, e.attempts) for e in run] == [("1", 0), ("2", 0), ("3", 0)]
+    assert dead == [] and [e.tid for e in store.dead()] == ["4"]
     assert store.purge_dead() == 1 and store.dead() == []
 
 
 def test_find_lists_pending_and_dead_with_a_tid(store: JournalStore) -> None:
     store.commit([row("7", x=1)])
-    store.claim_replay(max_attempts=1)
-    store.commit([row("7", x=2)])  # tids restart with a new run of the dispatcher
+    store.bury([1], "test")
+    store.commit([row("7", x=2)])  # a file of a version whose tids repeated across runs
     found = store.find("7")
     assert [(e.data()["x"], e.died is None) for e in found] == [(2, True), (1, False)]
 
@@ -217,10 +278,10 @@ def test_find_lists_pending_and_dead_with_a_tid(store: JournalStore) -> None:
 def test_each_owner_open_is_a_new_generation(tmp_path: Path) -> None:
     for expected in (1, 2):
         opened = JournalStore.open(tmp_path / "j.db")
-        assert opened.generation == expected
+        assert opened.generation == expected and opened.tid_prefix == f"b{expected}-"
         opened.close()
     side = JournalStore.open(tmp_path / "j.db", owner=False)
-    assert side.generation == 2
+    assert side.generation == 2 and side.tid_prefix == "b2-"  # the server's, of its owner
     side.close()
 
 
@@ -338,3 +399,17 @@ def test_a_store_without_checkpoints_leaves_them_to_the_owner(tmp_path: Path) ->
     finally:
         server.close()
         owner.close()
+
+
+def test_a_run_map_that_is_a_link_is_neither_followed_nor_read(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    os.symlink(target, runs_path(str(path)))
+    store = JournalStore.open(path)  # the open reads no map through the link
+    try:
+        with pytest.raises(JournalError, match="symbolic link"):
+            RunMap.start(store.path, store.journal_id, store.generation)
+    finally:
+        store.close()
+    assert target.read_bytes() == b"keep"

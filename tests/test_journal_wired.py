@@ -90,11 +90,12 @@ def test_replay_runs_first_in_order_with_tids_and_attempt(tmp_path: Path) -> Non
         rigger.fire_hook("ev", x="new").result(timeout=10)
     finally:
         rigger.stop()
-    assert gate(rigger).seen == [(0, True, 2), (1, True, 2), (2, True, 2), ("new", False, 1)]
+    # Never started before: this replay is their first run.
+    assert gate(rigger).seen == [(0, True, 1), (1, True, 1), (2, True, 1), ("new", False, 1)]
     assert rigger.stats()["journal"]["pending"] == 0
 
 
-def test_a_row_that_does_not_decode_is_logged_and_left_pending_the_rest_replays(
+def test_a_row_that_does_not_decode_is_dead_lettered_with_its_error_the_rest_replays(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "j.db"
@@ -106,11 +107,15 @@ def test_a_row_that_does_not_decode_is_logged_and_left_pending_the_rest_replays(
         rigger.fire_hook("ev", x=3).result(30)
     finally:
         rigger.stop()
-    assert gate(rigger).seen == [(2, True, 2), (3, False, 1)]
-    assert "event 1 ('ev', seq 1) cannot be decoded, left pending" in caplog.text
+    assert gate(rigger).seen == [(2, True, 1), (3, False, 1)]
+    assert "event 1 ('ev', seq 1) cannot be decoded, moved to the dead letters" in caplog.text
     left = JournalStore.open(path)
     try:
-        assert [(e.tid, e.attempts) for e in left.pending()] == [("1", 2)]  # claimed again
+        assert left.pending() == []
+        [dead] = left.dead()
+        assert (dead.tid, dead.attempts) == ("1", 0)  # it never started
+        assert dead.reason is not None
+        assert dead.reason.startswith("its data cannot be decoded: ValueError: bad marshal data")
     finally:
         left.close()
 
@@ -129,7 +134,50 @@ def test_stop_with_an_event_still_running_leaves_it_for_the_next_start(tmp_path:
         again.wait_background()
     finally:
         again.stop()
-    assert (1, True, 2) in gate(again).seen
+    assert (1, True, 1) in gate(again).seen  # abandoned while queued: it had not started
+    left = JournalStore.open(path)
+    try:
+        assert left.counts() == (0, 0)
+    finally:
+        left.close()
+
+
+def test_a_done_mark_is_committed_while_a_later_event_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The done mark goes to the committer as its event ends, not behind the events
+    queued after it: here one that blocks until the mark is committed."""
+    rigger = make(tmp_path / "j.db").start()
+    try:
+        journal = rigger._journal
+        assert journal is not None
+        commit = journal.store.commit
+        committed: list[int] = []
+        came = threading.Event()
+
+        def watched(rows: Any, done: Any = ()) -> range:
+            result = commit(rows, done)
+            committed.extend(done)
+            if committed:
+                came.set()
+            return result
+
+        monkeypatch.setattr(journal.store, "commit", watched)
+        first, blocker = rigger.fire_many([("ev", {"x": 1}), ("block", {})])
+        first.result(timeout=10)
+        assert came.wait(10) and first.seq in committed
+        assert not blocker.done()  # still blocked: the mark did not wait for it
+        reader = peek(tmp_path / "j.db")
+        try:
+            assert [e.tid for e in reader.pending()] == [blocker.tid]
+        finally:
+            reader.close()
+        gate(rigger).gate.set()
+        blocker.result(timeout=10)
+    finally:
+        gate(rigger).gate.set()
+        rigger.stop()
+    assert rigger.stats()["journal"]["max_done_lag_seconds"] > 0
 
 
 def test_a_failed_commit_fails_the_fire_and_nothing_runs(
@@ -204,25 +252,30 @@ def test_start_names_a_full_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.undo()
     rigger.start()  # the file was released: a second start works, and replays
     rigger.stop()
-    assert gate(rigger).seen == [(1, True, 2)]
+    assert gate(rigger).seen == [(1, True, 1)]
 
 
 def test_done_waits_for_every_backgrounded_item() -> None:
     marks: list[int] = []
+    finished: list[int] = []
 
     class Committer:
-        def done_many(self, seqs: list[int]) -> None:
-            marks.extend(seqs)
+        def done(self, seq: int) -> None:
+            marks.append(seq)
+
+    class Runs:
+        def finished(self, seq: int) -> None:
+            finished.append(seq)
 
     journal = journaling.Journaling.__new__(journaling.Journaling)
     journal._lock = threading.Lock()
     journal._outstanding, journal._owner = {}, {}
-    journal._finished, journal._call_soon = [], None
     journal.committer = Committer()  # type: ignore[assignment]
+    journal.runs = Runs()  # type: ignore[assignment]
     journal.ended(1, [10, 11])
     journal.ended(2, [])
-    assert marks == [2]
+    assert marks == finished == [2]
     journal.settled([10, 99])
-    assert marks == [2]
+    assert marks == finished == [2]
     journal.settled([11])
-    assert marks == [2, 1]
+    assert marks == finished == [2, 1]

@@ -127,6 +127,8 @@ def test_open_no_follow(tmp_path: Path, outside: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(UnsafePath, match="not a regular file"):
         open_no_follow(tmp_path / "fifo", os.O_RDWR)
+    with pytest.raises(UnsafePath, match="fifo is not a regular file"):
+        open_no_follow(tmp_path / "fifo", os.O_WRONLY)  # no reader: ENXIO, refused by name
 
 
 def test_refuse_link(tmp_path: Path) -> None:
@@ -164,3 +166,18 @@ def test_inside(root: Path, outside: Path) -> None:
     for bad in ("out", "..", str(root), "/etc"):
         with pytest.raises(UnsafePath):
             inside(root, bad)
+
+
+@pytest.mark.parametrize("flags", [WRITE_NEW, os.O_WRONLY | os.O_APPEND, os.O_RDONLY])
+def test_open_file_refuses_a_planted_fifo_without_blocking(root: Path, flags: int) -> None:
+    # Opened blocking, a FIFO waits for a peer that never comes: the caller hangs.
+    os.mkfifo(root / "out.log")
+    with pytest.raises(UnsafePath, match=r"root/out\.log is not a regular file"):
+        open_file(root, "out.log", flags)
+    (root / "out.log").unlink()
+    (root / "out.log").write_text("")
+    fd = open_file(root, "out.log", flags)
+    try:
+        assert os.get_blocking(fd)  # a regular file is handed back as the caller asked
+    finally:
+        os.close(fd)

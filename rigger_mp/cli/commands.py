@@ -339,6 +339,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _bound_events(client: Any) -> list[str] | None:
+    """What the dispatcher binds, for the warning after a fire; None if it cannot say.
+    The event was accepted already: a failure here must not make the command fail (a
+    script would retry, and fire it twice)."""
+    try:
+        bound = client.stats().get("bound_events")
+    except (RiggerError, OSError):
+        return None
+    return bound if isinstance(bound, list) else None
+
+
 def _warn_if_unbound(hook: str, bound: list[str] | None) -> None:
     """On stderr: nothing at the dispatcher binds ``hook`` (a dispatcher too old to say
     what it binds, ``bound`` None, says nothing)."""
@@ -442,7 +453,7 @@ def _client_command(args: argparse.Namespace) -> int:
                 print("done")
             else:
                 print(printable(str(output)))  # the tid, as the server sent it
-            _warn_if_unbound(args.hook, client.stats().get("bound_events"))
+            _warn_if_unbound(args.hook, _bound_events(client))
         elif args.command == "status" and args.watch is not None:
             from .status import watch
 

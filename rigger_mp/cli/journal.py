@@ -4,13 +4,16 @@ Each command takes the journal's owner lock for its duration (see
 :mod:`rigger_mp.journal.locks`), so it refuses, naming the holder's pid, while a
 dispatcher runs on the file, and a dispatcher started meanwhile refuses to start.
 
-- ``list``: pending and dead events (seq, tid, hook, age, attempts; dead ones with why).
+- ``list``: pending and dead events (seq, tid, hook, age, attempts; dead ones with their
+  last error).
 - ``show TID``: one event with its data: JSON data as JSON; pickled data (in-process
   events whose arguments are not plain JSON) only as its size, unless ``--unpickle``
   (which runs the pickle's imports, so only for a journal you trust) prints its repr.
 - ``retry TID... | --all-dead``: dead events back to pending, attempts reset; they run
   when a dispatcher next starts on the journal.
-- ``purge --dead``: delete the dead events.
+- ``purge TID... | --dead``: delete these events, pending or dead (a pending poison
+  event, say, that would otherwise crash the dispatcher at its next starts), or every
+  dead one.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         parents=[common],
         help="pending and dead events",
         description="List the journal's pending and dead events, one line each: seq, tid, "
-        "hook, age and attempts.",
+        "hook, age, attempts (runs that started and did not finish) and, for a dead "
+        "event, its last error.",
     )
     show = commands.add_parser(
         "show",
@@ -76,10 +80,13 @@ def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     purge = commands.add_parser(
         "purge",
         parents=[common],
-        help="delete dead events",
-        description="Delete the journal's dead events (--dead); pending events are kept.",
+        help="delete events, pending or dead",
+        description="Delete the events with these tids, pending or dead (they never run), "
+        "or every dead event (--dead).",
     )
-    purge.add_argument("--dead", action="store_true", required=True, help="the dead events")
+    what = purge.add_mutually_exclusive_group(required=True)
+    what.add_argument("tids", metavar="TID", nargs="*", default=[])
+    what.add_argument("--dead", action="store_true", help="every dead event")
 
 
 def _row(entry: Entry, now: float) -> dict[str, Any]:
@@ -95,12 +102,15 @@ def _row(entry: Entry, now: float) -> dict[str, Any]:
     }
     if entry.died is not None:
         row["died"] = entry.died
-        row["reason"] = entry.reason
+        row["last_error"] = entry.reason
     return row
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'state':<8} {'seq':>8}  {'tid':<16} {'hook':<20} {'age':>10} {'attempts':>8}"]
+    lines = [
+        f"{'state':<8} {'seq':>8}  {'tid':<16} {'hook':<20} {'age':>10} {'attempts':>8}"
+        "  last error"
+    ]
     for row in rows:
         line = (
             f"{row['state']:<8} {row['seq']:>8}  {printable(row['tid']):<16} "
@@ -108,7 +118,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"{human_duration(row['age_seconds']):>10} {row['attempts']:>8}"
         )
         if row["state"] == "dead":
-            line += f"  {printable(str(row['reason']))}"
+            line += f"  {printable(str(row['last_error']))}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -177,10 +187,17 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(moved)} event(s) back to pending in {store.path}; they run when a "
                 "dispatcher next starts on it"
             )
-        else:  # purge --dead
+        elif args.dead:  # purge --dead
             count = store.purge_dead()
             out = {"purged": count}
             text = f"{count} dead event(s) deleted from {store.path}"
+        else:  # purge TID...
+            gone = store.purge(args.tids)
+            out = {"purged": [_row(e, now) for e in gone]}
+            text = "\n".join(
+                [f"{len(gone)} event(s) deleted from {store.path}:"]
+                + [f"  {row['state']} {row['tid']} ({row['hook']})" for row in out["purged"]]
+            )
         print(json.dumps(out, indent=2, sort_keys=True) if args.json else text, file=sys.stdout)
         return 0
     finally:

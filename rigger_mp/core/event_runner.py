@@ -11,6 +11,7 @@ concurrently, runs its plain callables meanwhile, and ends when the last has end
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -32,10 +33,15 @@ def annotate(exc: BaseException, text: str) -> None:
 
 def _as_failure(outcome: BaseException, callee: Callee) -> Exception:
     """What an awaited callable raised, as the failure of its stage: a cancellation (the
-    dispatcher stopped under it) becomes an error naming the callable."""
+    dispatcher stopped under it), or SystemExit or KeyboardInterrupt raised in it, becomes
+    an error naming the callable."""
     if isinstance(outcome, Exception):
         return outcome
-    return RuntimeError(f"{callee.label} was cancelled ({type(outcome).__name__})")
+    if isinstance(outcome, asyncio.CancelledError):
+        return RuntimeError(f"{callee.label} was cancelled ({type(outcome).__name__})")
+    failure = RuntimeError(f"{callee.label} raised {type(outcome).__name__}: {outcome}")
+    failure.__cause__ = outcome
+    return failure
 
 
 class EventRunner:

@@ -126,6 +126,7 @@ class EventThread:
         self._stopped = threading.Event()
         # Given by run() with a journal: fires commit first, ended events are marked.
         self._journal: Journaling | None = None
+        self._tid_prefix = ""  # before each tid; with a journal its boot number (never reused)
         self._unbound = UnboundNames()  # names nothing binds, logged once each
 
     @property
@@ -161,7 +162,7 @@ class EventThread:
             self._accepted += 1
             # _hook()'s cache hit inline, as is _counts_of()'s below: once per event
             (self._by_hook.get(hook_name) or self._hook(hook_name))[0] += 1
-            task = Task(str(self._accepted), hook_name, kwargs, self._runners)
+            task = Task(self._tid_prefix + str(self._accepted), hook_name, kwargs, self._runners)
             if self._journal is None:
                 self._queue.put(task)
                 return task
@@ -180,10 +181,10 @@ class EventThread:
             if not self._admits(intake=False):
                 raise ShuttingDown(f"{len(specs)} event(s): the dispatcher is {self._phase.value}")
             tasks = []
-            runners, first = self._runners, self._accepted + 1
+            runners, first, prefix = self._runners, self._accepted + 1, self._tid_prefix
             for i, (hook_name, kwargs) in enumerate(specs):
                 self._hook(hook_name)[0] += 1
-                tasks.append(Task(str(first + i), hook_name, kwargs, runners))
+                tasks.append(Task(prefix + str(first + i), hook_name, kwargs, runners))
             self._accepted += len(tasks)
             if self._journal is None:
                 for task in tasks:
@@ -353,6 +354,7 @@ class EventThread:
         ended events are marked in it; ``first``: journaled events (specs, seqs) to run
         before any other."""
         self._events, self._submit, self._journal = events, submit, journal
+        self._tid_prefix = journal.tid_prefix if journal is not None else ""
         for (tid, hook_name, kwargs), seq in zip(*first, strict=True):
             task = Task(tid, hook_name, kwargs, self._runners)
             task.seq = seq
@@ -479,6 +481,8 @@ class EventThread:
         task.local = None
         assert local is not None
         work_ids: Sequence[int] = ()
+        if task.seq is not None and self._journal is not None:
+            self._journal.started(task.seq)
         try:
             plans = self._plans  # the cache hit inline: this runs once per event
             plan = plans.get(hook_name)

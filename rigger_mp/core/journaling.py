@@ -2,24 +2,28 @@
 
 ::
 
-    start()      open the file (its faults raise, naming it), handed to the event thread
-                 (appends, ended), the background side (settled) and the port (received,
+    start()      open the file (its faults raise, naming it; the last run's map is
+                 counted) → a fresh run map; handed to the event thread (appends,
+                 started, ended), the background side (settled) and the port (received,
                  undelivered) → claim: claim_replay → replay first
     fire_hook    append(tid, hook, kwargs) blocks until its group is committed → task.seq
+                 (its tid begins with the boot number: unique for the file's life)
     fire_many    append_many(events): one group for the batch
     TCP fires    committed by the server process (rigger_mp.server.journaling); their seq
                  comes down the pipe with them: received(last seq)
     server died  undelivered(): the fires it committed after the last one received, run
                  now (before its successor starts) rather than at the next start
+    event starts started(seq): the run map says so (one store in a mapped file)
     event ends   ended(seq, work ids it backgrounded): no work → done now, else
     items settle settled(work ids): the last one of an event → done
 
-An event is done (its row deleted, with the next group and no fsync) once it and every
-backgrounded hook it submitted have finished, successfully or reported as failed. The
-event thread collects the done marks of the events it runs and hands them to the
-committer once per batch (a job queued behind the events of now), not once per event.
-Backgrounded hooks abandoned at ``stop()`` leave their event pending: it runs again at the
-next start, so delivery is at-least-once.
+An event is done once it and every backgrounded hook it submitted have finished,
+successfully or reported as failed: the run map says so at once, and its row is deleted
+by the committer within ``DONE_LINGER`` (no fsync). After a crash the next start counts
+an attempt for each event the map says started and did not finish, and deletes the rows
+of those it says finished (see :mod:`rigger_mp.journal.runs`). Backgrounded hooks
+abandoned at ``stop()`` leave their event pending: it runs again at the next start, so
+delivery is at-least-once.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from ..journal import (
     encode_rows,
     replay_locals,
 )
+from ..journal.runs import RunMap
 from .config import RiggerConfig
 from .port import EventSpec
 
@@ -48,50 +53,49 @@ MAX_DEAD_LOGGED = 20
 
 
 class Journaling:
-    """The journal of one started :class:`~rigger_mp.core.rigger.Rigger` (main process).
+    """The journal of one started :class:`~rigger_mp.core.rigger.Rigger` (main process)."""
 
-    ``call_soon`` queues a job on the event thread behind the events queued now (the
-    done marks of a run of events go in one job); ``None``: they are handed on at once.
-    """
-
-    def __init__(
-        self,
-        store: JournalStore,
-        max_attempts: int,
-        call_soon: Callable[[Callable[[], None]], None] | None = None,
-    ) -> None:
+    def __init__(self, store: JournalStore, max_attempts: int, runs: RunMap) -> None:
         self.store = store
         self.max_attempts = max_attempts
+        self.runs = runs
         self.committer = GroupCommitter(store)
         self._lock = threading.Lock()  # settled() may run on the pool's thread at a stop
         self._outstanding: dict[int, int] = {}  # seq -> backgrounded items not settled
         self._owner: dict[int, int] = {}  # work id -> seq of the event that submitted it
         self._final: dict[str, Any] | None = None  # the stats at close
-        self._finished: list[int] = []  # done marks the event thread has not handed on
-        self._call_soon = call_soon
         # The highest seq of a server-committed fire the intake has queued (at start:
         # of any row, all an earlier run's). The intake thread's, after start.
         self._delivered = 0
 
     @classmethod
-    def open(
-        cls, settings: RiggerConfig, call_soon: Callable[[Callable[[], None]], None]
-    ) -> Journaling | None:
+    def open(cls, settings: RiggerConfig) -> Journaling | None:
         """The journal the config names (None without one); faults raise, naming the file."""
         if settings.journal is None:
             return None
         sync: Sync = "full" if settings.journal_sync == "full" else "normal"
         store = JournalStore.open(settings.journal, sync=sync)
-        return cls(store, settings.journal_max_attempts, call_soon)
+        try:
+            runs = RunMap.start(store.path, store.journal_id, store.generation)
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, settings.journal_max_attempts, runs)
 
     # -- start ------------------------------------------------------------------------
+
+    @property
+    def tid_prefix(self) -> str:
+        """What the main process puts before each tid it gives: the file's boot number,
+        so that a tid names one event for the life of the file."""
+        return self.store.tid_prefix
 
     def claim(self) -> tuple[list[EventSpec], list[int]]:
         """The events to replay first, as ``(specs, seqs)`` in accepted order.
 
-        Each counts an attempt; those out of attempts are dead-lettered and logged. An
-        entry whose data cannot be decoded is logged and left pending: it is claimed
-        again at the next start, until it too runs out of attempts.
+        Those whose runs that started and did not finish number ``max_attempts`` are
+        dead-lettered and logged; so is an entry whose data cannot be decoded (it cannot
+        start), with the error.
         """
         run, dead = self.store.claim_replay(self.max_attempts)
         self._delivered = self.store.last_seq()
@@ -108,7 +112,9 @@ class Journaling:
                 more,
                 self.store.path,
             )
-        specs, seqs = self._specs(run, replay_locals)
+        specs, seqs, bad = self._specs(run, replay_locals, "moved to the dead letters")
+        for entry, error in bad:
+            self.store.bury([entry.seq], f"its data cannot be decoded: {error}")
         if specs:
             logger.warning(
                 "journal %s: replaying %d event(s) a previous run accepted and did not "
@@ -121,29 +127,32 @@ class Journaling:
         return specs, seqs
 
     def _specs(
-        self, entries: Sequence[Entry], locals_of: Callable[[Entry], dict[str, Any]]
-    ) -> tuple[list[EventSpec], list[int]]:
-        """``(specs, seqs)`` of the entries whose data decodes (``locals_of``); one that
-        does not is logged and left pending, to be claimed again at the next start."""
+        self, entries: Sequence[Entry], locals_of: Callable[[Entry], dict[str, Any]], then: str
+    ) -> tuple[list[EventSpec], list[int], list[tuple[Entry, str]]]:
+        """``(specs, seqs)`` of the entries whose data decodes (``locals_of``), and the
+        others with their error (logged, saying what is ``then`` done with them)."""
         specs: list[EventSpec] = []
         seqs: list[int] = []
+        bad: list[tuple[Entry, str]] = []
         for entry in entries:
             try:
                 local = locals_of(entry)
             except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
                 logger.error(
-                    "journal %s: event %s (%r, seq %d) cannot be decoded, left pending: %s: %s",
+                    "journal %s: event %s (%r, seq %d) cannot be decoded, %s: %s",
                     self.store.path,
                     entry.tid,
                     entry.hook,
                     entry.seq,
-                    type(exc).__name__,
-                    exc,
+                    then,
+                    error,
                 )
+                bad.append((entry, error))
                 continue
             specs.append((entry.tid, entry.hook, local))
             seqs.append(entry.seq)
-        return specs, seqs
+        return specs, seqs, bad
 
     # -- events -----------------------------------------------------------------------
 
@@ -174,7 +183,7 @@ class Journaling:
         if not rows:
             return [], []
         self._delivered = rows[-1].seq
-        specs, seqs = self._specs(rows, Entry.data)
+        specs, seqs, _ = self._specs(rows, Entry.data, "left pending for the next start")
         logger.warning(
             "journal %s: the server process died with %d fire(s) committed and not yet "
             "passed on (their clients had not heard ok): queued now (tids %s%s)",
@@ -185,17 +194,16 @@ class Journaling:
         )
         return specs, seqs
 
+    def started(self, seq: int) -> None:
+        """Event ``seq`` starts (on the event thread): one attempt if it does not finish."""
+        self.runs.started(seq)
+
     def ended(self, seq: int, work_ids: Sequence[int]) -> None:
         """Event ``seq`` has run (on the event thread); ``work_ids`` are the backgrounded
         items it submitted."""
         if not work_ids:
-            finished = self._finished
-            finished.append(seq)
-            if len(finished) == 1:
-                if self._call_soon is None:
-                    self.flush_done()
-                else:
-                    self._call_soon(self.flush_done)  # after the events queued now
+            self.runs.finished(seq)
+            self.committer.done(seq)
             return
         with self._lock:
             self._outstanding[seq] = len(work_ids)
@@ -220,12 +228,9 @@ class Journaling:
                 else:
                     del outstanding[seq]
                     finished.append(seq)
-        self.committer.done_many(finished)
-
-    def flush_done(self) -> None:
-        """Hand the done marks collected on the event thread to the committer, at once."""
-        finished, self._finished = self._finished, []
-        self.committer.done_many(finished)
+        for seq in finished:
+            self.runs.finished(seq)
+            self.committer.done(seq)
 
     # -- stats and the end ------------------------------------------------------------
 
@@ -243,9 +248,9 @@ class Journaling:
         if self._final is not None:
             return
         try:
-            self.flush_done()  # the event thread has ended (or was abandoned)
             self.committer.close()
             self._final = self.stats()
         finally:
             self._final = self._final or {"path": self.store.path}
+            self.runs.close()
             self.store.close()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeVar
 
 from ..errors import PluginError
 from ..naming import describe
-from .calling import Callee
+from .calling import Callee, is_async_callable
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -150,6 +150,16 @@ class RiggerBasePlugin:
     @staticmethod
     def check_configured(func: F) -> F:
         """Decorate a hook so that it does nothing until the plugin is configured."""
+
+        if is_async_callable(func):  # stays async def: awaited, and allowed in the I/O lane
+
+            @functools.wraps(func)
+            async def awaited(self: RiggerBasePlugin, *args: Any, **kwargs: Any) -> Any:
+                if self.configured:
+                    return await func(self, *args, **kwargs)
+                return None
+
+            return awaited  # type: ignore[return-value]
 
         @functools.wraps(func)
         def inner(self: RiggerBasePlugin, *args: Any, **kwargs: Any) -> Any:

@@ -213,7 +213,7 @@ class Rigger(InstanceLookup, Dispatcher):
             self._loaded_config = settings.raw
             self.instances = build_instances(settings, self.plugins, self)
             # Its faults raise here, naming the file.
-            journal = self._journal = Journaling.open(settings, self._events.call_soon)
+            journal = self._journal = Journaling.open(settings)
             port = self._port = self._make_port(self._events, journal)
             settled = journal.settled if journal is not None else None
             self._background = Background.start(

@@ -10,8 +10,8 @@ keeps tuples, int keys and NaN, and loading it runs no code (unlike pickle), so
 ``rigger-mp journal show`` prints it without ``--unpickle``: as JSON when it is plain
 JSON, else as its ``repr``. Its format (:data:`MARSHAL_VERSION`, the same since Python
 3.4) is not promised across Python versions: the journal is replayed by the same
-Python after a restart; a row that no longer decodes is logged, left pending, and
-dead-lettered once out of attempts. A TCP or HTTP fire is stored as the message line it
+Python after a restart; a row that no longer decodes is logged and dead-lettered at
+the start that finds it, with the error. A TCP or HTTP fire is stored as the message line it
 came in (``fire``: the server process already has those bytes and validated them), and
 its ``data`` is taken out of it at replay.
 """

@@ -6,7 +6,8 @@
                                             (rows)     find no commit under way commits
                                                        everyone's pending rows itself
     server-style submit(rows, callback) ─▶ pending, wakes the rigger_mp-journal thread
-    event + its background hooks done ─ done(seq) ─▶ done marks, wake the thread (lingers)
+    event + its background hooks done ─ done(seq) ─▶ done marks (a deque), the first of a
+                                                     group wakes the thread (it lingers)
     waiters ◀── seqs, or the commit's error (one transaction, one fsync per group)
 
 One commits at a time (:class:`Leader`). A caller that finds nobody committing becomes
@@ -18,8 +19,11 @@ them in groups as they queue (callers never lead for others: a leader's wait sta
 commit). So under load the group still grows with it, and throughput follows the
 writer's transaction rate rather than its fsync rate. A failed commit fails every append
 of its group; its done marks are carried into the next group (deleting a row twice is
-harmless). Done marks never make anyone wait; alone, they linger up to
-:data:`DONE_LINGER` for more to share a commit.
+harmless). Done marks never make anyone wait. The first one after a commit wakes the
+thread, which commits them (with any appends pending) :data:`DONE_LINGER` after that first
+mark came: so a done mark is committed within ``DONE_LINGER`` of its event's end, plus
+the commits ahead of it (this thread's under way, the other process's holding the file)
+and its own, however many events run meanwhile.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import enum
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -43,8 +48,8 @@ MAX_GROUP_ROWS = 8192
 """Most rows per transaction, so one commit's latency stays bounded under a flood."""
 
 DONE_LINGER = 0.02
-"""Seconds a group of done marks alone waits for more (or for an append to ride with):
-done marks cost one transaction per this interval, not one per finished event."""
+"""Seconds from a group's first done mark to its commit (unless an append comes first to
+ride with): done marks cost one transaction per this interval, not one per event."""
 DONE_BATCH = 4096
 """Done marks that are written at once, without lingering."""
 
@@ -96,10 +101,13 @@ class GroupCommitter:
     def __init__(self, store: JournalStore, name: str = "rigger_mp-journal") -> None:
         self.store = store
         self._queue: queue.SimpleQueue[_Token] = queue.SimpleQueue()  # the thread's wake-ups
-        self._gate = threading.Lock()  # guards the three below; "not closed, then add"
+        self._gate = threading.Lock()  # guards _closed, _pending, _leader: "not closed, then add"
         self._closed = False
         self._pending: list[tuple[Sequence[NewRow], Callback]] = []
-        self._done: list[int] = []
+        # Done marks: appended by any thread without the gate; taken by the leader.
+        self._done: deque[int] = deque()
+        self._done_armed = False  # a wake-up is queued for the marks in _done
+        self._done_since = 0.0  # when the first of them came (time.monotonic)
         self._leader = Leader.IDLE
         self._stopping = False  # the thread met the stop mark while a caller led
         self._carried: list[int] = []  # done marks of a failed commit (the leader's)
@@ -146,8 +154,8 @@ class GroupCommitter:
                     self._queue.put(_WAKE)
                 else:
                     self._leader = Leader.IDLE
-                    if self._done or self._carried:
-                        self._queue.put(_DONE)
+                    if self._done:  # the thread saw their wake-up and left them to this
+                        self._queue.put(_DONE)  # leader, which has finished
                 if self._stopping:
                     self._stopping = False
                     self._queue.put(None)  # the thread waited for this commit to stop
@@ -163,27 +171,23 @@ class GroupCommitter:
         return self.append_rows([(tid, hook_name, fmt, blob)])[0]
 
     def done(self, seq: int) -> None:
-        """Mark one event done (see :meth:`done_many`)."""
-        self.done_many([seq])
+        """Mark one event done: it goes with the next group and nobody waits for it.
 
-    def done_many(self, seqs: list[int]) -> None:
-        """Mark events done; they go with the next group and nobody waits for them.
-
-        One call per batch of finished events (the event thread collects them), so the
-        commit thread is woken once per batch at most, not once per event.
+        Called once per finished event (on the event thread, or the pool's), so it takes
+        no lock: the marks go into a deque, and only the first of a group wakes the
+        thread, which disarms before it takes them (a mark added meanwhile re-arms).
         """
-        if not seqs:
+        if self._closed:
+            self.done_marks_dropped += 1  # it will be replayed: at-least-once
             return
-        with self._gate:
-            if self._closed:
-                self.done_marks_dropped += len(seqs)  # they will be replayed: at-least-once
-                return
-            before = len(self._done)
-            self._done.extend(seqs)
-            if not before:
-                self._queue.put(_DONE)
-            elif before < DONE_BATCH <= len(self._done):
-                self._queue.put(_WAKE)
+        marks = self._done
+        marks.append(seq)
+        if not self._done_armed:
+            self._done_since = time.monotonic()
+            self._done_armed = True
+            self._queue.put(_DONE)
+        elif len(marks) == DONE_BATCH:
+            self._queue.put(_WAKE)
 
     def close(self) -> None:
         """Commit what was queued, then stop the thread (the store stays open)."""
@@ -193,6 +197,7 @@ class GroupCommitter:
             self._closed = True
             self._queue.put(None)
         self._thread.join()
+        self.done_marks_dropped += len(self._done)  # came as it closed: replayed
 
     @property
     def commits(self) -> int:
@@ -219,8 +224,8 @@ class GroupCommitter:
             token = get()
             if token == _DONE:
                 # Done marks alone: nobody waits for them, so let more gather (or an
-                # append come, which they ride with) for up to DONE_LINGER.
-                linger = time.monotonic() + DONE_LINGER
+                # append come, which they ride with) until DONE_LINGER after the first.
+                linger = self._done_since + DONE_LINGER
                 while token == _DONE:
                     wait = linger - time.monotonic()
                     if wait <= 0:
@@ -246,13 +251,20 @@ class GroupCommitter:
                     )
                 return
 
-    def _take(self) -> tuple[list[tuple[Sequence[NewRow], Callback]], list[int]] | None:
-        """The leader's next group: pending appends (up to MAX_GROUP_ROWS) and all done
-        marks; None, and the lead given up, when there is nothing."""
+    def _take(
+        self,
+    ) -> tuple[list[tuple[Sequence[NewRow], Callback]], list[int], float] | None:
+        """The leader's next group: pending appends (up to MAX_GROUP_ROWS), all done marks
+        (those of a failed commit first) and when the first new one came; None, and the
+        lead given up, when there is nothing new."""
         with self._gate:
-            pending, done = self._pending, self._done
-            if not pending and not done and not self._carried:
-                self._leader = Leader.IDLE
+            pending = self._pending
+            since = self._done_since
+            self._done_armed = False  # before the marks are taken: one added later re-arms
+            marks = self._done
+            done = [marks.popleft() for _ in range(len(marks))]
+            if not pending and not done:  # marks of a failed commit wait for the next group,
+                self._leader = Leader.IDLE  # not retried on their own while it fails
                 return None
             count = 0
             for taken, (rows, _) in enumerate(pending):
@@ -263,15 +275,16 @@ class GroupCommitter:
                     break
             else:
                 self._pending = []
-            self._done = []
-        return pending, self._carried + done if self._carried else done
+        return pending, self._carried + done if self._carried else done, since
 
     def _commit(
-        self, pending: list[tuple[Sequence[NewRow], Callback]], done: list[int]
+        self, pending: list[tuple[Sequence[NewRow], Callback]], done: list[int], since: float
     ) -> list[int]:
         """Write one group and answer its callbacks; the done marks to carry on failure."""
         rows = [row for part, _ in pending for row in part] if len(pending) != 1 else pending[0][0]
         outcome = commit_group(self.store, self.counters, rows, done)
+        if done and isinstance(outcome, range):
+            self.counters.done_lag(time.monotonic() - since)
         offset = 0
         for part, callback in pending:
             count = len(part)
@@ -298,6 +311,14 @@ class GroupCounters:
         self.append_commits = 0
         self.max_group = 0
         self.last_commit_seconds = 0.0
+        self.max_commit_seconds = 0.0
+        self.last_done_lag = 0.0
+        self.max_done_lag = 0.0
+
+    def done_lag(self, seconds: float) -> None:
+        """A group of done marks was committed ``seconds`` after the first of them came."""
+        self.last_done_lag = seconds
+        self.max_done_lag = max(self.max_done_lag, seconds)
 
     def as_dict(self, store: JournalStore) -> dict[str, Any]:
         """The counters, the rates derived from them and what the journal holds now."""
@@ -318,6 +339,9 @@ class GroupCounters:
             "mean_group_size": self.appended / groups if groups else 0.0,
             "max_group_size": self.max_group,
             "last_commit_seconds": self.last_commit_seconds,
+            "max_commit_seconds": self.max_commit_seconds,
+            "last_done_lag_seconds": self.last_done_lag,
+            "max_done_lag_seconds": self.max_done_lag,
         }
 
 
@@ -341,7 +365,8 @@ def commit_group(
         error.__cause__ = exc
         log.error("%s", error)
         return error
-    counters.last_commit_seconds = time.perf_counter() - started
+    took = counters.last_commit_seconds = time.perf_counter() - started
+    counters.max_commit_seconds = max(counters.max_commit_seconds, took)
     counters.commits += 1
     counters.appended += len(rows)
     counters.done_marks += len(done)

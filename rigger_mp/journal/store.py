@@ -4,15 +4,20 @@ Tables::
 
     pending(seq, tid, hook, fmt, data, accepted, attempts)   accepted, not yet done
     dead(seq, tid, hook, fmt, data, accepted, attempts, died, reason)
-    meta(key, value)                                         generation: owner opens so far
+    meta(key, value)      generation: owner opens so far (the boot number, in tids);
+                          id: the journal's random id; seq_floor: the highest seq deleted
+                          from the top; runs_applied: the last run map counted
 
 ``seq`` is the accepted order and the key of done marks: a new row takes one more than
-the highest in either table, so of the rows present at once a higher seq was accepted
-later. (A seq is taken again only once every row above it is gone, and nothing still
-names it then; ``AUTOINCREMENT`` would cost each commit a second page, its counter's.)
-``tid`` is the dispatcher's name for the event (not unique across runs). ``attempts``
-counts the runs started, the first included, so an appended row holds 1 and costs no
-second write. An event is done once its row is deleted; deleted pages are reused,
+the highest in either table and ``seq_floor``, so a seq names one event for the life of
+the file. The floor is written only by a delete that removes the highest row, never by
+an append (``AUTOINCREMENT`` would cost each commit a second page, its counter's).
+``tid`` is the dispatcher's name for the event: with a journal it begins with the boot
+number (:func:`tid_prefix`), so it is unique for the life of the file too.
+``attempts`` counts the runs that started and did not finish: the run map of
+:mod:`.runs` says which, and is counted at the next owner open (:meth:`JournalStore.open`),
+so an append writes 0 and nothing on the hot path writes SQLite to count a run. An event is
+done once its row is deleted; deleted pages are reused,
 given back by ``incremental_vacuum`` when many are free, and the WAL is checkpointed by
 SQLite as it grows and truncated to :data:`WAL_LIMIT`: the files stay the size of what
 is pending, whatever has passed through them.
@@ -37,15 +42,20 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import printable
 from ..errors import UnsafePath
 from ..safe_paths import open_no_follow, refuse_link
 from .codec import FORMATS, decode
 from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked
 from .locks import OwnerLock, WriterLock
 
+log = printable.logger("rigger_mp.journal")
+
 APPLICATION_ID = 0x52474D4A  # "RGMJ": a rigger_mp journal, not just any SQLite file
-SCHEMA_VERSION = 2
-"""1: ``pending.seq`` was ``AUTOINCREMENT`` (still read and written); 2: a plain rowid."""
+SCHEMA_VERSION = 3
+"""1: ``pending.seq`` was ``AUTOINCREMENT`` (still read and written); 2: a plain rowid;
+3: attempts count runs that started (the run map), seqs never repeat (``seq_floor``).
+An owner open upgrades an older file."""
 BUSY_TIMEOUT_MS = 10_000
 """Backstop only: writers queue on the writer lock, so SQLite's busy handler seldom runs."""
 PAGE_SIZE = 8192
@@ -68,7 +78,7 @@ NewRow = tuple[str, str, str, bytes]
 _SCHEMA = (
     "CREATE TABLE pending (seq INTEGER PRIMARY KEY, tid TEXT NOT NULL,"
     " hook TEXT NOT NULL, fmt TEXT NOT NULL, data BLOB NOT NULL, accepted REAL NOT NULL,"
-    " attempts INTEGER NOT NULL DEFAULT 1)",
+    " attempts INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE dead (seq INTEGER PRIMARY KEY, tid TEXT NOT NULL, hook TEXT NOT NULL,"
     " fmt TEXT NOT NULL, data BLOB NOT NULL, accepted REAL NOT NULL,"
     " attempts INTEGER NOT NULL, died REAL NOT NULL, reason TEXT NOT NULL)",
@@ -77,12 +87,32 @@ _SCHEMA = (
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+_META_DEFAULTS = (
+    "INSERT OR IGNORE INTO meta VALUES ('id', randomblob(16))",
+    "INSERT OR IGNORE INTO meta VALUES ('runs_applied', 0)",
+    "INSERT OR IGNORE INTO meta SELECT 'seq_floor', max(ifnull((SELECT max(seq) FROM pending),"
+    " 0), ifnull((SELECT max(seq) FROM dead), 0))",
+)
+"""The meta rows of schema 3, added to an older file at its first owner open."""
 _COLUMNS = "seq, tid, hook, fmt, data, accepted, attempts"
 _NEXT_SEQ = (
     "SELECT max(ifnull((SELECT max(seq) FROM pending), 0),"
-    " ifnull((SELECT max(seq) FROM dead), 0)) + 1"
+    " ifnull((SELECT max(seq) FROM dead), 0),"
+    " ifnull((SELECT value FROM meta WHERE key = 'seq_floor'), 0)) + 1"
 )
 """The seq of the next row appended (``max(seq)`` of a rowid table is one b-tree descent)."""
+_RAISE_FLOOR = (
+    "UPDATE meta SET value = ?1 WHERE key = 'seq_floor' AND value < ?1"
+    " AND ?1 > ifnull((SELECT max(seq) FROM pending), 0)"
+)
+"""After a delete whose highest seq is ``?1``: keep it as the floor if no pending row is
+above it (an append's rows are above, so a done mark riding with one writes nothing)."""
+
+
+def tid_prefix(boot: int) -> str:
+    """What every tid made in boot ``boot`` of a journal begins with."""
+    return f"b{boot}-"
+
 
 
 @dataclass(frozen=True)
@@ -137,8 +167,8 @@ def _insert(rows: int) -> str:
     rowid one above the highest, so they follow the first. Four values a row instead of
     six: binding is a good part of an INSERT's cost from Python.
     """
-    head = "INSERT INTO pending (seq, tid, hook, fmt, data, accepted) VALUES"
-    return head + " (?2, ?3, ?4, ?5, ?6, ?1)" + ", (NULL, ?, ?, ?, ?, ?1)" * (rows - 1)
+    head = "INSERT INTO pending (seq, tid, hook, fmt, data, accepted, attempts) VALUES"
+    return head + " (?2, ?3, ?4, ?5, ?6, ?1, 0)" + ", (NULL, ?, ?, ?, ?, ?1, 0)" * (rows - 1)
 
 
 def _runs(seqs: Iterable[int]) -> list[tuple[int, int]]:
@@ -222,6 +252,9 @@ class JournalStore:
         self._current_sync = ""
         self._commits_since_look = 0
         self.generation = 0
+        """The boot number: owner opens of the file so far, this one included."""
+        self.journal_id = b""
+        """The file's random id, so that a run map of another file is not taken for its."""
 
     # -- opening ------------------------------------------------------------------
 
@@ -302,10 +335,10 @@ class JournalStore:
                     app_id = APPLICATION_ID
                 self._check(app_id)
                 if bump_generation:
-                    db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
-                self.generation = db.execute(
-                    "SELECT value FROM meta WHERE key = 'generation'"
-                ).fetchone()[0]
+                    self._begin_boot()
+                meta = dict(db.execute("SELECT key, value FROM meta"))
+                self.generation = meta["generation"]
+                self.journal_id = meta.get("id", b"")
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT if checkpoints else 0}")
             db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
@@ -339,6 +372,52 @@ class JournalStore:
         ).fetchone()[0]
         if bad:
             raise JournalCorrupt(f"journal {path}: {bad} pending row(s) of an unknown format")
+
+    def _begin_boot(self) -> None:
+        """An owner's open: upgrade an older file, take the next boot number, and count
+        what the last run's map says (attempts of events that started and did not finish;
+        events that finished, their done marks not yet committed, deleted)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _META_DEFAULTS:
+                db.execute(statement)
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+            meta = dict(db.execute("SELECT key, value FROM meta"))
+            from .runs import read_runs  # the owner's alone: the server process never loads it
+
+            runs = read_runs(self.path, meta["id"])
+            if runs is not None and runs.boot > meta["runs_applied"]:
+                self._count_runs(runs.boot, runs.started, runs.finished)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _count_runs(self, boot: int, started: frozenset[int], finished: frozenset[int]) -> None:
+        """Apply run ``boot``'s map (inside the open's transaction)."""
+        db = self._db
+        counted = []
+        for seqs, statement in (
+            (started, "UPDATE pending SET attempts = attempts + 1 WHERE seq = ?"),
+            (finished, "DELETE FROM pending WHERE seq = ?"),
+        ):
+            rows = db.executemany(statement, [(seq,) for seq in sorted(seqs)]) if seqs else None
+            counted.append(rows.rowcount if rows is not None else 0)
+        if finished:
+            db.execute(_RAISE_FLOOR, (max(finished),))
+        db.execute("UPDATE meta SET value = ? WHERE key = 'runs_applied'", (boot,))
+        if any(counted):
+            log.info(
+                "journal %s: run %d ended with %d event(s) running (one attempt each) and "
+                "%d finished whose done marks were not written (deleted)",
+                self.path,
+                boot,
+                *counted,
+            )
 
     def _set_sync(self, level: str) -> None:
         if level != self._current_sync:
@@ -413,7 +492,10 @@ class JournalStore:
                     db.execute(_insert(size), [now, first + done_rows, *chain.from_iterable(part)])
                     done_rows += size
             if done:  # one DELETE per run of consecutive seqs: events mostly end in order
-                db.executemany("DELETE FROM pending WHERE seq BETWEEN ? AND ?", _runs(done))
+                runs = _runs(done)
+                db.executemany("DELETE FROM pending WHERE seq BETWEEN ? AND ?", runs)
+                if not rows:  # rows appended now are above every seq deleted
+                    db.execute(_RAISE_FLOOR, (runs[-1][1],))
         return range(first, first + len(rows))
 
     def _give_back_free_pages(self) -> None:
@@ -438,14 +520,16 @@ class JournalStore:
     ]:
         """At start: the pending events to run again and those moved to ``dead``.
 
-        In one transaction (committed at the store's ``sync`` level, so a crash in a
-        replayed event still counts): an event that has had ``max_attempts`` runs goes
-        to ``dead``; every other gets one more attempt. Both lists are in accepted order;
-        the entries to run carry their new ``attempts``.
+        An event whose runs that started and did not finish number ``max_attempts`` goes
+        to ``dead``; the others run again, with their ``attempts`` as they are (an event
+        that never started has none). Both lists are in accepted order.
         """
         if max_attempts < 1:
             raise JournalError(f"journal {self.path}: journal_max_attempts must be at least 1")
-        reason = f"reached journal_max_attempts ({max_attempts}) without finishing"
+        reason = (
+            f"the dispatcher died or stopped during each of its {max_attempts} run(s) "
+            f"(journal_max_attempts {max_attempts})"
+        )
         with self._transaction("claiming the events to replay") as db:
             died = time.time() if now is None else now
             spent = "WHERE attempts >= ?", (max_attempts,)
@@ -455,9 +539,19 @@ class JournalStore:
                 (died, reason, *spent[1]),
             )
             db.execute(f"DELETE FROM pending {spent[0]}", spent[1])
-            db.execute("UPDATE pending SET attempts = attempts + 1")
             run = self._select()
         return run, dead
+
+    def bury(self, seqs: Sequence[int], reason: str) -> None:
+        """Move these pending events to ``dead`` with ``reason`` (their data does not
+        decode: they cannot start)."""
+        marks = ", ".join("?" * len(seqs))
+        with self._transaction("moving events to the dead letters") as db:
+            db.execute(
+                f"INSERT INTO dead SELECT {_COLUMNS}, ?, ? FROM pending WHERE seq IN ({marks})",
+                (time.time(), reason, *seqs),
+            )
+            db.execute(f"DELETE FROM pending WHERE seq IN ({marks})", seqs)
 
     def retry(self, tids: Sequence[str] | None = None) -> list[Entry]:
         """Move dead events (these tids, or all) back to pending with no attempts counted.
@@ -483,13 +577,28 @@ class JournalStore:
 
     def purge_dead(self) -> int:
         """Delete every dead event; how many there were."""
-        with self._lock, self._writer.held():
-            try:
-                self._set_sync(self.sync)
-                cursor = self._db.execute("DELETE FROM dead")
-            except sqlite3.Error as exc:
-                raise _fault(self.path, exc, "purge") from exc
-        return cursor.rowcount
+        with self._transaction("purge") as db:
+            top = db.execute("SELECT max(seq) FROM dead").fetchone()[0]
+            count = db.execute("DELETE FROM dead").rowcount
+            if top is not None:
+                db.execute(_RAISE_FLOOR, (top,))
+        return int(count)
+
+    def purge(self, tids: Sequence[str]) -> list[Entry]:
+        """Delete the pending and dead events with these tids; those deleted.
+
+        All or nothing: raises :class:`JournalError` naming any tid the journal has not.
+        """
+        where, params = self._tid_filter(tids)
+        with self._transaction("purge") as db:
+            gone = self._select(where, params) + self._select(where, params, "dead")
+            missing = sorted(set(tids) - {e.tid for e in gone})
+            if missing:
+                raise JournalError(f"journal {self.path}: no event with tid {', '.join(missing)}")
+            for table in ("pending", "dead"):
+                db.execute(f"DELETE FROM {table} {where}", params)
+            db.execute(_RAISE_FLOOR, (max(e.seq for e in gone),))
+        return gone
 
     # -- reading ------------------------------------------------------------------
 
@@ -524,13 +633,19 @@ class JournalStore:
         return self._read("dead")
 
     def find(self, tid: str) -> list[Entry]:
-        """Every pending or dead event with this tid (tids may repeat across runs)."""
+        """Every pending or dead event with this tid (one, unless the file was written by
+        a version whose tids repeated across runs)."""
         return self._read("pending", "WHERE tid = ?", (tid,)) + self._read(
             "dead", "WHERE tid = ?", (tid,)
         )
 
+    @property
+    def tid_prefix(self) -> str:
+        """What the tids of this boot begin with (see :func:`tid_prefix`)."""
+        return tid_prefix(self.generation)
+
     def last_seq(self) -> int:
-        """The highest seq in either table (0 for an empty journal)."""
+        """The highest seq given so far (0 for an empty journal)."""
         with self._lock:
             try:
                 return int(self._db.execute(_NEXT_SEQ).fetchone()[0]) - 1

@@ -100,8 +100,9 @@ def io_hooks(instance: PluginInstance) -> list[PluginHook]:
         if not hook.callee.is_async:
             raise PluginError(
                 f"instance {instance.ident!r} has background: io, which runs async def hooks, "
-                f"but its {hook.callee.label} is not one: make it async, or bind it with "
-                "bg=False (or bg=True for the worker pool)"
+                f"but its {hook.callee.label} is not one: make it async, or drop "
+                "background: io and bind the async hooks alone with bg='io' (an instance's "
+                "background applies to every hook of it, whatever bg says)"
             )
     return hooks
 
@@ -268,15 +269,19 @@ class Background:
             (lane_items if placement(instance, hook) == IO_LANE else items).append(item)
         self._submitted += len(items) + len(lane_items)
         if items:
-            self._hand_to(self._pool, items, "no instance or hook was backgrounded at start()")
+            self._hand_to(
+                self._pool, items, "the worker pool", "no instance or hook was backgrounded"
+            )
         if lane_items:
-            self._hand_to(self._lane, lane_items, "no I/O-lane hook was bound at start()")
+            self._hand_to(self._lane, lane_items, "the I/O lane", "no I/O-lane hook was bound")
         return [item.work_id for item in (*items, *lane_items)]
 
-    def _hand_to(self, pool: WorkerPool | None, items: list[WorkItem], why_none: str) -> None:
-        """Submit ``items`` to ``pool``, or report them not run if there is none."""
+    def _hand_to(
+        self, pool: WorkerPool | None, items: list[WorkItem], what: str, why_none: str
+    ) -> None:
+        """Submit ``items`` to ``pool`` (``what`` names it), or report them not run."""
         if pool is None or not self._phase.pool_open:
-            reason = "the worker pool is stopped" if pool is not None else why_none
+            reason = f"{what} is stopped" if pool is not None else f"{why_none} at start()"
             self.completed(len(items), [], [Failure.of(i, None, reason) for i in items])
         else:
             pool.submit(items)

@@ -79,6 +79,7 @@ class IoLane:
         self._cond = threading.Condition()  # guards the phase and _flying
         self._phase = Phase.NEW
         self._flying: dict[int, tuple[WorkItem, Future[Mapping[str, Any] | None]]] = {}
+        self._handed_back: set[int] = set()  # by stop(), counted there as abandoned
         self._sink: ResultSink | None = None
         self.done = 0
 
@@ -125,9 +126,12 @@ class IoLane:
         already counted it as abandoned)."""
         self._room.release()
         with self._cond:
-            known = self._flying.pop(item.work_id, None) is not None or self._phase is Phase.OPEN
+            # Not in flight yet is not handed back: it ended before submit() could add it.
+            self._flying.pop(item.work_id, None)
+            handed_back = item.work_id in self._handed_back
+            self._handed_back.discard(item.work_id)
             self._cond.notify_all()
-        if not known:
+        if handed_back:
             return
         sink = self._sink
         assert sink is not None
@@ -167,6 +171,7 @@ class IoLane:
                     self._cond.wait(left)
             left_over = list(self._flying.values())
             self._flying.clear()
+            self._handed_back.update(item.work_id for item, _ in left_over)
         for _, future in left_over:
             future.cancel()
         return [item for item, _ in left_over]

@@ -37,7 +37,8 @@ class ServerSettings:
     stop_grace: float = 10.0
     """After a stop, how long connections may take to receive their last replies."""
     tid_prefix: str = ""
-    """Put before this process's fire counter to make a tid: unique per server process."""
+    """Put before this process's fire counter to make a tid: unique per server process
+    (with a journal, the journal's boot number goes first: unique for the file's life)."""
     accepting: bool = True
     """False for a process started while the dispatcher stops: every fire is refused."""
     journal: str | None = None

@@ -237,10 +237,13 @@ class Server:
         # With a journal, fires are committed before they go into the pipe (.journaling);
         # imported only then: a server process without one never loads sqlite3.
         self.journal: ServerJournal | None = None
+        # A tid names one event: with a journal, for the file's life (its boot number first).
+        self.tid_prefix = settings.tid_prefix
         if settings.journal is not None:
             from .journaling import ServerJournal
 
             self.journal = ServerJournal.open(self, settings)
+            self.tid_prefix = self.journal.store.tid_prefix + settings.tid_prefix
         self.faults = Throttled(
             logging.ERROR, "rigger_mp server: handling a message failed; it got an error reply"
         )
@@ -267,7 +270,7 @@ class Server:
         """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
         its batch is in the pipe (with a journal: once committed, then in the pipe)."""
         self.fires = n = self.fires + 1
-        tid = self.settings.tid_prefix + str(n)
+        tid = self.tid_prefix + str(n)
         if self.journal is not None:
             self.journal.add(tid, msg.hook_name, line)
         if msg.mode == proto.ACK:
