@@ -9,8 +9,9 @@ The package is laid out by process role; each subpackage is what one process run
                 EventPort interface pool/ and server/ use) and dispatcher_port (the one
                 object that implements it, built by start())
       pool/     backgrounded hooks: interface (WorkerPool, ResultSink), background (the
-                dispatcher's side), local (LocalPool) + worker (the worker process),
-                dask + dask_worker (DaskPool), messages
+                dispatcher's side), batches (what both pools share), worker_messages,
+                local (LocalPool) + processes, worker_handle, worker (the worker process),
+                dask + dask_links, dask_worker (DaskPool), io_lane (the I/O lane)
       server/   the TCP intake. In the server process (asyncio): process (its entry),
                 acceptor, connection (+ auth, reply_order, http_refusal), router (tids,
                 acks, backpressure, stop), stats_snapshot, throttle, http (the HTTP

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from typing import Any, ClassVar
 
 from rigger_mp import RiggerBasePlugin
@@ -83,3 +85,16 @@ class LambdaPlugin(RiggerBasePlugin):
     def plugin_initialize(self) -> None:
         self.register_plugin_hook("work", lambda: None, bg=True)
 
+
+class HogPlugin(RiggerBasePlugin):
+    """Backgrounded hook ``hog``: burns ``cpu`` seconds of the worker's CPU time."""
+
+    def plugin_initialize(self) -> None:
+        self.register_plugin_hook("hog", bg=True)
+
+    def hog(self, cpu: float) -> Updates:
+        end = time.process_time() + cpu
+        digest = b""
+        while time.process_time() < end:
+            digest = hashlib.sha256(digest).digest()
+        return None, {"hog_pids": [os.getpid()]}

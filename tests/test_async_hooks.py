@@ -16,7 +16,7 @@ import pytest
 from rigger_mp import PluginError, Rigger, RiggerBasePlugin
 from rigger_mp.coroutine_thread import THREAD_NAME
 from rigger_mp.journal import JournalStore
-from rigger_mp.pool.interface import Failure
+from rigger_mp.pool.interface import Failure, WorkItem
 from rigger_mp.pool.io_lane import IoLane
 
 WAIT = 30.0
@@ -499,7 +499,7 @@ def test_a_lane_hook_that_ends_as_stop_begins_is_reported_not_lost() -> None:
     lane = IoLane({}, coroutines, concurrency=2, timeout=WAIT)  # type: ignore[arg-type]
     sink = Reports()
     lane.start(sink)
-    lane.submit([(1, "i", "upload", pickle.dumps({}))])
+    lane.submit([WorkItem(1, "i", "upload", pickle.dumps({}))])
     # It had ended, so stop() does not hand it back as abandoned: its end is reported.
     assert lane.stop(abandon=True, timeout=0) == []
     for call in coroutines.later:

@@ -71,8 +71,9 @@ def test_the_pool_and_the_server_do_not_import_the_facade() -> None:
 
 def test_the_worker_does_not_import_the_pool_that_starts_it() -> None:
     graph = import_graph()
-    assert "rigger_mp.pool.worker" in graph["rigger_mp.pool.local"]
-    assert "rigger_mp.pool.local" not in graph["rigger_mp.pool.worker"]
+    assert "rigger_mp.pool.processes" in graph["rigger_mp.pool.local"]
+    assert "rigger_mp.pool.worker" in graph["rigger_mp.pool.processes"]
+    assert not {"rigger_mp.pool.local", "rigger_mp.pool.processes"} & graph["rigger_mp.pool.worker"]
 
 
 DISPATCHER_INTERFACE = {

@@ -23,8 +23,9 @@ import psutil
 import pytest
 
 from rigger_mp import PluginError, Rigger, RiggerBasePlugin
-from rigger_mp.pool.interface import Failure
-from rigger_mp.pool.local import STARTUP_FAILURES, LocalPool, default_start_method, exit_cause
+from rigger_mp.pool.interface import Failure, WorkItem
+from rigger_mp.pool.local import STARTUP_FAILURES, LocalPool
+from rigger_mp.pool.processes import default_start_method, exit_cause
 from tests.conftest import Dispatchers, assert_processes_gone, child_processes
 
 PLUGINS = "tests.pool_plugins"
@@ -309,7 +310,7 @@ def test_workers_dying_before_any_work_break_the_pool() -> None:
             os.kill(worker.pid, signal.SIGKILL)
             ends.get(timeout=60)
         assert pool.workers() == []  # broken: no replacement for the last one
-        pool.submit([(1, "p", "pack", b"")])
+        pool.submit([WorkItem(1, "p", "pack", b"")])
         [failure] = sink.failures
         assert failure.work_id == 1
         assert failure.text == (

@@ -162,12 +162,12 @@ def test_cheap_items_are_batched_heavy_ones_travel_alone(
     for _ in range(4):
         rigger.fire_hook("spin", ms=120)
     assert rigger.wait_background(60)
-    assert pool._next_batch == 4  # heavier than a batch's worth: one item per batch
+    assert pool._cutter.count == 4  # heavier than a batch's worth: one item per batch
     for _ in range(3000):
         rigger.fire_hook("noop")
     assert rigger.wait_background(60)
     assert rigger.stats()["background"]["done"] == 3004
-    assert pool._next_batch - 4 <= 3000 / 20  # tens of items per batch, not one
+    assert pool._cutter.count - 4 <= 3000 / 20  # tens of items per batch, not one
 
 
 def test_a_failed_hook_is_reported_with_worker_and_traceback(
@@ -268,12 +268,12 @@ def test_worker_killed_mid_batch(
     for _ in range(300):  # measured cost: cheap, so the next event's 8 items go in 2 batches
         rigger.fire_hook("warm")
     assert rigger.wait_background(60)
-    batches = pool_of(rigger)._next_batch
+    batches = pool_of(rigger)._cutter.count
     rigger.fire_hook("work")  # c1 c2 f c3 | c4 c5 c6 c7
     victim = read_pid(fifo)
     os.kill(victim, signal.SIGKILL)
     assert rigger.wait_background(60)
-    assert pool_of(rigger)._next_batch >= batches + 2
+    assert pool_of(rigger)._cutter.count >= batches + 2
     ran = collections.Counter(ident for ident, _ in lines(log))
     assert ran == dict.fromkeys(counters, 1)  # each once: none lost, none run again
     where = {ident: int(pid) for ident, pid in lines(log)}

@@ -149,15 +149,16 @@ def test_a_worker_replaced_while_stop_begins_is_stopped_too() -> None:
     pool = LocalPool({}, workers=2)
     spawning: queue.SimpleQueue[None] = queue.SimpleQueue()
     proceed = threading.Event()
-    spawn = pool._spawn
+    spawner = pool._spawner
+    spawn = spawner.spawn
 
     def slow_spawn() -> Any:
-        if pool._started >= 2:  # a replacement: hold it until stop() has begun
+        if spawner.started >= 2:  # a replacement: hold it until stop() has begun
             spawning.put(None)
             proceed.wait()
         return spawn()
 
-    pool._spawn = slow_spawn  # type: ignore[method-assign]
+    spawner.spawn = slow_spawn  # type: ignore[method-assign]
     before = child_processes()
     pool.start(Sink())
     first, second = (w.pid for w in pool.workers())

@@ -265,7 +265,7 @@ class Background:
                 self._submit_failed(instance.ident, hook_name, exc)
                 continue
             self._next_id += 1
-            item = (self._next_id, instance.ident, hook_name, payload)
+            item = WorkItem(self._next_id, instance.ident, hook_name, payload)
             (lane_items if placement(instance, hook) == IO_LANE else items).append(item)
         self._submitted += len(items) + len(lane_items)
         if items:
@@ -274,7 +274,7 @@ class Background:
             )
         if lane_items:
             self._hand_to(self._lane, lane_items, "the I/O lane", "no I/O-lane hook was bound")
-        return [item[0] for item in (*items, *lane_items)]
+        return [item.work_id for item in (*items, *lane_items)]
 
     def _hand_to(
         self, pool: WorkerPool | None, items: list[WorkItem], what: str, why_none: str
@@ -508,8 +508,10 @@ def _stats_of(counters: _Counters, workers: list[WorkerInfo]) -> dict[str, Any]:
         "workers": [
             {
                 "pid": w.pid,
+                "address": w.address,
                 "rss_bytes": w.rss_bytes,
                 "cpu_percent": w.cpu_percent,
+                "cpu_seconds": w.cpu_seconds,
                 "tasks_done": w.tasks_done,
             }
             for w in workers

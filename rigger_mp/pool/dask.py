@@ -11,21 +11,22 @@ Data flow (the local pool's, with Dask in the place of the manager queues)::
     WorkItems ---->  into batches sized --> run_batch(bid, items) --> own plugin instances,
                      by measured cost                                 one WorkerRunner
                                                                          |   ^
-    call_soon(merge) <-- reader thread per worker <-- MSG_DONE per item -+   | claim(bid)
-    on the event thread  (its connection back)    <-- MSG_FIRE, MSG_CLAIM -----+ -> start index
+    call_soon(merge) <-- reader thread per worker <-- Done per item -----+   | Claim(bid)
+    on the event thread  (its connection back)    <-- Fire, Claim -------------+ -> Claimed(start)
 
 - Dask costs milliseconds per task, so items travel in batches, cut as LocalPool cuts
-  them (:data:`TARGET_BATCH_SECONDS` of measured work, at most :data:`MAX_BATCH`), and
-  at most :data:`PREFETCH` batches per connected worker are with Dask at once.
-- Each worker connects back to this process (``multiprocessing.connection`` over TCP,
-  with a random key) when the worker plugin's ``setup`` runs. A batch task first
-  *claims* its batch on that connection; the reply is the index to start at, or ``-1``
-  when the batch was settled already. Results come back one item at a time, as each
+  them (:class:`~rigger_mp.pool.batches.Cutter`, :data:`TARGET_BATCH_SECONDS` of
+  measured work), and at most :data:`~rigger_mp.pool.batches.PREFETCH` batches per
+  connected worker are with Dask at once.
+- Each worker connects back to this process (:mod:`rigger_mp.pool.dask_links`) when the
+  worker plugin's ``setup`` runs. A batch task first *claims* its batch on that
+  connection; the reply is the index to start at, or none when the batch was settled
+  already. Results come back one item at a time, as each
   hook returns, so the main process always knows which item a worker is running.
 - A worker's death is its connection's end of file: the item it was running fails
   with that cause, the items it had finished stay done, the ones it had not started
   go back to the front of the pending items for other workers. Should Dask run the
-  dead worker's task again, the claim answers ``-1``; should that claim come before
+  dead worker's task again, the claim answers none; should that claim come before
   the end of file (the scheduler noticed first), the new worker takes the batch over
   from the item after the one that was running.
 - A batch whose task fails before any worker claims it (``KilledWorker`` after its
@@ -35,23 +36,20 @@ Data flow (the local pool's, with Dask in the place of the manager queues)::
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
-import math
-import multiprocessing
-import multiprocessing.connection as mpc
 import os
-import secrets
-import socket
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from typing import Any, Final
 
 from .. import printable
 from ..errors import ConfigError, RiggerError, describe_error
+from ..lifecycle import move
 
 try:
     import distributed
@@ -61,10 +59,11 @@ except ImportError as exc:  # pragma: no cover - the tests run with the extra in
         f"pip install 'rigger_mp[dask]' ({exc})"
     ) from exc
 
-from .dask_worker import MSG_CLAIM, MSG_HELLO, SKIP, RiggerWorkerPlugin, run_batch
+from .batches import PREFETCH, Cutter, Outcome, SentBatch, report
+from .dask_links import Link, Links, listen_host
+from .dask_worker import Claim, Claimed, RiggerWorkerPlugin, run_batch
 from .interface import Failure, InstanceSpec, ResultSink, WorkerInfo, WorkItem
-from .local import MAX_BATCH, PREFETCH
-from .messages import MSG_DONE, MSG_FIRE
+from .worker_messages import Done, Fire
 
 logger = printable.logger("rigger_mp")
 
@@ -72,44 +71,35 @@ TARGET_BATCH_SECONDS = 0.05
 """Work per batch: a Dask task costs a few milliseconds, so batches are larger than
 LocalPool's; a hook heavier than this still travels alone."""
 
-Sparse = list[tuple[int, Mapping[str, Any] | None, str | None]]
+
+class Phase(enum.Enum):
+    """Where a :class:`DaskPool` is in its life."""
+
+    NEW = "new"
+    """Made, not started."""
+    RUNNING = "running"
+    """Taking work."""
+    STOPPING = "stopping"
+    """``stop()`` takes no more work; the batches with Dask may finish."""
+    ABANDONING = "abandoning"
+    """What a worker still holds is handed back; a claim is refused."""
+    STOPPED = "stopped"
+    """The plugin, the client, a cluster of its own and every thread have ended."""
+
+
+_EDGES: Final[dict[Phase, frozenset[Phase]]] = {
+    Phase.NEW: frozenset({Phase.RUNNING, Phase.STOPPING, Phase.STOPPED}),
+    Phase.RUNNING: frozenset({Phase.STOPPING}),
+    Phase.STOPPING: frozenset({Phase.ABANDONING}),
+    Phase.ABANDONING: frozenset({Phase.STOPPED}),
+}
 
 
 @dataclass(eq=False)
-class _Conn:
-    """One Dask worker's connection back to this process."""
-
-    conn: mpc.Connection
-    address: str
-    pid: int
-    batches: set[int] = field(default_factory=set)
-    tasks_done: int = 0
-    thread: threading.Thread | None = None
-
-
-@dataclass(eq=False)
-class _Batch:
-    items: list[WorkItem]
+class _Batch(SentBatch):
     future: Any = None
-    holder: _Conn | None = None  # the worker that claimed it
-    reported: int = 0  # items[:reported] are settled
+    holder: Link | None = None  # the worker that claimed it
     base: int = 0  # the index the holder started at
-
-
-def _where(conn: _Conn) -> str:
-    return f"Dask worker {conn.address} (pid {conn.pid})"
-
-
-def listen_host(scheduler: str) -> str:
-    """This host's address on the route to ``scheduler`` (where workers can reach it)."""
-    parts = urlsplit(scheduler)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 8786
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((host, port))  # UDP: picks the route, sends nothing
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
 
 
 class DaskPool:
@@ -134,29 +124,21 @@ class DaskPool:
         self.cluster_seconds = 0.0
         """How long starting the LocalCluster (or connecting to the scheduler) took."""
         self._sink: ResultSink | None = None
-        self._authkey = secrets.token_bytes(32)
-        self._listener: mpc.Listener | None = None
+        self._links: Links | None = None
         self._cond = threading.Condition(threading.Lock())
+        self._phase = Phase.NEW  # under _cond
         self._pending: deque[WorkItem] = deque()
         self._batches: dict[int, _Batch] = {}
-        self._conns: list[_Conn] = []
-        self._readers: list[threading.Thread] = []
-        self._next_batch = 0
-        self._item_seconds = TARGET_BATCH_SECONDS  # until measured: assume heavy
+        self._conns: list[Link] = []
+        self._cutter = Cutter(TARGET_BATCH_SECONDS)
         self._feeder_waiting = False
-        self._stopping = False
-        self._closing = False
-        self._abandon = False
         self._left: list[WorkItem] = []
         self._feeder: threading.Thread | None = None
-        self._acceptor: threading.Thread | None = None
 
     # -- the interface ----------------------------------------------------------------
 
     def start(self, sink: ResultSink) -> None:
         """Reach (or start) the cluster, listen for its workers, register the plugin."""
-        import time
-
         self._sink = sink
         began = time.perf_counter()
         own = self.scheduler is None
@@ -164,25 +146,27 @@ class DaskPool:
             address = self._cluster()
             host, _, port = (self.listen or "").partition(":")
             host = host or ("127.0.0.1" if own else listen_host(address))
-            self._listener = mpc.Listener((host, int(port or 0)), authkey=self._authkey)
-            self._acceptor = threading.Thread(
-                target=self._accept, name="rigger_mp-dask-acceptor", daemon=True
+            links = self._links = Links(
+                host, int(port or 0), self._joined, self._handle, self._lost
             )
-            self._acceptor.start()
-            plugin = RiggerWorkerPlugin(self._listener.address, self._authkey, self.specs, own)
+            plugin = RiggerWorkerPlugin(links.address, links.authkey, self.specs, own)
             try:
                 self.client.register_plugin(plugin, name=self.name)
             except Exception as exc:
                 raise RiggerError(
                     f"pool: dask: the Dask workers could not set up rigger_mp (they need "
                     f"rigger_mp and the plugins installed, and to reach this process at "
-                    f"{host}:{self._listener.address[1]}, see dask_listen): "
+                    f"{host}:{links.address[1]}, see dask_listen): "
                     f"{describe_error(exc)}"
                 ) from exc
             self._wait_for_workers()
         except BaseException:
+            with self._cond:
+                self._move(Phase.STOPPED)
             self._teardown()
             raise
+        with self._cond:
+            self._move(Phase.RUNNING)
         self.cluster_seconds = time.perf_counter() - began
         self._feeder = threading.Thread(
             target=self._feed, name="rigger_mp-dask-feeder", daemon=True
@@ -192,25 +176,22 @@ class DaskPool:
     def submit(self, items: Sequence[WorkItem]) -> None:
         """Queue items for the feeder; fails them at once if the pool is stopping."""
         with self._cond:
-            if not self._stopping:
+            if self._phase is Phase.RUNNING:
                 self._pending.extend(items)
                 if self._feeder_waiting:
                     self._cond.notify_all()
                 return
-        self._report([], [Failure.of(i, None, "the worker pool is stopping") for i in items])
+        failures = [Failure.of(i, None, "the worker pool is stopping") for i in items]
+        report(self._sink, Outcome.failed(failures))
 
     def running(self) -> int:
         """Items a worker runs now: one per claimed, unfinished batch."""
         with self._cond:
-            return sum(
-                1
-                for b in self._batches.values()
-                if b.holder is not None and b.reported < len(b.items)
-            )
+            return sum(1 for b in self._batches.values() if b.holder is not None and not b.finished)
 
     def workers(self) -> list[WorkerInfo]:
-        """Each connected Dask worker: pid, address, memory and CPU (the scheduler's
-        latest figures) and the hooks it ran for this pool."""
+        """Each connected Dask worker: pid, address, memory and CPU use (the scheduler's
+        latest figures), the CPU time it reported last and the hooks it ran for this pool."""
         with self._cond:
             live = list(self._conns)
         try:
@@ -218,15 +199,16 @@ class DaskPool:
         except Exception:
             info = {}
         out = []
-        for conn in live:
-            metrics = info.get(conn.address, {}).get("metrics", {})
+        for link in live:
+            metrics = info.get(link.address, {}).get("metrics", {})
             out.append(
                 WorkerInfo(
-                    conn.pid,
+                    link.pid,
                     int(metrics.get("memory", 0)),
                     float(metrics.get("cpu", 0.0)),
-                    conn.tasks_done,
-                    address=conn.address,
+                    link.tasks_done,
+                    link.cpu_seconds,
+                    address=link.address,
                 )
             )
         return out
@@ -235,9 +217,9 @@ class DaskPool:
         """Let the batches with Dask finish (or not), then end the plugin, the client and
         a cluster this pool started; return the items not run."""
         with self._cond:
-            if self._stopping:
+            if self._phase is not Phase.RUNNING and self._phase is not Phase.NEW:
                 return []
-            self._stopping = True
+            self._move(Phase.STOPPING)
             self._left.extend(self._pending)
             self._pending.clear()
             self._cond.notify_all()
@@ -246,18 +228,23 @@ class DaskPool:
         with self._cond:
             if not abandon:
                 self._cond.wait_for(lambda: not self._batches, timeout)
-            self._abandon = True  # what a worker still holds now is abandoned
+            self._move(Phase.ABANDONING)
             futures = [b.future for b in self._batches.values() if b.future is not None]
             for batch in self._batches.values():
-                self._left.extend(batch.items[batch.reported :])
+                self._left.extend(batch.rest())
             self._batches.clear()
         if futures:
             with contextlib.suppress(Exception):
                 self.client.cancel(futures)
         self._teardown()
         with self._cond:
+            self._move(Phase.STOPPED)
             left, self._left = self._left, []
         return left
+
+    def _move(self, to: Phase) -> None:
+        """Change phase along :data:`_EDGES` (called under ``_cond``)."""
+        self._phase = move(_EDGES, self._phase, to)
 
     # -- starting and ending ----------------------------------------------------------
 
@@ -298,7 +285,6 @@ class DaskPool:
 
     def _teardown(self) -> None:
         """End the plugin, the client, our cluster, the connections and the threads."""
-        self._closing = True
         if self.client is not None:
             with contextlib.suppress(Exception):
                 self.client.unregister_worker_plugin(self.name)
@@ -307,173 +293,116 @@ class DaskPool:
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close()
+        if self._links is not None:
+            self._links.close()
+
+    # -- the workers' connections ------------------------------------------------------
+
+    def _joined(self, link: Link) -> None:
         with self._cond:
-            conns = list(self._conns)
-        for conn in conns:
-            _shutdown(conn.conn)
-        if self._listener is not None:
-            with contextlib.suppress(Exception):  # wake the acceptor
-                mpc.Client(self._listener.address, authkey=self._authkey).close()
-        if self._acceptor is not None:
-            self._acceptor.join()
-        for thread in self._readers:
-            thread.join()
-        if self._listener is not None:
-            self._listener.close()
+            self._conns.append(link)
+            self._cond.notify_all()
 
-    # -- the acceptor and the readers ---------------------------------------------------
-
-    def _accept(self) -> None:
-        """Take each worker's connection and start its reader (one thread per worker)."""
-        assert self._listener is not None
-        while True:
-            try:
-                conn = self._listener.accept()
-            except (OSError, EOFError, multiprocessing.AuthenticationError) as exc:
-                if self._closing:
-                    return
-                logger.warning("rigger_mp: refused a connection to the Dask pool: %s", exc)
-                continue
-            if self._closing:
-                conn.close()
-                return
-            try:
-                kind, address, pid = conn.recv()
-                assert kind == MSG_HELLO
-            except Exception:
-                logger.warning("rigger_mp: a Dask worker's connection did not say hello")
-                conn.close()
-                continue
-            peer = _Conn(conn, address, pid)
-            peer.thread = threading.Thread(
-                target=self._read, args=(peer,), name="rigger_mp-dask-reader", daemon=True
-            )
-            with self._cond:
-                self._conns.append(peer)
-                self._readers.append(peer.thread)
-                self._cond.notify_all()
-            peer.thread.start()
-
-    def _read(self, peer: _Conn) -> None:
-        """Handle one worker's messages until its connection ends."""
-        try:
-            while True:
-                self._handle(peer, peer.conn.recv())
-        except (EOFError, OSError):
-            pass
-        except Exception:
-            logger.exception("rigger_mp: unreadable message from %s", _where(peer))
-        self._lost(peer)
-        peer.conn.close()
-
-    def _handle(self, peer: _Conn, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == MSG_DONE:
-            _, bid, count, seconds, sparse = msg
-            self._done(peer, bid, count, seconds, sparse)
-        elif kind == MSG_CLAIM:
-            peer.conn.send(self._claim(peer, msg[1]))
-        elif kind == MSG_FIRE:
+    def _handle(self, link: Link, msg: Done | Fire | Claim) -> None:
+        if isinstance(msg, Done):
+            self._done(link, msg)
+        elif isinstance(msg, Claim):
+            link.conn.send(Claimed(self._claim(link, msg.bid)))
+        elif isinstance(msg, Fire):
             assert self._sink is not None
             try:
-                self._sink.fire(msg[1], msg[2])
+                self._sink.fire(msg.hook_name, msg.kwargs)
             except Exception:
-                logger.exception("rigger_mp: event %r fired in a Dask worker was lost", msg[1])
+                logger.exception(
+                    "rigger_mp: event %r fired in a Dask worker was lost", msg.hook_name
+                )
 
-    def _claim(self, peer: _Conn, bid: int) -> int:
-        """The index ``peer`` starts batch ``bid`` at, or SKIP."""
+    def _claim(self, link: Link, bid: int) -> int | None:
+        """The index ``link`` starts batch ``bid`` at, or None: settled already."""
         failures: list[Failure] = []
         with self._cond:
             batch = self._batches.get(bid)
-            if batch is None or self._abandon:
-                return SKIP
+            if batch is None or self._phase is Phase.ABANDONING:
+                return None
             old = batch.holder
-            if old is not None and old is not peer:
+            if old is not None and old is not link:
                 # Dask gave the batch to another worker: the scheduler lost the holder.
                 old.batches.discard(bid)
                 failures.append(
                     Failure.of(
                         batch.items[batch.reported],
                         old.pid,
-                        f"{_where(old)} was lost by the Dask scheduler while running "
+                        f"{old} was lost by the Dask scheduler while running "
                         "this hook (or before sending its result)",
                     )
                 )
                 batch.reported += 1
-            if batch.reported >= len(batch.items):
+            start: int | None = None
+            if batch.finished:
                 self._settle(bid)
-                start = SKIP
             else:
-                batch.holder = peer
+                batch.holder = link
                 batch.base = start = batch.reported
-                peer.batches.add(bid)
+                link.batches.add(bid)
         if failures:
-            self._report([], failures)
+            report(self._sink, Outcome.failed(failures))
         return start
 
-    def _done(self, peer: _Conn, bid: int, count: int, seconds: float, sparse: Sparse) -> None:
-        updates: list[Mapping[str, Any]] = []
-        failures: list[Failure] = []
+    def _done(self, link: Link, done: Done) -> None:
         with self._cond:
-            batch = self._batches.get(bid)
-            if batch is None or batch.holder is not peer:
+            batch = self._batches.get(done.bid)
+            if batch is None or batch.holder is not link:
                 return  # settled already (abandoned, or taken over after a loss)
-            for index, glob, error in sparse:
-                if error is not None:
-                    item = batch.items[batch.base + index]
-                    failures.append(Failure.of(item, peer.pid, f"on {_where(peer)}:\n{error}"))
-                elif glob is not None:
-                    updates.append(glob)
-            ids = [item[0] for item in batch.items[batch.reported : batch.reported + count]]
-            batch.reported += count
-            peer.tasks_done += count
-            self._item_seconds = 0.7 * self._item_seconds + 0.3 * max(seconds / count, 1e-7)
-            if batch.reported >= len(batch.items):
-                peer.batches.discard(bid)
-                self._settle(bid)
-        self._report(updates, failures, count, ids)
+            outcome = batch.take(done, link.pid, batch.base, f"on {link}:\n")
+            link.tasks_done += done.finished
+            link.cpu_seconds = done.cpu_seconds
+            self._cutter.measured(done)
+            if batch.finished:
+                link.batches.discard(done.bid)
+                self._settle(done.bid)
+        report(self._sink, outcome)
 
     def _settle(self, bid: int) -> None:
         """Batch ``bid`` is done with (under the lock): free its place."""
         del self._batches[bid]
         self._cond.notify_all()
 
-    def _lost(self, peer: _Conn) -> None:
+    def _lost(self, link: Link) -> None:
         """A worker's connection ended: settle the batches it held, as LocalPool does."""
         failures: list[Failure] = []
         reissue: list[WorkItem] = []
         futures = []
         with self._cond:
-            self._conns.remove(peer)
-            for bid in sorted(peer.batches):
+            self._conns.remove(link)
+            for bid in sorted(link.batches):
                 batch = self._batches.get(bid)
                 if batch is None:  # abandoned by stop() already
                     continue
-                rest = batch.items[batch.reported :]
-                if self._abandon:
+                rest = batch.rest()
+                if self._phase is Phase.ABANDONING:
                     self._left.extend(rest)
                 else:
                     failures.append(
                         Failure.of(
                             rest[0],
-                            peer.pid,
-                            f"{_where(peer)} went away (killed, crashed or closed) while "
+                            link.pid,
+                            f"{link} went away (killed, crashed or closed) while "
                             "running this hook, or before sending its result",
                         )
                     )
                     reissue.extend(rest[1:])
                 futures.append(batch.future)
                 self._settle(bid)
-            peer.batches.clear()
-            if self._stopping:
-                self._left.extend(reissue)
-            else:
+            link.batches.clear()
+            if self._phase is Phase.RUNNING:
                 self._pending.extendleft(reversed(reissue))
+            else:
+                self._left.extend(reissue)
             self._cond.notify_all()
         if failures or reissue:
             logger.error(
                 "rigger_mp: %s went away; %d hook(s) failed, %d handed to other workers",
-                _where(peer),
+                link,
                 len(failures),
                 len(reissue),
             )
@@ -482,7 +411,7 @@ class DaskPool:
                 with contextlib.suppress(Exception):
                     future.cancel()
         if failures:
-            self._report([], failures)
+            report(self._sink, Outcome.failed(failures))
 
     # -- the feeder ---------------------------------------------------------------------
 
@@ -493,7 +422,7 @@ class DaskPool:
         while True:
             with cond:
                 while True:
-                    if self._stopping:
+                    if self._phase is not Phase.RUNNING:
                         return
                     live = max(1, len(self._conns))
                     if pending and len(self._batches) < PREFETCH * live:
@@ -501,14 +430,7 @@ class DaskPool:
                     self._feeder_waiting = True
                     cond.wait()
                     self._feeder_waiting = False
-                size = min(
-                    MAX_BATCH,
-                    math.ceil(len(pending) / live),
-                    max(1, int(TARGET_BATCH_SECONDS / self._item_seconds)),
-                )
-                items = [pending.popleft() for _ in range(size)]
-                bid = self._next_batch
-                self._next_batch += 1
+                bid, items = self._cutter.cut(pending, live)
                 batch = self._batches[bid] = _Batch(items)
             try:
                 future = self.client.submit(
@@ -519,7 +441,7 @@ class DaskPool:
                     self._batches.pop(bid, None)
                     cond.notify_all()
                 text = f"could not hand the batch to Dask: {describe_error(exc)}"
-                self._report([], [Failure.of(i, None, text) for i in items])
+                report(self._sink, Outcome.failed([Failure.of(i, None, text) for i in items]))
                 continue
             with cond:
                 batch.future = future
@@ -533,7 +455,7 @@ class DaskPool:
             batch = self._batches.get(bid)
             if batch is None or batch.holder is not None:
                 return  # settled, or its worker's connection settles it
-            rest = batch.items[batch.reported :]
+            rest = batch.rest()
             self._settle(bid)
         try:
             cause = describe_error(future.exception()) if future.status == "error" else ""
@@ -543,28 +465,4 @@ class DaskPool:
             "the Dask task of this hook's batch ended before a worker ran it: "
             f"{cause or future.status}"
         )
-        self._report([], [Failure.of(i, None, text) for i in rest])
-
-    # -- reporting ----------------------------------------------------------------------
-
-    def _report(
-        self,
-        updates: list[Mapping[str, Any]],
-        failures: list[Failure],
-        count: int | None = None,
-        ids: Sequence[int] = (),
-    ) -> None:
-        assert self._sink is not None
-        try:
-            n = len(failures) if count is None else count
-            self._sink.completed(n, updates, failures, ids)
-        except Exception:
-            logger.exception("rigger_mp: reporting background results failed")
-
-
-def _shutdown(conn: mpc.Connection) -> None:
-    """Wake a thread blocked reading ``conn``: shut its socket down (end of file)."""
-    with contextlib.suppress(OSError, ValueError):
-        sock = socket.socket(fileno=os.dup(conn.fileno()))
-        with sock:
-            sock.shutdown(socket.SHUT_RDWR)
+        report(self._sink, Outcome.failed([Failure.of(i, None, text) for i in rest]))

@@ -4,15 +4,17 @@
 <rigger_mp.pool.dask.DaskPool.start>`. Dask runs its ``setup`` once on every worker, and
 again on each worker that joins later (a replacement for a dead one, say). ``setup``
 connects back to the dispatcher's main process (an authenticated
-``multiprocessing.connection``, the channel of :mod:`rigger_mp.pool.messages`), says who
-it is, and builds a :class:`~rigger_mp.pool.worker.WorkerRunner` with every
-backgrounded instance, so ``plugin_initialize()`` runs once per worker.
+``multiprocessing.connection``), says who it is (:class:`Hello`), and builds a
+:class:`~rigger_mp.pool.worker.WorkerRunner` with every backgrounded instance, so
+``plugin_initialize()`` runs once per worker.
 
 :func:`run_batch` is the Dask task, one per batch. It first *claims* the batch from
-the main process, which answers with the index to start from (or ``-1``: the batch
+the main process, which answers with the index to start from (or none: the batch
 was settled already, as when Dask runs a task again after its worker died), then runs
 the items with the shared :class:`WorkerRunner`, sending each result as soon as the
-hook returns. So at a worker's death the main process knows which item was running.
+hook returns (:class:`~rigger_mp.pool.worker_messages.Done`, and
+:class:`~rigger_mp.pool.worker_messages.Fire` for an event a hook fires). So at a
+worker's death the main process knows which item was running.
 """
 
 from __future__ import annotations
@@ -22,18 +24,34 @@ import multiprocessing.connection as mpc
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from distributed import WorkerPlugin, get_worker
 
 from .interface import InstanceSpec, WorkItem
-from .messages import NO_BATCH
 from .worker import WORKER_NICE, WorkerRunner
+from .worker_messages import NO_BATCH
 
-# Messages of the Dask channel, besides the WorkerRunner's MSG_DONE and MSG_FIRE.
-MSG_HELLO = 10  # (MSG_HELLO, worker address, pid): first message on a connection
-MSG_CLAIM = 11  # (MSG_CLAIM, batch_id): answered with the index to start at, or -1
-SKIP = -1
+
+class Hello(NamedTuple):
+    """The first message on a Dask worker's connection: who it is."""
+
+    address: str
+    """The Dask worker's address (``tcp://host:port``)."""
+    pid: int
+
+
+class Claim(NamedTuple):
+    """A batch task asks where to start batch ``bid``; answered with :class:`Claimed`."""
+
+    bid: int
+
+
+class Claimed(NamedTuple):
+    """The answer to :class:`Claim`."""
+
+    start: int | None
+    """The index of the first item to run; None when the batch was settled already."""
 
 
 class RiggerWorkerPlugin(WorkerPlugin):
@@ -57,7 +75,7 @@ class RiggerWorkerPlugin(WorkerPlugin):
         """Connect to the dispatcher and build every backgrounded instance once."""
         self.lock = threading.Lock()
         conn = mpc.Client(self.address, authkey=self.authkey)
-        conn.send((MSG_HELLO, str(worker.address), os.getpid()))
+        conn.send(Hello(str(worker.address), os.getpid()))
         runner = WorkerRunner(conn, [NO_BATCH, NO_BATCH], self.specs, None, None)
         runner.flush_seconds = 0.0
         for ident in self.specs:
@@ -82,9 +100,10 @@ class RiggerWorkerPlugin(WorkerPlugin):
             if self.nice:
                 with contextlib.suppress(OSError):
                     os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
-            runner.conn.send((MSG_CLAIM, bid))
-            start: int = runner.conn.recv()
-            if start == SKIP:
+            runner.conn.send(Claim(bid))
+            reply: Claimed = runner.conn.recv()
+            start = reply.start
+            if start is None:
                 return 0
             runner.bid = bid
             runner.run_batch(items[start:])

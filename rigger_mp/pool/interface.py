@@ -13,11 +13,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-WorkItem = tuple[int, str, str, bytes]
-"""``(work_id, instance ident, event name, pickled keyword arguments)``."""
+
+class WorkItem(NamedTuple):
+    """One backgrounded hook to run: made on the event thread, run by a worker."""
+
+    work_id: int
+    ident: str
+    """The plugin instance whose hook runs."""
+    event: str
+    payload: bytes
+    """The hook's keyword arguments, pickled on the event thread: a snapshot."""
+
 
 InstanceSpec = tuple[str, Mapping[str, Any]]
 """How a worker builds an instance: ``("package.module:Class", instance config)``."""
+
 
 class Failure(NamedTuple):
     """A backgrounded hook that did not finish: what it was, where, and why."""
@@ -31,7 +41,7 @@ class Failure(NamedTuple):
     @classmethod
     def of(cls, item: WorkItem, pid: int | None, text: str) -> Failure:
         """The failure of work item ``item`` (in worker ``pid``, or None: not run)."""
-        return cls(item[0], item[1], item[2], pid, text)
+        return cls(item.work_id, item.ident, item.event, pid, text)
 
 
 class ResultSink(Protocol):
@@ -61,7 +71,10 @@ class WorkerInfo:
     pid: int
     rss_bytes: int
     cpu_percent: float
+    """CPU use over the time since the previous look (the worker's start, at first)."""
     tasks_done: int
+    cpu_seconds: float = 0.0
+    """CPU time the worker process has used since it started."""
     address: str | None = None
     """Where the worker is, when not a local process (a Dask worker's ``tcp://...``)."""
 
@@ -91,8 +104,6 @@ class WorkerPool(Protocol):
 
 def describe_items(items: Iterable[WorkItem]) -> str:
     """A short list of ``instance.event`` names for a log line."""
-    names = [f"{i[1]}.{i[2]}" for i in items]
+    names = [f"{i.ident}.{i.event}" for i in items]
     text = ", ".join(names[:10])
     return text + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-
-

@@ -102,7 +102,7 @@ class IoLane:
                     continue
                 future = self._coroutines.submit(self._run(item), partial(self._ended, item))
                 if not future.done():
-                    self._flying[item[0]] = (item, future)
+                    self._flying[item.work_id] = (item, future)
 
     async def _run(self, item: WorkItem) -> Mapping[str, Any] | None:
         """Await one hook with its snapshot of the namespace; its global updates."""
@@ -127,9 +127,9 @@ class IoLane:
         self._room.release()
         with self._cond:
             # Not in flight yet is not handed back: it ended before submit() could add it.
-            self._flying.pop(item[0], None)
-            handed_back = item[0] in self._handed_back
-            self._handed_back.discard(item[0])
+            self._flying.pop(item.work_id, None)
+            handed_back = item.work_id in self._handed_back
+            self._handed_back.discard(item.work_id)
             self._cond.notify_all()
         if handed_back:
             return
@@ -142,12 +142,12 @@ class IoLane:
         if exc is None:
             update = future.result()
             self.done += 1
-            sink.completed(1, [update] if update else [], [], [item[0]])
+            sink.completed(1, [update] if update else [], [], [item.work_id])
         elif isinstance(exc, LaneTimeout):
-            sink.completed(1, [], [Failure.of(item, None, str(exc))], [item[0]])
+            sink.completed(1, [], [Failure.of(item, None, str(exc))], [item.work_id])
         else:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            sink.completed(1, [], [Failure.of(item, None, text)], [item[0]])
+            sink.completed(1, [], [Failure.of(item, None, text)], [item.work_id])
 
     def running(self) -> int:
         """Hooks in flight now."""
@@ -171,7 +171,7 @@ class IoLane:
                     self._cond.wait(left)
             left_over = list(self._flying.values())
             self._flying.clear()
-            self._handed_back.update(item[0] for item, _ in left_over)
+            self._handed_back.update(item.work_id for item, _ in left_over)
         for _, future in left_over:
             future.cancel()
         return [item for item, _ in left_over]

@@ -1,14 +1,17 @@
 """The worker process: builds its own plugin instances and runs backgrounded hooks.
 
-A worker takes batches ``(batch_id, [WorkItem, ...])`` from its manager queue, runs each
-item's hook on its own instance of the plugin, and sends the results back on its pipe
-(see :mod:`rigger_mp.pool.messages`). It records in its slot the batch it took
-and the item it is running, so that the main process knows what was lost if it dies.
+A worker takes each :class:`~rigger_mp.pool.worker_messages.Batch` from its manager
+queue, runs each item's hook on its own instance of the plugin, and sends the results
+back on its pipe (the messages of :mod:`rigger_mp.pool.worker_messages`). It records in
+its slot the batch it took and the item it is running, so that the main process knows
+what was lost if it dies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import multiprocessing.connection as mpc
 import os
 import pickle
 import signal
@@ -26,7 +29,16 @@ from ..core.plugin import Dispatcher, RiggerBasePlugin, import_class
 from ..deadline import Deadline
 from ..errors import PluginError, RiggerError
 from .interface import InstanceSpec, WorkItem
-from .messages import FLUSH_SECONDS, MSG_DONE, MSG_FIRE, MSG_RETIRE, NO_BATCH, exit_with_parent
+from .worker_messages import (
+    FLUSH_SECONDS,
+    NO_BATCH,
+    Batch,
+    Done,
+    Fire,
+    ItemResult,
+    Retire,
+    Stop,
+)
 
 THREAD_GRACE = 5.0
 """Seconds a finished worker waits for the non-daemon threads its hooks left before it
@@ -34,8 +46,6 @@ exits anyway."""
 WORKER_NICE = 10
 """Workers run at this lower CPU priority: with every core busy packing archives, the
 main process's event thread still gets the CPU it needs (idle cores are used in full)."""
-
-Sparse = list[tuple[int, Mapping[str, Any] | None, str | None]]
 
 
 class WorkerRunner(Dispatcher):
@@ -56,7 +66,7 @@ class WorkerRunner(Dispatcher):
         self.memory_limit = memory_limit
         self.instances: dict[str, RiggerBasePlugin | str] = {}
         self.tasks = 0
-        self.sparse: Sparse = []
+        self.results: list[ItemResult] = []
         self.unsent = 0
         self.bid = NO_BATCH
         self.work_start = 0.0
@@ -78,7 +88,7 @@ class WorkerRunner(Dispatcher):
         event runs later in the main process, and its namespace is not sent back.
         """
         self.flush()  # results of earlier hooks go first, in order
-        self.conn.send((MSG_FIRE, hook_name, kwargs))
+        self.conn.send(Fire(hook_name, kwargs))
         future: Future[dict[str, Any]] = Future()
         future.set_exception(
             RiggerError(
@@ -109,16 +119,22 @@ class WorkerRunner(Dispatcher):
         return obj
 
     def run(self, queue: Any) -> None:
-        """Take batches until the stop signal (``None``) or a reason to retire."""
+        """Take batches until told to stop, a reason to retire, or the queue is gone."""
         slot = self.slot
         while True:
-            msg = queue.get()
-            if msg is None:
+            try:
+                msg: Batch | Stop = queue.get()
+            except (EOFError, OSError) as exc:
+                # The manager process that holds the queue has died: no more work can
+                # come, and this worker holds none, so it hands back nothing and exits.
+                reason = f"its queue's manager process is gone ({type(exc).__name__})"
+                self.conn.send(Retire(self.bid, slot[1], reason))
                 return
-            bid, items = msg
+            if isinstance(msg, Stop):
+                return
             slot[1] = NO_BATCH
-            slot[0] = self.bid = bid
-            if not self.run_batch(items):
+            slot[0] = self.bid = msg.bid
+            if not self.run_batch(msg.items):
                 return
 
     def run_batch(self, items: list[WorkItem]) -> bool:
@@ -138,9 +154,9 @@ class WorkerRunner(Dispatcher):
                 callee = hook.callee
                 glob = callee.check(callee.func(**pickle.loads(payload)))[1]
                 if glob:
-                    self.sparse.append((index, glob, None))
+                    self.results.append(ItemResult(index, glob, None))
             except BaseException:
-                self.sparse.append((index, None, traceback.format_exc()))
+                self.results.append(ItemResult(index, None, traceback.format_exc()))
             self.unsent += 1
             self.tasks += 1
             now = clock()
@@ -148,7 +164,7 @@ class WorkerRunner(Dispatcher):
             if reason is not None:
                 self.flush()
                 slot[1] = index + 1
-                self.conn.send((MSG_RETIRE, self.bid, index + 1, reason))
+                self.conn.send(Retire(self.bid, index + 1, reason))
                 return False
             if now - last >= self.flush_seconds:
                 self.flush()
@@ -175,22 +191,20 @@ class WorkerRunner(Dispatcher):
         if not self.unsent:
             return
         now = time.perf_counter()
-        msg = (MSG_DONE, self.bid, self.unsent, now - self.work_start, self.sparse)
+        msg = Done(self.bid, self.unsent, now - self.work_start, self.results, time.process_time())
         try:
             self.conn.send(msg)
         except (pickle.PicklingError, TypeError, AttributeError, ValueError):
-            self.conn.send(
-                (MSG_DONE, self.bid, self.unsent, now - self.work_start, _picklable(self.sparse))
-            )
-        self.sparse = []
+            self.conn.send(msg._replace(results=_picklable(self.results)))
+        self.results = []
         self.unsent = 0
         self.work_start = now
 
 
-def _picklable(sparse: Sparse) -> Sparse:
+def _picklable(results: list[ItemResult]) -> list[ItemResult]:
     """The results with each unpicklable global update replaced by an error."""
-    out: Sparse = []
-    for index, glob, error in sparse:
+    out: list[ItemResult] = []
+    for index, glob, error in results:
         try:
             pickle.dumps(glob, pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
@@ -199,7 +213,7 @@ def _picklable(sparse: Sparse) -> Sparse:
                 f"{type(exc).__name__}: {exc}"
             )
             glob = None
-        out.append((index, glob, error))
+        out.append(ItemResult(index, glob, error))
     return out
 
 
@@ -222,6 +236,24 @@ def worker_main(
     finally:
         conn.close()
     leave(THREAD_GRACE)
+
+
+def exit_with_parent() -> None:
+    """In a child process: exit at once when the parent process dies (no polling).
+
+    A daemon thread blocks on the parent's sentinel, which becomes ready when the
+    parent's end of a pipe is closed, by its exit or by a kill.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        mpc.wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rigger_mp-parent-watch", daemon=True).start()
 
 
 def leave(grace: float) -> NoReturn:
