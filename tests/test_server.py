@@ -21,7 +21,7 @@ import pytest
 
 from rigger_mp import Rigger, RiggerClient
 from rigger_mp.server.incarnation import ServerStartError
-from rigger_mp.server.supervisor import exposed_without_token
+from rigger_mp.server.listening import exposed_without_token
 from tests._tcp import HOST, WAIT, Raw, counter, make_rigger, port_of, server_pid
 from tests.conftest import Dispatchers
 

@@ -112,3 +112,27 @@ class UnboundNames:
             "(a typo in the name, or a plugin with no instance in the config?)",
             hook_name,
         )
+
+
+def bound_events(
+    instances: Mapping[str, PluginInstance],
+    pre: Mapping[str, Mapping[str, Callee]],
+    post: Mapping[str, Mapping[str, Callee]],
+) -> list[str]:
+    """The event names some plugin hook or callback is bound to now (in ``stats()``, so
+    that a client can tell a typo from an event that runs nothing on purpose)."""
+    names = {name for i in instances.values() for name in [*i.obj.callbacks]}
+    for table in (pre, post):
+        names.update(name for name, bound in [*table.items()] if bound)
+    return sorted(names)
+
+
+def callback_table(
+    pre: dict[str, dict[str, Callee]], post: dict[str, dict[str, Callee]], ctype: str
+) -> dict[str, dict[str, Callee]]:
+    """The table of ``pre`` or ``post`` callbacks that ``ctype`` names; else ValueError."""
+    if ctype == "pre":
+        return pre
+    if ctype == "post":
+        return post
+    raise ValueError(f"ctype must be 'pre' or 'post', not {ctype!r}")

@@ -33,8 +33,9 @@ from .event_runner import EventRunner, ExcInfo
 from .event_thread import EventThread, Phase, call_and_wait
 from .journaling import Journaling
 from .loading import InstanceLookup, PluginClass, build_instances
-from .plans import Plan, make_plan
+from .plans import Plan, bound_events, callback_table, make_plan
 from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin, watch_bindings
+from .stats import collect
 from .task import Task
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class Rigger(InstanceLookup, Dispatcher):
 
         Returns the binding's name, which :meth:`unregister_hook_callback` takes.
         """
-        table = self._callback_table(ctype)
+        table = callback_table(self.pre_callbacks, self.post_callbacks, ctype)
         if not isinstance(hook_name, str) or not hook_name:
             raise TypeError("hook_name must be a non-empty string")
         if callback is None:
@@ -120,7 +121,7 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def unregister_hook_callback(self, hook_name: str, ctype: str, name: str) -> None:
         """Remove the callback bound under ``name``; a name not bound is a ``KeyError``."""
-        table = self._callback_table(ctype)
+        table = callback_table(self.pre_callbacks, self.post_callbacks, ctype)
         with self._lock:
             bound = dict(table.get(hook_name, {}))
             if name not in bound:
@@ -128,13 +129,6 @@ class Rigger(InstanceLookup, Dispatcher):
             del bound[name]
             table[hook_name] = bound
             self._events.forget_plans()
-
-    def _callback_table(self, ctype: str) -> dict[str, dict[str, Callee]]:
-        if ctype == "pre":
-            return self.pre_callbacks
-        if ctype == "post":
-            return self.post_callbacks
-        raise ValueError(f"ctype must be 'pre' or 'post', not {ctype!r}")
 
     # -- assignable state ---------------------------------------------------------
 
@@ -478,26 +472,10 @@ class Rigger(InstanceLookup, Dispatcher):
         """Counters: events accepted, done, failed, abandoned, and queued now; backgrounded
         hooks queued, running, done, failed and abandoned; the live workers; the uptime and
         the mean events done per second; events by name (``hooks``); the last failures
-        (``recent_failures``); the plans cached; the TCP server's counters when it runs."""
-        background = self._background
-        events = self._events.counters()
-        uptime = self._events.uptime()
-        stats: dict[str, Any] = {
-            **(Background.idle_stats() if background is None else background.stats()),
-            "uptime": uptime,
-            "events_per_second": events["done"] / uptime if uptime > 0 else 0.0,
-            "events": events,
-            "hooks": self._events.hook_counters(),
-            "failures_total": self._events.failures.total,
-            "recent_failures": self._events.failures.recent(),
-            "plans_cached": self._events.cached_plans(),
-            "bound_events": self._bound_events(),
-        }
-        if self._server is not None:
-            stats["server"] = self._server.stats()
-        if self._journal is not None:
-            stats["journal"] = self._journal.stats()
-        return stats
+        (``recent_failures``); the plans cached; the event names bound; the TCP server's
+        and the journal's counters when they run (see :func:`~.stats.collect`)."""
+        bound = bound_events(self.instances, self.pre_callbacks, self.post_callbacks)
+        return collect(self._events, self._background, self._server, self._journal, bound)
 
     def info(self) -> dict[str, Any]:
         """What a client may learn of this dispatcher (the ``info`` op): its host name and
@@ -509,14 +487,6 @@ class Rigger(InstanceLookup, Dispatcher):
             "pid": os.getpid(),
             "artifacts_root": None if root is None else str(root),
         }
-
-    def _bound_events(self) -> list[str]:
-        """The event names some plugin hook or callback is bound to now (for ``stats()``,
-        so that a client can tell a typo from an event that runs nothing on purpose)."""
-        names = {name for i in self.instances.values() for name in [*i.obj.callbacks]}
-        for table in (self.pre_callbacks, self.post_callbacks):
-            names.update(name for name, bound in [*table.items()] if bound)
-        return sorted(names)
 
     def uptime(self) -> float:
         """Seconds from :meth:`start` to :meth:`stop` (to now while running); 0 before."""

@@ -41,7 +41,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import enum
-import ipaddress
 import os
 import socket
 import subprocess
@@ -58,8 +57,9 @@ from ..deadline import Deadline
 from ..lifecycle import move
 from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
-from .incarnation import Incarnation, ServerStartError
+from .incarnation import Incarnation
 from .intake import Intake
+from .listening import bind, warn_if_exposed
 from .pipe_messages import Fence, ServerSettings, Stop
 
 if TYPE_CHECKING:
@@ -77,46 +77,6 @@ waits on its pipe, is unresponsive (stopped, wedged): it is killed and replaced.
 HEARTBEAT_MISSES: Final = 3
 """Heartbeats (one every ``server_heartbeat`` seconds) a server process may leave
 unanswered before it is unresponsive: killed and replaced."""
-
-
-def bind(address: str, port: int) -> socket.socket:
-    """A listening socket on ``address:port`` (0: any free port), or ServerStartError."""
-    try:
-        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ServerStartError(
-            f"server_address {address!r}: cannot resolve it: {exc.strerror or exc}"
-        ) from exc
-    family, _, _, _, sockaddr = infos[0]
-    try:
-        return socket.create_server(sockaddr, family=family, backlog=1024)
-    except OSError as exc:
-        raise ServerStartError(
-            f"cannot listen on {address}:{port}: {exc.strerror or exc}"
-            + (" (is another server using this port?)" if port else "")
-        ) from exc
-
-
-def exposed_without_token(host: str, token: str | None) -> bool:
-    """True if ``host`` (a bound IP address) is reachable from other hosts and no token is set."""
-    if token is not None:
-        return False
-    try:
-        return not ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return True
-
-
-def warn_if_exposed(host: str, port: int, token: str | None) -> None:
-    """Log that anyone may fire and terminate when ``host`` is reachable without a token."""
-    if exposed_without_token(host, token):
-        logger.warning(
-            "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
-            "and no server_token is set: anyone who can connect may fire events and "
-            "terminate the dispatcher",
-            host,
-            port,
-        )
 
 
 _PACKAGE_DIR: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,6 +186,26 @@ def server_settings(settings: RiggerConfig) -> ServerSettings:
         max_json_depth=settings.max_json_depth,
         max_hook_name_length=settings.max_hook_name_length,
     )
+
+
+def supervisor_stats(supervisor: ServerSupervisor) -> dict[str, Any]:
+    """What the main process knows of its server: where, which process, restarts, and
+    what the intake counted."""
+    intake = supervisor.intake
+    return {
+        "address": supervisor.address,
+        "port": supervisor.port,
+        "pid": supervisor.pid,
+        "restarts": supervisor.restarts,
+        "accepted": intake.accepted,
+        "refused": intake.refused,
+        "lost": intake.lost,
+        "intake_pauses": intake.pauses,
+        "stats_computed": intake.stats_computed,
+        "status_window": len(intake.status),
+        "http_address": supervisor.http_address,
+        "http_port": supervisor.http_port,
+    }
 
 
 class ServerSupervisor:
@@ -605,21 +585,8 @@ class ServerSupervisor:
         return self._thread
 
     def stats(self) -> dict[str, Any]:
-        """What the main process knows of the server."""
-        return {
-            "address": self.address,
-            "port": self.port,
-            "pid": self.pid,
-            "restarts": self.restarts,
-            "accepted": self._intake.accepted,
-            "refused": self._intake.refused,
-            "lost": self._intake.lost,
-            "intake_pauses": self._intake.pauses,
-            "stats_computed": self._intake.stats_computed,
-            "status_window": len(self._intake.status),
-            "http_address": self.http_address,
-            "http_port": self.http_port,
-        }
+        """What the main process knows of the server (see :func:`supervisor_stats`)."""
+        return supervisor_stats(self)
 
     # -- the intake thread -------------------------------------------------------------
 
@@ -685,10 +652,6 @@ class ServerSupervisor:
                 self._send_fence(incarnation, asked, quiescing)
             if phase in (Phase.STOPPING, Phase.STOPPED):  # this one must go too
                 incarnation.writer.send(Stop())
-            logger.warning(
-                "rigger_mp: TCP server restarted (pid %s) on %s:%d",
-                incarnation.process.pid,
-                self.address,
-                self.port,
-            )
+            where = (incarnation.process.pid, self.address, self.port)
+            logger.warning("rigger_mp: TCP server restarted (pid %s) on %s:%d", *where)
             return incarnation
