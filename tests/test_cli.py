@@ -645,3 +645,17 @@ def test_a_fire_that_was_accepted_succeeds_even_if_asking_what_is_bound_fails() 
 
     assert _bound_events(Flaky()) is None
     assert _bound_events(Old()) is None
+
+
+def test_each_log_line_names_rigger_mp_once(tmp_path: Path) -> None:
+    """The log format names the logger; a message does not name it again."""
+    served = Served("--artifacts", str(tmp_path / "art"), cwd=tmp_path)
+    try:
+        assert served.cmd("terminate").returncode == 0
+        status, _, err = served.finish()
+    finally:
+        served.kill()
+    assert status == 0, err
+    assert " INFO rigger_mp: started with " in err
+    assert " INFO rigger_mp: stopped: " in err
+    assert not [line for line in err.splitlines() if "rigger_mp: rigger_mp" in line]

@@ -488,5 +488,5 @@ def test_log_message_prints_as_riggerlibs_did(capsys: pytest.CaptureFixture[str]
     r = Rigger(None)
     r.parse_config()
     r.stop()
-    assert "rigger_mp: started with 0 enabled instance(s)" in capsys.readouterr().out
+    assert "started with 0 enabled instance(s)" in capsys.readouterr().out
     assert r.initialized is False  # only the program sets it, as in riggerlib

@@ -197,8 +197,8 @@ def test_log_message_carries_start_and_stop_news() -> None:
 
     with Logged():
         pass
-    assert news[0].startswith("rigger_mp: started")
-    assert news[-1].startswith("rigger_mp: stopped: 0 event(s) done")
+    assert news[0].startswith("started with")
+    assert news[-1].startswith("stopped: 0 event(s) done")
 
 
 def test_stats_before_start_are_zero_with_the_keys_of_a_running_rigger() -> None:

@@ -45,7 +45,7 @@ def test_the_names_logged_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
     lines = unbound_lines(caplog)
     assert len(lines) == MAX_UNBOUND_NAMED + 1
     assert lines[-1] == (
-        f"rigger_mp: more than {MAX_UNBOUND_NAMED} event names that nothing binds; "
+        f"more than {MAX_UNBOUND_NAMED} event names that nothing binds; "
         "no more are logged"
     )
 
@@ -59,6 +59,6 @@ def test_a_registered_plugin_no_instance_uses_is_logged(caplog: pytest.LogCaptur
         pass
     lines = [r.getMessage() for r in caplog.records if "registered but" in r.getMessage()]
     assert lines == [
-        "rigger_mp: plugin 'forgotten' is registered but no instance in <mapping> uses it, "
+        "plugin 'forgotten' is registered but no instance in <mapping> uses it, "
         "so it never runs (add plugins: {<instance>: {plugin: forgotten}} to the config)"
     ]

@@ -129,7 +129,7 @@ class DispatcherPort:
                 self._events.accept_batch(specs, seqs)
         except Exception as exc:
             logger.error(
-                "rigger_mp: the fires a dead server process left in the journal stay "
+                "the fires a dead server process left in the journal stay "
                 "pending and run at the next start: %s",
                 describe_error(exc),
             )

@@ -132,7 +132,7 @@ def build_instances(
     named = {spec.plugin for spec in settings.plugins.values()}
     for name in sorted(set(registered) - named):
         logger.warning(
-            "rigger_mp: plugin %r is registered but no instance in %s uses it, so it never "
+            "plugin %r is registered but no instance in %s uses it, so it never "
             "runs (add plugins: {<instance>: {plugin: %s}} to the config)",
             name,
             settings.source,

@@ -103,12 +103,12 @@ class UnboundNames:
         named.add(hook_name)
         if len(named) > MAX_UNBOUND_NAMED:
             logger.warning(
-                "rigger_mp: more than %d event names that nothing binds; no more are logged",
+                "more than %d event names that nothing binds; no more are logged",
                 MAX_UNBOUND_NAMED,
             )
             return
         logger.warning(
-            "rigger_mp: no plugin or callback binds %r: its events run nothing "
+            "no plugin or callback binds %r: its events run nothing "
             "(a typo in the name, or a plugin with no instance in the config?)",
             hook_name,
         )

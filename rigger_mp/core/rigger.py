@@ -252,7 +252,7 @@ class Rigger(InstanceLookup, Dispatcher):
             self._start_server(settings, server)
         _parts[self] = Parts(self._events, port, self._background, journal, self._server)
         self.log_message(
-            f"rigger_mp: started with {len(self.instances)} enabled instance(s)"
+            f"started with {len(self.instances)} enabled instance(s)"
             + (f", TCP on {self.server_address}:{self.server_port}" if self._server else "")
         )
         return self
@@ -324,7 +324,7 @@ class Rigger(InstanceLookup, Dispatcher):
         self._events.finish()
         events = self._events.counters()
         self.log_message(
-            f"rigger_mp: stopped: {events['done']} event(s) done, {events['failed']} failed, "
+            f"stopped: {events['done']} event(s) done, {events['failed']} failed, "
             f"{events['abandoned']} abandoned"
         )
 
@@ -335,7 +335,7 @@ class Rigger(InstanceLookup, Dispatcher):
             try:
                 instance.obj.plugin_stop(deadline.left())
             except Exception:
-                logger.exception("rigger_mp: plugin_stop of instance %r failed", ident)
+                logger.exception("plugin_stop of instance %r failed", ident)
 
     def _fence_intake(self, deadline: Deadline) -> None:
         """Queue every event the TCP server acked, then take no more from the intake."""
@@ -365,7 +365,7 @@ class Rigger(InstanceLookup, Dispatcher):
         if self._executor is not None:
             self._executor.shutdown(wait=ended)
         if not self._coroutines.stop(deadline.left()):  # after the I/O lane has ended
-            logger.error("rigger_mp: the coroutine thread did not end in time")
+            logger.error("the coroutine thread did not end in time")
         if self._server is not None:  # after the drain: its replies still reach clients
             self._server.stop(deadline.timeout)
         if self._journal is not None:  # its last done marks, then the file's locks
@@ -450,16 +450,16 @@ class Rigger(InstanceLookup, Dispatcher):
         try:
             self._events.failures.add(None, None, exc_info[1])
         except Exception:
-            logger.exception("rigger_mp: keeping a failure failed")
+            logger.exception("keeping a failure failed")
         try:
             self.handle_failure(exc_info)
         except Exception:
-            logger.exception("rigger_mp: handle_failure() itself failed")
+            logger.exception("handle_failure() itself failed")
 
     def handle_failure(self, exc_info: ExcInfo) -> None:
         """Called with a failure no waiter sees (a squashed callable, an event no one waits
         on, a backgrounded hook); the default logs it with its traceback."""
-        logger.error("rigger_mp: a callable failed: %s", exc_info[1], exc_info=exc_info)
+        logger.error("a callable failed: %s", exc_info[1], exc_info=exc_info)
 
     def log_message(self, msg: str) -> None:
         """Where the dispatcher's own news (started, stopped) goes: riggerlib's hook.

@@ -162,7 +162,7 @@ class ArchivePlugin(RiggerBasePlugin):
     ) -> Updates | None:
         """Pack ``artifact_path`` if it is inside the root; update the totals."""
         if not artifact_path:
-            logger.warning("rigger_mp: archive %r: no artifact_path in the event", self.ident)
+            logger.warning("archive %r: no artifact_path in the event", self.ident)
             return None
         path = self._contained(os.fspath(artifact_path), artifacts_root)
         if not os.path.isdir(path):
@@ -206,7 +206,7 @@ class ArchivePlugin(RiggerBasePlugin):
             problem = f"resolves to {real!r}, outside the artifacts root {real_root!r}"
         else:
             return real
-        logger.error("rigger_mp: archive %r: refused: %r %s", self.ident, path, problem)
+        logger.error("archive %r: refused: %r %s", self.ident, path, problem)
         raise PluginError(f"archive {self.ident!r}: refused artifact_path {path!r}: {problem}")
 
     def _where(self, target: str, artifacts_root: str | None) -> tuple[str, str]:
@@ -240,7 +240,7 @@ class ArchivePlugin(RiggerBasePlugin):
         except UnsafePath as exc:
             self._totals["errors"] += 1
             self._errors.append({"path": path, "error": str(exc)})
-            logger.error("rigger_mp: archive %r: refused: %s", self.ident, exc)
+            logger.error("archive %r: refused: %s", self.ident, exc)
             raise PluginError(f"archive {self.ident!r}: refused: {exc}") from None
         return bytes_in
 
@@ -269,7 +269,7 @@ class ArchivePlugin(RiggerBasePlugin):
         )
 
     def _report(self, path: str, problem: str) -> Updates:
-        logger.warning("rigger_mp: archive %r: %s: %s, nothing packed", self.ident, path, problem)
+        logger.warning("archive %r: %s: %s, nothing packed", self.ident, path, problem)
         self._totals["errors"] += 1
         self._errors.append({"path": path, "error": problem})
         return self._updates()

@@ -149,7 +149,7 @@ class JUnitPlugin(RiggerBasePlugin):
         target = write_atomically(root, relative, render(snapshot))
         if name is not None and (root / name / RUN_FILE).is_file():
             write_index(root)  # the report listed the run, maybe before this file existed
-        logger.info("rigger_mp: junit %r: %s", self.ident, target)
+        logger.info("junit %r: %s", self.ident, target)
         return target
 
 

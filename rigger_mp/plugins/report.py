@@ -165,7 +165,7 @@ class ReportPlugin(RiggerBasePlugin):
         if name is not None:
             write_summary(root, name, snapshot)
             write_index(root)
-        logger.info("rigger_mp: report %r: %s", self.ident, target)
+        logger.info("report %r: %s", self.ident, target)
         return target
 
     def _links(self, snapshot: Snapshot) -> Links:

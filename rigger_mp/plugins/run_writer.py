@@ -45,7 +45,7 @@ class Writer:
         try:
             job()
         except Exception:
-            logger.exception("rigger_mp: %s: writing %s failed", self.name, what)
+            logger.exception("%s: writing %s failed", self.name, what)
 
     def _done(self, future: Future[None]) -> None:
         with self._lock:
@@ -70,7 +70,7 @@ class Writer:
             executor.shutdown(wait=finished)
         if not finished:
             logger.warning(
-                "rigger_mp: %s: %d file(s) still being written when the stop's time ran out",
+                "%s: %d file(s) still being written when the stop's time ran out",
                 self.name,
                 left,
             )

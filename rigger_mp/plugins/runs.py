@@ -442,7 +442,7 @@ class Runs:
             if len(self._runs) >= MAX_RUNS:
                 oldest = next(iter(self._runs.values()))
                 logger.warning(
-                    "rigger_mp: %s: more than %d open runs; dropping run_id %r "
+                    "%s: more than %d open runs; dropping run_id %r "
                     "(%d tests) unreported",
                     self.ident,
                     MAX_RUNS,

@@ -318,7 +318,7 @@ class Background:
         """Fire an event a hook fired in a worker (from the pool's thread)."""
         if self._phase.direct:
             logger.error(
-                "rigger_mp: event %r fired by a backgrounded hook after the event "
+                "event %r fired by a backgrounded hook after the event "
                 "thread stopped was dropped",
                 hook_name,
             )
@@ -329,7 +329,7 @@ class Background:
             self._port.fire_hook(hook_name, **kwargs)
         except ShuttingDown as exc:
             logger.error(
-                "rigger_mp: event %r fired by a backgrounded hook was dropped: %s", hook_name, exc
+                "event %r fired by a backgrounded hook was dropped: %s", hook_name, exc
             )
 
     # -- settling results -----------------------------------------------------------------
@@ -458,7 +458,7 @@ class Background:
                 self._finished += len(left)
                 self._cond.notify_all()
             logger.error(
-                "rigger_mp: stop() abandoned %d backgrounded hook(s) not finished in time: %s",
+                "stop() abandoned %d backgrounded hook(s) not finished in time: %s",
                 len(left),
                 describe_items(left),
             )

@@ -121,4 +121,4 @@ def report(sink: ResultSink | None, outcome: Outcome) -> None:
     try:
         sink.completed(*outcome)
     except Exception:
-        logger.exception("rigger_mp: reporting background results failed")
+        logger.exception("reporting background results failed")

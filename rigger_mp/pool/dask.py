@@ -314,7 +314,7 @@ class DaskPool:
                 self._sink.fire(msg.hook_name, msg.kwargs)
             except Exception:
                 logger.exception(
-                    "rigger_mp: event %r fired in a Dask worker was lost", msg.hook_name
+                    "event %r fired in a Dask worker was lost", msg.hook_name
                 )
 
     def _claim(self, link: Link, bid: int) -> int | None:
@@ -401,7 +401,7 @@ class DaskPool:
             self._cond.notify_all()
         if failures or reissue:
             logger.error(
-                "rigger_mp: %s went away; %d hook(s) failed, %d handed to other workers",
+                "%s went away; %d hook(s) failed, %d handed to other workers",
                 link,
                 len(failures),
                 len(reissue),

@@ -106,7 +106,7 @@ class Links:
             except (OSError, EOFError, multiprocessing.AuthenticationError) as exc:
                 if self._closing:
                     return
-                logger.warning("rigger_mp: refused a connection to the Dask pool: %s", exc)
+                logger.warning("refused a connection to the Dask pool: %s", exc)
                 continue
             if self._closing:
                 conn.close()
@@ -115,7 +115,7 @@ class Links:
                 hello = conn.recv()
                 assert isinstance(hello, Hello)
             except Exception:
-                logger.warning("rigger_mp: a Dask worker's connection did not say hello")
+                logger.warning("a Dask worker's connection did not say hello")
                 conn.close()
                 continue
             link = Link(conn, hello.address, hello.pid)
@@ -136,7 +136,7 @@ class Links:
         except (EOFError, OSError):
             pass
         except Exception:
-            logger.exception("rigger_mp: unreadable message from %s", link)
+            logger.exception("unreadable message from %s", link)
         self._lost(link)
         with self._lock:
             self._links.remove(link)

@@ -250,7 +250,7 @@ class LocalPool:
             running = self._running_items()
         if not terminated:
             logger.error(
-                "rigger_mp: stop(): %d worker(s) still busy after %.3g s; ending them "
+                "stop(): %d worker(s) still busy after %.3g s; ending them "
                 "(hooks running: %s)",
                 len(live),
                 deadline.timeout or 0.0,
@@ -316,7 +316,7 @@ class LocalPool:
             except Exception as exc:
                 # The manager is gone; the collector hears of it through its sentinel
                 # and settles this batch with the worker's.
-                logger.error("rigger_mp: could not queue work for worker %s: %s", worker.pid, exc)
+                logger.error("could not queue work for worker %s: %s", worker.pid, exc)
 
     # -- collector thread -------------------------------------------------------------
 
@@ -364,10 +364,10 @@ class LocalPool:
             try:
                 self._sink.fire(msg.hook_name, msg.kwargs)
             except Exception:
-                logger.exception("rigger_mp: event %r fired in a worker was lost", msg.hook_name)
+                logger.exception("event %r fired in a worker was lost", msg.hook_name)
         elif isinstance(msg, Retire):
             worker.retire = msg.reason
-            logger.info("rigger_mp: recycling worker %s: %s", worker.pid, msg.reason)
+            logger.info("recycling worker %s: %s", worker.pid, msg.reason)
 
     def _done(self, worker: WorkerHandle, done: Done) -> None:
         with self._cond:
@@ -418,10 +418,10 @@ class LocalPool:
                     f"the worker pool is broken: {self._startup_failures} workers in a row "
                     f"ended before taking any work (last one {cause})"
                 )
-                logger.error("rigger_mp: %s", self._why_broken)
+                logger.error("%s", self._why_broken)
         if unexpected and not self._phase.stopping:
             logger.error(
-                "rigger_mp: worker %s %s; %d hook(s) failed, %d handed to other workers",
+                "worker %s %s; %d hook(s) failed, %d handed to other workers",
                 worker.pid,
                 cause,
                 len(failures),
@@ -479,7 +479,7 @@ class LocalPool:
             if mpc.wait([manager.gone], KILL_GRACE):
                 self._rebuild()
                 return
-            logger.exception("rigger_mp: could not start a replacement worker")
+            logger.exception("could not start a replacement worker")
             with self._cond:
                 failures = self._break(f"the worker pool is broken: no replacement worker: {exc}")
             report(self._sink, Outcome.failed(failures))
@@ -513,7 +513,7 @@ class LocalPool:
             dead, old = self._spawner.manager, list(self._workers)
         assert dead is not None
         logger.error(
-            "rigger_mp: the worker pool's manager process %s died; ending its %d worker(s) "
+            "the worker pool's manager process %s died; ending its %d worker(s) "
             "and starting a new manager and workers",
             dead.pid,
             len(old),
@@ -533,7 +533,7 @@ class LocalPool:
                         return
                 self._add(self._spawner.spawn())
         except Exception as exc:
-            logger.exception("rigger_mp: could not rebuild the worker pool")
+            logger.exception("could not rebuild the worker pool")
             with self._cond:
                 failures = self._break(f"the worker pool is broken: rebuilding it failed: {exc}")
             report(self._sink, Outcome.failed(failures))

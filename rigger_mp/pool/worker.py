@@ -270,7 +270,7 @@ def leave(grace: float) -> NoReturn:
     left = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
     if len(left) > 1:
         printable.logger("rigger_mp").warning(
-            "rigger_mp: worker %d exits leaving thread(s) a hook started: %s",
+            "worker %d exits leaving thread(s) a hook started: %s",
             os.getpid(),
             ", ".join(n for n in left if n != threading.current_thread().name),
         )

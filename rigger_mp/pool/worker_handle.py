@@ -153,7 +153,7 @@ class WorkerHandle:
         except (EOFError, OSError):
             self.eof = True
         except Exception:  # a message the worker died half-way through writing
-            logger.exception("rigger_mp: unreadable result from worker %s", self.pid)
+            logger.exception("unreadable result from worker %s", self.pid)
             self.eof = True
 
     def running_item(self) -> WorkItem | None:

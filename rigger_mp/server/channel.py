@@ -85,7 +85,7 @@ class FrameReader:
                 try:
                     out.append(pickle.loads(view[pos + HEADER_SIZE : stop]))
                 except Exception:  # a bug on the other side: lose this frame, not the stream
-                    logger.exception("rigger_mp: a %d-byte frame does not unpickle; dropped", size)
+                    logger.exception("a %d-byte frame does not unpickle; dropped", size)
                 pos = stop
         if buf is held:
             del held[:pos]
@@ -179,7 +179,7 @@ class QueuedWriter:
                 try:
                     frame = pack(obj)
                 except Exception:  # a bug: lose this object, not the thread and the pipe
-                    logger.exception("rigger_mp: a reply to the TCP server cannot be pickled")
+                    logger.exception("a reply to the TCP server cannot be pickled")
                 else:
                     broken = not self._write(frame)
             obj = get() if after is None else after

@@ -114,7 +114,7 @@ class Intake:
             self._serve(current)
         except Exception:
             logger.exception(
-                "rigger_mp: the TCP intake cannot go on reading the server's pipe; "
+                "the TCP intake cannot go on reading the server's pipe; "
                 "killing the server (events it acknowledged and not yet read are lost)"
             )
             current.process.kill()
@@ -174,7 +174,7 @@ class Intake:
             acked, tids = [], "(unreadable batch)"
         self.lost += len(acked)
         logger.exception(
-            "rigger_mp: the TCP intake failed on a batch of %d request(s); %d acknowledged "
+            "the TCP intake failed on a batch of %d request(s); %d acknowledged "
             "event(s) in it may not have been queued (counted as lost): tids %s; "
             "replacing the server",
             len(batch),
@@ -214,7 +214,7 @@ class Intake:
             elif isinstance(item, TerminateRequest):
                 self._terminate(item.rid, replies)
             else:
-                logger.error("rigger_mp: the TCP intake ignored an unknown request %r", item)
+                logger.error("the TCP intake ignored an unknown request %r", item)
 
     def _fire(
         self,
@@ -255,7 +255,7 @@ class Intake:
         if isinstance(exc, ShuttingDown):
             line = proto.error_line(proto.SHUTTING_DOWN, str(exc))
         else:
-            logger.exception("rigger_mp: queueing %d event(s) from TCP failed", len(fires.tids))
+            logger.exception("queueing %d event(s) from TCP failed", len(fires.tids))
             line = proto.error_line(proto.INTERNAL, describe_error(exc))
         acked = [tid for rid, tid in zip(fires.rids, fires.tids, strict=True) if rid == NO_REPLY]
         for rid in fires.rids:
@@ -265,7 +265,7 @@ class Intake:
         if acked:
             self.lost += len(acked)
             logger.error(
-                "rigger_mp: %d event(s) acknowledged over TCP could not be queued (%s): "
+                "%d event(s) acknowledged over TCP could not be queued (%s): "
                 "tids %s",
                 len(acked),
                 describe_error(exc),
@@ -284,7 +284,7 @@ class Intake:
             else:
                 line = proto.reply_line({"ok": True, "tid": task.tid})
         except Exception as exc:  # never let a reply go missing
-            logger.exception("rigger_mp: building the reply of tid %s failed", task.tid)
+            logger.exception("building the reply of tid %s failed", task.tid)
             line = proto.error_line(proto.INTERNAL, describe_error(exc), task.tid)
         if len(line) > self.max_reply_bytes:
             line = self._too_large("the event ran, but its output", len(line), task.tid)
@@ -327,14 +327,14 @@ class Intake:
             self._terminator = threading.Thread(
                 target=self._run_terminate, name="rigger_mp-terminate", daemon=True
             )
-        logger.warning("rigger_mp: terminate received over TCP; stopping after the drain")
+        logger.warning("terminate received over TCP; stopping after the drain")
         self._terminator.start()
 
     def _run_terminate(self) -> None:
         try:
             self.port.stop()
         except Exception:
-            logger.exception("rigger_mp: stop() after a TCP terminate failed")
+            logger.exception("stop() after a TCP terminate failed")
 
     def answer_terminates(self, current: Incarnation | None) -> None:
         """stop() has begun: answer the terminates ``current`` sent, and later ones at once.

@@ -45,7 +45,7 @@ def warn_if_exposed(host: str, port: int, token: str | None) -> None:
     """Log that anyone may fire and terminate when ``host`` is reachable without a token."""
     if exposed_without_token(host, token):
         logger.warning(
-            "rigger_mp: the TCP server listens on %s:%d, which other hosts can reach, "
+            "the TCP server listens on %s:%d, which other hosts can reach, "
             "and no server_token is set: anyone who can connect may fire events and "
             "terminate the dispatcher",
             host,

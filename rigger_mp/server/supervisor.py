@@ -341,7 +341,7 @@ class ServerSupervisor:
         # Registered after multiprocessing's own exit handler, so it runs first: stop
         # (drain, then stop the server) before multiprocessing terminates its children.
         atexit.register(self._at_exit)
-        logger.info("rigger_mp: TCP server listening on %s:%d", host, port)
+        logger.info("TCP server listening on %s:%d", host, port)
         return host, port
 
     def _greet(self, incarnation: Incarnation) -> Incarnation:
@@ -419,7 +419,7 @@ class ServerSupervisor:
             self._kill(current, f"did not stop taking events within stop()'s {timeout:.3g} s")
         if not self._await_fence(n, STOP_GRACE):
             logger.error(
-                "rigger_mp: the TCP intake did not read the rest of the server's pipe within "
+                "the TCP intake did not read the rest of the server's pipe within "
                 "%.0f s; events acknowledged there are failed and counted as lost",
                 STOP_GRACE,
             )
@@ -494,7 +494,7 @@ class ServerSupervisor:
         """Kill a server process; the intake then reads its pipe to the end."""
         if incarnation.process.poll() is None:
             logger.error(
-                "rigger_mp: the TCP server process (pid %s) %s; killing it "
+                "the TCP server process (pid %s) %s; killing it "
                 "(the events it acknowledged are kept)",
                 incarnation.process.pid,
                 why,
@@ -524,7 +524,7 @@ class ServerSupervisor:
         if thread is not None and thread is not threading.current_thread():
             thread.join(limit)
             if thread.is_alive():
-                logger.error("rigger_mp: the TCP server did not stop in %.0f s; killing it", limit)
+                logger.error("the TCP server did not stop in %.0f s; killing it", limit)
                 with self._lock:
                     current = self._current
                 if current is not None:
@@ -605,7 +605,7 @@ class ServerSupervisor:
                 break
             lived = time.monotonic() - current.started
             logger.error(
-                "rigger_mp: the TCP server process (pid %s) died with exit code %s after %.1f s; "
+                "the TCP server process (pid %s) died with exit code %s after %.1f s; "
                 "starting a new one on %s:%d",
                 current.process.pid,
                 current.process.returncode,
@@ -638,7 +638,7 @@ class ServerSupervisor:
             try:
                 incarnation = self._greet(self._launch())
             except Exception:
-                logger.exception("rigger_mp: starting a new TCP server process failed")
+                logger.exception("starting a new TCP server process failed")
                 self._fences.passed()  # no server ran: none acked anything
                 delay = min(5.0, max(0.5, delay * 2))
                 continue
@@ -653,5 +653,5 @@ class ServerSupervisor:
             if phase in (Phase.STOPPING, Phase.STOPPED):  # this one must go too
                 incarnation.writer.send(Stop())
             where = (incarnation.process.pid, self.address, self.port)
-            logger.warning("rigger_mp: TCP server restarted (pid %s) on %s:%d", *where)
+            logger.warning("TCP server restarted (pid %s) on %s:%d", *where)
             return incarnation
