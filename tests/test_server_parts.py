@@ -6,31 +6,31 @@ import pytest
 
 from rigger_mp.lifecycle import move
 from rigger_mp.server.auth import TokenCheck
-from rigger_mp.server.connection import CONN_MOVES, ConnState
+from rigger_mp.server.connection import CONN_MOVES, ConnPhase
 from rigger_mp.server.reply_order import ReplyOrder
-from rigger_mp.server.router import SERVER_MOVES, ServerState
+from rigger_mp.server.router import SERVER_MOVES, ServerPhase
 
 
 def test_the_server_process_moves_one_way_to_stopping() -> None:
-    assert set(SERVER_MOVES) == set(ServerState)
-    refusing = move(SERVER_MOVES, ServerState.ACCEPTING, ServerState.REFUSING)
-    assert move(SERVER_MOVES, refusing, ServerState.STOPPING) is ServerState.STOPPING
-    for back in (ServerState.ACCEPTING, ServerState.REFUSING):
+    assert set(SERVER_MOVES) == set(ServerPhase)
+    refusing = move(SERVER_MOVES, ServerPhase.ACCEPTING, ServerPhase.REFUSING)
+    assert move(SERVER_MOVES, refusing, ServerPhase.STOPPING) is ServerPhase.STOPPING
+    for back in (ServerPhase.ACCEPTING, ServerPhase.REFUSING):
         with pytest.raises(RuntimeError, match="no move from STOPPING"):
-            move(SERVER_MOVES, ServerState.STOPPING, back)
+            move(SERVER_MOVES, ServerPhase.STOPPING, back)
     with pytest.raises(RuntimeError):
-        move(SERVER_MOVES, ServerState.REFUSING, ServerState.ACCEPTING)
+        move(SERVER_MOVES, ServerPhase.REFUSING, ServerPhase.ACCEPTING)
 
 
 def test_a_connection_never_comes_back() -> None:
-    assert set(CONN_MOVES) == set(ConnState)
-    assert move(CONN_MOVES, ConnState.OPEN, ConnState.LOST) is ConnState.LOST
-    assert move(CONN_MOVES, ConnState.FINISHING, ConnState.LOST) is ConnState.LOST
-    for state in ConnState:
+    assert set(CONN_MOVES) == set(ConnPhase)
+    assert move(CONN_MOVES, ConnPhase.OPEN, ConnPhase.LOST) is ConnPhase.LOST
+    assert move(CONN_MOVES, ConnPhase.FINISHING, ConnPhase.LOST) is ConnPhase.LOST
+    for state in ConnPhase:
         with pytest.raises(RuntimeError):
-            move(CONN_MOVES, ConnState.LOST, state)
+            move(CONN_MOVES, ConnPhase.LOST, state)
     with pytest.raises(RuntimeError):
-        move(CONN_MOVES, ConnState.FINISHING, ConnState.OPEN)
+        move(CONN_MOVES, ConnPhase.FINISHING, ConnPhase.OPEN)
 
 
 def test_replies_are_due_in_the_order_of_their_messages() -> None:

@@ -6,7 +6,7 @@ messages at a time (the rest waits in ``frames`` for a later loop turn, with rea
 paused), so one flooding client cannot starve the others. Before any line is handled,
 a connection that starts as an HTTP request is refused (:mod:`.http_refusal`). A
 connection is a :class:`~.reply_target.ReplyTarget`: the server hands it its replies.
-Its life is one :class:`ConnState`, moved along :data:`CONN_MOVES`.
+Its life is one :class:`ConnPhase`, moved along :data:`CONN_MOVES`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..lifecycle import move
 from .auth import TokenCheck
 from .http_refusal import REFUSAL, looks_like_http
 from .reply_order import ReplyOrder
-from .router import ServerState
+from .router import ServerPhase
 
 if TYPE_CHECKING:
     from .router import Server
@@ -32,7 +32,7 @@ WRITE_HIGH_WATER: Final = 256 * 1024
 """A client's unread replies above this: stop reading its messages until it catches up."""
 
 
-class ConnState(enum.Enum):
+class ConnPhase(enum.Enum):
     """Where a connection is in its life: OPEN, FINISHING, LOST (never back)."""
 
     OPEN = "open"
@@ -43,13 +43,13 @@ class ConnState(enum.Enum):
     """The transport is gone: nothing more is read or written."""
 
 
-_OPEN: Final = ConnState.OPEN
-_FINISHING: Final = ConnState.FINISHING
-_LOST: Final = ConnState.LOST
+_OPEN: Final = ConnPhase.OPEN
+_FINISHING: Final = ConnPhase.FINISHING
+_LOST: Final = ConnPhase.LOST
 CONN_MOVES: Final = {_OPEN: {_FINISHING, _LOST}, _FINISHING: {_LOST}, _LOST: set()}
-"""The legal moves of a :class:`ConnState`."""
-_ACCEPTING: Final = ServerState.ACCEPTING
-_STOPPING: Final = ServerState.STOPPING
+"""The legal moves of a :class:`ConnPhase`."""
+_ACCEPTING: Final = ServerPhase.ACCEPTING
+_STOPPING: Final = ServerPhase.STOPPING
 
 
 class Connection(asyncio.BufferedProtocol):

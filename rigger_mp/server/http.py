@@ -56,7 +56,7 @@ from .http_guard import Guard
 from .http_noise import Noise
 from .http_stalls import Stalls
 from .process import main as process_main
-from .router import Server, ServerState
+from .router import Server, ServerPhase
 
 logger = printable.logger("rigger_mp.server")
 
@@ -395,7 +395,7 @@ class HttpFront:
         closes first."""
         server = self.server
         handler = request.protocol
-        while server.main_paused and server.state is not ServerState.STOPPING:
+        while server.main_paused and server.state is not ServerPhase.STOPPING:
             if request.transport is None:
                 raise _Gone
             if self.drained is None:  # paused before this front was told: never so
@@ -444,7 +444,7 @@ class HttpFront:
     def _serving(self) -> None:
         """Raise shutting_down unless the server process is connected and not stopping."""
         server = self.server
-        if server.to_main is None or server.state is ServerState.STOPPING:
+        if server.to_main is None or server.state is ServerPhase.STOPPING:
             raise _HttpError(proto.SHUTTING_DOWN, "the server is stopping")
 
     async def _fire(self, body: bytes) -> bytes:
@@ -457,7 +457,7 @@ class HttpFront:
             raise _HttpError(proto.BAD_REQUEST, "POST /fire takes a fire message (hook_name, data)")
         self._serving()
         server = self.server
-        if server.state is not ServerState.ACCEPTING:
+        if server.state is not ServerPhase.ACCEPTING:
             raise _HttpError(proto.SHUTTING_DOWN, "the dispatcher is stopping")
         call = HttpCall(server.loop)
         server.fire(call, 0, msg, body)
@@ -489,7 +489,7 @@ class HttpFront:
         return line
 
     async def _terminate(self) -> bytes:
-        if self.server.state is ServerState.STOPPING:
+        if self.server.state is ServerPhase.STOPPING:
             return proto.OK_LINE
         return await self._forward(self.server.ask_terminate)
 

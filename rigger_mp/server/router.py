@@ -14,7 +14,7 @@ then in the pipe; :mod:`.journaling`). Other requests are forwarded with a reque
 (rid); the main process's reply comes back with it and goes to the target that asked.
 The router also bounds what waits: above ``PIPE_HIGH_WATER`` bytes toward the main
 process (:mod:`.channel`), or ``max_buffered_replies_bytes`` toward all clients, no
-connection is read. Its life is one :class:`ServerState`, moved along :data:`SERVER_MOVES`.
+connection is read. Its life is one :class:`ServerPhase`, moved along :data:`SERVER_MOVES`.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def default_max_connections() -> int:
     return max(1, min(1024, soft // 2))
 
 
-class ServerState(enum.Enum):
+class ServerPhase(enum.Enum):
     """Where the server process is in its life: ACCEPTING, then REFUSING once a quiescing
     fence came (or from the start, for a process started while the dispatcher stops),
     then STOPPING once :class:`~.pipe_messages.Stop` came."""
@@ -81,15 +81,15 @@ class ServerState(enum.Enum):
     """No new connections or requests; each connection closes once answered."""
 
 
-_ACCEPTING: Final = ServerState.ACCEPTING
-_REFUSING: Final = ServerState.REFUSING
-_STOPPING: Final = ServerState.STOPPING
+_ACCEPTING: Final = ServerPhase.ACCEPTING
+_REFUSING: Final = ServerPhase.REFUSING
+_STOPPING: Final = ServerPhase.STOPPING
 SERVER_MOVES: Final = {
     _ACCEPTING: {_REFUSING, _STOPPING},
     _REFUSING: {_STOPPING},
     _STOPPING: set(),
 }
-"""The legal moves of a :class:`ServerState`."""
+"""The legal moves of a :class:`ServerPhase`."""
 
 
 class Client(Protocol):
