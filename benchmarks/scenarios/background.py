@@ -87,6 +87,7 @@ def archive_rigger(**extra: Any) -> Rigger:
         # scratch() directories are under the temporary directory: the archiver's root
         "archiver": {
             "plugin": "archive",
+            "event": "finish_test",  # fired here directly: no artifacts_ready follows it
             "format": "xz",
             "level": LEVEL,
             "root": tempfile.gettempdir(),
