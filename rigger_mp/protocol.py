@@ -66,6 +66,8 @@ BAD_HOST: Final = "bad_host"
 ``http_allowed_hosts`` (HTTP 421): a page under a rebound host name cannot reach the front."""
 BAD_ORIGIN: Final = "bad_origin"
 """A state-changing HTTP request carries an ``Origin`` other than the front's own (HTTP 403)."""
+BAD_ID: Final = "bad_id"
+"""A fire's ``id`` is not a string of 1 to :data:`MAX_FIRE_ID` printable ASCII characters."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -84,11 +86,12 @@ ERROR_CODES: Final = (
     TOO_MANY_CONNECTIONS,
     BAD_HOST,
     BAD_ORIGIN,
+    BAD_ID,
 )
 
 # -- messages ----------------------------------------------------------------------
 
-FIRE_KEYS: Final = frozenset({"hook_name", "data", "grab_result", "wait_for_task"})
+FIRE_KEYS: Final = frozenset({"hook_name", "data", "grab_result", "wait_for_task", "id"})
 OP_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "ping": frozenset({"op"}),
     "auth": frozenset({"op", "token"}),
@@ -111,6 +114,13 @@ MAX_JSON_DEPTH: Final = 64
 (checked at parse time: deeper structures could not be pickled on to the main process)."""
 MAX_HOOK_NAME: Final = 256
 """Default of ``max_hook_name_length``: a longer ``hook_name`` is ``bad_request``."""
+DEDUP_WINDOW: Final = 100_000
+"""Default of ``dedup_window``: fire ids the server keeps to answer a resent fire."""
+MAX_DEDUP_WINDOW: Final = 10_000_000
+"""The largest ``dedup_window`` (about 1.5 GiB of ids: see ``docs/operating.md``)."""
+MAX_FIRE_ID: Final = 128
+"""Characters of a fire's ``id`` at most (printable ASCII): a longer one is ``bad_id``. Each
+id the dedup window keeps costs memory (``docs/operating.md``), so ids stay short."""
 
 
 class ProtocolError(Exception):
@@ -133,6 +143,8 @@ class Fire(NamedTuple):
     hook_name: str
     data: dict[str, Any]
     mode: int  # ACK, GRAB or WAIT
+    fire_id: str | None = None
+    """The client's ``id`` for it: a fire whose id was accepted lately is not run again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +227,21 @@ def parse(
         grab = _flag(msg, "grab_result")
         wait = _flag(msg, "wait_for_task")
         mode = GRAB if grab else WAIT if wait else ACK
+        if "id" in msg:
+            return Fire(hook_name, data, mode, fire_id(msg["id"]))
     return Fire(hook_name, data, mode)
+
+
+def fire_id(value: Any) -> str:
+    """A fire's ``id`` checked: 1 to :data:`MAX_FIRE_ID` printable ASCII characters (no
+    control characters, so that it prints safely in logs and ``journal show``)."""
+    if type(value) is not str:
+        raise ProtocolError(BAD_ID, f"'id' must be a string, not {_json_type(value)}")
+    if not 0 < len(value) <= MAX_FIRE_ID or not value.isascii() or not value.isprintable():
+        raise ProtocolError(
+            BAD_ID, f"'id' must be 1 to {MAX_FIRE_ID} printable ASCII characters"
+        )
+    return value
 
 
 def _too_deep(max_depth: int) -> str:
@@ -347,6 +373,11 @@ def is_blank(frame: bytes) -> bool:
 # -- replies --------------------------------------------------------------------------
 
 OK_LINE: Final = b'{"ok":true}\n'
+
+
+def duplicate_line(tid: str) -> bytes:
+    """The reply to a fire whose ``id`` was accepted before, as ``tid``: not run again."""
+    return reply_line({"ok": True, "tid": tid, "duplicate": True})
 
 
 def ack_line(tid: str) -> bytes:

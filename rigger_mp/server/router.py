@@ -32,6 +32,7 @@ from .. import printable
 from .. import protocol as proto
 from ..lifecycle import move
 from .channel import READ_SIZE, pack
+from .dedup import DedupWindow
 from .pipe_messages import (
     NO_REPLY,
     Fence,
@@ -174,11 +175,15 @@ class Server:
         self.journal: ServerJournal | None = None
         # A tid names one event: with a journal, for the file's life (its boot number first).
         self.tid_prefix = settings.tid_prefix
+        self.dedup = DedupWindow(settings.dedup_window)
+        """The fire ids accepted lately: a resent fire is answered with its first tid."""
+        self.duplicates = 0
         if settings.journal is not None:
             from .journaling import ServerJournal
 
             self.journal = ServerJournal.open(self, settings)
             self.tid_prefix = self.journal.store.tid_prefix + settings.tid_prefix
+            self.dedup.load(self.journal.recent_ids())
         self.stats = StatsSnapshot(loop.time, lambda: self._request(StatsRequest()))
         """The dispatcher's stats, asked of the main process at most once per ``MAX_AGE``."""
         self.faults = Throttled(
@@ -248,14 +253,27 @@ class Server:
 
     def fire(self, conn: ReplyTarget, seq: int, msg: proto.Fire, line: bytes) -> None:
         """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
-        its batch is in the pipe (with a journal: once committed, then in the pipe)."""
+        its batch is in the pipe (with a journal: once committed, then in the pipe).
+
+        A fire whose ``id`` is in the window is not run again: it is answered with the
+        first fire's tid, whatever its mode, behind the fires acked before it (so never
+        before the first one's own ack)."""
+        fire_id = msg.fire_id
+        if fire_id is not None:
+            first = self.dedup.seen(fire_id)
+            if first is not None:
+                self.duplicates += 1
+                self.acks.append((conn, seq, first, True))
+                return
         self.fires = n = self.fires + 1
         tid = self.tid_prefix + str(n)
+        if fire_id is not None:
+            self.dedup.add(fire_id, tid)
         if self.journal is not None:
-            self.journal.add(tid, msg.hook_name, line)
+            self.journal.add(tid, msg.hook_name, line, fire_id)
         if msg.mode == proto.ACK:
             rid = NO_REPLY
-            self.acks.append((conn, seq, tid))
+            self.acks.append((conn, seq, tid, False))
         else:
             rid = self._owe(conn, seq)
         run = self.run
@@ -275,7 +293,7 @@ class Server:
         trip. Under load the main process reads many batches at a time and answers them
         with one write, so batching happens there.
         """
-        if not self.outbox:
+        if not self.outbox and not self.acks:  # acks alone: duplicates
             return
         batch, self.outbox = self.outbox, []
         acks, self.acks = self.acks, []
@@ -289,6 +307,9 @@ class Server:
         """Write ``batch`` into the pipe as one frame (item by item if it does not pickle)."""
         if self.to_main is None:
             return
+        if not batch:  # duplicates only: acked behind what is in the pipe already
+            self.to_main.release_after(acks)
+            return
         try:
             frame = pack(batch)
         except Exception:  # one item cannot be pickled (nested too deeply...)
@@ -301,7 +322,7 @@ class Server:
         that fail get an error reply, the others go on as usual (``acks`` are in the order
         of the acked fires)."""
         assert self.to_main is not None
-        owed = iter(acks)
+        owed = iter([ack for ack in acks if not ack[3]])
         touched: set[ReplyTarget] = set()
         for item in _one_by_one(batch):
             if isinstance(item, StatsRequest):  # no data: it always pickles
@@ -330,6 +351,7 @@ class Server:
                     touched.add(conn)
                 continue
             self.to_main.write(frame, [] if ack is None else [ack])
+        self.to_main.release_after([ack for ack in acks if ack[3]])
         for conn in touched:
             conn.flush()
 
@@ -337,8 +359,9 @@ class Server:
         """Write the ``ok`` of fires whose batch is now wholly in the requests pipe."""
         touched: set[ReplyTarget] = set()
         ack_line = proto.ack_line
-        for conn, seq, tid in acks:
-            if conn.put(seq, ack_line(tid)):
+        for conn, seq, tid, duplicate in acks:
+            line = proto.duplicate_line(tid) if duplicate else ack_line(tid)
+            if conn.put(seq, line):
                 touched.add(conn)
         for conn in touched:
             conn.flush()
@@ -459,6 +482,8 @@ class Server:
             "accept_pauses": 0 if self.listener is None else self.listener.pauses,
             "stats_asked": self.stats.asked,
             "stats_waiting": len(self.stats.waiting),
+            "duplicates": self.duplicates,
+            "dedup_ids": len(self.dedup),
         }
         if self.journal is not None:
             counters["journal"] = self.journal.stats()

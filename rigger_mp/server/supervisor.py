@@ -185,6 +185,7 @@ def server_settings(settings: RiggerConfig) -> ServerSettings:
         max_buffered_replies_bytes=settings.max_buffered_replies_bytes,
         max_json_depth=settings.max_json_depth,
         max_hook_name_length=settings.max_hook_name_length,
+        dedup_window=settings.dedup_window,
     )
 
 
