@@ -228,11 +228,11 @@ def parse(
         wait = _flag(msg, "wait_for_task")
         mode = GRAB if grab else WAIT if wait else ACK
         if "id" in msg:
-            return Fire(hook_name, data, mode, fire_id(msg["id"]))
+            return Fire(hook_name, data, mode, check_fire_id(msg["id"]))
     return Fire(hook_name, data, mode)
 
 
-def fire_id(value: Any) -> str:
+def check_fire_id(value: Any) -> str:
     """A fire's ``id`` checked: 1 to :data:`MAX_FIRE_ID` printable ASCII characters (no
     control characters, so that it prints safely in logs and ``journal show``)."""
     if type(value) is not str:
@@ -429,14 +429,16 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
     return _encode(message).encode("ascii") + b"\n"
 
 
-def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any]) -> bytes:
+def encode_fire(
+    hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any], fire_id: str | None = None
+) -> bytes:
     """A fire message as one line; a ``TypeError`` saying what is wrong if it cannot be one.
 
     The client's checks, so that a bad event fails before anything is sent: the name, the
     data's type, then (only once encoding failed) which key is not a string or not JSON.
     Assembled from the encoded name, data and extra keys: encoding a dict wrapping them
     cost about twice as much (the encoder's per-call setup), once per event of
-    ``fire_many``.
+    ``fire_many``. ``fire_id``: the message's ``id`` (checked by the caller).
     """
     if not isinstance(hook_name, str) or not hook_name:
         raise TypeError(f"hook_name must be a non-empty string, not {hook_name!r}")
@@ -447,6 +449,8 @@ def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any
         line += _encode(data).encode("ascii")
         if extra:
             line += b"," + _encode(extra).encode("ascii")[1:-1]
+        if fire_id is not None:
+            line += b',"id":' + _encode(fire_id).encode("ascii")
     except (TypeError, ValueError) as exc:
         for key in data:
             if not isinstance(key, str):
