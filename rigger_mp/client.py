@@ -195,21 +195,22 @@ class RiggerClient:
             proto.encode_fire(name, data, {}, fire_id)
             for (name, data), fire_id in zip(events, fire_ids, strict=True)
         ]
+        results = self.fire_lines(lines, fire_ids)
+        if any(isinstance(r, RemoteError) for r in results):
+            raise FireManyError(results)
+        return [r for r in results if isinstance(r, str)]
+
+    def fire_lines(
+        self, lines: Sequence[bytes], fire_ids: Sequence[str]
+    ) -> list[str | RemoteError]:
+        """:meth:`fire_many` of fires already encoded (each by
+        :func:`rigger_mp.protocol.encode_fire` with its id in ``fire_ids``): each one's
+        tid, or the error that refused it (raised only for the connection)."""
         if not lines:
             return []
         with self._lock:
-            replies = self._resending(lines, fire_ids)
-        results: list[str | RemoteError] = []
-        failed = False
-        for reply in replies:
-            if reply["ok"]:
-                results.append(str(reply["tid"]))
-            else:
-                failed = True
-                results.append(_remote_error(reply))
-        if failed:
-            raise FireManyError(results)
-        return [r for r in results if isinstance(r, str)]
+            replies = self._resending(list(lines), list(fire_ids))
+        return [str(r["tid"]) if r["ok"] else _remote_error(r) for r in replies]
 
     def task_status(self, tid: str) -> dict[str, Any]:
         """``{"tid", "status": queued|running|done|failed[, "error"]}`` of a TCP-fired event."""

@@ -519,9 +519,10 @@ def test_a_dispatcher_killed_mid_run_is_one_warning_per_process(tmp_path: Path) 
     config.write_text("plugins: {}\n")
     served = Served("-c", str(config), "--artifacts", "art", cwd=tmp_path)
     try:
-        done = run_pytest(
+        done = run_pytest(  # no spool: the dispatcher does not come back
             tmp_path,
             f"--rigger=127.0.0.1:{served.port}",
+            "--rigger-spool-seconds=0",
             env={"SERVE_PID": str(served.proc.pid)},
         )
         assert served.proc.wait(30) == -signal.SIGKILL
