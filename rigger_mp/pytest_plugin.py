@@ -20,28 +20,9 @@ all JSON):
   ``test_location`` is the test's file, ``test_name`` the rest of its id
   (``TestClass.test_x[param]``).
 
-``finish_test`` tells the test's story (:mod:`rigger_mp.pytest_story` builds it):
-
-- ``test_name``, ``test_location``, ``test_result``: ``passed``, ``failed``, ``skipped``
-  or ``error``, as JUnit XML counts them: a failure in setup or teardown (a fixture) is
-  ``error``, unless the test body itself failed, which is ``failed``; a skip in any phase
-  and an expected failure are ``skipped``; an unexpected pass of a non-strict ``xfail``
-  is ``passed``, of a strict one ``failed`` (pytest fails it);
-- ``outcome``: the same told apart: ``passed``, ``failed``, ``error``, ``skipped``,
-  ``xfailed`` or ``xpassed``;
-- ``duration``: pytest's own, setup + call + teardown, in seconds;
-- ``when``: the phase that failed or errored (``setup``, ``call``, ``teardown``), or null;
-- ``longrepr``: the failure text pytest prints (all failed phases), or null; ``crash``:
-  ``{"path", "line", "message"}`` where the failure was raised, or null;
-- ``sections``: the captured output, ``[{"when", "kind": stdout|stderr|log, "text"}]``;
-- ``skip_reason``: why it was skipped, or the ``xfail`` reason (xfailed, xpassed); else null;
-- ``worker``: the xdist worker id, or ``main``; ``host``: ``$RIGGER_MP_HOST`` if set, else
-  ``socket.gethostname()``; ``markers``: the names of the test's marks;
-- ``rerun``: 0; under pytest-rerunfailures each attempt is its own ``finish_test``
-  (``rerun`` 0, 1, ...), and the last one's outcome is the test's;
-- ``attachments``: ``[{"name", "size"}]``, the files in the test's artifact directory
-  when it ended (names relative to it, sorted; at most 1,000, 64 KiB of names), if the
-  test used ``rigger_artifacts`` or ``rigger_attach`` and the dispatcher sees its files.
+``finish_test`` tells the test's story (``outcome``, ``duration``, ``longrepr``, ``sections``,
+``worker``, ``host``, ``rerun``, ``attachments``...): :mod:`rigger_mp.pytest_story` lists
+the keys and builds them.
 
 The bounds keep a ``finish_test`` well within the dispatcher's ``max_message_bytes``
 (1 MiB by default). Measured as sent (JSON, ``ensure_ascii``): ``longrepr``, the crash
@@ -71,6 +52,10 @@ What a user sees, once per run (on the xdist controller, for all the workers):
 - an xdist worker that cannot reach it (it went down after the controller checked, say)
   raises nothing: its tests run, their events are counted as not fired, and the
   controller prints one line for all such workers;
+- events go through a sender thread (:mod:`rigger_mp.pytest_sender`): a test does not wait
+  for the dispatcher; while it cannot be reached they wait in a spool, for
+  ``--rigger-spool-seconds`` (default 60) and up to ``--rigger-spool-bytes``, and are sent
+  once it is back, each with its fire id, so that none runs twice;
 - every event that could not be fired is listed in the ``rigger_mp`` section of the
   terminal summary, at most :data:`~.pytest_lost.MAX_LOST_LISTED` per process, the rest counted; any
   lost event fails the run (exit status 1 when it would have been 0). The first one of
