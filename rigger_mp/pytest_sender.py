@@ -97,6 +97,9 @@ class Sender:
 
     def submit(self, hook_name: str, what: str, data: dict[str, Any]) -> None:
         """Hand over one event (``what``: its subject in the lost list)."""
+        if not self._thread.is_alive():
+            self.on_lost(hook_name, what, "the sender has stopped")
+            return
         self._queue.put((hook_name, what, data))
 
     def flush(self) -> None:
@@ -117,6 +120,25 @@ class Sender:
     # -- the sender thread ---------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a fault of ours (or a full disk under the spool)
+            why = f"the sender failed: {type(exc).__name__}: {exc}"
+            for event in self.spool.take_all():
+                self.on_lost(event.hook_name, event.what, why)
+            while True:  # what is queued is lost too, and no flush waits forever
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, tuple):
+                    self.on_lost(item[0], item[1], why)
+                elif isinstance(item, _Flush):
+                    self._flushes.append(item)
+            self._flushed()
+            raise
+
+    def _loop(self) -> None:
         pause = FIRST_PAUSE
         while True:
             if not len(self.spool):
