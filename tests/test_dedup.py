@@ -314,3 +314,63 @@ def test_a_resend_that_finds_no_server_gives_up_naming_the_ids(
     client.close()
     assert caught.value.fire_ids == ["lost-1"]
     assert "resend them with the ids" in str(caught.value)
+
+
+# -- the journal's fire_ids ------------------------------------------------------------------
+
+
+def test_the_journal_keeps_the_last_ids_and_an_older_file_gains_the_table(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from rigger_mp.journal import FIRE_LINE, JournalStore
+    from rigger_mp.journal.fire_ids import TRIM_EVERY
+
+    path = tmp_path / "j.db"
+    store = JournalStore.open(path)
+    total = 1200
+    for start in range(0, total, 100):
+        span = range(start, start + 100)
+        rows = [(f"t{n}", "ev", FIRE_LINE, b"{}") for n in span]
+        store.commit(rows, ids=[(f"id-{n}", f"t{n}") for n in span], keep_ids=3)
+    assert store.recent_ids(3) == [(f"id-{n}", f"t{n}") for n in range(total - 3, total)]
+    # The 11th commit took the numbering past TRIM_EVERY: cut to 3; the 12th added 100.
+    assert TRIM_EVERY == 1024 and len(store.recent_ids(10_000)) == 3 + 100
+    store.close()
+    with sqlite3.connect(path) as db:  # a schema 3 file: no fire_ids
+        db.execute("DROP TABLE fire_ids")
+        db.execute("PRAGMA user_version = 3")
+    db.close()
+    store = JournalStore.open(path)
+    assert store.recent_ids(5) == []
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    db.close()
+
+
+def test_a_serve_sigkilled_and_restarted_does_not_run_a_resent_fire_again(tmp_path: Path) -> None:
+    import signal
+
+    from tests.test_journal_serve_crash import check, serve, write_config
+
+    config = write_config(tmp_path)
+    first = serve(tmp_path, config)
+    events = [("ev", {"k": k}) for k in range(200)]
+    ids = [f"fire-{k}" for k in range(200)]
+    with RiggerClient(HOST, int(first.port), timeout=WAIT) as client:
+        tids = client.fire_many(events, ids=ids)  # all acked: committed with their ids
+    first.proc.send_signal(signal.SIGKILL)
+    first.kill()
+    second = serve(tmp_path, config)
+    try:
+        with RiggerClient(HOST, int(second.port), timeout=WAIT) as client:
+            assert client.fire_many(events, ids=ids) == tids  # every one a duplicate
+            assert client.fire_hook("ev", wait_for_task=True, k=-1)  # after the replay
+            assert client.stats()["server"]["process"]["duplicates"] == 200
+        assert second.cmd("terminate").returncode == 0
+        assert second.finish()[0] == 0
+    finally:
+        second.kill()
+    check(tmp_path, set(range(200)), running=1)  # once each (bar one running at the kill)
