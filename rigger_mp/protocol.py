@@ -222,14 +222,15 @@ def parse(
     data = msg.get("data", {})
     if type(data) is not dict:
         raise ProtocolError(BAD_REQUEST, f"'data' must be an object, not {_json_type(data)}")
-    mode = ACK
-    if len(msg) > 2 or "data" not in msg:
-        grab = _flag(msg, "grab_result")
-        wait = _flag(msg, "wait_for_task")
-        mode = GRAB if grab else WAIT if wait else ACK
-        if "id" in msg:
-            return Fire(hook_name, data, mode, check_fire_id(msg["id"]))
-    return Fire(hook_name, data, mode)
+    size = len(msg)
+    if size == 2 and "data" in msg:
+        return Fire(hook_name, data, ACK)
+    fire_id = check_fire_id(msg["id"]) if "id" in msg else None
+    if size == 3 and fire_id is not None and "data" in msg:  # the common fire with an id
+        return Fire(hook_name, data, ACK, fire_id)
+    grab = _flag(msg, "grab_result")
+    wait = _flag(msg, "wait_for_task")
+    return Fire(hook_name, data, GRAB if grab else WAIT if wait else ACK, fire_id)
 
 
 def check_fire_id(value: Any) -> str:
@@ -449,7 +450,11 @@ def encode_fire(
         line += _encode(data).encode("ascii")
         if extra:
             line += b"," + _encode(extra).encode("ascii")[1:-1]
-        if fire_id is not None:
+        if fire_id is None:
+            pass
+        elif fire_id.isascii() and fire_id.replace("-", "").isalnum():  # nothing to escape
+            line += b',"id":"' + fire_id.encode("ascii") + b'"'
+        else:
             line += b',"id":' + _encode(fire_id).encode("ascii")
     except (TypeError, ValueError) as exc:
         for key in data:
