@@ -32,16 +32,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 from . import protocol as proto
 from .client import RemoteError, RiggerConnectionError, RiggerTimeout
 from .errors import RiggerError
 from .pytest_spool import Spool, Spooled
-
-if TYPE_CHECKING:
-    from .client import RiggerClient
 
 MAX_QUEUED: Final = 1000
 """Events the test thread may hand over before :meth:`Sender.submit` waits for the sender."""
@@ -51,6 +48,15 @@ SPOOL_SECONDS: Final = 60.0
 """Default of ``--rigger-spool-seconds``: how long an unreachable dispatcher is retried."""
 FIRST_PAUSE: Final = 0.05
 LAST_PAUSE: Final = 1.0
+
+class FireClient(Protocol):
+    """What the sender uses of :class:`~rigger_mp.client.RiggerClient`."""
+
+    def new_id(self) -> str: ...
+    def fire_lines(
+        self, lines: Sequence[bytes], fire_ids: Sequence[str]
+    ) -> list[str | RemoteError]: ...
+
 
 LostSink = Callable[[str, str, str], None]
 """``on_lost(hook_name, what, reason)``: one event could not be fired."""
@@ -71,7 +77,7 @@ class Sender:
 
     def __init__(
         self,
-        client: RiggerClient,
+        client: FireClient,
         on_lost: LostSink,
         spool_seconds: float = SPOOL_SECONDS,
         spool: Spool | None = None,
@@ -186,7 +192,7 @@ class Sender:
         """Encode an event with a new fire id and spool it (or count it lost)."""
         fire_id = self.client.new_id()
         try:
-            line = proto.encode_fire(hook_name, {"run_id": None, **data}, {}, fire_id)
+            line = proto.encode_fire(hook_name, data, {}, fire_id)
         except TypeError as exc:
             self.on_lost(hook_name, what, str(exc))
             return

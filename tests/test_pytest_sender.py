@@ -16,10 +16,12 @@ import socket
 import subprocess
 import textwrap
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
+from rigger_mp.client import RemoteError
 from rigger_mp.pytest_sender import Sender
 from rigger_mp.pytest_spool import MEMORY_BYTES, Spool, Spooled
 from tests.test_cli import Served, free_port
@@ -150,7 +152,9 @@ class _Unreachable:
     def new_id(self) -> str:
         return "id"
 
-    def fire_lines(self, lines: object, ids: object) -> list[str]:
+    def fire_lines(
+        self, lines: Sequence[bytes], fire_ids: Sequence[str]
+    ) -> list[str | RemoteError]:
         from rigger_mp.client import RiggerConnectionError
 
         self.tries += 1
@@ -160,7 +164,7 @@ class _Unreachable:
 def test_the_sender_gives_up_after_spool_seconds_and_counts_each_event_lost() -> None:
     lost: list[tuple[str, str, str]] = []
     client = _Unreachable()
-    sender = Sender(client, lambda *event: lost.append(event), spool_seconds=0.0)  # type: ignore[arg-type]
+    sender = Sender(client, lambda *event: lost.append(event), spool_seconds=0.0)
     for n in range(5):
         sender.submit("ev", f"t{n}", {"n": n})
     sender.flush()
