@@ -500,15 +500,19 @@ def test_testlog_and_archive_with_defaults_archive_complete_logs(tmp_path: Path)
 
 KILLS = """
 import os
-import signal
 
+import psutil
 import pytest
 
 
 @pytest.mark.parametrize("n", range(60))
 def test_many(n):
-    if n == 5:
-        os.kill(int(os.environ["SERVE_PID"]), signal.SIGKILL)
+    if n == 5:  # the dispatcher and all its processes: none acks another event
+        serve = psutil.Process(int(os.environ["SERVE_PID"]))
+        processes = [serve, *serve.children(recursive=True)]
+        for process in processes:
+            process.kill()
+        psutil.wait_procs(processes, timeout=30)
 """
 
 
