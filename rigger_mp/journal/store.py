@@ -76,6 +76,8 @@ SYNC_LEVELS: tuple[Sync, ...] = ("normal", "full")
 
 NewRow = tuple[str, str, str, bytes]
 """``(tid, hook_name, format, data bytes)`` of an event to append (see :mod:`.codec`)."""
+IdRows = Sequence[tuple[str, str]]
+"""``(fire_id, tid)`` of appended events that came with an id (see :mod:`.fire_ids`)."""
 
 _SCHEMA = (
     "CREATE TABLE pending (seq INTEGER PRIMARY KEY, tid TEXT NOT NULL,"
@@ -478,18 +480,13 @@ class JournalStore:
                 raise _fault(self.path, exc, doing) from exc
 
     def commit(
-        self,
-        rows: Sequence[NewRow],
-        done: Iterable[int] = (),
-        ids: Sequence[tuple[str, str]] = (),
-        keep_ids: int = 0,
+        self, rows: Sequence[NewRow], done: Iterable[int] = (), ids: IdRows = (), keep_ids: int = 0
     ) -> range:
         """Append ``rows`` and delete the done ``seq``s, in one transaction; the new seqs.
 
         With rows, it commits with the store's ``sync`` level; done marks alone commit
         with ``NORMAL`` (no fsync: a done mark lost to a power cut only means a replay).
-        ``ids``: the ``(fire_id, tid)`` of those rows that came with an id, kept in
-        ``fire_ids`` (the last ``keep_ids`` of them).
+        ``ids``: ``(fire_id, tid)`` of rows that came with one, kept (the last ``keep_ids``).
         """
         done = list(done)
         first = 1

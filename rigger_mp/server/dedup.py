@@ -18,10 +18,12 @@ from collections.abc import Iterable
 class DedupWindow:
     """The last ``size`` fire ids accepted, each with its tid (``size`` 0: none kept)."""
 
-    __slots__ = ("_n", "_order", "_tids", "size")
+    __slots__ = ("_n", "_order", "_tids", "duplicates", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.duplicates = 0
+        """Fires answered as duplicates (:meth:`first_of`)."""
         self._tids: dict[str, tuple[str, int]] = {}
         """id -> (tid, the number it was added as): a forgotten then re-added id is not
         dropped by its older place in :attr:`_order`."""
@@ -35,6 +37,13 @@ class DedupWindow:
         """The tid of the fire accepted with ``fire_id`` within the window, or None."""
         entry = self._tids.get(fire_id)
         return None if entry is None else entry[0]
+
+    def first_of(self, fire_id: str) -> str | None:
+        """:meth:`seen`, counting a duplicate when it is one."""
+        tid = self.seen(fire_id)
+        if tid is not None:
+            self.duplicates += 1
+        return tid
 
     def add(self, fire_id: str, tid: str) -> None:
         """Keep ``fire_id`` as accepted as ``tid``; forget the oldest beyond the size."""

@@ -175,9 +175,7 @@ class Server:
         self.journal: ServerJournal | None = None
         # A tid names one event: with a journal, for the file's life (its boot number first).
         self.tid_prefix = settings.tid_prefix
-        self.dedup = DedupWindow(settings.dedup_window)
-        """The fire ids accepted lately: a resent fire is answered with its first tid."""
-        self.duplicates = 0
+        self.dedup = DedupWindow(settings.dedup_window)  # a resent fire gets its first tid
         if settings.journal is not None:
             from .journaling import ServerJournal
 
@@ -253,18 +251,12 @@ class Server:
 
     def fire(self, conn: ReplyTarget, seq: int, msg: proto.Fire, line: bytes) -> None:
         """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
-        its batch is in the pipe (with a journal: once committed, then in the pipe).
-
-        A fire whose ``id`` is in the window is not run again: it is answered with the
-        first fire's tid, whatever its mode, behind the fires acked before it (so never
-        before the first one's own ack)."""
+        its batch is in the pipe (with a journal: once committed, then in the pipe). One
+        whose ``id`` is in the window is not run: it gets the first tid, acked in turn."""
         fire_id = msg.fire_id
-        if fire_id is not None:
-            first = self.dedup.seen(fire_id)
-            if first is not None:
-                self.duplicates += 1
-                self.acks.append((conn, seq, first, True))
-                return
+        if fire_id is not None and (first := self.dedup.first_of(fire_id)) is not None:
+            self.acks.append((conn, seq, first, True))  # never before the first one's ack
+            return
         self.fires = n = self.fires + 1
         tid = self.tid_prefix + str(n)
         if fire_id is not None:
@@ -482,7 +474,7 @@ class Server:
             "accept_pauses": 0 if self.listener is None else self.listener.pauses,
             "stats_asked": self.stats.asked,
             "stats_waiting": len(self.stats.waiting),
-            "duplicates": self.duplicates,
+            "duplicates": self.dedup.duplicates,
             "dedup_ids": len(self.dedup),
         }
         if self.journal is not None:
