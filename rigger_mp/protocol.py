@@ -117,7 +117,7 @@ MAX_HOOK_NAME: Final = 256
 DEDUP_WINDOW: Final = 100_000
 """Default of ``dedup_window``: fire ids the server keeps to answer a resent fire."""
 MAX_DEDUP_WINDOW: Final = 10_000_000
-"""The largest ``dedup_window`` (about 1.5 GiB of ids: see ``docs/operating.md``)."""
+"""The largest ``dedup_window`` (about 2 GiB of ids: see ``docs/operating.md``)."""
 MAX_FIRE_ID: Final = 128
 """Characters of a fire's ``id`` at most (printable ASCII): a longer one is ``bad_id``. Each
 id the dedup window keeps costs memory (``docs/operating.md``), so ids stay short."""

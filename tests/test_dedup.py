@@ -112,15 +112,16 @@ def test_the_oldest_id_is_forgotten_past_the_window(dispatchers: Dispatchers) ->
 
 def test_the_window_keeps_its_size_and_a_forgotten_id_comes_back_once() -> None:
     window = DedupWindow(2)
-    window.add("a", "t1")
+    assert window.claim("a", "t1") is None
+    assert window.claim("a", "t9") == "t1" and window.duplicates == 1
     window.forget(["a"])
-    window.add("a", "t2")  # a resend after a failed commit: its old place must not drop it
-    window.add("b", "t3")
+    assert window.claim("a", "t2") is None  # a resend after a failed commit: kept anew
+    assert window.claim("b", "t3") is None  # the old place of "a" leaves, not its new one
     assert (window.seen("a"), window.seen("b"), len(window)) == ("t2", "t3", 2)
-    window.add("c", "t4")
+    assert window.claim("c", "t4") is None
     assert (window.seen("a"), len(window)) == (None, 2)
     none = DedupWindow(0)
-    none.add("a", "t1")
+    assert none.claim("a", "t1") is None and none.claim("a", "t2") is None
     assert none.seen("a") is None and len(none) == 0
 
 

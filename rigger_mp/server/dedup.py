@@ -18,54 +18,62 @@ from collections.abc import Iterable
 class DedupWindow:
     """The last ``size`` fire ids accepted, each with its tid (``size`` 0: none kept)."""
 
-    __slots__ = ("_n", "_order", "_tids", "duplicates", "size")
+    __slots__ = ("_order", "_stale", "_tids", "duplicates", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.duplicates = 0
-        """Fires answered as duplicates (:meth:`first_of`)."""
-        self._tids: dict[str, tuple[str, int]] = {}
-        """id -> (tid, the number it was added as): a forgotten then re-added id is not
-        dropped by its older place in :attr:`_order`."""
-        self._order: deque[tuple[str, int]] = deque()
-        self._n = 0
+        """Fires answered as duplicates (:meth:`claim`)."""
+        self._tids: dict[str, str] = {}
+        # The ids in the order added: a deque of strings, which the garbage collector
+        # never walks (a deque of tuples it would walk, all 100,000 of them, now and then).
+        self._order: deque[str] = deque()
+        self._stale: dict[str, int] = {}
+        """Places in :attr:`_order` of ids forgotten (and maybe added again since): passed
+        over when they come out, so that they do not drop the id's newer entry."""
 
     def __len__(self) -> int:
         return len(self._tids)
 
     def seen(self, fire_id: str) -> str | None:
         """The tid of the fire accepted with ``fire_id`` within the window, or None."""
-        entry = self._tids.get(fire_id)
-        return None if entry is None else entry[0]
+        return self._tids.get(fire_id)
 
-    def first_of(self, fire_id: str) -> str | None:
-        """:meth:`seen`, counting a duplicate when it is one."""
-        tid = self.seen(fire_id)
-        if tid is not None:
-            self.duplicates += 1
-        return tid
-
-    def add(self, fire_id: str, tid: str) -> None:
-        """Keep ``fire_id`` as accepted as ``tid``; forget the oldest beyond the size."""
+    def claim(self, fire_id: str, tid: str) -> str | None:
+        """Keep ``fire_id`` as accepted as ``tid`` and return None; or, if the window has
+        it, the tid it was first accepted as (a duplicate, counted). One look-up either way:
+        this runs for every fire with an id."""
         if not self.size:
-            return
-        self._n = n = self._n + 1
-        self._tids[fire_id] = (tid, n)
+            return None
+        first = self._tids.setdefault(fire_id, tid)
+        if first is not tid:
+            self.duplicates += 1
+            return first
         order = self._order
-        order.append((fire_id, n))
-        while len(order) > self.size:
-            old, number = order.popleft()
-            entry = self._tids.get(old)
-            if entry is not None and entry[1] == number:
+        order.append(fire_id)
+        if len(order) > self.size:  # one added, so at most one over
+            old = order.popleft()
+            if self._stale and old in self._stale:
+                self._pass_over(old)
+            else:
                 del self._tids[old]
+        return None
 
     def forget(self, fire_ids: Iterable[str]) -> None:
         """These fires were not accepted after all (their journal commit failed): a resend
         of them runs."""
         for fire_id in fire_ids:
-            self._tids.pop(fire_id, None)
+            if self._tids.pop(fire_id, None) is not None:
+                self._stale[fire_id] = self._stale.get(fire_id, 0) + 1
+
+    def _pass_over(self, old: str) -> None:
+        left = self._stale[old] - 1
+        if left:
+            self._stale[old] = left
+        else:
+            del self._stale[old]
 
     def load(self, pairs: Iterable[tuple[str, str]]) -> None:
         """Add ``(id, tid)`` pairs, oldest first (the journal's, at start)."""
         for fire_id, tid in pairs:
-            self.add(fire_id, tid)
+            self.claim(fire_id, tid)

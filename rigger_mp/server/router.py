@@ -253,14 +253,13 @@ class Server:
         """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
         its batch is in the pipe (with a journal: once committed, then in the pipe). One
         whose ``id`` is in the window is not run: it gets the first tid, acked in turn."""
+        n = self.fires + 1
+        tid = self.tid_prefix + str(n)
         fire_id = msg.fire_id
-        if fire_id is not None and (first := self.dedup.first_of(fire_id)) is not None:
+        if fire_id is not None and (first := self.dedup.claim(fire_id, tid)) is not None:
             self.acks.append((conn, seq, first, True))  # never before the first one's ack
             return
-        self.fires = n = self.fires + 1
-        tid = self.tid_prefix + str(n)
-        if fire_id is not None:
-            self.dedup.add(fire_id, tid)
+        self.fires = n
         if self.journal is not None:
             self.journal.add(tid, msg.hook_name, line, fire_id)
         if msg.mode == proto.ACK:
