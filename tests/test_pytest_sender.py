@@ -117,7 +117,9 @@ def test_events_past_the_spool_bound_are_lost_and_said_so(tmp_path: Path) -> Non
     bound = "the spool is full (4,096 bytes, --rigger-spool-bytes)"
     full = [line for line in lines if bound in line]
     assert full and all(" not fired to 127.0.0.1:" in line for line in full), lines
-    assert "while the dispatcher could not be reached" in full[0]
+    # Some may be lost while it answers (the spool holds the events in flight too); those
+    # of the outage say why it filled.
+    assert any("while the dispatcher could not be reached" in line for line in full), full
     last = re.fullmatch(r"rigger_mp: ([\d,]+) events sent .*; ([\d,]+) not fired .*", lines[-1])
     assert last is not None, lines
     sent, lost = int(last[1].replace(",", "")), int(last[2].replace(",", ""))
