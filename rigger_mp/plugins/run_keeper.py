@@ -81,7 +81,10 @@ class RunKeeper:
         key = run_key(data.get("run_id"))
         dir_name = run_dir_name(key)
         if self.state is not None and dir_name is not None:
-            self.state.append(dir_name, name, data)
+            # What is null is not kept: it reads back as missing, the same to Runs.apply
+            # (but for the location, whose default is "").
+            kept = {k: v for k, v in data.items() if v is not None or k == "test_location"}
+            self.state.append(dir_name, name, kept)
         snapshot = self.runs.apply(name, data)
         if snapshot is not None:
             self._ended(snapshot)

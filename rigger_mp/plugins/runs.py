@@ -7,6 +7,7 @@
                                          session); the session is open
     collect_tests(run_id, session_id, tests=[[location, name], ...])
                                          the session's expected tests (in chunks)
+                                         each a Case: "pending" (not started yet)
     start_test(...)                      a Case: "unfinished", started now
     finish_test(...)                     the Case gets the test's story (outcome, failure
                                          text, captured sections, attachments, ...)
@@ -57,6 +58,7 @@ from .run_values import (
     MAX_ITEMS,
     MAX_NAMES,
     MAX_SHORT,
+    MAX_TEXT,
     Attachment,
     Crash,
     Environment,
@@ -81,6 +83,8 @@ logger = printable.logger("rigger_mp")
 MAX_RUNS: Final = 64
 """Open runs (run ids without finish_session) kept; the oldest is dropped beyond."""
 SLOWEST: Final = 10
+PENDING: Final = "pending"
+"""A test collected (expected) and not started while its run is open."""
 UNFINISHED: Final = "unfinished"
 """A test started and not finished while its run is open."""
 MISSING: Final = "missing"
@@ -146,6 +150,8 @@ class Case:
     name: str
     session: str = ""
     """The session (shard) that ran it: a test two shards ran is two cases."""
+    expected: bool = False
+    """Its session's collect_tests listed it."""
     result: str = UNFINISHED
     """``test_result``: passed, failed, skipped or error (JUnit's convention)."""
     outcome: str = UNFINISHED
@@ -216,8 +222,8 @@ class Run:
     unlisted_seconds: float = 0.0
     unlisted_buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     unlisted_slowest: list[tuple[float, str, str]] = field(default_factory=list)
-    expected: set[tuple[str, str, str]] = field(default_factory=set)
-    """The expected tests kept, as case keys (session, location, name)."""
+    expected_kept: int = 0
+    """Expected tests kept as cases (``expected`` true)."""
     expected_unlisted: int = 0
     """Expected test ids beyond ``max_tests``: counted, not kept."""
     sessions: dict[str, Session] = field(default_factory=dict)
@@ -227,7 +233,7 @@ class Run:
     @property
     def expected_count(self) -> int:
         """Test ids the run's sessions said they would run."""
-        return len(self.expected) + self.expected_unlisted
+        return self.expected_kept + self.expected_unlisted
 
     def all_finished(self) -> bool:
         """Every session that started the run has sent its finish_session."""
@@ -379,19 +385,25 @@ class Runs:
         if not isinstance(tests, list):
             return
         session = _session_key(session_id)
+        cases, room, made = run.cases, self.limits.max_tests - self.held[0], 0
         for item in tests[:MAX_COLLECT]:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)):
                 continue
-            key = (session, text(item[0]), text(item[1]))
-            if key in run.expected:
-                continue
-            if key in run.cases:
-                run.expected.add(key)  # counted already, as its case
-            elif self.held[0] < self.limits.max_tests:
-                run.expected.add(key)
-                self._add(1, 0)
-            else:
-                run.expected_unlisted += 1
+            location, name = item
+            if not isinstance(location, str) or len(location) > MAX_TEXT:
+                location = text(location)
+            key = (session, location, name[:MAX_TEXT])
+            case = cases.get(key)
+            if case is None:
+                if made >= room:
+                    run.expected_unlisted += 1
+                    continue
+                case = cases[key] = Case(key[1], key[2], session, result=PENDING, outcome=PENDING)
+                made += 1
+            if not case.expected:  # a chunk sent twice counts once
+                case.expected = True
+                run.expected_kept += 1
+        self._add(made, 0)
 
     def start_test(
         self,
@@ -491,13 +503,9 @@ class Runs:
         statuses = [s.exit_status for s in run.sessions.values() if s.exit_status is not None]
         run.exit_status = max(statuses) if statuses else count(exit_status, 1 << 16)
         hosts = {s.session_id: s.host for s in run.sessions.values()}
-        for key in run.expected:
-            if key not in run.cases:
-                session, location, name = key
-                run.cases[key] = Case(location, name, session, host=hosts.get(session))
         listed_missing = 0
         for case in run.cases.values():
-            if case.outcome == UNFINISHED:
+            if case.outcome in (PENDING, UNFINISHED):
                 case.result = case.outcome = MISSING
                 case.host = case.host or hosts.get(case.session)
                 listed_missing += 1
@@ -541,8 +549,7 @@ class Runs:
                     len(oldest.cases),
                 )
                 del self._runs[oldest.run_id]
-                kept = len(oldest.cases) + len(oldest.expected - oldest.cases.keys())
-                self._add(-kept, -sum(c.text_bytes for c in oldest.cases.values()))
+                self._add(-len(oldest.cases), -sum(c.text_bytes for c in oldest.cases.values()))
                 if self.on_drop is not None:
                     self.on_drop(oldest.run_id)
             run = self._runs[key] = Run(key)
@@ -558,15 +565,12 @@ class Runs:
         return session
 
     def _case(self, run: Run, session: str, location: str, name: str) -> Case | None:
-        """The test's case, made if expected or the bound allows; ``None`` beyond it."""
+        """The test's case, made if the bound allows; ``None`` beyond it."""
         key = (session, location, name)
         case = run.cases.get(key)
-        if case is None:
-            if key in run.expected:
-                case = run.cases[key] = Case(location, name, session)
-            elif self.held[0] < self.limits.max_tests:
-                case = run.cases[key] = Case(location, name, session)
-                self._add(1, 0)
+        if case is None and self.held[0] < self.limits.max_tests:
+            case = run.cases[key] = Case(location, name, session)
+            self._add(1, 0)
         return case
 
     def _set_text(self, case: Case, longrepr: str | None, sections: list[Section]) -> None:
@@ -620,6 +624,7 @@ RANK: Final = {
     "error": 1,
     UNFINISHED: 2,
     MISSING: 2,
+    PENDING: 2,
     "xpassed": 4,
     "xfailed": 5,
     "skipped": 6,
