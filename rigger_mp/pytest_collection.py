@@ -49,7 +49,7 @@ def chunks(tests: Iterable[Sequence[str]], limit: int = CHUNK_BYTES) -> Iterator
     size = 2
     for location, name in tests:
         pair = [location[:MAX_ID], name[:MAX_ID]]
-        width = len(json.dumps(pair)) + 1
+        width = len(json.dumps(pair)) + 2  # and ", " (ASCII: as the client may send it)
         if chunk and size + width > limit:
             yield chunk
             chunk, size = [], 2

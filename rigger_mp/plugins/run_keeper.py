@@ -105,15 +105,17 @@ class RunKeeper:
             for name, data in found.events:
                 key = run_key(data.get("run_id"))
                 snapshot = self.runs.apply(name, data)
-                if snapshot is not None:
-                    self.done(snapshot)  # its file is .writing: removed once written
+                if snapshot is not None:  # the run had ended; its files are written now
+                    (self.done if found.ended else self._ended)(snapshot)
             if key is None or key not in {r.run_id for r in self.runs.open_runs()}:
                 continue
-            if found.ended:
-                self.done(self.runs.finish(key, None, timed_out=True))
-                continue
             quiet = max(0.0, time.time() - found.mtime)
-            self.clock.arm(key, time.monotonic() + max(0.0, self.run_timeout - quiet))
+            if found.ended:  # its files were being written: its state is .writing already
+                self.done(self.runs.finish(key, None, timed_out=True))
+            elif quiet >= self.run_timeout:  # it went quiet while no dispatcher was here
+                self._ended(self.runs.finish(key, None, timed_out=True))
+            else:
+                self.clock.arm(key, time.monotonic() + self.run_timeout - quiet)
 
     def close(self) -> None:
         """Stop the clock and close the state files (open runs stay on disk)."""
