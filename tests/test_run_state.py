@@ -188,7 +188,9 @@ def test_a_run_left_open_is_read_back_and_one_left_quiet_ends_at_start(tmp_path:
         fire(rigger, "finish_test", session_id="a", test_name="x", test_location="t.py")
     assert not (tmp_path / "r" / "report.html").exists()
     with Rigger(config(tmp_path)) as rigger:  # the run goes on where it was
-        runs = rigger.get_instance_obj("report").runs
+        report = rigger.get_instance_obj("report")
+        assert isinstance(report, ReportPlugin)
+        runs = report.runs
         assert {c.name: c.outcome for c in runs.run("r").cases.values()} == {
             "x": "unknown",
             "y": PENDING,
