@@ -21,18 +21,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import pytest
-
-if TYPE_CHECKING:
-    from .pytest_plugin import RiggerSession
 
 CHUNK_BYTES: Final = 256 * 1024
 """Most bytes of test ids (as JSON) in one collect_tests event."""
 MAX_ID: Final = 1000
 """Characters of a location or a name sent: what the dispatcher keeps of each."""
 EVENT: Final = "collect_tests"
+
+
+class Session(Protocol):
+    """What this module needs of the pytest plugin's session (its ``Session``)."""
+
+    is_worker: bool
+
+    def fire(self, hook_name: str, what: str = "", /, **data: Any) -> None: ...
 
 
 def split_nodeid(nodeid: str) -> tuple[str, str]:
@@ -62,7 +67,7 @@ def chunks(tests: Iterable[Sequence[str]], limit: int = CHUNK_BYTES) -> Iterator
 class CollectedTests:
     """Sends the session's collected test ids once (the session's process only)."""
 
-    def __init__(self, session: RiggerSession) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.sent = False
 
@@ -82,7 +87,7 @@ class CollectedTests:
         self.send(split_nodeid(nodeid) for nodeid in ids)
 
 
-def register(config: pytest.Config, session: RiggerSession) -> None:
+def register(config: pytest.Config, session: Session) -> None:
     """Send the collected tests of ``session``, unless it is an xdist worker's."""
     if not session.is_worker:
         config.pluginmanager.register(CollectedTests(session), "rigger_mp_collection")
