@@ -25,7 +25,7 @@ from typing import Any, Final, Protocol
 
 import pytest
 
-CHUNK_BYTES: Final = 256 * 1024
+CHUNK_BYTES: Final = 64 * 1024
 """Most bytes of test ids (as JSON) in one collect_tests event."""
 MAX_ID: Final = 1000
 """Characters of a location or a name sent: what the dispatcher keeps of each."""

@@ -225,6 +225,8 @@ class Run:
     expected_kept: int = 0
     """Expected tests kept as cases (``expected`` true)."""
     expected_unlisted: int = 0
+    open_cases: int = 0
+    """Cases pending or unfinished now: the run's end relabels them only when some are."""
     """Expected test ids beyond ``max_tests``: counted, not kept."""
     sessions: dict[str, Session] = field(default_factory=dict)
     last_event: float = field(default_factory=time.monotonic)
@@ -400,6 +402,7 @@ class Runs:
                     continue
                 case = cases[key] = Case(key[1], key[2], session, result=PENDING, outcome=PENDING)
                 made += 1
+                run.open_cases += 1
             if not case.expected:  # a chunk sent twice counts once
                 case.expected = True
                 run.expected_kept += 1
@@ -418,6 +421,8 @@ class Runs:
         run = self.run(run_id)
         case = self._case(run, _session_key(session_id), text(location), text(name))
         if case is not None:
+            if case.outcome not in (PENDING, UNFINISHED):  # a rerun starts it again
+                run.open_cases += 1
             case.result = case.outcome = UNFINISHED
             case.duration, case.started = None, time.monotonic()
             case.artifact_path = artifact_path_of(artifact_path) or case.artifact_path
@@ -450,6 +455,8 @@ class Runs:
         attempts = case.attempts if len(case.attempts) < MAX_ITEMS else case.attempts[:-1]
         case.attempts = (*attempts, outcome)
         case.rerun = rerun
+        if case.outcome in (PENDING, UNFINISHED):
+            run.open_cases -= 1
         case.result, case.outcome = result or outcome, outcome
         case.duration, case.started = took, None
         case.worker, case.host = worker, host
@@ -504,7 +511,7 @@ class Runs:
         run.exit_status = max(statuses) if statuses else count(exit_status, 1 << 16)
         hosts = {s.session_id: s.host for s in run.sessions.values()}
         listed_missing = 0
-        for case in run.cases.values():
+        for case in run.cases.values() if run.open_cases else ():
             if case.outcome in (PENDING, UNFINISHED):
                 case.result = case.outcome = MISSING
                 case.host = case.host or hosts.get(case.session)
@@ -569,7 +576,8 @@ class Runs:
         key = (session, location, name)
         case = run.cases.get(key)
         if case is None and self.held[0] < self.limits.max_tests:
-            case = run.cases[key] = Case(location, name, session)
+            case = run.cases[key] = Case(location, name, session)  # unfinished
+            run.open_cases += 1
             self._add(1, 0)
         return case
 
