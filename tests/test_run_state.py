@@ -259,3 +259,27 @@ def test_collected_ids_go_in_chunks_within_the_message_bound() -> None:
 )
 def test_a_test_id_splits_as_pytest_locates_the_test(nodeid: str, pair: tuple[str, str]) -> None:
     assert split_nodeid(nodeid) == pair
+
+
+def test_a_quiet_run_ends_through_the_event_thread_and_0_keeps_no_state(
+    tmp_path: Path,
+) -> None:
+    keys = {"run_timeout": 0.05, "max_state_bytes": 0}
+    with Rigger({"plugins": {"report": {"plugin": "report", "dir": str(tmp_path), **keys}}}) as r:
+        report = r.get_instance_obj("report")
+        assert isinstance(report, ReportPlugin)
+        ended = threading.Event()
+        write_run = report.write_run
+
+        def write_and_tell(snapshot: Snapshot, prepared: Any) -> None:
+            write_run(snapshot, prepared)
+            ended.set()
+
+        setattr(report, "write_run", write_and_tell)  # noqa: B010
+        fire(r, "start_session", session_id="a")
+        fire(r, "start_session", session_id="b")
+        fire(r, "finish_session", session_id="a", exit_status=0)
+        assert not list(tmp_path.glob("r/.rigger-state-*"))
+        assert ended.wait(WAIT)  # b never finishes: run_timeout ends the run
+    data = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert (data["timed_out"], data["sessions"], data["exit_status"]) == (True, 2, 0)

@@ -2,17 +2,20 @@
 
 ::
 
-    event thread ── arm(run, due) ──▶ deadlines {run: due}   (a dict write under a lock)
+    event thread ── arm(run, due) ──▶ deadlines {run: due}   (at a run's first event, and
+                                            │                 again when it was not quiet)
                                             │
     clock thread: wait on the condition until the earliest due ─▶ due: on_due(run)
                                                                   (hands it to the event
                                                                    thread: call_soon)
 
-Every event of a run re-arms it (its ``due`` moves later), so the thread does not wake
-per event: it sleeps until the earliest deadline it knows, finds it moved, and sleeps
-again; it wakes on the condition only when a first run is armed. ``on_due`` does not
-touch the runs: it hands the run key to the event thread, which owns them and checks
-there that the run is still quiet (:meth:`rigger_mp.plugins.runs.Runs.idle`).
+A run is armed once, at its first event; a later event only records its time (the run's
+``last_event``), so events cost the clock nothing. When the deadline comes, ``on_due``
+hands the run key to the event thread, which owns the runs: there
+:meth:`rigger_mp.plugins.runs.Runs.idle` ends the run if it has been quiet for
+``run_timeout``, else the run is armed again for ``last_event + run_timeout``. So the
+thread wakes at most once per ``run_timeout`` per open run, and never polls: it sleeps on
+its condition until the earliest deadline, woken early only by an earlier one.
 """
 
 from __future__ import annotations

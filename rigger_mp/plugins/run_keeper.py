@@ -69,10 +69,14 @@ class RunKeeper:
         self._call_soon: Callable[[Callable[[], None]], None] | None = None
         self.state: StateFiles | None = None
         self.clock: IdleClock | None = None
+        self._timed: set[str] = set()
+        """Runs the clock times: a later event only moves the run's ``last_event``, which
+        the event thread reads when the clock says the first deadline has come."""
         call_soon = getattr(dispatcher, "call_soon", None)
         if callable(call_soon):
             self._call_soon = call_soon
-            self.state = StateFiles(root, instance, max_state)
+            if max_state:  # 0: no state files (a restart loses the open runs)
+                self.state = StateFiles(root, instance, max_state)
             self.clock = IdleClock(f"{label}-{instance}", self._due)
             self.runs.on_drop = self._dropped
 
@@ -88,7 +92,8 @@ class RunKeeper:
         snapshot = self.runs.apply(name, data)
         if snapshot is not None:
             self._ended(snapshot)
-        elif self.clock is not None:
+        elif self.clock is not None and key not in self._timed:
+            self._timed.add(key)
             self.clock.arm(key, time.monotonic() + self.run_timeout)
 
     def written(self, snapshot: Snapshot) -> None:
@@ -99,7 +104,7 @@ class RunKeeper:
     def reload(self) -> None:
         """Read back the runs a dispatcher before this one left open (or was writing)."""
         if self.state is None or self.clock is None:
-            return
+            return  # nothing kept, nothing to read back
         for found in self.state.found():
             key = None
             for name, data in found.events:
@@ -115,6 +120,7 @@ class RunKeeper:
             elif quiet >= self.run_timeout:  # it went quiet while no dispatcher was here
                 self._ended(self.runs.finish(key, None, timed_out=True))
             else:
+                self._timed.add(key)
                 self.clock.arm(key, time.monotonic() + self.run_timeout - quiet)
 
     def close(self) -> None:
@@ -125,6 +131,7 @@ class RunKeeper:
             self.state.close()
 
     def _ended(self, snapshot: Snapshot) -> None:
+        self._timed.discard(snapshot.run_id)
         if self.clock is not None:
             self.clock.forget(snapshot.run_id)
         if self.state is not None and snapshot.dir_name is not None:
@@ -141,9 +148,12 @@ class RunKeeper:
         if isinstance(result, Snapshot):
             self._ended(result)
         elif result is not None and self.clock is not None:
-            self.clock.arm(key, result)
+            self.clock.arm(key, result)  # an event came since: its deadline is later
+        else:
+            self._timed.discard(key)
 
     def _dropped(self, key: str) -> None:
+        self._timed.discard(key)
         if self.clock is not None:
             self.clock.forget(key)
         dir_name = run_dir_name(key)

@@ -39,6 +39,8 @@ logger = printable.logger("rigger_mp")
 
 DEFAULT_MAX_STATE_BYTES: Final = 256 * 1024 * 1024
 """Default of ``max_state_bytes``: the largest state file of one open run."""
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+"""One encoder for every line (``json.dumps`` with options builds one per call)."""
 WRITING: Final = ".writing"
 """Suffix of a state file whose run has ended and whose files are being written."""
 
@@ -76,7 +78,7 @@ class StateFiles:
         """Keep one event of the run in ``dir_name``."""
         if dir_name in self._stopped:
             return
-        line = (json.dumps([event, data], separators=(",", ":"), default=str) + "\n").encode()
+        line = (_encode([event, data]) + "\n").encode()
         try:
             kept = self._open.get(dir_name)
             if kept is None:
