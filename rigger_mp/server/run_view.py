@@ -1,0 +1,221 @@
+"""The live run view's HTTP routes: the runs as JSON, and their updates pushed to the
+page as server-sent events.
+
+::
+
+    GET /runs                      {"ok": true, "runs": [head, ...]}          newest first
+    GET /runs/{run_id}             {"ok": true, "run": {...}}                 the whole run
+    GET /runs/{run_id}/tests       {"ok": true, "matched": N, "tests": [...]}  ?q=&outcome=
+    GET /runs/{run_id}/report      the run's report.html, once written
+    GET /live/stream?run={run_id}  text/event-stream:
+        event: snapshot   {"seq", "runs": [head, ...], "run": the whole run or null}
+        event: delta      {"seq", "runs": [head, ...], "run": what changed or null}
+
+A run id in a path is percent-encoded (``/`` as ``%2F``). The board (:mod:`.run_board`)
+calls :meth:`RunView.changed` on every test event; the first change after a quiet spell
+starts a timer of :data:`INTERVAL`, and when it fires every subscriber is woken and
+sent, as one event, what changed since it was last written to: so a subscriber gets at
+most one event per interval however fast the tests go, and the rows it is sent are only
+those that changed. The stream is written with ``fetch`` on the page, not
+``EventSource``, which cannot send the ``Authorization`` header a token needs.
+
+Bounds: ``live_max_subscribers`` streams at once (one more is answered 503
+``too_many_subscribers``); a subscriber that does not read (more than
+:data:`MAX_UNREAD` bytes in its socket's buffer, or a write that waits longer than
+:data:`WRITE_TIMEOUT`) is dropped: its stream is closed, nothing is buffered for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any, Final
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from .. import protocol as proto
+from .. import safe_paths
+from ..plugins.runs import run_dir_name
+from .run_board import REPORT_NAME, Entry, RunBoard, head, listed, run_json
+
+INTERVAL: Final = 0.15
+"""Seconds between two updates of one subscriber, at most."""
+MAX_UNREAD: Final = 256 * 1024
+"""Bytes a subscriber may leave unread in its socket's send buffer before it is dropped."""
+WRITE_TIMEOUT: Final = 5.0
+"""Seconds one update may take to be written before its subscriber is dropped."""
+_JSON: Final = "application/json"
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _error(code: str, message: str, status: int) -> web.Response:
+    return web.Response(body=proto.error_line(code, message), status=status, content_type=_JSON)
+
+
+class Subscriber:
+    """One open stream: the run it follows and the last change it was sent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, run_id: str | None) -> None:
+        self.loop = loop
+        self.run_id = run_id
+        self.seen = 0
+        self.wake: asyncio.Future[None] = loop.create_future()
+
+    def woken(self) -> asyncio.Future[None]:
+        if self.wake.done():
+            self.wake = self.loop.create_future()
+        return self.wake
+
+    def poke(self) -> None:
+        if not self.wake.done():
+            self.wake.set_result(None)
+
+
+class RunView:
+    """The routes above, over one :class:`~.run_board.RunBoard`."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, board: RunBoard, max_subscribers: int
+    ) -> None:
+        self.loop = loop
+        self.board = board
+        self.max_subscribers = max_subscribers
+        self.subscribers: set[Subscriber] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.closing = False
+        self.refused = 0
+        self.dropped = 0
+        self.updates = 0
+        board.listeners.append(self.changed)
+
+    def counters(self) -> dict[str, int]:
+        return {
+            "subscribers": len(self.subscribers),
+            "refused": self.refused,
+            "dropped": self.dropped,
+            "updates": self.updates,
+        }
+
+    def changed(self) -> None:
+        if self.timer is None and self.subscribers:
+            self.timer = self.loop.call_later(INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        for subscriber in self.subscribers:
+            subscriber.poke()
+
+    def close(self) -> None:
+        """The server stops: every stream ends."""
+        self.closing = True
+        for subscriber in self.subscribers:
+            subscriber.poke()
+
+    # -- routes -------------------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``request`` is a GET under ``/runs`` or ``/live/stream``, authorized."""
+        parts = [unquote(p) for p in request.raw_path.partition("?")[0].split("/")[1:]]
+        if parts == ["live", "stream"]:
+            return await self._stream(request)
+        board = self.board
+        if parts == ["runs"]:
+            entries = sorted(board.entries.values(), key=lambda e: -e.seq)
+            return self._ok({"runs": [head(board, e) for e in entries]})
+        if len(parts) in (2, 3) and parts[0] == "runs":
+            entry = board.get(parts[1])
+            if entry is None:
+                return _error(proto.UNKNOWN_RUN, f"no run {parts[1][:100]!r} here", 404)
+            if len(parts) == 2:
+                return self._ok({"run": run_json(board, entry)})
+            if parts[2] == "tests":
+                query = request.query
+                return self._ok(listed(entry, query.get("q", "")[:200], query.get("outcome", "")))
+            if parts[2] == "report":
+                return await self._report(entry)
+        return _error(proto.UNKNOWN_OP, f"no such endpoint: {request.path[:100]}", 404)
+
+    async def _report(self, entry: Entry) -> web.Response:
+        """The run's report as the report plugin wrote it, read following no link."""
+        root, name = self.board.artifacts_root(), run_dir_name(entry.run.run_id)
+        if self.board.report_path(entry) is None or root is None or name is None:
+            return _error(proto.UNKNOWN_RUN, "this run has no report (yet)", 404)
+
+        def read() -> bytes:
+            fd = safe_paths.open_file(root, f"{name}/{REPORT_NAME}", os.O_RDONLY, make_parents=False)
+            with os.fdopen(fd, "rb") as file:
+                return file.read()
+
+        try:
+            body = await self.loop.run_in_executor(None, read)
+        except (OSError, ValueError) as exc:  # UnsafePath is a ValueError
+            return _error(proto.UNKNOWN_RUN, f"the report cannot be read: {exc}", 404)
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    @staticmethod
+    def _ok(value: dict[str, Any]) -> web.Response:
+        return web.Response(body=_dumps({"ok": True, **value}), content_type=_JSON)
+
+    def _followed(self, subscriber: Subscriber) -> Entry | None:
+        """The run a subscriber follows: the one it named, else the latest."""
+        board = self.board
+        if subscriber.run_id is not None:
+            return board.get(subscriber.run_id)
+        return max(board.entries.values(), key=lambda e: e.seq, default=None)
+
+    def _update(self, subscriber: Subscriber, kind: str) -> bytes:
+        board, since = self.board, subscriber.seen
+        entry = self._followed(subscriber)
+        heads = [head(board, e) for e in board.changed_since(since)]
+        run = None
+        if entry is not None and entry.seq > since:
+            run = run_json(board, entry, since)
+        subscriber.seen = board.seq
+        body = _dumps({"seq": board.seq, "runs": heads, "run": run})
+        return b"event: %s\ndata: %s\n\n" % (kind.encode(), body)
+
+    async def _stream(self, request: web.BaseRequest) -> web.StreamResponse:
+        if len(self.subscribers) >= self.max_subscribers:
+            self.refused += 1
+            return _error(
+                proto.TOO_MANY_SUBSCRIBERS,
+                f"{self.max_subscribers} live streams are open (live_max_subscribers)",
+                503,
+            )
+        run_id = request.query.get("run") or None
+        subscriber = Subscriber(self.loop, run_id)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+        )
+        self.subscribers.add(subscriber)
+        try:
+            await response.prepare(request)
+            await response.write(self._update(subscriber, "snapshot"))
+            while not self.closing:
+                await subscriber.woken()
+                transport = request.transport
+                if self.closing or transport is None or transport.is_closing():
+                    break
+                if transport.get_write_buffer_size() > MAX_UNREAD:
+                    self.dropped += 1
+                    transport.abort()
+                    break
+                if subscriber.seen == self.board.seq:
+                    continue
+                self.updates += 1
+                update = self._update(subscriber, "delta")
+                await asyncio.wait_for(response.write(update), WRITE_TIMEOUT)
+        except TimeoutError:  # written into a full buffer that did not drain
+            self.dropped += 1
+            if request.transport is not None:
+                request.transport.abort()
+        except ConnectionError:  # the page was closed
+            pass
+        finally:
+            self.subscribers.discard(subscriber)
+        return response
