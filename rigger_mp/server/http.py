@@ -213,6 +213,7 @@ class _Counted(web.Server):
         super().connection_lost(handler, exc)
         self.front.stalls.busy(handler)
         self.front.connections_open -= 1
+        self.front.view.lost(handler)
         gone = self.front.waiting.get(handler)
         if gone is not None and not gone.done():
             gone.set_result(None)

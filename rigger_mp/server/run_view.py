@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import struct
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -86,6 +88,7 @@ class RunView:
         self.board = board
         self.max_subscribers = max_subscribers
         self.subscribers: set[Subscriber] = set()
+        self.by_connection: dict[object, Subscriber] = {}
         self.timer: asyncio.TimerHandle | None = None
         self.closing = False
         self.refused = 0
@@ -108,6 +111,12 @@ class RunView:
     def _tick(self) -> None:
         self.timer = None
         for subscriber in self.subscribers:
+            subscriber.poke()
+
+    def lost(self, connection: object) -> None:
+        """A connection has closed: its stream, if it had one, ends now."""
+        subscriber = self.by_connection.get(connection)
+        if subscriber is not None:
             subscriber.poke()
 
     def close(self) -> None:
@@ -179,6 +188,18 @@ class RunView:
         body = _dumps({"seq": board.seq, "runs": heads, "run": run})
         return b"event: %s\ndata: %s\n\n" % (kind.encode(), body)
 
+    def _drop(self, request: web.BaseRequest) -> None:
+        """Close a subscriber's connection with a reset: what the kernel holds for it
+        (megabytes, unread) is freed now, not when it would have read it."""
+        self.dropped += 1
+        transport = request.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
     async def _stream(self, request: web.BaseRequest) -> web.StreamResponse:
         if len(self.subscribers) >= self.max_subscribers:
             self.refused += 1
@@ -193,6 +214,7 @@ class RunView:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         self.subscribers.add(subscriber)
+        self.by_connection[request.protocol] = subscriber
         try:
             await response.prepare(request)
             await response.write(self._update(subscriber, "snapshot"))
@@ -202,8 +224,7 @@ class RunView:
                 if self.closing or transport is None or transport.is_closing():
                     break
                 if transport.get_write_buffer_size() > MAX_UNREAD:
-                    self.dropped += 1
-                    transport.abort()
+                    self._drop(request)
                     break
                 if subscriber.seen == self.board.seq:
                     continue
@@ -211,11 +232,10 @@ class RunView:
                 update = self._update(subscriber, "delta")
                 await asyncio.wait_for(response.write(update), WRITE_TIMEOUT)
         except TimeoutError:  # written into a full buffer that did not drain
-            self.dropped += 1
-            if request.transport is not None:
-                request.transport.abort()
+            self._drop(request)
         except ConnectionError:  # the page was closed
             pass
         finally:
             self.subscribers.discard(subscriber)
+            self.by_connection.pop(request.protocol, None)
         return response
