@@ -76,6 +76,7 @@
     }
     showRuns();
     showRun();
+    if (!document.body.dataset.first) document.body.dataset.first = String(Math.round(performance.now()));
     document.body.dataset.updates = String(Number(document.body.dataset.updates) + 1);
   }
 
@@ -142,7 +143,7 @@
     const took = (run.last_event || 0) - (run.started || run.last_event || 0);
     const rate = took > 0 ? done / took : 0;
     let text = fmt(done) + (expected !== null ? " of " + fmt(expected) + " expected" : " done") +
-      (total ? " (" + Math.floor((100 * done) / total) + "%)" : "") +
+      (expected ? " (" + Math.floor((100 * done) / expected) + "%)" : "") +
       " · " + fmt(running) + " running" + (rate ? " · " + rate.toFixed(1) + " tests/s" : "");
     if (!run.finished && expected !== null && rate > 0) text += " · about " + span((expected - done) / rate) + " left";
     if (!run.finished && expected === null) text += " · time left unknown (no expected count)";
