@@ -36,7 +36,9 @@ def send_all(port: int, events: Iterable[tuple[str, dict[str, Any]]]) -> int:
     return acked
 
 
-def finish(run_id: str, name: str, outcome: str = "passed", **more: Any) -> tuple[str, dict[str, Any]]:
+def finish(
+    run_id: str, name: str, outcome: str = "passed", **more: Any
+) -> tuple[str, dict[str, Any]]:
     """A ``finish_test`` as the pytest plugin sends one."""
     data = {
         "run_id": run_id,

@@ -45,17 +45,18 @@ UNTIL = """
 new Promise((resolve) => {
   const check = () => {
     const rows = document.querySelectorAll("#tests tbody tr").length;
-    const busy = [...document.querySelectorAll("tr.lane.busy td.now")].map((td) => td.textContent);
+    const text = (selector) => [...document.querySelectorAll(selector)].map((e) => e.textContent);
+    const busy = text("tr.lane.busy td.now");
     if (CONDITION) {
       observer.disconnect();
       resolve({
         rows: rows,
         busy: busy,
-        names: [...document.querySelectorAll("#tests tbody td.name")].map((td) => td.textContent),
+        names: text("#tests tbody td.name"),
         images: document.querySelectorAll("img").length,
         bolds: document.querySelectorAll("b").length,
         title: document.title,
-        failures: [...document.querySelectorAll(".run-failure .traceback")].map((p) => p.textContent),
+        failures: text(".run-failure .traceback"),
         progress: document.getElementById("progress-text").textContent,
         counts: document.getElementById("counts").textContent,
       });
@@ -64,7 +65,8 @@ new Promise((resolve) => {
     return false;
   };
   const observer = new MutationObserver(check);
-  if (!check()) observer.observe(document.body, { childList: true, subtree: true, attributes: true });
+  const all = { childList: true, subtree: true, attributes: true };
+  if (!check()) observer.observe(document.body, all);
 })
 """
 
@@ -120,7 +122,9 @@ def test_rows_arrive_on_the_page_while_a_real_pytest_run_goes(tmp_path: Path) ->
         rigger.stop()
     assert running and proc.returncode == 1, out
     assert seen["rows"] == 12 and seen["busy"] == ["test_gate"]
-    assert sorted(seen["names"]) == sorted(f"test_live.py::test_quick[{HOSTILE}{i}]" for i in range(12))
+    assert sorted(seen["names"]) == sorted(
+        f"test_live.py::test_quick[{HOSTILE}{i}]" for i in range(12)
+    )
     assert seen["images"] == 0 and seen["bolds"] == 0 and seen["title"] == "rigger_mp live"
     assert len(seen["failures"]) == 2 and all("<b>not bold</b>" in f for f in seen["failures"])
     assert "12 done" in seen["progress"] and "1 running" in seen["progress"]
@@ -164,7 +168,10 @@ def test_a_run_of_100000_tests_opens_and_filters_in_time(tmp_path: Path) -> None
     rigger = make_http_rigger(plugins={})
     try:
         tests = 100_000
-        events = [finish("big", f"test_{i}", "failed" if i % 1000 == 7 else "passed") for i in range(tests)]
+        events = [
+            finish("big", f"test_{i}", "failed" if i % 1000 == 7 else "passed")
+            for i in range(tests)
+        ]
         assert send_all(port_of(rigger), events) == tests
         shot = tmp_path / "live-100k.png"
         seen = browser.evaluate_url(

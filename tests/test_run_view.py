@@ -142,7 +142,9 @@ def test_a_subscriber_that_does_not_read_is_dropped() -> None:
             # Failures (8 KB of text each) until the stream is dropped: the kernel's
             # buffers in between take megabytes, then a write waits WRITE_TIMEOUT.
             for batch in range(5000):
-                failures = [finish("r", f"t{batch}-{i}", "failed", longrepr=text) for i in range(50)]
+                failures = [
+                    finish("r", f"t{batch}-{i}", "failed", longrepr=text) for i in range(50)
+                ]
                 send_all(port, failures)
                 if poller.poll(0):
                     break
@@ -163,7 +165,7 @@ def test_per_run_metrics_follow_prometheus_conventions() -> None:
         events.append(("finish_session", {"run_id": "m1", "exit_status": 1}))
         send_all(port_of(rigger), events)
         with Http(http_port(rigger)) as client:
-            status, body, headers = client.raw("GET", "/metrics")
+            status, body, _ = client.raw("GET", "/metrics")
     finally:
         rigger.stop()
     assert status == 200

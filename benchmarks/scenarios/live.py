@@ -213,7 +213,13 @@ def latency(ctx: RunContext) -> list[Measurement]:
     note = f"{clients} x {tests} tests, SSE client timestamps arrivals (same clock)"
     return [
         Measurement(
-            name, metric + " (p95)", SUBJECT, "ms", p95s, False, note=note,
+            name,
+            metric + " (p95)",
+            SUBJECT,
+            "ms",
+            p95s,
+            False,
+            note=note,
             targets=(Target("<=", 1000.0),),
         ),
         Measurement(name, metric + " (p50)", SUBJECT, "ms", p50s, False, note=note),
@@ -246,7 +252,12 @@ def rate(ctx: RunContext) -> list[Measurement]:
         served.close()
     return [
         Measurement(
-            name, metric, SUBJECT, unit, got[SUBJECT], True,
+            name,
+            metric,
+            SUBJECT,
+            unit,
+            got[SUBJECT],
+            True,
             note="the page: an SSE client of /live/stream",
             targets=(Target(">=", 0.8, peer=NO_PAGE),),
         ),

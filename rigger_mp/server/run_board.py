@@ -314,7 +314,7 @@ def listed(entry: Entry, query: str, outcome: str, limit: int = MAX_LISTED) -> d
     """The run's tests whose location or name holds ``query`` (any case) and whose
     outcome is ``outcome`` (any when empty): the first ``limit`` and how many match."""
     q = query.lower()
-    found, rows = 0, []
+    found, rows = 0, list[dict[str, Any]]()
     for case in entry.run.cases.values():
         if outcome and case.outcome != outcome:
             continue

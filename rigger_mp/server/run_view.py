@@ -156,7 +156,9 @@ class RunView:
             return _error(proto.UNKNOWN_RUN, "this run has no report (yet)", 404)
 
         def read() -> bytes:
-            fd = safe_paths.open_file(root, f"{name}/{REPORT_NAME}", os.O_RDONLY, make_parents=False)
+            fd = safe_paths.open_file(
+                root, f"{name}/{REPORT_NAME}", os.O_RDONLY, make_parents=False
+            )
             with os.fdopen(fd, "rb") as file:
                 return file.read()
 
