@@ -141,15 +141,15 @@ new Promise((resolve) => {
     const input = document.getElementById("filter");
     const began = performance.now();
     const done = new MutationObserver(() => {
-      if (document.body.dataset.filtered) {
+      if (document.body.dataset.filtered) {  // timed to the frame after the rows changed
         done.disconnect();
-        resolve({
+        requestAnimationFrame(() => setTimeout(() => resolve({
           first: first,
           filter: performance.now() - began,
           shown: document.querySelectorAll("#tests tbody tr").length,
           count: document.getElementById("test-count").textContent,
           total: document.getElementById("progress-text").textContent,
-        });
+        }), 0));
       }
     });
     done.observe(document.body, { attributes: true });
