@@ -91,7 +91,9 @@ def test_a_finished_run_id_that_fires_again_is_a_new_run() -> None:
     b = board()
     finish(b, "r", "a")
     b.finish_session({"run_id": "r", "exit_status": 1})
+    b.finish_session({"run_id": "r", "exit_status": 1})  # said twice: still the run
     assert head(b, b.entries["r"])["finished"] is True
+    assert head(b, b.entries["r"])["tests"] == 1
     b.start_session({"run_id": "r", "environment": {}})
     entry = b.entries["r"]
     assert head(b, entry)["finished"] is False and head(b, entry)["tests"] == 0

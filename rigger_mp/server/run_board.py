@@ -191,7 +191,7 @@ class RunBoard:
             entry.failures.append((seq, failure))
 
     def finish_session(self, data: Mapping[str, Any]) -> None:
-        entry = self._entry(data.get("run_id"))
+        entry = self._entry(data.get("run_id"), reopen=False)  # said twice: ended once
         if not entry.finished:
             entry.snapshot = self.runs.finish(data.get("run_id"), data.get("exit_status"))
             entry.finished = True
@@ -225,10 +225,11 @@ class RunBoard:
             listener()
         return self.seq
 
-    def _entry(self, run_id: Any) -> Entry:
+    def _entry(self, run_id: Any, reopen: bool = True) -> Entry:
+        """The run's entry; a finished run's id used again (``reopen``) starts a new one."""
         key = "" if run_id is None else text(run_id, MAX_SHORT)
         entry = self.entries.get(key)
-        if entry is not None and not entry.finished:
+        if entry is not None and not (entry.finished and reopen):
             return entry
         if entry is not None:  # a finished run's id fires again: a new run under it
             self._drop(key)
