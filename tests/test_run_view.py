@@ -3,6 +3,7 @@ bounds (subscribers, a subscriber that does not read), the per-run metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import select
 import subprocess
 import sys
@@ -180,3 +181,17 @@ def test_per_run_metrics_follow_prometheus_conventions() -> None:
     assert families["rigger_mp_run_tests_expected"].type == "gauge"
     assert families["rigger_mp_run_tests_missing"].type == "gauge"
     assert "rigger_mp_events" in families  # the dispatcher's families are still there
+
+
+def test_a_poke_while_an_update_is_written_is_not_lost() -> None:
+    from rigger_mp.server.run_view import Subscriber  # aiohttp: imported past _http's skip
+
+    async def run() -> None:
+        subscriber = Subscriber(asyncio.get_running_loop(), None)
+        subscriber.poke()  # the timer fired while the last update was being written
+        await asyncio.wait_for(subscriber.woken(), WAIT)  # at once, not at the next change
+        assert not subscriber.wake.done()  # consumed: the next wait is for the next poke
+        subscriber.poke()
+        await asyncio.wait_for(subscriber.woken(), WAIT)
+
+    asyncio.run(run())

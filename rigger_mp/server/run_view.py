@@ -68,10 +68,11 @@ class Subscriber:
         self.seen = 0
         self.wake: asyncio.Future[None] = loop.create_future()
 
-    def woken(self) -> asyncio.Future[None]:
-        if self.wake.done():
-            self.wake = self.loop.create_future()
-        return self.wake
+    async def woken(self) -> None:
+        """Until poked: at once if it was poked meanwhile (while its last update was
+        being written, say), so that no change is left unsent."""
+        await self.wake
+        self.wake = self.loop.create_future()
 
     def poke(self) -> None:
         if not self.wake.done():
