@@ -10,6 +10,8 @@ import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -56,7 +58,15 @@ def test_the_runs_json_tells_a_real_pytest_run(tmp_path: Path) -> None:
             status, reply = client.json("GET", "/runs/live-1")
             _, missing = client.json("GET", "/runs/nothing%2Fhere")
             _, matched = client.json("GET", "/runs/live-1/tests?q=LONG&outcome=passed")
-            status_report, page, _ = client.raw("GET", "/runs/live-1/report")
+            status_report, page, headers = client.raw("GET", run_href(client, "live-1"))
+            attached = next(t for t in matched_all(client) if t["name"] == "test_attaches")
+            listing_path = "/files/" + quote(attached["artifacts"]) + "/"
+            (root / attached["artifacts"] / "<b>x<i>.txt").write_text("hostile name")
+            status_listing, dir_page, _ = client.raw("GET", listing_path)
+            status_note, note, note_headers = client.raw("GET", listing_path + "notes.txt")
+            status_up, _, _ = client.raw("GET", "/files/live-1/..%2F..%2Fetc/passwd")
+            (root / "live-1" / "link").symlink_to("/etc/passwd")
+            status_link, _, _ = client.raw("GET", "/files/live-1/link")
     finally:
         rigger.stop()
     assert status == 200 and [r["run_id"] for r in listing["runs"]] == ["live-1"]
@@ -66,6 +76,13 @@ def test_the_runs_json_tells_a_real_pytest_run(tmp_path: Path) -> None:
     assert run["finished"] is True and run["exit_status"] == 1
     assert run["report"] == str(root / "live-1" / "report.html")
     assert status_report == 200 and page == (root / "live-1" / "report.html").read_bytes()
+    assert headers["Content-Security-Policy"] == "sandbox allow-scripts"  # its own origin
+    assert status_listing == 200 and b'<a href="notes.txt">notes.txt</a>' in dir_page
+    assert b'<a href="shots/">shots/</a>' in dir_page
+    assert b'<a href="%3Cb%3Ex%3Ci%3E.txt">&lt;b&gt;x&lt;i&gt;.txt</a>' in dir_page
+    assert status_note == 200 and note == b"some notes"
+    assert note_headers["Content-Type"].startswith("text/plain")
+    assert status_up == 400 and status_link == 404
     lanes = {(lane["host"], lane["worker"]): lane for lane in run["lanes"]}
     assert {worker for _, worker in lanes} == {"gw0", "gw1"}
     assert all(lane["test"] is None for lane in lanes.values())  # the run is over
@@ -83,6 +100,17 @@ def test_the_runs_json_tells_a_real_pytest_run(tmp_path: Path) -> None:
         "test_long[a",
         "test_long[b",
     }
+
+
+def run_href(client: Http, run_id: str) -> str:
+    """The report's address as the run's JSON gives it (the page links it)."""
+    _, reply = client.json("GET", f"/runs/{run_id}")
+    return "/" + str(reply["run"]["report_href"])
+
+
+def matched_all(client: Http) -> list[dict[str, Any]]:
+    _, reply = client.json("GET", "/runs/live-1/tests")
+    return list(reply["tests"])
 
 
 def test_the_stream_sends_a_snapshot_then_only_what_changed() -> None:

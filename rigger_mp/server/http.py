@@ -52,7 +52,7 @@ from aiohttp import web
 
 from .. import printable
 from .. import protocol as proto
-from . import metrics, run_metrics
+from . import file_view, metrics, run_metrics
 from .http_guard import Guard
 from .http_noise import Noise
 from .http_stalls import Stalls
@@ -370,7 +370,7 @@ class HttpFront:
                 charset="utf-8",
                 headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"},
             )
-        if path in ("/runs", "/live/stream") or path.startswith("/runs/"):
+        if path in ("/runs", "/live/stream") or path.startswith(("/runs/", "/files/")):
             self._expect(method, "GET")
             self._authorize(request)
             if not self.root_known:
@@ -379,6 +379,8 @@ class HttpFront:
                 root = info.get("artifacts_root")
                 self.artifacts_root = root if isinstance(root, str) else None
                 self.root_known = True
+            if path.startswith("/files/"):
+                return await file_view.serve(request, self.artifacts_root, self.server.loop)
             return await self.view.handle(request)
         if path == "/fire":
             self._expect(method, "POST")

@@ -32,7 +32,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
+from urllib.parse import quote
 
+from ..plugins.artifacts import artifact_dir
 from ..plugins.runs import (
     MAX_NAMES,
     MAX_SHORT,
@@ -108,8 +110,9 @@ class Entry:
             self.counts[after] += 1
 
 
-def row(case: Case) -> dict[str, Any]:
-    """A test as the view lists it."""
+def row(case: Case, run_id: str) -> dict[str, Any]:
+    """A test as the view lists it; ``artifacts``: its directory under the artifacts root
+    (where the pytest plugin puts it) when it has files."""
     return {
         "location": case.location,
         "name": case.name,
@@ -119,6 +122,10 @@ def row(case: Case) -> dict[str, Any]:
         "worker": case.worker,
         "rerun": case.rerun,
         "artifact_path": case.artifact_path,
+        "attachments": len(case.attachments),
+        "artifacts": artifact_dir("", case.location, case.name, run_id).as_posix()
+        if case.attachments
+        else None,
     }
 
 
@@ -185,7 +192,7 @@ class RunBoard:
         entry.recent.append((seq, case))
         if case.outcome in ("failed", "error", "xpassed"):
             entry.failures_total += 1
-            failure = row(case)
+            failure = row(case, entry.run.run_id)
             failure["text"] = (case.longrepr or "")[:FAILURE_TEXT]
             failure["time"] = time.time()
             entry.failures.append((seq, failure))
@@ -263,13 +270,17 @@ def counts(entry: Entry) -> Counter[str]:
 
 def slowest(entry: Entry) -> list[dict[str, Any]]:
     timed = (c for c in entry.run.cases.values() if c.duration is not None)
-    return [row(c) for c in heapq.nlargest(SLOWEST, timed, key=lambda c: c.duration or 0.0)]
+    return [
+        row(c, entry.run.run_id)
+        for c in heapq.nlargest(SLOWEST, timed, key=lambda c: c.duration or 0.0)
+    ]
 
 
 def head(board: RunBoard, entry: Entry) -> dict[str, Any]:
     """What the list of runs and every update say of a run: small, whatever its size."""
     run = entry.run
     by_outcome = counts(entry)
+    report, name = board.report_path(entry), run_dir_name(run.run_id)
     return {
         "run_id": run.run_id,
         "expected": None,
@@ -280,7 +291,10 @@ def head(board: RunBoard, entry: Entry) -> dict[str, Any]:
         "last_event": entry.last_event,
         "finished": entry.finished,
         "exit_status": run.exit_status,
-        "report": board.report_path(entry),
+        "report": report,
+        "report_href": None
+        if report is None or name is None
+        else f"files/{quote(name)}/{REPORT_NAME}",
         "hosts": sorted(run.hosts),
         "failures_total": entry.failures_total,
     }
@@ -303,7 +317,7 @@ def run_json(board: RunBoard, entry: Entry, since: int = 0) -> dict[str, Any]:
     out = head(board, entry)
     out["lanes"] = [lane_json(lane) for lane in entry.lanes.values() if lane.seq > since]
     out["failures"] = [f for seq, f in entry.failures if seq > since]
-    out["recent"] = [row(c) for seq, c in entry.recent if seq > since]
+    out["recent"] = [row(c, entry.run.run_id) for seq, c in entry.recent if seq > since]
     if since == 0:
         out["slowest"] = slowest(entry)
         env = entry.run.environment
@@ -323,7 +337,7 @@ def listed(entry: Entry, query: str, outcome: str, limit: int = MAX_LISTED) -> d
             continue
         found += 1
         if len(rows) < limit:
-            rows.append(row(case))
+            rows.append(row(case, entry.run.run_id))
     return {"run_id": entry.run.run_id, "matched": found, "tests": rows}
 
 

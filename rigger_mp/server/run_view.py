@@ -6,7 +6,7 @@ page as server-sent events.
     GET /runs                      {"ok": true, "runs": [head, ...]}          newest first
     GET /runs/{run_id}             {"ok": true, "run": {...}}                 the whole run
     GET /runs/{run_id}/tests       {"ok": true, "matched": N, "tests": [...]}  ?q=&outcome=
-    GET /runs/{run_id}/report      the run's report.html, once written
+    GET /files/...                 the report and the artifacts: :mod:`.file_view`
     GET /live/stream?run={run_id}  text/event-stream:
         event: snapshot   {"seq", "runs": [head, ...], "run": the whole run or null}
         event: delta      {"seq", "runs": [head, ...], "run": what changed or null}
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import struct
 from typing import Any, Final
@@ -38,9 +37,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from .. import protocol as proto
-from .. import safe_paths
-from ..plugins.runs import run_dir_name
-from .run_board import REPORT_NAME, Entry, RunBoard, head, listed, run_json
+from .run_board import Entry, RunBoard, head, listed, run_json
 
 INTERVAL: Final = 0.15
 """Seconds between two updates of one subscriber, at most."""
@@ -55,7 +52,7 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _error(code: str, message: str, status: int) -> web.Response:
+def error(code: str, message: str, status: int) -> web.Response:
     return web.Response(body=proto.error_line(code, message), status=status, content_type=_JSON)
 
 
@@ -140,34 +137,13 @@ class RunView:
         if len(parts) in (2, 3) and parts[0] == "runs":
             entry = board.get(parts[1])
             if entry is None:
-                return _error(proto.UNKNOWN_RUN, f"no run {parts[1][:100]!r} here", 404)
+                return error(proto.UNKNOWN_RUN, f"no run {parts[1][:100]!r} here", 404)
             if len(parts) == 2:
                 return self._ok({"run": run_json(board, entry)})
             if parts[2] == "tests":
                 query = request.query
                 return self._ok(listed(entry, query.get("q", "")[:200], query.get("outcome", "")))
-            if parts[2] == "report":
-                return await self._report(entry)
-        return _error(proto.UNKNOWN_OP, f"no such endpoint: {request.path[:100]}", 404)
-
-    async def _report(self, entry: Entry) -> web.Response:
-        """The run's report as the report plugin wrote it, read following no link."""
-        root, name = self.board.artifacts_root(), run_dir_name(entry.run.run_id)
-        if self.board.report_path(entry) is None or root is None or name is None:
-            return _error(proto.UNKNOWN_RUN, "this run has no report (yet)", 404)
-
-        def read() -> bytes:
-            fd = safe_paths.open_file(
-                root, f"{name}/{REPORT_NAME}", os.O_RDONLY, make_parents=False
-            )
-            with os.fdopen(fd, "rb") as file:
-                return file.read()
-
-        try:
-            body = await self.loop.run_in_executor(None, read)
-        except (OSError, ValueError) as exc:  # UnsafePath is a ValueError
-            return _error(proto.UNKNOWN_RUN, f"the report cannot be read: {exc}", 404)
-        return web.Response(body=body, content_type="text/html", charset="utf-8")
+        return error(proto.UNKNOWN_OP, f"no such endpoint: {request.path[:100]}", 404)
 
     @staticmethod
     def _ok(value: dict[str, Any]) -> web.Response:
@@ -206,7 +182,7 @@ class RunView:
     async def _stream(self, request: web.BaseRequest) -> web.StreamResponse:
         if len(self.subscribers) >= self.max_subscribers:
             self.refused += 1
-            return _error(
+            return error(
                 proto.TOO_MANY_SUBSCRIBERS,
                 f"{self.max_subscribers} live streams are open (live_max_subscribers)",
                 503,

@@ -41,7 +41,11 @@
   function testRow(r) {
     const tr = el("tr", "test r-" + r.outcome);
     const link = el("td", "artifacts");
-    if (r.artifact_path) { link.append(el("span", "mono dim", r.artifact_path)); }
+    if (r.artifacts) {
+      const a = el("a", "files", r.attachments + (r.attachments === 1 ? " file" : " files"));
+      a.href = "files/" + r.artifacts.split("/").map(encodeURIComponent).join("/") + "/";
+      link.append(a);
+    }
     tr.append(el("td", "result", r.outcome), el("td", "name mono", testId(r)),
       el("td", "num", seconds(r.duration)),
       el("td", "where", (r.host || "") + " · " + (r.worker || "")), link);
@@ -162,7 +166,7 @@
     $("report-line").hidden = !run.report;
     if (run.report) {
       $("report-link").textContent = run.report;
-      $("report-link").href = "runs/" + encodeURIComponent(run.run_id) + "/report";
+      $("report-link").href = run.report_href || "#";
     }
     $("test-count").textContent = "(" + fmt(run.tests) + " in all" + ($("filter").value || $("outcome-filter").value ? "" : ", the newest first") + ")";
     $("run-failure-count").textContent = "(" + fmt(run.failures_total || 0) + ", the last " + run.failures.length + " shown)";
@@ -269,10 +273,14 @@
   $("run-select").addEventListener("change", () => { chosen = $("run-select").value; run = null; stream(); });
   $("filter").addEventListener("input", filter);
   $("outcome-filter").addEventListener("change", filter);
-  $("report-link").addEventListener("click", async (event) => {
-    if (!token) return;  // the plain link works without a token
-    event.preventDefault();  // with one, the page fetches the report with it
-    const response = await fetch($("report-link").getAttribute("href"), { headers: headers });
+  // The report and the artifacts: plain links without a token; with one, the page
+  // fetches the file with it and opens what it got (its own relative links then lead
+  // nowhere: open the page without a token, or the files on disk, to follow them).
+  document.addEventListener("click", async (event) => {
+    const a = event.target.closest && event.target.closest("a[href^='files/']");
+    if (!a || !token) return;
+    event.preventDefault();
+    const response = await fetch(a.getAttribute("href"), { headers: headers });
     if (response.ok) window.open(URL.createObjectURL(await response.blob()), "_blank");
   });
 
