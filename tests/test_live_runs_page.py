@@ -169,7 +169,9 @@ def test_a_run_of_100000_tests_opens_and_filters_in_time(tmp_path: Path) -> None
     try:
         tests = 100_000
         events = [
-            finish("big", f"test_{i}", "failed" if i % 1000 == 7 else "passed")
+            finish("big", f"test_{i}", "failed", longrepr="E   assert 1 == 2")
+            if i % 1000 == 7
+            else finish("big", f"test_{i}")
             for i in range(tests)
         ]
         assert send_all(port_of(rigger), events) == tests
@@ -185,3 +187,5 @@ def test_a_run_of_100000_tests_opens_and_filters_in_time(tmp_path: Path) -> None
     assert "100,000 done" in seen["total"]
     assert seen["first"] < 3000, seen
     assert seen["filter"] < 300, seen
+    if os.environ.get("RIGGER_MP_WRITE_DOCS"):
+        (DOCS / "live-100k.png").write_bytes(shot.read_bytes())

@@ -142,8 +142,10 @@
     const total = expected !== null ? expected : done + running;
     $("run-id").textContent = run.run_id || "(no run id)";
     $("run-state").textContent = run.finished ? "finished" + (run.exit_status !== null && run.exit_status !== undefined ? " · exit status " + run.exit_status : "") : "running";
-    $("progress-bar").style.width = (total ? Math.min(100, (100 * done) / total) : 0).toFixed(1) + "%";
-    $("progress-bar").className = (counts.failed || counts.error) ? "bad" : "";
+    const bad = (counts.failed || 0) + (counts.error || 0);
+    const share = (n) => (total ? Math.min(100, (100 * n) / total) : 0).toFixed(2) + "%";
+    $("progress-bad").style.width = share(bad);  // the failed part first, in red
+    $("progress-bar").style.width = share(done - bad);
     const took = (run.last_event || 0) - (run.started || run.last_event || 0);
     const rate = took > 0 ? done / took : 0;
     let text = fmt(done) + (expected !== null ? " of " + fmt(expected) + " expected" : " done") +
