@@ -1,5 +1,8 @@
 """The HTTP front: fire, task status, stats, Prometheus metrics and a live page, served
-by aiohttp on the server process's own event loop (the ``http`` extra).
+by aiohttp on the server process's own event loop (the ``http`` extra). The live page's
+test runs come from a run board fed by the fires this process accepts (:mod:`.run_board`;
+routes in :mod:`.run_view`, the artifacts in :mod:`.file_view`, metrics per run in
+:mod:`.run_metrics`).
 
 ::
 

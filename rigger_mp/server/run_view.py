@@ -16,7 +16,7 @@ calls :meth:`RunView.changed` on every test event; the first change after a quie
 starts a timer of :data:`INTERVAL`, and when it fires every subscriber is woken and
 sent, as one event, what changed since it was last written to: so a subscriber gets at
 most one event per interval however fast the tests go, and the rows it is sent are only
-those that changed. The stream is written with ``fetch`` on the page, not
+those that changed. The page reads the stream with ``fetch``, not
 ``EventSource``, which cannot send the ``Authorization`` header a token needs.
 
 Bounds: ``live_max_subscribers`` streams at once (one more is answered 503
