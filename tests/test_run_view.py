@@ -136,6 +136,30 @@ def test_the_stream_sends_a_snapshot_then_only_what_changed() -> None:
     assert [f["text"] for f in delta["run"]["failures"]] == ["boom"]
 
 
+def test_a_page_following_the_latest_run_stays_on_it_while_another_goes() -> None:
+    rigger = make_http_rigger()
+    try:
+        port = port_of(rigger)
+        send_all(port, [finish("first", "a")])
+        stream = Stream(http_port(rigger))
+        try:
+            assert stream.event()[1]["run"]["run_id"] == "first"
+            send_all(port, [finish("second", "b")])  # now the latest
+            send_all(port, [finish("first", "c")])
+            followed = []
+            while True:  # until the row fired last has come
+                run = stream.event()[1]["run"]
+                if run is not None:
+                    followed.append(run["run_id"])
+                    if "c" in {t["name"] for t in run["recent"]}:
+                        break
+        finally:
+            stream.close()
+    finally:
+        rigger.stop()
+    assert set(followed) == {"first"}  # the other run's row is in "runs", not on this page
+
+
 def test_live_streams_are_bounded_by_live_max_subscribers() -> None:
     rigger = make_http_rigger(live_max_subscribers=2, server_token="tk")
     try:

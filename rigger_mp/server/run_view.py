@@ -150,11 +150,15 @@ class RunView:
         return web.Response(body=_dumps({"ok": True, **value}), content_type=_JSON)
 
     def _followed(self, subscriber: Subscriber) -> Entry | None:
-        """The run a subscriber follows: the one it named, else the latest."""
+        """The run a subscriber follows: the one it named, else the latest when it first
+        had one, then that one (two runs at once must not take turns on its page)."""
         board = self.board
         if subscriber.run_id is not None:
             return board.get(subscriber.run_id)
-        return max(board.entries.values(), key=lambda e: e.seq, default=None)
+        latest = max(board.entries.values(), key=lambda e: e.seq, default=None)
+        if latest is not None:
+            subscriber.run_id = latest.run.run_id
+        return latest
 
     def _update(self, subscriber: Subscriber, kind: str) -> bytes:
         board, since = self.board, subscriber.seen

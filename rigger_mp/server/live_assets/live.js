@@ -80,6 +80,9 @@
     }
     showRuns();
     showRun();
+    if (!chosen && run && run.finished && [...runs.values()].some((h) => !h.finished && h.run_id !== run.run_id)) {
+      setTimeout(stream, 0);  // following the latest: a newer run has started, follow it
+    }
     if (!document.body.dataset.first) document.body.dataset.first = String(Math.round(performance.now()));
     document.body.dataset.updates = String(Number(document.body.dataset.updates) + 1);
   }
