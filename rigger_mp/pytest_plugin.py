@@ -13,13 +13,13 @@ processes on many hosts given the same one make one run) and ``session_id`` (one
 pytest session, shared by its xdist workers); all JSON:
 
 - ``start_session(run_id, environment)`` and ``finish_session(run_id, exit_status)``: once
-  per run, by the process that owns the session (the xdist controller; pytest itself
+  per session, by the process that owns it (the xdist controller; pytest itself
   without xdist). ``environment`` is ``{"python", "platform", "pytest", "plugins": {dist
   name: version}, "command_line": [args], "host", "worker": "main"}``;
 - ``collect_tests(tests=[[test_location, test_name], ...])``: the tests the session will
   run, in chunks, once by the session's process (:mod:`rigger_mp.pytest_collection`);
-- ``start_test(test_name, test_location)`` before the test's setup, and ``finish_test``
-  after its teardown, by the process that runs the test (each xdist worker).
+- ``start_test(test_name, test_location, worker, host)`` before the test's setup, and
+  ``finish_test`` after its teardown, by the process that runs the test (each xdist worker).
   ``test_location`` is the test's file, ``test_name`` the rest of its id
   (``TestClass.test_x[param]``).
 
@@ -522,7 +522,8 @@ class RiggerSession:
 
         location, _, name = item.location
         item.stash[_REPORTS] = []
-        self.fire("start_test", item.nodeid, test_name=name, test_location=location)
+        where = {"worker": self.worker, "host": self.host}  # the live view's lane
+        self.fire("start_test", item.nodeid, test_name=name, test_location=location, **where)
         yield
         common = {
             "test_name": name,

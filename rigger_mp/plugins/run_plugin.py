@@ -84,9 +84,12 @@ class RunFilesPlugin(RiggerBasePlugin):
         run_id: Any = None,
         artifact_path: Any = None,
         session_id: Any = None,
+        worker: Any = None,
+        host: Any = None,
     ) -> None:
         event = {"test_name": test_name, "test_location": test_location, "run_id": run_id}
         event.update(artifact_path=artifact_path, session_id=session_id)
+        event.update(worker=worker, host=host)
         self.keeper.event("start_test", event)
 
     def finish_test(

@@ -358,6 +358,8 @@ class Runs:
                 data.get("test_name"),
                 data.get("artifact_path"),
                 session_id,
+                data.get("worker"),
+                data.get("host"),
             )
         elif event == "finish_test":
             self.finish_test(data)
@@ -415,7 +417,11 @@ class Runs:
         name: Any,
         artifact_path: Any = None,
         session_id: Any = None,
+        worker: Any = None,
+        host: Any = None,
     ) -> None:
+        """The test starts: on ``worker`` of ``host`` when the event says (a missing test
+        then says where it was running)."""
         if name is None:
             return
         run = self.run(run_id)
@@ -426,6 +432,8 @@ class Runs:
             case.result = case.outcome = UNFINISHED
             case.duration, case.started = None, time.monotonic()
             case.artifact_path = artifact_path_of(artifact_path) or case.artifact_path
+            case.worker = optional_text(worker, MAX_SHORT) or case.worker
+            case.host = optional_text(host, MAX_SHORT) or case.host
 
     def finish_test(self, event: Mapping[str, Any]) -> None:
         """One ``finish_test``: ``event`` holds the names of the contract."""
@@ -610,6 +618,11 @@ class Runs:
 def run_key(run_id: Any) -> str:
     """The key of a run: its id as a bounded string, ``""`` without one."""
     return "" if run_id is None else text(run_id, MAX_SHORT)
+
+
+def case_key(session_id: Any, location: Any, name: Any) -> tuple[str, str, str]:
+    """The key of a test in :attr:`Run.cases`: (session, location, name), each bounded."""
+    return _session_key(session_id), text(location), text(name)
 
 
 def _session_key(session_id: Any) -> str:
