@@ -233,7 +233,9 @@ def test_three_shards_one_killed_make_one_run_with_its_missing_tests(
 ) -> None:
     cwd = suite(tmp_path)
     root = tmp_path / "art"
-    config = serve_config(tmp_path, run_timeout=4)
+    # Long enough for the other shards to start while host-c is held (a busy machine
+    # starts a pytest process in seconds), short enough for the test to wait it out.
+    config = serve_config(tmp_path, run_timeout=10)
     served = Served("-c", str(config), "--artifacts", str(root), "--no-journal", cwd=cwd)
     killed = shard(cwd, served.port, "host-c", "test_c.py", hold_port=holder.port)
     others: list[subprocess.Popen[str]] = []
