@@ -35,9 +35,8 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ..plugins.artifacts import artifact_dir
+from ..plugins.run_values import MAX_NAMES, MAX_SHORT, optional_text, text
 from ..plugins.runs import (
-    MAX_NAMES,
-    MAX_SHORT,
     SLOWEST,
     UNFINISHED,
     Case,
@@ -45,9 +44,8 @@ from ..plugins.runs import (
     Run,
     Runs,
     Snapshot,
-    optional_text,
+    case_key,
     run_dir_name,
-    text,
 )
 
 MAX_RUNS: Final = 16
@@ -99,8 +97,8 @@ class Entry:
     """Listed tests by outcome, kept as they change (counting 100,000 on every update
     would cost the event loop milliseconds each time)."""
 
-    def outcome(self, location: Any, name: Any) -> str | None:
-        case = self.run.cases.get((text(location), text(name)))
+    def outcome(self, location: Any, name: Any, session_id: Any = None) -> str | None:
+        case = self.run.cases.get(case_key(session_id, location, name))
         return None if case is None else case.outcome
 
     def recount(self, before: str | None, after: str | None) -> None:
@@ -159,9 +157,12 @@ class RunBoard:
             return
         entry = self._entry(data.get("run_id"))
         location = data.get("test_location", "")
-        before = entry.outcome(location, name)
-        self.runs.start_test(data.get("run_id"), location, name, data.get("artifact_path"))
-        entry.recount(before, entry.outcome(location, name))
+        session = data.get("session_id")
+        before = entry.outcome(location, name, session)
+        self.runs.start_test(
+            data.get("run_id"), location, name, data.get("artifact_path"), session
+        )
+        entry.recount(before, entry.outcome(location, name, session))
         lane = self._lane(entry, data)
         if lane is not None:
             lane.test, lane.since = text(name), time.time()
@@ -175,10 +176,10 @@ class RunBoard:
             return
         entry = self._entry(data.get("run_id"))
         location = data.get("test_location", "")
-        before = entry.outcome(location, name)
+        before = entry.outcome(location, name, data.get("session_id"))
         self.runs.finish_test(data)
         seq = self._touch(entry)
-        case = entry.run.cases.get((text(location), text(name)))
+        case = entry.run.cases.get(case_key(data.get("session_id"), location, name))
         entry.recount(before, None if case is None else case.outcome)
         lane = self._lane(entry, data)
         if lane is not None:
