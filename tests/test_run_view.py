@@ -72,7 +72,8 @@ def test_the_runs_json_tells_a_real_pytest_run(tmp_path: Path) -> None:
     assert status == 200 and [r["run_id"] for r in listing["runs"]] == ["live-1"]
     run = reply["run"]
     assert run["counts"] == dict(Counter(OUTCOMES.values()))
-    assert run["tests"] == len(OUTCOMES) and run["expected"] is None
+    assert run["tests"] == len(OUTCOMES) and run["expected"] == len(OUTCOMES)
+    assert run["missing"] == 0 and (run["sessions"], run["sessions_open"]) == (1, 0)
     assert run["finished"] is True and run["exit_status"] == 1
     assert run["report"] == str(root / "live-1" / "report.html")
     assert status_report == 200 and page == (root / "live-1" / "report.html").read_bytes()

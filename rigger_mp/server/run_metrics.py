@@ -4,7 +4,8 @@ The families (label ``run_id``; at most :data:`~.run_board.MAX_RUNS` runs, so th
 label's values are bounded):
 
 - ``rigger_mp_run_tests{run_id, result}``: the run's tests by outcome (``passed``,
-  ``failed``, ``error``, ``skipped``, ``xfailed``, ``xpassed``, ``unfinished``);
+  ``failed``, ``error``, ``skipped``, ``xfailed``, ``xpassed``, ``unfinished``,
+  ``missing`` once the run has ended);
 - ``rigger_mp_run_tests_expected{run_id}``: the tests the run said it would run, for
   a run that said so;
 - ``rigger_mp_run_tests_missing{run_id}``: expected and never finished, once known;
