@@ -28,6 +28,7 @@ tests/test_task.py pins them, so a CPython that changes them fails there.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Container
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -77,6 +78,9 @@ class Task(Future[dict[str, Any]]):
         self.hook_name = hook_name
         self.local = local
         self._runners = runners
+        self.accepted_at = time.perf_counter()
+        """When it was accepted (``time.perf_counter``): its queue wait and latency count
+        from here."""
 
     # -- what Future's own code uses, made on first use --------------------------------
 
