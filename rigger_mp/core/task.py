@@ -28,7 +28,6 @@ tests/test_task.py pins them, so a CPython that changes them fails there.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Container
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -39,6 +38,7 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
+from time import perf_counter
 from typing import Any
 
 from ..errors import WouldDeadlock
@@ -78,7 +78,7 @@ class Task(Future[dict[str, Any]]):
         self.hook_name = hook_name
         self.local = local
         self._runners = runners
-        self.accepted_at = time.perf_counter()
+        self.accepted_at = perf_counter()
         """When it was accepted (``time.perf_counter``): its queue wait and latency count
         from here."""
 

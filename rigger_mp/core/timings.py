@@ -20,10 +20,10 @@ threads observe a hook histogram, so those take a lock.
 
 from __future__ import annotations
 
-import bisect
 import threading
-import time
+from bisect import bisect_left
 from collections.abc import Mapping
+from time import perf_counter
 from typing import Any, Final
 
 from .calling import Callee, Updates
@@ -64,7 +64,7 @@ class Histogram:
 
     def observe(self, seconds: float) -> None:
         """Count one observation (its writer's thread only: see the module docstring)."""
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.counts[bisect_left(self.bounds, seconds)] += 1
         self.total += seconds
 
     def snapshot(self) -> dict[str, Any]:
@@ -86,16 +86,18 @@ class TimedCallee(Callee):
         self.lock = lock
 
     def call(self, local: Mapping[str, Any], glob: Mapping[str, Any]) -> Updates:
-        start = time.perf_counter()
+        # Callee.call's body, not a call of it: one Python frame less per hook.
+        start = perf_counter()
         try:
-            return Callee.call(self, local, glob)
+            result = self.func(**self.arguments(local, glob))
         finally:
-            elapsed = time.perf_counter() - start
+            elapsed = perf_counter() - start
             if self.lock is None:
                 self.histogram.observe(elapsed)
             else:
                 with self.lock:
                     self.histogram.observe(elapsed)
+        return (None, None) if result is None else self.check(result)
 
 
 class Timings:
