@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from ._http import Http, http_port, make_http_rigger  # skips loudly without the http extra
-from ._tcp import WAIT, counter, server_pid
+from ._tcp import WAIT, Counting, counter, server_pid
 from .conftest import Dispatchers
 
 text_string_to_metric_families = pytest.importorskip(
@@ -257,3 +257,17 @@ def test_worker_cpu_counter_keeps_a_killed_workers_time(dispatchers: Dispatchers
     live: list[dict[str, Any]] = rigger.stats()["workers"]
     assert [(w["pid"], w["slot"]) for w in live] == [(second, 0)]
     assert live[0]["cpu_seconds"] < cpu_after  # the worker's own figure starts afresh
+
+
+def test_hooks_run_on_a_thread_pool_are_each_counted() -> None:
+    plugins = {name: {"plugin": "counting"} for name in ("a", "b", "c")}
+    rigger = Rigger({"threaded": True, "plugins": plugins})
+    rigger.register_plugin(Counting, "counting")
+    with rigger:
+        for task in [rigger.fire_hook("count", c=5, i=i) for i in range(200)]:
+            task.result(WAIT)
+        families = parse(metrics.render(rigger.stats()))
+    hooks = families["rigger_mp_hook_duration_seconds"][1]
+    for name in plugins:  # three hooks per event, run at once on the stage's threads
+        buckets, count, _ = histogram(hooks, plugin=name, hook="count")
+        assert buckets[-1] == count == 200
