@@ -233,7 +233,7 @@ def test_per_run_metrics_follow_prometheus_conventions() -> None:
     assert families["rigger_mp_run_finished"].samples[0].value == 1.0
     assert families["rigger_mp_run_tests_expected"].type == "gauge"
     assert families["rigger_mp_run_tests_missing"].type == "gauge"
-    assert "rigger_mp_events" in families  # the dispatcher's families are still there
+    assert "rigger_mp_events_accepted" in families  # the dispatcher's families are still there
 
 
 def test_a_poke_while_an_update_is_written_is_not_lost() -> None:

@@ -152,11 +152,11 @@ def test_a_worker_replaced_while_stop_begins_is_stopped_too() -> None:
     spawner = pool._spawner
     spawn = spawner.spawn
 
-    def slow_spawn() -> Any:
+    def slow_spawn(place: int) -> Any:
         if spawner.started >= 2:  # a replacement: hold it until stop() has begun
             spawning.put(None)
             proceed.wait()
-        return spawn()
+        return spawn(place)
 
     spawner.spawn = slow_spawn  # type: ignore[method-assign]
     before = child_processes()

@@ -162,8 +162,9 @@ class Spawner:
         self.manager = start_manager(self.ctx, self.start_method)
         return self.manager
 
-    def spawn(self) -> WorkerHandle:
-        """Start one worker process with its own queue, result pipe and slot."""
+    def spawn(self, place: int) -> WorkerHandle:
+        """Start one worker process with its own queue, result pipe and slot, to take
+        place ``place`` in the pool."""
         assert self.manager is not None
         queue = self.manager.queue()
         reader, writer = self.ctx.Pipe(duplex=False)
@@ -180,7 +181,7 @@ class Spawner:
             process.start()
         finally:
             writer.close()  # the worker holds the only write end: its death is EOF here
-        return WorkerHandle(process, queue, reader, slot)
+        return WorkerHandle(process, queue, reader, slot, place=place)
 
     def shutdown(self) -> None:
         """End the manager process, if one was started."""
