@@ -239,9 +239,9 @@ class LocalPool:
         if self._feeder is not None:
             self._feeder.join()
         with self._cond:
-            live = list(self._workers)
-        for worker in live:
-            worker.tell_stop(abandon)
+            live = [(worker, self._ends_now(worker, abandon)) for worker in self._workers]
+        for worker, now in live:
+            worker.tell_stop(now)
         self._wake()
         collector = self._collector
         if collector is not None:
@@ -255,6 +255,20 @@ class LocalPool:
             self._move(Phase.STOPPED)
             left, self._left = self._left, []
         return left
+
+    @staticmethod
+    def _ends_now(worker: WorkerHandle, abandon: bool) -> bool:
+        """Whether ``stop()`` ends ``worker`` at once rather than letting it finish what it
+        holds (under ``_cond``, the feeder done).
+
+        One that was never sent work is ended at once, booted or not: it holds nothing,
+        and a stop that waited for its boot to finish (seconds on a loaded machine) would
+        wait for nothing.
+        """
+        if not worker.fed:
+            worker.ended_by = "stop() began before it was given any work"
+            return True
+        return abandon
 
     def _end_workers(self, deadline: Deadline, terminated: bool) -> None:
         """The workers did not end by the deadline: terminate them (unless ``terminated``
@@ -328,6 +342,7 @@ class LocalPool:
                 live = sum(1 for w in self._workers if w.takes_work())
                 bid, items = self._cutter.cut(pending, live)
                 worker.batches[bid] = SentBatch(items)
+                worker.fed = True
                 worker.unfinished += len(items)
             try:
                 worker.queue.put(Batch(bid, items))
@@ -509,15 +524,15 @@ class LocalPool:
         self._add(fresh)
 
     def _add(self, fresh: WorkerHandle) -> None:
-        """Take a started worker into the pool; tell it to stop if ``stop()`` began meanwhile
-        (and may have told the others already)."""
+        """Take a started worker into the pool; end it if ``stop()`` began meanwhile (and
+        may have told the others already)."""
         with self._cond:
             self._workers.append(fresh)
             if self._feeder_waiting:
                 self._cond.notify()
-            phase = self._phase
-        if phase.stopping:
-            fresh.tell_stop(phase is not Phase.STOPPING)
+            stopping = self._phase.stopping and self._ends_now(fresh, True)
+        if stopping:
+            fresh.tell_stop(True)
 
     def _rebuild(self) -> None:
         """The manager process died: end its workers, start a new manager and workers.

@@ -22,7 +22,8 @@ from typing import Any
 
 from ..errors import PluginError
 from .interface import InstanceSpec
-from .worker import exit_with_parent, worker_main
+from .parent_watch import manager_initializer
+from .worker import worker_main
 from .worker_handle import WorkerHandle
 from .worker_messages import NO_BATCH
 
@@ -79,17 +80,6 @@ def start_helpers_isolated(start_method: str) -> None:
             os.chdir(here)
 
 
-_alive_pipe: list[mpc.Connection] = []  # in the manager process: held open for its life
-
-
-def _manager_initializer(alive: mpc.Connection) -> None:
-    """Runs first in the manager process: say who it is, hold the sentinel's write end
-    open for the process's life, and leave with the parent."""
-    alive.send(os.getpid())
-    _alive_pipe.append(alive)
-    exit_with_parent()
-
-
 class ManagerProcess:
     """A started manager process: its queues, its pid, and whether it is gone."""
 
@@ -119,7 +109,7 @@ def start_manager(ctx: BaseContext, start_method: str) -> ManagerProcess:
     manager = SyncManager(ctx=ctx)
     gone, alive = ctx.Pipe(duplex=False)
     try:
-        manager.start(_manager_initializer, (alive,))
+        manager.start(manager_initializer, (alive,))
     except EOFError as exc:  # what the stdlib says when the new process died at once
         gone.close()
         hint = (

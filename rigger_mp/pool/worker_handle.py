@@ -92,6 +92,8 @@ class WorkerHandle:
     slot: Any  # RawArray("q", 2): claimed batch id, index of the item running
     batches: dict[int, SentBatch] = field(default_factory=dict)
     unfinished: int = 0  # items sent and not reported
+    fed: bool = False
+    """Whether a batch was ever sent to it (one never fed holds nothing to finish)."""
     tasks_done: int = 0
     retire: str | None = None
     """Why the worker said it exits (it hands back what it did not run)."""
