@@ -66,6 +66,10 @@ BAD_HOST: Final = "bad_host"
 ``http_allowed_hosts`` (HTTP 421): a page under a rebound host name cannot reach the front."""
 BAD_ORIGIN: Final = "bad_origin"
 """A state-changing HTTP request carries an ``Origin`` other than the front's own (HTTP 403)."""
+TOO_MANY_SUBSCRIBERS: Final = "too_many_subscribers"
+"""The HTTP front has ``live_max_subscribers`` live streams open (HTTP 503)."""
+UNKNOWN_RUN: Final = "unknown_run"
+"""``GET /runs/{run_id}`` of a run the live view does not hold (HTTP 404)."""
 BAD_ID: Final = "bad_id"
 """A fire's ``id`` is not a string of 1 to :data:`MAX_FIRE_ID` printable ASCII characters."""
 
@@ -86,6 +90,8 @@ ERROR_CODES: Final = (
     TOO_MANY_CONNECTIONS,
     BAD_HOST,
     BAD_ORIGIN,
+    TOO_MANY_SUBSCRIBERS,
+    UNKNOWN_RUN,
     BAD_ID,
 )
 
