@@ -28,6 +28,8 @@ from tests.test_cli import Served, free_port
 from tests.test_pytest_plugin import start_pytest, summary_section
 
 TESTS = 40
+EVENTS = 2 * TESTS + 3
+"""start_session, collect_tests (one chunk), start_test and finish_test each, finish_session."""
 KILL_AT = 10
 WAIT_AT = 30
 SUITE = f"""
@@ -98,7 +100,7 @@ def test_a_serve_killed_and_restarted_mid_run_reports_every_test_once(tmp_path: 
     assert done.returncode == 0, output
     assert f"{TESTS} passed" in done.stdout.splitlines()[-1], output
     lines = summary_section(done)
-    assert len(lines) == 1 and lines[0].startswith(f"rigger_mp: {2 * TESTS + 2} events sent"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"rigger_mp: {EVENTS} events sent"), lines
     runs = reported(tmp_path)
     counts = Counter(fields[0] for fields in runs)
     assert set(counts) == {f"test_sample.py::test_many[{n}]" for n in range(TESTS)}
@@ -123,7 +125,7 @@ def test_events_past_the_spool_bound_are_lost_and_said_so(tmp_path: Path) -> Non
     last = re.fullmatch(r"rigger_mp: ([\d,]+) events sent .*; ([\d,]+) not fired .*", lines[-1])
     assert last is not None, lines
     sent, lost = int(last[1].replace(",", "")), int(last[2].replace(",", ""))
-    assert sent + lost == 2 * TESTS + 2 and lost > 0
+    assert sent + lost == EVENTS and lost > 0
     assert output.count("RiggerFireWarning") == 1  # one warning for the process
     runs = Counter(fields[0] for fields in reported(tmp_path))
     assert len(runs) < TESTS and max(runs.values()) <= 2  # those lost never reported
