@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .channel import PipeReader, PipeWriter
     from .journaling import ServerJournal
     from .reply_target import Ack, ReplyTarget
+    from .uploads import Uploads
 
 logger = printable.logger("rigger_mp.server")
 
@@ -179,6 +180,7 @@ class Server:
 
             self.journal = ServerJournal.open(self, settings)
             self.tid_prefix = self.journal.store.tid_prefix + settings.tid_prefix
+        self._uploads: Uploads | None = None
         self.stats = StatsSnapshot(loop.time, lambda: self._request(StatsRequest()))
         """The dispatcher's stats, asked of the main process at most once per ``MAX_AGE``."""
         self.faults = Throttled(
@@ -189,6 +191,19 @@ class Server:
         """The pipes are connected and the socket listens: tell the main process."""
         self.to_main, self.from_main, self.listener = to_main, from_main, listener
         to_main.write(pack(Ready(os.getpid())), [])
+
+    def uploads(self) -> Uploads:
+        """The uploads of ``attach`` (:mod:`.uploads`, loaded with the first one)."""
+        if self._uploads is None:
+            from .uploads import Uploads
+
+            self._uploads = Uploads(self.loop, self.settings)
+        return self._uploads
+
+    def close_uploads(self) -> None:
+        """At exit: let the writer threads finish (a cut upload's clean-up included)."""
+        if self._uploads is not None:
+            self._uploads.close()
 
     # -- to the main process -------------------------------------------------------
 
@@ -462,6 +477,8 @@ class Server:
         }
         if self.journal is not None:
             counters["journal"] = self.journal.stats()
+        if self._uploads is not None:
+            counters["uploads"] = self._uploads.counters()
         return counters
 
     def _stats_arrived(self, reply: StatsReply) -> list[ReplyTarget]:
