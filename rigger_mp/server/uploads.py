@@ -39,7 +39,7 @@ from .. import protocol as proto
 from ..errors import UnsafePath
 from ..lifecycle import move
 from ..plugins.artifacts import artifact_dir
-from ..safe_paths import atomic_file, opened_dir, relative_parts
+from ..safe_paths import atomic_file, opened_dir, refuse_link, relative_parts
 from .pipe_messages import ServerSettings
 
 UPLOAD_BUFFER: Final = 2 * 1024 * 1024
@@ -379,6 +379,9 @@ class Upload:
     def _open(self) -> None:
         root = self.uploads.root
         assert root is not None
+        # A link planted at the file's own name is refused, as one on its way is (the
+        # rename would only replace it, but a planted link says someone meant harm).
+        refuse_link(os.path.join(root, self.relative))
         opened = atomic_file(root, self.relative)
         self.file = opened.__enter__()
         self.opened = opened
