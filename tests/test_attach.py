@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from rigger_mp.client import RemoteError, RiggerClient
 from rigger_mp.plugins import artifacts
 from rigger_mp.server.supervisor import _child_env
 
-from ._tcp import HOST, WAIT, Raw, server_pid
+from ._tcp import HOST, WAIT, Raw, port_of, server_pid
 
 MIB = 1024 * 1024
 
@@ -40,7 +42,7 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def rigger(root: Path) -> Any:
+def rigger(root: Path) -> Iterator[Rigger]:
     started = serving(root)
     yield started
     started.stop()
@@ -87,7 +89,7 @@ def test_a_100_mib_file_from_another_process_arrives_whole_with_memory_flat(
     server, main = server_pid(rigger), os.getpid()
     server_before, main_before = peak_rss(server), peak_rss(main)
     done = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(rigger.server_port)],
+        [sys.executable, "-c", CLIENT, str(port_of(rigger))],
         cwd=elsewhere,
         env=_child_env(),
         capture_output=True,
@@ -106,19 +108,25 @@ def test_a_100_mib_file_from_another_process_arrives_whole_with_memory_flat(
         "size": 100 * MIB,
         "sha256": digest.hexdigest(),
     }
-    with open(target, "rb") as arrived:
-        assert hashlib.file_digest(arrived, "sha256").hexdigest() == digest.hexdigest()
+    arrived = hashlib.sha256()
+    with open(target, "rb") as stream:
+        for chunk in iter(lambda: stream.read(MIB), b""):
+            arrived.update(chunk)
+    assert arrived.hexdigest() == digest.hexdigest()
     assert files_under(test_dir) == ["shots", "shots/big.bin"]  # no temporary file left
     assert server_growth <= 20 * MIB, server_growth
     assert main_growth <= 20 * MIB, main_growth
 
 
 def test_the_directory_is_the_one_the_tests_events_name(root: Path, rigger: Rigger) -> None:
-    client = RiggerClient(HOST, rigger.server_port)
+    client = RiggerClient(HOST, port_of(rigger))
     try:
         reply = client.attach("a/b.py", "test_c[x/y]", "log.txt", b"text", run_id="run 1")
         output = client.fire_hook(
-            "start_test", test_location="a/b.py", test_name="test_c[x/y]", run_id="run 1",
+            "start_test",
+            test_location="a/b.py",
+            test_name="test_c[x/y]",
+            run_id="run 1",
             grab_result=True,
         )
     finally:
@@ -131,7 +139,7 @@ def test_the_directory_is_the_one_the_tests_events_name(root: Path, rigger: Rigg
 def test_a_name_that_climbs_out_or_is_absolute_is_refused(
     root: Path, rigger: Rigger, name: str
 ) -> None:
-    with Raw(rigger.server_port) as raw:
+    with Raw(port_of(rigger)) as raw:
         reply = raw.request(header(4, name))
         assert reply["error"]["code"] == "bad_request", reply
         assert raw.wait_closed() == b""  # the bytes that may follow are never read
@@ -147,7 +155,7 @@ def test_a_link_planted_inside_the_root_is_not_followed(
     test_dir.mkdir(parents=True)
     (test_dir / "shots").symlink_to(outside)
     (test_dir / "log.txt").symlink_to(outside / "log.txt")
-    client = RiggerClient(HOST, rigger.server_port)
+    client = RiggerClient(HOST, port_of(rigger))
     try:
         for name in ("shots/a.png", "log.txt"):
             with pytest.raises(RemoteError) as refused:
@@ -163,16 +171,14 @@ def test_a_link_planted_inside_the_root_is_not_followed(
 def test_a_size_over_the_limit_is_refused_before_the_bytes_are_sent(tmp_path: Path) -> None:
     rigger = serving(tmp_path / "root", max_attach_bytes=1000)
     try:
-        with Raw(rigger.server_port) as raw:
+        with Raw(port_of(rigger)) as raw:
             reply = raw.request(header(1001))  # no byte of the file sent yet
             assert reply["error"]["code"] == "too_large"
             assert "max_attach_bytes (1000)" in reply["error"]["message"]
-            try:
-                raw.send(b"x" * 1001)  # sent anyway: never read, the connection is closed
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # sent anyway: never read, the connection closes
+                raw.send(b"x" * 1001)
             assert raw.wait_closed() == b""
-        client = RiggerClient(HOST, rigger.server_port)
+        client = RiggerClient(HOST, port_of(rigger))
         try:
             assert client.attach("l", "t", "ok.bin", b"x" * 1000)["size"] == 1000
             with pytest.raises(RemoteError) as refused:
@@ -188,7 +194,7 @@ def test_a_size_over_the_limit_is_refused_before_the_bytes_are_sent(tmp_path: Pa
 
 def test_a_run_past_max_run_bytes_is_refused_quota_exceeded(tmp_path: Path) -> None:
     rigger = serving(tmp_path / "root", max_run_bytes=1000)
-    client = RiggerClient(HOST, rigger.server_port)
+    client = RiggerClient(HOST, port_of(rigger))
     try:
         client.attach("l", "t", "a.bin", b"x" * 600, run_id="r1")
         with pytest.raises(RemoteError) as refused:
@@ -207,7 +213,7 @@ def test_an_upload_that_would_pass_the_free_disk_floor_is_refused_disk_full(
 ) -> None:
     # A floor above any disk's size: the space free, shared with others, changes meanwhile.
     rigger = serving(tmp_path / "root", min_free_disk_bytes=2**62)
-    client = RiggerClient(HOST, rigger.server_port)
+    client = RiggerClient(HOST, port_of(rigger))
     try:
         with pytest.raises(RemoteError) as refused:
             client.attach("l", "t", "a.bin", b"x")
@@ -226,16 +232,14 @@ def test_a_disk_that_fills_while_writing_is_disk_full_and_keeps_nothing(
     codes = []
     try:
         # Each upload passes the free-space check alone; together they do not fit.
-        with Raw(rigger.server_port) as first, RiggerClient(HOST, rigger.server_port) as second:
+        with Raw(port_of(rigger)) as first, RiggerClient(HOST, port_of(rigger)) as second:
             first.send(json.dumps(header(free, "first.bin")).encode() + b"\n" + b"x" * (free // 2))
             try:
                 second.attach("t/test_a.py", "test_x", "second.bin", b"y" * free)
             except RemoteError as exc:
                 codes.append(exc.code)
-            try:
+            with contextlib.suppress(OSError):  # closed once refused
                 first.send(b"x" * (free - free // 2))
-            except OSError:
-                pass  # closed once refused
             reply = first.reply()
             if not reply["ok"]:
                 codes.append(reply["error"]["code"])
@@ -247,7 +251,7 @@ def test_a_disk_that_fills_while_writing_is_disk_full_and_keeps_nothing(
 
 
 def test_a_half_closed_upload_is_answered_and_leaves_nothing(root: Path, rigger: Rigger) -> None:
-    with Raw(rigger.server_port) as raw:
+    with Raw(port_of(rigger)) as raw:
         raw.send(json.dumps(header(10 * MIB)).encode() + b"\n" + b"x" * 3 * MIB)
         raw.sock.shutdown(socket.SHUT_WR)
         reply = raw.reply()
@@ -260,11 +264,11 @@ def test_a_half_closed_upload_is_answered_and_leaves_nothing(root: Path, rigger:
 def test_a_connection_cut_mid_upload_leaves_no_file_and_no_temporary_file(
     root: Path, rigger: Rigger
 ) -> None:
-    raw = Raw(rigger.server_port)
+    raw = Raw(port_of(rigger))
     raw.send(json.dumps(header(10 * MIB)).encode() + b"\n" + b"x" * 3 * MIB)
     raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # a reset
     raw.close()
-    with Raw(rigger.server_port) as other:  # the server goes on serving
+    with Raw(port_of(rigger)) as other:  # the server goes on serving
         assert other.request({"op": "ping"}) == {"ok": True}
     rigger.stop()
     assert files_under(root / "t" / "test_a.py" / "test_x") == []
@@ -273,11 +277,11 @@ def test_a_connection_cut_mid_upload_leaves_no_file_and_no_temporary_file(
 def test_without_the_token_attach_is_refused_and_closed(tmp_path: Path) -> None:
     rigger = serving(tmp_path / "root", server_token="s3cret")
     try:
-        with Raw(rigger.server_port) as raw:
+        with Raw(port_of(rigger)) as raw:
             reply = raw.request(header(4))
             assert reply["error"]["code"] == "unauthorized"
             assert raw.wait_closed() == b""
-        with RiggerClient(HOST, rigger.server_port, token="s3cret") as client:
+        with RiggerClient(HOST, port_of(rigger), token="s3cret") as client:
             assert client.attach("l", "t", "a.txt", b"data")["size"] == 4
     finally:
         rigger.stop()
@@ -287,7 +291,7 @@ def test_without_the_token_attach_is_refused_and_closed(tmp_path: Path) -> None:
 def test_an_escaped_attach_with_bytes_framed_after_it_is_refused(
     root: Path, rigger: Rigger
 ) -> None:
-    with Raw(rigger.server_port) as raw:
+    with Raw(port_of(rigger)) as raw:
         line = b'{"op":"\\u0061ttach","test_name":"t","name":"a","size":4}\nabcd\n'
         reply = raw.request(line)
         assert reply["error"]["code"] == "bad_request"
@@ -298,8 +302,8 @@ def test_an_escaped_attach_with_bytes_framed_after_it_is_refused(
 def test_messages_after_an_upload_on_one_connection_are_served_in_order(
     root: Path, rigger: Rigger
 ) -> None:
-    body = b"\0\n{\"hook_name\": \"x\"}\n\0"  # delimiters inside the file are its bytes
-    with Raw(rigger.server_port) as raw:
+    body = b'\0\n{"hook_name": "x"}\n\0'  # delimiters inside the file are its bytes
+    with Raw(port_of(rigger)) as raw:
         raw.send(
             b'{"op": "ping"}\n'
             + json.dumps(header(len(body), "b.bin")).encode()
@@ -320,7 +324,7 @@ def test_messages_after_an_upload_on_one_connection_are_served_in_order(
 
 def test_a_header_split_between_reads_still_starts_an_upload(root: Path, rigger: Rigger) -> None:
     line = json.dumps(header(5, "split.bin")).encode()
-    with Raw(rigger.server_port) as raw:
+    with Raw(port_of(rigger)) as raw:
         raw.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.send(line[:12])
         raw.send(line[12:] + b"\n\0\0\n\0\0")
@@ -328,12 +332,10 @@ def test_a_header_split_between_reads_still_starts_an_upload(root: Path, rigger:
     assert (root / "t" / "test_a.py" / "test_x" / "split.bin").read_bytes() == b"\0\0\n\0\0"
 
 
-def test_other_clients_fire_while_an_upload_waits_for_its_bytes(
-    root: Path, rigger: Rigger
-) -> None:
-    with Raw(rigger.server_port) as uploading:
+def test_other_clients_fire_while_an_upload_waits_for_its_bytes(root: Path, rigger: Rigger) -> None:
+    with Raw(port_of(rigger)) as uploading:
         uploading.send(json.dumps(header(10 * MIB)).encode() + b"\n" + b"x" * MIB)
-        with RiggerClient(HOST, rigger.server_port) as client:
+        with RiggerClient(HOST, port_of(rigger)) as client:
             assert client.fire_many([("e", {"i": i}) for i in range(100)])
         uploading.send(b"x" * 9 * MIB)
         assert uploading.reply()["size"] == 10 * MIB
@@ -342,7 +344,7 @@ def test_other_clients_fire_while_an_upload_waits_for_its_bytes(
 def test_with_a_journal_the_upload_is_fsynced_and_counted(tmp_path: Path) -> None:
     rigger = serving(tmp_path / "root", journal=str(tmp_path / "j.sqlite"))
     try:
-        with RiggerClient(HOST, rigger.server_port) as client:
+        with RiggerClient(HOST, port_of(rigger)) as client:
             reply = client.attach("l", "t", "a.txt", b"durable")
             process = client.stats()["server"]["process"]
         assert (tmp_path / "root" / reply["path"]).read_bytes() == b"durable"
@@ -355,8 +357,16 @@ def test_rigger_mp_attach_uploads_a_file(tmp_path: Path, root: Path, rigger: Rig
     (tmp_path / "shot.png").write_bytes(b"png")
     command = [sys.executable, "-m", "rigger_mp", "attach", "shot.png", "--port"]
     done = subprocess.run(
-        [*command, str(rigger.server_port), "--test", "tests/a.py::test_b", "--name", "s/1.png",
-         "--run-id", "r"],
+        [
+            *command,
+            str(port_of(rigger)),
+            "--test",
+            "tests/a.py::test_b",
+            "--name",
+            "s/1.png",
+            "--run-id",
+            "r",
+        ],
         cwd=tmp_path,
         env=_child_env(),
         capture_output=True,
@@ -367,7 +377,7 @@ def test_rigger_mp_attach_uploads_a_file(tmp_path: Path, root: Path, rigger: Rig
     assert done.stdout.startswith("r/tests/a.py/test_b/s/1.png 3 bytes sha256 ")
     assert (root / "r" / "tests" / "a.py" / "test_b" / "s" / "1.png").read_bytes() == b"png"
     bad = subprocess.run(
-        [*command, str(rigger.server_port), "--test", "no-separator"],
+        [*command, str(port_of(rigger)), "--test", "no-separator"],
         cwd=tmp_path,
         env=_child_env(),
         capture_output=True,
@@ -375,4 +385,3 @@ def test_rigger_mp_attach_uploads_a_file(tmp_path: Path, root: Path, rigger: Rig
         timeout=WAIT,
     )
     assert bad.returncode == 2 and "LOCATION::NAME" in bad.stderr
-

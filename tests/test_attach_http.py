@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from ._http import HOST, Http, http_port
+from ._http import Http, http_port
+from ._tcp import HOST
 from .test_attach import MIB, files_under, serving
 
 OCTETS = {"Content-Type": "application/octet-stream"}
