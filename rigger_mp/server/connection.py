@@ -127,9 +127,14 @@ class Connection(asyncio.BufferedProtocol):
             self.update_reading()
 
     def get_buffer(self, sizehint: int) -> bytearray:
+        if self.upload is not None:  # larger reads: fewer loop turns per upload
+            return self.server.uploads().read_buffer
         return self.server.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self.upload is not None:
+            self.data_received(self.server.uploads().read_view[:nbytes].tobytes())
+            return
         self.data_received(self.server.read_view[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:

@@ -42,12 +42,15 @@ from ..plugins.artifacts import artifact_dir
 from ..safe_paths import atomic_file, opened_dir, refuse_link, relative_parts
 from .pipe_messages import ServerSettings
 
-UPLOAD_BUFFER: Final = 2 * 1024 * 1024
+UPLOAD_BUFFER: Final = 4 * 1024 * 1024
 """Bytes of one upload read and not yet written above which its client is not read."""
 TOTAL_BUFFER: Final = 32 * 1024 * 1024
 """Bytes of all uploads read and not yet written above which no upload is read."""
 WRITER_THREADS: Final = 4
 """Threads that write uploads to disk (each upload's jobs run one at a time)."""
+READ_SIZE: Final = 1024 * 1024
+"""An uploading connection reads into one shared buffer of this size (the loop runs one
+callback at a time, and each read is copied out): fewer, larger reads than messages'."""
 MAX_RUNS: Final = 10_000
 """Run ids whose upload bytes are counted; past it the least recently used is forgotten."""
 
@@ -115,6 +118,8 @@ class Uploads:
         self.waiting: set[Upload] = set()
         """Uploads not read because :data:`TOTAL_BUFFER` was reached."""
         self.executor: ThreadPoolExecutor | None = None
+        self.read_buffer = bytearray(READ_SIZE)
+        self.read_view = memoryview(self.read_buffer)
         self.running = 0
         self.completed = 0
         self.failed = 0
@@ -389,7 +394,7 @@ class Upload:
     def _write(self, chunks: list[bytes]) -> None:
         file, update = self.file, self.hash.update
         assert file is not None
-        for chunk in chunks:
+        for chunk in chunks:  # both release the GIL: the loop reads on meanwhile
             update(chunk)
             file.write(chunk)
 
