@@ -25,10 +25,12 @@ file and leaves nothing. An upload's life is one :class:`UploadPhase`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import errno
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -51,6 +53,8 @@ WRITER_THREADS: Final = 4
 READ_SIZE: Final = 1024 * 1024
 """An uploading connection reads into one shared buffer of this size (the loop runs one
 callback at a time, and each read is copied out): fewer, larger reads than messages'."""
+WRITER_NICE: Final = 10
+"""How much lower the writer threads' CPU priority is than the server process's."""
 MAX_RUNS: Final = 10_000
 """Run ids whose upload bytes are counted; past it the least recently used is forgotten."""
 
@@ -165,7 +169,9 @@ class Uploads:
         while len(self.runs) > MAX_RUNS:
             self.runs.popitem(last=False)
         if self.executor is None:
-            self.executor = ThreadPoolExecutor(WRITER_THREADS, "rigger_mp-upload")
+            self.executor = ThreadPoolExecutor(
+                WRITER_THREADS, "rigger_mp-upload", initializer=_lower_priority
+            )
         self.running += 1
         return Upload(self, owner, relative, run, size, self.stall if stalls else None)
 
@@ -419,6 +425,15 @@ class Upload:
         cut = _Cut()
         opened.__exit__(_Cut, cut, None)  # removes the temporary file
         raise cut
+
+
+def _lower_priority() -> None:
+    """Run this writer thread at a lower CPU priority (nice +:data:`WRITER_NICE`): on a
+    busy machine, hashing and copying uploads yield to the loop and to the dispatcher's
+    events, and take what CPU is left."""
+    with contextlib.suppress(OSError, AttributeError):  # no per-thread nice: run as is
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE)
 
 
 def _code_of(exc: BaseException) -> tuple[str, str]:
