@@ -55,7 +55,7 @@ READ_SIZE: Final = 1024 * 1024
 callback at a time, and each read is copied out): fewer, larger reads than messages'."""
 WRITER_NICE: Final = 10
 """How much lower the writer threads' CPU priority is than the server process's."""
-MAX_RUNS: Final = 10_000
+MAX_RUN_IDS: Final = 10_000
 """Run ids whose upload bytes are counted; past it the least recently used is forgotten."""
 
 
@@ -117,7 +117,7 @@ class Uploads:
         self.min_free = settings.min_free_disk_bytes
         self.stall = settings.idle_timeout
         self.runs: OrderedDict[str, int] = OrderedDict()
-        """Bytes of each run id's uploads, completed or running (at most :data:`MAX_RUNS`)."""
+        """Bytes of each run id's uploads, completed or running (at most :data:`MAX_RUN_IDS`)."""
         self.buffered = 0
         self.waiting: set[Upload] = set()
         """Uploads not read because :data:`TOTAL_BUFFER` was reached."""
@@ -166,7 +166,7 @@ class Uploads:
             )
         self.runs[run] = used + size
         self.runs.move_to_end(run)
-        while len(self.runs) > MAX_RUNS:
+        while len(self.runs) > MAX_RUN_IDS:
             self.runs.popitem(last=False)
         if self.executor is None:
             self.executor = ThreadPoolExecutor(
