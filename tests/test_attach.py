@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -9,7 +10,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +389,52 @@ def test_rigger_mp_attach_uploads_a_file(tmp_path: Path, root: Path, rigger: Rig
         timeout=WAIT,
     )
     assert bad.returncode == 2 and "LOCATION::NAME" in bad.stderr
+
+
+class Owner:
+    """An :class:`~rigger_mp.server.uploads.UploadOwner` that records what it is told."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.room: asyncio.Future[None] = loop.create_future()
+        self.replies: list[bytes] = []
+
+    def upload_room(self) -> None:
+        if not self.room.done():
+            self.room.set_result(None)
+
+    def upload_done(self, line: bytes, ok: bool) -> None:
+        self.replies.append(line)
+
+
+def test_an_upload_refused_room_among_all_uploads_is_woken_once_there_is(
+    tmp_path: Path,
+) -> None:
+    from rigger_mp.protocol import Attach
+    from rigger_mp.server.pipe_messages import ServerSettings
+    from rigger_mp.server.uploads import TOTAL_BUFFER, UPLOAD_BUFFER, Uploads
+
+    loop = asyncio.new_event_loop()
+    settings = ServerSettings(None, 1 << 20, 60.0, artifacts_root=str(tmp_path))
+    uploads = Uploads(loop, replace(settings, min_free_disk_bytes=0))
+    uploads.executor = ThreadPoolExecutor(1)
+    gate = threading.Event()
+    uploads.executor.submit(gate.wait, WAIT)  # the writer is busy: nothing drains
+    try:
+        first, second = Owner(loop), Owner(loop)
+        big = uploads.begin(Attach("l", "t", "big", TOTAL_BUFFER + 1, None), first)
+        for _ in range(TOTAL_BUFFER // UPLOAD_BUFFER):
+            big.feed(b"x" * UPLOAD_BUFFER)  # past its own room: its owner would have paused
+        small = uploads.begin(Attach("l", "t", "small", 10, None), second)
+        assert not small.wants  # no room among all uploads, none of it its own
+        gate.set()
+        loop.run_until_complete(asyncio.wait_for(second.room, WAIT))
+        assert small.wants
+        big.cut()
+        small.feed(b"0123456789")
+        loop.run_until_complete(asyncio.wait_for(asyncio.gather(big.settled, small.settled), WAIT))
+    finally:
+        gate.set()
+        uploads.close()
+        loop.close()
+    assert json.loads(second.replies[0])["size"] == 10 and first.replies == []
+    assert files_under(tmp_path / "l" / "t") == ["small"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -87,3 +88,22 @@ def test_put_attach_needs_the_token(tmp_path: Path) -> None:
     finally:
         rigger.stop()
     assert files_under(root / "r/t/a.py/test_b") == ["a.bin"]
+
+
+def test_a_put_cut_mid_body_leaves_no_file_and_no_temporary_file(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    rigger = serving(root, http_address=HOST, http_port=0)
+    try:
+        port = http_port(rigger)
+        head = (
+            f"PUT {query('cut.bin')} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {10 * MIB}\r\n\r\n"
+        )
+        with socket.create_connection((HOST, port)) as sock:
+            sock.sendall(head.encode() + b"x" * MIB)
+        with Http(port) as http:  # the front goes on serving
+            status, reply, _ = put(http, "after.bin", b"ok")
+            assert status == 200, reply
+    finally:
+        rigger.stop()  # the server process ends once its writer threads have cleaned up
+    assert files_under(root / "r/t/a.py/test_b") == ["after.bin"]

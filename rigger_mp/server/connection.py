@@ -265,6 +265,7 @@ class Connection(asyncio.BufferedProtocol):
         frames = self.frames
         if frames is None or self.state is not _OPEN:
             self.frames = None
+            self.update_reading()  # handled meanwhile: bytes held back may be due now
             return
         if self._blocked():  # update_reading() calls us again once unblocked
             self.update_reading()

@@ -243,21 +243,25 @@ class Upload:
         self.hash = hashlib.sha256()
         self.stall = stall
         self.fed = False
+        self.settled: asyncio.Future[None] = uploads.loop.create_future()
+        """Resolved once it is over and its writer has nothing left to do (the temporary
+        file renamed or removed)."""
         self.timer: asyncio.TimerHandle | None = None
         if stall is not None:
             self.timer = uploads.loop.call_later(stall, self._check_stall)
-        self._next()  # open the temporary file while the first bytes come
         if size == 0:
             self._all_in()
 
     @property
     def wants(self) -> bool:
-        """Bytes are missing and there is room for them: read the client."""
-        return (
-            self.phase is _RECEIVING
-            and self.queued < UPLOAD_BUFFER
-            and self.uploads.buffered < TOTAL_BUFFER
-        )
+        """Bytes are missing and there is room for them: read the client. An upload
+        told no for want of room among all uploads is woken when there is."""
+        if self.phase is not _RECEIVING or self.queued >= UPLOAD_BUFFER:
+            return False
+        if self.uploads.buffered >= TOTAL_BUFFER:
+            self.uploads.waiting.add(self)
+            return False
+        return True
 
     @property
     def receiving(self) -> bool:
@@ -274,16 +278,16 @@ class Upload:
             self.queued += n
             self.uploads.buffered += n
             self.fed = True
-            if self.uploads.buffered >= TOTAL_BUFFER:
-                self.uploads.waiting.add(self)
             self._next()
         if not self.missing:
             self._all_in()
         return n
 
     def cut(self) -> None:
-        """The client went away or stopped short: keep nothing, answer no one."""
-        self._fail(None, "")
+        """The client went away: keep nothing, answer no one. Once every byte is in, the
+        file is completed all the same (its reply goes nowhere)."""
+        if self.phase is _RECEIVING:
+            self._fail(None, "")
 
     def fail(self, code: str, message: str) -> None:
         """End the upload with an error reply; keep nothing."""
@@ -338,9 +342,14 @@ class Upload:
             if self.opened is not None and not self.discarded:
                 self.discarded = True
                 self._submit(self._discard, 0)
+            elif not self.settled.done():
+                self.settled.set_result(None)
             return
-        if self.opened is None:
-            self._submit(self._open, 0)
+        if self.opened is None:  # with the first bytes: a small file takes one job
+            if self.queue or self.phase is _FINISHING:
+                chunks, self.queue = self.queue, []
+                finish = self.phase is _FINISHING
+                self._submit(lambda: self._first(chunks, finish), sum(map(len, chunks)))
         elif self.queue:
             chunks, self.queue = self.queue, []
             self._submit(lambda: self._write(chunks), sum(map(len, chunks)))
@@ -363,6 +372,7 @@ class Upload:
         exc = future.exception()
         if exc is not None:
             if isinstance(exc, _Cut):
+                self.settled.set_result(None)
                 return
             code, message = _code_of(exc)
             self._fail(code, f"{self.relative}: {message}")
@@ -383,6 +393,7 @@ class Upload:
             "size": self.size,
             "sha256": self.hash.hexdigest(),
         }
+        self.settled.set_result(None)
         self.owner.upload_done(proto.reply_line(reply), True)
 
     # -- in a writer thread ----------------------------------------------------------
@@ -396,6 +407,12 @@ class Upload:
         opened = atomic_file(root, self.relative)
         self.file = opened.__enter__()
         self.opened = opened
+
+    def _first(self, chunks: list[bytes], finish: bool) -> None:
+        self._open()
+        self._write(chunks)
+        if finish:
+            self._commit()
 
     def _write(self, chunks: list[bytes]) -> None:
         file, update = self.file, self.hash.update
