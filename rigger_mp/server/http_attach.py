@@ -57,6 +57,8 @@ async def receive(uploads: Uploads, msg: proto.Attach, request: web.BaseRequest)
         async for chunk in request.content.iter_any():
             upload.feed(chunk)
             await owner.wait_room(upload)
+            if not upload.receiving:  # complete, or failed: the rest is not read
+                break
     except BaseException:
         upload.cut()
         raise
