@@ -17,6 +17,7 @@ SERVER_MODULES = {
     "rigger_mp.server",
     "rigger_mp.lifecycle",
     "rigger_mp.server.acceptor",
+    "rigger_mp.server.attacher",  # a connection's attach side (the uploads load on use)
     "rigger_mp.server.auth",
     "rigger_mp.server.channel",
     "rigger_mp.server.connection",

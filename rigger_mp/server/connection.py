@@ -6,15 +6,8 @@ messages at a time (the rest waits in ``frames`` for a later loop turn, with rea
 paused), so one flooding client cannot starve the others. Before any line is handled,
 a connection that starts as an HTTP request is refused (:mod:`.http_refusal`). A
 connection is a :class:`~.reply_target.ReplyTarget`: the server hands it its replies.
-Its life is one :class:`ConnPhase`, moved along :data:`CONN_MOVES`.
-
-An ``attach`` header switches the connection to raw bytes: the ``size`` bytes after it
-go to its :class:`~.uploads.Upload`, never through the framer. So that they are never
-framed, a read holding ``attach`` is cut after the line that holds it, and the rest
-(:attr:`Connection.held`) waits until that line is handled; an ``attach`` header with
-anything framed after it (spelled with escapes, say) is refused and the connection
-closed. A refused ``attach`` also closes: the bytes the client may send after it are
-never read.
+Its life is one :class:`ConnPhase`, moved along :data:`CONN_MOVES`. An ``attach`` and
+the file after it are its :class:`~.attacher.Attacher`'s.
 """
 
 from __future__ import annotations
@@ -25,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from .. import protocol as proto
 from ..lifecycle import move
+from .attacher import Attacher
 from .auth import TokenCheck
 from .http_refusal import REFUSAL, looks_like_http
 from .reply_order import ReplyOrder
@@ -32,7 +26,6 @@ from .router import ServerPhase
 
 if TYPE_CHECKING:
     from .router import Server
-    from .uploads import Upload
 
 MAX_OWED: Final = 10_000
 """Replies one connection may be owed before the server stops reading from it: a reply
@@ -94,14 +87,7 @@ class Connection(asyncio.BufferedProtocol):
         self.timer: asyncio.TimerHandle | None = None
         self.auth_timer: asyncio.TimerHandle | None = None
         self.drain_timer: asyncio.TimerHandle | None = None
-        self.upload: Upload | None = None
-        self.upload_seq = 0
-        self.held: bytes | None = None
-        """Bytes read after an ``attach`` line, not yet handled (reading is paused)."""
-        self.header_open = False
-        """The framer's unended rest may be an ``attach`` header: cut at its end."""
-        self.tail = b""
-        """The last bytes of the last read (an ``attach`` split between two reads)."""
+        self.attacher = Attacher(self, self._read)
 
     # -- asyncio callbacks ----------------------------------------------------------
 
@@ -127,15 +113,10 @@ class Connection(asyncio.BufferedProtocol):
             self.update_reading()
 
     def get_buffer(self, sizehint: int) -> bytearray:
-        if self.upload is not None:  # larger reads: fewer loop turns per upload
-            return self.server.uploads().read_buffer
-        return self.server.read_buffer
+        return self.attacher.read_buffer(self.server.read_buffer)
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.upload is not None:
-            self.data_received(self.server.uploads().read_view[:nbytes].tobytes())
-            return
-        self.data_received(self.server.read_view[:nbytes].tobytes())
+        self.data_received(self.attacher.read_view(self.server.read_view)[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self.state is not _OPEN:
@@ -161,16 +142,11 @@ class Connection(asyncio.BufferedProtocol):
         self.finish()
 
     def _read(self, data: bytes) -> None:
-        """Handle the frames ``data`` completes (some on later turns if many); the bytes of
-        an upload go to it."""
-        if self.upload is not None or self.held is not None:
-            self._read_raw(data)
+        """Handle the frames ``data`` completes (some on later turns if many)."""
+        if self.attacher.raw:  # an upload's bytes, or behind those held back
+            self.attacher.read(data)
             return
-        cut = self._attach_end(data)
-        if 0 <= cut < len(data):
-            self.held = data[cut:]
-            data = data[:cut]
-        frames = self.framer.feed(data)
+        frames = self.framer.feed(self.attacher.cut(data))
         if self.frames is not None:  # read before pause_reading took effect
             self.frames += frames
             return
@@ -181,83 +157,6 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self._rest()
 
-    def _attach_end(self, data: bytes) -> int:
-        """Where in ``data`` the line that may be an ``attach`` header ends (after its
-        delimiter), or -1. Cheap when no ``attach`` is near: one search of the read."""
-        if self.header_open:
-            start = 0
-        else:
-            start = data.find(b"attach")
-            if start < 0 and self.framer.pending and b"attach" in self.tail + data[:6]:
-                start = 0
-        self.tail = data[-5:]
-        if start < 0:
-            return -1
-        ends = [i for i in (data.find(b"\n", start), data.find(b"\0", start)) if i >= 0]
-        self.header_open = not ends
-        return min(ends) + 1 if ends else -1
-
-    def _read_raw(self, data: bytes) -> None:
-        """During an upload: its bytes to it; what follows them is held until it is done."""
-        upload = self.upload
-        if self.held is None and upload is not None and upload.receiving:
-            taken = upload.feed(data)
-            data = data[taken:]
-        if data:
-            self.held = data if self.held is None else self.held + data
-        self.update_reading()
-
-    def _take_held(self) -> None:
-        """Handle the bytes held back while an ``attach`` line (or its upload) was handled."""
-        self.scheduled = False
-        held, self.held = self.held, None
-        if held is None or self.state is not _OPEN:
-            return
-        self._read(held)
-        self.update_reading()
-
-    def _attach(self, seq: int, msg: proto.Attach, frame: bytes) -> None:
-        """Start an upload; refused (and closed: its bytes are never read) when the client
-        may not, or when anything after its line was framed already."""
-        server = self.server
-        frames = self.frames
-        if not self.auth.authed:
-            code, why = proto.UNAUTHORIZED, 'send {"op": "auth", ...} first'
-        elif server.state is _STOPPING:
-            code, why = proto.SHUTTING_DOWN, "the server is stopping"
-        elif frames is None or frames[-1] is not frame or self.framer.pending:
-            code, why = proto.BAD_REQUEST, "attach: the header must be spelled out plainly"
-        else:
-            from .uploads import Refused
-
-            try:
-                self.upload = server.uploads().begin(msg, self)
-                self.upload_seq = seq
-                return
-            except Refused as exc:
-                code, why = exc.code, exc.message
-        self.error(seq, code, why)
-        self.finish()
-
-    def upload_room(self) -> None:
-        self.update_reading()
-
-    def upload_done(self, line: bytes, ok: bool) -> None:
-        """The upload's reply: put it; go on with what followed it, or close on an error."""
-        self.upload = None
-        if self.state is _LOST:
-            return
-        self.last_active = self.loop.time()
-        self.put(self.upload_seq, line)
-        if not ok:
-            self.held = None
-            self.finish()
-            return
-        self.flush()
-        if self.eof and self.held is None:
-            self.finish()
-        self.update_reading()
-
     def _work(self) -> None:
         """Handle up to ``max_messages_per_turn`` of the frames read; leave the rest for
         a later turn (reading stays paused until they are all handled)."""
@@ -265,7 +164,6 @@ class Connection(asyncio.BufferedProtocol):
         frames = self.frames
         if frames is None or self.state is not _OPEN:
             self.frames = None
-            self.update_reading()  # handled meanwhile: bytes held back may be due now
             return
         if self._blocked():  # update_reading() calls us again once unblocked
             self.update_reading()
@@ -305,18 +203,7 @@ class Connection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         # The client is done sending (``nc -N``, shutdown(SHUT_WR)); a message left
         # unended counts as its last one. Keep the socket open to write the replies.
-        upload = self.upload
-        if upload is not None:  # cut short: nothing is kept; else finish once answered
-            if upload.receiving:
-                upload.fail(
-                    proto.BAD_REQUEST,
-                    f"the client ended the upload {upload.missing} bytes short of "
-                    f"its {upload.size}",
-                )
-            self.eof = True
-            return True
-        if self.held is not None:  # handled first; then finish
-            self.eof = True
+        if self.attacher.ended():  # finish once the upload, and what follows it, is done
             return True
         head, self.head = self.head, None
         if head and self.state is _OPEN:  # too short to be an HTTP request
@@ -338,10 +225,7 @@ class Connection(asyncio.BufferedProtocol):
         self.state = move(CONN_MOVES, self.state, _LOST)
         self.replies.clear()
         self.frames = None
-        self.held = None
-        if self.upload is not None:
-            self.upload.cut()
-            self.upload = None
+        self.attacher.lost()
         for timer in (self.timer, self.auth_timer, self.drain_timer):
             if timer is not None:
                 timer.cancel()
@@ -393,7 +277,7 @@ class Connection(asyncio.BufferedProtocol):
                     server.fire(self, seq, msg, frame)
                 return
             if type(msg) is proto.Attach:
-                self._attach(seq, msg, frame)
+                self.attacher.start(seq, msg, frame)
                 return
             assert type(msg) is proto.Op
             self._op(seq, msg)
@@ -486,8 +370,7 @@ class Connection(asyncio.BufferedProtocol):
             self._close()
 
     def answered(self, now: float) -> None:
-        """Replies from the main process were put: the idle clock starts again once they
-        are out."""
+        """Replies from the main process were put: the idle clock restarts once they are out."""
         self.last_active = now
         self.flush()
 
@@ -550,8 +433,8 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def _blocked(self) -> bool:
-        """No message is to be handled now: finishing, owed too many replies, or a buffer
-        toward it, toward main or toward all clients is full."""
+        """No message is to be handled now: finishing, owed too many replies, a buffer toward
+        it, toward main or toward all clients full, or its upload with no room."""
         server = self.server
         return (
             self.state is not _OPEN
@@ -559,7 +442,7 @@ class Connection(asyncio.BufferedProtocol):
             or server.main_paused
             or server.replies_paused
             or self.seq_in - self.replies.next > MAX_OWED
-            or (self.upload is not None and not self.upload.wants)
+            or self.attacher.blocks
         )
 
     def update_reading(self) -> None:
@@ -569,14 +452,12 @@ class Connection(asyncio.BufferedProtocol):
         if transport is None or self.state is _LOST:
             return
         blocked = self._blocked()
-        if not blocked and not self.scheduled:
-            if self.frames is not None:
-                self.scheduled = True
-                self.loop.call_soon(self._work)
-            elif self.held is not None:
-                self.scheduled = True
-                self.loop.call_soon(self._take_held)
-        want = not blocked and self.frames is None and self.held is None
+        if self.frames is not None and not blocked and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._work)
+        elif self.attacher.held is not None and not blocked and self.frames is None:
+            self.attacher.schedule()
+        want = not blocked and self.frames is None and self.attacher.held is None
         if want != self.reading:
             self.reading = want
             if want:

@@ -180,7 +180,7 @@ class Server:
 
             self.journal = ServerJournal.open(self, settings)
             self.tid_prefix = self.journal.store.tid_prefix + settings.tid_prefix
-        self._uploads: Uploads | None = None
+        self.upload_side: Uploads | None = None
         self.stats = StatsSnapshot(loop.time, lambda: self._request(StatsRequest()))
         """The dispatcher's stats, asked of the main process at most once per ``MAX_AGE``."""
         self.faults = Throttled(
@@ -194,16 +194,11 @@ class Server:
 
     def uploads(self) -> Uploads:
         """The uploads of ``attach`` (:mod:`.uploads`, loaded with the first one)."""
-        if self._uploads is None:
+        if self.upload_side is None:
             from .uploads import Uploads
 
-            self._uploads = Uploads(self.loop, self.settings)
-        return self._uploads
-
-    def close_uploads(self) -> None:
-        """At exit: let the writer threads finish (a cut upload's clean-up included)."""
-        if self._uploads is not None:
-            self._uploads.close()
+            self.upload_side = Uploads(self.loop, self.settings)
+        return self.upload_side
 
     # -- to the main process -------------------------------------------------------
 
@@ -477,8 +472,8 @@ class Server:
         }
         if self.journal is not None:
             counters["journal"] = self.journal.stats()
-        if self._uploads is not None:
-            counters["uploads"] = self._uploads.counters()
+        if self.upload_side is not None:
+            counters["uploads"] = self.upload_side.counters()
         return counters
 
     def _stats_arrived(self, reply: StatsReply) -> list[ReplyTarget]:

@@ -63,6 +63,8 @@ from .listening import bind, warn_if_exposed
 from .pipe_messages import Fence, ServerSettings, Stop
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..core.port import EventPort
 
 logger = printable.logger("rigger_mp")
@@ -218,17 +220,14 @@ def supervisor_stats(supervisor: ServerSupervisor) -> dict[str, Any]:
 class ServerSupervisor:
     """Starts, restarts and stops the TCP server process of one Rigger; the facade the
     Rigger uses for it (its thread runs the :class:`Intake` on each process in turn).
-    ``dispatcher`` is the port ``Rigger.start()`` built, not the Rigger."""
+    ``dispatcher``: the port ``Rigger.start()`` built; ``root``: where uploads go."""
 
     def __init__(
-        self,
-        dispatcher: EventPort,
-        settings: RiggerConfig,
-        artifacts_root: str | os.PathLike[str] | None = None,
+        self, dispatcher: EventPort, settings: RiggerConfig, root: Path | None = None
     ) -> None:
         self.dispatcher = dispatcher
         self.settings = settings
-        self.server_settings = server_settings(settings, artifacts_root)
+        self.server_settings = server_settings(settings, root)
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
