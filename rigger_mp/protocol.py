@@ -72,6 +72,10 @@ QUOTA_EXCEEDED: Final = "quota_exceeded"
 DISK_FULL: Final = "disk_full"
 """An ``attach`` would leave less than ``min_free_disk_bytes`` free under the artifacts
 root (or the disk filled while writing it); nothing is kept."""
+TOO_MANY_SUBSCRIBERS: Final = "too_many_subscribers"
+"""The HTTP front has ``live_max_subscribers`` live streams open (HTTP 503)."""
+UNKNOWN_RUN: Final = "unknown_run"
+"""``GET /runs/{run_id}`` of a run the live view does not hold (HTTP 404)."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -92,6 +96,8 @@ ERROR_CODES: Final = (
     BAD_ORIGIN,
     QUOTA_EXCEEDED,
     DISK_FULL,
+    TOO_MANY_SUBSCRIBERS,
+    UNKNOWN_RUN,
 )
 
 # -- messages ----------------------------------------------------------------------

@@ -15,8 +15,8 @@ all JSON):
   per run, by the process that owns the session (the xdist controller; pytest itself
   without xdist). ``environment`` is ``{"python", "platform", "pytest", "plugins": {dist
   name: version}, "command_line": [args], "host", "worker": "main"}``;
-- ``start_test(test_name, test_location)`` before the test's setup, and ``finish_test``
-  after its teardown, by the process that runs the test (each xdist worker).
+- ``start_test(test_name, test_location, worker, host)`` before the test's setup, and
+  ``finish_test`` after its teardown, by the process that runs the test (each xdist worker).
   ``test_location`` is the test's file, ``test_name`` the rest of its id
   (``TestClass.test_x[param]``).
 
@@ -518,7 +518,8 @@ class RiggerSession:
 
         location, _, name = item.location
         item.stash[_REPORTS] = []
-        self.fire("start_test", item.nodeid, test_name=name, test_location=location)
+        where = {"worker": self.worker, "host": self.host}  # the live view's lane
+        self.fire("start_test", item.nodeid, test_name=name, test_location=location, **where)
         yield
         common = {
             "test_name": name,

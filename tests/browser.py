@@ -133,6 +133,16 @@ def evaluate(
     dumped DOM does not show; with ``screenshot``, a PNG of the viewport is written there
     after the expression (a promise is awaited: say, for the images). Drives Chromium
     over the DevTools protocol (aiohttp's WebSocket client)."""
+    return evaluate_url(page.absolute().as_uri() + fragment, expression, size, screenshot)
+
+
+def evaluate_url(
+    url: str,
+    expression: str,
+    size: tuple[int, int] = (1200, 900),
+    screenshot: Path | None = None,
+) -> Any:
+    """:func:`evaluate` of an http:// (or any) ``url``."""
     with tempfile.TemporaryDirectory(prefix="rigger_mp-chromium-") as profile:
         proc = subprocess.Popen(
             [
@@ -157,7 +167,6 @@ def evaluate(
                     break
             else:
                 raise AssertionError(f"chromium exited {proc.wait()} before DevTools listened")
-            url = page.absolute().as_uri() + fragment
             return asyncio.run(
                 asyncio.wait_for(
                     _devtools_evaluate(address, url, expression, size, screenshot), TIMEOUT

@@ -30,6 +30,7 @@ MODULES: list[str] = [
     "background",
     "tcp",
     "http",
+    "live",
     "compress",
     "journal",
     "io",

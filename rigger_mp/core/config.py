@@ -81,6 +81,9 @@ class RiggerConfig:
     http_port: int | None = None
     http_max_connections: int = 256
     http_allowed_hosts: list[str] = field(default_factory=list)
+    # The live run view of the HTTP front (rigger_mp.server.run_board, .run_view).
+    live_max_tests: int = 100_000
+    live_max_subscribers: int = 16
     # The I/O lane (rigger_mp.pool.io_lane): async def hooks with bg="io".
     io_concurrency: int = 64
     io_timeout: float = 300.0
@@ -176,6 +179,9 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, list) and all(_is_str(h) and h.strip() for h in v),
         "a list of host names (besides loopback and http_address)",
     ),
+    # The live run view: tests it lists, pages it streams to at once.
+    "live_max_tests": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "live_max_subscribers": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     # The I/O lane: hooks in flight at once, and how long each may take.
     "io_concurrency": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "io_timeout": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),

@@ -1,5 +1,8 @@
 """The HTTP front: fire, task status, stats, Prometheus metrics and a live page, served
-by aiohttp on the server process's own event loop (the ``http`` extra).
+by aiohttp on the server process's own event loop (the ``http`` extra). The live page's
+test runs come from a run board fed by the fires this process accepts (:mod:`.run_board`;
+routes in :mod:`.run_view`, the artifacts in :mod:`.file_view`, metrics per run in
+:mod:`.run_metrics`).
 
 ::
 
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -51,12 +55,15 @@ from aiohttp import web
 
 from .. import printable
 from .. import protocol as proto
-from . import metrics
+from . import file_view, metrics, run_metrics
 from .http_guard import Guard
 from .http_noise import Noise
 from .http_stalls import Stalls
 from .process import main as process_main
 from .router import Server, ServerPhase
+from .run_board import RunBoard
+from .run_view import RunView
+from .throttle import Throttled
 
 logger = printable.logger("rigger_mp.server")
 
@@ -83,6 +90,8 @@ STATUS_OF: Final = {
     proto.BAD_ORIGIN: 403,
     proto.QUOTA_EXCEEDED: 413,
     proto.DISK_FULL: 507,
+    proto.TOO_MANY_SUBSCRIBERS: 503,
+    proto.UNKNOWN_RUN: 404,
 }
 """The HTTP status of a reply by its error code (200 when ``ok``)."""
 
@@ -93,6 +102,11 @@ _ASSETS: Final = {
 }
 _JSON: Final = "application/json"
 _OCTETS: Final = "application/octet-stream"
+CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The live page's Content-Security-Policy: its own script and style, nothing inline."""
 
 
 def main(argv: list[str]) -> None:
@@ -205,6 +219,7 @@ class _Counted(web.Server):
         super().connection_lost(handler, exc)
         self.front.stalls.busy(handler)
         self.front.connections_open -= 1
+        self.front.view.lost(handler)
         gone = self.front.waiting.get(handler)
         if gone is not None and not gone.done():
             gone.set_result(None)
@@ -244,6 +259,24 @@ class HttpFront:
         self.dropped_unread = 0
         self.stalls = Stalls(server.loop, server.settings.idle_timeout)
         server.backlog_listeners.append(self._backlogged)
+        self.artifacts_root: str | None = None
+        self.root_known = False
+        """The dispatcher's artifacts root (its ``info``), asked once, for report paths."""
+        self.board = RunBoard(server.settings.live_max_tests, lambda: self.artifacts_root)
+        self.view = RunView(server.loop, self.board, server.settings.live_max_subscribers)
+        self.board_faults = Throttled(logging.ERROR, "live view: a test event not shown")
+        server.taps.update({name: self._tap(feed) for name, feed in self.board.taps.items()})
+
+    def _tap(self, feed: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``feed``, whose fault is logged (throttled): the fire it taps is accepted."""
+
+        def tap(data: Any) -> None:
+            try:
+                feed(data)
+            except Exception as exc:
+                self.board_faults(exc_info=exc)
+
+        return tap
 
     def start(self) -> None:
         """Start listening once the loop runs (``Server.run`` connects the pipes first)."""
@@ -267,6 +300,7 @@ class HttpFront:
     def close(self) -> None:
         if self.listener is not None:
             self.listener.close()
+        self.view.close()
         if self.http is not None:
             self.http.pre_shutdown()
         self._backlogged(False)  # waiters wake, and find the server stopping
@@ -304,6 +338,7 @@ class HttpFront:
             "dropped_unread": self.dropped_unread,
             "timed_out": self.stalls.timed_out,
             "evicted": self.stalls.evicted,
+            "live": self.view.counters(),
         }
 
     # -- requests --------------------------------------------------------------------
@@ -335,7 +370,24 @@ class HttpFront:
         if path in self.assets:
             self._expect(method, "GET")
             body, kind = self.assets[path]
-            return web.Response(body=body, content_type=kind.split(";")[0], charset="utf-8")
+            return web.Response(
+                body=body,
+                content_type=kind.split(";")[0],
+                charset="utf-8",
+                headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"},
+            )
+        if path in ("/runs", "/live/stream") or path.startswith(("/runs/", "/files/")):
+            self._expect(method, "GET")
+            self._authorize(request)
+            if not self.root_known:
+                await self._admit(request)
+                info = json.loads(await self._forward(self.server.ask_info)).get("info") or {}
+                root = info.get("artifacts_root")
+                self.artifacts_root = root if isinstance(root, str) else None
+                self.root_known = True
+            if path.startswith("/files/"):
+                return await file_view.serve(request, self.artifacts_root, self.server.loop)
+            return await self.view.handle(request)
         if path == "/fire":
             self._expect(method, "POST")
             self._authorize(request)
@@ -358,7 +410,7 @@ class HttpFront:
             reply = json.loads(await self._stats_line())
             if not reply.get("ok"):
                 return self._json(proto.reply_line(reply))
-            body = metrics.render(reply["stats"])
+            body = metrics.render(reply["stats"]) + run_metrics.render(self.board)
             return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
         if path == "/attach":
             self._expect(method, "PUT")

@@ -156,6 +156,10 @@ class ServerSettings:
     http_address: str = "127.0.0.1"
     http_allowed_hosts: tuple[str, ...] = ()
     """Host names the HTTP front answers to besides loopback and ``http_address``."""
+    live_max_tests: int = 100_000
+    """Tests the live run view lists over the runs it holds (the rest are counted)."""
+    live_max_subscribers: int = 16
+    """Live streams (pages following the runs) open at once."""
     # -- connection bounds: the config keys of the same names --
     max_connections: int | None = None
     """Connections served at once; past it a new one gets a ``busy`` line and is closed.

@@ -151,6 +151,8 @@ class Server:
         self.state = _ACCEPTING if settings.accepting else _REFUSING
         self.main_paused = False
         self.backlog_listeners: list[Callable[[bool], None]] = []
+        self.taps: dict[str, Callable[[dict[str, Any]], None]] = {}
+        """Called with an accepted fire's data, by its event name (the live view's feed)."""
         """Told each change of :attr:`main_paused` (the HTTP front, which reads no socket
         the router knows)."""
         self.buffered = 0
@@ -277,6 +279,8 @@ class Server:
         run.data.append(msg.data)
         run.modes.append(msg.mode)
         run.tids.append(tid)
+        if (tap := self.taps.get(msg.hook_name)) is not None:
+            tap(msg.data)
 
     def flush_outbox(self) -> None:
         """Send what one read of a connection produced, as one batch, at once.

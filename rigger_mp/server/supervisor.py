@@ -181,6 +181,8 @@ def server_settings(
         http_max_connections=settings.http_max_connections,
         http_address=settings.http_address,
         http_allowed_hosts=tuple(settings.http_allowed_hosts),
+        live_max_tests=settings.live_max_tests,
+        live_max_subscribers=settings.live_max_subscribers,
         max_connections=settings.max_connections,
         drain_timeout=settings.drain_timeout,
         auth_timeout=settings.auth_timeout,

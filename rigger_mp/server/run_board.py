@@ -1,0 +1,344 @@
+"""The runs as the live view shows them, kept in the server process from the fires it
+accepts.
+
+::
+
+    Server.fire ─ taps[hook_name](data) ─▶ RunBoard.start_session / start_test /
+                                           finish_test / finish_session
+                                              │ Runs (rigger_mp.plugins.runs): the cases
+                                              │ + per run: lanes, last failures, rows
+                                              ▼
+    GET /runs, /runs/{id} ◀── run_json(entry)       subscribers ◀── delta(since)
+
+The run state is the report plugin's own (:class:`~rigger_mp.plugins.runs.Runs`): one
+parser of the test events. What the board adds is what a live view needs and a report
+does not: the test each host's worker runs now (a lane), the last failures in the order
+they came, and a sequence number on every change, so that a subscriber is sent only the
+rows changed since it was last written to.
+
+Bounds: ``max_tests`` cases over the runs kept (the Runs' own bound: past it a test is
+counted, not listed), :data:`MAX_RUNS` runs (the oldest finished one, else the oldest,
+is dropped), :data:`MAX_FAILURES` failures and :data:`RECENT` finished rows per run,
+:data:`~rigger_mp.plugins.runs.MAX_NAMES` lanes per run. Nothing here blocks: each call
+runs on the server process's event loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+from urllib.parse import quote
+
+from ..plugins.artifacts import artifact_dir
+from ..plugins.runs import (
+    MAX_NAMES,
+    MAX_SHORT,
+    SLOWEST,
+    UNFINISHED,
+    Case,
+    Limits,
+    Run,
+    Runs,
+    Snapshot,
+    optional_text,
+    run_dir_name,
+    text,
+)
+
+MAX_RUNS: Final = 16
+"""Runs kept on the board, open or finished."""
+MAX_FAILURES: Final = 50
+"""Failures kept per run (the last ones), each with its text."""
+FAILURE_TEXT: Final = 8 * 1024
+"""Characters of a failure's text the view shows (the report has all of it)."""
+RECENT: Final = 500
+"""Finished tests kept per run as rows a subscriber is sent (older ones: ``/tests``)."""
+MAX_LISTED: Final = 1000
+"""Rows one ``GET /runs/{id}/tests`` answers with (with the count of all that match)."""
+REPORT_NAME: Final = "report.html"
+BOARD_LIMITS: Final = Limits(
+    max_failure_bytes=16 * 1024, max_capture_bytes=0, max_text_bytes=16 * 1024 * 1024
+)
+"""The board keeps no captured output and less failure text than a report does."""
+
+
+@dataclass(slots=True)
+class Lane:
+    """One worker of one host: what it runs now and what it has done."""
+
+    host: str
+    worker: str
+    test: str | None = None
+    since: float | None = None
+    done: int = 0
+    failed: int = 0
+    seq: int = 0
+
+
+@dataclass
+class Entry:
+    """One run on the board: the Runs' record and what the live view adds."""
+
+    run: Run
+    seq: int = 0
+    last_event: float | None = None
+    finished: bool = False
+    snapshot: Snapshot | None = None
+    lanes: dict[tuple[str, str], Lane] = field(default_factory=dict)
+    failures: deque[tuple[int, dict[str, Any]]] = field(
+        default_factory=lambda: deque(maxlen=MAX_FAILURES)
+    )
+    recent: deque[tuple[int, Case]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    failures_total: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    """Listed tests by outcome, kept as they change (counting 100,000 on every update
+    would cost the event loop milliseconds each time)."""
+
+    def outcome(self, location: Any, name: Any) -> str | None:
+        case = self.run.cases.get((text(location), text(name)))
+        return None if case is None else case.outcome
+
+    def recount(self, before: str | None, after: str | None) -> None:
+        if before is not None:
+            self.counts[before] -= 1
+        if after is not None:
+            self.counts[after] += 1
+
+
+def row(case: Case, run_id: str) -> dict[str, Any]:
+    """A test as the view lists it; ``artifacts``: its directory under the artifacts root
+    (where the pytest plugin puts it) when it has files."""
+    return {
+        "location": case.location,
+        "name": case.name,
+        "outcome": case.outcome,
+        "duration": case.duration,
+        "host": case.host,
+        "worker": case.worker,
+        "rerun": case.rerun,
+        "artifact_path": case.artifact_path,
+        "attachments": len(case.attachments),
+        "artifacts": artifact_dir("", case.location, case.name, run_id).as_posix()
+        if case.attachments
+        else None,
+    }
+
+
+class RunBoard:
+    """The runs the live view shows; ``listeners`` are called after every change."""
+
+    def __init__(self, max_tests: int, artifacts_root: Callable[[], str | None]) -> None:
+        self.runs = Runs("live view", replace(BOARD_LIMITS, max_tests=max_tests))
+        self.entries: dict[str, Entry] = {}
+        self.seq = 0
+        self.listeners: list[Callable[[], None]] = []
+        self.artifacts_root = artifacts_root
+        self.taps: dict[str, Callable[[Mapping[str, Any]], None]] = {
+            "start_session": self.start_session,
+            "start_test": self.start_test,
+            "finish_test": self.finish_test,
+            "finish_session": self.finish_session,
+        }
+        """What ``Server.fire`` calls, by event name, with the event's data."""
+
+    # -- the events --------------------------------------------------------------------
+
+    def start_session(self, data: Mapping[str, Any]) -> None:
+        entry = self._entry(data.get("run_id"))
+        self.runs.start_session(data.get("run_id"), data.get("environment"))
+        self._touch(entry)
+
+    def start_test(self, data: Mapping[str, Any]) -> None:
+        name = data.get("test_name")
+        if name is None:
+            return
+        entry = self._entry(data.get("run_id"))
+        location = data.get("test_location", "")
+        before = entry.outcome(location, name)
+        self.runs.start_test(data.get("run_id"), location, name, data.get("artifact_path"))
+        entry.recount(before, entry.outcome(location, name))
+        lane = self._lane(entry, data)
+        if lane is not None:
+            lane.test, lane.since = text(name), time.time()
+            lane.seq = self._touch(entry)
+        else:
+            self._touch(entry)
+
+    def finish_test(self, data: Mapping[str, Any]) -> None:
+        name = data.get("test_name")
+        if name is None:
+            return
+        entry = self._entry(data.get("run_id"))
+        location = data.get("test_location", "")
+        before = entry.outcome(location, name)
+        self.runs.finish_test(data)
+        seq = self._touch(entry)
+        case = entry.run.cases.get((text(location), text(name)))
+        entry.recount(before, None if case is None else case.outcome)
+        lane = self._lane(entry, data)
+        if lane is not None:
+            if lane.test == text(name):
+                lane.test = lane.since = None
+            lane.done += 1
+            lane.failed += case is not None and case.outcome in ("failed", "error")
+            lane.seq = seq
+        if case is None:
+            return
+        entry.recent.append((seq, case))
+        if case.outcome in ("failed", "error", "xpassed"):
+            entry.failures_total += 1
+            failure = row(case, entry.run.run_id)
+            failure["text"] = (case.longrepr or "")[:FAILURE_TEXT]
+            failure["time"] = time.time()
+            entry.failures.append((seq, failure))
+
+    def finish_session(self, data: Mapping[str, Any]) -> None:
+        entry = self._entry(data.get("run_id"), reopen=False)  # said twice: ended once
+        if not entry.finished:
+            entry.snapshot = self.runs.finish(data.get("run_id"), data.get("exit_status"))
+            entry.finished = True
+            for lane in entry.lanes.values():
+                lane.test = lane.since = None
+        self._touch(entry)
+
+    # -- what the view reads ------------------------------------------------------------
+
+    def get(self, run_id: str) -> Entry | None:
+        return self.entries.get(run_id[:MAX_SHORT])
+
+    def report_path(self, entry: Entry) -> str | None:
+        """``<root>/<run>/report.html`` once the report plugin has written it."""
+        root, name = self.artifacts_root(), run_dir_name(entry.run.run_id)
+        if not entry.finished or root is None or name is None:
+            return None
+        path = os.path.join(root, name, REPORT_NAME)
+        return path if os.path.isfile(path) else None
+
+    def changed_since(self, seq: int) -> Iterator[Entry]:
+        return (e for e in self.entries.values() if e.seq > seq)
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _touch(self, entry: Entry) -> int:
+        self.seq += 1
+        entry.seq = self.seq
+        entry.last_event = time.time()
+        for listener in self.listeners:
+            listener()
+        return self.seq
+
+    def _entry(self, run_id: Any, reopen: bool = True) -> Entry:
+        """The run's entry; a finished run's id used again (``reopen``) starts a new one."""
+        key = "" if run_id is None else text(run_id, MAX_SHORT)
+        entry = self.entries.get(key)
+        if entry is not None and not (entry.finished and reopen):
+            return entry
+        if entry is not None:  # a finished run's id fires again: a new run under it
+            self._drop(key)
+        while len(self.entries) >= MAX_RUNS:
+            finished = [k for k, e in self.entries.items() if e.finished]
+            self._drop(finished[0] if finished else next(iter(self.entries)))
+        entry = self.entries[key] = Entry(self.runs.run(run_id))
+        return entry
+
+    def _drop(self, key: str) -> None:
+        entry = self.entries.pop(key)
+        snapshot = entry.snapshot
+        if snapshot is None:
+            snapshot = self.runs.finish(entry.run.run_id, None)
+        self.runs.release(snapshot)
+
+    def _lane(self, entry: Entry, data: Mapping[str, Any]) -> Lane | None:
+        env = entry.run.environment
+        host = optional_text(data.get("host"), MAX_SHORT) or env.host or ""
+        worker = optional_text(data.get("worker"), MAX_SHORT) or env.worker or "main"
+        lane = entry.lanes.get((host, worker))
+        if lane is None and len(entry.lanes) < MAX_NAMES:
+            lane = entry.lanes[(host, worker)] = Lane(host, worker)
+        return lane
+
+
+def counts(entry: Entry) -> Counter[str]:
+    """Tests by outcome, listed and past the bound."""
+    return +(entry.counts + entry.run.unlisted)
+
+
+def slowest(entry: Entry) -> list[dict[str, Any]]:
+    timed = (c for c in entry.run.cases.values() if c.duration is not None)
+    return [
+        row(c, entry.run.run_id)
+        for c in heapq.nlargest(SLOWEST, timed, key=lambda c: c.duration or 0.0)
+    ]
+
+
+def head(board: RunBoard, entry: Entry) -> dict[str, Any]:
+    """What the list of runs and every update say of a run: small, whatever its size."""
+    run = entry.run
+    by_outcome = counts(entry)
+    report, name = board.report_path(entry), run_dir_name(run.run_id)
+    return {
+        "run_id": run.run_id,
+        "expected": None,
+        "counts": dict(by_outcome),
+        "tests": sum(by_outcome.values()),
+        "missing": None,
+        "started": run.started,
+        "last_event": entry.last_event,
+        "finished": entry.finished,
+        "exit_status": run.exit_status,
+        "report": report,
+        "report_href": None
+        if report is None or name is None
+        else f"files/{quote(name)}/{REPORT_NAME}",
+        "hosts": sorted(run.hosts),
+        "failures_total": entry.failures_total,
+    }
+
+
+def lane_json(lane: Lane) -> dict[str, Any]:
+    return {
+        "host": lane.host,
+        "worker": lane.worker,
+        "test": lane.test,
+        "since": lane.since,
+        "done": lane.done,
+        "failed": lane.failed,
+    }
+
+
+def run_json(board: RunBoard, entry: Entry, since: int = 0) -> dict[str, Any]:
+    """A run as ``GET /runs/{id}`` shows it, or (``since`` > 0) what changed after that
+    sequence number: the head, and the lanes, failures and rows newer than it."""
+    out = head(board, entry)
+    out["lanes"] = [lane_json(lane) for lane in entry.lanes.values() if lane.seq > since]
+    out["failures"] = [f for seq, f in entry.failures if seq > since]
+    out["recent"] = [row(c, entry.run.run_id) for seq, c in entry.recent if seq > since]
+    if since == 0:
+        out["slowest"] = slowest(entry)
+        env = entry.run.environment
+        out["environment"] = {"python": env.python, "platform": env.platform, "pytest": env.pytest}
+    return out
+
+
+def listed(entry: Entry, query: str, outcome: str, limit: int = MAX_LISTED) -> dict[str, Any]:
+    """The run's tests whose location or name holds ``query`` (any case) and whose
+    outcome is ``outcome`` (any when empty): the first ``limit`` and how many match."""
+    q = query.lower()
+    found, rows = 0, list[dict[str, Any]]()
+    for case in entry.run.cases.values():
+        if outcome and case.outcome != outcome:
+            continue
+        if q and q not in case.name.lower() and q not in case.location.lower():
+            continue
+        found += 1
+        if len(rows) < limit:
+            rows.append(row(case, entry.run.run_id))
+    return {"run_id": entry.run.run_id, "matched": found, "tests": rows}
+
+
+__all__ = ["UNFINISHED", "RunBoard", "head", "listed", "run_json"]

@@ -1,0 +1,111 @@
+"""The live view's run board on its own: counts kept as tests change, lanes, failures,
+the rows a subscriber is sent, and its bounds (tests listed, runs held)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rigger_mp.server.run_board import MAX_RUNS, RunBoard, head, listed, run_json
+
+
+def board(max_tests: int = 1000) -> RunBoard:
+    return RunBoard(max_tests, lambda: None)
+
+
+def start(b: RunBoard, run: str, name: str, worker: str = "gw0", host: str = "h") -> None:
+    b.start_test(
+        {"run_id": run, "test_name": name, "test_location": "t.py", "worker": worker, "host": host}
+    )
+
+
+def finish(b: RunBoard, run: str, name: str, outcome: str = "passed", **more: Any) -> None:
+    data = {"run_id": run, "test_name": name, "test_location": "t.py", "outcome": outcome}
+    b.finish_test({"test_result": outcome, "worker": "gw0", "host": "h", **data, **more})
+
+
+def test_counts_follow_a_test_from_unfinished_to_its_last_attempt() -> None:
+    b = board()
+    start(b, "r", "a")
+    assert head(b, b.entries["r"])["counts"] == {"unfinished": 1}
+    finish(b, "r", "a", "failed", longrepr="first")
+    start(b, "r", "a")
+    finish(b, "r", "a", "passed", rerun=1)
+    entry = b.entries["r"]
+    assert head(b, entry)["counts"] == {"passed": 1}
+    assert [f["text"] for f in run_json(b, entry)["failures"]] == ["first"]
+
+
+def test_a_lane_shows_what_its_worker_runs_now() -> None:
+    b = board()
+    start(b, "r", "a", "gw1", "h2")
+    lanes = run_json(b, b.entries["r"])["lanes"]
+    assert [(lane["host"], lane["worker"], lane["test"]) for lane in lanes] == [("h2", "gw1", "a")]
+    b.finish_test(
+        {
+            "run_id": "r",
+            "test_name": "a",
+            "test_location": "t.py",
+            "worker": "gw1",
+            "host": "h2",
+            "outcome": "passed",
+        }
+    )
+    lane = run_json(b, b.entries["r"])["lanes"][0]
+    assert lane["test"] is None and lane["done"] == 1
+
+
+def test_a_delta_holds_only_what_changed_since() -> None:
+    b = board()
+    finish(b, "r", "a")
+    finish(b, "r", "b")
+    seen = b.seq
+    finish(b, "r", "c", "failed", longrepr="x")
+    delta = run_json(b, b.entries["r"], since=seen)
+    assert [t["name"] for t in delta["recent"]] == ["c"]
+    assert [f["name"] for f in delta["failures"]] == ["c"]
+    assert "slowest" not in delta  # the whole run's figures go with a snapshot only
+    assert run_json(b, b.entries["r"], since=b.seq)["recent"] == []
+
+
+def test_tests_past_max_tests_are_counted_not_listed() -> None:
+    b = board(max_tests=3)
+    for i in range(5):
+        finish(b, "r", f"t{i}", "failed" if i == 4 else "passed")
+    entry = b.entries["r"]
+    assert head(b, entry)["counts"] == {"passed": 4, "failed": 1} and head(b, entry)["tests"] == 5
+    assert listed(entry, "", "")["matched"] == 3
+
+
+def test_the_board_holds_max_runs_dropping_finished_ones_first() -> None:
+    b = board()
+    finish(b, "open-0", "t")
+    for i in range(1, MAX_RUNS + 3):
+        finish(b, f"run-{i}", "t")
+        b.finish_session({"run_id": f"run-{i}", "exit_status": 0})
+    assert len(b.entries) == MAX_RUNS
+    assert "open-0" in b.entries and "run-1" not in b.entries
+    assert b.runs.held[0] == MAX_RUNS  # the dropped runs' tests left the bound
+
+
+def test_a_finished_run_id_that_fires_again_is_a_new_run() -> None:
+    b = board()
+    finish(b, "r", "a")
+    b.finish_session({"run_id": "r", "exit_status": 1})
+    b.finish_session({"run_id": "r", "exit_status": 1})  # said twice: still the run
+    assert head(b, b.entries["r"])["finished"] is True
+    assert head(b, b.entries["r"])["tests"] == 1
+    b.start_session({"run_id": "r", "environment": {}})
+    entry = b.entries["r"]
+    assert head(b, entry)["finished"] is False and head(b, entry)["tests"] == 0
+
+
+def test_hostile_values_are_kept_as_bounded_text() -> None:
+    b = board()
+    b.finish_test(
+        {"run_id": ["x"], "test_name": {"a": 1}, "worker": 5, "host": None, "outcome": []}
+    )
+    b.start_test({"run_id": "r" * 10_000, "test_name": "<b>" * 1000})
+    b.finish_session({"run_id": None})
+    assert all(len(run_id) <= 200 for run_id in b.entries)
+    rows = [t for e in b.entries.values() for t in listed(e, "", "")["tests"]]
+    assert all(isinstance(t["name"], str) and len(t["name"]) <= 1000 for t in rows)
