@@ -8,13 +8,16 @@ nothing unless asked:
   session (its TCP server on a free loopback port unless FILE says otherwise, so that
   xdist workers reach it too), stopped and drained at the end.
 
-Events, each carrying ``run_id`` (one per pytest run, ``--rigger-run-id`` to choose it;
-all JSON):
+Events, each carrying ``run_id`` (one per pytest run, ``--rigger-run-id`` to choose it:
+processes on many hosts given the same one make one run) and ``session_id`` (one per
+pytest session, shared by its xdist workers); all JSON:
 
 - ``start_session(run_id, environment)`` and ``finish_session(run_id, exit_status)``: once
-  per run, by the process that owns the session (the xdist controller; pytest itself
+  per session, by the process that owns it (the xdist controller; pytest itself
   without xdist). ``environment`` is ``{"python", "platform", "pytest", "plugins": {dist
   name: version}, "command_line": [args], "host", "worker": "main"}``;
+- ``collect_tests(tests=[[test_location, test_name], ...])``: the tests the session will
+  run, in chunks, once by the session's process (:mod:`rigger_mp.pytest_collection`);
 - ``start_test(test_name, test_location, worker, host)`` before the test's setup, and
   ``finish_test`` after its teardown, by the process that runs the test (each xdist worker).
   ``test_location`` is the test's file, ``test_name`` the rest of its id
@@ -198,6 +201,9 @@ def pytest_configure(config: pytest.Config) -> None:
     session = RiggerSession(config, workerinput)
     session.connect(address, config_file, workerinput)
     config.pluginmanager.register(session, _PLUGIN_NAME)
+    from .pytest_collection import register
+
+    register(config, session)  # collect_tests, by the session's process
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -218,6 +224,8 @@ class RiggerSession:
         self.is_worker = workerinput is not None
         run_id = (workerinput or {}).get("rigger_run_id") or config.getoption("rigger_run_id")
         self.run_id: str = run_id or uuid.uuid4().hex
+        self.session_id: str = (workerinput or {}).get("rigger_session_id") or uuid.uuid4().hex
+        """This pytest session's (shard's) id, in every event: shards share a run_id."""
         token = (workerinput or {}).get("rigger_token") or config.getoption("rigger_token")
         self.token: str | None = token or os.environ.get(_TOKEN_ENV)
         """The server's token: the embedded config's, else the option, else the environment."""
@@ -361,7 +369,7 @@ class RiggerSession:
             self.lost.count()
             return
         try:
-            self.client.fire_hook(hook_name, run_id=self.run_id, **data)
+            self.client.fire_hook(hook_name, run_id=self.run_id, session_id=self.session_id, **data)
         except (RiggerError, OSError) as exc:
             if len(what) > MAX_NAME:
                 what = what[:MAX_NAME] + "..."
@@ -395,6 +403,7 @@ class RiggerSession:
         """Tell each xdist worker where the dispatcher is and the run's id."""
         node.workerinput["rigger_address"] = self.address
         node.workerinput["rigger_run_id"] = self.run_id
+        node.workerinput["rigger_session_id"] = self.session_id
         node.workerinput["rigger_token"] = self.token
         assert self.place is not None  # found when the controller connected
         node.workerinput["rigger_place"] = self.place.as_input()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from typing import Any, ClassVar
 
@@ -98,3 +99,21 @@ class HogPlugin(RiggerBasePlugin):
         while time.process_time() < end:
             digest = hashlib.sha256(digest).digest()
         return None, {"hog_pids": [os.getpid()]}
+
+
+def hold_boot(fifo: str) -> None:
+    """Write this process's pid to the FIFO ``fifo``, then block for good (to be ended)."""
+    with open(fifo, "w") as stream:
+        stream.write(f"{os.getpid()}\n")
+    threading.Event().wait()  # nobody sets it
+
+
+class BootGate:
+    """Put into an instance's config, it holds a worker in its boot: the worker unpickles
+    its arguments, this among them, before it runs any of its own code."""
+
+    def __init__(self, fifo: str) -> None:
+        self.fifo = fifo
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return hold_boot, (self.fifo,)

@@ -120,6 +120,7 @@ def test_admission_in_each_stop_phase(events: EventThread) -> None:
         "done": 4,
         "failed": 0,
         "abandoned": 0,
+        "in_flight": 0,
         "queued": 0,
     }
     with pytest.raises(ShuttingDown, match="stopped"):

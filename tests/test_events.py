@@ -191,6 +191,7 @@ def test_failing_hook_fails_its_event_and_the_next_event_runs() -> None:
         "done": 2,
         "failed": 1,
         "abandoned": 0,
+        "in_flight": 0,
         "queued": 0,
     }
 

@@ -96,10 +96,11 @@ def test_metrics_parse_as_prometheus_text_and_match_stats(rigger: Rigger) -> Non
         for family in text_string_to_metric_families(body.decode())
         for s in family.samples
     }
-    assert samples[("rigger_mp_events_total", (("outcome", "accepted"),))] == 4
-    assert samples[("rigger_mp_events_total", (("outcome", "failed"),))] == 1
-    assert samples[("rigger_mp_hook_events_total", (("hook", "count"), ("outcome", "done")))] == 3
-    assert samples[("rigger_mp_hook_events_total", (("hook", "fail"), ("outcome", "failed")))] == 1
+    assert samples[("rigger_mp_events_accepted_total", ())] == 4
+    assert samples[("rigger_mp_events_ended_total", (("outcome", "failed"),))] == 1
+    ended = "rigger_mp_named_events_ended_total"
+    assert samples[(ended, (("event", "count"), ("outcome", "done")))] == 3
+    assert samples[(ended, (("event", "fail"), ("outcome", "failed")))] == 1
     assert samples[("rigger_mp_events_queued", ())] == 0
     assert samples[("rigger_mp_connections_open", (("transport", "http"),))] == 1
     assert samples[("rigger_mp_connections_open", (("transport", "tcp"),))] == 0
@@ -113,7 +114,7 @@ def _multiprocessing_helpers() -> None:
     multiprocessing.resource_tracker.ensure_running()
 
 
-def test_metrics_show_each_workers_rss_and_cpu() -> None:
+def test_metrics_show_each_worker_slots_memory_cpu_and_tasks() -> None:
     rigger = make_http_rigger(
         workers=1, start_method="spawn", plugins={"p": {"plugin": "tests.pool_plugins:PidPlugin"}}
     )
@@ -124,13 +125,14 @@ def test_metrics_show_each_workers_rss_and_cpu() -> None:
         with Http(http_port(rigger)) as client:
             _, body, _ = client.raw("GET", "/metrics")
         samples = {
-            (s.name, s.labels.get("pid")): s.value
+            (s.name, s.labels.get("slot")): s.value
             for family in text_string_to_metric_families(body.decode())
             for s in family.samples
         }
-        assert samples[("rigger_mp_worker_rss_bytes", str(pid))] > 1_000_000
-        assert ("rigger_mp_worker_cpu_percent", str(pid)) in samples
-        assert samples[("rigger_mp_worker_tasks_done_total", str(pid))] == 1
+        assert pid > 0
+        assert samples[("rigger_mp_worker_resident_memory_bytes", "0")] > 1_000_000
+        assert samples[("rigger_mp_worker_cpu_seconds_total", "0")] >= 0
+        assert samples[("rigger_mp_worker_tasks_done_total", "0")] == 1
     finally:
         rigger.stop()
 

@@ -207,7 +207,7 @@ def test_stats_before_start_are_zero_with_the_keys_of_a_running_rigger() -> None
     zero = {"queued": 0, "running": 0, "done": 0, "failed": 0, "abandoned": 0}
     assert before["background"] == zero
     assert before["workers"] == []
-    events = ["accepted", "done", "failed", "abandoned", "queued"]
+    events = ["accepted", "done", "failed", "abandoned", "in_flight", "queued"]
     assert before["events"] == dict.fromkeys(events, 0)
     with rigger:
         assert rigger.stats().keys() == before.keys()

@@ -127,7 +127,7 @@ def test_rows_arrive_on_the_page_while_a_real_pytest_run_goes(tmp_path: Path) ->
     )
     assert seen["images"] == 0 and seen["bolds"] == 0 and seen["title"] == "rigger_mp live"
     assert len(seen["failures"]) == 2 and all("<b>not bold</b>" in f for f in seen["failures"])
-    assert "12 done" in seen["progress"] and "1 running" in seen["progress"]
+    assert "12 of 13 expected" in seen["progress"] and "1 running" in seen["progress"]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("RIGGER_MP_WRITE_DOCS"):
         (DOCS / "live-run.png").write_bytes(shot.read_bytes())

@@ -172,11 +172,11 @@ def test_metrics_label_values_are_escaped() -> None:
     text = body.decode()
     for char in RAW:
         assert char not in text
-    hooks = {
-        sample.labels["hook"]
+    events = {
+        sample.labels["event"]
         for family in parser.text_string_to_metric_families(text)
         for sample in family.samples
-        if "hook" in sample.labels
+        if "event" in sample.labels
     }
-    assert printable(HOSTILE) in hooks
-    assert re.search(r'hook="evil\\\\x1b\]0;pwned', text)  # the backslash itself escaped
+    assert printable(HOSTILE) in events
+    assert re.search(r'event="evil\\\\x1b\]0;pwned', text)  # the backslash itself escaped

@@ -234,8 +234,9 @@ def recorder_config(suite: Path, extra: str = "") -> tuple[Path, Path]:
     return config, record
 
 
-EVENTS = 2 + 2 * len(EXPECTED)
-"""What the sample suite fires: the session's two events and two per test."""
+EVENTS = 3 + 2 * len(EXPECTED)
+"""What the sample suite fires: the session's three events (start_session, collect_tests,
+finish_session) and two per test."""
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["single", "xdist-2"])
@@ -401,7 +402,7 @@ def test_the_lost_events_of_every_worker_are_listed_and_fail_the_run(
         ], lines
         assert "max_message_bytes" in mine[0], mine
     assert lines[-1] == (
-        f"rigger_mp: 6 events sent to the dispatcher at 127.0.0.1:{served.port}; "
+        f"rigger_mp: 7 events sent to the dispatcher at 127.0.0.1:{served.port}; "
         "4 not fired (listed above): the run fails"
     )
 
@@ -423,8 +424,8 @@ def test_lost_events_under_warnings_as_errors_are_listed_not_an_internal_error(
         "start_test",
         "finish_test",
     ], lines
-    assert lines[-1] == (  # the session's two events and test_short's two were sent
-        f"rigger_mp: 4 events sent to the dispatcher at 127.0.0.1:{served.port}; "
+    assert lines[-1] == (  # the session's three events and test_short's two were sent
+        f"rigger_mp: 5 events sent to the dispatcher at 127.0.0.1:{served.port}; "
         "2 not fired (listed above): the run fails"
     ), lines
 
@@ -494,12 +495,13 @@ def test_workers_that_cannot_reach_the_dispatcher_are_one_line_and_fail_the_run(
     assert "Traceback" not in out + err and "INTERNALERROR" not in out + err
     refused = f"cannot connect to 127.0.0.1:{served.port}: [Errno 111] Connection refused"
     assert summary_section(done) == [
+        f"collect_tests 4 test ids not fired to 127.0.0.1:{served.port}: {refused}",
         f"finish_session not fired to 127.0.0.1:{served.port}: {refused}",
         f"rigger_mp: 2 xdist workers (gw0, gw1) could not reach the dispatcher at "
         f"127.0.0.1:{served.port}: {refused}; {pytest_plugin._REMEDY}; "
         "the 8 events of their tests were not fired",
         f"rigger_mp: 1 event sent to the dispatcher at 127.0.0.1:{served.port}; "
-        "9 not fired (listed above): the run fails",
+        "10 not fired (listed above): the run fails",
     ]
 
 

@@ -164,7 +164,7 @@ def test_failures_first_then_by_location_and_name(tmp_path: Path) -> None:
         "failed",
         "failed",
         "error",
-        "unfinished",
+        "missing",
         HOSTILE_RESULT,
         "skipped",
         "passed",
@@ -365,19 +365,22 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_browser_shows_the_counts_and_rows_of_the_events(page: Path) -> None:
     dom = Dom(browser.dump_dom(page))
-    expected: dict[str, int] = {"unfinished": 1}
+    expected: dict[str, int] = {"missing": 1}
     for _, _, result, _ in SESSION:
         expected[result] = expected.get(result, 0) + 1
     assert {k: v for k, v in dom.counts.items() if k != "count-all"} == expected
     assert dom.counts["count-all"] == len(SESSION) + 1
-    assert len(dom.rows) == len(SESSION) + 1
-    assert [row[0] for row in dom.rows[:4]] == ["failed", "failed", "error", "unfinished"]
+    rows = [row for row in dom.rows if len(row) > 1]  # a detail row is one cell
+    assert len(rows) == len(SESSION) + 1
+    assert [row[0] for row in rows[:4]] == ["failed", "failed", "error", "missing"]
     assert dom.rows[-1][0] == "passed"
+    missing = dom.rows.index(rows[3])
+    assert dom.rows[missing + 1] == ["reason: started, never finished (no finish_test)"]
     assert (
         dom.by_id["shown"] == f"{len(SESSION) + 1} of {len(SESSION) + 1} matching "
         f"({len(SESSION) + 1} listed)"
     )
-    by_name = {row[2]: row for row in dom.rows}
+    by_name = {row[2]: row for row in rows}
     assert by_name["test_add[firefox]"][1:4] == [
         "tests/test_cart.py",
         "test_add[firefox]",

@@ -15,7 +15,8 @@ import pytest
 
 from rigger_mp import PluginError, Rigger
 from rigger_mp.plugins.report import ReportPlugin
-from rigger_mp.plugins.runs import CUT_NOTE, Limits, Runs
+from rigger_mp.plugins.run_values import CUT_NOTE
+from rigger_mp.plugins.runs import Limits, Runs
 from tests import _story, browser
 from tests.test_report import Dom, page_data
 
@@ -71,7 +72,9 @@ def test_the_page_carries_each_tests_story(page: Path) -> None:
     assert "TimeoutError" in tests["test_flaky"][10]["f"]
     assert tests["test_discount"][10] == {"k": "known bug: rounding"}
     assert tests[_story.LONG_NAME][10] == 0  # nothing more: the payload stays compact
-    assert tests["test_hangs"][0] == "unfinished"
+    hangs = tests["test_hangs"]
+    assert hangs[0] == "missing"
+    assert hangs[10] == {"k": "started, never finished (no finish_test)"}
 
 
 def test_everything_sent_stays_text(page: Path) -> None:
@@ -112,7 +115,7 @@ def test_failure_text_and_sections_are_bounded_per_test_and_in_total() -> None:
 
     finish("a", "é" * 1000, [{"when": "call", "kind": "stdout", "text": "x" * 40}] * 3)
     run = runs.run(None)
-    case = run.cases[("", "a")]
+    case = run.cases[("", "", "a")]
     assert case.longrepr is not None
     assert case.longrepr.startswith("é" * 50) and "é" * 51 not in case.longrepr
     assert case.longrepr.endswith(CUT_NOTE.format(key="max_failure_bytes", limit=100))
@@ -121,7 +124,7 @@ def test_failure_text_and_sections_are_bounded_per_test_and_in_total() -> None:
     for n in range(10):  # the total: later tests keep only a note
         finish(f"t{n}", "y" * 90, [])
     assert runs.held[1] == 400  # every byte of room used, none beyond
-    last = run.cases[("", "t9")].longrepr
+    last = run.cases[("", "", "t9")].longrepr
     assert last == CUT_NOTE.format(key="max_text_bytes", limit=0)
     # Malformed values are dropped, not trusted.
     runs.finish_test(
@@ -136,7 +139,7 @@ def test_failure_text_and_sections_are_bounded_per_test_and_in_total() -> None:
             "outcome": "<b>",
         }
     )
-    bad = run.cases[("", "bad")]
+    bad = run.cases[("", "", "bad")]
     assert (bad.longrepr, bad.sections, bad.crash, bad.rerun) == (None, (), None, 0)
     assert len(bad.attachments) == 21 and len(bad.markers) == 64
     assert bad.outcome == "unknown"
@@ -158,7 +161,7 @@ def test_failure_text_and_sections_are_bounded_per_test_and_in_total() -> None:
             "artifact_path": 5,
         }
     )
-    odd = run.cases[("{'a': 1}", "['n']")]
+    odd = run.cases[("", "{'a': 1}", "['n']")]
     assert (odd.outcome, odd.result) == ("{'r': 1}", "{'r': 1}")
     assert odd.sections[0].kind == "other" and odd.crash is not None
     assert (odd.crash.line, odd.worker, odd.host, odd.when) == (None, None, None, None)

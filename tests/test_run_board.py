@@ -109,3 +109,26 @@ def test_hostile_values_are_kept_as_bounded_text() -> None:
     assert all(len(run_id) <= 200 for run_id in b.entries)
     rows = [t for e in b.entries.values() for t in listed(e, "", "")["tests"]]
     assert all(isinstance(t["name"], str) and len(t["name"]) <= 1000 for t in rows)
+
+
+def test_expected_tests_shards_and_missing_ones() -> None:
+    """Two shards of one run: the collected tests are expected, the run stays open until
+    both shards finish, and a collected test that never finished is counted missing."""
+    b = board()
+    for session, names in (("s1", ["a", "b"]), ("s2", ["c"])):
+        b.start_session({"run_id": "r", "session_id": session, "environment": {"host": session}})
+        b.collect_tests(
+            {"run_id": "r", "session_id": session, "tests": [["t.py", n] for n in names]}
+        )
+    shown = head(b, b.entries["r"])
+    assert (shown["expected"], shown["counts"], shown["sessions_open"]) == (3, {}, 2)
+    finish(b, "r", "a", session_id="s1")
+    finish(b, "r", "c", session_id="s2")
+    b.finish_session({"run_id": "r", "session_id": "s1", "exit_status": 0})
+    shown = head(b, b.entries["r"])
+    assert not shown["finished"] and shown["missing"] is None
+    b.finish_session({"run_id": "r", "session_id": "s2", "exit_status": 1})
+    shown = head(b, b.entries["r"])
+    assert shown["finished"] and shown["missing"] == 1
+    assert shown["counts"] == {"passed": 2, "missing": 1}
+    assert shown["exit_status"] == 1

@@ -72,7 +72,8 @@ def test_the_runs_json_tells_a_real_pytest_run(tmp_path: Path) -> None:
     assert status == 200 and [r["run_id"] for r in listing["runs"]] == ["live-1"]
     run = reply["run"]
     assert run["counts"] == dict(Counter(OUTCOMES.values()))
-    assert run["tests"] == len(OUTCOMES) and run["expected"] is None
+    assert run["tests"] == len(OUTCOMES) and run["expected"] == len(OUTCOMES)
+    assert run["missing"] == 0 and (run["sessions"], run["sessions_open"]) == (1, 0)
     assert run["finished"] is True and run["exit_status"] == 1
     assert run["report"] == str(root / "live-1" / "report.html")
     assert status_report == 200 and page == (root / "live-1" / "report.html").read_bytes()
@@ -232,7 +233,7 @@ def test_per_run_metrics_follow_prometheus_conventions() -> None:
     assert families["rigger_mp_run_finished"].samples[0].value == 1.0
     assert families["rigger_mp_run_tests_expected"].type == "gauge"
     assert families["rigger_mp_run_tests_missing"].type == "gauge"
-    assert "rigger_mp_events" in families  # the dispatcher's families are still there
+    assert "rigger_mp_events_accepted" in families  # the dispatcher's families are still there
 
 
 def test_a_poke_while_an_update_is_written_is_not_lost() -> None:

@@ -31,6 +31,7 @@ from rigger_mp.pool.local import KILL_GRACE, LocalPool
 from rigger_mp.server.supervisor import HEARTBEAT_MISSES
 from tests._tcp import HOST, counter, make_rigger, port_of, server_pid
 from tests.conftest import assert_processes_gone, child_processes
+from tests.pool_plugins import BootGate
 from tests.test_cli import Served
 from tests.test_server_acks import gone
 
@@ -152,11 +153,11 @@ def test_a_worker_replaced_while_stop_begins_is_stopped_too() -> None:
     spawner = pool._spawner
     spawn = spawner.spawn
 
-    def slow_spawn() -> Any:
+    def slow_spawn(place: int) -> Any:
         if spawner.started >= 2:  # a replacement: hold it until stop() has begun
             spawning.put(None)
             proceed.wait()
-        return spawn()
+        return spawn(place)
 
     spawner.spawn = slow_spawn  # type: ignore[method-assign]
     before = child_processes()
@@ -175,6 +176,28 @@ def test_a_worker_replaced_while_stop_begins_is_stopped_too() -> None:
         stopper.join(WAIT)
         pytest.fail("stop() did not end: the replacement worker was never told to stop")
     assert_processes_gone(child_processes() - before)
+
+
+def test_stop_ends_a_worker_still_booting_that_took_no_work(fifo: Path) -> None:
+    """A worker never given work holds nothing: stop() ends it at once, without waiting
+    for its boot to finish, and leaves no process behind."""
+    gate = BootGate(str(fifo))
+    pool = LocalPool({"p": ("tests.pool_plugins:PidPlugin", {"gate": gate})}, workers=1)
+    sink = Sink()
+    before = child_processes()
+    pool.start(sink)
+    booting = read_pid(fifo)  # the worker is in its boot, and would stay there for good
+    left: list[Any] = []
+    stopper = threading.Thread(target=lambda: left.extend(pool.stop(False, None)))
+    stopper.start()  # no timeout: only ending the worker lets this stop end
+    stopper.join(WAIT)
+    if stopper.is_alive():
+        for proc in psutil.Process().children(recursive=True):
+            proc.kill()
+        stopper.join(WAIT)
+        pytest.fail("stop() waited for a worker that had taken no work to finish booting")
+    assert left == [] and sink.failures == []
+    assert_processes_gone({booting} | (child_processes() - before))  # manager, worker
 
 
 # -- rigger-mp serve and its signals ----------------------------------------------------

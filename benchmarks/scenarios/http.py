@@ -75,7 +75,7 @@ n = 0
 while True:  # a load generator: one scrape per interval, as Prometheus would
     c.request("GET", "/metrics")
     r = c.getresponse()
-    assert r.status == 200 and b"rigger_mp_events_total" in r.read()
+    assert r.status == 200 and b"rigger_mp_events_accepted_total" in r.read()
     n += 1
     time.sleep(every)
 """

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import printable
@@ -35,6 +36,7 @@ from .failures import FailureRing
 from .plans import MAX_CACHED_PLANS, Backgrounded, Plan, UnboundNames, new_plan
 from .port import EventSpec
 from .task import Task
+from .timings import Timings
 
 if TYPE_CHECKING:
     from .journaling import Journaling
@@ -121,7 +123,10 @@ class EventThread:
         # name -> [accepted, done, failed, abandoned]; entries are made under the lock.
         self._by_hook: dict[str, list[int]] = {}
         self.failures = FailureRing()
+        self.timings = Timings()
+        self._ran = self.timings.ran  # bound once: it runs once per event
         self._started_at: float | None = None
+        self._started_wall: float | None = None
         self._stopped_at: float | None = None
         self._stopped = threading.Event()
         # Given by run() with a journal: fires commit first, ended events are marked.
@@ -289,12 +294,20 @@ class EventThread:
         return thread is not None and thread.is_alive()
 
     def counters(self) -> dict[str, int]:
-        """Events accepted, done, failed, abandoned, and queued now."""
+        """Events accepted, done, failed, abandoned, in flight (accepted and not yet ended:
+        queued or running) and queued now (events and internal jobs).
+
+        The ended counts are read before the accepted one: an event is accepted before
+        it ends, so ``in_flight`` is never negative and the four outcomes sum to
+        ``accepted``."""
+        done, failed, abandoned = self._done, self._failed, self._abandoned
+        accepted = self._accepted
         return {
-            "accepted": self._accepted,
-            "done": self._done,
-            "failed": self._failed,
-            "abandoned": self._abandoned,
+            "accepted": accepted,
+            "done": done,
+            "failed": failed,
+            "abandoned": abandoned,
+            "in_flight": accepted - done - failed - abandoned,
             "queued": self._queue.qsize(),
         }
 
@@ -311,6 +324,10 @@ class EventThread:
             return 0.0
         end = time.monotonic() if self._stopped_at is None else self._stopped_at
         return end - self._started_at
+
+    def start_time(self) -> float | None:
+        """When :meth:`run` started the event thread, in seconds since the epoch; None before."""
+        return self._started_wall
 
     def forget_plans(self) -> None:
         """Drop the cached plans: a binding changed."""
@@ -367,6 +384,7 @@ class EventThread:
         with self._lock:
             self._move(Phase.RUNNING)
         self._started_at = time.monotonic()
+        self._started_wall = time.time()
 
     def begin_stop(self, timeout: float | None) -> bool:
         """RUNNING → STOPPING: True for the caller that is to stop the thread.
@@ -480,6 +498,7 @@ class EventThread:
         hook_name, local = task.hook_name, task.local
         task.local = None
         assert local is not None
+        started = perf_counter()
         work_ids: Sequence[int] = ()
         if task.seq is not None and self._journal is not None:
             self._journal.started(task.seq)
@@ -511,6 +530,7 @@ class EventThread:
         except BaseException as exc:
             self._failed += 1
             self._counts_of(hook_name)[2] += 1
+            self._ran(task.accepted_at, started, perf_counter())
             self.failures.add(hook_name, task.tid, exc)
             if not task.watched():
                 self._unwatched_failure(task, exc)
@@ -518,6 +538,7 @@ class EventThread:
         else:
             self._done += 1
             (self._by_hook.get(hook_name) or self._by_hook[OTHER_HOOKS])[1] += 1
+            self._ran(task.accepted_at, started, perf_counter())
             task.set_result(result)
         if task.seq is not None and self._journal is not None:
             self._journal.ended(task.seq, work_ids)

@@ -17,6 +17,8 @@ from .plugin import PluginHook, PluginInstance
 logger = printable.logger("rigger_mp")
 
 Backgrounded = tuple[PluginInstance, PluginHook]
+Timed = Callable[[str, str, Callee], Callee]
+"""Wraps instance ``name``'s hook bound to ``event`` so that its calls are timed."""
 
 
 class Plan(NamedTuple):
@@ -35,19 +37,22 @@ def make_plan(
     pre: Mapping[str, Mapping[str, Callee]],
     post: Mapping[str, Mapping[str, Callee]],
     hook_name: str,
+    timed: Timed | None = None,
 ) -> Plan:
     """Who runs for ``hook_name``: its pre and post callbacks, and the instances' hooks
-    bound to it, split into foreground and backgrounded ones."""
+    bound to it, split into foreground and backgrounded ones; ``timed`` wraps each
+    foreground hook (the instance's name and ``hook_name`` name it)."""
     foreground: list[Callee] = []
     background: list[Backgrounded] = []
-    for instance in instances.values():
+    for name, instance in instances.items():
         hook = instance.obj.callbacks.get(hook_name)
         if hook is None:
             continue
         if hook.bg or instance.config.background:
             background.append((instance, hook))
         else:
-            foreground.append(hook.callee)
+            callee = hook.callee
+            foreground.append(callee if timed is None else timed(name, hook_name, callee))
     stages = (
         tuple(pre.get(hook_name, {}).values()),
         tuple(foreground),

@@ -439,7 +439,15 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def _plan_for(self, hook_name: str) -> Plan:
         """Who runs for ``hook_name`` under the bindings of now (the event thread caches it)."""
-        return make_plan(self.instances, self.pre_callbacks, self.post_callbacks, hook_name)
+        threaded = self._executor is not None
+        timings = self._events.timings
+
+        def timed(plugin: str, event: str, callee: Callee) -> Callee:
+            return timings.timed(plugin, event, callee, threaded)
+
+        return make_plan(
+            self.instances, self.pre_callbacks, self.post_callbacks, hook_name, timed
+        )
 
     # -- failures and counters ----------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from ..pool.background import Background
@@ -26,6 +27,7 @@ def collect(
     stats: dict[str, Any] = {
         **(Background.idle_stats() if background is None else background.stats()),
         "uptime": uptime,
+        "start_time": events.start_time(),
         "events_per_second": counters["done"] / uptime if uptime > 0 else 0.0,
         "events": counters,
         "hooks": events.hook_counters(),
@@ -33,6 +35,8 @@ def collect(
         "recent_failures": events.failures.recent(),
         "plans_cached": events.cached_plans(),
         "bound_events": bound,
+        "timings": events.timings.snapshot(),
+        "pid": os.getpid(),
     }
     if server is not None:
         stats["server"] = server.stats()

@@ -38,6 +38,7 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
+from time import perf_counter
 from typing import Any
 
 from ..errors import WouldDeadlock
@@ -77,6 +78,9 @@ class Task(Future[dict[str, Any]]):
         self.hook_name = hook_name
         self.local = local
         self._runners = runners
+        self.accepted_at = perf_counter()
+        """When it was accepted (``time.perf_counter``): its queue wait and latency count
+        from here."""
 
     # -- what Future's own code uses, made on first use --------------------------------
 

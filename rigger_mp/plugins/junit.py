@@ -2,10 +2,13 @@
 
 ::
 
-    start_session / start_test / finish_test   the run's tests (rigger_mp.plugins.runs)
-    finish_session(run_id, exit_status)         <dir>/<run_id>/junit.xml, written off the
-                                                event thread (<dir>/junit.xml without a
-                                                run id)
+    start_session / collect_tests / start_test / finish_test
+                                                the run's tests (rigger_mp.plugins.runs)
+    finish_session(run_id, session_id, exit_status)
+                                                when the run ends (its last session, or
+                                                run_timeout): <dir>/<run_id>/junit.xml,
+                                                written off the event thread
+                                                (<dir>/junit.xml without a run id)
 
 CI systems (Jenkins, GitLab, GitHub's test reporters) read JUnit XML. The file follows
 the schema pytest validates its own ``--junitxml`` against (``junit-10.xsd``, Jenkins'
@@ -17,7 +20,7 @@ flavour of Maven Surefire's)::
         <properties> run_id, host, worker, and the session's python, platform, pytest
         <testcase classname="tests.test_x.TestClass" name="test_y[1]" time=>
           <failure message= type=>the failure text</failure>    failed (xpassed strict)
-          <error message= type=>...</error>                     error, unfinished
+          <error message= type=>...</error>                     error, missing
           <skipped message= type=/>                             skipped, xfailed
           <flakyFailure>/<rerunFailure> type= message=          each earlier failed attempt
           <system-out> stdout and log sections, <system-err> stderr sections
@@ -42,13 +45,12 @@ from typing import Any, ClassVar, Final
 from xml.sax.saxutils import escape, quoteattr
 
 from .. import printable
-from ..core.plugin import ConfigKeys, RiggerBasePlugin
-from ..errors import PluginError
+from ..core.plugin import ConfigKeys
 from ..safe_paths import write_atomically
-from .report import DEFAULT_DIR
 from .run_index import RUN_FILE, write_index
-from .run_writer import Writer
-from .runs import LIMIT_KEYS, UNFINISHED, Case, Runs, Snapshot, limits_of, made_root, ordered
+from .run_keeper import RUN_KEYS
+from .run_plugin import RunFilesPlugin
+from .runs import MISSING, UNFINISHED, Case, Snapshot, made_root, ordered
 
 logger = printable.logger("rigger_mp")
 
@@ -76,70 +78,15 @@ def seconds_text(value: float) -> str:
     return f"{value:.3f}"
 
 
-class JUnitPlugin(RiggerBasePlugin):
-    """Writes a run's ``junit.xml`` at its ``finish_session``."""
+class JUnitPlugin(RunFilesPlugin):
+    """Writes a run's ``junit.xml`` when it ends."""
 
-    config_keys: ClassVar[ConfigKeys] = {"dir": str, **LIMIT_KEYS}
+    label = "junit"
+    what = "a JUnit file"
+    config_keys: ClassVar[ConfigKeys] = {"dir": str, **RUN_KEYS}
 
-    def plugin_initialize(self) -> None:
-        data = self.data
-        where = f"instance {self.ident!r} (plugin junit)"
-        self.dir = data.get("dir", DEFAULT_DIR)
-        if not isinstance(self.dir, str) or not self.dir:
-            raise PluginError(f"{where}: dir must be a directory path")
-        if data.get("background"):
-            raise PluginError(
-                f"{where}: the JUnit file's runs live in the main process; "
-                "it cannot run in the worker pool (background: true)"
-            )
-        self.runs = Runs(f"junit {self.ident!r}", limits_of(data, where))
-        self.writer = Writer(f"junit {self.ident}")
-        self.handoff_seconds = 0.0
-        """The longest time a finish_session of this instance held the event thread."""
-        for event in ("start_session", "start_test", "finish_test", "finish_session"):
-            self.register_plugin_hook(event)
-
-    def start_session(self, run_id: Any = None, environment: Any = None) -> None:
-        self.runs.start_session(run_id, environment)
-
-    def start_test(
-        self, test_name: Any = None, test_location: Any = "", run_id: Any = None
-    ) -> None:
-        self.runs.start_test(run_id, test_location, test_name)
-
-    def finish_test(
-        self,
-        test_name: Any = None,
-        test_location: Any = "",
-        test_result: Any = None,
-        run_id: Any = None,
-        duration: Any = None,
-        when: Any = None,
-        longrepr: Any = None,
-        crash: Any = None,
-        sections: Any = None,
-        outcome: Any = None,
-        worker: Any = None,
-        host: Any = None,
-        rerun: Any = None,
-        skip_reason: Any = None,
-    ) -> None:
-        self.runs.finish_test(locals())
-
-    def finish_session(self, run_id: Any = None, exit_status: Any = None) -> None:
-        began = time.perf_counter()
-        snapshot = self.runs.finish(run_id, exit_status)
-        self.writer.submit(lambda: self._write_and_release(snapshot), "a JUnit file")
-        self.handoff_seconds = max(self.handoff_seconds, time.perf_counter() - began)
-
-    def plugin_stop(self, timeout: float | None) -> None:
-        self.writer.close(timeout)
-
-    def _write_and_release(self, snapshot: Snapshot) -> None:
-        try:
-            self.write(snapshot)
-        finally:
-            self.runs.release(snapshot)
+    def write_run(self, snapshot: Snapshot, prepared: Any) -> None:
+        self.write(snapshot)
 
     def write(self, snapshot: Snapshot) -> Path:
         """Write ``snapshot``'s ``junit.xml``; with a run id, list it in the index too."""
@@ -207,6 +154,13 @@ def _suite(
             ("platform", env.platform),
             ("pytest", env.pytest),
             ("unlisted", str(sum(snapshot.unlisted.values())) if snapshot.unlisted else None),
+            ("expected", str(snapshot.expected) if snapshot.expected else None),
+            ("missing", str(snapshot.missing) if snapshot.missing else None),
+            (
+                "missing_unlisted",
+                str(snapshot.missing_unlisted) if snapshot.missing_unlisted else None,
+            ),
+            ("timed_out", "true" if snapshot.timed_out else None),
         )
         if value
     )
@@ -233,9 +187,10 @@ def _case(case: Case, counts: dict[str, int]) -> str:
     message = case.crash.message if case.crash is not None else ""
     outcome, kind = case.outcome, verdict(case)
     inner = []
-    if kind == "unfinished":
+    if kind == "missing":
         counts["errors"] += 1
-        inner.append(_element("error", {"message": "the test never finished (no finish_test)"}))
+        message = f"missing: the test never reported: {case.missing_note}"
+        inner.append(_element("error", {"message": message, "type": "missing"}))
     elif kind == "error":
         counts["errors"] += 1
         where = f"error in {case.when}" if case.when else "error"
@@ -259,11 +214,12 @@ def _case(case: Case, counts: dict[str, int]) -> str:
 
 
 def verdict(case: Case) -> str | None:
-    """What JUnit counts the test as: ``failure``, ``error``, ``skipped``, ``unfinished``,
-    or ``None`` (it passed). ``test_result`` decides, as JUnit's convention is its own
-    (a strict xpass failed, an xfail is skipped); the outcome where it was not sent."""
-    if case.outcome == UNFINISHED:
-        return "unfinished"
+    """What JUnit counts the test as: ``failure``, ``error``, ``skipped``, ``missing``
+    (an error: it never reported), or ``None`` (it passed). ``test_result`` decides, as
+    JUnit's convention is its own (a strict xpass failed, an xfail is skipped); the
+    outcome where it was not sent."""
+    if case.outcome in (MISSING, UNFINISHED):
+        return "missing"
     by_result = {"failed": "failure", "error": "error", "skipped": "skipped", "passed": None}
     if case.result in by_result:
         return by_result[case.result]

@@ -2,14 +2,21 @@
 
 ::
 
-    start_session(run_id, environment)     the run's start and environment
+    start_session(run_id, session_id, environment)  a session (shard) of the run starts
+    collect_tests(run_id, session_id, tests)        the tests the session expects
     start_test(test_name, test_location)   the test: "unfinished", started now
     finish_test(..., test_result, ...)     the test's story (see rigger_mp.plugins.runs)
-    finish_session(run_id, exit_status)    the run is written, off the event thread, to
-                                           <dir>/<run_id>/report.html (+ run.json) and
-                                           <dir>/index.html lists the runs;
-                                           without a run id: <dir>/report.html
+    finish_session(run_id, session_id, exit_status)
+                                           the session ends; when it was the run's last
+                                           open one (or after run_timeout without an
+                                           event) the run is written, off the event
+                                           thread, to <dir>/<run_id>/report.html
+                                           (+ run.json) and <dir>/index.html lists the
+                                           runs; without a run id: <dir>/report.html
     (after stop(): rewrite_reports)        the last report again, archives settled
+
+The run's state is kept on disk while it is open (:mod:`.run_state`), so a restarted
+dispatcher reads it back and the report lists every test; :mod:`.run_keeper` says how.
 
 The events run on the event thread, in the main process (the instance refuses
 ``background: true``): the runs live in this instance (:class:`~.runs.Runs`, bounded by
@@ -38,115 +45,55 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from .. import printable
-from ..core.plugin import ConfigKeys, RiggerBasePlugin
+from ..core.plugin import ConfigKeys
 from ..errors import PluginError
 from ..safe_paths import write_atomically
 from .archive import ArchivePlugin
 from .report_page import Links, render
 from .run_index import write_index, write_summary
-from .run_writer import Writer
-from .runs import LIMIT_KEYS, Runs, Snapshot, limits_of, made_root
+from .run_keeper import RUN_KEYS
+from .run_plugin import DEFAULT_DIR as DEFAULT_DIR
+from .run_plugin import RunFilesPlugin
+from .runs import Snapshot, made_root
 
 logger = printable.logger("rigger_mp")
 
 REPORT_NAME: Final = "report.html"
-DEFAULT_DIR: Final = "rigger-artifacts"
-"""Where the report goes when no host fills in ``dir``: serve's and pytest's default root."""
 
 
-class ReportPlugin(RiggerBasePlugin):
-    """Writes a run's ``report.html`` at its ``finish_session``."""
+class ReportPlugin(RunFilesPlugin):
+    """Writes a run's ``report.html`` when it ends."""
 
+    label = "report"
+    what = "a report"
     config_keys: ClassVar[ConfigKeys] = {
         "dir": str,
         "archive": (str, type(None)),
-        **LIMIT_KEYS,
+        **RUN_KEYS,
     }
 
-    def plugin_initialize(self) -> None:
-        data = self.data
-        where = f"instance {self.ident!r} (plugin report)"
-        self.dir = data.get("dir", DEFAULT_DIR)
-        self.archive = data.get("archive")
-        if not isinstance(self.dir, str) or not self.dir:
-            raise PluginError(f"{where}: dir must be a directory path")
-        self.limits = limits_of(data, where)
+    def initialize_more(self, where: str) -> None:
+        self.archive = self.data.get("archive")
         if self.archive is not None and not isinstance(self.archive, str):
             raise PluginError(f"{where}: archive must be an instance name or null")
-        if data.get("background"):
-            raise PluginError(
-                f"{where}: the report keeps its runs in the main process; "
-                "it cannot run in the worker pool (background: true)"
-            )
-        self.runs = Runs(f"report {self.ident!r}", self.limits)
-        self.writer = Writer(f"report {self.ident}")
-        self.handoff_seconds = 0.0
-        """The longest time a finish_session of this instance held the event thread."""
         self._last: Snapshot | None = None
         """The last run written, kept for :meth:`rewrite` (not counted in the bounds)."""
-        for event in ("start_session", "start_test", "finish_test", "finish_session"):
-            self.register_plugin_hook(event)
 
-    # -- the events --------------------------------------------------------------------
+    def prepare(self, snapshot: Snapshot) -> Links:
+        return self._links(snapshot)
 
-    def start_session(self, run_id: Any = None, environment: Any = None) -> None:
-        self.runs.start_session(run_id, environment)
+    def write_run(self, snapshot: Snapshot, prepared: Any) -> None:
+        self.write(snapshot, prepared)
 
-    def start_test(
-        self,
-        test_name: Any = None,
-        test_location: Any = "",
-        run_id: Any = None,
-        artifact_path: Any = None,
-    ) -> None:
-        self.runs.start_test(run_id, test_location, test_name, artifact_path)
-
-    def finish_test(
-        self,
-        test_name: Any = None,
-        test_location: Any = "",
-        test_result: Any = None,
-        run_id: Any = None,
-        duration: Any = None,
-        when: Any = None,
-        longrepr: Any = None,
-        crash: Any = None,
-        sections: Any = None,
-        outcome: Any = None,
-        worker: Any = None,
-        host: Any = None,
-        markers: Any = None,
-        rerun: Any = None,
-        attachments: Any = None,
-        skip_reason: Any = None,
-        artifact_path: Any = None,
-    ) -> None:
-        self.runs.finish_test(locals())
-
-    def finish_session(self, run_id: Any = None, exit_status: Any = None) -> None:
-        began = time.perf_counter()
-        snapshot = self.runs.finish(run_id, exit_status)
-        links = self._links(snapshot)
-        self.writer.submit(lambda: self._write_and_release(snapshot, links), "a report")
-        self.handoff_seconds = max(self.handoff_seconds, time.perf_counter() - began)
-
-    def plugin_stop(self, timeout: float | None) -> None:
-        self.writer.close(timeout)
+    def written(self, snapshot: Snapshot) -> None:
+        self._last = snapshot
 
     # -- the page ----------------------------------------------------------------------
-
-    def _write_and_release(self, snapshot: Snapshot, links: Links) -> None:
-        try:
-            self.write(snapshot, links)
-        finally:
-            self._last = snapshot
-            self.runs.release(snapshot)
 
     def rewrite(self) -> Path | None:
         """After ``stop()``: write the last run's report again, with the archives' state

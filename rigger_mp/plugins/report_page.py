@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..safe_paths import relative_parts
-from .runs import BUCKETS, RANK, SLOWEST, Case, Snapshot, bucket, ordered, text
+from .run_values import BUCKETS, bucket, text
+from .runs import MISSING, RANK, SLOWEST, Case, Snapshot, ordered
 
 if TYPE_CHECKING:
     from .archive import ArchivePlugin
@@ -190,6 +191,8 @@ def _extra(case: Case, links: Links) -> dict[str, Any] | int:
         extra["t"] = list(case.attempts)
     if case.skip_reason and case.outcome in ("skipped", "xfailed"):
         extra["k"] = case.skip_reason
+    elif case.outcome == MISSING:
+        extra["k"] = case.missing_note
     return extra or 0
 
 
@@ -243,6 +246,7 @@ def render(snapshot: Snapshot, links: Links) -> str:
     flaky = sum(1 for c in cases if c.flaky)
     summary = _summary(snapshot, counts, results, flaky, sum(durations) + snapshot.unlisted_seconds)
     summary += "\n" + _chart(buckets) + "\n" + _slowest(slowest) + "\n" + _environment(snapshot)
+    summary += _sessions(snapshot)
     title = "rigger_mp report" + (f": run {snapshot.run_id}" if snapshot.run_id else "")
     js = "\n" + asset("report.js") + "\n"
     digest = base64.b64encode(hashlib.sha256(js.encode()).digest()).decode()
@@ -278,12 +282,26 @@ def _summary(
         )
     parts.append("</dl>")
     facts = [f"total test time {esc(duration_text(total_seconds))}"]
+    if snapshot.expected:
+        facts.append(f'<span id="expected">{snapshot.expected:,} expected</span>')
     if snapshot.session_seconds is not None:
         facts.append(f"session {esc(duration_text(snapshot.session_seconds))}")
     if snapshot.exit_status is not None:
         facts.append(f"exit status {snapshot.exit_status}")
     facts.append(time.strftime("written %Y-%m-%d %H:%M:%S %z"))
     parts.append(f'<p class="facts">{" · ".join(facts)}</p>')
+    if snapshot.timed_out:
+        parts.append(
+            f'<p class="bound" id="timed-out">The run ended by run_timeout: '
+            f"{sum(s.timed_out for s in snapshot.sessions):,} of its sessions never sent "
+            "finish_session; their tests without a finish_test are missing.</p>"
+        )
+    if snapshot.missing_unlisted:
+        parts.append(
+            f'<p class="bound" id="missing-unlisted">{snapshot.missing_unlisted:,} missing '
+            f"tests beyond max_tests ({snapshot.limits.max_tests:,}) are counted above but "
+            "not listed below.</p>"
+        )
     if unlisted:
         parts.append(
             f'<p class="bound" id="unlisted">{unlisted:,} tests beyond max_tests '
@@ -334,6 +352,33 @@ def _environment(snapshot: Snapshot) -> str:
         f'<tr><th scope="row">{esc(k)}</th><td class="wrap">{esc(v)}</td></tr>' for k, v in rows
     )
     return f'<h2>Environment</h2><table id="environment"><tbody>{body}</tbody></table>'
+
+
+def _sessions(snapshot: Snapshot) -> str:
+    """The sessions (shards) of the run: where each ran, when, and how it ended."""
+    if not [s for s in snapshot.sessions if s.session_id]:
+        return ""
+    esc = html.escape
+    rows = []
+    for session in snapshot.sessions:
+        if session.timed_out:
+            ended = "timed out (no finish_session)"
+        elif session.exit_status is not None:
+            ended = f"exit status {session.exit_status}"
+        else:
+            ended = "\u2014"
+        host = session.host or "\u2014"
+        rows.append(
+            f'<tr><td class="wrap">{esc(session.session_id)}</td>'
+            f'<td class="wrap">{esc(host)}</td>'
+            f"<td>{esc(clock(session.started))}</td><td>{esc(clock(session.finished))}</td>"
+            f"<td>{esc(ended)}</td></tr>"
+        )
+    head = "<tr><th>session</th><th>host</th><th>started</th><th>finished</th><th>end</th></tr>"
+    return (
+        f'\n<h2>Sessions</h2><table id="sessions"><thead>{head}</thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _chart(buckets: list[int]) -> str:

@@ -1,7 +1,8 @@
 """The runs' index: ``<root>/index.html`` lists every run written under the root.
 
 Each run's directory holds a small ``run.json`` (:func:`summary`: its id, start and end,
-counts by outcome, exit status), written with its report. At each run's end the index is
+counts by outcome (``missing`` among them), tests expected, sessions, whether it ended by
+``run_timeout``, exit status), written with its report. At each run's end the index is
 rebuilt from the ``run.json`` files found in the root's directories, so runs of earlier
 dispatchers (earlier pytest sessions, a restarted ``serve``) stay listed: newest first,
 with their counts and links to their ``report.html`` and ``junit.xml``.
@@ -23,7 +24,8 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ..safe_paths import open_file, write_atomically
-from .runs import MAX_SHORT, RANK, Snapshot, count, text
+from .run_values import MAX_SHORT, count, text
+from .runs import RANK, Snapshot
 
 RUN_FILE: Final = "run.json"
 INDEX_NAME: Final = "index.html"
@@ -45,6 +47,10 @@ def summary(snapshot: Snapshot) -> dict[str, Any]:
         "exit_status": snapshot.exit_status,
         "counts": dict(snapshot.counts()),
         "flaky": sum(1 for c in snapshot.cases if c.flaky),
+        "expected": snapshot.expected,
+        "missing": snapshot.missing,
+        "sessions": len(snapshot.sessions),
+        "timed_out": snapshot.timed_out,
     }
 
 
@@ -183,7 +189,7 @@ td.wrap {{ overflow-wrap: anywhere; min-width: 10em; }}
 td.tally span {{ white-space: nowrap; }}
 .num {{ text-align: right; white-space: nowrap; }}
 td.num:nth-child(2) {{ text-align: left; }}
-.r-failed {{ color: #c62828; }} .r-error, .r-unfinished {{ color: #ad1457; }}
+.r-failed {{ color: #c62828; }} .r-error, .r-unfinished, .r-missing {{ color: #ad1457; }}
 .r-passed {{ color: #2e7d32; }} .r-skipped, .r-xfailed {{ color: #8d6e00; }}
 .r-flaky, .r-xpassed {{ color: #6a1b9a; }}
 </style>

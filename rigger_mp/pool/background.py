@@ -513,6 +513,9 @@ def _stats_of(counters: _Counters, workers: list[WorkerInfo]) -> dict[str, Any]:
                 "cpu_percent": w.cpu_percent,
                 "cpu_seconds": w.cpu_seconds,
                 "tasks_done": w.tasks_done,
+                "slot": w.slot,
+                "slot_cpu_seconds": w.slot_cpu_seconds,
+                "slot_tasks_done": w.slot_tasks_done,
             }
             for w in workers
         ],

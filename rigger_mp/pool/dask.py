@@ -209,6 +209,8 @@ class DaskPool:
                     link.tasks_done,
                     link.cpu_seconds,
                     address=link.address,
+                    slot_cpu_seconds=link.cpu_seconds,
+                    slot_tasks_done=link.tasks_done,
                 )
             )
         return out

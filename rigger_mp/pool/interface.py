@@ -77,6 +77,14 @@ class WorkerInfo:
     """CPU time the worker process has used since it started."""
     address: str | None = None
     """Where the worker is, when not a local process (a Dask worker's ``tcp://...``)."""
+    slot: int | None = None
+    """Its slot in a local pool (0 to the pool's size less one): a worker started in
+    place of one that ended takes its slot. None for a Dask worker."""
+    slot_cpu_seconds: float = 0.0
+    """CPU time of every worker that held its slot, its own so far included (so it never
+    goes back when a worker is replaced); its own ``cpu_seconds`` for a Dask worker."""
+    slot_tasks_done: int = 0
+    """Hooks run by every worker that held its slot, likewise."""
 
 
 class WorkerPool(Protocol):

@@ -48,6 +48,7 @@ Data flow of :class:`LocalPool` (drawn after CPython's ``concurrent/futures/proc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import multiprocessing.connection as mpc
 import os
@@ -141,6 +142,8 @@ class LocalPool:
         self._cond = threading.Condition(threading.Lock())
         self._pending: deque[WorkItem] = deque()
         self._workers: list[WorkerHandle] = []
+        # Per place in the pool: CPU seconds and tasks of the workers that held it and ended.
+        self._ended_totals: list[tuple[float, int]] = [(0.0, 0)] * self.size
         self._feeder_waiting = False
         self._phase = Phase.NEW  # under _cond
         self._why_broken: str | None = None  # what BROKEN tells new work, kept once stopping
@@ -159,8 +162,8 @@ class LocalPool:
         self._sink = sink
         self._spawner.new_manager()
         try:
-            for _ in range(self.size):
-                self._workers.append(self._spawner.spawn())
+            for place in range(self.size):
+                self._workers.append(self._spawner.spawn(place))
         except BaseException:
             for worker in self._workers:
                 worker.process.kill()
@@ -197,10 +200,25 @@ class LocalPool:
             return len(self._running_items())
 
     def workers(self) -> list[WorkerInfo]:
-        """pid, resident memory, CPU use since the last look and tasks done, per worker."""
+        """pid, resident memory, CPU use since the last look and tasks done, per worker,
+        with the totals of its place in the pool (the workers it replaced included)."""
         with self._cond:
             live = list(self._workers)
-        return [info for info in map(WorkerHandle.info, live) if info is not None]
+            ended = list(self._ended_totals)
+        out = []
+        for worker in live:
+            info = worker.info()
+            if info is not None:
+                cpu, tasks = ended[worker.place]
+                out.append(
+                    dataclasses.replace(
+                        info,
+                        slot=worker.place,
+                        slot_cpu_seconds=cpu + info.cpu_seconds,
+                        slot_tasks_done=tasks + info.tasks_done,
+                    )
+                )
+        return out
 
     def stop(self, abandon: bool, timeout: float | None = None) -> list[WorkItem]:
         """End the workers (letting them finish, or not), the threads and the manager.
@@ -221,9 +239,9 @@ class LocalPool:
         if self._feeder is not None:
             self._feeder.join()
         with self._cond:
-            live = list(self._workers)
-        for worker in live:
-            worker.tell_stop(abandon)
+            live = [(worker, self._ends_now(worker, abandon)) for worker in self._workers]
+        for worker, now in live:
+            worker.tell_stop(now)
         self._wake()
         collector = self._collector
         if collector is not None:
@@ -237,6 +255,20 @@ class LocalPool:
             self._move(Phase.STOPPED)
             left, self._left = self._left, []
         return left
+
+    @staticmethod
+    def _ends_now(worker: WorkerHandle, abandon: bool) -> bool:
+        """Whether ``stop()`` ends ``worker`` at once rather than letting it finish what it
+        holds (under ``_cond``, the feeder done).
+
+        One that was never sent work is ended at once, booted or not: it holds nothing,
+        and a stop that waited for its boot to finish (seconds on a loaded machine) would
+        wait for nothing.
+        """
+        if not worker.fed:
+            worker.ended_by = "stop() began before it was given any work"
+            return True
+        return abandon
 
     def _end_workers(self, deadline: Deadline, terminated: bool) -> None:
         """The workers did not end by the deadline: terminate them (unless ``terminated``
@@ -310,6 +342,7 @@ class LocalPool:
                 live = sum(1 for w in self._workers if w.takes_work())
                 bid, items = self._cutter.cut(pending, live)
                 worker.batches[bid] = SentBatch(items)
+                worker.fed = True
                 worker.unfinished += len(items)
             try:
                 worker.queue.put(Batch(bid, items))
@@ -375,6 +408,7 @@ class LocalPool:
             outcome = batch.take(done, worker.pid)
             worker.unfinished -= done.finished
             worker.tasks_done += done.finished
+            worker.reported_cpu = done.cpu_seconds
             if batch.finished:
                 del worker.batches[done.bid]
             self._cutter.measured(done)
@@ -389,6 +423,7 @@ class LocalPool:
         if not worker.eof:
             for msg in worker.messages(drain=True):
                 self._handle(worker, msg)
+        cpu_seconds = worker.last_cpu_seconds()  # read before join() reaps it
         worker.process.join()
         exitcode = worker.process.exitcode
         cause = exit_cause(exitcode)
@@ -402,6 +437,8 @@ class LocalPool:
 
         with self._cond:
             self._workers.remove(worker)
+            cpu, tasks = self._ended_totals[worker.place]
+            self._ended_totals[worker.place] = (cpu + cpu_seconds, tasks + worker.tasks_done)
             unstarted, lost = worker.held(why)
             failures = self._settle(worker, unstarted, lost)
             unexpected = (
@@ -432,7 +469,7 @@ class LocalPool:
         if failures:
             report(self._sink, Outcome.failed(failures))
         if replace:
-            self._replace()
+            self._replace(worker.place)
 
     def _settle(
         self, worker: WorkerHandle, unstarted: list[WorkItem], lost: list[tuple[WorkItem, str]]
@@ -464,16 +501,16 @@ class LocalPool:
         self._pending.clear()
         return failures
 
-    def _replace(self) -> None:
-        """Start a worker in place of one that ended; rebuild the pool if its manager is
-        gone; if no worker starts, the pool is broken and the pending work fails."""
+    def _replace(self, place: int) -> None:
+        """Start a worker in place of one that ended (at ``place``); rebuild the pool if its
+        manager is gone; if no worker starts, the pool is broken and the pending work fails."""
         manager = self._spawner.manager
         assert manager is not None
         if manager.ended():
             self._rebuild()
             return
         try:
-            fresh = self._spawner.spawn()
+            fresh = self._spawner.spawn(place)
         except Exception as exc:
             # A manager that is dying refuses the new queue before its sentinel fires.
             if mpc.wait([manager.gone], KILL_GRACE):
@@ -487,15 +524,15 @@ class LocalPool:
         self._add(fresh)
 
     def _add(self, fresh: WorkerHandle) -> None:
-        """Take a started worker into the pool; tell it to stop if ``stop()`` began meanwhile
-        (and may have told the others already)."""
+        """Take a started worker into the pool; end it if ``stop()`` began meanwhile (and
+        may have told the others already)."""
         with self._cond:
             self._workers.append(fresh)
             if self._feeder_waiting:
                 self._cond.notify()
-            phase = self._phase
-        if phase.stopping:
-            fresh.tell_stop(phase is not Phase.STOPPING)
+            stopping = self._phase.stopping and self._ends_now(fresh, True)
+        if stopping:
+            fresh.tell_stop(True)
 
     def _rebuild(self) -> None:
         """The manager process died: end its workers, start a new manager and workers.
@@ -527,11 +564,11 @@ class LocalPool:
         try:
             self._spawner.new_manager()
             self._manager_seen_dead = False
-            for _ in range(self.size):
+            for place in range(self.size):
                 with self._cond:
                     if self._phase.stopping:
                         return
-                self._add(self._spawner.spawn())
+                self._add(self._spawner.spawn(place))
         except Exception as exc:
             logger.exception("could not rebuild the worker pool")
             with self._cond:

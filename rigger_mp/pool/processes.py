@@ -22,7 +22,8 @@ from typing import Any
 
 from ..errors import PluginError
 from .interface import InstanceSpec
-from .worker import exit_with_parent, worker_main
+from .parent_watch import manager_initializer
+from .worker import worker_main
 from .worker_handle import WorkerHandle
 from .worker_messages import NO_BATCH
 
@@ -79,17 +80,6 @@ def start_helpers_isolated(start_method: str) -> None:
             os.chdir(here)
 
 
-_alive_pipe: list[mpc.Connection] = []  # in the manager process: held open for its life
-
-
-def _manager_initializer(alive: mpc.Connection) -> None:
-    """Runs first in the manager process: say who it is, hold the sentinel's write end
-    open for the process's life, and leave with the parent."""
-    alive.send(os.getpid())
-    _alive_pipe.append(alive)
-    exit_with_parent()
-
-
 class ManagerProcess:
     """A started manager process: its queues, its pid, and whether it is gone."""
 
@@ -119,7 +109,7 @@ def start_manager(ctx: BaseContext, start_method: str) -> ManagerProcess:
     manager = SyncManager(ctx=ctx)
     gone, alive = ctx.Pipe(duplex=False)
     try:
-        manager.start(_manager_initializer, (alive,))
+        manager.start(manager_initializer, (alive,))
     except EOFError as exc:  # what the stdlib says when the new process died at once
         gone.close()
         hint = (
@@ -162,8 +152,9 @@ class Spawner:
         self.manager = start_manager(self.ctx, self.start_method)
         return self.manager
 
-    def spawn(self) -> WorkerHandle:
-        """Start one worker process with its own queue, result pipe and slot."""
+    def spawn(self, place: int) -> WorkerHandle:
+        """Start one worker process with its own queue, result pipe and slot, to take
+        place ``place`` in the pool."""
         assert self.manager is not None
         queue = self.manager.queue()
         reader, writer = self.ctx.Pipe(duplex=False)
@@ -180,7 +171,7 @@ class Spawner:
             process.start()
         finally:
             writer.close()  # the worker holds the only write end: its death is EOF here
-        return WorkerHandle(process, queue, reader, slot)
+        return WorkerHandle(process, queue, reader, slot, place=place)
 
     def shutdown(self) -> None:
         """End the manager process, if one was started."""

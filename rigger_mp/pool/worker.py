@@ -10,8 +10,6 @@ what was lost if it dies.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
-import multiprocessing.connection as mpc
 import os
 import pickle
 import signal
@@ -29,6 +27,7 @@ from ..core.plugin import Dispatcher, RiggerBasePlugin, import_class
 from ..deadline import Deadline
 from ..errors import PluginError, RiggerError
 from .interface import InstanceSpec, WorkItem
+from .parent_watch import exit_with_parent
 from .worker_messages import (
     FLUSH_SECONDS,
     NO_BATCH,
@@ -236,24 +235,6 @@ def worker_main(
     finally:
         conn.close()
     leave(THREAD_GRACE)
-
-
-def exit_with_parent() -> None:
-    """In a child process: exit at once when the parent process dies (no polling).
-
-    A daemon thread blocks on the parent's sentinel, which becomes ready when the
-    parent's end of a pipe is closed, by its exit or by a kill.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-    sentinel = parent.sentinel
-
-    def watch() -> None:
-        mpc.wait([sentinel])
-        os._exit(1)
-
-    threading.Thread(target=watch, name="rigger_mp-parent-watch", daemon=True).start()
 
 
 def leave(grace: float) -> NoReturn:

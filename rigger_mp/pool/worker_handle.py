@@ -92,6 +92,8 @@ class WorkerHandle:
     slot: Any  # RawArray("q", 2): claimed batch id, index of the item running
     batches: dict[int, SentBatch] = field(default_factory=dict)
     unfinished: int = 0  # items sent and not reported
+    fed: bool = False
+    """Whether a batch was ever sent to it (one never fed holds nothing to finish)."""
     tasks_done: int = 0
     retire: str | None = None
     """Why the worker said it exits (it hands back what it did not run)."""
@@ -100,6 +102,10 @@ class WorkerHandle:
     eof: bool = False
     meter: CpuMeter | None = None
     started: float = field(default_factory=time.monotonic)
+    place: int = 0
+    """Its slot in the pool: a worker started in place of one that ended takes its slot."""
+    reported_cpu: float = 0.0
+    """The CPU time it gave with its last results (it may die where psutil cannot see it)."""
     pid: int | None = field(init=False)
     """Kept apart from the process object, which is closed once the worker has ended."""
 
@@ -126,7 +132,20 @@ class WorkerHandle:
             percent, cpu_seconds = meter.look()
         except psutil.Error:
             return None
-        return WorkerInfo(pid, rss, percent, self.tasks_done, cpu_seconds)
+        return WorkerInfo(pid, rss, percent, self.tasks_done, max(cpu_seconds, self.reported_cpu))
+
+    def last_cpu_seconds(self) -> float:
+        """Once it has ended: the CPU time it used in all, as the kernel has it until the
+        worker is reaped (a forkserver reaps its children at once); else what it said with
+        its last results or what the last look saw, never less than :meth:`info` said."""
+        meter = self.meter
+        known = self.reported_cpu if meter is None else max(meter.cpu_seconds, self.reported_cpu)
+        if meter is None:
+            return known
+        try:
+            return max(known, _used(meter.proc))
+        except psutil.Error:
+            return known
 
     def tell_stop(self, abandon: bool) -> None:
         """Ask it to end once it has run what it holds (``abandon``: end it now)."""

@@ -410,7 +410,7 @@ class HttpFront:
             reply = json.loads(await self._stats_line())
             if not reply.get("ok"):
                 return self._json(proto.reply_line(reply))
-            body = metrics.render(reply["stats"]) + run_metrics.render(self.board)
+            body = metrics.render(reply["stats"], run_metrics.RunCollector(self.board))
             return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
         if path == "/attach":
             self._expect(method, "PUT")

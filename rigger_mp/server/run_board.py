@@ -3,8 +3,8 @@ accepts.
 
 ::
 
-    Server.fire ─ taps[hook_name](data) ─▶ RunBoard.start_session / start_test /
-                                           finish_test / finish_session
+    Server.fire ─ taps[hook_name](data) ─▶ RunBoard.start_session / collect_tests /
+                                           start_test / finish_test / finish_session
                                               │ Runs (rigger_mp.plugins.runs): the cases
                                               │ + per run: lanes, last failures, rows
                                               ▼
@@ -35,9 +35,10 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ..plugins.artifacts import artifact_dir
+from ..plugins.run_values import MAX_NAMES, MAX_SHORT, optional_text, text
 from ..plugins.runs import (
-    MAX_NAMES,
-    MAX_SHORT,
+    MISSING,
+    PENDING,
     SLOWEST,
     UNFINISHED,
     Case,
@@ -45,9 +46,8 @@ from ..plugins.runs import (
     Run,
     Runs,
     Snapshot,
-    optional_text,
+    case_key,
     run_dir_name,
-    text,
 )
 
 MAX_RUNS: Final = 16
@@ -99,14 +99,16 @@ class Entry:
     """Listed tests by outcome, kept as they change (counting 100,000 on every update
     would cost the event loop milliseconds each time)."""
 
-    def outcome(self, location: Any, name: Any) -> str | None:
-        case = self.run.cases.get((text(location), text(name)))
+    def outcome(self, location: Any, name: Any, session_id: Any = None) -> str | None:
+        case = self.run.cases.get(case_key(session_id, location, name))
         return None if case is None else case.outcome
 
     def recount(self, before: str | None, after: str | None) -> None:
-        if before is not None:
+        """A case went from ``before`` to ``after``; a pending one (collected, not yet
+        started) is counted in ``expected``, not here."""
+        if before is not None and before != PENDING:
             self.counts[before] -= 1
-        if after is not None:
+        if after is not None and after != PENDING:
             self.counts[after] += 1
 
 
@@ -140,6 +142,7 @@ class RunBoard:
         self.artifacts_root = artifacts_root
         self.taps: dict[str, Callable[[Mapping[str, Any]], None]] = {
             "start_session": self.start_session,
+            "collect_tests": self.collect_tests,
             "start_test": self.start_test,
             "finish_test": self.finish_test,
             "finish_session": self.finish_session,
@@ -150,7 +153,12 @@ class RunBoard:
 
     def start_session(self, data: Mapping[str, Any]) -> None:
         entry = self._entry(data.get("run_id"))
-        self.runs.start_session(data.get("run_id"), data.get("environment"))
+        self.runs.start_session(data.get("run_id"), data.get("environment"), data.get("session_id"))
+        self._touch(entry)
+
+    def collect_tests(self, data: Mapping[str, Any]) -> None:
+        entry = self._entry(data.get("run_id"))
+        self.runs.collect(data.get("run_id"), data.get("session_id"), data.get("tests"))
         self._touch(entry)
 
     def start_test(self, data: Mapping[str, Any]) -> None:
@@ -159,9 +167,18 @@ class RunBoard:
             return
         entry = self._entry(data.get("run_id"))
         location = data.get("test_location", "")
-        before = entry.outcome(location, name)
-        self.runs.start_test(data.get("run_id"), location, name, data.get("artifact_path"))
-        entry.recount(before, entry.outcome(location, name))
+        session = data.get("session_id")
+        before = entry.outcome(location, name, session)
+        self.runs.start_test(
+            data.get("run_id"),
+            location,
+            name,
+            data.get("artifact_path"),
+            session,
+            data.get("worker"),
+            data.get("host"),
+        )
+        entry.recount(before, entry.outcome(location, name, session))
         lane = self._lane(entry, data)
         if lane is not None:
             lane.test, lane.since = text(name), time.time()
@@ -175,10 +192,10 @@ class RunBoard:
             return
         entry = self._entry(data.get("run_id"))
         location = data.get("test_location", "")
-        before = entry.outcome(location, name)
+        before = entry.outcome(location, name, data.get("session_id"))
         self.runs.finish_test(data)
         seq = self._touch(entry)
-        case = entry.run.cases.get((text(location), text(name)))
+        case = entry.run.cases.get(case_key(data.get("session_id"), location, name))
         entry.recount(before, None if case is None else case.outcome)
         lane = self._lane(entry, data)
         if lane is not None:
@@ -198,12 +215,19 @@ class RunBoard:
             entry.failures.append((seq, failure))
 
     def finish_session(self, data: Mapping[str, Any]) -> None:
+        """A session (shard) ends; the run ends with its last open session, as the
+        report's does, and its tests never finished become ``missing``."""
         entry = self._entry(data.get("run_id"), reopen=False)  # said twice: ended once
         if not entry.finished:
-            entry.snapshot = self.runs.finish(data.get("run_id"), data.get("exit_status"))
-            entry.finished = True
-            for lane in entry.lanes.values():
-                lane.test = lane.since = None
+            snapshot = self.runs.finish_session(
+                data.get("run_id"), data.get("session_id"), data.get("exit_status")
+            )
+            if snapshot is not None:
+                entry.snapshot, entry.finished = snapshot, True
+                entry.counts = Counter(c.outcome for c in snapshot.cases)
+                entry.counts[MISSING] += snapshot.missing_unlisted
+                for lane in entry.lanes.values():
+                    lane.test = lane.since = None
         self._touch(entry)
 
     # -- what the view reads ------------------------------------------------------------
@@ -212,12 +236,18 @@ class RunBoard:
         return self.entries.get(run_id[:MAX_SHORT])
 
     def report_path(self, entry: Entry) -> str | None:
-        """``<root>/<run>/report.html`` once the report plugin has written it."""
+        """``<root>/<run>/report.html`` once the report plugin has written it for this
+        run: after the run's start (a run the report plugin ended by its ``run_timeout``
+        gets its link too, though the board, which has no clock, shows it open)."""
         root, name = self.artifacts_root(), run_dir_name(entry.run.run_id)
-        if not entry.finished or root is None or name is None:
+        if root is None or name is None:
             return None
         path = os.path.join(root, name, REPORT_NAME)
-        return path if os.path.isfile(path) else None
+        try:
+            written = os.stat(path).st_mtime
+        except OSError:
+            return None
+        return path if written >= (entry.run.started or 0.0) else None
 
     def changed_since(self, seq: int) -> Iterator[Entry]:
         return (e for e in self.entries.values() if e.seq > seq)
@@ -281,12 +311,15 @@ def head(board: RunBoard, entry: Entry) -> dict[str, Any]:
     run = entry.run
     by_outcome = counts(entry)
     report, name = board.report_path(entry), run_dir_name(run.run_id)
+    snapshot = entry.snapshot
     return {
         "run_id": run.run_id,
-        "expected": None,
+        "expected": run.expected_count or None,
         "counts": dict(by_outcome),
         "tests": sum(by_outcome.values()),
-        "missing": None,
+        "missing": None if snapshot is None else snapshot.missing,
+        "sessions": len(run.sessions),
+        "sessions_open": sum(s.finished is None for s in run.sessions.values()),
         "started": run.started,
         "last_event": entry.last_event,
         "finished": entry.finished,

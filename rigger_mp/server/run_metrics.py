@@ -4,7 +4,8 @@ The families (label ``run_id``; at most :data:`~.run_board.MAX_RUNS` runs, so th
 label's values are bounded):
 
 - ``rigger_mp_run_tests{run_id, result}``: the run's tests by outcome (``passed``,
-  ``failed``, ``error``, ``skipped``, ``xfailed``, ``xpassed``, ``unfinished``);
+  ``failed``, ``error``, ``skipped``, ``xfailed``, ``xpassed``, ``unfinished``,
+  ``missing`` once the run has ended);
 - ``rigger_mp_run_tests_expected{run_id}``: the tests the run said it would run, for
   a run that said so;
 - ``rigger_mp_run_tests_missing{run_id}``: expected and never finished, once known;
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -29,6 +29,8 @@ class RunCollector(Collector):
         self.board = board
 
     def collect(self) -> Iterator[Metric]:
+        if not self.board.entries:  # no run seen: no empty families in the scrape
+            return
         tests = GaugeMetricFamily(
             "rigger_mp_run_tests", "Tests of a run by result", labels=["run_id", "result"]
         )
@@ -55,9 +57,3 @@ class RunCollector(Collector):
             finished.add_metric([run_id], 1 if shown["finished"] else 0)
         yield from (tests, expected, missing, finished)
 
-
-def render(board: RunBoard) -> bytes:
-    """The text a scrape gets for the board's runs."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RunCollector(board))
-    return generate_latest(registry)

@@ -12,7 +12,7 @@
   var shown = document.getElementById("shown");
   var more = document.getElementById("more");
   var limit = PAGE;
-  var KNOWN = { failed: 1, error: 1, unfinished: 1, skipped: 1, passed: 1, xfailed: 1, xpassed: 1 };
+  var KNOWN = { failed: 1, error: 1, unfinished: 1, missing: 1, skipped: 1, passed: 1, xfailed: 1, xpassed: 1 };
   var KINDS = { stdout: "captured stdout", stderr: "captured stderr", log: "captured log" };
   var COLUMNS = 9;
   var choices = data.results.slice();

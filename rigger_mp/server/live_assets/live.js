@@ -140,7 +140,7 @@
     if (!run) return;
     const counts = run.counts || {};
     const running = counts.unfinished || 0;
-    const done = (run.tests || 0) - running;
+    const done = (run.tests || 0) - running - (counts.missing || 0);
     const expected = typeof run.expected === "number" ? run.expected : null;
     const total = expected !== null ? expected : done + running;
     $("run-id").textContent = run.run_id || "(no run id)";
@@ -158,9 +158,9 @@
     if (!run.finished && expected === null) text += " · time left unknown (no expected count)";
     if (typeof run.missing === "number" && run.missing) text += " · " + fmt(run.missing) + " missing";
     $("progress-text").textContent = text;
-    const order = ["failed", "error", "unfinished", "xpassed", "xfailed", "skipped", "passed"];
+    const order = ["failed", "error", "missing", "unfinished", "xpassed", "xfailed", "skipped", "passed"];
     const keys = Object.keys(counts).sort((a, b) => (order.indexOf(a) + 99) % 99 - (order.indexOf(b) + 99) % 99);
-    if (typeof run.missing === "number") { keys.push("missing"); counts.missing = run.missing; }
+    if (typeof run.missing === "number" && !keys.includes("missing")) { keys.push("missing"); counts.missing = run.missing; }
     $("counts").replaceChildren(...keys.map((k) => {
       const box = el("div", "count r-" + k);
       box.append(el("div", "label", k), el("div", "value", fmt(counts[k])));
