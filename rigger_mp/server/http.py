@@ -88,6 +88,8 @@ STATUS_OF: Final = {
     proto.INTERNAL: 500,
     proto.BAD_HOST: 421,
     proto.BAD_ORIGIN: 403,
+    proto.QUOTA_EXCEEDED: 413,
+    proto.DISK_FULL: 507,
     proto.TOO_MANY_SUBSCRIBERS: 503,
     proto.UNKNOWN_RUN: 404,
 }
@@ -99,6 +101,7 @@ _ASSETS: Final = {
     "/live.js": ("live.js", "text/javascript; charset=utf-8"),
 }
 _JSON: Final = "application/json"
+_OCTETS: Final = "application/octet-stream"
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -409,6 +412,10 @@ class HttpFront:
                 return self._json(proto.reply_line(reply))
             body = metrics.render(reply["stats"], run_metrics.RunCollector(self.board))
             return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+        if path == "/attach":
+            self._expect(method, "PUT")
+            self._authorize(request)
+            return await self._attach(request)
         if path == "/terminate":
             self._expect(method, "POST")
             self._authorize(request)
@@ -486,6 +493,37 @@ class HttpFront:
         finally:
             self.stalls.busy(request.protocol)
         return b"".join(chunks)
+
+    async def _attach(self, request: web.BaseRequest) -> web.Response:
+        """An upload (:mod:`.http_attach`); after an error the connection closes, since
+        the rest of the body is never read."""
+        from . import http_attach
+        from .uploads import Refused
+
+        try:
+            if request.content_type != _OCTETS:
+                raise proto.ProtocolError(
+                    proto.BAD_REQUEST,
+                    f"Content-Type must be {_OCTETS}, not {request.content_type[:60]!r}",
+                )
+            if self.server.state is ServerPhase.STOPPING:
+                raise proto.ProtocolError(proto.SHUTTING_DOWN, "the server is stopping")
+            msg = http_attach.header(request)
+            self.stalls.waiting(request.protocol)  # a body that never ends is closed
+            try:
+                line = await http_attach.receive(self.server.uploads(), msg, request)
+            finally:
+                self.stalls.busy(request.protocol)
+        except (proto.ProtocolError, Refused) as exc:
+            line = proto.error_line(exc.code, exc.message)
+        except ConnectionError:  # closed by its client, or for stalling: nothing kept
+            raise _Gone from None
+        response = self._json(line)
+        if response.status != 200:
+            code = json.loads(line)["error"]["code"]
+            self.errors[code] = self.errors.get(code, 0) + 1
+            response.force_close()
+        return response
 
     def _too_large(self, size: int) -> _HttpError:
         return _HttpError(
