@@ -55,6 +55,7 @@ from aiohttp import web
 
 from .. import printable
 from .. import protocol as proto
+from ..plugins.run_state import open_runs
 from . import file_view, metrics, run_metrics
 from .http_guard import Guard
 from .http_noise import Noise
@@ -67,6 +68,8 @@ from .throttle import Throttled
 
 logger = printable.logger("rigger_mp.server")
 
+RESTORE_BYTES: Final = 64 * 1024 * 1024
+"""The most of the report plugin's state files the live view reads back at its start."""
 REFUSE_TIMEOUT: Final = 2.0
 """How long a connection over the limit may take to send its request before it is dropped."""
 REFUSE_HEAD_BYTES: Final = 16 * 1024
@@ -266,6 +269,14 @@ class HttpFront:
         self.view = RunView(server.loop, self.board, server.settings.live_max_subscribers)
         self.board_faults = Throttled(logging.ERROR, "live view: a test event not shown")
         server.taps.update({name: self._tap(feed) for name, feed in self.board.taps.items()})
+        root = server.settings.artifacts_root
+        if root is not None:  # a restarted dispatcher: its open runs from the start
+            self.artifacts_root = root
+            events = (e for found in open_runs(root, RESTORE_BYTES) for e in found.events)
+            try:
+                self.board.restore(events)
+            except Exception as exc:  # the state files are the plugins': show what came
+                self.board_faults(exc_info=exc)
 
     def _tap(self, feed: Callable[[Any], None]) -> Callable[[Any], None]:
         """``feed``, whose fault is logged (throttled): the fire it taps is accepted."""
