@@ -15,7 +15,8 @@ The package is laid out by process role; each subpackage is what one process run
       server/   the TCP intake. In the server process (asyncio): process (its entry),
                 acceptor, connection (+ auth, reply_order, http_refusal), router (tids,
                 acks, backpressure, stop), stats_snapshot, throttle, http (the HTTP
-                front); between the two: channel (the pipes) + pipe_messages; in the
+                front), uploads (+ http_attach: attach, files streamed to disk by
+                writer threads); between the two: channel (the pipes) + pipe_messages; in the
                 main process: supervisor (spawn, restart, stop), intake (the intake
                 loop), fences, status_window, incarnation
       journal/  the SQLite journal (used by the main and the server process)

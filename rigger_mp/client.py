@@ -23,8 +23,10 @@ never completely sent, or it is a read-only one (``ping``, ``task_status``, ``st
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 import secrets
 import select
 import selectors
@@ -33,7 +35,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from . import protocol as proto
 from .errors import RiggerError
@@ -46,6 +48,8 @@ LAST_PAUSE: Final = 1.0
 """The pauses between two resends: doubled from the first up to the last."""
 RECV_SIZE: Final = 64 * 1024  # larger reads cost an mmap each (see rigger_mp.channel)
 SEND_CHUNK: Final = 256 * 1024
+UPLOAD_CHUNK: Final = 4 * 1024 * 1024
+"""Bytes of an upload sent between two looks for an early reply (a refusal)."""
 
 
 class RemoteError(RiggerError):
@@ -236,6 +240,77 @@ class RiggerClient:
             proto.encode_message({"op": "info"}), idempotent=True
         )["info"]
         return info
+
+    def attach(
+        self,
+        test_location: str,
+        test_name: str,
+        name: str,
+        data: bytes | str | os.PathLike[str],
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``data`` (bytes, or the path of a file, streamed from disk) as ``name``
+        (a relative path) into the artifact directory of the test
+        ``test_location::test_name`` on the dispatcher's host; the reply: ``{"ok", "path"
+        (relative to the artifacts root), "size", "sha256"}``.
+
+        The server answers a refusal (``too_large``, ``quota_exceeded``, ``disk_full``,
+        an unsafe name) before reading a byte and then closes: between chunks the client
+        looks for that early reply and stops sending. Raises :class:`RemoteError`.
+        """
+        with contextlib.ExitStack() as stack:
+            if isinstance(data, bytes | bytearray | memoryview):
+                raw = bytes(data)
+                body: bytes | BinaryIO = raw
+                size = len(raw)
+            else:
+                body = stack.enter_context(open(data, "rb"))
+                size = os.fstat(body.fileno()).st_size
+            header: dict[str, Any] = {
+                "op": "attach",
+                "test_location": test_location,
+                "test_name": test_name,
+                "name": name,
+                "size": size,
+            }
+            if run_id is not None:
+                header["run_id"] = str(run_id)
+            with self._lock:
+                try:
+                    reply = self._upload(proto.encode_message(header), body, size)
+                except BaseException:
+                    self._drop()
+                    raise
+                if not reply["ok"]:
+                    self._drop()  # the server closes after a refused upload
+        if not reply["ok"]:
+            raise _remote_error(reply)
+        return reply
+
+    def _upload(self, header: bytes, body: bytes | BinaryIO, size: int) -> dict[str, Any]:
+        """Send an attach header and its body; the reply (an early one is a refusal)."""
+        sock = self._connected()
+        sent = 0
+        try:
+            sock.sendall(header)
+            view = memoryview(body) if isinstance(body, bytes) else None
+            while sent < size:
+                if _readable(sock):
+                    break  # refused: the reply is there, the rest would not be read
+                count = min(UPLOAD_CHUNK, size - sent)
+                if view is not None:
+                    sock.sendall(view[sent : sent + count])
+                else:
+                    assert not isinstance(body, bytes)
+                    sock.sendfile(body, sent, count)
+                sent += count
+        except OSError as exc:
+            if not _readable(sock):
+                raise RiggerConnectionError(
+                    f"attach: the connection to {self._where()} broke after {sent} of "
+                    f"{size} bytes: {exc}"
+                ) from exc
+        return self._read_reply(sock)
 
     def terminate(self) -> bool:
         """Stop the whole dispatcher cleanly; returns once the events accepted have run."""
@@ -523,6 +598,13 @@ def _remote_error(reply: Mapping[str, Any]) -> RemoteError:
         str(error.get("message", "")),
         str(tid) if tid is not None else None,
     )
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether something (a reply, an end-of-file) waits to be read, without waiting."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:

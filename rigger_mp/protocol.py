@@ -10,6 +10,7 @@ A message is one UTF-8 JSON object ended by ``\\n``; a ``\\0`` also ends one (ri
     {"ok": true, "tid": "17"}                                 fire
     {"ok": true, "tid": "17", "output": {...}}                fire with grab_result
     {"ok": true, "info": {"host": ..., "pid": ..., "artifacts_root": ...}}   info
+    {"ok": true, "path": "run/loc/test/shot.png", "size": 5, "sha256": "..."}   attach
     {"ok": false, "error": {"code": "bad_json", "message": "..."}}
 
 The reference for users is the docs' protocol page (``docs/protocol.md``); the
@@ -66,6 +67,11 @@ BAD_HOST: Final = "bad_host"
 ``http_allowed_hosts`` (HTTP 421): a page under a rebound host name cannot reach the front."""
 BAD_ORIGIN: Final = "bad_origin"
 """A state-changing HTTP request carries an ``Origin`` other than the front's own (HTTP 403)."""
+QUOTA_EXCEEDED: Final = "quota_exceeded"
+"""An ``attach`` would take its run's uploads past ``max_run_bytes``; nothing is read."""
+DISK_FULL: Final = "disk_full"
+"""An ``attach`` would leave less than ``min_free_disk_bytes`` free under the artifacts
+root (or the disk filled while writing it); nothing is kept."""
 TOO_MANY_SUBSCRIBERS: Final = "too_many_subscribers"
 """The HTTP front has ``live_max_subscribers`` live streams open (HTTP 503)."""
 UNKNOWN_RUN: Final = "unknown_run"
@@ -90,6 +96,8 @@ ERROR_CODES: Final = (
     TOO_MANY_CONNECTIONS,
     BAD_HOST,
     BAD_ORIGIN,
+    QUOTA_EXCEEDED,
+    DISK_FULL,
     TOO_MANY_SUBSCRIBERS,
     UNKNOWN_RUN,
     BAD_ID,
@@ -105,6 +113,7 @@ OP_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "stats": frozenset({"op"}),
     "info": frozenset({"op"}),
     "terminate": frozenset({"op"}),
+    "attach": frozenset({"op", "run_id", "test_location", "test_name", "name", "size"}),
 }
 """Every operation and the keys its message may carry."""
 
@@ -153,6 +162,17 @@ class Fire(NamedTuple):
     """The client's ``id`` for it: a fire whose id was accepted lately is not run again."""
 
 
+class Attach(NamedTuple):
+    """A parsed ``attach`` header: ``size`` raw bytes follow it, the file ``name`` (a
+    relative path, checked where it is written) of the test ``test_location::test_name``."""
+
+    test_location: str
+    test_name: str
+    name: str
+    size: int
+    run_id: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """A parsed ``op`` message; ``arg`` is the token (auth) or the tid (task_status)."""
@@ -193,7 +213,7 @@ _encode: Final = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators
 
 def parse(
     frame: bytes, max_depth: int = MAX_JSON_DEPTH, max_hook_name: int = MAX_HOOK_NAME
-) -> Fire | Op:
+) -> Fire | Op | Attach:
     """Parse and validate one frame (without its delimiter); raise :class:`ProtocolError`."""
     try:
         msg = _decode(frame.decode("utf-8"))
@@ -272,7 +292,7 @@ def nested_deeper(obj: Any, limit: int) -> bool:
     return False
 
 
-def _parse_op(msg: dict[str, Any]) -> Op:
+def _parse_op(msg: dict[str, Any]) -> Op | Attach:
     op = msg["op"]
     if type(op) is not str:
         raise ProtocolError(BAD_REQUEST, f"'op' must be a string, not {_json_type(op)}")
@@ -294,7 +314,27 @@ def _parse_op(msg: dict[str, Any]) -> Op:
         if type(tid) is not str or not tid:
             raise ProtocolError(BAD_REQUEST, "task_status: 'tid' must be a non-empty string")
         return Op(op, tid)
+    if op == "attach":
+        return parse_attach(msg)
     return Op(op)
+
+
+def parse_attach(msg: Mapping[str, Any]) -> Attach:
+    """The ``attach`` header in ``msg`` (the TCP message, or the HTTP query with the
+    body's length as ``size``); :class:`ProtocolError` if a field is missing or mistyped."""
+    fields = []
+    for key in ("test_location", "test_name", "name"):
+        value = msg.get(key, "" if key == "test_location" else None)
+        if type(value) is not str or (not value and key != "test_location"):
+            raise ProtocolError(BAD_REQUEST, f"attach: {key!r} must be a non-empty string")
+        fields.append(value)
+    size = msg.get("size")
+    if type(size) is not int or size < 0:
+        raise ProtocolError(BAD_REQUEST, "attach: 'size' must be a whole number of bytes")
+    run_id = msg.get("run_id")
+    if run_id is not None and type(run_id) not in (str, int):
+        raise ProtocolError(BAD_REQUEST, "attach: 'run_id' must be a string or null")
+    return Attach(fields[0], fields[1], fields[2], size, None if run_id is None else str(run_id))
 
 
 def _flag(msg: dict[str, Any], key: str) -> bool:

@@ -10,11 +10,13 @@ when the test runs where the dispatcher can see the files:
   shares this filesystem, and its root is used;
 - xdist workers get the controller's answer through ``workerinput``.
 
-A dispatcher on another host cannot see files written here, and nothing uploads them
-yet: the tests' files then stay on this host, under ``--rigger-artifacts`` with the same
-layout, their ``finish_test`` lists no attachments, and the ``rigger_mp`` section of the
-summary says where they are. Without ``--rigger`` or ``--rigger-config`` the fixtures
-still work, under pytest's ``tmp_path``.
+A dispatcher on another host cannot see files written here: the tests' files are then
+written on this host, under ``--rigger-artifacts`` with the same layout, and uploaded
+(:class:`Uploader`, the ``attach`` op) into the same directory on the dispatcher's
+host: each ``rigger_attach`` at once, the rest of the directory when the test ends,
+before its ``finish_test``, which lists what arrived. A file that could not be uploaded
+stays here; the ``rigger_mp`` section of the summary lists it and the run fails. Without
+``--rigger`` or ``--rigger-config`` the fixtures still work, under pytest's ``tmp_path``.
 
 Every directory and file is created through :mod:`rigger_mp.safe_paths` from the root
 down: a link planted in the root is never followed, and a name with ``..`` or an absolute
@@ -28,8 +30,9 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .errors import RiggerError
 from .plugins.artifacts import artifact_dir
 from .safe_paths import make_dirs, open_file, relative_parts, write_atomically
 
@@ -37,6 +40,9 @@ MAX_ATTACHMENTS = 1000
 """Files listed in one ``finish_test``'s ``attachments``; the rest stay on disk unlisted."""
 MAX_ATTACHMENT_NAMES = 64 * 1024
 """Bytes of names listed in one ``finish_test``'s ``attachments``; likewise."""
+
+if TYPE_CHECKING:
+    from .client import RiggerClient
 
 Data = bytes | str | os.PathLike[str]
 """What ``rigger_attach`` takes: bytes, text (a ``str``, written as UTF-8) or a file to copy
@@ -107,3 +113,51 @@ class Place:
                 break
             found.append({"name": name, "size": size})
         return found
+
+
+class Uploader:
+    """Sends the tests' files to a dispatcher on another host over its own connection, so
+    that they land in the same directory there as here (``<run_id>/<location>/<name>``).
+
+    ``sent`` remembers, per test directory, the size of each file uploaded, so that the
+    pass at the test's end sends only what is new or changed.
+    """
+
+    def __init__(self, client: RiggerClient) -> None:
+        self.client = client
+        self.sent: dict[Path, dict[str, int]] = {}
+
+    def send(self, place: Place, relative: Path, test: tuple[str, Any, str], name: str) -> None:
+        """Upload one file written by ``rigger_attach``; a failure is left to
+        :meth:`send_all`, which tries again and reports it."""
+        name = PurePosixPath(*relative_parts(name)).as_posix()
+        path = place.root / relative / name
+        try:
+            self.client.attach(test[0], test[2], name, path, run_id=place.run_id)
+        except (RiggerError, OSError):
+            return
+        self.sent.setdefault(relative, {})[name] = path.stat().st_size
+
+    def send_all(
+        self, place: Place, relative: Path, test: tuple[str, Any, str]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Upload the files of the test's directory not sent yet: the listing of those the
+        dispatcher has (for ``finish_test``), and what failed."""
+        sent = self.sent.pop(relative, {})
+        arrived: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for entry in place.listing(relative):
+            name, size = entry["name"], entry["size"]
+            if sent.get(name) != size:
+                try:
+                    self.client.attach(
+                        test[0], test[2], name, place.root / relative / name, run_id=place.run_id
+                    )
+                except (RiggerError, OSError) as exc:
+                    failed.append(f"{name}: {exc}")
+                    continue
+            arrived.append(entry)
+        return arrived, failed
+
+    def close(self) -> None:
+        self.client.close()

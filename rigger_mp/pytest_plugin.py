@@ -88,7 +88,7 @@ import pytest
 if TYPE_CHECKING:
     from .client import RiggerClient
     from .core.rigger import Rigger
-    from .pytest_artifacts import Data, Place
+    from .pytest_artifacts import Data, Place, Uploader
     from .pytest_sender import Sender
     from .pytest_story import Limits
 
@@ -250,6 +250,7 @@ class RiggerSession:
         """Why the tests' files stay on this host (the dispatcher cannot see them), or ''."""
         self.kept_here = 0
         """Tests of this process whose files stayed here, unseen by the dispatcher."""
+        self.uploader: Uploader | None = None
 
     def connect(
         self, address: str | None, config_file: str | None, workerinput: dict[str, Any] | None
@@ -262,7 +263,7 @@ class RiggerSession:
         """
         from .client import RiggerClient
         from .errors import RiggerError
-        from .pytest_artifacts import Place
+        from .pytest_artifacts import Place, Uploader
 
         if config_file is not None:
             host, port = self._start_embedded(config_file)
@@ -295,6 +296,8 @@ class RiggerSession:
         spool = Spool(max(0, self.config.getoption("rigger_spool_bytes")))
         seconds = max(0.0, self.config.getoption("rigger_spool_seconds"))
         self.sender = Sender(client, self.lose, seconds, spool)
+        if self.place is not None and not self.place.shared:
+            self.uploader = Uploader(RiggerClient(host, port, token=self.token))
 
     def _find_place(self, client: RiggerClient) -> Place:
         """Where the tests' files go: the dispatcher's root when it shares this host's
@@ -362,6 +365,8 @@ class RiggerSession:
             self.sender.close()
         if self.client is not None:
             self.client.close()
+        if self.uploader is not None:
+            self.uploader.close()
         self._stop_embedded()
 
     @property
@@ -519,8 +524,8 @@ class RiggerSession:
         if kept and self.place is not None:
             lines.append(
                 f"rigger_mp: the files of {kept:,} test{'s' if kept != 1 else ''} stay on "
-                f"this host under {self.place.root}: {self.elsewhere}, and nothing uploads "
-                "them; their finish_test lists no attachments"
+                f"this host under {self.place.root}: {self.elsewhere}, and uploading them "
+                "failed (listed above); their finish_test lists only those that arrived"
             )
         lines.append(self.last_line(sent, lost))
         return lines
@@ -583,22 +588,30 @@ class RiggerSession:
             relative = self.place.relative(location, name)
             self.place.make(relative)
             item.stash[_ARTIFACTS] = relative
-            self.kept_here += not self.place.shared
         return self.place.root / relative
 
     def attach(self, item: pytest.Item, name: str, data: Data) -> Path:
         """Store ``data`` as ``name`` in the test's directory: the ``rigger_attach`` fixture."""
         self.artifacts_of(item)
         assert self.place is not None
-        return self.place.attach(item.stash[_ARTIFACTS], name, data)
+        path = self.place.attach(item.stash[_ARTIFACTS], name, data)
+        if self.uploader is not None:  # the dispatcher is on another host
+            self.uploader.send(self.place, item.stash[_ARTIFACTS], item.location, name)
+        return path
 
     def attachments(self, item: pytest.Item) -> list[dict[str, Any]]:
         """The files in the test's directory, if a fixture made it where the dispatcher
-        sees it; else none."""
+        sees it or uploaded them there (a failed upload is a lost event); else none."""
         relative = item.stash.get(_ARTIFACTS, None)
-        if relative is None or self.place is None or not self.place.shared:
+        if relative is None or self.place is None:
             return []
-        return self.place.listing(relative)
+        if self.uploader is not None:
+            arrived, failed = self.uploader.send_all(self.place, relative, item.location)
+            for text in failed:
+                self.lost.add(f"attachment {text} of {item.nodeid} not uploaded")
+            self.kept_here += bool(failed)
+            return arrived
+        return self.place.listing(relative) if self.place.shared else []
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(

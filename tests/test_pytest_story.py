@@ -560,39 +560,70 @@ def can_rename_host() -> str | None:
     return None if done.returncode == 0 else f"unshare -u: {done.stderr.decode().strip()}"
 
 
-def test_a_dispatcher_on_another_host_leaves_the_files_here_and_says_so(
-    suite: Path, served: Served
-) -> None:
-    why = can_rename_host()
-    if why is not None:
-        pytest.skip(why)
+def run_elsewhere(suite: Path, port: str, local: Path) -> subprocess.CompletedProcess[str]:
+    """The suite run by pytest under another host name, against the dispatcher at ``port``."""
     (suite / "test_story.py").write_text(textwrap.dedent(FIXTURES_ALONE))
-    local = suite / "kept-here"
     command = [
         *("unshare", "-u", "sh", "-c", 'hostname elsewhere && exec "$@"', "sh"),
         *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2"),
-        *(f"--rigger=127.0.0.1:{served.port}", f"--rigger-artifacts={local}", "--rigger-run-id=r"),
+        *(f"--rigger=127.0.0.1:{port}", f"--rigger-artifacts={local}", "--rigger-run-id=r"),
     ]
-    done = subprocess.run(
+    return subprocess.run(
         command, cwd=suite, env=pytest_env(), capture_output=True, text=True, timeout=180
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert served.cmd("terminate").returncode == 0
-    assert served.finish()[0] == 0
+
+
+def attaches_event(suite: Path) -> dict[str, Any]:
     [event] = [
         e
         for e in finished(read_records(str(suite / "events.jsonl")))
         if e["test_name"] == "test_attaches"
     ]
-    assert event["host"] == "elsewhere" and event["attachments"] == []
-    kept = local / "r" / "test_story.py" / "test_attaches" / "deep" / "note.txt"
-    assert kept.read_bytes() == b"bytes"
-    assert not (suite / "art" / "r").exists()  # nothing where the dispatcher looks
+    return event
+
+
+def test_a_dispatcher_on_another_host_gets_the_files_uploaded(suite: Path, served: Served) -> None:
+    why = can_rename_host()
+    if why is not None:
+        pytest.skip(why)
+    local = suite / "kept-here"
+    done = run_elsewhere(suite, served.port, local)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert served.cmd("terminate").returncode == 0
+    assert served.finish()[0] == 0
+    event = attaches_event(suite)
+    assert event["host"] == "elsewhere"
+    assert [a["name"] for a in event["attachments"]] == ["copy.py", "deep/note.txt", "text.txt"]
+    arrived = suite / "art" / "r" / "test_story.py" / "test_attaches"
+    assert (arrived / "deep" / "note.txt").read_bytes() == b"bytes"
+    assert (arrived / "copy.py").read_bytes() == (suite / "test_story.py").read_bytes()
+    assert (local / "r" / "test_story.py" / "test_attaches" / "deep" / "note.txt").is_file()
+    assert "stay on this host" not in done.stdout
+
+
+def test_a_failed_upload_keeps_the_file_here_and_fails_the_run(suite: Path) -> None:
+    why = can_rename_host()
+    if why is not None:
+        pytest.skip(why)
+    config = suite / "rigger.yaml"
+    config.write_text(config.read_text() + "max_attach_bytes: 5\n")
+    served = Served("-c", str(config), "--artifacts", "art", cwd=suite)
+    local = suite / "kept-here"
+    try:
+        done = run_elsewhere(suite, served.port, local)
+        assert served.cmd("terminate").returncode == 0
+        assert served.finish()[0] == 0
+    finally:
+        served.kill()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert [a["name"] for a in attaches_event(suite)["attachments"]] == ["deep/note.txt"]
+    assert "attachment copy.py: [too_large]" in done.stdout
     assert (
-        f"rigger_mp: the files of 2 tests stay on this host under {local}: the dispatcher at "
-        f"127.0.0.1:{served.port} runs on {socket.gethostname()}, and nothing uploads them; "
-        "their finish_test lists no attachments"
+        f"rigger_mp: the files of 1 test stay on this host under {local}: the dispatcher at "
+        f"127.0.0.1:{served.port} runs on {socket.gethostname()}, and uploading them failed "
+        "(listed above); their finish_test lists only those that arrived"
     ) in done.stdout
+    assert (local / "r" / "test_story.py" / "test_attaches" / "copy.py").is_file()
 
 
 def test_the_server_process_boots_while_the_worker_pool_starts(

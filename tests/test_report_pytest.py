@@ -220,3 +220,51 @@ def test_two_runs_into_one_serve_give_two_directories_and_an_index(
     rows = Index((root / "index.html").read_text("utf-8")).rows
     assert [row[0][0] for row in rows] == ["runB", "runA"]
     assert all(row[0][3] == str(len(OUTCOMES)) for row in rows)
+
+
+def test_a_run_on_another_host_uploads_its_files_which_are_archived_and_linked(
+    suite: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    junit_schema: xmlschema.XMLSchema,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rigger_mp.plugins.archive import open_archive
+    from tests.test_pytest_story import can_rename_host
+
+    why = can_rename_host()
+    if why is not None:
+        pytest.skip(why)
+    monkeypatch.setenv("RIGGER_MP_HOST", "elsewhere")  # the host the run's events carry
+    server_dir = tmp_path_factory.mktemp("server")  # serve shares no directory with the run
+    served = Served("--artifacts", "art", cwd=server_dir)
+    local = suite / "kept-here"
+    hostname = ("unshare", "-u", "sh", "-c", 'hostname elsewhere && exec "$@"', "sh")
+    try:
+        done = subprocess.run(
+            [
+                *hostname,
+                *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_sample.py"),
+                *("-n", "2", "--rigger-run-id=remote", f"--rigger=127.0.0.1:{served.port}"),
+                f"--rigger-artifacts={local}",
+                f"--junitxml={suite / 'pytest-remote.xml'}",
+            ],
+            cwd=suite,
+            env=pytest_env(FLAKY_FLAG=str(suite / "flaky-remote")),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "stay on this host" not in done.stdout
+        assert served.cmd("terminate").returncode == 0
+        status, _, err = served.finish()
+    finally:
+        served.kill()
+    assert status == 0, err
+    root = server_dir / "art"
+    check_run(root, suite, "remote", junit_schema)  # linked in the report, as local ones are
+    test_dir = root / "remote" / "test_sample.py" / "test_attaches"
+    with open_archive(f"{test_dir}.tar.zst") as tar:
+        names = {member.name.split("/", 1)[-1] for member in tar.getmembers() if member.isfile()}
+    assert {"shots/login.png", "notes.txt", "written.txt"} <= names
+    assert (local / "remote" / "test_sample.py" / "test_attaches" / "notes.txt").is_file()

@@ -17,6 +17,7 @@ SERVER_MODULES = {
     "rigger_mp.server",
     "rigger_mp.lifecycle",
     "rigger_mp.server.acceptor",
+    "rigger_mp.server.attacher",  # a connection's attach side (the uploads load on use)
     "rigger_mp.server.auth",
     "rigger_mp.server.channel",
     "rigger_mp.server.connection",
@@ -84,3 +85,21 @@ def test_the_supervisor_does_not_import_the_asyncio_server() -> None:
     loaded = modules_after("import rigger_mp.server.supervisor")
     assert "rigger_mp.server.supervisor" in loaded
     assert "rigger_mp.server.process" not in loaded and "asyncio" not in loaded
+
+
+UPLOAD_MODULES = {
+    # The first attach loads the uploads and the path helpers they share with the plugins.
+    "rigger_mp.errors",
+    "rigger_mp.plugins",
+    "rigger_mp.plugins.artifacts",
+    "rigger_mp.safe_paths",
+    "rigger_mp.server.uploads",
+}
+
+
+def test_an_upload_adds_only_the_uploads_and_the_path_helpers() -> None:
+    imports = supervisor._SERVER_MAIN.split("; main(")[0]
+    loaded = modules_after(f"{imports}; import rigger_mp.server.uploads")
+    assert {m for m in loaded if m.startswith("rigger_mp")} == SERVER_MODULES | UPLOAD_MODULES
+    assert not loaded & NEVER_IN_THE_SERVER
+    assert "sqlite3" not in loaded

@@ -32,6 +32,7 @@ import junitparser
 import psutil
 import pytest
 
+from tests._http import Http
 from tests.conftest import assert_processes_gone
 from tests.test_cli import Served, free_port
 from tests.test_pytest_plugin import pytest_env
@@ -330,11 +331,14 @@ def test_a_serve_restarted_between_two_halves_reports_both(
         served.proc.communicate(timeout=WAIT)
         assert_processes_gone(served.children)
         assert os.listdir(root / RUN_ID), "the open run's state is on disk"
-        restarted = Served(*args, cwd=cwd)
+        http_port = free_port()
+        restarted = Served(*args, "--http", f"127.0.0.1:{http_port}", cwd=cwd)
         holder.go()
         status, out = finished(second_half)
         assert status == 0, out
         wait_written(restarted, RUN_ID)
+        with Http(http_port) as client:  # the live view read the first half back too
+            status, live = client.json("GET", f"/runs/{RUN_ID}")
     finally:
         kill_tree(second_half)
         served.kill()
@@ -352,3 +356,10 @@ def test_a_serve_restarted_between_two_halves_reports_both(
         2,
         False,
     )
+    shown = live["run"]
+    assert status == 200 and (shown["counts"], shown["expected"], shown["missing"]) == (
+        {"passed": 7},
+        7,
+        0,
+    )
+    assert shown["finished"] and shown["sessions"] == 2

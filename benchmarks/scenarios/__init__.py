@@ -36,6 +36,7 @@ MODULES: list[str] = [
     "io",
     "dask",
     "suite",
+    "attach",
 ]
 """Scenario modules in the order they run; register a new area here."""
 

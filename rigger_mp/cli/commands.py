@@ -178,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--wait", action="store_true", help="wait for the event to finish")
     _add_client_options(fire)
 
+    attach = sub.add_parser(
+        "attach",
+        help="upload a file into a test's artifact directory on the dispatcher's host",
+        description="Stream FILE to the dispatcher, which writes it into the artifact "
+        "directory of the test LOCATION::NAME (<root>/<run_id>/<location>/<name>), under a "
+        "temporary name renamed into place once complete; print its path relative to the "
+        "artifacts root, its size and its sha256.",
+    )
+    attach.add_argument("file", metavar="FILE", help="the file to upload")
+    attach.add_argument(
+        "--test", required=True, metavar="LOCATION::NAME", help="the test, e.g. tests/a.py::t1"
+    )
+    attach.add_argument(
+        "--name", help="its name there, a relative path such as shots/a.png (default: FILE's)"
+    )
+    attach.add_argument("--run-id", metavar="R", help="the run's id (the run's directory)")
+    _add_client_options(attach)
+
     ping = sub.add_parser(
         "ping",
         help="check that a dispatcher answers",
@@ -465,6 +483,15 @@ def _client_command(args: argparse.Namespace) -> int:
                 print(json.dumps(stats, indent=2, sort_keys=True))
             else:
                 print(format_status(stats, f"{args.host}:{args.port}"), end="")
+        elif args.command == "attach":
+            location, sep, test = args.test.rpartition("::")
+            if not sep or not test:
+                raise UsageError(f"--test must be LOCATION::NAME, not {args.test!r}")
+            if not os.path.isfile(args.file):
+                raise UsageError(f"{args.file}: not a file")
+            name = args.name or os.path.basename(args.file)
+            reply = client.attach(location, test, name, args.file, run_id=args.run_id)
+            print(printable(f"{reply['path']} {reply['size']} bytes sha256 {reply['sha256']}"))
         elif args.command == "terminate":
             client.terminate()
             print(f"terminated the dispatcher at {args.host}:{args.port}")

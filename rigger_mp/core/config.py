@@ -100,6 +100,10 @@ class RiggerConfig:
     status_window: int = 10_000
     status_window_bytes: int = 16 * 1024 * 1024
     max_reply_bytes: int = 16 * 1024 * 1024
+    # Uploads (the attach op): per file, per run, and the free space they must leave.
+    max_attach_bytes: int = 512 * 1024 * 1024
+    max_run_bytes: int = 20 * 1024**3
+    min_free_disk_bytes: int = 1024**3
     plugins: dict[str, InstanceConfig] = field(default_factory=dict)
 
 
@@ -197,6 +201,10 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     "status_window": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
     "status_window_bytes": (lambda v: _is_int(v) and v >= 4096, "an integer of at least 4096"),
     "max_reply_bytes": (lambda v: _is_int(v) and v >= 256, "an integer of at least 256"),
+    # Uploads (attach): the largest file, a run's total, the free space left on the disk.
+    "max_attach_bytes": (lambda v: _is_int(v) and v >= 0, "a whole number of bytes"),
+    "max_run_bytes": (lambda v: _is_int(v) and v >= 0, "a whole number of bytes"),
+    "min_free_disk_bytes": (lambda v: _is_int(v) and v >= 0, "a whole number of bytes"),
     "plugins": (_optional(lambda v: isinstance(v, Mapping)), "a mapping of instance names"),
     # The journal (accepted events survive a crash): off without a path.
     "journal": (

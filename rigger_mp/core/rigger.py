@@ -283,7 +283,7 @@ class Rigger(InstanceLookup, Dispatcher):
         from ..server.supervisor import ServerSupervisor
 
         assert self._port is not None
-        server = ServerSupervisor(self._port, settings)
+        server = ServerSupervisor(self._port, settings, self.artifacts_root)
         server.launch()
         return server
 

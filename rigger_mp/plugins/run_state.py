@@ -55,6 +55,8 @@ class Found:
     ended: bool
     mtime: float
     """Wall-clock time of its last event (the file's modification time)."""
+    size: int = 0
+    """Bytes read."""
 
 
 @dataclass(slots=True)
@@ -148,39 +150,68 @@ class StateFiles:
 
     def found(self) -> Iterator[Found]:
         """The state files under the root, each read back (at most ``max_bytes`` each)."""
-        try:
-            with os.scandir(self.root) as entries:
-                dirs = [
-                    e.name
-                    for n, e in enumerate(entries)
-                    if n < MAX_SCANNED and e.is_dir(follow_symlinks=False)
-                ]
-        except OSError:
-            return
-        for dir_name in sorted(dirs):
+        for dir_name in run_dirs(self.root):
             for ended in (True, False):
-                found = self._read(dir_name, ended)
+                name = self.name + (WRITING if ended else "")
+                found = read_state(self.root, dir_name, name, ended, self.max_bytes)
                 if found is not None:
                     yield found
 
-    def _read(self, dir_name: str, ended: bool) -> Found | None:
-        relative = f"{dir_name}/{self.name}{WRITING if ended else ''}"
+
+def run_dirs(root: Path) -> list[str]:
+    """The run directories under ``root`` (at most ``MAX_SCANNED``, no link), sorted."""
+    try:
+        with os.scandir(root) as entries:
+            return sorted(
+                e.name
+                for n, e in enumerate(entries)
+                if n < MAX_SCANNED and e.is_dir(follow_symlinks=False)
+            )
+    except OSError:
+        return []
+
+
+def open_runs(root: str | os.PathLike[str], max_bytes: int) -> Iterator[Found]:
+    """Each open run's events as the first instance that keeps a state file for it has
+    them (``report`` and ``junit`` keep the same ones): for a reader other than the
+    plugins, the live view of a restarted dispatcher. At most ``max_bytes`` in all."""
+    top = Path(root).absolute()
+    for dir_name in run_dirs(top):
+        if max_bytes <= 0:
+            return
         try:
-            fd = open_file(self.root, relative, os.O_RDONLY, make_parents=False)
-        except (OSError, ValueError):
-            return None
-        with os.fdopen(fd, "rb") as handle:
-            mtime = os.fstat(handle.fileno()).st_mtime
-            data = handle.read(self.max_bytes + 1)[: self.max_bytes]
-        events = []
-        for line in data.splitlines():
-            with contextlib.suppress(ValueError):
-                item = json.loads(line)
-                if (
-                    isinstance(item, list)
-                    and len(item) == 2
-                    and isinstance(item[0], str)
-                    and isinstance(item[1], dict)
-                ):
-                    events.append((item[0], item[1]))
-        return Found(dir_name, events, ended, mtime)
+            names = sorted(
+                e.name
+                for e in os.scandir(top / dir_name)
+                if e.name.startswith(".rigger-state-") and e.name.endswith(".jsonl")
+            )
+        except OSError:
+            continue
+        found = read_state(top, dir_name, names[0], False, max_bytes) if names else None
+        if found is not None:
+            max_bytes -= found.size
+            yield found
+
+
+def read_state(root: Path, dir_name: str, name: str, ended: bool, max_bytes: int) -> Found | None:
+    """The state file ``<root>/<dir_name>/<name>`` read back (no link followed; at most
+    ``max_bytes``; a torn or malformed line skipped), or None if there is none."""
+    try:
+        fd = open_file(root, f"{dir_name}/{name}", os.O_RDONLY, make_parents=False)
+    except (OSError, ValueError):
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        mtime = os.fstat(handle.fileno()).st_mtime
+        data = handle.read(max_bytes + 1)[:max_bytes]
+    events = []
+    for line in data.splitlines():
+        with contextlib.suppress(ValueError):
+            item = json.loads(line)
+            if (
+                isinstance(item, list)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and isinstance(item[1], dict)
+            ):
+                events.append((item[0], item[1]))
+    return Found(dir_name, events, ended, mtime, len(data))

@@ -225,9 +225,9 @@ class Run:
     expected_kept: int = 0
     """Expected tests kept as cases (``expected`` true)."""
     expected_unlisted: int = 0
+    """Expected test ids beyond ``max_tests``: counted, not kept."""
     open_cases: int = 0
     """Cases pending or unfinished now: the run's end relabels them only when some are."""
-    """Expected test ids beyond ``max_tests``: counted, not kept."""
     sessions: dict[str, Session] = field(default_factory=dict)
     last_event: float = field(default_factory=time.monotonic)
     """Monotonic time of the run's last event: ``run_timeout`` counts from it."""

@@ -6,7 +6,8 @@ messages at a time (the rest waits in ``frames`` for a later loop turn, with rea
 paused), so one flooding client cannot starve the others. Before any line is handled,
 a connection that starts as an HTTP request is refused (:mod:`.http_refusal`). A
 connection is a :class:`~.reply_target.ReplyTarget`: the server hands it its replies.
-Its life is one :class:`ConnPhase`, moved along :data:`CONN_MOVES`.
+Its life is one :class:`ConnPhase`, moved along :data:`CONN_MOVES`. An ``attach`` and
+the file after it are its :class:`~.attacher.Attacher`'s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from .. import protocol as proto
 from ..lifecycle import move
+from .attacher import Attacher
 from .auth import TokenCheck
 from .http_refusal import REFUSAL, looks_like_http
 from .reply_order import ReplyOrder
@@ -85,6 +87,7 @@ class Connection(asyncio.BufferedProtocol):
         self.timer: asyncio.TimerHandle | None = None
         self.auth_timer: asyncio.TimerHandle | None = None
         self.drain_timer: asyncio.TimerHandle | None = None
+        self.attacher = Attacher(self, self._read)
 
     # -- asyncio callbacks ----------------------------------------------------------
 
@@ -110,10 +113,10 @@ class Connection(asyncio.BufferedProtocol):
             self.update_reading()
 
     def get_buffer(self, sizehint: int) -> bytearray:
-        return self.server.read_buffer
+        return self.attacher.read_buffer(self.server.read_buffer)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self.server.read_view[:nbytes].tobytes())
+        self.data_received(self.attacher.read_view(self.server.read_view)[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self.state is not _OPEN:
@@ -140,7 +143,10 @@ class Connection(asyncio.BufferedProtocol):
 
     def _read(self, data: bytes) -> None:
         """Handle the frames ``data`` completes (some on later turns if many)."""
-        frames = self.framer.feed(data)
+        if self.attacher.raw:  # an upload's bytes, or behind those held back
+            self.attacher.read(data)
+            return
+        frames = self.framer.feed(self.attacher.cut(data))
         if self.frames is not None:  # read before pause_reading took effect
             self.frames += frames
             return
@@ -197,6 +203,8 @@ class Connection(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         # The client is done sending (``nc -N``, shutdown(SHUT_WR)); a message left
         # unended counts as its last one. Keep the socket open to write the replies.
+        if self.attacher.ended():  # finish once the upload, and what follows it, is done
+            return True
         head, self.head = self.head, None
         if head and self.state is _OPEN:  # too short to be an HTTP request
             self._read(bytes(head))
@@ -217,6 +225,7 @@ class Connection(asyncio.BufferedProtocol):
         self.state = move(CONN_MOVES, self.state, _LOST)
         self.replies.clear()
         self.frames = None
+        self.attacher.lost()
         for timer in (self.timer, self.auth_timer, self.drain_timer):
             if timer is not None:
                 timer.cancel()
@@ -266,6 +275,9 @@ class Connection(asyncio.BufferedProtocol):
                     self.error(seq, proto.SHUTTING_DOWN, "the dispatcher is stopping")
                 else:
                     server.fire(self, seq, msg, frame)
+                return
+            if type(msg) is proto.Attach:
+                self.attacher.start(seq, msg, frame)
                 return
             assert type(msg) is proto.Op
             self._op(seq, msg)
@@ -358,8 +370,7 @@ class Connection(asyncio.BufferedProtocol):
             self._close()
 
     def answered(self, now: float) -> None:
-        """Replies from the main process were put: the idle clock starts again once they
-        are out."""
+        """Replies from the main process were put: the idle clock restarts once they are out."""
         self.last_active = now
         self.flush()
 
@@ -422,8 +433,8 @@ class Connection(asyncio.BufferedProtocol):
             self.transport.abort()
 
     def _blocked(self) -> bool:
-        """No message is to be handled now: finishing, owed too many replies, or a buffer
-        toward it, toward main or toward all clients is full."""
+        """No message is to be handled now: finishing, owed too many replies, a buffer toward
+        it, toward main or toward all clients full, or its upload with no room."""
         server = self.server
         return (
             self.state is not _OPEN
@@ -431,6 +442,7 @@ class Connection(asyncio.BufferedProtocol):
             or server.main_paused
             or server.replies_paused
             or self.seq_in - self.replies.next > MAX_OWED
+            or self.attacher.blocks
         )
 
     def update_reading(self) -> None:
@@ -443,7 +455,9 @@ class Connection(asyncio.BufferedProtocol):
         if self.frames is not None and not blocked and not self.scheduled:
             self.scheduled = True
             self.loop.call_soon(self._work)
-        want = not blocked and self.frames is None
+        elif self.attacher.held is not None and not blocked and self.frames is None:
+            self.attacher.schedule()
+        want = not blocked and self.frames is None and self.attacher.held is None
         if want != self.reading:
             self.reading = want
             if want:

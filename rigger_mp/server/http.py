@@ -55,6 +55,7 @@ from aiohttp import web
 
 from .. import printable
 from .. import protocol as proto
+from ..plugins.run_state import open_runs
 from . import file_view, metrics, run_metrics
 from .http_guard import Guard
 from .http_noise import Noise
@@ -67,6 +68,8 @@ from .throttle import Throttled
 
 logger = printable.logger("rigger_mp.server")
 
+RESTORE_BYTES: Final = 64 * 1024 * 1024
+"""The most of the report plugin's state files the live view reads back at its start."""
 REFUSE_TIMEOUT: Final = 2.0
 """How long a connection over the limit may take to send its request before it is dropped."""
 REFUSE_HEAD_BYTES: Final = 16 * 1024
@@ -89,6 +92,8 @@ STATUS_OF: Final = {
     proto.INTERNAL: 500,
     proto.BAD_HOST: 421,
     proto.BAD_ORIGIN: 403,
+    proto.QUOTA_EXCEEDED: 413,
+    proto.DISK_FULL: 507,
     proto.TOO_MANY_SUBSCRIBERS: 503,
     proto.UNKNOWN_RUN: 404,
 }
@@ -100,6 +105,7 @@ _ASSETS: Final = {
     "/live.js": ("live.js", "text/javascript; charset=utf-8"),
 }
 _JSON: Final = "application/json"
+_OCTETS: Final = "application/octet-stream"
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -264,6 +270,14 @@ class HttpFront:
         self.view = RunView(server.loop, self.board, server.settings.live_max_subscribers)
         self.board_faults = Throttled(logging.ERROR, "live view: a test event not shown")
         server.taps.update({name: self._tap(feed) for name, feed in self.board.taps.items()})
+        root = server.settings.artifacts_root
+        if root is not None:  # a restarted dispatcher: its open runs from the start
+            self.artifacts_root = root
+            events = (e for found in open_runs(root, RESTORE_BYTES) for e in found.events)
+            try:
+                self.board.restore(events)
+            except Exception as exc:  # the state files are the plugins': show what came
+                self.board_faults(exc_info=exc)
 
     def _tap(self, feed: Callable[[Any], None]) -> Callable[[Any], None]:
         """``feed``, whose fault is logged (throttled): the fire it taps is accepted."""
@@ -410,6 +424,10 @@ class HttpFront:
                 return self._json(proto.reply_line(reply))
             body = metrics.render(reply["stats"], run_metrics.RunCollector(self.board))
             return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+        if path == "/attach":
+            self._expect(method, "PUT")
+            self._authorize(request)
+            return await self._attach(request)
         if path == "/terminate":
             self._expect(method, "POST")
             self._authorize(request)
@@ -487,6 +505,37 @@ class HttpFront:
         finally:
             self.stalls.busy(request.protocol)
         return b"".join(chunks)
+
+    async def _attach(self, request: web.BaseRequest) -> web.Response:
+        """An upload (:mod:`.http_attach`); after an error the connection closes, since
+        the rest of the body is never read."""
+        from . import http_attach
+        from .uploads import Refused
+
+        try:
+            if request.content_type != _OCTETS:
+                raise proto.ProtocolError(
+                    proto.BAD_REQUEST,
+                    f"Content-Type must be {_OCTETS}, not {request.content_type[:60]!r}",
+                )
+            if self.server.state is ServerPhase.STOPPING:
+                raise proto.ProtocolError(proto.SHUTTING_DOWN, "the server is stopping")
+            msg = http_attach.header(request)
+            self.stalls.waiting(request.protocol)  # a body that never ends is closed
+            try:
+                line = await http_attach.receive(self.server.uploads(), msg, request)
+            finally:
+                self.stalls.busy(request.protocol)
+        except (proto.ProtocolError, Refused) as exc:
+            line = proto.error_line(exc.code, exc.message)
+        except ConnectionError:  # closed by its client, or for stalling: nothing kept
+            raise _Gone from None
+        response = self._json(line)
+        if response.status != 200:
+            code = json.loads(line)["error"]["code"]
+            self.errors[code] = self.errors.get(code, 0) + 1
+            response.force_close()
+        return response
 
     def _too_large(self, size: int) -> _HttpError:
         return _HttpError(

@@ -186,3 +186,12 @@ class ServerSettings:
     """Passed to :func:`rigger_mp.protocol.parse`."""
     dedup_window: int = DEDUP_WINDOW
     """Fire ids kept to answer a resent fire with its first tid (:mod:`.dedup`)."""
+    # -- uploads (``attach``): the config keys of the same names --
+    artifacts_root: str | None = None
+    """Where uploaded files go (the dispatcher's artifacts root); None: ``attach`` is refused."""
+    max_attach_bytes: int = 512 * 1024 * 1024
+    """The largest file one ``attach`` may upload."""
+    max_run_bytes: int = 20 * 1024**3
+    """The bytes of the completed uploads of one run id, together."""
+    min_free_disk_bytes: int = 1024**3
+    """An upload that would leave less free space under the root is refused."""

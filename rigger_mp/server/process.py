@@ -63,6 +63,8 @@ def main(argv: list[str], on_start: Callable[[Server], None] | None = None) -> N
             on_start(server)
         loop.run_until_complete(_serve(server, sock, requests_fd, replies_fd))
     finally:
+        if server is not None and server.upload_side is not None:
+            server.upload_side.close()  # its writer threads finish (a cut's clean-up too)
         if server is not None and server.journal is not None:
             server.journal.close()
         loop.close()

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .channel import PipeReader, PipeWriter
     from .journaling import ServerJournal
     from .reply_target import Ack, ReplyTarget
+    from .uploads import Uploads
 
 logger = printable.logger("rigger_mp.server")
 
@@ -184,6 +185,7 @@ class Server:
             self.journal = ServerJournal.open(self, settings)
             self.tid_prefix = self.journal.store.tid_prefix + settings.tid_prefix
             self.dedup.load(self.journal.recent_ids())
+        self.upload_side: Uploads | None = None
         self.stats = StatsSnapshot(loop.time, lambda: self._request(StatsRequest()))
         """The dispatcher's stats, asked of the main process at most once per ``MAX_AGE``."""
         self.faults = Throttled(
@@ -194,6 +196,14 @@ class Server:
         """The pipes are connected and the socket listens: tell the main process."""
         self.to_main, self.from_main, self.listener = to_main, from_main, listener
         to_main.write(pack(Ready(os.getpid())), [])
+
+    def uploads(self) -> Uploads:
+        """The uploads of ``attach`` (:mod:`.uploads`, loaded with the first one)."""
+        if self.upload_side is None:
+            from .uploads import Uploads
+
+            self.upload_side = Uploads(self.loop, self.settings)
+        return self.upload_side
 
     # -- to the main process -------------------------------------------------------
 
@@ -482,6 +492,8 @@ class Server:
         }
         if self.journal is not None:
             counters["journal"] = self.journal.stats()
+        if self.upload_side is not None:
+            counters["uploads"] = self.upload_side.counters()
         return counters
 
     def _stats_arrived(self, reply: StatsReply) -> list[ReplyTarget]:

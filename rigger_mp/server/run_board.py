@@ -29,7 +29,7 @@ import heapq
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import quote
@@ -229,6 +229,18 @@ class RunBoard:
                 for lane in entry.lanes.values():
                     lane.test = lane.since = None
         self._touch(entry)
+
+    def restore(self, found: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+        """Replay a restarted dispatcher's open runs (the report plugin's state files,
+        :func:`~rigger_mp.plugins.run_state.open_runs`) before any fire is tapped, so a
+        page opened after a restart shows the run from its start; the events replayed."""
+        replayed = 0
+        for name, data in found:
+            feed = self.taps.get(name)
+            if feed is not None:
+                feed(data)
+                replayed += 1
+        return replayed
 
     # -- what the view reads ------------------------------------------------------------
 

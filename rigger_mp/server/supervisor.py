@@ -63,6 +63,8 @@ from .listening import bind, warn_if_exposed
 from .pipe_messages import Fence, ServerSettings, Stop
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..core.port import EventPort
 
 logger = printable.logger("rigger_mp")
@@ -164,8 +166,11 @@ _EDGES: Final[Mapping[Phase, frozenset[Phase]]] = {
 }
 
 
-def server_settings(settings: RiggerConfig) -> ServerSettings:
-    """What a server process is told of the config (each process gets its own tids)."""
+def server_settings(
+    settings: RiggerConfig, artifacts_root: str | os.PathLike[str] | None = None
+) -> ServerSettings:
+    """What a server process is told of the config (each process gets its own tids), and
+    the artifacts root its uploads go to."""
     return ServerSettings(
         token=settings.server_token,
         max_message_bytes=settings.max_message_bytes,
@@ -188,6 +193,10 @@ def server_settings(settings: RiggerConfig) -> ServerSettings:
         max_json_depth=settings.max_json_depth,
         max_hook_name_length=settings.max_hook_name_length,
         dedup_window=settings.dedup_window,
+        artifacts_root=None if artifacts_root is None else os.fspath(artifacts_root),
+        max_attach_bytes=settings.max_attach_bytes,
+        max_run_bytes=settings.max_run_bytes,
+        min_free_disk_bytes=settings.min_free_disk_bytes,
     )
 
 
@@ -214,12 +223,14 @@ def supervisor_stats(supervisor: ServerSupervisor) -> dict[str, Any]:
 class ServerSupervisor:
     """Starts, restarts and stops the TCP server process of one Rigger; the facade the
     Rigger uses for it (its thread runs the :class:`Intake` on each process in turn).
-    ``dispatcher`` is the port ``Rigger.start()`` built, not the Rigger."""
+    ``dispatcher``: the port ``Rigger.start()`` built; ``root``: where uploads go."""
 
-    def __init__(self, dispatcher: EventPort, settings: RiggerConfig) -> None:
+    def __init__(
+        self, dispatcher: EventPort, settings: RiggerConfig, root: Path | None = None
+    ) -> None:
         self.dispatcher = dispatcher
         self.settings = settings
-        self.server_settings = server_settings(settings)
+        self.server_settings = server_settings(settings, root)
         self.address = settings.server_address
         self.port = settings.server_port
         self._sock: socket.socket | None = None
