@@ -318,47 +318,9 @@ class Server:
         try:
             frame = pack(batch)
         except Exception:  # one item cannot be pickled (nested too deeply...)
-            self._send_one_by_one(batch, acks)
+            _send_one_by_one(self, batch, acks)
             return
         self.to_main.write(frame, acks)
-
-    def _send_one_by_one(self, batch: list[Request], acks: list[Ack]) -> None:
-        """A batch did not pickle: send its requests one by one (each fire alone); those
-        that fail get an error reply, the others go on as usual (``acks`` are in the order
-        of the acked fires)."""
-        assert self.to_main is not None
-        owed = iter([ack for ack in acks if not ack[3]])
-        touched: set[ReplyTarget] = set()
-        for item in _one_by_one(batch):
-            if isinstance(item, StatsRequest):  # no data: it always pickles
-                self.to_main.write(pack([item]), [])
-                continue
-            rid = item.rids[0] if isinstance(item, Fires) else item.rid
-            ack = next(owed) if rid == NO_REPLY else None
-            try:
-                frame = pack([item])
-            except Exception as exc:
-                if ack is not None:
-                    conn, seq = ack[0], ack[1]
-                else:
-                    entry = self.pending.pop(rid, None)
-                    if entry is None:
-                        continue
-                    conn, seq = entry
-                    conn.rids.discard(rid)
-                if isinstance(exc, RecursionError):
-                    code, why = proto.BAD_REQUEST, "the message nests too deeply to forward"
-                else:
-                    self.faults(exc_info=exc)
-                    code, why = proto.INTERNAL, f"cannot forward it: {type(exc).__name__}: {exc}"
-                if not conn.lost:
-                    conn.error(seq, code, why)
-                    touched.add(conn)
-                continue
-            self.to_main.write(frame, [] if ack is None else [ack])
-        self.to_main.release_after([ack for ack in acks if ack[3]])
-        for conn in touched:
-            conn.flush()
 
     def release(self, acks: list[Ack]) -> None:
         """Write the ``ok`` of fires whose batch is now wholly in the requests pipe."""
@@ -587,6 +549,45 @@ class Server:
                 end.close_now()
         if not self.finished.done():
             self.finished.set_result(None)
+
+
+def _send_one_by_one(server: Server, batch: list[Request], acks: list[Ack]) -> None:
+    """A batch did not pickle: send its requests one by one (each fire alone); those
+    that fail get an error reply, the others go on as usual (``acks`` are in the order
+    of the acked fires)."""
+    assert server.to_main is not None
+    owed = iter([ack for ack in acks if not ack[3]])
+    touched: set[ReplyTarget] = set()
+    for item in _one_by_one(batch):
+        if isinstance(item, StatsRequest):  # no data: it always pickles
+            server.to_main.write(pack([item]), [])
+            continue
+        rid = item.rids[0] if isinstance(item, Fires) else item.rid
+        ack = next(owed) if rid == NO_REPLY else None
+        try:
+            frame = pack([item])
+        except Exception as exc:
+            if ack is not None:
+                conn, seq = ack[0], ack[1]
+            else:
+                entry = server.pending.pop(rid, None)
+                if entry is None:
+                    continue
+                conn, seq = entry
+                conn.rids.discard(rid)
+            if isinstance(exc, RecursionError):
+                code, why = proto.BAD_REQUEST, "the message nests too deeply to forward"
+            else:
+                server.faults(exc_info=exc)
+                code, why = proto.INTERNAL, f"cannot forward it: {type(exc).__name__}: {exc}"
+            if not conn.lost:
+                conn.error(seq, code, why)
+                touched.add(conn)
+            continue
+        server.to_main.write(frame, [] if ack is None else [ack])
+    server.to_main.release_after([ack for ack in acks if ack[3]])
+    for conn in touched:
+        conn.flush()
 
 
 def _one_by_one(batch: list[Request]) -> list[Request]:
