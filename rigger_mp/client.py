@@ -6,22 +6,34 @@ deadlocks on full socket buffers. Failures raise: :class:`RemoteError` carries t
 server's error code; :class:`RiggerConnectionError` says the server could not be reached
 or the connection broke.
 
-When the connection has broken, the client reconnects once. It resends a request only
-when that is safe: the request was never completely sent (so the server cannot have read
-it), or it is a read-only one (``ping``, ``task_status``, ``stats``). A fire whose reply
-was lost is not resent, since it may have been accepted; the error says so.
+Every fire carries an ``id`` (the caller's ``fire_id``, else one the client makes: a
+random prefix per client and a counter), so a fire whose reply was lost to a broken
+connection is resent safely: the server answers a fire whose id it accepted before with
+the first tid and does not run it again (its ``dedup_window``). The client resends on a
+new connection, with the same id, until ``resend_seconds`` have passed since the first
+break (waiting a little longer between attempts each time, from 50 ms to 1 s: a server
+being restarted refuses connections meanwhile); then it raises
+:class:`RiggerConnectionError`, whose ``fire_ids`` lists the ids of the fires that may
+or may not have been accepted (resend them with those ids). ``fire_many`` resends only
+the events not yet replied to. A resent ``grab_result``/``wait_for_task`` fire that the
+server had accepted gets no output again: :class:`DuplicateFire` names its tid (ask
+``task_status``). Other requests are resent once when that is safe: the request was
+never completely sent, or it is a read-only one (``ping``, ``task_status``, ``stats``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import secrets
 import select
 import selectors
 import socket
 import threading
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, BinaryIO, Final
 
@@ -29,6 +41,11 @@ from . import protocol as proto
 from .errors import RiggerError
 
 DEFAULT_TIMEOUT: Final = 60.0
+RESEND_SECONDS: Final = 10.0
+"""Default of ``resend_seconds``: how long a fire whose reply was lost is resent."""
+FIRST_PAUSE: Final = 0.05
+LAST_PAUSE: Final = 1.0
+"""The pauses between two resends: doubled from the first up to the last."""
 RECV_SIZE: Final = 64 * 1024  # larger reads cost an mmap each (see rigger_mp.channel)
 SEND_CHUNK: Final = 256 * 1024
 UPLOAD_CHUNK: Final = 4 * 1024 * 1024
@@ -46,7 +63,27 @@ class RemoteError(RiggerError):
 
 
 class RiggerConnectionError(RiggerError, ConnectionError):
-    """The server could not be reached, or the connection broke during a request."""
+    """The server could not be reached, or the connection broke during a request.
+
+    ``fire_ids``: the ids of the fires whose fate is unknown (sent, no reply): resending
+    them with these ids cannot run them twice (within the server's ``dedup_window``).
+    """
+
+    def __init__(self, message: str, fire_ids: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.fire_ids = list(fire_ids)
+
+
+class DuplicateFire(RiggerError):
+    """A ``grab_result``/``wait_for_task`` fire whose id the server had accepted before
+    (as ``tid``): it did not run again, and its output is not sent again."""
+
+    def __init__(self, tid: str) -> None:
+        super().__init__(
+            f"the fire was accepted before as tid {tid} (its reply was lost); it was not run "
+            "again: ask task_status for its outcome"
+        )
+        self.tid = tid
 
 
 class RiggerTimeout(RiggerError, TimeoutError):
@@ -70,6 +107,7 @@ class RiggerClient:
 
     ``timeout`` bounds connecting and each wait for a reply (``None``: wait forever).
     ``token`` is sent with ``auth`` on every (re)connection when given.
+    ``resend_seconds``: how long fires whose reply was lost are resent (0: never).
     """
 
     def __init__(
@@ -78,16 +116,24 @@ class RiggerClient:
         port: int = proto.DEFAULT_PORT,
         token: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        resend_seconds: float = RESEND_SECONDS,
     ) -> None:
         self.address = address
         self.port = port
         self.token = token
         self.timeout = timeout
+        self.resend_seconds = resend_seconds
+        self._id_prefix = secrets.token_hex(8) + "-"
+        self._id_numbers = itertools.count(1)  # next() is atomic: threads share it
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._rbuf = b""
 
     # -- the public calls -----------------------------------------------------------------
+
+    def new_id(self) -> str:
+        """A fire id no other client makes: this client's random prefix and a counter."""
+        return self._id_prefix + str(next(self._id_numbers))
 
     def fire_hook(
         self,
@@ -96,13 +142,15 @@ class RiggerClient:
         *,
         grab_result: bool = False,
         wait_for_task: bool = False,
+        fire_id: str | None = None,
         **kwargs: Any,
     ) -> Any:
         """Fire an event: the tid; with ``grab_result`` its output; with ``wait_for_task`` True.
 
         The event's data are keyword arguments (``fire_hook("start_test", test_name="t")``);
         the flags are keyword-only, so a mapping passed by position is a ``TypeError``
-        instead of being read as ``grab_result``.
+        instead of being read as ``grab_result``. ``fire_id``: the fire's ``id`` (else
+        :meth:`new_id`); a fire with an id the server accepted lately is not run again.
 
         A failed event raises :class:`RemoteError` (code ``hook_failed``) when waited on.
         """
@@ -111,7 +159,14 @@ class RiggerClient:
             extra["grab_result"] = True
         elif wait_for_task:
             extra["wait_for_task"] = True
-        reply = self._request(proto.encode_fire(hook_name, kwargs, extra), idempotent=False)
+        fire_id = self.new_id() if fire_id is None else _checked_id(fire_id)
+        line = proto.encode_fire(hook_name, kwargs, extra, fire_id)
+        with self._lock:
+            reply = self._resending([line], [fire_id])[0]
+        if not reply["ok"]:
+            raise _remote_error(reply)
+        if reply.get("duplicate") and (grab_result or wait_for_task):
+            raise DuplicateFire(str(reply["tid"]))
         if grab_result:
             output: dict[str, Any] = reply["output"]
             return output
@@ -119,34 +174,47 @@ class RiggerClient:
             return True
         return str(reply["tid"])
 
-    def fire_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    def fire_many(
+        self,
+        events: Iterable[tuple[str, Mapping[str, Any]]],
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
         """Fire ``(hook_name, data)`` pairs pipelined over one connection; their tids, in order.
 
-        Every event is encoded before anything is sent, so a bad argument raises
-        ``TypeError`` with nothing fired. If some are refused, :class:`FireManyError` is
-        raised once all replies are in; its ``results`` holds each tid or error.
+        ``ids``: each event's fire id (else :meth:`new_id` for each). Every event is
+        encoded before anything is sent, so a bad argument raises ``TypeError`` (a bad id
+        ``ValueError``) with nothing fired. If the connection breaks, the events not yet
+        replied to are resent with their ids (see the module's docstring). If some are
+        refused, :class:`FireManyError` is raised once all replies are in; its ``results``
+        holds each tid or error.
         """
-        lines = [proto.encode_fire(name, data, {}) for name, data in events]
+        events = list(events)
+        if ids is None:
+            fire_ids = [self.new_id() for _ in events]
+        else:
+            fire_ids = [_checked_id(fire_id) for fire_id in ids]
+            if len(fire_ids) != len(events):
+                raise ValueError(f"fire_many: {len(fire_ids)} ids for {len(events)} events")
+        lines = [
+            proto.encode_fire(name, data, {}, fire_id)
+            for (name, data), fire_id in zip(events, fire_ids, strict=True)
+        ]
+        results = self.fire_lines(lines, fire_ids)
+        if any(isinstance(r, RemoteError) for r in results):
+            raise FireManyError(results)
+        return [r for r in results if isinstance(r, str)]
+
+    def fire_lines(
+        self, lines: Sequence[bytes], fire_ids: Sequence[str]
+    ) -> list[str | RemoteError]:
+        """:meth:`fire_many` of fires already encoded (each by
+        :func:`rigger_mp.protocol.encode_fire` with its id in ``fire_ids``): each one's
+        tid, or the error that refused it (raised only for the connection)."""
         if not lines:
             return []
         with self._lock:
-            sock = self._connected()
-            try:
-                replies = self._pipeline(sock, lines)
-            except BaseException:
-                self._drop()
-                raise
-        results: list[str | RemoteError] = []
-        failed = False
-        for reply in replies:
-            if reply["ok"]:
-                results.append(str(reply["tid"]))
-            else:
-                failed = True
-                results.append(_remote_error(reply))
-        if failed:
-            raise FireManyError(results)
-        return [r for r in results if isinstance(r, str)]
+            replies = self._resending(list(lines), list(fire_ids))
+        return [str(r["tid"]) if r["ok"] else _remote_error(r) for r in replies]
 
     def task_status(self, tid: str) -> dict[str, Any]:
         """``{"tid", "status": queued|running|done|failed[, "error"]}`` of a TCP-fired event."""
@@ -303,6 +371,48 @@ class RiggerClient:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _resending(self, lines: list[bytes], fire_ids: list[str]) -> list[dict[str, Any]]:
+        """Send fires (``lines``, pipelined) and read their replies; on a broken connection
+        resend those not replied to, on a new one, for up to ``resend_seconds``."""
+        replies: list[dict[str, Any]] = []
+        deadline: float | None = None
+        pause = FIRST_PAUSE
+        while True:
+            try:
+                sock = self._connected()
+            except RiggerConnectionError as exc:
+                if deadline is None:
+                    raise  # no server at all: said at once, as nothing was sent
+                broke = exc
+            else:
+                try:
+                    if len(lines) - len(replies) == 1:  # one fire: no selector needed
+                        self._send_one(sock, lines[-1], replies)
+                    else:
+                        self._pipeline(sock, lines[len(replies) :], replies)
+                except RiggerConnectionError as exc:
+                    broke = exc
+                except BaseException:
+                    self._drop()
+                    raise
+                else:
+                    if any(_closes(reply) for reply in replies):
+                        self._drop()  # the next message goes on a new connection
+                    return replies
+            self._drop()
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.resend_seconds
+            if now + pause > deadline:
+                raise RiggerConnectionError(
+                    f"{broke}; resent for {self.resend_seconds} s without an answer: "
+                    f"{len(lines) - len(replies)} fire(s) may or may not have been "
+                    "accepted (resend them with the ids in fire_ids)",
+                    fire_ids[len(replies) :],
+                ) from broke
+            _pause(pause)
+            pause = min(2 * pause, LAST_PAUSE)
+
     def _connected(self) -> socket.socket:
         """The open connection; a new one if there is none or the server closed it."""
         sock = self._sock
@@ -364,10 +474,20 @@ class RiggerClient:
                 )
             buf += data
 
-    def _pipeline(self, sock: socket.socket, lines: list[bytes]) -> list[dict[str, Any]]:
-        """Write ``lines`` while reading their replies; return the replies in order."""
-        want = len(lines)
-        replies: list[dict[str, Any]] = []
+    def _send_one(self, sock: socket.socket, line: bytes, replies: list[dict[str, Any]]) -> None:
+        """Send one message and append its reply to ``replies``."""
+        try:
+            sock.sendall(line)
+        except OSError as exc:
+            raise RiggerConnectionError(f"sending to {self._where()} failed: {exc}") from exc
+        replies.append(self._read_reply(sock))
+
+    def _pipeline(
+        self, sock: socket.socket, lines: list[bytes], replies: list[dict[str, Any]]
+    ) -> None:
+        """Write ``lines`` while reading their replies, appended to ``replies`` in order
+        (those read before the connection broke stay there)."""
+        want = len(lines) + len(replies)
         out = memoryview(b"")
         next_line = 0
         buf = self._rbuf
@@ -387,7 +507,7 @@ class RiggerClient:
                     if not out:
                         chunk: list[bytes] = []
                         size = 0
-                        while next_line < want and size < SEND_CHUNK:
+                        while next_line < len(lines) and size < SEND_CHUNK:
                             chunk.append(lines[next_line])
                             size += len(lines[next_line])
                             next_line += 1
@@ -398,7 +518,7 @@ class RiggerClient:
                         pass
                     except OSError as exc:
                         raise self._broke_during_many(len(replies), want) from exc
-                    if not out and next_line == want:
+                    if not out and next_line == len(lines):
                         sel.modify(sock, selectors.EVENT_READ)
                 if events & selectors.EVENT_READ:
                     try:
@@ -419,13 +539,11 @@ class RiggerClient:
             if self._sock is sock:
                 sock.settimeout(self.timeout)
         if len(replies) > want:
-            raise RiggerConnectionError("the server sent more replies than messages")
-        return replies
+            raise RiggerError("the server sent more replies than messages")
 
     def _broke_during_many(self, got: int, want: int) -> RiggerConnectionError:
         return RiggerConnectionError(
-            f"fire_many: the connection to {self._where()} broke after {got} of {want} "
-            "replies; the events replied to were accepted, the others may or may not have been"
+            f"the connection to {self._where()} broke after {got} of {want} replies"
         )
 
     def _where(self) -> str:
@@ -447,6 +565,20 @@ def _decode(line: bytes) -> dict[str, Any]:
         return proto.decode_reply(line)
     except proto.ProtocolError as exc:
         raise RiggerConnectionError(f"{exc.message}: {line[:200]!r}") from None
+
+
+def _pause(seconds: float) -> None:
+    """Wait before a resend: nothing signals that a server came back, so the client
+    tries again after a pause (doubled each time, bounded by ``resend_seconds``)."""
+    time.sleep(seconds)
+
+
+def _checked_id(fire_id: str) -> str:
+    """A caller's fire id, checked as the server checks it (``ValueError`` if bad)."""
+    try:
+        return proto.check_fire_id(fire_id)
+    except proto.ProtocolError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _closes(reply: Mapping[str, Any]) -> bool:

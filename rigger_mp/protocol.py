@@ -76,6 +76,8 @@ TOO_MANY_SUBSCRIBERS: Final = "too_many_subscribers"
 """The HTTP front has ``live_max_subscribers`` live streams open (HTTP 503)."""
 UNKNOWN_RUN: Final = "unknown_run"
 """``GET /runs/{run_id}`` of a run the live view does not hold (HTTP 404)."""
+BAD_ID: Final = "bad_id"
+"""A fire's ``id`` is not a string of 1 to :data:`MAX_FIRE_ID` printable ASCII characters."""
 
 ERROR_CODES: Final = (
     BAD_JSON,
@@ -98,11 +100,12 @@ ERROR_CODES: Final = (
     DISK_FULL,
     TOO_MANY_SUBSCRIBERS,
     UNKNOWN_RUN,
+    BAD_ID,
 )
 
 # -- messages ----------------------------------------------------------------------
 
-FIRE_KEYS: Final = frozenset({"hook_name", "data", "grab_result", "wait_for_task"})
+FIRE_KEYS: Final = frozenset({"hook_name", "data", "grab_result", "wait_for_task", "id"})
 OP_KEYS: Final[Mapping[str, frozenset[str]]] = {
     "ping": frozenset({"op"}),
     "auth": frozenset({"op", "token"}),
@@ -126,6 +129,13 @@ MAX_JSON_DEPTH: Final = 64
 (checked at parse time: deeper structures could not be pickled on to the main process)."""
 MAX_HOOK_NAME: Final = 256
 """Default of ``max_hook_name_length``: a longer ``hook_name`` is ``bad_request``."""
+DEDUP_WINDOW: Final = 100_000
+"""Default of ``dedup_window``: fire ids the server keeps to answer a resent fire."""
+MAX_DEDUP_WINDOW: Final = 10_000_000
+"""The largest ``dedup_window`` (about 2 GiB of ids: see ``docs/operating.md``)."""
+MAX_FIRE_ID: Final = 128
+"""Characters of a fire's ``id`` at most (printable ASCII): a longer one is ``bad_id``. Each
+id the dedup window keeps costs memory (``docs/operating.md``), so ids stay short."""
 
 
 class ProtocolError(Exception):
@@ -148,6 +158,8 @@ class Fire(NamedTuple):
     hook_name: str
     data: dict[str, Any]
     mode: int  # ACK, GRAB or WAIT
+    fire_id: str | None = None
+    """The client's ``id`` for it: a fire whose id was accepted lately is not run again."""
 
 
 class Attach(NamedTuple):
@@ -236,12 +248,27 @@ def parse(
     data = msg.get("data", {})
     if type(data) is not dict:
         raise ProtocolError(BAD_REQUEST, f"'data' must be an object, not {_json_type(data)}")
-    mode = ACK
-    if len(msg) > 2 or "data" not in msg:
-        grab = _flag(msg, "grab_result")
-        wait = _flag(msg, "wait_for_task")
-        mode = GRAB if grab else WAIT if wait else ACK
-    return Fire(hook_name, data, mode)
+    size = len(msg)
+    if size == 2 and "data" in msg:
+        return Fire(hook_name, data, ACK)
+    fire_id = check_fire_id(msg["id"]) if "id" in msg else None
+    if size == 3 and fire_id is not None and "data" in msg:  # the common fire with an id
+        return Fire(hook_name, data, ACK, fire_id)
+    grab = _flag(msg, "grab_result")
+    wait = _flag(msg, "wait_for_task")
+    return Fire(hook_name, data, GRAB if grab else WAIT if wait else ACK, fire_id)
+
+
+def check_fire_id(value: Any) -> str:
+    """A fire's ``id`` checked: 1 to :data:`MAX_FIRE_ID` printable ASCII characters (no
+    control characters, so that it prints safely in logs and ``journal show``)."""
+    if type(value) is not str:
+        raise ProtocolError(BAD_ID, f"'id' must be a string, not {_json_type(value)}")
+    if not 0 < len(value) <= MAX_FIRE_ID or not value.isascii() or not value.isprintable():
+        raise ProtocolError(
+            BAD_ID, f"'id' must be 1 to {MAX_FIRE_ID} printable ASCII characters"
+        )
+    return value
 
 
 def _too_deep(max_depth: int) -> str:
@@ -395,6 +422,11 @@ def is_blank(frame: bytes) -> bool:
 OK_LINE: Final = b'{"ok":true}\n'
 
 
+def duplicate_line(tid: str) -> bytes:
+    """The reply to a fire whose ``id`` was accepted before, as ``tid``: not run again."""
+    return reply_line({"ok": True, "tid": tid, "duplicate": True})
+
+
 def ack_line(tid: str) -> bytes:
     """``{"ok":true,"tid":...}`` for an accepted fire."""
     if tid.isascii() and tid.replace("-", "").isalnum():  # nothing to escape: no encoder
@@ -444,14 +476,16 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
     return _encode(message).encode("ascii") + b"\n"
 
 
-def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any]) -> bytes:
+def encode_fire(
+    hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any], fire_id: str | None = None
+) -> bytes:
     """A fire message as one line; a ``TypeError`` saying what is wrong if it cannot be one.
 
     The client's checks, so that a bad event fails before anything is sent: the name, the
     data's type, then (only once encoding failed) which key is not a string or not JSON.
     Assembled from the encoded name, data and extra keys: encoding a dict wrapping them
     cost about twice as much (the encoder's per-call setup), once per event of
-    ``fire_many``.
+    ``fire_many``. ``fire_id``: the message's ``id`` (checked by the caller).
     """
     if not isinstance(hook_name, str) or not hook_name:
         raise TypeError(f"hook_name must be a non-empty string, not {hook_name!r}")
@@ -462,6 +496,12 @@ def encode_fire(hook_name: str, data: Mapping[str, Any], extra: Mapping[str, Any
         line += _encode(data).encode("ascii")
         if extra:
             line += b"," + _encode(extra).encode("ascii")[1:-1]
+        if fire_id is None:
+            pass
+        elif fire_id.isascii() and fire_id.replace("-", "").isalnum():  # nothing to escape
+            line += b',"id":"' + fire_id.encode("ascii") + b'"'
+        else:
+            line += b',"id":' + _encode(fire_id).encode("ascii")
     except (TypeError, ValueError) as exc:
         for key in data:
             if not isinstance(key, str):

@@ -23,28 +23,9 @@ pytest session, shared by its xdist workers); all JSON:
   ``test_location`` is the test's file, ``test_name`` the rest of its id
   (``TestClass.test_x[param]``).
 
-``finish_test`` tells the test's story (:mod:`rigger_mp.pytest_story` builds it):
-
-- ``test_name``, ``test_location``, ``test_result``: ``passed``, ``failed``, ``skipped``
-  or ``error``, as JUnit XML counts them: a failure in setup or teardown (a fixture) is
-  ``error``, unless the test body itself failed, which is ``failed``; a skip in any phase
-  and an expected failure are ``skipped``; an unexpected pass of a non-strict ``xfail``
-  is ``passed``, of a strict one ``failed`` (pytest fails it);
-- ``outcome``: the same told apart: ``passed``, ``failed``, ``error``, ``skipped``,
-  ``xfailed`` or ``xpassed``;
-- ``duration``: pytest's own, setup + call + teardown, in seconds;
-- ``when``: the phase that failed or errored (``setup``, ``call``, ``teardown``), or null;
-- ``longrepr``: the failure text pytest prints (all failed phases), or null; ``crash``:
-  ``{"path", "line", "message"}`` where the failure was raised, or null;
-- ``sections``: the captured output, ``[{"when", "kind": stdout|stderr|log, "text"}]``;
-- ``skip_reason``: why it was skipped, or the ``xfail`` reason (xfailed, xpassed); else null;
-- ``worker``: the xdist worker id, or ``main``; ``host``: ``$RIGGER_MP_HOST`` if set, else
-  ``socket.gethostname()``; ``markers``: the names of the test's marks;
-- ``rerun``: 0; under pytest-rerunfailures each attempt is its own ``finish_test``
-  (``rerun`` 0, 1, ...), and the last one's outcome is the test's;
-- ``attachments``: ``[{"name", "size"}]``, the files in the test's artifact directory
-  when it ended (names relative to it, sorted; at most 1,000, 64 KiB of names), if the
-  test used ``rigger_artifacts`` or ``rigger_attach`` and the dispatcher sees its files.
+``finish_test`` tells the test's story (``outcome``, ``duration``, ``longrepr``, ``sections``,
+``worker``, ``host``, ``rerun``, ``attachments``...): :mod:`rigger_mp.pytest_story` lists
+the keys and builds them.
 
 The bounds keep a ``finish_test`` well within the dispatcher's ``max_message_bytes``
 (1 MiB by default). Measured as sent (JSON, ``ensure_ascii``): ``longrepr``, the crash
@@ -74,8 +55,12 @@ What a user sees, once per run (on the xdist controller, for all the workers):
 - an xdist worker that cannot reach it (it went down after the controller checked, say)
   raises nothing: its tests run, their events are counted as not fired, and the
   controller prints one line for all such workers;
+- events go through a sender thread (:mod:`rigger_mp.pytest_sender`): a test does not wait
+  for the dispatcher; while it cannot be reached they wait in a spool, for
+  ``--rigger-spool-seconds`` (default 60) and up to ``--rigger-spool-bytes``, and are sent
+  once it is back, each with its fire id, so that none runs twice;
 - every event that could not be fired is listed in the ``rigger_mp`` section of the
-  terminal summary, at most :data:`MAX_LOST_LISTED` per process, the rest counted; any
+  terminal summary, at most :data:`~.pytest_lost.MAX_LOST_LISTED` per process, the rest counted; any
   lost event fails the run (exit status 1 when it would have been 0). The first one of
   each process is also a ``RiggerFireWarning`` (never raised, even under ``-W error``):
   one, not one per event, so that a dispatcher gone mid-run does not flood pytest's
@@ -92,7 +77,7 @@ import os
 import socket
 import uuid
 import warnings
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +89,7 @@ if TYPE_CHECKING:
     from .client import RiggerClient
     from .core.rigger import Rigger
     from .pytest_artifacts import Data, Place, Uploader
+    from .pytest_sender import Sender
     from .pytest_story import Limits
 
 _PLUGIN_NAME = "rigger_mp_session"
@@ -121,15 +107,13 @@ _REMEDY = (
     "is it running? Start one (`rigger-mp serve`), give its address with "
     "--rigger HOST:PORT, or run one inside pytest with --rigger-config FILE"
 )
-MAX_LOST_LISTED = 20
-"""Lost events listed per pytest process (each xdist worker, the controller); the rest
-are counted."""
-MAX_NAME = 120
-"""Characters of a test's id kept in a lost event's line."""
 MAX_FAILURE_BYTES = 64 * 1024
 """Default of ``max_failure_bytes``: a test's failure text, as sent."""
 MAX_CAPTURE_BYTES = 256 * 1024
 """Default of ``max_capture_bytes``: all of a test's captured output together, as sent."""
+SENDER_RESEND = 1.0
+"""Seconds the sender's client resends a batch whose connection broke, before the spool
+takes over (short: the spool retries for ``--rigger-spool-seconds``)."""
 MIN_LIMIT = 1024
 """The smallest value of either limit: room for the note that says what was cut."""
 
@@ -176,6 +160,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"{text} (default: the ini option rigger_max_{key}_bytes, else {default})",
         )
         parser.addini(f"rigger_max_{key}_bytes", text, default=str(default))
+    group.addoption(
+        "--rigger-spool-seconds",
+        metavar="S",
+        type=float,
+        default=60.0,
+        help="how long events wait in the spool, and the sender retries, while the "
+        "dispatcher cannot be reached; then they are lost (default: %(default)s)",
+    )
+    group.addoption(
+        "--rigger-spool-bytes",
+        metavar="N",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="bytes of events one process spools at most (memory, then a temporary "
+        "file); events beyond are lost (default: %(default)s)",
+    )
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -218,6 +218,7 @@ class RiggerSession:
     """One process's part of the run: its client, and the embedded dispatcher if any."""
 
     def __init__(self, config: pytest.Config, workerinput: dict[str, Any] | None) -> None:
+        from .pytest_lost import Lost
         from .pytest_story import limits
 
         self.config = config
@@ -234,7 +235,7 @@ class RiggerSession:
         self.rigger: Rigger | None = None
         self.artifacts_root: Path | None = None
         self.reports: list[Path] = []
-        self.sent = 0
+        self.sender: Sender | None = None
         self.lost = Lost()
         self.unreachable: str | None = None
         """Why this worker could not reach the dispatcher at its start (then no client)."""
@@ -275,7 +276,8 @@ class RiggerSession:
         if workerinput is not None:
             self.place = Place.from_input(workerinput["rigger_place"])
             self.elsewhere = workerinput["rigger_elsewhere"]
-        client = RiggerClient(host, port, token=self.token)
+        # Its own resends are short: past them the sender's spool takes over.
+        client = RiggerClient(host, port, token=self.token, resend_seconds=SENDER_RESEND)
         try:
             client.ping()
             if self.place is None:
@@ -288,6 +290,12 @@ class RiggerSession:
                 return
             raise pytest.UsageError(f"rigger_mp: cannot reach {where}: {_reason(exc)}") from None
         self.client = client
+        from .pytest_sender import Sender
+        from .pytest_spool import Spool
+
+        spool = Spool(max(0, self.config.getoption("rigger_spool_bytes")))
+        seconds = max(0.0, self.config.getoption("rigger_spool_seconds"))
+        self.sender = Sender(client, self.lose, seconds, spool)
         if self.place is not None and not self.place.shared:
             self.uploader = Uploader(RiggerClient(host, port, token=self.token))
 
@@ -351,40 +359,54 @@ class RiggerSession:
             self.reports = report.rewrite_reports(rigger.instances)
 
     def close(self) -> None:
-        """Close the client; stop (drain) the embedded dispatcher."""
+        """Send what is left (or count it lost), close the client; stop (drain) the
+        embedded dispatcher."""
+        if self.sender is not None:
+            self.sender.close()
         if self.client is not None:
             self.client.close()
         if self.uploader is not None:
             self.uploader.close()
         self._stop_embedded()
 
+    @property
+    def sent(self) -> int:
+        """Events of this process the dispatcher accepted."""
+        return 0 if self.sender is None else self.sender.sent
+
     def fire(self, hook_name: str, what: str = "", /, **data: Any) -> None:
-        """Fire one event; a failure is a warning and is listed, never silent.
+        """Fire one event through the sender (it waits only while the sender's queue is
+        full); one that cannot be fired is listed, and the first one warned of.
 
         ``what`` names the event's subject (the test's id) in the list of lost events.
         """
-        from .errors import RiggerError
-
-        if self.client is None:  # a worker that could not reach the dispatcher
+        if self.sender is None:  # a worker that could not reach the dispatcher
             self.lost.count()
             return
-        try:
-            self.client.fire_hook(hook_name, run_id=self.run_id, session_id=self.session_id, **data)
-        except (RiggerError, OSError) as exc:
-            if len(what) > MAX_NAME:
-                what = what[:MAX_NAME] + "..."
-            text = f"{hook_name}{' ' if what else ''}{what} not fired to {self.address}: "
-            text += _reason(exc, hint=False)
-            self.lost.add(text)
-            if self.lost.total > 1:
-                return  # one warning per process: a dead dispatcher loses every event
-            text += "; every event not fired is listed in the rigger_mp section of the summary"
+        ids = {"run_id": self.run_id, "session_id": self.session_id}
+        self.sender.submit(hook_name, what, {**ids, **data})
+        self.warn_once()
+
+    def flush(self) -> None:
+        """Return once every event fired so far is sent or counted lost."""
+        if self.sender is not None:
+            self.sender.flush()
+        self.warn_once()
+
+    def lose(self, hook_name: str, what: str, reason: str) -> None:
+        """The sender could not fire an event (from its thread): list it."""
+        from .pytest_lost import describe
+
+        self.lost.add(describe(hook_name, what, self.address, reason))
+
+    def warn_once(self) -> None:
+        """Warn of this process's first lost event, from the test thread (once)."""
+        text = self.lost.to_warn()
+        if text is not None:
             # Under ``-W error`` (``filterwarnings = error``) warn raises: out of a hook
             # that would be an INTERNALERROR with no summary. The event is listed anyway.
             with contextlib.suppress(RiggerFireWarning):
-                warnings.warn(RiggerFireWarning(f"rigger_mp: {text}"), stacklevel=2)
-        else:
-            self.sent += 1
+                warnings.warn(RiggerFireWarning(f"rigger_mp: {text}"), stacklevel=3)
 
     def output(self) -> dict[str, Any]:
         """What a worker hands the controller at its end (plain data, for execnet)."""
@@ -428,6 +450,7 @@ class RiggerSession:
             from .pytest_story import environment
 
             self.fire("start_session", environment=environment(self.config, self.host))
+            self.flush()  # accepted before any worker starts firing
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -435,10 +458,12 @@ class RiggerSession:
         embedded dispatcher, so the summary can name a settled report; a lost event fails
         the run. A worker hands its figures to the controller instead."""
         if self.is_worker:
+            self.flush()
             workeroutput: dict[str, Any] = getattr(self.config, "workeroutput", {})
             workeroutput[_OUTPUT_KEY] = self.output()
             return
         self.fire("finish_session", exit_status=int(exitstatus))
+        self.flush()
         self._stop_embedded()
         if self.problems() and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -469,10 +494,12 @@ class RiggerSession:
 
     def summary_lines(self) -> list[str]:
         """The lost events by process, the unreachable workers' line, the last line."""
+        from .pytest_lost import lost_lines, worker_order
+
         lines: list[str] = []
         sent, lost = self.sent, self.lost.total
         unreachable: dict[str, list[tuple[str, int]]] = {}
-        for worker_id, output in sorted(self.workers.items(), key=_worker_order):
+        for worker_id, output in sorted(self.workers.items(), key=worker_order):
             if "crashed" in output:
                 lines.append(f"{worker_id}: crashed ({output['crashed']}); its events unknown")
                 continue
@@ -483,8 +510,8 @@ class RiggerSession:
                     (worker_id, int(output.get("lost_count", 0)))
                 )
                 continue
-            lines.extend(_lost_lines(worker_id, output["lost"], int(output["lost_count"])))
-        lines[:0] = _lost_lines("", self.lost.listed, self.lost.total)
+            lines.extend(lost_lines(worker_id, output["lost"], int(output["lost_count"])))
+        lines[:0] = lost_lines("", self.lost.listed, self.lost.total)
         for reason, workers in unreachable.items():
             ids = ", ".join(worker_id for worker_id, _ in workers)
             count = sum(n for _, n in workers)
@@ -594,38 +621,6 @@ class RiggerSession:
         result = yield
         with contextlib.suppress(Exception):
             item.stash.setdefault(_REPORTS, []).append(result.get_result())
-
-
-class Lost:
-    """The events one process could not fire: the first :data:`MAX_LOST_LISTED` described,
-    all counted."""
-
-    def __init__(self) -> None:
-        self.listed: list[str] = []
-        self.total = 0
-
-    def add(self, text: str) -> None:
-        self.total += 1
-        if len(self.listed) < MAX_LOST_LISTED:
-            self.listed.append(text)
-
-    def count(self) -> None:
-        """One more lost event, already explained (the worker's unreachable line)."""
-        self.total += 1
-
-
-def _lost_lines(worker_id: str, listed: Sequence[str], total: int) -> list[str]:
-    """One line per listed lost event of one process, then how many more there were."""
-    prefix = f"{worker_id}: " if worker_id else ""
-    lines = [f"{prefix}{text}" for text in listed]
-    if total > len(listed):
-        lines.append(f"{prefix}... and {total - len(listed):,} more events not fired")
-    return lines
-
-
-def _worker_order(item: tuple[str, Any]) -> tuple[int, str]:
-    """gw2 before gw10."""
-    return len(item[0]), item[0]
 
 
 def _reason(exc: BaseException, hint: bool = True) -> str:

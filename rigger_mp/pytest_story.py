@@ -9,6 +9,29 @@ adds to ``test_name``, ``test_location`` and ``test_result``. :func:`environment
 
 Only pytest and the standard library: pytest imports the plugin in every run.
 
+The keys of ``finish_test``:
+
+- ``test_name``, ``test_location``, ``test_result``: ``passed``, ``failed``, ``skipped``
+  or ``error``, as JUnit XML counts them: a failure in setup or teardown (a fixture) is
+  ``error``, unless the test body itself failed, which is ``failed``; a skip in any phase
+  and an expected failure are ``skipped``; an unexpected pass of a non-strict ``xfail``
+  is ``passed``, of a strict one ``failed`` (pytest fails it);
+- ``outcome``: the same told apart: ``passed``, ``failed``, ``error``, ``skipped``,
+  ``xfailed`` or ``xpassed``;
+- ``duration``: pytest's own, setup + call + teardown, in seconds;
+- ``when``: the phase that failed or errored (``setup``, ``call``, ``teardown``), or null;
+- ``longrepr``: the failure text pytest prints (all failed phases), or null; ``crash``:
+  ``{"path", "line", "message"}`` where the failure was raised, or null;
+- ``sections``: the captured output, ``[{"when", "kind": stdout|stderr|log, "text"}]``;
+- ``skip_reason``: why it was skipped, or the ``xfail`` reason (xfailed, xpassed); else null;
+- ``worker``: the xdist worker id, or ``main``; ``host``: ``$RIGGER_MP_HOST`` if set, else
+  ``socket.gethostname()``; ``markers``: the names of the test's marks;
+- ``rerun``: 0; under pytest-rerunfailures each attempt is its own ``finish_test``
+  (``rerun`` 0, 1, ...), and the last one's outcome is the test's;
+- ``attachments``: ``[{"name", "size"}]``, the files in the test's artifact directory
+  when it ended (names relative to it, sorted; at most 1,000, 64 KiB of names), if the
+  test used ``rigger_artifacts`` or ``rigger_attach`` and the dispatcher sees its files.
+
 Sizes are measured as the plugin's client sends them (JSON with ``ensure_ascii``, where
 a control character or a non-ASCII one takes up to six bytes), so that the limits bound
 the message itself: ``longrepr`` (and the crash message, the skip reason) at most

@@ -46,3 +46,16 @@ class Counted(RiggerBasePlugin):
     def poison(self, rigger_attempt: int = 1) -> None:
         _append(self.data["path"], f"poison 0 {rigger_attempt}")
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Reported(RiggerBasePlugin):
+    """``finish_test``: appends ``<location>::<name> <rerun> <attempt>`` to ``path``, one
+    line per run of the hook (so the file counts how often each test was reported)."""
+
+    def plugin_initialize(self) -> None:
+        self.register_plugin_hook("finish_test", self.finish_test)
+
+    def finish_test(
+        self, test_location: str, test_name: str, rerun: int = 0, rigger_attempt: int = 1
+    ) -> None:
+        _append(self.data["path"], f"{test_location}::{test_name} {rerun} {rigger_attempt}")

@@ -24,6 +24,7 @@ from rigger_mp.errors import ShuttingDown
 from rigger_mp.journal import FIRE_LINE, JournalStore, decode
 from rigger_mp.journal.locks import WriterLock
 from rigger_mp.server import journaling as server_journaling
+from rigger_mp.server.dedup import DedupWindow
 from rigger_mp.server.journaling import Ack, ServerJournal
 from rigger_mp.server.pipe_messages import NO_REPLY, Fires, Request, StatusRequest
 from tests.test_journal_wired import gate, make, peek
@@ -141,6 +142,7 @@ class Host:
         self.to_main = self
         self.pending: dict[int, tuple[Any, int]] = {}
         self.errors: Counter[str] = Counter()
+        self.dedup = DedupWindow(0)
         self.sent: list[tuple[list[Any], list[Ack]]] = []
         self.replies: list[tuple[Any, int, bytes]] = []
 
@@ -157,7 +159,7 @@ class Host:
 def fires(journal: ServerJournal, tids: list[str], rids: list[int] | None = None) -> Fires:
     """A run of fires ``{"x": i}`` journaled as the server journals them (acked: NO_REPLY)."""
     for x, tid in enumerate(tids):
-        journal.add(tid, "ev", json.dumps({"hook_name": "ev", "data": {"x": x}}).encode())
+        journal.add(tid, "ev", json.dumps({"hook_name": "ev", "data": {"x": x}}).encode(), None)
     n = len(tids)
     modes = [proto.ACK if rid == NO_REPLY else proto.WAIT for rid in rids or [NO_REPLY] * n]
     return Fires(rids or [NO_REPLY] * n, ["ev"] * n, [{"x": x} for x in range(n)], modes, tids)
@@ -180,14 +182,14 @@ def test_the_fires_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
     store = JournalStore.open(tmp_path / "j.db")
     loop = asyncio.new_event_loop()
     host = Host(loop)
-    journal = ServerJournal(host, JournalStore.open(tmp_path / "j.db", owner=False))
+    journal = ServerJournal(host, JournalStore.open(tmp_path / "j.db", owner=False), 0)
     try:
 
         async def turn() -> None:
             # Three connections' reads in one turn, a fence behind them.
             for conn in range(3):
                 batch: list[Request] = [fires(journal, [f"{conn}-{i}" for i in range(2)])]
-                journal.send(batch, [(conn, i, f"{conn}-{i}") for i in range(2)])
+                journal.send(batch, [(conn, i, f"{conn}-{i}", False) for i in range(2)])
             journal.send_frame(b"fence")
             assert host.sent == [] and journal.busy()  # nothing goes before the commit
             await asyncio.sleep(0)  # the end of the turn: the commit runs
@@ -214,13 +216,13 @@ def test_a_turn_past_turn_rows_commits_what_it_has_at_once(
     monkeypatch.setattr(server_journaling, "TURN_ROWS", 5)
     loop = asyncio.new_event_loop()
     host = Host(loop)
-    journal = ServerJournal(host, JournalStore.open(tmp_path / "j.db"))
+    journal = ServerJournal(host, JournalStore.open(tmp_path / "j.db"), 0)
     try:
 
         async def turn() -> list[int]:
             for conn in range(4):
                 batch: list[Request] = [fires(journal, [f"{conn}-{i}" for i in range(2)])]
-                journal.send(batch, [(conn, i, f"{conn}-{i}") for i in range(2)])
+                journal.send(batch, [(conn, i, f"{conn}-{i}", False) for i in range(2)])
             journal.send_frame(b"fence")
             early = sizes(host)
             await asyncio.sleep(0)  # the end of the turn: the rest is committed
@@ -242,7 +244,7 @@ def test_a_failed_turn_commit_answers_journal_failed(
 ) -> None:
     loop = asyncio.new_event_loop()
     host = Host(loop)
-    journal = ServerJournal(host, JournalStore.open(tmp_path / "j.db"))
+    journal = ServerJournal(host, JournalStore.open(tmp_path / "j.db"), 0)
     try:
 
         def full(*args: Any) -> range:
@@ -252,7 +254,7 @@ def test_a_failed_turn_commit_answers_journal_failed(
         host.pending[5] = ("waiter", 9)
         status = StatusRequest(6, "t-1")  # a request in the same batch still goes through
         batch: list[Request] = [fires(journal, ["a", "b"], [NO_REPLY, 5]), status]
-        journal.send(batch, [("conn", 0, "a")])
+        journal.send(batch, [("conn", 0, "a", False)])
         loop.run_until_complete(asyncio.sleep(0))
         assert host.sent == [([status], [])]
         assert [(conn, seq) for conn, seq, _ in host.replies] == [("conn", 0), ("waiter", 9)]

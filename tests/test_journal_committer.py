@@ -81,10 +81,10 @@ def test_a_lone_caller_commits_in_its_own_thread_and_leaves_the_rest_to_the_thre
     leading = threading.Event()
     commit = committer.store.commit
 
-    def recording(rows: Any, done: Any = ()) -> range:
+    def recording(rows: Any, done: Any = (), *ids: Any) -> range:
         seen.append((threading.current_thread().name, len(rows)))
         leading.set()
-        return commit(rows, done)
+        return commit(rows, done, *ids)
 
     monkeypatch.setattr(committer.store, "commit", recording)
     row = ("t", "ev", *encode("ev", {"a": 1}))

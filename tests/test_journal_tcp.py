@@ -20,7 +20,9 @@ from rigger_mp import protocol as proto
 from rigger_mp.client import RemoteError, RiggerClient
 from rigger_mp.core.rigger import Rigger
 from rigger_mp.journal import FIRE_LINE, MARSHAL, JournalStore, encode
+from rigger_mp.journal.fire_ids import TRIM_EVERY
 from rigger_mp.journal.store import WAL_LIMIT
+from rigger_mp.protocol import DEDUP_WINDOW
 from rigger_mp.server.intake import MAX_BACKLOG
 from tests._disk import fill
 from tests._tcp import instance, server_pid
@@ -104,7 +106,8 @@ def test_tcp_traffic_leaves_the_journal_the_size_of_what_is_pending(
 ) -> None:
     """~44 MB of events through the server process's commits and the main process's done
     marks and checkpoints: the file and its WAL stay within what can be pending (without
-    the main process's checkpoints the WAL reached 170 MB), and empty at rest."""
+    the main process's checkpoints the WAL reached 170 MB), and at rest hold no event,
+    only the fire ids of the dedup window (the client gives every fire one)."""
     journal = tmp_path / "j.db"
     rigger = serve(dispatchers, journal)
     assert rigger.server_port is not None
@@ -128,7 +131,15 @@ def test_tcp_traffic_leaves_the_journal_the_size_of_what_is_pending(
     bound = MAX_BACKLOG * 300 + 2 * WAL_LIMIT
     assert passed > 1.5 * bound
     assert max(plugin.sizes) < bound, plugin.sizes
-    assert _size(str(journal)) + _size(f"{journal}-wal") < 256 * 1024  # at rest: empty
+    at_rest = _size(str(journal)) + _size(f"{journal}-wal")
+    store = JournalStore.open(journal)
+    try:
+        kept = len(store.recent_ids(events))
+        assert store.counts()[0] == 0
+    finally:
+        store.close()
+    assert DEDUP_WINDOW <= kept <= DEDUP_WINDOW + TRIM_EVERY  # the window's, cut back
+    assert at_rest < 256 * 1024 + kept * 64  # no event; ~50 bytes an id on disk
 
 
 

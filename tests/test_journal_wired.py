@@ -155,8 +155,8 @@ def test_a_done_mark_is_committed_while_a_later_event_still_runs(
         committed: list[int] = []
         came = threading.Event()
 
-        def watched(rows: Any, done: Any = ()) -> range:
-            result = commit(rows, done)
+        def watched(rows: Any, done: Any = (), *ids: Any) -> range:
+            result = commit(rows, done, *ids)
             committed.extend(done)
             if committed:
                 came.set()

@@ -21,7 +21,7 @@ from pathlib import Path
 import junitparser
 import pytest
 
-from rigger_mp import Rigger, pytest_plugin
+from rigger_mp import Rigger, pytest_lost, pytest_plugin
 from rigger_mp.protocol import TOKEN_ENV
 from rigger_mp.pytest_story import result_of
 from tests.cli_plugins import Recorder, read_records
@@ -397,7 +397,7 @@ def test_the_lost_events_of_every_worker_are_listed_and_fail_the_run(
         mine = [line for line in lines if line.startswith(f"{worker}: ")]
         nodeid = "test_sample.py::test_long_name[" + "x" * 17000 + "]"
         assert [line.split(" not fired to ")[0] for line in mine] == [
-            f"{worker}: {event} {nodeid[: pytest_plugin.MAX_NAME]}..."
+            f"{worker}: {event} {nodeid[: pytest_lost.MAX_NAME]}..."
             for event in ("start_test", "finish_test")
         ], lines
         assert "max_message_bytes" in mine[0], mine
@@ -431,12 +431,12 @@ def test_lost_events_under_warnings_as_errors_are_listed_not_an_internal_error(
 
 
 def test_a_process_lists_a_bounded_number_of_lost_events() -> None:
-    lost = pytest_plugin.Lost()
-    for n in range(pytest_plugin.MAX_LOST_LISTED + 5):
+    lost = pytest_lost.Lost()
+    for n in range(pytest_lost.MAX_LOST_LISTED + 5):
         lost.add(f"event {n}")
-    assert lost.total == pytest_plugin.MAX_LOST_LISTED + 5
-    assert len(lost.listed) == pytest_plugin.MAX_LOST_LISTED
-    lines = pytest_plugin._lost_lines("gw3", lost.listed, lost.total)
+    assert lost.total == pytest_lost.MAX_LOST_LISTED + 5
+    assert len(lost.listed) == pytest_lost.MAX_LOST_LISTED
+    lines = pytest_lost.lost_lines("gw3", lost.listed, lost.total)
     assert lines[-1] == "gw3: ... and 5 more events not fired"
 
 
@@ -478,7 +478,9 @@ def test_workers_that_cannot_reach_the_dispatcher_are_one_line_and_fail_the_run(
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
         handshake = {"HANDSHAKE_PORT": str(listener.getsockname()[1])}
-        proc = start_pytest(suite, f"--rigger=127.0.0.1:{served.port}", "-n", "2", env=handshake)
+        # No spool: the controller's finish_session is lost at its first failure.
+        address = f"--rigger=127.0.0.1:{served.port}"
+        proc = start_pytest(suite, address, "--rigger-spool-seconds=0", "-n", "2", env=handshake)
         try:
             conn, _ = listener.accept()  # start_session went; the workers are not started
             with conn:

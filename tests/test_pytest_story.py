@@ -500,15 +500,19 @@ def test_testlog_and_archive_with_defaults_archive_complete_logs(tmp_path: Path)
 
 KILLS = """
 import os
-import signal
 
+import psutil
 import pytest
 
 
 @pytest.mark.parametrize("n", range(60))
 def test_many(n):
-    if n == 5:
-        os.kill(int(os.environ["SERVE_PID"]), signal.SIGKILL)
+    if n == 5:  # the dispatcher and all its processes: none acks another event
+        serve = psutil.Process(int(os.environ["SERVE_PID"]))
+        processes = [serve, *serve.children(recursive=True)]
+        for process in processes:
+            process.kill()
+        psutil.wait_procs(processes, timeout=30)
 """
 
 
@@ -519,9 +523,10 @@ def test_a_dispatcher_killed_mid_run_is_one_warning_per_process(tmp_path: Path) 
     config.write_text("plugins: {}\n")
     served = Served("-c", str(config), "--artifacts", "art", cwd=tmp_path)
     try:
-        done = run_pytest(
+        done = run_pytest(  # no spool: the dispatcher does not come back
             tmp_path,
             f"--rigger=127.0.0.1:{served.port}",
+            "--rigger-spool-seconds=0",
             env={"SERVE_PID": str(served.proc.pid)},
         )
         assert served.proc.wait(30) == -signal.SIGKILL

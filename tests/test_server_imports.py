@@ -21,6 +21,7 @@ SERVER_MODULES = {
     "rigger_mp.server.auth",
     "rigger_mp.server.channel",
     "rigger_mp.server.connection",
+    "rigger_mp.server.dedup",
     "rigger_mp.server.http_refusal",
     "rigger_mp.server.pipe_messages",
     "rigger_mp.server.process",
@@ -39,6 +40,7 @@ JOURNAL_MODULES = {
     "rigger_mp.journal.codec",
     "rigger_mp.journal.committer",
     "rigger_mp.journal.errors",
+    "rigger_mp.journal.fire_ids",
     "rigger_mp.journal.locks",
     "rigger_mp.journal.store",
     "rigger_mp.safe_paths",  # the journal and its lock files follow no link

@@ -16,7 +16,13 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..protocol import DEFAULT_PORT, MAX_HOOK_NAME, MAX_JSON_DEPTH
+from ..protocol import (
+    DEDUP_WINDOW,
+    DEFAULT_PORT,
+    MAX_DEDUP_WINDOW,
+    MAX_HOOK_NAME,
+    MAX_JSON_DEPTH,
+)
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | None
 
@@ -62,6 +68,7 @@ class RiggerConfig:
     max_buffered_replies_bytes: int = 64 * 1024 * 1024
     max_json_depth: int = MAX_JSON_DEPTH
     max_hook_name_length: int = MAX_HOOK_NAME
+    dedup_window: int = DEDUP_WINDOW
     server_heartbeat: float = 2.0
     workers: int | None = None
     start_method: str | None = None
@@ -143,6 +150,10 @@ _TOP_LEVEL: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "max_json_depth": (lambda v: _is_int(v) and 2 <= v <= 900, "an integer from 2 to 900"),
     "max_hook_name_length": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "dedup_window": (
+        lambda v: _is_int(v) and 0 <= v <= MAX_DEDUP_WINDOW,
+        f"an integer from 0 to {MAX_DEDUP_WINDOW}",
+    ),
     "server_heartbeat": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
     "workers": (_optional(lambda v: _is_int(v) and v >= 1), "a positive integer or null"),
     "start_method": (

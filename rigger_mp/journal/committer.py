@@ -346,16 +346,22 @@ class GroupCounters:
 
 
 def commit_group(
-    store: JournalStore, counters: GroupCounters, rows: Sequence[NewRow], done: list[int]
+    store: JournalStore,
+    counters: GroupCounters,
+    rows: Sequence[NewRow],
+    done: list[int],
+    ids: Sequence[tuple[str, str]] = (),
+    keep_ids: int = 0,
 ) -> Outcome:
     """One transaction: append ``rows``, delete the ``done`` seqs; their seqs or the error.
+    ``ids``, ``keep_ids``: see :meth:`JournalStore.commit`.
 
     The error names the file and the group (its ``__cause__`` is the store's error) and
     is logged; nothing raises.
     """
     started = time.perf_counter()
     try:
-        seqs = store.commit(rows, done)
+        seqs = store.commit(rows, done, ids, keep_ids)
     except Exception as exc:
         counters.failed_commits += 1
         error = JournalCommitError(

@@ -4,6 +4,7 @@ Tables::
 
     pending(seq, tid, hook, fmt, data, accepted, attempts)   accepted, not yet done
     dead(seq, tid, hook, fmt, data, accepted, attempts, died, reason)
+    fire_ids(n, fire_id, tid)   the ids of fires accepted lately (:mod:`.fire_ids`)
     meta(key, value)      generation: owner opens so far (the boot number, in tids);
                           id: the journal's random id; seq_floor: the highest seq deleted
                           from the top; runs_applied: the last run map counted
@@ -45,6 +46,7 @@ from typing import Any, Literal
 from .. import printable
 from ..errors import UnsafePath
 from ..safe_paths import open_no_follow, refuse_link
+from . import fire_ids
 from .codec import FORMATS, decode
 from .errors import JournalCorrupt, JournalError, JournalFull, JournalLocked
 from .locks import OwnerLock, WriterLock
@@ -52,10 +54,10 @@ from .locks import OwnerLock, WriterLock
 log = printable.logger("rigger_mp.journal")
 
 APPLICATION_ID = 0x52474D4A  # "RGMJ": a rigger_mp journal, not just any SQLite file
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: ``pending.seq`` was ``AUTOINCREMENT`` (still read and written); 2: a plain rowid;
-3: attempts count runs that started (the run map), seqs never repeat (``seq_floor``).
-An owner open upgrades an older file."""
+3: attempts count runs that started (the run map), seqs never repeat (``seq_floor``);
+4: the ``fire_ids`` table (:mod:`.fire_ids`). An owner open upgrades an older file."""
 BUSY_TIMEOUT_MS = 10_000
 """Backstop only: writers queue on the writer lock, so SQLite's busy handler seldom runs."""
 PAGE_SIZE = 8192
@@ -74,6 +76,8 @@ SYNC_LEVELS: tuple[Sync, ...] = ("normal", "full")
 
 NewRow = tuple[str, str, str, bytes]
 """``(tid, hook_name, format, data bytes)`` of an event to append (see :mod:`.codec`)."""
+IdRows = Sequence[tuple[str, str]]
+"""``(fire_id, tid)`` of appended events that came with an id (see :mod:`.fire_ids`)."""
 
 _SCHEMA = (
     "CREATE TABLE pending (seq INTEGER PRIMARY KEY, tid TEXT NOT NULL,"
@@ -83,6 +87,7 @@ _SCHEMA = (
     " fmt TEXT NOT NULL, data BLOB NOT NULL, accepted REAL NOT NULL,"
     " attempts INTEGER NOT NULL, died REAL NOT NULL, reason TEXT NOT NULL)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value)",
+    fire_ids.CREATE,
     "INSERT INTO meta VALUES ('generation', 0)",
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
@@ -92,8 +97,10 @@ _META_DEFAULTS = (
     "INSERT OR IGNORE INTO meta VALUES ('runs_applied', 0)",
     "INSERT OR IGNORE INTO meta SELECT 'seq_floor', max(ifnull((SELECT max(seq) FROM pending),"
     " 0), ifnull((SELECT max(seq) FROM dead), 0))",
+    fire_ids.CREATE,
 )
-"""The meta rows of schema 3, added to an older file at its first owner open."""
+"""The meta rows of schema 3 and the table of schema 4, added to an older file at its
+first owner open."""
 _COLUMNS = "seq, tid, hook, fmt, data, accepted, attempts"
 _NEXT_SEQ = (
     "SELECT max(ifnull((SELECT max(seq) FROM pending), 0),"
@@ -472,11 +479,14 @@ class JournalStore:
             except sqlite3.Error as exc:
                 raise _fault(self.path, exc, doing) from exc
 
-    def commit(self, rows: Sequence[NewRow], done: Iterable[int] = ()) -> range:
+    def commit(
+        self, rows: Sequence[NewRow], done: Iterable[int] = (), ids: IdRows = (), keep_ids: int = 0
+    ) -> range:
         """Append ``rows`` and delete the done ``seq``s, in one transaction; the new seqs.
 
         With rows, it commits with the store's ``sync`` level; done marks alone commit
         with ``NORMAL`` (no fsync: a done mark lost to a power cut only means a replay).
+        ``ids``: ``(fire_id, tid)`` of rows that came with one, kept (the last ``keep_ids``).
         """
         done = list(done)
         first = 1
@@ -491,6 +501,7 @@ class JournalStore:
                     part = rows[done_rows : done_rows + size]
                     db.execute(_insert(size), [now, first + done_rows, *chain.from_iterable(part)])
                     done_rows += size
+                fire_ids.append(db, ids, keep_ids)
             if done:  # one DELETE per run of consecutive seqs: events mostly end in order
                 runs = _runs(done)
                 db.executemany("DELETE FROM pending WHERE seq BETWEEN ? AND ?", runs)
@@ -638,6 +649,14 @@ class JournalStore:
         return self._read("pending", "WHERE tid = ?", (tid,)) + self._read(
             "dead", "WHERE tid = ?", (tid,)
         )
+
+    def recent_ids(self, limit: int) -> list[tuple[str, str]]:
+        """The last ``limit`` ``(fire_id, tid)`` pairs committed, oldest first."""
+        with self._lock:
+            try:
+                return fire_ids.newest(self._db, limit)
+            except sqlite3.Error as exc:
+                raise _fault(self.path, exc, "reading the fire ids") from exc
 
     @property
     def tid_prefix(self) -> str:

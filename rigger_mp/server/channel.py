@@ -265,6 +265,16 @@ class PipeWriter:
             self.paused = True
             self.owner.main_backlogged(True)
 
+    def release_after(self, acks: list[Ack]) -> None:
+        """Release ``acks`` once every frame written so far is wholly in the pipe (now, if
+        nothing waits): acks that come with no frame of their own."""
+        if self.closed or self.closing:
+            return
+        if self.buf:
+            self.held.append((self.sent + len(self.buf), acks))
+        else:
+            self.owner.release(acks)
+
     def _drain(self) -> None:
         try:
             written = os.write(self.fd, self.buf)

@@ -80,6 +80,7 @@ MAX_TID: Final = 256
 STATUS_OF: Final = {
     proto.BAD_JSON: 400,
     proto.BAD_REQUEST: 400,
+    proto.BAD_ID: 400,
     proto.TOO_LARGE: 413,
     proto.UNAUTHORIZED: 401,
     proto.UNKNOWN_OP: 404,

@@ -34,14 +34,18 @@ from typing import Any, Protocol
 from .. import protocol as proto
 from ..journal import FIRE_LINE, JournalError, JournalStore, NewRow, Sync
 from ..journal.committer import GroupCounters, Outcome, commit_group
+from .dedup import DedupWindow
 from .pipe_messages import NO_REPLY, Fires, Request, ServerSettings
 
 TURN_ROWS = 1024
 """Fires of one loop turn above which their commit runs without waiting for the turn's
 end (16 clients flooding bring ~2,300 a turn; one client, at most 256)."""
 
-Ack = tuple[Any, int, str]
-"""``(connection, message number, tid)`` of a fire to ack once its batch is in the pipe."""
+Ack = tuple[Any, int, str, bool]
+"""``(connection, message number, tid, duplicate)`` of a fire to ack once its batch is in
+the pipe."""
+FireIds = list[tuple[str, str]]
+"""``(fire_id, tid)`` of the fires of a batch that came with an id."""
 
 
 class Host(Protocol):
@@ -52,6 +56,7 @@ class Host(Protocol):
     to_main: Any
     pending: dict[int, tuple[Any, int]]
     errors: Counter[str]
+    dedup: DedupWindow
 
     def reply_all(self, replies: list[tuple[Any, int, bytes]]) -> None:
         """Write these replies to their connections (those still open)."""
@@ -63,7 +68,7 @@ class Host(Protocol):
 class _Out:
     """A batch (or a control frame) waiting for its turn to go into the pipe."""
 
-    __slots__ = ("acks", "batch", "fires", "frame", "outcome", "rows")
+    __slots__ = ("acks", "batch", "fires", "frame", "ids", "outcome", "rows")
 
     def __init__(
         self,
@@ -71,10 +76,12 @@ class _Out:
         acks: list[Ack],
         rows: list[NewRow],
         frame: bytes | None,
+        ids: FireIds,
     ) -> None:
         self.batch = batch
         self.acks = acks
         self.rows = rows  # the journal rows of its fires, in the order of the fire items
+        self.ids = ids
         self.frame = frame
         self.outcome: Outcome | None = None if rows else range(0)
 
@@ -82,11 +89,13 @@ class _Out:
 class ServerJournal:
     """Commit-before-ack for one server process; the main process owns the file."""
 
-    def __init__(self, server: Host, store: JournalStore) -> None:
+    def __init__(self, server: Host, store: JournalStore, keep_ids: int) -> None:
         self.server = server
         self.store = store
+        self.keep_ids = keep_ids
         self.counters = GroupCounters()
         self._rows: list[NewRow] = []  # fires since the last send()
+        self._ids: FireIds = []  # the ids among them
         self._out: deque[_Out] = deque()
         self._turn: list[_Out] = []  # batches whose fires the scheduled commit writes
         self._turn_rows = 0  # their fires
@@ -101,18 +110,26 @@ class ServerJournal:
         # Checkpoints are left to the main process's commits (its done marks come every
         # DONE_LINGER at most while events flow), off the path of the acks.
         store = JournalStore.open(settings.journal, sync=sync, owner=False, checkpoints=False)
-        return cls(server, store)
+        return cls(server, store, settings.dedup_window)
 
     # -- the loop's side ----------------------------------------------------------------
 
-    def add(self, tid: str, hook_name: str, line: bytes) -> None:
-        """Journal a fire, as the message ``line`` it came in, with the next :meth:`send`."""
+    def add(self, tid: str, hook_name: str, line: bytes, fire_id: str | None) -> None:
+        """Journal a fire, as the message ``line`` it came in, with the next :meth:`send`;
+        its ``fire_id`` (if any) with it."""
         self._rows.append((tid, hook_name, FIRE_LINE, line))
+        if fire_id is not None:
+            self._ids.append((fire_id, tid))
+
+    def recent_ids(self) -> FireIds:
+        """The ids committed lately, oldest first, for the window at start."""
+        return self.store.recent_ids(self.keep_ids)
 
     def send(self, batch: list[Request], acks: list[Ack]) -> None:
         """Send ``batch`` into the pipe once its fires are committed, behind earlier ones."""
         rows, self._rows = self._rows, []
-        out = _Out(batch, acks, rows, None)
+        ids, self._ids = self._ids, []
+        out = _Out(batch, acks, rows, None, ids)
         self._out.append(out)
         if rows:
             self._turn.append(out)
@@ -126,7 +143,7 @@ class ServerJournal:
 
     def send_frame(self, frame: bytes) -> None:
         """Send a control frame (a fence's answer) behind every batch queued so far."""
-        self._out.append(_Out([], [], [], frame))
+        self._out.append(_Out([], [], [], frame, []))
         self._release()
 
     def busy(self) -> bool:
@@ -148,7 +165,8 @@ class ServerJournal:
         if not outs:
             return
         rows = [row for out in outs for row in out.rows]
-        outcome = commit_group(self.store, self.counters, rows, [])
+        ids = [pair for out in outs for pair in out.ids]
+        outcome = commit_group(self.store, self.counters, rows, [], ids, self.keep_ids)
         offset = 0
         for out in outs:
             count = len(out.rows)
@@ -194,11 +212,13 @@ class ServerJournal:
             server.send_batch(rest, [])
 
     def _refuse(self, out: _Out, error: JournalError) -> None:
-        """Answer every fire of a batch whose commit failed with ``journal_failed``."""
+        """Answer every fire of a batch whose commit failed with ``journal_failed``; its
+        ids leave the window (a resend of one is run)."""
         server = self.server
+        server.dedup.forget(fire_id for fire_id, _ in out.ids)
         text = str(error)
         code = proto.JOURNAL_FAILED
-        replies = [(conn, seq, proto.error_line(code, text, tid)) for conn, seq, tid in out.acks]
+        replies = [(ack[0], ack[1], proto.error_line(code, text, ack[2])) for ack in out.acks]
         fires = 0
         for item in out.batch:
             if type(item) is not Fires:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
-from ..protocol import MAX_HOOK_NAME, MAX_JSON_DEPTH
+from ..protocol import DEDUP_WINDOW, MAX_HOOK_NAME, MAX_JSON_DEPTH
 
 NO_REPLY: Final = -1
 """The rid of a fire the server process acked itself: the main process sends no reply."""
@@ -184,6 +184,8 @@ class ServerSettings:
     """Passed to :func:`rigger_mp.protocol.parse`."""
     max_hook_name_length: int = MAX_HOOK_NAME
     """Passed to :func:`rigger_mp.protocol.parse`."""
+    dedup_window: int = DEDUP_WINDOW
+    """Fire ids kept to answer a resent fire with its first tid (:mod:`.dedup`)."""
     # -- uploads (``attach``): the config keys of the same names --
     artifacts_root: str | None = None
     """Where uploaded files go (the dispatcher's artifacts root); None: ``attach`` is refused."""

@@ -35,5 +35,6 @@ class ReplyTarget(Protocol):
         """The target is gone: nothing more is written to it."""
 
 
-Ack = tuple[ReplyTarget, int, str]
-"""``(target, message number, tid)`` of a fire to ack once its batch is in the pipe."""
+Ack = tuple[ReplyTarget, int, str, bool]
+"""``(target, message number, tid, duplicate)`` of a fire to ack once its batch is in the
+pipe; ``duplicate``: its id was accepted before, as ``tid``, and it is not run again."""

@@ -32,6 +32,7 @@ from .. import printable
 from .. import protocol as proto
 from ..lifecycle import move
 from .channel import READ_SIZE, pack
+from .dedup import DedupWindow
 from .pipe_messages import (
     NO_REPLY,
     Fence,
@@ -177,11 +178,13 @@ class Server:
         self.journal: ServerJournal | None = None
         # A tid names one event: with a journal, for the file's life (its boot number first).
         self.tid_prefix = settings.tid_prefix
+        self.dedup = DedupWindow(settings.dedup_window)  # a resent fire gets its first tid
         if settings.journal is not None:
             from .journaling import ServerJournal
 
             self.journal = ServerJournal.open(self, settings)
             self.tid_prefix = self.journal.store.tid_prefix + settings.tid_prefix
+            self.dedup.load(self.journal.recent_ids())
         self.upload_side: Uploads | None = None
         self.stats = StatsSnapshot(loop.time, lambda: self._request(StatsRequest()))
         """The dispatcher's stats, asked of the main process at most once per ``MAX_AGE``."""
@@ -260,14 +263,20 @@ class Server:
 
     def fire(self, conn: ReplyTarget, seq: int, msg: proto.Fire, line: bytes) -> None:
         """Accept a fire (parsed from ``line``): give it a tid; a plain fire is acked once
-        its batch is in the pipe (with a journal: once committed, then in the pipe)."""
-        self.fires = n = self.fires + 1
+        its batch is in the pipe (with a journal: once committed, then in the pipe). One
+        whose ``id`` is in the window is not run: it gets the first tid, acked in turn."""
+        n = self.fires + 1
         tid = self.tid_prefix + str(n)
+        fire_id = msg.fire_id
+        if fire_id is not None and (first := self.dedup.claim(fire_id, tid)) is not None:
+            self.acks.append((conn, seq, first, True))  # never before the first one's ack
+            return
+        self.fires = n
         if self.journal is not None:
-            self.journal.add(tid, msg.hook_name, line)
+            self.journal.add(tid, msg.hook_name, line, fire_id)
         if msg.mode == proto.ACK:
             rid = NO_REPLY
-            self.acks.append((conn, seq, tid))
+            self.acks.append((conn, seq, tid, False))
         else:
             rid = self._owe(conn, seq)
         run = self.run
@@ -289,7 +298,7 @@ class Server:
         trip. Under load the main process reads many batches at a time and answers them
         with one write, so batching happens there.
         """
-        if not self.outbox:
+        if not self.outbox and not self.acks:  # acks alone: duplicates
             return
         batch, self.outbox = self.outbox, []
         acks, self.acks = self.acks, []
@@ -303,56 +312,23 @@ class Server:
         """Write ``batch`` into the pipe as one frame (item by item if it does not pickle)."""
         if self.to_main is None:
             return
+        if not batch:  # duplicates only: acked behind what is in the pipe already
+            self.to_main.release_after(acks)
+            return
         try:
             frame = pack(batch)
         except Exception:  # one item cannot be pickled (nested too deeply...)
-            self._send_one_by_one(batch, acks)
+            _send_one_by_one(self, batch, acks)
             return
         self.to_main.write(frame, acks)
-
-    def _send_one_by_one(self, batch: list[Request], acks: list[Ack]) -> None:
-        """A batch did not pickle: send its requests one by one (each fire alone); those
-        that fail get an error reply, the others go on as usual (``acks`` are in the order
-        of the acked fires)."""
-        assert self.to_main is not None
-        owed = iter(acks)
-        touched: set[ReplyTarget] = set()
-        for item in _one_by_one(batch):
-            if isinstance(item, StatsRequest):  # no data: it always pickles
-                self.to_main.write(pack([item]), [])
-                continue
-            rid = item.rids[0] if isinstance(item, Fires) else item.rid
-            ack = next(owed) if rid == NO_REPLY else None
-            try:
-                frame = pack([item])
-            except Exception as exc:
-                if ack is not None:
-                    conn, seq = ack[0], ack[1]
-                else:
-                    entry = self.pending.pop(rid, None)
-                    if entry is None:
-                        continue
-                    conn, seq = entry
-                    conn.rids.discard(rid)
-                if isinstance(exc, RecursionError):
-                    code, why = proto.BAD_REQUEST, "the message nests too deeply to forward"
-                else:
-                    self.faults(exc_info=exc)
-                    code, why = proto.INTERNAL, f"cannot forward it: {type(exc).__name__}: {exc}"
-                if not conn.lost:
-                    conn.error(seq, code, why)
-                    touched.add(conn)
-                continue
-            self.to_main.write(frame, [] if ack is None else [ack])
-        for conn in touched:
-            conn.flush()
 
     def release(self, acks: list[Ack]) -> None:
         """Write the ``ok`` of fires whose batch is now wholly in the requests pipe."""
         touched: set[ReplyTarget] = set()
         ack_line = proto.ack_line
-        for conn, seq, tid in acks:
-            if conn.put(seq, ack_line(tid)):
+        for conn, seq, tid, duplicate in acks:
+            line = proto.duplicate_line(tid) if duplicate else ack_line(tid)
+            if conn.put(seq, line):
                 touched.add(conn)
         for conn in touched:
             conn.flush()
@@ -473,6 +449,8 @@ class Server:
             "accept_pauses": 0 if self.listener is None else self.listener.pauses,
             "stats_asked": self.stats.asked,
             "stats_waiting": len(self.stats.waiting),
+            "duplicates": self.dedup.duplicates,
+            "dedup_ids": len(self.dedup),
         }
         if self.journal is not None:
             counters["journal"] = self.journal.stats()
@@ -571,6 +549,45 @@ class Server:
                 end.close_now()
         if not self.finished.done():
             self.finished.set_result(None)
+
+
+def _send_one_by_one(server: Server, batch: list[Request], acks: list[Ack]) -> None:
+    """A batch did not pickle: send its requests one by one (each fire alone); those
+    that fail get an error reply, the others go on as usual (``acks`` are in the order
+    of the acked fires)."""
+    assert server.to_main is not None
+    owed = iter([ack for ack in acks if not ack[3]])
+    touched: set[ReplyTarget] = set()
+    for item in _one_by_one(batch):
+        if isinstance(item, StatsRequest):  # no data: it always pickles
+            server.to_main.write(pack([item]), [])
+            continue
+        rid = item.rids[0] if isinstance(item, Fires) else item.rid
+        ack = next(owed) if rid == NO_REPLY else None
+        try:
+            frame = pack([item])
+        except Exception as exc:
+            if ack is not None:
+                conn, seq = ack[0], ack[1]
+            else:
+                entry = server.pending.pop(rid, None)
+                if entry is None:
+                    continue
+                conn, seq = entry
+                conn.rids.discard(rid)
+            if isinstance(exc, RecursionError):
+                code, why = proto.BAD_REQUEST, "the message nests too deeply to forward"
+            else:
+                server.faults(exc_info=exc)
+                code, why = proto.INTERNAL, f"cannot forward it: {type(exc).__name__}: {exc}"
+            if not conn.lost:
+                conn.error(seq, code, why)
+                touched.add(conn)
+            continue
+        server.to_main.write(frame, [] if ack is None else [ack])
+    server.to_main.release_after([ack for ack in acks if ack[3]])
+    for conn in touched:
+        conn.flush()
 
 
 def _one_by_one(batch: list[Request]) -> list[Request]:

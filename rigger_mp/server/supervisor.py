@@ -192,6 +192,7 @@ def server_settings(
         max_buffered_replies_bytes=settings.max_buffered_replies_bytes,
         max_json_depth=settings.max_json_depth,
         max_hook_name_length=settings.max_hook_name_length,
+        dedup_window=settings.dedup_window,
         artifacts_root=None if artifacts_root is None else os.fspath(artifacts_root),
         max_attach_bytes=settings.max_attach_bytes,
         max_run_bytes=settings.max_run_bytes,
