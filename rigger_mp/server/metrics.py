@@ -71,6 +71,16 @@ def _counter(name: str, doc: str, section: Any, key: str) -> Iterator[Metric]:
         yield CounterMetricFamily(name, doc, value=value)
 
 
+def _ended(name: str, doc: str, section: Any) -> Metric:
+    """A counter of ``section``'s :data:`ENDED` outcomes, labelled ``outcome``."""
+    ended = CounterMetricFamily(name, doc, labels=["outcome"])
+    for outcome in ENDED:
+        value = _num(section, outcome)
+        if value is not None:
+            ended.add_metric([outcome], value)
+    return ended
+
+
 def _buckets(section: Any) -> tuple[list[tuple[str, float]], float] | None:
     """A histogram snapshot (``bounds``, per-bucket ``counts``, ``sum``) as cumulative
     ``(le, count)`` pairs ending in ``+Inf``, and its sum; None if it is malformed."""
@@ -139,16 +149,11 @@ class StatsCollector(Collector):
             events,
             "accepted",
         )
-        ended = CounterMetricFamily(
+        yield _ended(
             "rigger_mp_events_ended",
             "Accepted events that ended, by outcome (done, failed, abandoned at a stop)",
-            labels=["outcome"],
+            events,
         )
-        for outcome in ENDED:
-            value = _num(events, outcome)
-            if value is not None:
-                ended.add_metric([outcome], value)
-        yield ended
         yield from _gauge(
             "rigger_mp_events_in_flight",
             "Accepted events not ended yet (queued or running)",
@@ -228,16 +233,7 @@ class StatsCollector(Collector):
             yield from _gauge(
                 f"rigger_mp_background_{state}", f"Backgrounded hooks {state} now", section, state
             )
-        ended = CounterMetricFamily(
-            "rigger_mp_background_ended",
-            "Backgrounded hooks ended, by outcome",
-            labels=["outcome"],
-        )
-        for outcome in ENDED:
-            value = _num(section, outcome)
-            if value is not None:
-                ended.add_metric([outcome], value)
-        yield ended
+        yield _ended("rigger_mp_background_ended", "Backgrounded hooks ended, by outcome", section)
 
     @staticmethod
     def _workers(workers: Any) -> Iterator[Metric]:
