@@ -30,7 +30,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run (under 60 s): small sizes, fewer repeats; timings are not meaningful",
+        help="smoke run (about two minutes on two cores): small sizes, fewer repeats; "
+        "timings are not meaningful",
     )
     parser.add_argument(
         "--only",
