@@ -37,7 +37,6 @@ from urllib.parse import quote
 from ..plugins.artifacts import artifact_dir
 from ..plugins.run_values import MAX_NAMES, MAX_SHORT, optional_text, text
 from ..plugins.runs import (
-    MISSING,
     PENDING,
     SLOWEST,
     UNFINISHED,
@@ -98,6 +97,8 @@ class Entry:
     counts: Counter[str] = field(default_factory=Counter)
     """Listed tests by outcome, kept as they change (counting 100,000 on every update
     would cost the event loop milliseconds each time)."""
+    final: Counter[str] | None = None
+    """The ended run's tests by outcome (:meth:`Snapshot.counts`), counted once at its end."""
 
     def outcome(self, location: Any, name: Any, session_id: Any = None) -> str | None:
         case = self.run.cases.get(case_key(session_id, location, name))
@@ -224,8 +225,7 @@ class RunBoard:
             )
             if snapshot is not None:
                 entry.snapshot, entry.finished = snapshot, True
-                entry.counts = Counter(c.outcome for c in snapshot.cases)
-                entry.counts[MISSING] += snapshot.missing_unlisted
+                entry.final = +snapshot.counts()  # its tally, missing ones included
                 for lane in entry.lanes.values():
                     lane.test = lane.since = None
         self._touch(entry)
@@ -307,6 +307,8 @@ class RunBoard:
 
 def counts(entry: Entry) -> Counter[str]:
     """Tests by outcome, listed and past the bound."""
+    if entry.final is not None:
+        return entry.final
     return +(entry.counts + entry.run.unlisted)
 
 
