@@ -24,8 +24,7 @@ The events run on the event thread, in the main process (the instance refuses
 ``finish_session`` only takes the run's :class:`~.runs.Snapshot` and the archive
 plugin's recent problems, and hands them to a writer thread (:mod:`.run_writer`): the
 page of 100,000 tests takes seconds to render, and the events behind it do not wait.
-``handoff_seconds`` is the longest time a ``finish_session`` of this instance held the
-event thread. The dispatcher's ``stop()`` waits for the reports being written.
+The dispatcher's ``stop()`` waits for the reports being written.
 
 Every file goes through :mod:`rigger_mp.safe_paths`: a link planted at the run's
 directory, the report or the index is never followed.

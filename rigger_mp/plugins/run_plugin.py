@@ -7,7 +7,6 @@ may take what it needs from the event thread before the hand-off (:meth:`prepare
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 from ..core.plugin import RiggerBasePlugin
@@ -45,8 +44,6 @@ class RunFilesPlugin(RiggerBasePlugin):
         self.runs = self.keeper.runs
         self.limits = self.runs.limits
         self.writer = Writer(f"{self.label} {self.ident}")
-        self.handoff_seconds = 0.0
-        """The longest time a finish_session of this instance held the event thread."""
         for event in RUN_EVENTS:
             self.register_plugin_hook(event)
         self.keeper.reload()
@@ -120,12 +117,10 @@ class RunFilesPlugin(RiggerBasePlugin):
     def finish_session(
         self, run_id: Any = None, exit_status: Any = None, session_id: Any = None
     ) -> None:
-        began = time.perf_counter()
         self.keeper.event(
             "finish_session",
             {"run_id": run_id, "session_id": session_id, "exit_status": exit_status},
         )
-        self.handoff_seconds = max(self.handoff_seconds, time.perf_counter() - began)
 
     def plugin_stop(self, timeout: float | None) -> None:
         self.keeper.close()
