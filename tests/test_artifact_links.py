@@ -3,7 +3,7 @@ create nothing outside the root, and fail naming the path."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
@@ -12,6 +12,7 @@ from rigger_mp import PluginError, Rigger
 from rigger_mp.errors import UnsafePath
 from rigger_mp.plugins.archive import ArchivePlugin
 from rigger_mp.plugins.artifacts import install
+from rigger_mp.plugins.testlog import below
 
 VICTIM = b"precious\n"
 
@@ -33,14 +34,30 @@ def make_testlog_rigger(root: Path) -> Rigger:
 def test_testlog_follows_no_directory_link_inside_the_root(tmp_path: Path) -> None:
     root, outside = tree(tmp_path)
     (root / "loc").symlink_to(outside, target_is_directory=True)
+    link = r"loc is a symbolic link or not a directory; not followed"
     with make_testlog_rigger(root) as rigger:
-        with pytest.raises(UnsafePath, match="outside"):
+        with pytest.raises(UnsafePath, match=link):
             rigger.fire_hook("start_test", test_name="a7", test_location="loc").result(10)
-        with pytest.raises(UnsafePath, match="outside"):
+        with pytest.raises(UnsafePath, match=link):
             rigger.fire_hook(
                 "finish_test", test_name="a7", test_location="loc", test_result="passed"
             ).result(10)
     assert list(outside.iterdir()) == []
+
+
+def test_testlog_takes_a_path_spelled_below_the_root_as_spelled_and_resolves_the_rest(
+    tmp_path: Path,
+) -> None:
+    root, outside = tree(tmp_path)
+    (root / "in").mkdir()
+    (root / "via").symlink_to(outside, target_is_directory=True)
+    assert below(str(root), str(root / "loc" / "a7")) == PurePath("loc/a7")
+    # Not resolved: a link on the way is open_file's to refuse (the test above).
+    assert below(str(root), str(root / "via" / "a7")) == PurePath("via/a7")
+    assert below(str(root), str(root / "in" / ".." / "a7")) == PurePath("a7")
+    for outside_root in (root / ".." / "outside", root, root / "via" / ".."):
+        with pytest.raises(UnsafePath):
+            below(str(root), str(outside_root))
 
 
 def test_testlog_follows_no_link_at_its_log_file(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import PurePath
 from typing import ClassVar
 
 from ..core.plugin import ConfigKeys, RiggerBasePlugin
@@ -50,7 +51,24 @@ class TestLog(RiggerBasePlugin):
                 f"rigger_mp.plugins.artifacts.install), so {artifact_path!r} is not written"
             )
         os.makedirs(root, exist_ok=True)  # the operator's: made as it is, link or not
-        relative = inside(root, artifact_path) / f"{self.ident}.log"
+        relative = below(root, artifact_path) / f"{self.ident}.log"
         fd = open_file(root, relative, os.O_WRONLY | os.O_CREAT | mode)
         with os.fdopen(fd, "w", encoding="utf-8") as log:
             log.write(text)
+
+
+def below(root: str, artifact_path: str) -> PurePath:
+    """``artifact_path`` relative to ``root``, for :func:`open_file` below ``root``.
+
+    Spelled below it (the artifact-path callback's own paths): taken as spelled, with no
+    resolving, since ``open_file`` refuses any link on the way; that saves two realpath
+    walks per write. Else (``..``, the root itself, another spelling of the root) resolved
+    by :func:`inside`, which refuses what lies outside.
+    """
+    try:
+        relative = PurePath(artifact_path).relative_to(root)
+    except ValueError:
+        return inside(root, artifact_path)
+    if not relative.parts or ".." in relative.parts:
+        return inside(root, artifact_path)
+    return relative
