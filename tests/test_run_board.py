@@ -1,10 +1,16 @@
 """The live view's run board on its own: counts kept as tests change, lanes, failures,
-the rows a subscriber is sent, and its bounds (tests listed, runs held)."""
+the rows a subscriber is sent, its bounds (tests listed, runs held) and its clock (a quiet
+run ends at its run_timeout)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from rigger_mp.plugins.run_state import Found
+from rigger_mp.plugins.run_timeout import DEFAULT_RUN_TIMEOUT, run_timeout_of
 from rigger_mp.server.run_board import MAX_RUNS, RunBoard, head, listed, run_json
 
 
@@ -132,3 +138,124 @@ def test_expected_tests_shards_and_missing_ones() -> None:
     assert shown["finished"] and shown["missing"] == 1
     assert shown["counts"] == {"passed": 2, "missing": 1}
     assert shown["exit_status"] == 1
+
+
+class Timers:
+    """A ``call_at`` that keeps the timers for the test to fire: no clock to wait on."""
+
+    def __init__(self) -> None:
+        self.set: list[Timer] = []
+
+    def __call__(self, due: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(due, callback)
+        self.set.append(timer)
+        return timer
+
+    def live(self) -> list[Timer]:
+        return [t for t in self.set if not t.cancelled and not t.fired]
+
+
+@dataclass
+class Timer:
+    due: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+    fired: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def fire(self) -> None:
+        assert not self.cancelled and not self.fired
+        self.fired = True
+        self.callback()
+
+
+def timed_board(timers: Timers, run_timeout: float = 60.0) -> RunBoard:
+    return RunBoard(1000, lambda: None, run_timeout, timers)
+
+
+def test_a_run_gets_one_timer_at_its_first_event_and_it_moves_only_when_due() -> None:
+    timers = Timers()
+    b = timed_board(timers)
+    before = time.monotonic()
+    start(b, "r", "a")
+    finish(b, "r", "a")
+    start(b, "r", "b")
+    [timer] = timers.live()  # later events cost the clock nothing
+    assert before + 60 <= timer.due <= time.monotonic() + 60
+    timer.fire()  # early (the run was not quiet for 60 s): the deadline moves on
+    [moved] = timers.live()
+    assert moved.due == b.entries["r"].run.last_event + 60
+    assert not b.entries["r"].finished
+
+
+def test_a_quiet_run_ends_at_its_run_timeout_its_unfinished_tests_missing() -> None:
+    timers = Timers()
+    b = timed_board(timers)
+    b.start_session({"run_id": "r", "session_id": "s1"})
+    start(b, "r", "a")
+    finish(b, "r", "a")
+    start(b, "r", "b")
+    changes: list[int] = []
+    b.listeners.append(lambda: changes.append(b.seq))
+    entry = b.entries["r"]
+    entry.run.last_event -= 61  # quiet for longer than run_timeout
+    [timer] = timers.live()
+    seen = b.seq
+    timer.fire()
+    shown = run_json(b, entry, since=seen)  # what a page following the run is sent
+    assert shown["finished"] and shown["timed_out"] and changes  # subscribers are told
+    assert shown["counts"] == {"passed": 1, "missing": 1} and shown["missing"] == 1
+    assert [lane["test"] for lane in shown["lanes"]] == [None]  # its worker is idle now
+    assert timers.live() == []
+
+
+def test_a_finished_run_sends_its_lanes_idle() -> None:
+    b = board()
+    start(b, "r", "a")
+    seen = b.seq
+    b.finish_session({"run_id": "r", "exit_status": 1})
+    shown = run_json(b, b.entries["r"], since=seen)
+    assert shown["finished"] and [lane["test"] for lane in shown["lanes"]] == [None]
+
+
+def test_a_run_that_finishes_cancels_its_timer_and_a_dropped_one_too() -> None:
+    timers = Timers()
+    b = timed_board(timers)
+    b.start_session({"run_id": "done", "session_id": "s"})
+    b.finish_session({"run_id": "done", "session_id": "s", "exit_status": 0})
+    assert [t.cancelled for t in timers.set] == [True]
+    assert not head(b, b.entries["done"])["timed_out"]
+    for n in range(MAX_RUNS + 1):  # the finished run, then the oldest open one, make room
+        start(b, f"r{n}", "a")
+    assert "done" not in b.entries and "r0" not in b.entries
+    assert len(timers.live()) == MAX_RUNS and timers.set[1].cancelled  # r0's
+
+
+def test_restored_runs_keep_the_quiet_time_before_the_restart() -> None:
+    timers = Timers()
+    b = timed_board(timers)
+
+    def found(run: str, age: float) -> Found:
+        test = {"run_id": run, "test_name": "a", "test_location": "t.py"}
+        return Found(run, [("start_test", test)], False, time.time() - age)
+
+    assert b.restore([found("old", 61), found("new", 20)]) == 2
+    assert head(b, b.entries["old"])["timed_out"]
+    [timer] = timers.live()
+    assert timer.due <= time.monotonic() + 40.5  # 60 s from its last event, 20 s ago
+    assert not b.entries["new"].finished
+
+
+def test_the_live_view_ends_runs_by_the_shortest_run_timeout_of_the_run_plugins() -> None:
+    assert run_timeout_of([]) == DEFAULT_RUN_TIMEOUT
+    specs: list[tuple[str, bool, dict[str, Any]]] = [
+        ("report", True, {"run_timeout": 120}),
+        ("junit", True, {"run_timeout": 30.5}),
+        ("junit", False, {"run_timeout": 1}),  # disabled
+        ("report", True, {"run_timeout": -1}),  # refused: that instance does not start
+        ("archive", True, {"run_timeout": 2}),  # not a run plugin
+    ]
+    assert run_timeout_of(specs) == 30.5
+    assert run_timeout_of([("report", True, {})]) == DEFAULT_RUN_TIMEOUT

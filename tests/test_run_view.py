@@ -137,6 +137,29 @@ def test_the_stream_sends_a_snapshot_then_only_what_changed() -> None:
     assert [f["text"] for f in delta["run"]["failures"]] == ["boom"]
 
 
+def test_a_run_gone_quiet_ends_on_the_page_at_the_report_plugins_run_timeout(
+    tmp_path: Path,
+) -> None:
+    report = {"plugin": "report", "dir": str(tmp_path), "run_timeout": 0.5}
+    rigger = make_http_rigger(plugins={"report": report})
+    try:
+        port = port_of(rigger)
+        test = {"run_id": "quiet", "test_location": "t.py", "worker": "gw0", "host": "h1"}
+        send_all(port, [("start_test", {**test, "test_name": "hangs"})])
+        stream = Stream(http_port(rigger))
+        try:
+            run = stream.event()[1]["run"]
+            while not run["finished"]:  # no event is sent: the board's clock ends it
+                run = stream.event()[1]["run"]
+        finally:
+            stream.close()
+    finally:
+        rigger.stop()
+    assert run["timed_out"] and run["counts"] == {"missing": 1}
+    assert [lane["test"] for lane in run["lanes"]] == [None]
+    assert (tmp_path / "quiet" / "report.html").is_file()  # the report's own clock, alike
+
+
 def test_a_page_following_the_latest_run_stays_on_it_while_another_goes() -> None:
     rigger = make_http_rigger()
     try:

@@ -18,7 +18,6 @@ one built alone (a test, ``serve --check``) keeps its runs in memory.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -27,10 +26,9 @@ from ..core.plugin import ConfigKeys
 from ..errors import PluginError
 from .run_clock import IdleClock
 from .run_state import DEFAULT_MAX_STATE_BYTES, StateFiles
+from .run_timeout import run_timeout
 from .runs import LIMIT_KEYS, Runs, Snapshot, limits_of, run_dir_name, run_key
 
-DEFAULT_RUN_TIMEOUT: Final = 3600.0
-"""Default of ``run_timeout``: seconds without an event after which an open run ends."""
 RUN_EVENTS: Final = (
     "start_session",
     "collect_tests",
@@ -61,7 +59,7 @@ class RunKeeper:
     ) -> None:
         where = f"instance {instance!r} ({label})"
         self.runs = Runs(f"{label} {instance!r}", limits_of(data, where))
-        self.run_timeout = _number(data, "run_timeout", DEFAULT_RUN_TIMEOUT, where)
+        self.run_timeout = run_timeout(data, where)
         max_state = data.get("max_state_bytes", DEFAULT_MAX_STATE_BYTES)
         if not isinstance(max_state, int) or isinstance(max_state, bool) or max_state < 0:
             raise PluginError(f"{where}: max_state_bytes must be an integer >= 0")
@@ -159,15 +157,3 @@ class RunKeeper:
         dir_name = run_dir_name(key)
         if self.state is not None and dir_name is not None:
             self.state.remove(dir_name, ended=False)
-
-
-def _number(data: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    value = data.get(key, default)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise PluginError(f"{where}: {key} must be a number of seconds > 0")
-    return float(value)

@@ -266,16 +266,20 @@ class HttpFront:
         self.artifacts_root: str | None = None
         self.root_known = False
         """The dispatcher's artifacts root (its ``info``), asked once, for report paths."""
-        self.board = RunBoard(server.settings.live_max_tests, lambda: self.artifacts_root)
+        self.board = RunBoard(
+            server.settings.live_max_tests,
+            lambda: self.artifacts_root,
+            server.settings.live_run_timeout,
+            server.loop.call_at,
+        )
         self.view = RunView(server.loop, self.board, server.settings.live_max_subscribers)
         self.board_faults = Throttled(logging.ERROR, "live view: a test event not shown")
         server.taps.update({name: self._tap(feed) for name, feed in self.board.taps.items()})
         root = server.settings.artifacts_root
         if root is not None:  # a restarted dispatcher: its open runs from the start
             self.artifacts_root = root
-            events = (e for found in open_runs(root, RESTORE_BYTES) for e in found.events)
             try:
-                self.board.restore(events)
+                self.board.restore(open_runs(root, RESTORE_BYTES))
             except Exception as exc:  # the state files are the plugins': show what came
                 self.board_faults(exc_info=exc)
 

@@ -160,6 +160,9 @@ class ServerSettings:
     """Tests the live run view lists over the runs it holds (the rest are counted)."""
     live_max_subscribers: int = 16
     """Live streams (pages following the runs) open at once."""
+    live_run_timeout: float = 3600.0
+    """Seconds after its last event when the live view ends an open run: the report's
+    ``run_timeout`` (:func:`~rigger_mp.plugins.run_keeper.run_timeout_of`)."""
     # -- connection bounds: the config keys of the same names --
     max_connections: int | None = None
     """Connections served at once; past it a new one gets a ``busy`` line and is closed.

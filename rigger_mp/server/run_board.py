@@ -10,11 +10,19 @@ accepts.
                                               ▼
     GET /runs, /runs/{id} ◀── run_json(entry)       subscribers ◀── delta(since)
 
+    call_at(last event + run_timeout) ─▶ _due: Runs.idle ends the quiet run (timed out),
+                                         or the deadline moves to its last event's
+
 The run state is the report plugin's own (:class:`~rigger_mp.plugins.runs.Runs`): one
 parser of the test events. What the board adds is what a live view needs and a report
 does not: the test each host's worker runs now (a lane), the last failures in the order
 they came, and a sequence number on every change, so that a subscriber is sent only the
 rows changed since it was last written to.
+
+A run ends when its last open session says ``finish_session``, or, as the report's does,
+``run_timeout`` seconds after its last event (a shard that died never says it): the board
+keeps one timer per open run on the server's event loop (``call_at``), set at the run's
+first event and moved on only when it comes due, so an event costs the clock nothing.
 
 Bounds: ``max_tests`` cases over the runs kept (the Runs' own bound: past it a test is
 counted, not listed), :data:`MAX_RUNS` runs (the oldest finished one, else the oldest,
@@ -31,10 +39,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import quote
 
 from ..plugins.artifacts import artifact_dir
+from ..plugins.run_state import Found
+from ..plugins.run_timeout import DEFAULT_RUN_TIMEOUT
 from ..plugins.run_values import MAX_NAMES, MAX_SHORT, optional_text, text
 from ..plugins.runs import (
     PENDING,
@@ -47,6 +57,7 @@ from ..plugins.runs import (
     Snapshot,
     case_key,
     run_dir_name,
+    run_key,
 )
 
 MAX_RUNS: Final = 16
@@ -79,6 +90,16 @@ class Lane:
     seq: int = 0
 
 
+class Timer(Protocol):
+    """A callback set for later (``asyncio.TimerHandle``)."""
+
+    def cancel(self) -> None: ...
+
+
+CallAt = Callable[[float, Callable[[], None]], Timer]
+"""The server loop's ``call_at``: run a callback at a ``time.monotonic()`` instant."""
+
+
 @dataclass
 class Entry:
     """One run on the board: the Runs' record and what the live view adds."""
@@ -99,6 +120,10 @@ class Entry:
     would cost the event loop milliseconds each time)."""
     final: Counter[str] | None = None
     """The ended run's tests by outcome (:meth:`Snapshot.counts`), counted once at its end."""
+    timed_out: bool = False
+    """It ended by ``run_timeout`` (no event for that long), not by ``finish_session``."""
+    timer: Timer | None = None
+    """The open run's ``run_timeout`` deadline."""
 
     def outcome(self, location: Any, name: Any, session_id: Any = None) -> str | None:
         case = self.run.cases.get(case_key(session_id, location, name))
@@ -135,8 +160,17 @@ def row(case: Case, run_id: str) -> dict[str, Any]:
 class RunBoard:
     """The runs the live view shows; ``listeners`` are called after every change."""
 
-    def __init__(self, max_tests: int, artifacts_root: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        max_tests: int,
+        artifacts_root: Callable[[], str | None],
+        run_timeout: float = DEFAULT_RUN_TIMEOUT,
+        call_at: CallAt | None = None,
+    ) -> None:
+        """``call_at`` None: no clock (a run then ends only by its ``finish_session``)."""
         self.runs = Runs("live view", replace(BOARD_LIMITS, max_tests=max_tests))
+        self.run_timeout = run_timeout
+        self.call_at = call_at
         self.entries: dict[str, Entry] = {}
         self.seq = 0
         self.listeners: list[Callable[[], None]] = []
@@ -224,22 +258,66 @@ class RunBoard:
                 data.get("run_id"), data.get("session_id"), data.get("exit_status")
             )
             if snapshot is not None:
-                entry.snapshot, entry.finished = snapshot, True
-                entry.final = +snapshot.counts()  # its tally, missing ones included
-                for lane in entry.lanes.values():
-                    lane.test = lane.since = None
+                self._ended(entry, snapshot)
+                return
         self._touch(entry)
 
-    def restore(self, found: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+    def _ended(self, entry: Entry, snapshot: Snapshot) -> None:
+        """The run ended: its tally, its lanes idle (sent with this change), no timer."""
+        entry.snapshot, entry.finished = snapshot, True
+        entry.final = +snapshot.counts()  # its tally, missing ones included
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        seq = self._touch(entry)
+        for lane in entry.lanes.values():
+            if lane.test is not None:
+                lane.test = lane.since = None
+                lane.seq = seq
+
+    # -- the clock ----------------------------------------------------------------------
+
+    def _arm(self, entry: Entry, due: float) -> None:
+        if self.call_at is not None:
+            entry.timer = self.call_at(due, lambda: self._due(entry))
+
+    def _due(self, entry: Entry) -> None:
+        """The run's deadline came: it ends if it has been quiet for ``run_timeout`` (its
+        open sessions timed out, its unfinished tests missing), else the deadline moves."""
+        entry.timer = None
+        if entry.finished or self.entries.get(run_key(entry.run.run_id)) is not entry:
+            return
+        result = self.runs.idle(entry.run.run_id, self.run_timeout)
+        if isinstance(result, float):
+            self._arm(entry, result)
+        elif result is not None:
+            entry.timed_out = True
+            self._ended(entry, result)
+
+    def restore(self, found: Iterable[Found]) -> int:
         """Replay a restarted dispatcher's open runs (the report plugin's state files,
         :func:`~rigger_mp.plugins.run_state.open_runs`) before any fire is tapped, so a
-        page opened after a restart shows the run from its start; the events replayed."""
+        page opened after a restart shows the run from its start; the events replayed.
+
+        A run's clock counts from its last event before the restart (its file's time),
+        as the report plugin's does: one quiet for ``run_timeout`` by now ends at once."""
         replayed = 0
-        for name, data in found:
-            feed = self.taps.get(name)
-            if feed is not None:
-                feed(data)
-                replayed += 1
+        for run in found:
+            key = None
+            for name, data in run.events:
+                feed = self.taps.get(name)
+                if feed is not None:
+                    feed(data)
+                    replayed += 1
+                    key = run_key(data.get("run_id"))
+            entry = None if key is None else self.entries.get(key)
+            if entry is None or entry.finished:
+                continue
+            quiet = self.run_timeout if run.ended else max(0.0, time.time() - run.mtime)
+            entry.run.last_event = time.monotonic() - quiet
+            if entry.timer is not None:
+                entry.timer.cancel()
+            self._due(entry)
         return replayed
 
     # -- what the view reads ------------------------------------------------------------
@@ -249,8 +327,7 @@ class RunBoard:
 
     def report_path(self, entry: Entry) -> str | None:
         """``<root>/<run>/report.html`` once the report plugin has written it for this
-        run: after the run's start (a run the report plugin ended by its ``run_timeout``
-        gets its link too, though the board, which has no clock, shows it open)."""
+        run: after the run's start."""
         root, name = self.artifacts_root(), run_dir_name(entry.run.run_id)
         if root is None or name is None:
             return None
@@ -270,13 +347,15 @@ class RunBoard:
         self.seq += 1
         entry.seq = self.seq
         entry.last_event = time.time()
+        if entry.timer is None and not entry.finished:  # its first event: the clock starts
+            self._arm(entry, entry.run.last_event + self.run_timeout)
         for listener in self.listeners:
             listener()
         return self.seq
 
     def _entry(self, run_id: Any, reopen: bool = True) -> Entry:
         """The run's entry; a finished run's id used again (``reopen``) starts a new one."""
-        key = "" if run_id is None else text(run_id, MAX_SHORT)
+        key = run_key(run_id)
         entry = self.entries.get(key)
         if entry is not None and not (entry.finished and reopen):
             return entry
@@ -290,6 +369,8 @@ class RunBoard:
 
     def _drop(self, key: str) -> None:
         entry = self.entries.pop(key)
+        if entry.timer is not None:
+            entry.timer.cancel()
         snapshot = entry.snapshot
         if snapshot is None:
             snapshot = self.runs.finish(entry.run.run_id, None)
@@ -337,6 +418,7 @@ def head(board: RunBoard, entry: Entry) -> dict[str, Any]:
         "started": run.started,
         "last_event": entry.last_event,
         "finished": entry.finished,
+        "timed_out": entry.timed_out,
         "exit_status": run.exit_status,
         "report": report,
         "report_href": None

@@ -55,6 +55,7 @@ from .. import printable
 from ..core.config import RiggerConfig
 from ..deadline import Deadline
 from ..lifecycle import move
+from ..plugins.run_timeout import run_timeout_of
 from .channel import BlockingReader, QueuedWriter
 from .fences import Fences
 from .incarnation import Incarnation
@@ -183,6 +184,9 @@ def server_settings(
         http_allowed_hosts=tuple(settings.http_allowed_hosts),
         live_max_tests=settings.live_max_tests,
         live_max_subscribers=settings.live_max_subscribers,
+        live_run_timeout=run_timeout_of(
+            (spec.plugin, spec.enabled, spec.data) for spec in settings.plugins.values()
+        ),
         max_connections=settings.max_connections,
         drain_timeout=settings.drain_timeout,
         auth_timeout=settings.auth_timeout,

@@ -144,7 +144,8 @@
     const expected = typeof run.expected === "number" ? run.expected : null;
     const total = expected !== null ? expected : done + running;
     $("run-id").textContent = run.run_id || "(no run id)";
-    $("run-state").textContent = run.finished ? "finished" + (run.exit_status !== null && run.exit_status !== undefined ? " · exit status " + run.exit_status : "") : "running";
+    const ended = run.timed_out ? "ended: no event for its run_timeout" : "finished";
+    $("run-state").textContent = run.finished ? ended + (run.exit_status !== null && run.exit_status !== undefined ? " · exit status " + run.exit_status : "") : "running";
     const bad = (counts.failed || 0) + (counts.error || 0);
     const share = (n) => (total ? Math.min(100, (100 * n) / total) : 0).toFixed(2) + "%";
     $("progress-bad").style.width = share(bad);  // the failed part first, in red
