@@ -10,6 +10,12 @@
 - ``suite.fixed``: the same three ways on a suite of one passing test, where the
   difference is the dispatcher's start and stop alone (``--rigger-config``: the pool,
   the TCP server process, the drain); at most 0.3 s.
+- ``suite.parts``: where the served run's cost comes from, when the dispatcher shares
+  the two cores with the suite: boltons alone, then served by serve's default config,
+  by it without the journal (``--no-journal``), by it without ``testlog`` and
+  ``archive`` (the report, JUnit and the journal), and by a serve with no plugin and no
+  journal (the pytest plugin's own events, the TCP server, the event thread). Five of
+  each, taking turns; no targets: it says what each part costs.
 
 The sdist is fetched once with ``pip download --no-binary :all: --no-deps`` into
 ``benchmarks/.peers/`` (git-ignored) and unpacked there; without network the scenario
@@ -27,7 +33,9 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from benchmarks.harness import SUBJECT, Measurement, RunContext, Scenario, Target, interleaved
 from rigger_mp.cli.serve import main_job_config
@@ -75,9 +83,12 @@ def write_config(folder: Path) -> Path:
 class Serve:
     """A ``rigger-mp serve`` with its default config on a free port, for a whole scenario."""
 
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self, scratch: Path, *args: str, artifacts: str = "served") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rigger_mp", "serve", "--port", "0", "--artifacts", "served"],
+            [
+                *(sys.executable, "-m", "rigger_mp", "serve", "--port", "0"),
+                *("--artifacts", artifacts, *args),
+            ],
             cwd=scratch,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -221,6 +232,66 @@ def boltons(ctx: RunContext) -> list[Measurement]:
     ]
 
 
+PARTS_REPEATS = 5
+
+
+def part_args(scratch: Path) -> dict[str, tuple[str, ...]]:
+    """serve's arguments for each way of serving: its default config, then without one
+    part of it at a time, then with nothing but the plugin's own events."""
+    import yaml
+
+    plugins = main_job_config(0, None, 3, False)["plugins"]
+    ways: dict[str, tuple[dict[str, Any] | None, bool]] = {
+        SERVED: (None, True),
+        "served, no journal": (None, False),
+        "served, no testlog or archive": (
+            {k: v for k, v in plugins.items() if k not in ("testlog", "archive")},
+            True,
+        ),
+        "served, no plugin, no journal": ({}, False),
+    }
+    args: dict[str, tuple[str, ...]] = {}
+    for n, (way, (chosen, journal)) in enumerate(ways.items()):
+        extra: tuple[str, ...] = () if journal else ("--no-journal",)
+        if chosen is not None:
+            path = scratch / f"parts-{n}.yaml"
+            path.write_text(yaml.safe_dump({"plugins": chosen}, sort_keys=False))
+            extra += ("-c", str(path))
+        args[way] = extra
+    return args
+
+
+def parts(ctx: RunContext) -> list[Measurement]:
+    """boltons alone and served four ways: what each part of the default config costs."""
+    name = "suite.parts"
+    metric = "boltons tests (519), -n 2, wall time, served by parts of the default config"
+    if ctx.quick:
+        why = "a full suite takes minutes: run without --quick"
+        return [Measurement(name, metric, s, "s", [], False, skipped=why) for s in (SUBJECT,)]
+    source = fetch_boltons(ctx.log)
+    if isinstance(source, str):
+        return [Measurement(name, metric, s, "s", [], False, skipped=source) for s in (SUBJECT,)]
+    scratch = Path(tempfile.mkdtemp(prefix="rigger_mp-bench-suite-"))
+    serves: dict[str, Serve] = {}
+    try:
+        for n, (way, args) in enumerate(part_args(scratch).items()):
+            serves[way] = Serve(scratch, *args, artifacts=f"served-{n}")
+        runs: dict[str, Callable[[], float]] = {ALONE: lambda: timed_pytest(source, "tests")}
+        for way, serve in serves.items():
+            runs[way] = partial(timed_pytest, source, "tests", f"--rigger={serve.address}")
+        ctx.log(f"suite: boltons alone and served {len(serves)} ways, {PARTS_REPEATS} of each")
+        samples = interleaved(runs, PARTS_REPEATS)
+    finally:
+        for serve in serves.values():
+            serve.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    notes = {ALONE: "no plugin", SERVED: "serve's default config", **{w: w for w in serves}}
+    return [
+        Measurement(name, metric, way, "s", runs, False, note=notes[way])
+        for way, runs in samples.items()
+    ]
+
+
 SCENARIOS = [
     Scenario(
         "suite.fixed",
@@ -231,5 +302,10 @@ SCENARIOS = [
         "suite.boltons",
         f"boltons {BOLTONS}'s tests from its sdist, -n 2: alone, served, embedded",
         boltons,
+    ),
+    Scenario(
+        "suite.parts",
+        "boltons' tests, -n 2: alone, and served by parts of serve's default config",
+        parts,
     ),
 ]
