@@ -14,7 +14,7 @@
   the two cores with the suite: boltons alone, then served by serve's default config,
   by it without the journal (``--no-journal``), by it without ``testlog`` and
   ``archive`` (the report, JUnit and the journal), and by a serve with no plugin and no
-  journal (the pytest plugin's own events, the TCP server, the event thread). Five of
+  journal (the pytest plugin's own events, the TCP server, the event thread). Seven of
   each, taking turns; no targets: it says what each part costs.
 
 The sdist is fetched once with ``pip download --no-binary :all: --no-deps`` into
@@ -232,7 +232,7 @@ def boltons(ctx: RunContext) -> list[Measurement]:
     ]
 
 
-PARTS_REPEATS = 5
+PARTS_REPEATS = FULL_REPEATS
 
 
 def part_args(scratch: Path) -> dict[str, tuple[str, ...]]:
