@@ -12,7 +12,7 @@ Events, each carrying ``run_id`` (one per pytest run, ``--rigger-run-id`` to cho
 processes on many hosts given the same one make one run) and ``session_id`` (one per
 pytest session, shared by its xdist workers); all JSON:
 
-- ``start_session(run_id, environment)`` and ``finish_session(run_id, exit_status)``: once
+- ``start_session(run_id, environment, shards)`` and ``finish_session(run_id, exit_status)``: once
   per session, by the process that owns it (the xdist controller; pytest itself
   without xdist). ``environment`` is ``{"python", "platform", "pytest", "plugins": {dist
   name: version}, "command_line": [args], "host", "worker": "main"}``;
@@ -142,6 +142,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--rigger-run-id", metavar="ID", help="run_id of the events (default: random)")
     group.addoption(
+        "--rigger-shards",
+        metavar="N",
+        type=int,
+        help="the run is N pytest processes (shards) sharing its --rigger-run-id: it ends "
+        "once N have finished, not when the ones started so far have",
+    )
+    group.addoption(
         "--rigger-artifacts",
         metavar="DIR",
         default="rigger-artifacts",
@@ -198,6 +205,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if address is not None and config_file is not None:
         raise pytest.UsageError("give --rigger HOST:PORT or --rigger-config FILE, not both")
+    shards: int | None = config.getoption("rigger_shards")
+    if shards is not None and shards < 1:
+        raise pytest.UsageError("--rigger-shards: expected a number of processes >= 1")
     session = RiggerSession(config, workerinput)
     session.connect(address, config_file, workerinput)
     config.pluginmanager.register(session, _PLUGIN_NAME)
@@ -449,7 +459,9 @@ class RiggerSession:
         if not self.is_worker:
             from .pytest_story import environment
 
-            self.fire("start_session", environment=environment(self.config, self.host))
+            shards = self.config.getoption("rigger_shards")
+            env = environment(self.config, self.host)
+            self.fire("start_session", environment=env, shards=shards)
             self.flush()  # accepted before any worker starts firing
 
     @pytest.hookimpl(trylast=True)

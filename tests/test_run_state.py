@@ -63,6 +63,23 @@ def test_a_run_ends_when_its_last_session_finishes_with_the_worst_status() -> No
     assert [s.session_id for s in snapshot.sessions] == ["a", "b"]
 
 
+def test_a_run_of_n_shards_waits_for_n_sessions_however_late_they_start(tmp_path: Path) -> None:
+    runs = Runs("r", Limits())
+    runs.start_session("r", {}, "a", shards=3)
+    finish(runs, "a", "x")
+    assert runs.finish_session("r", "a", 0) is None  # b and c have not started yet
+    runs.start_session("r", {}, "b", shards="3")  # not a number: the 3 said stands
+    finish(runs, "b", "y")
+    assert runs.finish_session("r", "b", 0) is None
+    snapshot = runs.idle("r", 0.0)  # c never starts: the run's timeout ends it
+    assert isinstance(snapshot, Snapshot) and snapshot.timed_out and snapshot.shards == 3
+    page = render(snapshot, Links(tmp_path, {}, None))
+    assert "1 of its 3 shards never started." in page
+    assert "<h2>Sessions (2 of 3 shards)</h2>" in page
+    runs.start_session("s", {}, "a", shards=True)  # not a count: ignored
+    assert runs.finish_session("s", "a", 0) is not None
+
+
 def test_a_chunk_sent_twice_counts_once_and_a_test_two_shards_ran_is_two_cases() -> None:
     runs = Runs("r", Limits())
     for _ in range(2):

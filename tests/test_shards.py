@@ -363,3 +363,42 @@ def test_a_serve_restarted_between_two_halves_reports_both(
         0,
     )
     assert shown["finished"] and shown["sessions"] == 2
+
+
+def test_shards_told_how_many_make_one_run_however_late_the_last_starts(
+    tmp_path: Path,
+) -> None:
+    cwd = suite(tmp_path)
+    root = tmp_path / "art"
+    config = serve_config(tmp_path, run_timeout=600)
+    http_port = free_port()
+    served = Served(
+        *("-c", str(config), "--artifacts", str(root), "--no-journal"),
+        *("--http", f"127.0.0.1:{http_port}"),
+        cwd=cwd,
+    )
+    try:
+        # The first shard ends before the second starts: without --rigger-shards the run
+        # would end with it, and the second would start it again.
+        status, out = finished(shard(cwd, served.port, "host-a", "--rigger-shards=2", "test_a.py"))
+        assert status == 0, out
+        with Http(http_port) as client:
+            live = client.json("GET", f"/runs/{RUN_ID}")[1]["run"]
+        assert not live["finished"] and (live["sessions"], live["shards"]) == (1, 2)
+        second = shard(cwd, served.port, "host-b", "--rigger-shards=2", "test_b.py", "-n", "2")
+        status, out = finished(second)
+        assert status == 1, out  # TestCart.test_total fails
+        wait_written(served, RUN_ID)
+        assert served.cmd("terminate").returncode == 0
+        assert served.finish()[0] == 0
+    finally:
+        served.kill()
+    hosts = Counter(host for _, _, _, host, _ in rows(root, RUN_ID))
+    assert hosts == {"host-a": 4, "host-b": 5}
+    run = json.loads((root / RUN_ID / "run.json").read_text())
+    assert (run["sessions"], run["shards"], run["timed_out"]) == (2, 2, False)
+
+
+def test_rigger_shards_below_one_is_refused(tmp_path: Path) -> None:
+    status, out = finished(shard(tmp_path, "1", "host-a", "--rigger-shards=0"))
+    assert status == 4 and "--rigger-shards: expected a number of processes >= 1" in out

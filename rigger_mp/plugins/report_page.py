@@ -291,10 +291,12 @@ def _summary(
     facts.append(time.strftime("written %Y-%m-%d %H:%M:%S %z"))
     parts.append(f'<p class="facts">{" · ".join(facts)}</p>')
     if snapshot.timed_out:
+        absent, shards = snapshot.shards - len(snapshot.sessions), snapshot.shards
+        never = f" {absent:,} of its {shards:,} shards never started." if absent > 0 else ""
         parts.append(
             f'<p class="bound" id="timed-out">The run ended by run_timeout: '
             f"{sum(s.timed_out for s in snapshot.sessions):,} of its sessions never sent "
-            "finish_session; their tests without a finish_test are missing.</p>"
+            f"finish_session; their tests without a finish_test are missing.{never}</p>"
         )
     if snapshot.missing_unlisted:
         parts.append(
@@ -375,8 +377,9 @@ def _sessions(snapshot: Snapshot) -> str:
             f"<td>{esc(ended)}</td></tr>"
         )
     head = "<tr><th>session</th><th>host</th><th>started</th><th>finished</th><th>end</th></tr>"
+    of = f" ({len(snapshot.sessions):,} of {snapshot.shards:,} shards)" if snapshot.shards else ""
     return (
-        f'\n<h2>Sessions</h2><table id="sessions"><thead>{head}</thead>'
+        f'\n<h2>Sessions{of}</h2><table id="sessions"><thead>{head}</thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 

@@ -50,6 +50,7 @@ def summary(snapshot: Snapshot) -> dict[str, Any]:
         "expected": snapshot.expected,
         "missing": snapshot.missing,
         "sessions": len(snapshot.sessions),
+        "shards": snapshot.shards or None,
         "timed_out": snapshot.timed_out,
     }
 

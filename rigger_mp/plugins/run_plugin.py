@@ -62,12 +62,14 @@ class RunFilesPlugin(RiggerBasePlugin):
     # -- the events --------------------------------------------------------------------
 
     def start_session(
-        self, run_id: Any = None, session_id: Any = None, environment: Any = None
+        self,
+        run_id: Any = None,
+        session_id: Any = None,
+        environment: Any = None,
+        shards: Any = None,
     ) -> None:
-        self.keeper.event(
-            "start_session",
-            {"run_id": run_id, "session_id": session_id, "environment": environment},
-        )
+        event = {"run_id": run_id, "session_id": session_id, "environment": environment}
+        self.keeper.event("start_session", {**event, "shards": shards})
 
     def collect_tests(self, run_id: Any = None, session_id: Any = None, tests: Any = None) -> None:
         self.keeper.event(

@@ -2,9 +2,10 @@
 
 ::
 
-    start_session(run_id, session_id, environment)
+    start_session(run_id, session_id, environment, shards)
                                          a Run (its start, the environment of its first
-                                         session); the session is open
+                                         session, how many sessions make it when one
+                                         says); the session is open
     collect_tests(run_id, session_id, tests=[[location, name], ...])
                                          the session's expected tests (in chunks)
                                          each a Case: "pending" (not started yet)
@@ -17,8 +18,9 @@
                                          set as a Snapshot, which nothing changes any more
 
 A run is made of sessions (pytest processes, perhaps on many hosts, sharing a run id):
-it ends when each session that started it has finished, or when its owner ends it
-after ``run_timeout`` without an event (:meth:`Runs.idle`). At its end each test that
+it ends when each session that started it has finished (and, when a session said how
+many make the run, ``shards``, once that many have), or when its owner ends it after
+``run_timeout`` without an event (:meth:`Runs.idle`). At its end each test that
 was expected or started and has no ``finish_test`` is ``missing``.
 
 Every value of an event may come from the network: each is checked, cut to a bound and
@@ -229,6 +231,9 @@ class Run:
     open_cases: int = 0
     """Cases pending or unfinished now: the run's end relabels them only when some are."""
     sessions: dict[str, Session] = field(default_factory=dict)
+    shards: int = 0
+    """Sessions the run is made of, the most any of its sessions said (``--rigger-shards``):
+    it ends only once that many have finished (0: unknown, once those that started have)."""
     last_event: float = field(default_factory=time.monotonic)
     """Monotonic time of the run's last event: ``run_timeout`` counts from it."""
 
@@ -238,8 +243,10 @@ class Run:
         return self.expected_kept + self.expected_unlisted
 
     def all_finished(self) -> bool:
-        """Every session that started the run has sent its finish_session."""
-        return all(s.finished is not None for s in self.sessions.values())
+        """Every session that started the run has sent its finish_session, and at least
+        as many as the run is made of (``shards``)."""
+        finished = sum(s.finished is not None for s in self.sessions.values())
+        return finished == len(self.sessions) and finished >= self.shards
 
     def name(self, kind: set[str], value: str | None) -> None:
         if value is not None and len(kind) < MAX_NAMES:
@@ -287,6 +294,8 @@ class Snapshot:
     """The part of :attr:`missing` beyond ``max_tests`` (counted, not listed)."""
     sessions: tuple[Session, ...] = ()
     """The run's sessions (shards), in order of their start."""
+    shards: int = 0
+    """Sessions a session said make the run (0: none said)."""
     timed_out: bool = False
     """The run ended by ``run_timeout``, not by its sessions' finish_session."""
 
@@ -348,7 +357,7 @@ class Runs:
         run's snapshot when the event ended it."""
         run_id, session_id = data.get("run_id"), data.get("session_id")
         if event == "start_session":
-            self.start_session(run_id, data.get("environment"), session_id)
+            self.start_session(run_id, data.get("environment"), session_id, data.get("shards"))
         elif event == "collect_tests":
             self.collect(run_id, session_id, data.get("tests"))
         elif event == "start_test":
@@ -367,8 +376,11 @@ class Runs:
             return self.finish_session(run_id, session_id, data.get("exit_status"))
         return None
 
-    def start_session(self, run_id: Any, env: Any, session_id: Any = None) -> None:
+    def start_session(
+        self, run_id: Any, env: Any, session_id: Any = None, shards: Any = None
+    ) -> None:
         run = self.run(run_id)
+        run.shards = max(run.shards, count(shards, MAX_SESSIONS + 1) or 0)
         if run.started is None:
             run.started, run.monotonic_start = time.time(), time.monotonic()
         session = self._session(run, session_id)
@@ -544,6 +556,7 @@ class Runs:
             missing=listed_missing + missing_unlisted,
             missing_unlisted=missing_unlisted,
             sessions=tuple(run.sessions.values()),
+            shards=run.shards,
             timed_out=timed_out,
         )
 

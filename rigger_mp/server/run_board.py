@@ -188,7 +188,9 @@ class RunBoard:
 
     def start_session(self, data: Mapping[str, Any]) -> None:
         entry = self._entry(data.get("run_id"))
-        self.runs.start_session(data.get("run_id"), data.get("environment"), data.get("session_id"))
+        self.runs.start_session(
+            data.get("run_id"), data.get("environment"), data.get("session_id"), data.get("shards")
+        )
         self._touch(entry)
 
     def collect_tests(self, data: Mapping[str, Any]) -> None:
@@ -414,6 +416,7 @@ def head(board: RunBoard, entry: Entry) -> dict[str, Any]:
         "tests": sum(by_outcome.values()),
         "missing": None if snapshot is None else snapshot.missing,
         "sessions": len(run.sessions),
+        "shards": run.shards or None,
         "sessions_open": sum(s.finished is None for s in run.sessions.values()),
         "started": run.started,
         "last_event": entry.last_event,
