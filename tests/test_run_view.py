@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rigger_mp.plugins.report import ReportPlugin
@@ -158,6 +159,23 @@ def test_a_run_gone_quiet_ends_on_the_page_at_the_report_plugins_run_timeout(
     assert run["timed_out"] and run["counts"] == {"missing": 1}
     assert [lane["test"] for lane in run["lanes"]] == [None]
     assert (tmp_path / "quiet" / "report.html").is_file()  # the report's own clock, alike
+
+
+def test_a_page_still_following_at_stop_is_ended_cleanly(capfd: pytest.CaptureFixture[str]) -> None:
+    rigger = make_http_rigger()
+    stream: Stream | None = None
+    try:
+        send_all(port_of(rigger), [finish("r", "a")])
+        stream = Stream(http_port(rigger))
+        assert stream.event()[0] == "snapshot"
+    finally:
+        rigger.stop()
+        if stream is not None:
+            while stream.sock.recv(65536):  # the server ended the stream: EOF
+                pass
+            stream.close()
+    err = capfd.readouterr().err
+    assert "Task was destroyed" not in err and "Event loop is closed" not in err, err
 
 
 def test_a_page_following_the_latest_run_stays_on_it_while_another_goes() -> None:

@@ -63,6 +63,7 @@ def main(argv: list[str], on_start: Callable[[Server], None] | None = None) -> N
             on_start(server)
         loop.run_until_complete(_serve(server, sock, requests_fd, replies_fd))
     finally:
+        _end_tasks(loop, settings.stop_grace)
         if server is not None and server.upload_side is not None:
             server.upload_side.close()  # its writer threads finish (a cut's clean-up too)
         if server is not None and server.journal is not None:
@@ -76,6 +77,19 @@ async def _serve(server: Server, sock: socket.socket, requests_fd: int, replies_
         PipeWriter(server, requests_fd), PipeReader(server, replies_fd), Acceptor(server, sock)
     )
     await server.finished
+
+
+def _end_tasks(loop: asyncio.AbstractEventLoop, grace: float) -> None:
+    """Cancel what still runs (a live page's stream, a request being answered) and let
+    it end while the loop can still run its clean-up, for at most ``grace`` seconds, as
+    ``asyncio.run`` does: closed under them, such tasks print "Task was destroyed but it
+    is pending" and "Event loop is closed" as the process exits."""
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
+    loop.run_until_complete(loop.shutdown_asyncgens())
 
 
 def _read_settings(fd: int) -> ServerSettings:
