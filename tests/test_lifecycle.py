@@ -8,6 +8,7 @@ import textwrap
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -212,3 +213,43 @@ def test_stats_before_start_are_zero_with_the_keys_of_a_running_rigger() -> None
     with rigger:
         assert rigger.stats().keys() == before.keys()
         assert rigger.stats()["background"].keys() == before["background"].keys()
+
+
+class Stopped(RiggerBasePlugin):
+    """Records its ``plugin_stop`` calls; ``fail: true`` makes its construction fail."""
+
+    stops: ClassVar[list[str]] = []
+
+    def plugin_initialize(self) -> None:
+        if self.data.get("fail"):
+            raise RuntimeError("cannot build")
+
+    def plugin_stop(self, timeout: float | None) -> None:
+        Stopped.stops.append(self.ident)
+
+
+def test_a_failed_start_stops_the_plugins_it_had_built(tmp_path: Path) -> None:
+    from rigger_mp.journal import JournalStore
+
+    Stopped.stops = []
+    path = tmp_path / "j.db"
+    holder = JournalStore.open(path)  # the journal is taken: start() fails after the build
+    rigger = Rigger({"journal": str(path), "plugins": {"a": {"plugin": "s"}}})
+    rigger.register_plugin(Stopped, "s")
+    with pytest.raises(RiggerError, match=r"j\.db"):
+        rigger.start()
+    assert Stopped.stops == ["a"] and rigger.instances == {}
+    holder.close()
+    rigger.start()  # again: a new instance, stopped once by stop()
+    rigger.stop()
+    assert Stopped.stops == ["a", "a"]
+
+
+def test_an_instance_that_cannot_be_built_stops_those_built_before_it() -> None:
+    Stopped.stops = []
+    config = {"plugins": {"a": {"plugin": "s"}, "b": {"plugin": "s", "fail": True}}}
+    rigger = Rigger(config)
+    rigger.register_plugin(Stopped, "s")
+    with pytest.raises(RiggerError, match=r"instance .b.*cannot build"):
+        rigger.start()
+    assert Stopped.stops == ["a"]

@@ -17,6 +17,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .. import printable
+from ..deadline import Deadline
 from ..errors import PluginError
 from ..naming import describe
 from ..plugins import BUILTIN
@@ -146,9 +147,20 @@ def build_instances(
         try:
             obj = cls(ident, spec.data, rigger)
         except Exception as exc:
+            stop_instances(instances, Deadline(None))  # those built before it
             raise PluginError(
                 f"instance {ident!r}: building plugin {spec.plugin!r} "
                 f"({describe(cls)}) failed: {type(exc).__name__}: {exc}"
             ) from exc
         instances[ident] = PluginInstance(ident, obj, spec.data, spec)
     return instances
+
+
+def stop_instances(instances: Mapping[str, PluginInstance], deadline: Deadline) -> None:
+    """Each instance's ``plugin_stop``, with what is left of ``deadline``: it ends its own
+    work (a report being written, its threads, its open files); one that raises is logged."""
+    for ident, instance in instances.items():
+        try:
+            instance.obj.plugin_stop(deadline.left())
+        except Exception:
+            logger.exception("plugin_stop of instance %r failed", ident)

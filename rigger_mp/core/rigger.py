@@ -32,7 +32,7 @@ from .dispatcher_port import DispatcherPort
 from .event_runner import EventRunner, ExcInfo
 from .event_thread import EventThread, Phase, call_and_wait
 from .journaling import Journaling
-from .loading import InstanceLookup, PluginClass, build_instances
+from .loading import InstanceLookup, PluginClass, build_instances, stop_instances
 from .plans import Plan, bound_events, callback_table, make_plan
 from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin, watch_bindings
 from .stats import collect
@@ -217,6 +217,7 @@ class Rigger(InstanceLookup, Dispatcher):
             settings = load_config(self.config_source)
             self.settings = settings
             self._loaded_config = settings.raw
+            self.instances = {}  # those of this start alone, for _undo_start to stop
             self.instances = build_instances(settings, self.plugins, self)
             # Its faults raise here, naming the file.
             journal = self._journal = Journaling.open(settings)
@@ -263,7 +264,10 @@ class Rigger(InstanceLookup, Dispatcher):
         return DispatcherPort(events, journal, self, self._report_failure)
 
     def _undo_start(self) -> None:
-        """``start()`` raised: end what it had started, so that it may be called again."""
+        """``start()`` raised: end what it had started (the plugins built too: their
+        threads and files), so that it may be called again."""
+        stop_instances(self.instances, Deadline(None))
+        self.instances = {}
         if self._background is not None:
             self._background.close(drained=False)
             self._background = None
@@ -330,12 +334,8 @@ class Rigger(InstanceLookup, Dispatcher):
 
     def _stop_plugins(self, deadline: Deadline) -> None:
         """Let each plugin finish its work off the event thread (a report being written),
-        so that its files are complete when stop() returns; one that raises is logged."""
-        for ident, instance in self.instances.items():
-            try:
-                instance.obj.plugin_stop(deadline.left())
-            except Exception:
-                logger.exception("plugin_stop of instance %r failed", ident)
+        so that its files are complete when stop() returns."""
+        stop_instances(self.instances, deadline)
 
     def _fence_intake(self, deadline: Deadline) -> None:
         """Queue every event the TCP server acked, then take no more from the intake."""
