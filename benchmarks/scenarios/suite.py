@@ -201,16 +201,20 @@ def fixed(ctx: RunContext) -> list[Measurement]:
     ]
 
 
+def boltons_source(ctx: RunContext) -> Path | str:
+    """The boltons sdist to run, or why it is not run (``--quick``, no network)."""
+    if ctx.quick:
+        return "a full suite takes minutes: run without --quick"
+    return fetch_boltons(ctx.log)
+
+
 def boltons(ctx: RunContext) -> list[Measurement]:
     """boltons' suite three ways; the embedded run against 1.03x alone plus 0.3 s."""
     name = "suite.boltons"
     metric = "boltons tests (519), -n 2, wall time"
-    if ctx.quick:
-        why = "a full suite takes minutes: run without --quick"
-        return [Measurement(name, metric, s, "s", [], False, skipped=why) for s in (SUBJECT,)]
-    source = fetch_boltons(ctx.log)
+    source = boltons_source(ctx)
     if isinstance(source, str):
-        return [Measurement(name, metric, s, "s", [], False, skipped=source) for s in (SUBJECT,)]
+        return [Measurement(name, metric, SUBJECT, "s", [], False, skipped=source)]
     scratch = Path(tempfile.mkdtemp(prefix="rigger_mp-bench-suite-"))
     try:
         samples = three_ways(ctx, source, "tests", FULL_REPEATS, scratch)
@@ -265,12 +269,9 @@ def parts(ctx: RunContext) -> list[Measurement]:
     """boltons alone and served four ways: what each part of the default config costs."""
     name = "suite.parts"
     metric = "boltons tests (519), -n 2, wall time, served by parts of the default config"
-    if ctx.quick:
-        why = "a full suite takes minutes: run without --quick"
-        return [Measurement(name, metric, s, "s", [], False, skipped=why) for s in (SUBJECT,)]
-    source = fetch_boltons(ctx.log)
+    source = boltons_source(ctx)
     if isinstance(source, str):
-        return [Measurement(name, metric, s, "s", [], False, skipped=source) for s in (SUBJECT,)]
+        return [Measurement(name, metric, SUBJECT, "s", [], False, skipped=source)]
     scratch = Path(tempfile.mkdtemp(prefix="rigger_mp-bench-suite-"))
     serves: dict[str, Serve] = {}
     try:
