@@ -26,11 +26,12 @@ The package is laid out by process role; each subpackage is what one process run
                 artifacts (artifact paths); runs (a test run's story, for report and
                 junit), run_writer (their files, off the event thread), run_index
       compat/   riggerlib 3.1.6's API on top of core
-      protocol.py, client.py, errors.py, pytest_plugin.py (with pytest_story.py: what a
-      finish_test tells; pytest_artifacts.py: the fixtures' files), and the helpers every
-      role uses: deadline.py (a timeout as a deadline), lifecycle.py (phase enums, legal
-      moves), merge.py (recursive_update), naming.py (readable names of callables),
-      safe_paths.py (files created without following links, paths kept inside a root)
+      protocol.py, client.py, errors.py, pytest_plugin.py (with pytest_options.py: its
+      options; pytest_story.py: what a finish_test tells; pytest_artifacts.py: the
+      fixtures' files), and the helpers every role uses: deadline.py (a timeout as a
+      deadline), lifecycle.py (phase enums, legal moves), merge.py (recursive_update),
+      naming.py (readable names of callables), safe_paths.py (files created without
+      following links, paths kept inside a root)
 
 ``Rigger.start()`` hands pool/ and server/ a ``DispatcherPort`` (the event thread and the
 journal behind the ``EventPort`` interface) and never itself: they import from core/

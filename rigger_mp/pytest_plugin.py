@@ -83,8 +83,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-# Only pytest and the standard library at import time: pytest imports this module in
-# every run, and the rest of rigger_mp is imported once --rigger or --rigger-config asks.
+from .pytest_options import TOKEN_ENV, add_options
+
+# Only pytest, the standard library and pytest_options (the same) at import time: pytest
+# imports this module in every run, and the rest of rigger_mp is imported once --rigger
+# or --rigger-config asks.
 if TYPE_CHECKING:
     from .client import RiggerClient
     from .core.rigger import Rigger
@@ -93,9 +96,6 @@ if TYPE_CHECKING:
     from .pytest_story import Limits
 
 _PLUGIN_NAME = "rigger_mp_session"
-_TOKEN_ENV = "RIGGER_MP_TOKEN"
-"""rigger_mp.protocol.TOKEN_ENV, spelled out so as not to import the protocol in every
-pytest run; tests/test_pytest_plugin.py checks the two agree."""
 _REPORTS = pytest.StashKey[list[pytest.TestReport]]()
 _ARTIFACTS = pytest.StashKey[Path]()
 """A test's artifact directory relative to the root, once a fixture made it."""
@@ -107,10 +107,6 @@ _REMEDY = (
     "is it running? Start one (`rigger-mp serve`), give its address with "
     "--rigger HOST:PORT, or run one inside pytest with --rigger-config FILE"
 )
-MAX_FAILURE_BYTES = 64 * 1024
-"""Default of ``max_failure_bytes``: a test's failure text, as sent."""
-MAX_CAPTURE_BYTES = 256 * 1024
-"""Default of ``max_capture_bytes``: all of a test's captured output together, as sent."""
 SENDER_RESEND = 1.0
 """Seconds the sender's client resends a batch whose connection broke, before the spool
 takes over (short: the spool retries for ``--rigger-spool-seconds``)."""
@@ -123,66 +119,9 @@ class RiggerFireWarning(pytest.PytestWarning):
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """The plugin's options; without --rigger or --rigger-config it stays inert."""
-    group = parser.getgroup("rigger_mp", "fire test events to a rigger_mp dispatcher")
-    group.addoption(
-        "--rigger",
-        metavar="HOST:PORT",
-        help="fire start_session/start_test/finish_test/finish_session to this dispatcher",
-    )
-    group.addoption(
-        "--rigger-config",
-        metavar="FILE",
-        help="run a dispatcher from this rigger_mp config for the session",
-    )
-    group.addoption(
-        "--rigger-token",
-        metavar="TOKEN",
-        help=f"the dispatcher's server_token (default: ${_TOKEN_ENV})",
-    )
-    group.addoption("--rigger-run-id", metavar="ID", help="run_id of the events (default: random)")
-    group.addoption(
-        "--rigger-shards",
-        metavar="N",
-        type=int,
-        help="the run is N pytest processes (shards) sharing its --rigger-run-id: it ends "
-        "once N have finished, not when the ones started so far have",
-    )
-    group.addoption(
-        "--rigger-artifacts",
-        metavar="DIR",
-        default="rigger-artifacts",
-        help="artifact root of the --rigger-config dispatcher, and where tests' files stay "
-        "when the --rigger dispatcher is on another host (default: ./%(default)s)",
-    )
-    for key, default, what in (
-        ("failure", MAX_FAILURE_BYTES, "failure text (longrepr)"),
-        ("capture", MAX_CAPTURE_BYTES, "captured stdout, stderr and log, all phases together"),
-    ):
-        text = f"bytes of a test's {what} sent in its finish_test; the rest is cut, with a note"
-        group.addoption(
-            f"--rigger-max-{key}-bytes",
-            metavar="N",
-            type=int,
-            help=f"{text} (default: the ini option rigger_max_{key}_bytes, else {default})",
-        )
-        parser.addini(f"rigger_max_{key}_bytes", text, default=str(default))
-    group.addoption(
-        "--rigger-spool-seconds",
-        metavar="S",
-        type=float,
-        default=60.0,
-        help="how long events wait in the spool, and the sender retries, while the "
-        "dispatcher cannot be reached; then they are lost (default: %(default)s)",
-    )
-    group.addoption(
-        "--rigger-spool-bytes",
-        metavar="N",
-        type=int,
-        default=256 * 1024 * 1024,
-        help="bytes of events one process spools at most (memory, then a temporary "
-        "file); events beyond are lost (default: %(default)s)",
-    )
+    """The plugin's options (:mod:`.pytest_options`); without --rigger or --rigger-config
+    it stays inert."""
+    add_options(parser)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -238,7 +177,7 @@ class RiggerSession:
         self.session_id: str = (workerinput or {}).get("rigger_session_id") or uuid.uuid4().hex
         """This pytest session's (shard's) id, in every event: shards share a run_id."""
         token = (workerinput or {}).get("rigger_token") or config.getoption("rigger_token")
-        self.token: str | None = token or os.environ.get(_TOKEN_ENV)
+        self.token: str | None = token or os.environ.get(TOKEN_ENV)
         """The server's token: the embedded config's, else the option, else the environment."""
         self.address = ""
         self.client: RiggerClient | None = None
@@ -642,7 +581,7 @@ def _reason(exc: BaseException, hint: bool = True) -> str:
 
     text = str(exc) or type(exc).__name__
     if isinstance(exc, RemoteError) and exc.code == "unauthorized":  # protocol.UNAUTHORIZED
-        how = f"give it with --rigger-token or ${_TOKEN_ENV}"
+        how = f"give it with --rigger-token or ${TOKEN_ENV}"
         return f"{text} (the dispatcher has a server_token: {how})"
     return text if isinstance(exc, RemoteError) or not hint else f"{text}; {_REMEDY}"
 
