@@ -253,3 +253,12 @@ def test_an_instance_that_cannot_be_built_stops_those_built_before_it() -> None:
     with pytest.raises(RiggerError, match=r"instance .b.*cannot build"):
         rigger.start()
     assert Stopped.stops == ["a"]
+
+
+def test_an_unknown_plugin_further_down_the_config_stops_those_built_before_it() -> None:
+    Stopped.stops = []
+    rigger = Rigger({"plugins": {"a": {"plugin": "s"}, "b": {"plugin": "no_such_plugin"}}})
+    rigger.register_plugin(Stopped, "s")
+    with pytest.raises(RiggerError, match="no_such_plugin"):
+        rigger.start()
+    assert Stopped.stops == ["a"]

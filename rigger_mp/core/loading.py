@@ -140,20 +140,27 @@ def build_instances(
             name,
         )
     instances: dict[str, PluginInstance] = {}
-    for ident, spec in settings.plugins.items():
-        cls = instance_class(spec, settings.source, registered)
-        if not spec.enabled:
-            continue
-        try:
-            obj = cls(ident, spec.data, rigger)
-        except Exception as exc:
-            stop_instances(instances, Deadline(None))  # those built before it
-            raise PluginError(
-                f"instance {ident!r}: building plugin {spec.plugin!r} "
-                f"({describe(cls)}) failed: {type(exc).__name__}: {exc}"
-            ) from exc
-        instances[ident] = PluginInstance(ident, obj, spec.data, spec)
+    try:
+        for ident, spec in settings.plugins.items():
+            cls = instance_class(spec, settings.source, registered)
+            if not spec.enabled:
+                continue
+            try:
+                obj = cls(ident, spec.data, rigger)
+            except Exception as exc:
+                raise PluginError(
+                    f"instance {ident!r}: building plugin {spec.plugin!r} "
+                    f"({describe(cls)}) failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            instances[ident] = PluginInstance(ident, obj, spec.data, spec)
+    except BaseException:
+        stop_instances(instances, Deadline(UNDO_TIMEOUT))  # those built before it
+        raise
     return instances
+
+
+UNDO_TIMEOUT = 10.0
+"""Seconds the plugins built by a start that failed have to stop in (``plugin_stop``)."""
 
 
 def stop_instances(instances: Mapping[str, PluginInstance], deadline: Deadline) -> None:

@@ -140,7 +140,9 @@ class RiggerBasePlugin:
     def plugin_stop(self, timeout: float | None) -> None:
         """Called once by the dispatcher's ``stop()``, after the events have drained:
         finish what the plugin does off the event thread (a report being written), within
-        ``timeout`` seconds (``None``: no bound). Does nothing by default."""
+        ``timeout`` seconds (``None``: no bound). Also called, with no event run, when the
+        start that built the instance failed (a later instance, the journal, the pool).
+        Does nothing by default."""
 
     def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Future[dict[str, Any]]:
         """Fire an event from inside a hook; it runs after the current event."""

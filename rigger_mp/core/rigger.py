@@ -32,7 +32,13 @@ from .dispatcher_port import DispatcherPort
 from .event_runner import EventRunner, ExcInfo
 from .event_thread import EventThread, Phase, call_and_wait
 from .journaling import Journaling
-from .loading import InstanceLookup, PluginClass, build_instances, stop_instances
+from .loading import (
+    UNDO_TIMEOUT,
+    InstanceLookup,
+    PluginClass,
+    build_instances,
+    stop_instances,
+)
 from .plans import Plan, bound_events, callback_table, make_plan
 from .plugin import Dispatcher, PluginInstance, RiggerBasePlugin, watch_bindings
 from .stats import collect
@@ -266,7 +272,7 @@ class Rigger(InstanceLookup, Dispatcher):
     def _undo_start(self) -> None:
         """``start()`` raised: end what it had started (the plugins built too: their
         threads and files), so that it may be called again."""
-        stop_instances(self.instances, Deadline(None))
+        stop_instances(self.instances, Deadline(UNDO_TIMEOUT))
         self.instances = {}
         if self._background is not None:
             self._background.close(drained=False)
