@@ -16,6 +16,9 @@ MAX_FAILURE_BYTES = 64 * 1024
 """Default of ``max_failure_bytes``: a test's failure text, as sent."""
 MAX_CAPTURE_BYTES = 256 * 1024
 """Default of ``max_capture_bytes``: all of a test's captured output together, as sent."""
+MAX_SHARDS = 1024
+"""The most ``--rigger-shards``: rigger_mp.plugins.runs.MAX_SESSIONS, the sessions a run
+keeps (spelled out, as TOKEN_ENV is; tests/test_shards.py checks the two agree)."""
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -79,3 +82,22 @@ def add_options(parser: pytest.Parser) -> None:
         help="bytes of events one process spools at most (memory, then a temporary "
         "file); events beyond are lost (default: %(default)s)",
     )
+
+
+def check_shards(config: pytest.Config) -> None:
+    """``--rigger-shards`` where it can work; else a ``pytest.UsageError`` saying why."""
+    shards: int | None = config.getoption("rigger_shards")
+    if shards is None:
+        return
+    if not 1 <= shards <= MAX_SHARDS:
+        raise pytest.UsageError(f"--rigger-shards: expected 1 to {MAX_SHARDS:,} processes")
+    if shards > 1 and config.getoption("rigger_config") is not None:
+        raise pytest.UsageError(
+            "--rigger-shards: the dispatcher of --rigger-config ends with this process; "
+            "shards fire to one running dispatcher (--rigger HOST:PORT)"
+        )
+    if shards > 1 and not config.getoption("rigger_run_id"):
+        raise pytest.UsageError(
+            "--rigger-shards: give the shards one run id (--rigger-run-id): each would "
+            "otherwise make a run of its own and wait for shards that never come"
+        )

@@ -83,7 +83,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .pytest_options import TOKEN_ENV, add_options
+from .pytest_options import TOKEN_ENV, add_options, check_shards
 
 # Only pytest, the standard library and pytest_options (the same) at import time: pytest
 # imports this module in every run, and the rest of rigger_mp is imported once --rigger
@@ -144,9 +144,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if address is not None and config_file is not None:
         raise pytest.UsageError("give --rigger HOST:PORT or --rigger-config FILE, not both")
-    shards: int | None = config.getoption("rigger_shards")
-    if shards is not None and shards < 1:
-        raise pytest.UsageError("--rigger-shards: expected a number of processes >= 1")
+    if workerinput is None:
+        check_shards(config)
     session = RiggerSession(config, workerinput)
     session.connect(address, config_file, workerinput)
     config.pluginmanager.register(session, _PLUGIN_NAME)

@@ -32,6 +32,8 @@ import junitparser
 import psutil
 import pytest
 
+from rigger_mp.plugins.runs import MAX_SESSIONS
+from rigger_mp.pytest_options import MAX_SHARDS
 from tests._http import Http
 from tests.conftest import assert_processes_gone
 from tests.test_cli import Served, free_port
@@ -399,6 +401,34 @@ def test_shards_told_how_many_make_one_run_however_late_the_last_starts(
     assert (run["sessions"], run["shards"], run["timed_out"]) == (2, 2, False)
 
 
-def test_rigger_shards_below_one_is_refused(tmp_path: Path) -> None:
-    status, out = finished(shard(tmp_path, "1", "host-a", "--rigger-shards=0"))
-    assert status == 4 and "--rigger-shards: expected a number of processes >= 1" in out
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (("--rigger-shards=0",), "expected 1 to 1,024 processes"),
+        (("--rigger-shards=1025",), "expected 1 to 1,024 processes"),
+        (("--rigger-shards=2", "--rigger-run-id="), "give the shards one run id"),
+    ],
+)
+def test_rigger_shards_that_cannot_work_are_refused(
+    tmp_path: Path, args: tuple[str, ...], why: str
+) -> None:
+    status, out = finished(shard(tmp_path, "1", "host-a", *args))
+    assert status == 4 and f"--rigger-shards: {why}" in out, out
+
+
+def test_rigger_shards_is_refused_with_an_embedded_dispatcher(tmp_path: Path) -> None:
+    config = serve_config(tmp_path, run_timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", f"--rigger-config={config}", "--rigger-shards=2"],
+        cwd=tmp_path,
+        env=pytest_env(),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 4 and "ends with this process" in done.stderr + done.stdout
+
+
+def test_the_shard_bound_is_the_sessions_a_run_keeps() -> None:
+    assert MAX_SHARDS == MAX_SESSIONS  # spelled out in pytest_options: see its docstring
