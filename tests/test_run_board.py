@@ -248,14 +248,14 @@ def test_restored_runs_keep_the_quiet_time_before_the_restart() -> None:
     assert not b.entries["new"].finished
 
 
-def test_the_live_view_ends_runs_by_the_shortest_run_timeout_of_the_run_plugins() -> None:
+def test_the_live_view_ends_runs_by_the_longest_run_timeout_of_the_run_plugins() -> None:
     assert run_timeout_of([]) == DEFAULT_RUN_TIMEOUT
     specs: list[tuple[str, bool, dict[str, Any]]] = [
-        ("report", True, {"run_timeout": 120}),
-        ("junit", True, {"run_timeout": 30.5}),
-        ("junit", False, {"run_timeout": 1}),  # disabled
-        ("report", True, {"run_timeout": -1}),  # refused: that instance does not start
-        ("archive", True, {"run_timeout": 2}),  # not a run plugin
+        ("report", True, {"run_timeout": 30.5}),
+        ("junit", True, {"run_timeout": 120.5}),
+        ("junit", False, {"run_timeout": 7200}),  # disabled
+        ("report", True, {"run_timeout": 1e309}),  # refused: that instance does not start
+        ("archive", True, {"run_timeout": 9000}),  # not a run plugin
     ]
-    assert run_timeout_of(specs) == 30.5
+    assert run_timeout_of(specs) == 120.5
     assert run_timeout_of([("report", True, {})]) == DEFAULT_RUN_TIMEOUT

@@ -31,9 +31,11 @@ def run_timeout(data: Mapping[str, Any], where: str) -> float:
 
 
 def run_timeout_of(instances: Iterable[tuple[str, bool, Mapping[str, Any]]]) -> float:
-    """The ``run_timeout`` the live view ends runs by: the shortest of the enabled run
-    plugins' (``(plugin, enabled, data)`` each), else the default. A value the plugin
-    refuses is left out (that plugin does not start)."""
+    """The ``run_timeout`` the live view ends runs by: the longest of the enabled run
+    plugins' (``(plugin, enabled, data)`` each, by plugin name), so that the page ends a
+    run once each of its files has, and an event that still counts for one of them is
+    still shown in the same run; else the default. A value the plugin refuses is left out
+    (that plugin does not start)."""
     found = []
     for plugin, enabled, data in instances:
         if enabled and plugin in RUN_PLUGINS:
@@ -41,4 +43,4 @@ def run_timeout_of(instances: Iterable[tuple[str, bool, Mapping[str, Any]]]) -> 
                 found.append(run_timeout(data, plugin))
             except PluginError:
                 continue
-    return min(found, default=DEFAULT_RUN_TIMEOUT)
+    return max(found, default=DEFAULT_RUN_TIMEOUT)
