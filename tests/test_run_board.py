@@ -259,3 +259,17 @@ def test_the_live_view_ends_runs_by_the_longest_run_timeout_of_the_run_plugins()
     ]
     assert run_timeout_of(specs) == 120.5
     assert run_timeout_of([("report", True, {})]) == DEFAULT_RUN_TIMEOUT
+
+
+def test_a_finish_session_after_the_clock_ended_the_run_keeps_it() -> None:
+    timers = Timers()
+    b = timed_board(timers)
+    b.start_session({"run_id": "r", "session_id": "a"})
+    finish(b, "r", "x")
+    entry = b.entries["r"]
+    entry.run.last_event -= 61
+    timers.live()[0].fire()
+    b.finish_session({"run_id": "r", "session_id": "a", "exit_status": 0})
+    assert b.entries["r"] is entry and head(b, entry)["counts"] == {"passed": 1}
+    b.finish_session({"run_id": "never-seen", "exit_status": 0})
+    assert "never-seen" not in b.entries

@@ -300,3 +300,35 @@ def test_a_quiet_run_ends_through_the_event_thread_and_0_keeps_no_state(
         assert ended.wait(WAIT)  # b never finishes: run_timeout ends the run
     data = json.loads((tmp_path / "r" / "run.json").read_text())
     assert (data["timed_out"], data["sessions"], data["exit_status"]) == (True, 2, 0)
+
+
+def test_a_finish_session_after_its_run_timed_out_writes_nothing_over_it(
+    tmp_path: Path,
+) -> None:
+    keys = {"run_timeout": 0.05}
+    with Rigger({"plugins": {"report": {"plugin": "report", "dir": str(tmp_path), **keys}}}) as r:
+        report = r.get_instance_obj("report")
+        assert isinstance(report, ReportPlugin)
+        ended = threading.Event()
+        write_run = report.write_run
+
+        def write_and_tell(snapshot: Snapshot, prepared: Any) -> None:
+            write_run(snapshot, prepared)
+            ended.set()
+
+        setattr(report, "write_run", write_and_tell)  # noqa: B010
+        fire(r, "start_session", session_id="a")
+        fire(r, "finish_test", session_id="a", test_location="t.py", test_name="x")
+        assert ended.wait(WAIT)  # the session is late: run_timeout ends the run
+        fire(r, "finish_session", session_id="a", exit_status=0)  # ... and then it ends
+    assert len(page_data(tmp_path / "r" / "report.html")["tests"]) == 1
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["timed_out"]
+    assert not list(tmp_path.glob("r/.rigger-state-*"))  # nothing kept for the late one
+
+
+def test_runs_end_nothing_at_the_finish_session_of_a_run_not_open() -> None:
+    runs = Runs("r", Limits())
+    runs.start_session("r", {}, "a")
+    assert isinstance(runs.idle("r", 0.0), Snapshot)
+    assert runs.finish_session("r", "a", 0) is None and not runs.is_open("r")
+    assert runs.finish_session("never-seen", "a", 0) is None and not runs.is_open("never-seen")

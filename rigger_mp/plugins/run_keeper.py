@@ -81,6 +81,8 @@ class RunKeeper:
     def event(self, name: str, data: Mapping[str, Any]) -> None:
         """One event of a run, on the event thread."""
         key = run_key(data.get("run_id"))
+        if name == "finish_session" and not self.runs.is_open(key):
+            return  # the run ended already (Runs.finish_session): nothing to keep or time
         dir_name = run_dir_name(key)
         if self.state is not None and dir_name is not None:
             # What is null is not kept: it reads back as missing, the same to Runs.apply

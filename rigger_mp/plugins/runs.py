@@ -350,6 +350,9 @@ class Runs:
         """The open runs, oldest first (read on the event thread, which changes them)."""
         return list(self._runs.values())
 
+    def is_open(self, run_id: Any) -> bool:
+        return run_key(run_id) in self._runs
+
     # -- the events --------------------------------------------------------------------
 
     def apply(self, event: str, data: Mapping[str, Any]) -> Snapshot | None:
@@ -494,7 +497,11 @@ class Runs:
 
     def finish_session(self, run_id: Any, session_id: Any, exit_status: Any) -> Snapshot | None:
         """The session is finished; the run's snapshot if that was its last open session
-        (or it had none), else ``None``: the run waits for its other shards."""
+        (or it had none), else ``None``: the run waits for its other shards. Of a run that
+        is not open (it ended by its timeout before this came, or was never seen) it ends
+        nothing: a new, empty run would write its files over the ended run's."""
+        if not self.is_open(run_id):
+            return None
         run = self.run(run_id)
         session = self._session(run, session_id)
         if session is not None:

@@ -254,7 +254,9 @@ class RunBoard:
     def finish_session(self, data: Mapping[str, Any]) -> None:
         """A session (shard) ends; the run ends with its last open session, as the
         report's does, and its tests never finished become ``missing``."""
-        entry = self._entry(data.get("run_id"), reopen=False)  # said twice: ended once
+        entry = self.entries.get(run_key(data.get("run_id")))  # said twice: ended once
+        if entry is None:  # a run not held (dropped, or never seen): it ends nothing
+            return
         if not entry.finished:
             snapshot = self.runs.finish_session(
                 data.get("run_id"), data.get("session_id"), data.get("exit_status")
