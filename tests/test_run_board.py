@@ -202,8 +202,9 @@ def test_a_quiet_run_ends_at_its_run_timeout_its_unfinished_tests_missing() -> N
     entry = b.entries["r"]
     entry.run.last_event -= 61  # quiet for longer than run_timeout
     [timer] = timers.live()
-    seen = b.seq
+    seen, last = b.seq, entry.last_event
     timer.fire()
+    assert entry.last_event == last  # the run's last event, not the moment it timed out
     shown = run_json(b, entry, since=seen)  # what a page following the run is sent
     assert shown["finished"] and shown["timed_out"] and changes  # subscribers are told
     assert shown["counts"] == {"passed": 1, "missing": 1} and shown["missing"] == 1

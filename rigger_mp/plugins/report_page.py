@@ -377,7 +377,8 @@ def _sessions(snapshot: Snapshot) -> str:
             f"<td>{esc(ended)}</td></tr>"
         )
     head = "<tr><th>session</th><th>host</th><th>started</th><th>finished</th><th>end</th></tr>"
-    of = f" ({len(snapshot.sessions):,} of {snapshot.shards:,} shards)" if snapshot.shards else ""
+    started, shards = len(snapshot.sessions), snapshot.shards
+    of = f" ({started:,} of {shards:,} shards)" if shards > 0 and started <= shards else ""
     return (
         f'\n<h2>Sessions{of}</h2><table id="sessions"><thead>{head}</thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"

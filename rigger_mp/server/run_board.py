@@ -266,14 +266,15 @@ class RunBoard:
                 return
         self._touch(entry)
 
-    def _ended(self, entry: Entry, snapshot: Snapshot) -> None:
-        """The run ended: its tally, its lanes idle (sent with this change), no timer."""
+    def _ended(self, entry: Entry, snapshot: Snapshot, event: bool = True) -> None:
+        """The run ended (by an event, else by its clock): its tally, its lanes idle (sent
+        with this change), no timer."""
         entry.snapshot, entry.finished = snapshot, True
         entry.final = +snapshot.counts()  # its tally, missing ones included
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
-        seq = self._touch(entry)
+        seq = self._touch(entry, event)
         for lane in entry.lanes.values():
             if lane.test is not None:
                 lane.test = lane.since = None
@@ -296,7 +297,7 @@ class RunBoard:
             self._arm(entry, result)
         elif result is not None:
             entry.timed_out = True
-            self._ended(entry, result)
+            self._ended(entry, result, event=False)
 
     def restore(self, found: Iterable[Found]) -> int:
         """Replay a restarted dispatcher's open runs (the report plugin's state files,
@@ -347,10 +348,13 @@ class RunBoard:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _touch(self, entry: Entry) -> int:
+    def _touch(self, entry: Entry, event: bool = True) -> int:
+        """A change of ``entry`` (an ``event`` of it, else its clock's): a new sequence
+        number, and the listeners told."""
         self.seq += 1
         entry.seq = self.seq
-        entry.last_event = time.time()
+        if event:
+            entry.last_event = time.time()
         if entry.timer is None and not entry.finished:  # its first event: the clock starts
             self._arm(entry, entry.run.last_event + self.run_timeout)
         for listener in self.listeners:
