@@ -63,12 +63,14 @@ def main(argv: list[str], on_start: Callable[[Server], None] | None = None) -> N
             on_start(server)
         loop.run_until_complete(_serve(server, sock, requests_fd, replies_fd))
     finally:
-        _end_tasks(loop, settings.stop_grace)
-        if server is not None and server.upload_side is not None:
-            server.upload_side.close()  # its writer threads finish (a cut's clean-up too)
-        if server is not None and server.journal is not None:
-            server.journal.close()
-        loop.close()
+        try:
+            _end_tasks(loop, END_GRACE)
+        finally:
+            if server is not None and server.upload_side is not None:
+                server.upload_side.close()  # its writer threads finish (a cut's clean-up)
+            if server is not None and server.journal is not None:
+                server.journal.close()
+            loop.close()
 
 
 async def _serve(server: Server, sock: socket.socket, requests_fd: int, replies_fd: int) -> None:
@@ -79,16 +81,30 @@ async def _serve(server: Server, sock: socket.socket, requests_fd: int, replies_
     await server.finished
 
 
+END_GRACE = 1.0
+"""Seconds the tasks still running at the end (a live page's stream, a request being
+answered) have to end once cancelled: the connections had their grace already."""
+
+
 def _end_tasks(loop: asyncio.AbstractEventLoop, grace: float) -> None:
-    """Cancel what still runs (a live page's stream, a request being answered) and let
-    it end while the loop can still run its clean-up, for at most ``grace`` seconds, as
-    ``asyncio.run`` does: closed under them, such tasks print "Task was destroyed but it
-    is pending" and "Event loop is closed" as the process exits."""
+    """Cancel what still runs and let it end while the loop can still run its clean-up,
+    for at most ``grace`` seconds, as ``asyncio.run`` does: closed under them, such tasks
+    print "Task was destroyed but it is pending" and "Event loop is closed" as the
+    process exits. A task that ended with an error is reported to the loop's handler."""
     tasks = asyncio.all_tasks(loop)
     for task in tasks:
         task.cancel()
     if tasks:
         loop.run_until_complete(asyncio.wait(tasks, timeout=grace))
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "a task failed as the server process ended",
+                    "task": task,
+                    "exception": task.exception(),
+                }
+            )
     loop.run_until_complete(loop.shutdown_asyncgens())
 
 
