@@ -43,7 +43,7 @@ def test_import_rigger_mp_loads_only_the_package_itself() -> None:
 
 def test_importing_the_pytest_plugin_loads_nothing_pytest_has_not() -> None:
     added = loaded_by("import rigger_mp.pytest_plugin", setup="import pytest")
-    assert added == {"rigger_mp", "rigger_mp.pytest_plugin"}
+    assert added == {"rigger_mp", "rigger_mp.pytest_plugin", "rigger_mp.pytest_options"}
 
 
 def test_importing_the_pytest_plugin_alone_loads_no_heavy_module() -> None:
