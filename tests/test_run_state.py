@@ -278,21 +278,27 @@ def test_a_test_id_splits_as_pytest_locates_the_test(nodeid: str, pair: tuple[st
     assert split_nodeid(nodeid) == pair
 
 
+def told_when_written(rigger: Rigger) -> threading.Event:
+    """An event set each time the report instance has written a run's files."""
+    report = rigger.get_instance_obj("report")
+    assert isinstance(report, ReportPlugin)
+    ended = threading.Event()
+    write_run = report.write_run
+
+    def write_and_tell(snapshot: Snapshot, prepared: Any) -> None:
+        write_run(snapshot, prepared)
+        ended.set()
+
+    setattr(report, "write_run", write_and_tell)  # noqa: B010
+    return ended
+
+
 def test_a_quiet_run_ends_through_the_event_thread_and_0_keeps_no_state(
     tmp_path: Path,
 ) -> None:
     keys = {"run_timeout": 0.05, "max_state_bytes": 0}
     with Rigger({"plugins": {"report": {"plugin": "report", "dir": str(tmp_path), **keys}}}) as r:
-        report = r.get_instance_obj("report")
-        assert isinstance(report, ReportPlugin)
-        ended = threading.Event()
-        write_run = report.write_run
-
-        def write_and_tell(snapshot: Snapshot, prepared: Any) -> None:
-            write_run(snapshot, prepared)
-            ended.set()
-
-        setattr(report, "write_run", write_and_tell)  # noqa: B010
+        ended = told_when_written(r)
         fire(r, "start_session", session_id="a")
         fire(r, "start_session", session_id="b")
         fire(r, "finish_session", session_id="a", exit_status=0)
@@ -307,16 +313,7 @@ def test_a_finish_session_after_its_run_timed_out_writes_nothing_over_it(
 ) -> None:
     keys = {"run_timeout": 0.05}
     with Rigger({"plugins": {"report": {"plugin": "report", "dir": str(tmp_path), **keys}}}) as r:
-        report = r.get_instance_obj("report")
-        assert isinstance(report, ReportPlugin)
-        ended = threading.Event()
-        write_run = report.write_run
-
-        def write_and_tell(snapshot: Snapshot, prepared: Any) -> None:
-            write_run(snapshot, prepared)
-            ended.set()
-
-        setattr(report, "write_run", write_and_tell)  # noqa: B010
+        ended = told_when_written(r)
         fire(r, "start_session", session_id="a")
         fire(r, "finish_test", session_id="a", test_location="t.py", test_name="x")
         assert ended.wait(WAIT)  # the session is late: run_timeout ends the run
