@@ -361,11 +361,11 @@ class RunBoard:
             listener()
         return self.seq
 
-    def _entry(self, run_id: Any, reopen: bool = True) -> Entry:
-        """The run's entry; a finished run's id used again (``reopen``) starts a new one."""
+    def _entry(self, run_id: Any) -> Entry:
+        """The run's entry; a finished run's id used again starts a new one."""
         key = run_key(run_id)
         entry = self.entries.get(key)
-        if entry is not None and not (entry.finished and reopen):
+        if entry is not None and not entry.finished:
             return entry
         if entry is not None:  # a finished run's id fires again: a new run under it
             self._drop(key)
