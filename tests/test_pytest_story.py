@@ -509,10 +509,12 @@ import pytest
 def test_many(n):
     if n == 5:  # the dispatcher and all its processes: none acks another event
         serve = psutil.Process(int(os.environ["SERVE_PID"]))
-        processes = [serve, *serve.children(recursive=True)]
-        for process in processes:
+        children = serve.children(recursive=True)
+        for process in (serve, *children):
             process.kill()
-        psutil.wait_procs(processes, timeout=30)
+        # Not the serve itself: it stays a zombie of the test that started it, and waiting
+        # for it here would hold this worker for the whole timeout while the other runs on.
+        psutil.wait_procs(children, timeout=30)
 """
 
 
@@ -535,7 +537,10 @@ def test_a_dispatcher_killed_mid_run_is_one_warning_per_process(tmp_path: Path) 
     output = done.stdout + done.stderr
     assert done.returncode == 1, output  # the tests passed; the lost events fail the run
     lost = re.search(r"; ([\d,]+) not fired \(listed above\): the run fails", output)
-    assert lost is not None and int(lost[1]) > 60, output
+    # How many are lost depends on how far the other worker got while this one killed
+    # (62 to 97 of the 120 test events in four runs); what counts is that many were, and
+    # each process warned at most once for them.
+    assert lost is not None and int(lost[1]) > 30, output
     warned = output.count("RiggerFireWarning")
     assert 1 <= warned <= 3, output  # the controller and the two workers, at most once each
     assert "listed in the rigger_mp section of the summary" in output
