@@ -114,7 +114,7 @@ class RunKeeper:
                     (self.done if found.ended else self._ended)(snapshot)
             if key is None or key not in {r.run_id for r in self.runs.open_runs()}:
                 continue
-            quiet = max(0.0, time.time() - found.mtime)
+            quiet = found.quiet()
             if found.ended:  # its files were being written: its state is .writing already
                 self.done(self.runs.finish(key, None, timed_out=True))
             elif quiet >= self.run_timeout:  # it went quiet while no dispatcher was here

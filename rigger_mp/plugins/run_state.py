@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,10 @@ class Found:
     """Wall-clock time of its last event (the file's modification time)."""
     size: int = 0
     """Bytes read."""
+
+    def quiet(self) -> float:
+        """Seconds since the run's last event (a restarted reader's clock counts from it)."""
+        return max(0.0, time.time() - self.mtime)
 
 
 @dataclass(slots=True)

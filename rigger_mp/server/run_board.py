@@ -318,7 +318,7 @@ class RunBoard:
             entry = None if key is None else self.entries.get(key)
             if entry is None or entry.finished:
                 continue
-            quiet = self.run_timeout if run.ended else max(0.0, time.time() - run.mtime)
+            quiet = self.run_timeout if run.ended else run.quiet()
             entry.run.last_event = time.monotonic() - quiet
             if entry.timer is not None:
                 entry.timer.cancel()
