@@ -164,11 +164,17 @@ def test_a_worker_replaced_while_stop_begins_is_stopped_too() -> None:
     pool.start(Sink())
     first, second = (w.pid for w in pool.workers())
     os.kill(first, signal.SIGKILL)
-    spawning.get(timeout=WAIT)  # the collector is starting the replacement
-    stopper = threading.Thread(target=pool.stop, args=(False, None))
-    stopper.start()
-    psutil.Process(second).wait(WAIT)  # stop() told the live worker: its list is taken
-    proceed.set()
+    # Daemon, and the gate opened whatever happens: a failure here must not leave the
+    # collector held and this thread in stop() for good, which would hang the
+    # interpreter's exit and leak the collector into every later test.
+    stopper = threading.Thread(target=pool.stop, args=(False, None), daemon=True)
+    try:
+        spawning.get(timeout=WAIT)  # the collector is starting the replacement
+        stopper.start()
+        with contextlib.suppress(psutil.NoSuchProcess):  # already ended and reaped
+            psutil.Process(second).wait(WAIT)  # stop() told the live worker: its list is taken
+    finally:
+        proceed.set()
     stopper.join(WAIT)
     if stopper.is_alive():
         for proc in psutil.Process().children(recursive=True):
