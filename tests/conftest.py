@@ -50,14 +50,27 @@ def assert_processes_gone(pids: set[int], timeout: float = 10.0) -> None:
     assert not alive, f"processes left behind: {[(p.pid, p.name()) for p in alive]}"
 
 
+def held_threads(before: set[threading.Thread], timeout: float = 10.0) -> list[str]:
+    """The non-daemon threads started since ``before`` that do not end within ``timeout``
+    (waited on with ``join``): each would hold the interpreter's exit for good."""
+    started = [t for t in threading.enumerate() if t not in before and not t.daemon]
+    for thread in started:
+        thread.join(timeout)
+    return [t.name for t in started if t.is_alive()]
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves a rigger_mp thread or a child process behind."""
+    """Fail a test that leaves a rigger_mp thread, a thread that would hold the
+    interpreter's exit, or a child process behind."""
     before = child_processes()
+    threads = set(threading.enumerate())
     yield
     assert_processes_gone(child_processes() - before)
     leaked = rigger_threads()
     assert not leaked, f"rigger_mp threads still alive: {[t.name for t in leaked]}"
+    held = held_threads(threads)
+    assert not held, f"non-daemon threads still alive, which would hang the exit: {held}"
 
 
 @pytest.fixture
