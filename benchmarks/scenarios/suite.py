@@ -12,10 +12,12 @@
   the TCP server process, the drain); at most 0.3 s.
 - ``suite.parts``: where the served run's cost comes from, when the dispatcher shares
   the two cores with the suite: boltons alone, then served by serve's default config,
-  by it without the journal (``--no-journal``), by it without ``testlog`` and
-  ``archive`` (the report, JUnit and the journal), and by a serve with no plugin and no
-  journal (the pytest plugin's own events, the TCP server, the event thread). Seven of
-  each, taking turns; no targets: it says what each part costs.
+  by it without the journal (``--no-journal``), by it without ``archive``, by it
+  without ``testlog`` and ``archive`` (the report, JUnit and the journal), and by a
+  serve with no plugin and no journal (the pytest plugin's own events, the TCP server,
+  the event thread). Seven of each, taking turns; no targets: it says what each part
+  costs, twice: the suite's wall time, and the CPU seconds the serve (its process and
+  all its children) used during each run, which this machine's noise moves far less.
 
 The sdist is fetched once with ``pip download --no-binary :all: --no-deps`` into
 ``benchmarks/.peers/`` (git-ignored) and unpacked there; without network the scenario
@@ -25,6 +27,7 @@ reports itself skipped. ``--quick`` runs ``suite.fixed`` once per subject and sk
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -101,6 +104,25 @@ class Serve:
             self.proc.wait()
             raise RuntimeError("rigger-mp serve did not start")
         self.address = f"{match['host']}:{match['port']}"
+        self.cpu_seen = self.cpu_seconds()
+
+    def cpu_since_last_look(self) -> float:
+        """CPU seconds the serve used since the last call (or since it listened)."""
+        now = self.cpu_seconds()
+        seconds, self.cpu_seen = now - self.cpu_seen, now
+        return seconds
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the serve and its live descendants."""
+        import psutil
+
+        total = 0.0
+        root = psutil.Process(self.proc.pid)
+        for proc in (root, *root.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):  # a child that has just ended
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
 
     def stop(self) -> None:
         """Terminate it (it drains) and wait."""
@@ -248,6 +270,7 @@ def part_args(scratch: Path) -> dict[str, tuple[str, ...]]:
     ways: dict[str, tuple[dict[str, Any] | None, bool]] = {
         SERVED: (None, True),
         "served, no journal": (None, False),
+        "served, no archive": ({k: v for k, v in plugins.items() if k != "archive"}, True),
         "served, no testlog or archive": (
             {k: v for k, v in plugins.items() if k not in ("testlog", "archive")},
             True,
@@ -278,8 +301,9 @@ def parts(ctx: RunContext) -> list[Measurement]:
         for n, (way, args) in enumerate(part_args(scratch).items()):
             serves[way] = Serve(scratch, *args, artifacts=f"served-{n}")
         runs: dict[str, Callable[[], float]] = {ALONE: lambda: timed_pytest(source, "tests")}
+        cpu: dict[str, list[float]] = {way: [] for way in serves}
         for way, serve in serves.items():
-            runs[way] = partial(timed_pytest, source, "tests", f"--rigger={serve.address}")
+            runs[way] = partial(served_run, source, serve, cpu[way])
         ctx.log(f"suite: boltons alone and served {len(serves)} ways, {PARTS_REPEATS} of each")
         samples = interleaved(runs, PARTS_REPEATS)
     finally:
@@ -287,10 +311,26 @@ def parts(ctx: RunContext) -> list[Measurement]:
             serve.stop()
         shutil.rmtree(scratch, ignore_errors=True)
     notes = {ALONE: "no plugin", SERVED: "serve's default config", **{w: w for w in serves}}
+    cpu_metric = "CPU seconds of the serve (all its processes) per boltons run"
     return [
-        Measurement(name, metric, way, "s", runs, False, note=notes[way])
-        for way, runs in samples.items()
+        *(
+            Measurement(name, metric, way, "s", runs, False, note=notes[way])
+            for way, runs in samples.items()
+        ),
+        *(
+            Measurement(name, cpu_metric, way, "s", seconds, False, note=notes[way])
+            for way, seconds in cpu.items()
+        ),
     ]
+
+
+def served_run(source: Path, serve: Serve, cpu: list[float]) -> float:
+    """One boltons run with ``--rigger`` to ``serve``: its wall time; the serve's CPU
+    seconds since the end of its last run go to ``cpu``, so work it did after a run's
+    pytest ended (the report, the last archives) counts with the next run."""
+    seconds = timed_pytest(source, "tests", f"--rigger={serve.address}")
+    cpu.append(serve.cpu_since_last_look())
+    return seconds
 
 
 SCENARIOS = [
