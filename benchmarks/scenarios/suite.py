@@ -17,7 +17,8 @@
   serve with no plugin and no journal (the pytest plugin's own events, the TCP server,
   the event thread). Seven of each, taking turns; no targets: it says what each part
   costs, twice: the suite's wall time, and the CPU seconds the serve (its process and
-  all its children) used during each run, which this machine's noise moves far less.
+  all its children) used during each run, which separate the parts where the wall
+  times lie within each other's spread.
 
 The sdist is fetched once with ``pip download --no-binary :all: --no-deps`` into
 ``benchmarks/.peers/`` (git-ignored) and unpacked there; without network the scenario
