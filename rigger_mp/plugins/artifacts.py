@@ -27,14 +27,30 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ..core.rigger import Rigger
+from typing import Any, Protocol
 
 READY_EVENT = "artifacts_ready"
 """Fired after each ``finish_test`` once its foreground hooks are done."""
+
+
+class Installable(Protocol):
+    """What :func:`install` uses of a dispatcher (a :class:`~rigger_mp.Rigger`): named
+    here rather than imported, so that the dispatcher's core may read the plugins' run
+    state without an import cycle."""
+
+    artifacts_root: Path | None
+
+    def fire_hook(self, hook_name: str, /, **kwargs: Any) -> Any: ...
+
+    def register_hook_callback(
+        self,
+        hook_name: str,
+        ctype: str = "pre",
+        callback: Callable[..., Any] | None = None,
+        name: str | None = None,
+    ) -> str: ...
 
 
 class TrustedRoot(str):
@@ -83,7 +99,7 @@ def contained(root: Path, artifact_path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def install(rigger: Rigger, root: str | os.PathLike[str]) -> None:
+def install(rigger: Installable, root: str | os.PathLike[str]) -> None:
     """Bind the artifact-path pre callbacks and the ``artifacts_ready`` post callback."""
     root = Path(root).absolute()
     trusted = TrustedRoot(root)
