@@ -7,10 +7,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from rigger_mp.plugins.run_state import Found
 from rigger_mp.plugins.run_timeout import DEFAULT_RUN_TIMEOUT, run_timeout_of
+from rigger_mp.server import run_board
 from rigger_mp.server.run_board import MAX_RUNS, RunBoard, head, listed, run_json
 
 
@@ -274,3 +278,27 @@ def test_a_finish_session_after_the_clock_ended_the_run_keeps_it() -> None:
     assert b.entries["r"] is entry and head(b, entry)["counts"] == {"passed": 1}
     b.finish_session({"run_id": "never-seen", "exit_status": 0})
     assert "never-seen" not in b.entries
+
+
+def test_the_replay_handed_to_the_live_view_is_its_run_events_bounded_without_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the events the board follows, without captured output, in order, within
+    RESTORE_BYTES: the rest are counted as not shown."""
+    monkeypatch.setattr(run_board, "RESTORE_BYTES", 2000)
+    test = {"run_id": "r", "test_location": "t.py", "test_name": "a"}
+    replay: list[tuple[str, str, dict[str, Any]]] = [
+        ("tcp1-1", "start_test", test),
+        ("tcp1-2", "archive_it", {"x": 1}),  # not a run event
+        ("tcp1-3", "finish_test", {**test, "outcome": "passed", "sections": [["out", "x" * 5000]]}),
+        ("tcp1-4", "finish_test", {**test, "test_name": "b", "longrepr": "y" * 5000}),
+        ("tcp1-5", "finish_session", {"run_id": "r"}),
+    ]
+    restored = run_board.restored_runs(str(tmp_path), replay)  # no state file there
+    assert restored.found == ()
+    assert restored.replayed == (
+        ("start_test", test),
+        ("finish_test", {**test, "outcome": "passed"}),
+        ("finish_session", {"run_id": "r"}),
+    )
+    assert restored.not_shown == 1  # b's 5,000 characters of failure text

@@ -8,6 +8,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from urllib.parse import quote
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from rigger_mp import Rigger, RiggerBasePlugin
+from rigger_mp.journal import JournalStore, encode
 from rigger_mp.plugins.report import ReportPlugin
 
 from ._http import Http, http_port, make_http_rigger
 from ._live import Stream, finish, send_all
-from ._tcp import WAIT, instance, port_of
+from ._tcp import HOST, WAIT, instance, port_of
 from .test_pytest_plugin import pytest_env
 from .test_report_pytest import OUTCOMES, SUITE
 
@@ -289,3 +292,76 @@ def test_a_poke_while_an_update_is_written_is_not_lost() -> None:
         await asyncio.wait_for(subscriber.woken(), WAIT)
 
     asyncio.run(run())
+
+
+class HeldSession(RiggerBasePlugin):
+    """Holds the event thread in ``start_session`` until ``go`` is set."""
+
+    started = threading.Event()
+    go = threading.Event()
+
+    def plugin_initialize(self) -> None:
+        self.register_plugin_hook("start_session", self.hold)
+
+    def hold(self) -> None:
+        HeldSession.started.set()
+        HeldSession.go.wait(WAIT)
+
+
+def test_a_restart_shows_the_journals_replay_on_the_page_before_it_has_run(
+    tmp_path: Path,
+) -> None:
+    """Events a dispatcher accepted and did not run before it went away are replayed
+    at its next start, to the plugins only: the live view is handed them with its
+    settings, beside the state files as they were before the replay began. Here the
+    replay is held in its first event, so no state file has any of it yet."""
+    root, journal = tmp_path / "art", tmp_path / "journal.sqlite"
+    test = {"run_id": "r", "session_id": "s", "test_location": "t.py", "host": "h", "worker": "gw0"}
+    pending = [
+        ("start_session", {"run_id": "r", "session_id": "s"}),
+        ("start_test", {**test, "test_name": "a"}),
+        finish("r", "a", session_id="s", test_location="t.py", host="h"),
+        ("start_test", {**test, "test_name": "b"}),
+    ]
+    store = JournalStore.open(journal)
+    try:
+        rows = [(f"tcp1-{n}", name, *encode(name, data)) for n, (name, data) in enumerate(pending)]
+        store.commit(rows)
+    finally:
+        store.close()
+    HeldSession.started.clear()
+    HeldSession.go.clear()
+    rigger = Rigger(
+        {
+            "server_enabled": True,
+            "server_address": HOST,
+            "server_port": 0,
+            "http_address": HOST,
+            "http_port": 0,
+            "journal": str(journal),
+            "plugins": {
+                "held": {"plugin": "held"},
+                "report": {"plugin": "report", "dir": str(root)},
+            },
+        }
+    )
+    rigger.register_plugin(HeldSession, "held")
+    rigger.artifacts_root = root
+    rigger.start()
+    try:
+        assert HeldSession.started.wait(WAIT)  # the replay is held in its first event
+        with Http(http_port(rigger)) as client:
+            status, reply = client.json("GET", "/runs/r")
+        HeldSession.go.set()
+        assert rigger.wait_background(WAIT)  # the replay has run: the plugins have it
+        with Http(http_port(rigger)) as client:
+            _, after = client.json("GET", "/runs/r")
+    finally:
+        HeldSession.go.set()
+        rigger.stop()
+    assert status == 200, reply
+    run = reply["run"]
+    assert run["counts"] == {"passed": 1, "unfinished": 1} and run["tests"] == 2
+    assert [lane["test"] for lane in run["lanes"]] == ["b"]  # running when it went away
+    assert after["run"]["counts"] == run["counts"] and after["run"]["tests"] == 2
+    assert [lane["done"] for lane in after["run"]["lanes"]] == [1]  # shown once, not twice

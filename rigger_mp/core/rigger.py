@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +45,9 @@ from .stats import collect
 from .task import Task
 
 if TYPE_CHECKING:
+    from ..server.pipe_messages import Restored
     from ..server.supervisor import ServerSupervisor
+    from .port import EventSpec
 
 logger = printable.logger("rigger_mp")
 
@@ -247,6 +249,7 @@ class Rigger(InstanceLookup, Dispatcher):
             self._runner = runner
             self._events.max_cached_plans = settings.max_cached_plans
             first = journal.claim() if journal is not None else ((), ())
+            restored = self._restored_runs(settings, first[0])  # before the replay runs
             self._events.run(runner, self._background.submit, journal, first)
         except BaseException:
             if server is not None:
@@ -256,7 +259,7 @@ class Rigger(InstanceLookup, Dispatcher):
         self._instances_built = True
         _live.add(self)
         if settings.server_enabled:
-            self._start_server(settings, server)
+            self._start_server(settings, server, restored)
         _parts[self] = Parts(self._events, port, self._background, journal, self._server)
         self.log_message(
             f"started with {len(self.instances)} enabled instance(s)"
@@ -297,13 +300,31 @@ class Rigger(InstanceLookup, Dispatcher):
         server.launch()
         return server
 
-    def _start_server(self, settings: RiggerConfig, server: ServerSupervisor | None) -> None:
+    def _restored_runs(
+        self, settings: RiggerConfig, replay: Sequence[EventSpec]
+    ) -> Restored | None:
+        """The open runs for the live view of the HTTP front, if there is one and an
+        artifacts root: read before the journal's replay is queued (see
+        :class:`~rigger_mp.server.pipe_messages.Restored`)."""
+        root = self.artifacts_root
+        if not settings.server_enabled or settings.http_port is None or root is None:
+            return None
+        from ..server.run_board import restored_runs
+
+        return restored_runs(str(root), replay)
+
+    def _start_server(
+        self,
+        settings: RiggerConfig,
+        server: ServerSupervisor | None,
+        restored: Restored | None = None,
+    ) -> None:
         """Greet the launched server process (launch it first if none); on failure, stop
         and raise."""
         try:
             if server is None:
                 server = self._launch_server(settings)
-            self.server_address, self.server_port = server.start()
+            self.server_address, self.server_port = server.start(restored)
         except BaseException:
             self.stop()
             raise

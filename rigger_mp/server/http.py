@@ -62,14 +62,12 @@ from .http_noise import Noise
 from .http_stalls import Stalls
 from .process import main as process_main
 from .router import Server, ServerPhase
-from .run_board import RunBoard
+from .run_board import RESTORE_BYTES, RunBoard
 from .run_view import RunView
 from .throttle import Throttled
 
 logger = printable.logger("rigger_mp.server")
 
-RESTORE_BYTES: Final = 64 * 1024 * 1024
-"""The most of the report plugin's state files the live view reads back at its start."""
 REFUSE_TIMEOUT: Final = 2.0
 """How long a connection over the limit may take to send its request before it is dropped."""
 REFUSE_HEAD_BYTES: Final = 16 * 1024
@@ -275,13 +273,23 @@ class HttpFront:
         self.view = RunView(server.loop, self.board, server.settings.live_max_subscribers)
         self.board_faults = Throttled(logging.ERROR, "live view: a test event not shown")
         server.taps.update({name: self._tap(feed) for name, feed in self.board.taps.items()})
-        root = server.settings.artifacts_root
+        root, restored = server.settings.artifacts_root, server.settings.restored
         if root is not None:  # a restarted dispatcher: its open runs from the start
             self.artifacts_root = root
             try:
-                self.board.restore(open_runs(root, RESTORE_BYTES))
+                if restored is None:  # a replaced server process: the files as they are now
+                    self.board.restore(open_runs(root, RESTORE_BYTES))
+                else:  # as the main process read them, then the journal's replay
+                    self.board.restore(restored.found, restored.replayed)
             except Exception as exc:  # the state files are the plugins': show what came
                 self.board_faults(exc_info=exc)
+            if restored is not None and restored.not_shown:
+                logger.warning(
+                    "live view: %d event(s) of the journal's replay not shown, past the "
+                    "%d bytes it reads back (the reports list them)",
+                    restored.not_shown,
+                    RESTORE_BYTES,
+                )
 
     def _tap(self, feed: Callable[[Any], None]) -> Callable[[Any], None]:
         """``feed``, whose fault is logged (throttled): the fire it taps is accepted."""

@@ -135,6 +135,23 @@ class Stop(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Restored:
+    """A restarting dispatcher's open runs for the live view, read by the main process
+    before it queued the journal's replay: what the run plugins' state files held then
+    (``found``), and the run events of the replay (``replayed``), which reach the plugins
+    on the event thread and never pass through a server process. Read later, the state
+    files would hold a part of the replay that had run by then, and the board would be
+    fed that part twice."""
+
+    found: tuple[Any, ...]
+    """:class:`~rigger_mp.plugins.run_state.Found`, one per open run (not imported here:
+    the server process loads the plugins' modules only with the HTTP front)."""
+    replayed: tuple[tuple[str, dict[str, Any]], ...]
+    not_shown: int = 0
+    """Replayed run events left out, past the bytes the live view reads back."""
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     """What the server process needs from the config."""
 
@@ -192,6 +209,9 @@ class ServerSettings:
     # -- uploads (``attach``): the config keys of the same names --
     artifacts_root: str | None = None
     """Where uploaded files go (the dispatcher's artifacts root); None: ``attach`` is refused."""
+    restored: Restored | None = None
+    """For the first server process of a dispatcher with the HTTP front and an artifacts
+    root; None: the live view reads the state files itself (a replaced server process)."""
     max_attach_bytes: int = 512 * 1024 * 1024
     """The largest file one ``attach`` may upload."""
     max_run_bytes: int = 20 * 1024**3

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import pickle
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,7 +44,7 @@ from typing import Any, Final, Protocol
 from urllib.parse import quote
 
 from ..plugins.artifacts import artifact_dir
-from ..plugins.run_state import Found
+from ..plugins.run_state import Found, open_runs
 from ..plugins.run_timeout import DEFAULT_RUN_TIMEOUT
 from ..plugins.run_values import MAX_NAMES, MAX_SHORT, optional_text, text
 from ..plugins.runs import (
@@ -59,6 +60,7 @@ from ..plugins.runs import (
     run_dir_name,
     run_key,
 )
+from .pipe_messages import Restored
 
 MAX_RUNS: Final = 16
 """Runs kept on the board, open or finished."""
@@ -71,6 +73,17 @@ RECENT: Final = 500
 MAX_LISTED: Final = 1000
 """Rows one ``GET /runs/{id}/tests`` answers with (with the count of all that match)."""
 REPORT_NAME: Final = "report.html"
+RESTORE_BYTES: Final = 64 * 1024 * 1024
+"""The most a restarted dispatcher's live view reads back: the report plugin's state files,
+then the run events of the journal's replay (pickled, without their captured output)."""
+BOARD_EVENTS: Final = (
+    "start_session",
+    "collect_tests",
+    "start_test",
+    "finish_test",
+    "finish_session",
+)
+"""The events the board follows (:attr:`RunBoard.taps`)."""
 BOARD_LIMITS: Final = Limits(
     max_failure_bytes=16 * 1024, max_capture_bytes=0, max_text_bytes=16 * 1024 * 1024
 )
@@ -176,11 +189,7 @@ class RunBoard:
         self.listeners: list[Callable[[], None]] = []
         self.artifacts_root = artifacts_root
         self.taps: dict[str, Callable[[Mapping[str, Any]], None]] = {
-            "start_session": self.start_session,
-            "collect_tests": self.collect_tests,
-            "start_test": self.start_test,
-            "finish_test": self.finish_test,
-            "finish_session": self.finish_session,
+            name: getattr(self, name) for name in BOARD_EVENTS
         }
         """What ``Server.fire`` calls, by event name, with the event's data."""
 
@@ -299,31 +308,46 @@ class RunBoard:
             entry.timed_out = True
             self._ended(entry, result, event=False)
 
-    def restore(self, found: Iterable[Found]) -> int:
+    def restore(
+        self, found: Iterable[Found], replayed: Iterable[tuple[str, Mapping[str, Any]]] = ()
+    ) -> int:
         """Replay a restarted dispatcher's open runs (the report plugin's state files,
-        :func:`~rigger_mp.plugins.run_state.open_runs`) before any fire is tapped, so a
-        page opened after a restart shows the run from its start; the events replayed.
+        :func:`~rigger_mp.plugins.run_state.open_runs`), then the run events of the
+        journal's replay, before any fire is tapped, so a page opened after a restart
+        shows the run from its start; the events replayed.
 
         A run's clock counts from its last event before the restart (its file's time),
-        as the report plugin's does: one quiet for ``run_timeout`` by now ends at once."""
-        replayed = 0
+        as the report plugin's does: one quiet for ``run_timeout`` by now ends at once.
+        A run with events in the journal's replay counts from now, as the plugins do,
+        which are given them now."""
+        count = 0
+        quiet: dict[str, float] = {}
         for run in found:
-            key = None
             for name, data in run.events:
-                feed = self.taps.get(name)
-                if feed is not None:
-                    feed(data)
-                    replayed += 1
-                    key = run_key(data.get("run_id"))
-            entry = None if key is None else self.entries.get(key)
+                count += self._feed(name, data)
+            if run.events:
+                key = run_key(run.events[-1][1].get("run_id"))
+                quiet[key] = self.run_timeout if run.ended else run.quiet()
+        for name, event in replayed:
+            count += self._feed(name, event)
+            quiet[run_key(event.get("run_id"))] = 0.0
+        for key, seconds in quiet.items():
+            entry = self.entries.get(key)
             if entry is None or entry.finished:
                 continue
-            quiet = self.run_timeout if run.ended else run.quiet()
-            entry.run.last_event = time.monotonic() - quiet
+            entry.run.last_event = time.monotonic() - seconds
             if entry.timer is not None:
                 entry.timer.cancel()
             self._due(entry)
-        return replayed
+        return count
+
+    def _feed(self, name: str, data: Mapping[str, Any]) -> int:
+        """Feed one restored event; 1 if the board follows it, else 0."""
+        feed = self.taps.get(name)
+        if feed is None:
+            return 0
+        feed(data)
+        return 1
 
     # -- what the view reads ------------------------------------------------------------
 
@@ -392,6 +416,32 @@ class RunBoard:
         if lane is None and len(entry.lanes) < MAX_NAMES:
             lane = entry.lanes[(host, worker)] = Lane(host, worker)
         return lane
+
+
+def restored_runs(root: str, replay: Iterable[tuple[str, str, Mapping[str, Any]]]) -> Restored:
+    """What a restarting dispatcher hands its first server process for the live view,
+    read before it queues the replay (see :class:`~.pipe_messages.Restored`): the state
+    files, then the run events among ``replay`` (``(tid, hook_name, data)``, in order)
+    without their captured output, which the board does not keep; at most
+    :data:`RESTORE_BYTES` of both (the events past it are counted in ``not_shown``)."""
+    found = tuple(open_runs(root, RESTORE_BYTES))
+    budget = RESTORE_BYTES - sum(run.size for run in found)
+    replayed: list[tuple[str, dict[str, Any]]] = []
+    not_shown = 0
+    for _tid, name, data in replay:
+        if name not in BOARD_EVENTS:
+            continue
+        shown = {key: value for key, value in data.items() if key != "sections"}
+        try:
+            size = len(pickle.dumps(shown, pickle.HIGHEST_PROTOCOL))
+        except Exception:  # a value only its hooks can use: the board reads plain data
+            size = budget + 1
+        if size > budget:
+            not_shown += 1
+            continue
+        budget -= size
+        replayed.append((name, shown))
+    return Restored(found, tuple(replayed), not_shown)
 
 
 def counts(entry: Entry) -> Counter[str]:

@@ -61,7 +61,7 @@ from .fences import Fences
 from .incarnation import Incarnation
 from .intake import Intake
 from .listening import bind, warn_if_exposed
-from .pipe_messages import Fence, ServerSettings, Stop
+from .pipe_messages import Fence, Restored, ServerSettings, Stop
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -336,15 +336,18 @@ class ServerSupervisor:
                 sock.close()
         self._sock = None
 
-    def start(self) -> tuple[str, int]:
-        """:meth:`launch` unless done; wait until it listens; return the real address."""
+    def start(self, restored: Restored | None = None) -> tuple[str, int]:
+        """:meth:`launch` unless done; wait until it listens; return the real address.
+
+        ``restored``: the open runs for the first server process's live view (a server
+        process started later reads the state files itself)."""
         if self._launched is None:
             self.launch()
         launched, self._launched = self._launched, None
         assert launched is not None and self._sock is not None
         host, port = self.address, self.port
         try:
-            incarnation = self._greet(launched)
+            incarnation = self._greet(launched, restored)
         except BaseException:
             self._close_sockets()
             raise
@@ -362,11 +365,13 @@ class ServerSupervisor:
         logger.info("TCP server listening on %s:%d", host, port)
         return host, port
 
-    def _greet(self, incarnation: Incarnation) -> Incarnation:
+    def _greet(self, incarnation: Incarnation, restored: Restored | None = None) -> Incarnation:
         """Send the process just launched its settings; wait until it is listening."""
         accepting = not self._phase.stop_begun
         tids = f"tcp{self._generation}-"
-        settings = replace(self.server_settings, tid_prefix=tids, accepting=accepting)
+        settings = replace(
+            self.server_settings, tid_prefix=tids, accepting=accepting, restored=restored
+        )
         incarnation.greet(settings, START_TIMEOUT, STOP_GRACE)
         return incarnation
 
