@@ -107,6 +107,22 @@ def test_each_format_round_trips_with_dest_and_remove_originals(tmp_path: Path, 
     assert not list(dest.glob("*.part-*"))
 
 
+def test_members_keep_whole_second_times_and_need_no_extended_header(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    folder = root / "t3"
+    artifacts(folder)
+    stamp = 1_700_000_000.75
+    for path in (folder, *folder.rglob("*")):
+        os.utime(path, (stamp, stamp))
+    with Rigger(foreground(root)) as rigger:
+        rigger.fire_hook("done", artifact_path=str(folder)).result(10)
+    with open_archive(str(root / "t3.tar.zst")) as tar:
+        members = tar.getmembers()
+    assert len(members) == 6  # the directory, its two subdirectories, three files
+    assert {m.mtime for m in members} == {1_700_000_000}
+    assert all(m.pax_headers == {} for m in members)
+
+
 @pytest.mark.parametrize(("fmt", "low", "high"), [("zst", 1, 22), ("xz", 0, 9), ("gz", 0, 9)])
 def test_each_format_checks_its_own_level_range(fmt: str, low: int, high: int) -> None:
     for level in (low, high):
