@@ -103,7 +103,7 @@ def test_the_archive_writes_through_no_link_planted_after_its_check(
     (outside / "a7" / "log.txt").write_bytes(b"theirs\n")
     checked = ArchivePlugin._contained
 
-    def check_then_swap(self: ArchivePlugin, path: str, artifacts_root: Any) -> str:
+    def check_then_swap(self: ArchivePlugin, path: str, artifacts_root: Any) -> tuple[str, str]:
         real = checked(self, path, artifacts_root)
         (root / "loc").rename(tmp_path / "moved")
         (root / "loc").symlink_to(outside, target_is_directory=True)

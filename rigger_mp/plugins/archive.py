@@ -166,7 +166,7 @@ class ArchivePlugin(RiggerBasePlugin):
         if not artifact_path:
             logger.warning("archive %r: no artifact_path in the event", self.ident)
             return None
-        path = self._contained(os.fspath(artifact_path), artifacts_root)
+        real_root, path = self._contained(os.fspath(artifact_path), artifacts_root)
         if not os.path.isdir(path):
             self._missing(path)
         if not _has_files(path):
@@ -174,7 +174,7 @@ class ArchivePlugin(RiggerBasePlugin):
         start = time.perf_counter()
         base = os.path.basename(path)
         target = self.target(path)
-        where = self._where(target, artifacts_root)
+        where = self._where(target, real_root)
         bytes_in = self._pack(path, base, where, stat.S_IMODE(os.stat(path).st_mode) & 0o666)
         totals = self._totals
         totals["seconds"] += time.perf_counter() - start  # packing only
@@ -190,8 +190,9 @@ class ArchivePlugin(RiggerBasePlugin):
         base = os.path.basename(os.path.normpath(path))
         return os.path.join(self.dest or os.path.dirname(path), base + FORMATS[self.format].suffix)
 
-    def _contained(self, path: str, artifacts_root: str | None) -> str:
-        """``path`` resolved (symlinks too) if strictly inside the root; else PluginError."""
+    def _contained(self, path: str, artifacts_root: str | None) -> tuple[str, str]:
+        """The root and ``path``, resolved (symlinks too), if ``path`` is strictly inside
+        the root; else PluginError."""
         root = self.root
         if root is None and isinstance(artifacts_root, TrustedRoot):
             root = str(artifacts_root)
@@ -207,19 +208,19 @@ class ArchivePlugin(RiggerBasePlugin):
         elif os.path.commonpath([real, real_root]) != real_root:
             problem = f"resolves to {real!r}, outside the artifacts root {real_root!r}"
         else:
-            return real
+            return real_root, real
         logger.error("archive %r: refused: %r %s", self.ident, path, problem)
         raise PluginError(f"archive {self.ident!r}: refused artifact_path {path!r}: {problem}")
 
-    def _where(self, target: str, artifacts_root: str | None) -> tuple[str, str]:
+    def _where(self, target: str, real_root: str) -> tuple[str, str]:
         """``target`` as (a trusted root, a path below it) to create it through
         :func:`~rigger_mp.safe_paths.atomic_file`: ``dest`` (the operator's, made if
-        missing), else the artifacts root, below which no link is followed."""
+        missing), else the artifacts root (``real_root``, as :meth:`_contained` resolved
+        it), below which no link is followed."""
         if self.dest:
             os.makedirs(self.dest, exist_ok=True)
             return self.dest, os.path.basename(target)
-        root = os.path.realpath(self.root if self.root is not None else str(artifacts_root))
-        return root, os.path.relpath(target, root)
+        return real_root, os.path.relpath(target, real_root)
 
     def _pack(self, path: str, base: str, where: tuple[str, str], mode: int) -> int:
         """Stream ``path`` into the archive ``where`` names by way of a partial file
