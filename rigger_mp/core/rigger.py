@@ -303,11 +303,12 @@ class Rigger(InstanceLookup, Dispatcher):
     def _restored_runs(
         self, settings: RiggerConfig, replay: Sequence[EventSpec]
     ) -> Restored | None:
-        """The open runs for the live view of the HTTP front, if there is one and an
-        artifacts root: read before the journal's replay is queued (see
-        :class:`~rigger_mp.server.pipe_messages.Restored`)."""
+        """The open runs for the live view of the HTTP front, if there is one, an
+        artifacts root and a journal replay to run: read before the replay is queued (see
+        :class:`~rigger_mp.server.pipe_messages.Restored`). Without a replay, nothing
+        writes the state files before the server process reads them itself."""
         root = self.artifacts_root
-        if not settings.server_enabled or settings.http_port is None or root is None:
+        if not replay or not settings.server_enabled or settings.http_port is None or not root:
             return None
         from ..server.run_board import restored_runs
 

@@ -210,8 +210,9 @@ class ServerSettings:
     artifacts_root: str | None = None
     """Where uploaded files go (the dispatcher's artifacts root); None: ``attach`` is refused."""
     restored: Restored | None = None
-    """For the first server process of a dispatcher with the HTTP front and an artifacts
-    root; None: the live view reads the state files itself (a replaced server process)."""
+    """For the first server process of a dispatcher with the HTTP front, an artifacts
+    root and a journal replay to run; None: the live view reads the state files itself
+    (no replay, or a replaced server process)."""
     max_attach_bytes: int = 512 * 1024 * 1024
     """The largest file one ``attach`` may upload."""
     max_run_bytes: int = 20 * 1024**3
